@@ -1,0 +1,372 @@
+//! Canonical event bytes, format version 1: the exact bytes that are stored, hashed into the Merkle
+//! log (`leaf = SHA-256(0x00 ‖ bytes)`) and verified offline. They never change after acknowledgement.
+//!
+//! The format is deliberately simple and independent of any serializer's whims:
+//!
+//! ```text
+//! event   = version field*          ; version = 0x01
+//! field   = tag len value           ; tags strictly ascending, absent optional fields omitted
+//! tag     = u8                      ; see the TAG_* constants
+//! len     = unsigned LEB128         ; byte length of value
+//! value   = UTF-8 text | u64/i64 big-endian (8 bytes) for seq, time, received_at
+//! ```
+//!
+//! `time` and `received_at` are microseconds since the Unix epoch (UTC). `info` is the event's JSON
+//! object serialized compactly with object keys in ascending byte order (no insignificant whitespace;
+//! numbers as given). Because `org` and `seq` are inside the bytes, an event cannot be moved to another
+//! organization or position without changing its leaf hash.
+//!
+//! Decoding is strict: an unknown version or tag, a repeated or out-of-order tag, a missing required
+//! field, invalid UTF-8 or trailing bytes are errors, so a flipped byte is detected even before hashing.
+
+use serde_json::{Map, Value};
+
+use crate::event::{Actor, ActorType, Outcome, StoredEvent, Target};
+
+pub const VERSION: u8 = 1;
+
+pub const TAG_ORG: u8 = 0x01;
+pub const TAG_SEQ: u8 = 0x02;
+pub const TAG_ID: u8 = 0x03;
+pub const TAG_TIME: u8 = 0x04;
+pub const TAG_RECEIVED_AT: u8 = 0x05;
+pub const TAG_ACTOR_ID: u8 = 0x10;
+pub const TAG_ACTOR_TYPE: u8 = 0x11;
+pub const TAG_ACTOR_NAME: u8 = 0x12;
+pub const TAG_ACTOR_IP: u8 = 0x13;
+pub const TAG_ACTOR_USER_AGENT: u8 = 0x14;
+pub const TAG_ACTION: u8 = 0x20;
+pub const TAG_TARGET_TYPE: u8 = 0x30;
+pub const TAG_TARGET_ID: u8 = 0x31;
+pub const TAG_TARGET_NAME: u8 = 0x32;
+pub const TAG_PROJECT: u8 = 0x40;
+pub const TAG_OUTCOME: u8 = 0x41;
+pub const TAG_REASON: u8 = 0x42;
+pub const TAG_SOURCE: u8 = 0x43;
+pub const TAG_INFO: u8 = 0x50;
+
+/// Why stored bytes could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("unsupported canonical format version {0}")]
+    Version(u8),
+    #[error("truncated event bytes")]
+    Truncated,
+    #[error("tag {0:#04x} is unknown or out of order")]
+    BadTag(u8),
+    #[error("field with tag {0:#04x} has an invalid value")]
+    BadValue(u8),
+    #[error("required field with tag {0:#04x} is missing")]
+    Missing(u8),
+}
+
+/// Encodes a stored event. Only the store calls this, once, when it accepts the event.
+pub fn encode(e: &StoredEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(VERSION);
+    put(&mut out, TAG_ORG, e.org.as_bytes());
+    put(&mut out, TAG_SEQ, &e.seq.to_be_bytes());
+    put(&mut out, TAG_ID, e.id.as_bytes());
+    put(&mut out, TAG_TIME, &e.time.to_be_bytes());
+    put(&mut out, TAG_RECEIVED_AT, &e.received_at.to_be_bytes());
+    put(&mut out, TAG_ACTOR_ID, e.actor.id.as_bytes());
+    put(&mut out, TAG_ACTOR_TYPE, e.actor.kind.as_str().as_bytes());
+    put_opt(&mut out, TAG_ACTOR_NAME, &e.actor.name);
+    put_opt(&mut out, TAG_ACTOR_IP, &e.actor.ip);
+    put_opt(&mut out, TAG_ACTOR_USER_AGENT, &e.actor.user_agent);
+    put(&mut out, TAG_ACTION, e.action.as_bytes());
+    put(&mut out, TAG_TARGET_TYPE, e.target.kind.as_bytes());
+    put_opt(&mut out, TAG_TARGET_ID, &e.target.id);
+    put_opt(&mut out, TAG_TARGET_NAME, &e.target.name);
+    put_opt(&mut out, TAG_PROJECT, &e.project);
+    put(&mut out, TAG_OUTCOME, e.outcome.as_str().as_bytes());
+    put_opt(&mut out, TAG_REASON, &e.reason);
+    put_opt(&mut out, TAG_SOURCE, &e.source);
+    if let Some(info) = &e.info {
+        put(&mut out, TAG_INFO, &info_bytes(info));
+    }
+    out
+}
+
+/// The canonical JSON of an `info` object: compact, keys ascending (serde_json's map is ordered).
+pub fn info_bytes(info: &Map<String, Value>) -> Vec<u8> {
+    // A Map of Values always serializes; an error here would be a serde_json bug.
+    serde_json::to_vec(info).unwrap_or_default()
+}
+
+fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
+    out.push(tag);
+    let mut n = value.len() as u64;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    out.extend_from_slice(value);
+}
+
+fn put_opt(out: &mut Vec<u8>, tag: u8, value: &Option<String>) {
+    if let Some(v) = value {
+        put(out, tag, v.as_bytes());
+    }
+}
+
+/// Reads the raw fields of canonical bytes, checking framing and tag order.
+#[derive(Debug)]
+pub struct Fields<'a> {
+    rest: &'a [u8],
+    last: u8,
+}
+
+impl<'a> Fields<'a> {
+    pub fn new(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        match bytes.split_first() {
+            Some((&VERSION, rest)) => Ok(Self { rest, last: 0 }),
+            Some((&v, _)) => Err(DecodeError::Version(v)),
+            None => Err(DecodeError::Truncated),
+        }
+    }
+
+    fn next_field(&mut self) -> Result<Option<(u8, &'a [u8])>, DecodeError> {
+        let Some((&tag, mut rest)) = self.rest.split_first() else {
+            return Ok(None);
+        };
+        if tag <= self.last {
+            return Err(DecodeError::BadTag(tag));
+        }
+        let mut len: u64 = 0;
+        let mut shift = 0;
+        loop {
+            let (&b, r) = rest.split_first().ok_or(DecodeError::Truncated)?;
+            rest = r;
+            if shift > 56 {
+                return Err(DecodeError::BadValue(tag));
+            }
+            len |= u64::from(b & 0x7f) << shift;
+            shift += 7;
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+        let len = usize::try_from(len).map_err(|_| DecodeError::Truncated)?;
+        if rest.len() < len {
+            return Err(DecodeError::Truncated);
+        }
+        let (value, rest) = rest.split_at(len);
+        self.rest = rest;
+        self.last = tag;
+        Ok(Some((tag, value)))
+    }
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = Result<(u8, &'a [u8]), DecodeError>;
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_field().transpose()
+    }
+}
+
+/// Decodes canonical bytes back into the stored event.
+pub fn decode(bytes: &[u8]) -> Result<StoredEvent, DecodeError> {
+    let mut org = None;
+    let mut seq = None;
+    let mut id = None;
+    let mut time = None;
+    let mut received_at = None;
+    let mut actor_id = None;
+    let mut actor_type = None;
+    let (mut actor_name, mut actor_ip, mut actor_ua) = (None, None, None);
+    let mut action = None;
+    let mut target_type = None;
+    let (mut target_id, mut target_name) = (None, None);
+    let mut project = None;
+    let mut outcome = None;
+    let (mut reason, mut source, mut info) = (None, None, None);
+
+    for field in Fields::new(bytes)? {
+        let (tag, v) = field?;
+        match tag {
+            TAG_ORG => org = Some(text(tag, v)?),
+            TAG_SEQ => seq = Some(u64::from_be_bytes(fixed(tag, v)?)),
+            TAG_ID => id = Some(text(tag, v)?),
+            TAG_TIME => time = Some(i64::from_be_bytes(fixed(tag, v)?)),
+            TAG_RECEIVED_AT => received_at = Some(i64::from_be_bytes(fixed(tag, v)?)),
+            TAG_ACTOR_ID => actor_id = Some(text(tag, v)?),
+            TAG_ACTOR_TYPE => {
+                actor_type = Some(ActorType::parse(&text(tag, v)?).ok_or(DecodeError::BadValue(tag))?)
+            }
+            TAG_ACTOR_NAME => actor_name = Some(text(tag, v)?),
+            TAG_ACTOR_IP => actor_ip = Some(text(tag, v)?),
+            TAG_ACTOR_USER_AGENT => actor_ua = Some(text(tag, v)?),
+            TAG_ACTION => action = Some(text(tag, v)?),
+            TAG_TARGET_TYPE => target_type = Some(text(tag, v)?),
+            TAG_TARGET_ID => target_id = Some(text(tag, v)?),
+            TAG_TARGET_NAME => target_name = Some(text(tag, v)?),
+            TAG_PROJECT => project = Some(text(tag, v)?),
+            TAG_OUTCOME => outcome = Some(Outcome::parse(&text(tag, v)?).ok_or(DecodeError::BadValue(tag))?),
+            TAG_REASON => reason = Some(text(tag, v)?),
+            TAG_SOURCE => source = Some(text(tag, v)?),
+            TAG_INFO => match serde_json::from_slice(v) {
+                Ok(Value::Object(m)) => info = Some(m),
+                _ => return Err(DecodeError::BadValue(tag)),
+            },
+            other => return Err(DecodeError::BadTag(other)),
+        }
+    }
+    Ok(StoredEvent {
+        org: org.ok_or(DecodeError::Missing(TAG_ORG))?,
+        seq: seq.ok_or(DecodeError::Missing(TAG_SEQ))?,
+        id: id.ok_or(DecodeError::Missing(TAG_ID))?,
+        time: time.ok_or(DecodeError::Missing(TAG_TIME))?,
+        received_at: received_at.ok_or(DecodeError::Missing(TAG_RECEIVED_AT))?,
+        actor: Actor {
+            id: actor_id.ok_or(DecodeError::Missing(TAG_ACTOR_ID))?,
+            kind: actor_type.ok_or(DecodeError::Missing(TAG_ACTOR_TYPE))?,
+            name: actor_name,
+            ip: actor_ip,
+            user_agent: actor_ua,
+        },
+        action: action.ok_or(DecodeError::Missing(TAG_ACTION))?,
+        target: Target {
+            kind: target_type.ok_or(DecodeError::Missing(TAG_TARGET_TYPE))?,
+            id: target_id,
+            name: target_name,
+        },
+        project,
+        outcome: outcome.ok_or(DecodeError::Missing(TAG_OUTCOME))?,
+        reason,
+        source,
+        info,
+    })
+}
+
+fn text(tag: u8, v: &[u8]) -> Result<String, DecodeError> {
+    String::from_utf8(v.to_vec()).map_err(|_| DecodeError::BadValue(tag))
+}
+
+fn fixed(tag: u8, v: &[u8]) -> Result<[u8; 8], DecodeError> {
+    v.try_into().map_err(|_| DecodeError::BadValue(tag))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{NewEvent, TimeBounds, parse_event};
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn sample() -> NewEvent {
+        let v = json!({"id": "evt-1", "actor": {"id": "alice", "type": "service", "name": "Alice", "ip": "::1",
+            "user_agent": "curl/8"}, "action": "component.deployed",
+            "target": {"type": "component", "id": "c-1", "name": "Billing"}, "project": "p", "outcome": "failure",
+            "reason": "quota exceeded", "source": "console", "info": {"z": 1, "a": {"y": [1, "x"], "b": null}}});
+        parse_event(
+            &v,
+            TimeBounds {
+                now: 0,
+                oldest: i64::MIN,
+            },
+        )
+        .unwrap()
+    }
+
+    fn stored(e: NewEvent) -> StoredEvent {
+        StoredEvent::accept(e, "acme", 7, "evt-1".into(), 1_631_018_580_000_000)
+            .with_time(1_631_018_579_249_000)
+    }
+
+    /// A fixed known answer: if this changes, every stored leaf hash in the world would change with it.
+    #[test]
+    fn known_bytes() {
+        let e = NewEvent {
+            info: None,
+            reason: None,
+            ..sample()
+        };
+        let bytes = encode(&stored(e));
+        let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex,
+            concat!(
+                "01",
+                "0104 61636d65",
+                "0208 0000000000000007",
+                "0305 6576742d31",
+                "0408 0005cb671b09c768",
+                "0508 0005cb671b153d00",
+                "1005 616c696365",
+                "1107 73657276696365",
+                "1205 416c696365",
+                "1303 3a3a31",
+                "1406 6375726c2f38",
+                "2012 636f6d706f6e656e742e6465706c6f796564",
+                "3009 636f6d706f6e656e74",
+                "3103 632d31",
+                "3207 42696c6c696e67",
+                "4001 70",
+                "4107 6661696c757265",
+                "4307 636f6e736f6c65"
+            )
+            .replace(' ', "")
+        );
+    }
+
+    #[test]
+    fn round_trip_and_info_order() {
+        let e = sample();
+        let bytes = encode(&stored(e.clone()));
+        let s = decode(&bytes).unwrap();
+        assert_eq!((s.org.as_str(), s.seq, s.id.as_str()), ("acme", 7, "evt-1"));
+        assert_eq!(s.actor, e.actor);
+        assert_eq!(s.target, e.target);
+        assert_eq!(s.info, e.info);
+        assert!(bytes.ends_with(br#"{"a":{"b":null,"y":[1,"x"]},"z":1}"#));
+    }
+
+    #[test]
+    fn every_single_byte_truncation_or_flip_is_noticed_or_changes_the_event() {
+        let bytes = encode(&stored(sample()));
+        let original = decode(&bytes).unwrap();
+        for i in 0..bytes.len() {
+            // Cutting at a field boundary can leave a valid, smaller event; it must never be the same one.
+            if let Ok(d) = decode(&bytes[..i]) {
+                assert_ne!(d, original, "truncation at {i} went unnoticed");
+            }
+            let mut b = bytes.clone();
+            b[i] ^= 0x01;
+            if let Ok(d) = decode(&b) {
+                assert_ne!(d, original, "flip at {i} went unnoticed");
+            }
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode(&bytes);
+        }
+
+        #[test]
+        fn encode_decode_round_trip(actor in "\\PC{1,40}", name in proptest::option::of("\\PC{0,40}"),
+                                    seq in any::<u64>(), time in any::<i64>(), n in any::<i64>(),
+                                    key in "\\PC{0,10}") {
+            let mut e = sample();
+            e.actor.id = actor;
+            e.actor.name = name;
+            let mut info = Map::new();
+            info.insert(key, json!(n));
+            e.info = Some(info);
+            let mut s = stored(e.clone()).with_time(time);
+            s.seq = seq;
+            let d = decode(&encode(&s)).unwrap();
+            prop_assert_eq!(d.seq, seq);
+            prop_assert_eq!(d.time, time);
+            prop_assert_eq!(&d.actor, &e.actor);
+            prop_assert_eq!(&d.info, &e.info);
+        }
+    }
+}

@@ -1,0 +1,167 @@
+//! Free-text search semantics (`q`), defined once so every backend and the reference model agree.
+//!
+//! An event's searchable text is every string field (and every string or number inside `info`), joined
+//! by spaces in a fixed order. Text is split into tokens: maximal runs of Unicode letters and digits,
+//! lowercased. A query is split on whitespace into terms; each term is itself tokenized, and matches
+//! when its tokens occur consecutively in the event's text with the last token matching as a prefix
+//! (so `req-5f2` finds `req-5f2a9c…`). All terms must match.
+
+use serde_json::Value;
+
+use crate::FieldError;
+use crate::event::StoredEvent;
+
+/// The longest accepted `q`, in characters.
+pub const MAX_QUERY_CHARS: usize = 256;
+/// At most this many terms in one `q`.
+pub const MAX_TERMS: usize = 16;
+
+/// Splits text into lowercase tokens.
+pub fn tokens(s: &str) -> Vec<String> {
+    s.split(|c: char| !c.is_alphanumeric())
+        .filter(|t| !t.is_empty())
+        .map(str::to_lowercase)
+        .collect()
+}
+
+/// A parsed `q`: terms, each a phrase of tokens whose last token is a prefix.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Search {
+    pub terms: Vec<Vec<String>>,
+}
+
+impl Search {
+    pub fn parse(q: &str) -> Result<Self, FieldError> {
+        if q.chars().count() > MAX_QUERY_CHARS {
+            return Err(FieldError::invalid(
+                "q",
+                format!("must be at most {MAX_QUERY_CHARS} characters"),
+            ));
+        }
+        let terms: Vec<Vec<String>> = q
+            .split_whitespace()
+            .map(tokens)
+            .filter(|t: &Vec<String>| !t.is_empty())
+            .collect();
+        if terms.is_empty() {
+            return Err(FieldError::invalid(
+                "q",
+                "must contain at least one letter or digit",
+            ));
+        }
+        if terms.len() > MAX_TERMS {
+            return Err(FieldError::invalid(
+                "q",
+                format!("must have at most {MAX_TERMS} words"),
+            ));
+        }
+        Ok(Self { terms })
+    }
+
+    /// Whether an event's searchable text matches (the reference semantics).
+    pub fn matches_text(&self, text: &str) -> bool {
+        let toks = tokens(text);
+        self.terms.iter().all(|term| phrase_in(term, &toks))
+    }
+
+    pub fn matches(&self, e: &StoredEvent) -> bool {
+        self.matches_text(&searchable_text(e))
+    }
+
+    /// The same query in SQLite FTS5 syntax: `"tok1 tok2"* AND …`. Tokens are alphanumeric, so quoting
+    /// them is always safe.
+    pub fn to_fts5(&self) -> String {
+        self.terms
+            .iter()
+            .map(|t| format!("\"{}\"*", t.join(" ")))
+            .collect::<Vec<_>>()
+            .join(" AND ")
+    }
+}
+
+fn phrase_in(term: &[String], toks: &[String]) -> bool {
+    let Some((last, head)) = term.split_last() else {
+        return true;
+    };
+    if toks.len() < term.len() {
+        return false;
+    }
+    (0..=toks.len() - term.len()).any(|i| {
+        head.iter().zip(&toks[i..]).all(|(a, b)| a == b) && toks[i + head.len()].starts_with(last.as_str())
+    })
+}
+
+/// The searchable text of an event, in a fixed field order.
+pub fn searchable_text(e: &StoredEvent) -> String {
+    let mut out = String::with_capacity(256);
+    let mut push = |s: &str| {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        out.push_str(s);
+    };
+    push(&e.id);
+    push(&e.actor.id);
+    push(e.actor.kind.as_str());
+    for s in [&e.actor.name, &e.actor.ip, &e.actor.user_agent]
+        .into_iter()
+        .flatten()
+    {
+        push(s);
+    }
+    push(&e.action);
+    push(&e.target.kind);
+    for s in [&e.target.id, &e.target.name, &e.project].into_iter().flatten() {
+        push(s);
+    }
+    push(e.outcome.as_str());
+    for s in [&e.reason, &e.source].into_iter().flatten() {
+        push(s);
+    }
+    if let Some(info) = &e.info {
+        for v in info.values() {
+            push_json(v, &mut push);
+        }
+    }
+    out
+}
+
+fn push_json(v: &Value, push: &mut impl FnMut(&str)) {
+    match v {
+        Value::String(s) => push(s),
+        Value::Number(n) => push(&n.to_string()),
+        Value::Array(a) => a.iter().for_each(|v| push_json(v, push)),
+        Value::Object(o) => o.values().for_each(|v| push_json(v, push)),
+        Value::Null | Value::Bool(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokenizes_ids_and_emails() {
+        assert_eq!(
+            tokens("req-5F2a alice@ACME.io"),
+            ["req", "5f2a", "alice", "acme", "io"]
+        );
+        assert_eq!(tokens("Zürich—東京"), ["zürich", "東京"]);
+    }
+
+    #[test]
+    fn phrase_with_prefix() {
+        let s = Search::parse("req-5f2").unwrap();
+        assert!(s.matches_text("x req-5f2a9c y"));
+        assert!(!s.matches_text("req x-5f2a9c"));
+        assert!(!s.matches_text("5f2a9c req"));
+        let s = Search::parse("alice deployed").unwrap();
+        assert!(s.matches_text("component.deployed alice@x"));
+        assert!(!s.matches_text("component.deployed bob"));
+        assert_eq!(Search::parse("--- ").unwrap_err().field, "q");
+        assert_eq!(
+            Search::parse("req-5f2 Bob").unwrap().to_fts5(),
+            "\"req 5f2\"* AND \"bob\"*"
+        );
+    }
+}

@@ -1,0 +1,339 @@
+//! Trail's embedded store: one SQLite database in WAL mode under the data directory.
+//!
+//! All writes go through one writer thread that commits groups of jobs together (see [`writer`]);
+//! reads run on a small pool of read-only connections on tokio's blocking threads. This crate and
+//! `trail-store-postgres` are the only ones that know SQL; none knows HTTP.
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
+
+mod access;
+mod read;
+pub mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+use tokio::sync::{Semaphore, oneshot};
+use trail_model::NewEvent;
+use trail_model::query::{Filter, Query};
+use trail_model::time::Micros;
+use trail_store::{
+    ApiKey, Appended, Bucket, Org, Page, Permission, Record, Result, Session, Store, StoreError, User,
+};
+
+use crate::writer::{Job, Task, Writer};
+
+/// The database file inside the data directory.
+pub const DB_FILE: &str = "trail.db";
+const READERS: usize = 4;
+
+/// Maps SQLite errors to what callers act on: a full disk or read-only file is "unavailable"
+/// (retry later), a uniqueness violation a conflict, anything else internal.
+pub(crate) fn sql_error(e: rusqlite::Error) -> StoreError {
+    classify(&e)
+}
+
+pub(crate) fn classify(e: &rusqlite::Error) -> StoreError {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) => match f.code {
+            ErrorCode::DiskFull
+            | ErrorCode::ReadOnly
+            | ErrorCode::CannotOpen
+            | ErrorCode::SystemIoFailure
+            | ErrorCode::DatabaseBusy
+            | ErrorCode::DatabaseLocked
+            | ErrorCode::PermissionDenied => StoreError::Unavailable(e.to_string()),
+            ErrorCode::ConstraintViolation => StoreError::Conflict(e.to_string()),
+            ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase => StoreError::Corrupt(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        },
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
+
+/// The embedded SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl std::fmt::Debug for dyn Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Job")
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store in `dir`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            StoreError::Unavailable(format!("cannot create data directory {}: {e}", dir.display()))
+        })?;
+        let path = dir.join(DB_FILE);
+        let conn = Connection::open(&path).map_err(sql_error)?;
+        schema::configure(&conn, 64 * 1024).map_err(sql_error)?;
+        schema::create(&conn).map_err(|e| match e {
+            rusqlite::Error::InvalidParameterName(m) => StoreError::Corrupt(m),
+            e => sql_error(e),
+        })?;
+        let w = Writer::new(conn).map_err(sql_error)?;
+        let mut readers = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            let c = Connection::open_with_flags(
+                &path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(sql_error)?;
+            c.busy_timeout(std::time::Duration::from_secs(10))
+                .map_err(sql_error)?;
+            c.pragma_update(None, "cache_size", -16 * 1024)
+                .map_err(sql_error)?;
+            readers.push(c);
+        }
+        let (tx, rx) = mpsc::channel();
+        let handle = std::thread::Builder::new()
+            .name("trail-sqlite-writer".into())
+            .spawn(move || writer::run(w, rx))
+            .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path,
+                jobs: Mutex::new(Some(tx)),
+                writer: Mutex::new(Some(handle)),
+                readers: Mutex::new(readers),
+                permits: Semaphore::new(READERS),
+            }),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Stops taking writes, lets the writer finish every queued job, and waits for it.
+    /// Everything acknowledged before was already durable; this only ends the thread cleanly.
+    pub fn close(&self) {
+        if let Ok(mut jobs) = self.inner.jobs.lock() {
+            jobs.take();
+        }
+        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+
+    /// Runs `f` on the writer thread inside the current group's transaction; resolves after COMMIT.
+    async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let (reply, rx) = oneshot::channel();
+        let sent = match self.inner.jobs.lock() {
+            Ok(jobs) => jobs
+                .as_ref()
+                .map(|tx| tx.send(Box::new(Task { f, reply }) as Box<dyn Job>).is_ok()),
+            Err(_) => None,
+        };
+        if sent != Some(true) {
+            return Err(StoreError::Unavailable("the store is shutting down".into()));
+        }
+        rx.await
+            .map_err(|_| StoreError::Internal("the writer thread stopped".into()))?
+    }
+
+    /// Runs `f` with a pooled read-only connection on a blocking thread.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        let _permit = self
+            .inner
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Internal("reader pool closed".into()))?;
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = inner.readers.lock().ok().and_then(|mut r| r.pop());
+            let Some(conn) = conn else {
+                return Err(StoreError::Internal("no reader connection free".into()));
+            };
+            let out = f(&conn);
+            if let Ok(mut r) = inner.readers.lock() {
+                r.push(conn);
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn create_org(&self, slug: &str, name: &str, now: Micros) -> Result<Org> {
+        let (slug, name) = (slug.to_string(), name.to_string());
+        self.write(move |w| access::create_org(w, &slug, &name, now))
+            .await
+    }
+
+    async fn org(&self, slug: &str) -> Result<Option<Org>> {
+        let slug = slug.to_string();
+        self.read(move |c| access::org(c, &slug)).await
+    }
+
+    async fn orgs(&self) -> Result<Vec<Org>> {
+        self.read(access::orgs).await
+    }
+
+    async fn create_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        server_admin: bool,
+        now: Micros,
+    ) -> Result<User> {
+        let (email, hash) = (email.to_lowercase(), password_hash.to_string());
+        self.write(move |w| access::create_user(&w.conn, &email, &hash, server_admin, now))
+            .await
+    }
+
+    async fn user(&self, id: &str) -> Result<Option<User>> {
+        let id = id.to_string();
+        self.read(move |c| access::user_where(c, "id", &id)).await
+    }
+
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
+        let email = email.to_lowercase();
+        self.read(move |c| access::user_where(c, "email", &email)).await
+    }
+
+    async fn add_org_admin(&self, org: &str, user_id: &str) -> Result<()> {
+        let (org, user) = (org.to_string(), user_id.to_string());
+        self.write(move |w| {
+            let org_id = w.org_id(&org)?;
+            access::add_member(&w.conn, org_id, access::ADMIN_GROUP_ID, &user)
+        })
+        .await
+    }
+
+    async fn permissions(&self, org: &str, user_id: &str) -> Result<Option<Vec<Permission>>> {
+        let (org, user) = (org.to_string(), user_id.to_string());
+        self.read(move |c| {
+            let Ok((org_id, _)) = read::org_id(c, &org) else {
+                return Ok(None);
+            };
+            access::permissions(c, org_id, &user)
+        })
+        .await
+    }
+
+    async fn user_orgs(&self, user_id: &str) -> Result<Vec<(Org, Vec<Permission>)>> {
+        let user = user_id.to_string();
+        self.read(move |c| access::user_orgs(c, &user)).await
+    }
+
+    async fn create_session(&self, session: &Session) -> Result<()> {
+        let s = session.clone();
+        self.write(move |w| access::create_session(&w.conn, &s)).await
+    }
+
+    async fn session(&self, id: &str) -> Result<Option<Session>> {
+        let id = id.to_string();
+        self.read(move |c| access::session(c, &id)).await
+    }
+
+    async fn delete_session(&self, id: &str) -> Result<()> {
+        let id = id.to_string();
+        self.write(move |w| access::delete_session(&w.conn, &id)).await
+    }
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()> {
+        let k = key.clone();
+        self.write(move |w| {
+            let org_id = w.org_id(&k.org)?;
+            access::create_api_key(&w.conn, org_id, &k)
+        })
+        .await
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let id = id.to_string();
+        self.read(move |c| access::api_key(c, &id)).await
+    }
+
+    async fn api_keys(&self, org: &str) -> Result<Vec<ApiKey>> {
+        let org = org.to_string();
+        self.read(move |c| access::api_keys(c, &org)).await
+    }
+
+    async fn revoke_api_key(&self, org: &str, id: &str, now: Micros) -> Result<()> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.write(move |w| {
+            let org_id = w.org_id(&org)?;
+            access::revoke_api_key(&w.conn, org_id, &id, now)
+        })
+        .await
+    }
+
+    async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {
+        let org = org.to_string();
+        self.write(move |w| w.append(&org, events, received_at)).await
+    }
+
+    async fn query(&self, org: &str, q: &Query) -> Result<Page> {
+        let (org, q) = (org.to_string(), q.clone());
+        self.read(move |c| read::query(c, &org, &q)).await
+    }
+
+    async fn event(&self, org: &str, id: &str) -> Result<Option<Record>> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.read(move |c| read::event(c, &org, &id)).await
+    }
+
+    async fn histogram(&self, org: &str, filter: &Filter, width: Micros) -> Result<Vec<Bucket>> {
+        if width <= 0 {
+            return Err(StoreError::Internal(
+                "histogram bucket width must be positive".into(),
+            ));
+        }
+        let (org, f) = (org.to_string(), filter.clone());
+        self.read(move |c| read::histogram(c, &org, &f, width)).await
+    }
+
+    async fn tree_size(&self, org: &str) -> Result<u64> {
+        let org = org.to_string();
+        self.read(move |c| read::org_id(c, &org).map(|(_, size)| size))
+            .await
+    }
+
+    async fn ready(&self) -> Result<()> {
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error))
+            .await?;
+        self.write(|_| Ok(())).await
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        if let Ok(mut jobs) = self.jobs.lock() {
+            jobs.take();
+        }
+        if let Some(h) = self.writer.lock().ok().and_then(|mut h| h.take()) {
+            let _ = h.join();
+        }
+    }
+}

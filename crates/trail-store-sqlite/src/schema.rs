@@ -1,0 +1,124 @@
+//! The embedded store's schema.
+//!
+//! Events live in one table per UTC month of their `time` (`ev_YYYYMM`) with a contentless FTS5 index
+//! beside it (`fts_YYYYMM`), so retention drops a whole month with two `DROP TABLE`s instead of deleting
+//! rows one by one. An event's key `k` (its rowid) is `(org_id << 40) | seq`: within a month, rowid order is
+//! `(org, seq)` order, a lookup by `seq` needs no extra index, and the `(org, ts)` index ends in the rowid,
+//! which is exactly the newest-first tie-break `(time, seq)`. Low-cardinality strings (actors, actions,
+//! target types and ids, projects, sources) are interned as integers in `dict`, keeping rows and the
+//! index narrow; the canonical bytes (`body`) are the only copy of the full event.
+
+use rusqlite::Connection;
+
+pub const SCHEMA_VERSION: i64 = 1;
+/// Bits of the rowid that hold `seq`; the org id sits above them.
+pub const SEQ_BITS: u32 = 40;
+
+pub fn rowid(org_id: i64, seq: u64) -> i64 {
+    (org_id << SEQ_BITS) | seq as i64
+}
+
+pub fn seq_of(rowid: i64) -> u64 {
+    (rowid & ((1i64 << SEQ_BITS) - 1)) as u64
+}
+
+/// Pragmas for every connection. `synchronous = FULL` in WAL mode fsyncs the WAL on every commit,
+/// which is what makes "acknowledged" mean "durable".
+pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))?;
+    Ok(())
+}
+
+/// Creates the fixed tables on a new database (idempotent).
+pub fn create(conn: &Connection) -> rusqlite::Result<()> {
+    // Must be set before the first table exists; lets retention give dropped months back to the OS.
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    conn.execute_batch(
+        "
+        CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value ANY) STRICT;
+        CREATE TABLE IF NOT EXISTS orgs(
+            id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
+            created_at INTEGER NOT NULL, tree_size INTEGER NOT NULL DEFAULT 0) STRICT;
+        CREATE TABLE IF NOT EXISTS dict(id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE) STRICT;
+        CREATE TABLE IF NOT EXISTS partitions(month INTEGER PRIMARY KEY) STRICT;
+        CREATE TABLE IF NOT EXISTS event_ids(
+            org_id INTEGER NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, month INTEGER NOT NULL,
+            PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE IF NOT EXISTS users(
+            id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
+            server_admin INTEGER NOT NULL, created_at INTEGER NOT NULL) STRICT;
+        CREATE TABLE IF NOT EXISTS roles(
+            org_id INTEGER NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+            permissions TEXT NOT NULL, builtin INTEGER NOT NULL,
+            PRIMARY KEY(org_id, id), UNIQUE(org_id, name)) STRICT;
+        CREATE TABLE IF NOT EXISTS groups(
+            org_id INTEGER NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, description TEXT NOT NULL,
+            builtin INTEGER NOT NULL, PRIMARY KEY(org_id, id), UNIQUE(org_id, name)) STRICT;
+        CREATE TABLE IF NOT EXISTS group_roles(
+            org_id INTEGER NOT NULL, group_id TEXT NOT NULL, role_id TEXT NOT NULL,
+            PRIMARY KEY(org_id, group_id, role_id)) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS group_members(
+            org_id INTEGER NOT NULL, group_id TEXT NOT NULL, user_id TEXT NOT NULL,
+            PRIMARY KEY(org_id, group_id, user_id)) STRICT, WITHOUT ROWID;
+        CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members(user_id, org_id);
+        CREATE TABLE IF NOT EXISTS sessions(
+            id TEXT PRIMARY KEY, user_id TEXT NOT NULL, secret_hash BLOB NOT NULL,
+            created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL) STRICT;
+        CREATE TABLE IF NOT EXISTS api_keys(
+            id TEXT PRIMARY KEY, org_id INTEGER NOT NULL, name TEXT NOT NULL, scopes TEXT NOT NULL,
+            secret_hash BLOB NOT NULL, created_by TEXT, created_at INTEGER NOT NULL,
+            expires_at INTEGER, revoked_at INTEGER) STRICT;
+        CREATE INDEX IF NOT EXISTS api_keys_by_org ON api_keys(org_id, created_at);
+        ",
+    )?;
+    let version: Option<i64> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
+            r.get(0)
+        })
+        .ok();
+    match version {
+        None => {
+            conn.execute(
+                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some(v) if v == SCHEMA_VERSION => {}
+        Some(v) => {
+            return Err(rusqlite::Error::InvalidParameterName(format!(
+                "database schema version {v} is newer than this trail ({SCHEMA_VERSION})"
+            )));
+        }
+    }
+    Ok(())
+}
+
+pub fn events_table(month: u32) -> String {
+    format!("ev_{month}")
+}
+
+pub fn fts_table(month: u32) -> String {
+    format!("fts_{month}")
+}
+
+/// Creates one month's event table, its index and its FTS5 index.
+pub fn create_partition(conn: &Connection, month: u32) -> rusqlite::Result<()> {
+    let (ev, fts) = (events_table(month), fts_table(month));
+    conn.execute_batch(&format!(
+        "
+        CREATE TABLE IF NOT EXISTS {ev}(
+            k INTEGER PRIMARY KEY, org INTEGER NOT NULL, ts INTEGER NOT NULL,
+            actor INTEGER NOT NULL, action INTEGER NOT NULL, ttype INTEGER NOT NULL, tid INTEGER,
+            project INTEGER, outcome INTEGER NOT NULL, source INTEGER, body BLOB NOT NULL) STRICT;
+        CREATE INDEX IF NOT EXISTS {ev}_time ON {ev}(org, ts);
+        CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
+            text, content='', tokenize='unicode61 remove_diacritics 0');
+        INSERT OR IGNORE INTO partitions(month) VALUES ({month});
+        "
+    ))
+}

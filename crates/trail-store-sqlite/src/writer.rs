@@ -1,0 +1,289 @@
+//! The single writer thread: every write goes through it, and appends from many requests are committed
+//! together (group commit) so one fsync acknowledges a whole group.
+//!
+//! Each job runs inside its own SAVEPOINT so one failing job (an unknown org, a taken email) does not
+//! undo its neighbours; replies are sent only after the group's COMMIT returned, i.e. after the WAL was
+//! fsynced. If COMMIT fails, every job of the group is answered with the error and the in-memory
+//! caches are reloaded from the database, so nothing acknowledged is ever lost or half-written.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::mpsc;
+
+use rusqlite::{Connection, OptionalExtension, params};
+use trail_model::time::{Micros, month_of};
+use trail_model::{NewEvent, StoredEvent, canonical, text};
+use trail_store::{Appended, Result, StoreError, mint_event_id};
+
+use crate::schema::{self, events_table, fts_table, rowid};
+use crate::{classify, sql_error};
+
+/// A unit of work for the writer thread.
+pub trait Job: Send {
+    /// Runs inside the group's transaction; returns whether it succeeded and how to reply after COMMIT.
+    fn run(self: Box<Self>, w: &mut Writer) -> (bool, Finish);
+    /// Answers without running, when no transaction could be started.
+    fn fail(self: Box<Self>, message: &str);
+}
+
+/// Called with the outcome of the COMMIT that covered the job.
+pub type Finish = Box<dyn FnOnce(std::result::Result<(), &str>) + Send>;
+
+/// A closure and the channel its caller awaits.
+pub struct Task<F, T> {
+    pub f: F,
+    pub reply: tokio::sync::oneshot::Sender<Result<T>>,
+}
+
+impl<F, T> Job for Task<F, T>
+where
+    F: FnOnce(&mut Writer) -> Result<T> + Send,
+    T: Send + 'static,
+{
+    fn run(self: Box<Self>, w: &mut Writer) -> (bool, Finish) {
+        let result = (self.f)(w);
+        let reply = self.reply;
+        let ok = result.is_ok();
+        let finish: Finish = Box::new(move |commit| {
+            let answer = match (commit, result) {
+                (Ok(()), r) | (Err(_), r @ Err(_)) => r,
+                (Err(msg), Ok(_)) => Err(StoreError::Unavailable(msg.to_string())),
+            };
+            // The caller may have gone away (client disconnected); the write stands either way.
+            let _ = reply.send(answer);
+        });
+        (ok, finish)
+    }
+
+    fn fail(self: Box<Self>, message: &str) {
+        let _ = self.reply.send(Err(StoreError::Unavailable(message.to_string())));
+    }
+}
+
+/// Most jobs committed together: bounds latency of the first job in a group.
+const MAX_GROUP_JOBS: usize = 256;
+
+/// The writer's connection and the caches only it may change.
+#[derive(Debug)]
+pub struct Writer {
+    pub conn: Connection,
+    /// slug → (org id, tree size)
+    orgs: HashMap<String, (i64, u64)>,
+    dict: HashMap<String, i64>,
+    partitions: HashSet<u32>,
+}
+
+impl Writer {
+    pub fn new(conn: Connection) -> rusqlite::Result<Self> {
+        let mut w = Self {
+            conn,
+            orgs: HashMap::new(),
+            dict: HashMap::new(),
+            partitions: HashSet::new(),
+        };
+        w.reload()?;
+        Ok(w)
+    }
+
+    /// Re-reads every cache from the database (after a rollback).
+    fn reload(&mut self) -> rusqlite::Result<()> {
+        self.orgs.clear();
+        self.dict.clear();
+        self.partitions.clear();
+        let mut st = self.conn.prepare("SELECT slug, id, tree_size FROM orgs")?;
+        let rows = st.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                (r.get::<_, i64>(1)?, r.get::<_, i64>(2)? as u64),
+            ))
+        })?;
+        for row in rows {
+            let (slug, v) = row?;
+            self.orgs.insert(slug, v);
+        }
+        let mut st = self.conn.prepare("SELECT month FROM partitions")?;
+        for m in st.query_map([], |r| r.get::<_, u32>(0))? {
+            self.partitions.insert(m?);
+        }
+        Ok(())
+    }
+
+    pub fn org_id(&self, slug: &str) -> Result<i64> {
+        self.orgs
+            .get(slug)
+            .map(|o| o.0)
+            .ok_or_else(|| StoreError::NotFound(format!("organization {slug}")))
+    }
+
+    /// Registers an org created in this transaction.
+    pub fn add_org(&mut self, slug: &str, id: i64) {
+        self.orgs.insert(slug.to_string(), (id, 0));
+    }
+
+    fn intern(&mut self, value: &str) -> rusqlite::Result<i64> {
+        if let Some(id) = self.dict.get(value) {
+            return Ok(*id);
+        }
+        let mut st = self
+            .conn
+            .prepare_cached("INSERT INTO dict(value) VALUES (?1) ON CONFLICT(value) DO NOTHING")?;
+        st.execute([value])?;
+        let id = self
+            .conn
+            .prepare_cached("SELECT id FROM dict WHERE value = ?1")?
+            .query_row([value], |r| r.get(0))?;
+        if self.dict.len() > 1_000_000 {
+            self.dict.clear();
+        }
+        self.dict.insert(value.to_string(), id);
+        Ok(id)
+    }
+
+    fn intern_opt(&mut self, value: Option<&str>) -> rusqlite::Result<Option<i64>> {
+        value.map(|v| self.intern(v)).transpose()
+    }
+
+    fn ensure_partition(&mut self, month: u32) -> rusqlite::Result<()> {
+        if self.partitions.insert(month) {
+            schema::create_partition(&self.conn, month)?;
+        }
+        Ok(())
+    }
+
+    /// Appends events to an org's log inside the current transaction.
+    pub fn append(&mut self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {
+        let (org_id, mut size) = *self
+            .orgs
+            .get(org)
+            .ok_or_else(|| StoreError::NotFound(format!("organization {org}")))?;
+        let mut out = Vec::with_capacity(events.len());
+        for e in events {
+            if let Some(id) = &e.id {
+                let existing: Option<i64> = self
+                    .conn
+                    .prepare_cached("SELECT seq FROM event_ids WHERE org_id = ?1 AND id = ?2")
+                    .and_then(|mut st| st.query_row(params![org_id, id], |r| r.get(0)).optional())
+                    .map_err(sql_error)?;
+                if let Some(seq) = existing {
+                    out.push(Appended::Duplicate {
+                        id: id.clone(),
+                        seq: seq as u64,
+                    });
+                    continue;
+                }
+            }
+            let id = e.id.clone().unwrap_or_else(mint_event_id);
+            let stored = StoredEvent::accept(e, org, size, id.clone(), received_at);
+            self.insert(org_id, &stored).map_err(sql_error)?;
+            out.push(Appended::Created { id, seq: size });
+            size += 1;
+            // Keep the cache in step so a duplicate later in the same batch is found.
+            self.orgs.insert(org.to_string(), (org_id, size));
+        }
+        // The log head is written with every job, so a later job's rollback can re-read it.
+        self.conn
+            .prepare_cached("UPDATE orgs SET tree_size = ?1 WHERE id = ?2")
+            .and_then(|mut st| st.execute(params![size as i64, org_id]))
+            .map_err(sql_error)?;
+        Ok(out)
+    }
+
+    fn insert(&mut self, org_id: i64, e: &StoredEvent) -> rusqlite::Result<()> {
+        let month = month_of(e.time);
+        self.ensure_partition(month)?;
+        let body = canonical::encode(e);
+        let k = rowid(org_id, e.seq);
+        let actor = self.intern(&e.actor.id)?;
+        let action = self.intern(&e.action)?;
+        let ttype = self.intern(&e.target.kind)?;
+        let tid = self.intern_opt(e.target.id.as_deref())?;
+        let project = self.intern_opt(e.project.as_deref())?;
+        let source = self.intern_opt(e.source.as_deref())?;
+        let outcome = i64::from(e.outcome == trail_model::Outcome::Failure);
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO {}(k, org, ts, actor, action, ttype, tid, project, outcome, source, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                events_table(month)
+            ))?
+            .execute(params![
+                k, org_id, e.time, actor, action, ttype, tid, project, outcome, source, body
+            ])?;
+        self.conn
+            .prepare_cached(&format!(
+                "INSERT INTO {}(rowid, text) VALUES (?1, ?2)",
+                fts_table(month)
+            ))?
+            .execute(params![k, text::searchable_text(e)])?;
+        self.conn
+            .prepare_cached("INSERT INTO event_ids(org_id, id, seq, month) VALUES (?1, ?2, ?3, ?4)")?
+            .execute(params![org_id, e.id, e.seq as i64, month])?;
+        Ok(())
+    }
+}
+
+/// The writer thread's loop: take a group of jobs, run them in one transaction, commit, reply.
+/// Returns when every sender is gone and the queue is drained.
+pub fn run(mut w: Writer, jobs: mpsc::Receiver<Box<dyn Job>>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP_JOBS {
+            match jobs.try_recv() {
+                Ok(j) => group.push(j),
+                Err(_) => break,
+            }
+        }
+        if let Err(e) = w.conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = describe(&e);
+            tracing::error!(error = %msg, "cannot begin a write transaction");
+            group.into_iter().for_each(|job| job.fail(&msg));
+            continue;
+        }
+        let finishers: Vec<Finish> = group.into_iter().map(|job| run_job(&mut w, job)).collect();
+        let outcome = match w.conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let msg = describe(&e);
+                tracing::error!(error = %msg, "write transaction failed; nothing of this group was stored");
+                let _ = w.conn.execute_batch("ROLLBACK");
+                if let Err(e) = w.reload() {
+                    tracing::error!(error = %e, "cannot reload caches after a rollback");
+                }
+                Err(msg)
+            }
+        };
+        for f in finishers {
+            f(outcome.as_ref().map(|_| ()).map_err(String::as_str));
+        }
+    }
+}
+
+fn describe(e: &rusqlite::Error) -> String {
+    match classify(e) {
+        StoreError::Unavailable(m) => m,
+        other => other.to_string(),
+    }
+}
+
+/// Runs one job inside a savepoint; a failed job is rolled back alone and the caches re-read.
+fn run_job(w: &mut Writer, job: Box<dyn Job>) -> Finish {
+    if let Err(e) = w.conn.execute_batch("SAVEPOINT job") {
+        let msg = describe(&e);
+        job.fail(&msg);
+        return Box::new(|_| {});
+    }
+    let (ok, finish) = job.run(w);
+    let end = if ok {
+        "RELEASE job"
+    } else {
+        "ROLLBACK TO job; RELEASE job"
+    };
+    if let Err(e) = w.conn.execute_batch(end) {
+        tracing::error!(error = %e, "cannot end a savepoint");
+    }
+    if !ok {
+        if let Err(e) = w.reload() {
+            tracing::error!(error = %e, "cannot reload caches after a rollback");
+        }
+    }
+    finish
+}

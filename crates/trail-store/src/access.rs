@@ -1,0 +1,132 @@
+//! Records of the access model (PRODUCT.md §3) as the store keeps them. Secrets are only ever held
+//! as SHA-256 hashes or Argon2id password hashes, and `Debug` never prints them.
+
+use std::fmt;
+
+use trail_model::time::Micros;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Org {
+    pub slug: String,
+    pub name: String,
+    pub created_at: Micros,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct User {
+    pub id: String,
+    pub email: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    pub server_admin: bool,
+    pub created_at: Micros,
+}
+
+impl fmt::Debug for User {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("User")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("server_admin", &self.server_admin)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A signed-in session. The bearer token is `<id>.<secret>`; only `SHA-256(secret)` is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: String,
+    pub user_id: String,
+    pub secret_hash: [u8; 32],
+    pub created_at: Micros,
+    pub expires_at: Micros,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("user_id", &self.user_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What an API key may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Scope {
+    EventsWrite,
+    EventsRead,
+}
+
+impl Scope {
+    pub const ALL: [Scope; 2] = [Scope::EventsWrite, Scope::EventsRead];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Scope::EventsWrite => "events:write",
+            Scope::EventsRead => "events:read",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// An org's API key. The secret is `<id>.<secret>`; only `SHA-256(secret)` is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    pub id: String,
+    pub org: String,
+    pub name: String,
+    pub scopes: Vec<Scope>,
+    pub secret_hash: [u8; 32],
+    pub created_by: Option<String>,
+    pub created_at: Micros,
+    pub expires_at: Option<Micros>,
+    pub revoked_at: Option<Micros>,
+}
+
+impl fmt::Debug for ApiKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ApiKey")
+            .field("id", &self.id)
+            .field("org", &self.org)
+            .field("name", &self.name)
+            .field("scopes", &self.scopes)
+            .field("revoked_at", &self.revoked_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Permissions roles grant (PRODUCT.md §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Permission {
+    LogManagement,
+    UserManagement,
+    KeyManagement,
+    OrgSettings,
+}
+
+impl Permission {
+    pub const ALL: [Permission; 4] = [
+        Permission::LogManagement,
+        Permission::UserManagement,
+        Permission::KeyManagement,
+        Permission::OrgSettings,
+    ];
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Permission::LogManagement => "LOG-MANAGEMENT",
+            Permission::UserManagement => "USER-MANAGEMENT",
+            Permission::KeyManagement => "KEY-MANAGEMENT",
+            Permission::OrgSettings => "ORG-SETTINGS",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}

@@ -1,0 +1,639 @@
+//! The conformance suite: one set of checks, written against [`Store`], that every backend runs
+//! (`trail_store::conformance_suite!` in the backend's tests). Results are compared with a simple
+//! in-memory reference model built from [`Filter::matches`], with proptest generating events and queries.
+#![allow(
+    clippy::unwrap_used,
+    clippy::missing_panics_doc,
+    reason = "a test suite fails by panicking"
+)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+use serde_json::json;
+use trail_model::query::{ActionMatch, Filter, Query};
+use trail_model::text::Search;
+use trail_model::time::{MICROS_PER_DAY, Micros, parse_rfc3339};
+use trail_model::{Actor, ActorType, NewEvent, Outcome, StoredEvent, Target};
+
+use crate::{ApiKey, Appended, Permission, Record, Scope, Session, Store, StoreError};
+
+/// Generates one `#[tokio::test]` per check for a backend. `$make` is an async closure returning
+/// `(store, guard)`; the guard (e.g. a temporary directory) lives as long as the test.
+#[macro_export]
+macro_rules! conformance_suite {
+    ($make:expr) => {
+        $crate::conformance_suite!(@tests $make;
+            append_assigns_gapless_seq, duplicates_answer_original_seq, stored_bytes_round_trip,
+            minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
+            paging_is_stable_while_appending, histogram_matches_reference_model, access_records,
+            concurrent_appends_keep_seq_gapless);
+    };
+    (@tests $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let (store, _guard) = ($make)().await;
+                $crate::conformance::$name(std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
+}
+
+/// A fixed "now" for the suite: 2026-03-15, so generated windows straddle month boundaries.
+pub fn now() -> Micros {
+    parse_rfc3339("2026-03-15T12:00:00Z").unwrap()
+}
+
+/// A valid event with the given actor, action and time.
+pub fn event(actor: &str, action: &str, time: Micros) -> NewEvent {
+    NewEvent {
+        id: None,
+        time: Some(time),
+        actor: Actor {
+            id: actor.into(),
+            kind: ActorType::User,
+            name: None,
+            ip: None,
+            user_agent: None,
+        },
+        action: action.into(),
+        target: Target {
+            kind: "component".into(),
+            id: Some("c-1".into()),
+            name: None,
+        },
+        project: None,
+        outcome: Outcome::Success,
+        reason: None,
+        source: None,
+        info: None,
+    }
+}
+
+async fn org<S: Store>(store: &S, slug: &str) {
+    store.create_org(slug, slug, now()).await.unwrap();
+}
+
+fn created_seqs(r: &[Appended]) -> Vec<u64> {
+    r.iter()
+        .map(|a| match a {
+            Appended::Created { seq, .. } => *seq,
+            Appended::Duplicate { .. } => panic!("unexpected duplicate: {a:?}"),
+        })
+        .collect()
+}
+
+pub async fn append_assigns_gapless_seq<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    assert_eq!(store.tree_size("acme").await.unwrap(), 0);
+    let t = now() - 1000;
+    let r = store
+        .append("acme", vec![event("a", "x.y", t); 3], now())
+        .await
+        .unwrap();
+    assert_eq!(created_seqs(&r), [0, 1, 2]);
+    let r = store
+        .append("acme", vec![event("a", "x.y", t); 2], now())
+        .await
+        .unwrap();
+    assert_eq!(created_seqs(&r), [3, 4]);
+    assert_eq!(store.tree_size("acme").await.unwrap(), 5);
+    assert!(matches!(
+        store.append("nope", vec![event("a", "x.y", t)], now()).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn duplicates_answer_original_seq<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "other").await;
+    let t = now() - 1000;
+    let mut e = event("a", "x.y", t);
+    e.id = Some("evt-1".into());
+    let mut changed = e.clone();
+    changed.actor.id = "mallory".into();
+    let r = store
+        .append("acme", vec![event("a", "x.y", t), e.clone(), e.clone()], now())
+        .await
+        .unwrap();
+    assert_eq!(
+        r[1],
+        Appended::Created {
+            id: "evt-1".into(),
+            seq: 1
+        }
+    );
+    assert_eq!(
+        r[2],
+        Appended::Duplicate {
+            id: "evt-1".into(),
+            seq: 1
+        },
+        "duplicate within one batch"
+    );
+    let r = store.append("acme", vec![changed], now()).await.unwrap();
+    assert_eq!(
+        r[0],
+        Appended::Duplicate {
+            id: "evt-1".into(),
+            seq: 1
+        },
+        "a later duplicate keeps the original"
+    );
+    assert_eq!(store.tree_size("acme").await.unwrap(), 2);
+    let stored = store.event("acme", "evt-1").await.unwrap().unwrap();
+    assert_eq!(
+        stored.event.actor.id, "a",
+        "the original bytes are never replaced"
+    );
+    let r = store.append("other", vec![e], now()).await.unwrap();
+    assert_eq!(
+        r[0],
+        Appended::Created {
+            id: "evt-1".into(),
+            seq: 0
+        },
+        "ids are per org"
+    );
+}
+
+pub async fn stored_bytes_round_trip<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    let mut e = event("alice@example.com", "component.deployed", now() - 5_000_123);
+    e.id = Some("evt-rt".into());
+    e.actor = Actor {
+        id: "alice@example.com".into(),
+        kind: ActorType::Service,
+        name: Some("Alice \"Ops\", Zürich".into()),
+        ip: Some("2001:db8::1".into()),
+        user_agent: Some("curl/8.1".into()),
+    };
+    e.project = Some("billing".into());
+    e.outcome = Outcome::Failure;
+    e.reason = Some("quota exceeded\nline two".into());
+    e.source = Some("console".into());
+    e.info = Some(
+        json!({"request_id": "req-1", "changes": {"replicas": [1, 3]}, "emoji": "🚀"})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
+    store.append("acme", vec![e.clone()], now()).await.unwrap();
+    let r = store.event("acme", "evt-rt").await.unwrap().unwrap();
+    let s = &r.event;
+    assert_eq!(
+        (s.org.as_str(), s.seq, s.time, s.received_at),
+        ("acme", 0, now() - 5_000_123, now())
+    );
+    assert_eq!(
+        (&s.actor, &s.target, &s.project, &s.reason, &s.source, &s.info),
+        (&e.actor, &e.target, &e.project, &e.reason, &e.source, &e.info)
+    );
+    assert_eq!(Record::from_bytes(r.bytes.clone()).unwrap().event, r.event);
+    assert_eq!(r.leaf_hash(), trail_merkle::leaf_hash(&r.bytes));
+    assert!(store.event("acme", "missing").await.unwrap().is_none());
+}
+
+pub async fn minted_ids_and_default_time<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    let mut e = event("a", "x.y", 0);
+    e.time = None;
+    let r = store.append("acme", vec![e.clone(), e], now()).await.unwrap();
+    assert_ne!(r[0].id(), r[1].id());
+    let got = store.event("acme", r[1].id()).await.unwrap().unwrap();
+    assert_eq!((got.event.seq, got.event.time), (1, now()));
+}
+
+pub async fn orgs_are_isolated<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "globex").await;
+    let mut e = event("a", "x.y", now() - 1000);
+    e.id = Some("secret".into());
+    store.append("acme", vec![e], now()).await.unwrap();
+    assert!(store.event("globex", "secret").await.unwrap().is_none());
+    let q = Query {
+        filter: window(now() - MICROS_PER_DAY, now()),
+        limit: 10,
+        cursor: None,
+    };
+    assert_eq!(store.query("globex", &q).await.unwrap().records.len(), 0);
+    assert_eq!(store.query("acme", &q).await.unwrap().records.len(), 1);
+    assert!(
+        store
+            .histogram("globex", &q.filter, MICROS_PER_DAY)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        store.create_org("acme", "again", now()).await,
+        Err(StoreError::Conflict(_))
+    ));
+}
+
+fn window(from: Micros, to: Micros) -> Filter {
+    Filter {
+        from,
+        to,
+        ..Filter::default()
+    }
+}
+
+// ---- generated events and queries against the reference model ----------------------------------
+
+const ACTORS: &[&str] = &["alice@acme.io", "bob@acme.io", "ci-bot", "carol"];
+const ACTIONS: &[&str] = &[
+    "component.deployed",
+    "component.created",
+    "project.deleted",
+    "user.invited",
+    "user.role_assigned",
+];
+const TARGET_TYPES: &[&str] = &["component", "project", "user"];
+const TARGET_IDS: &[&str] = &["c-1", "c-2", "p-9", "u-7"];
+const PROJECTS: &[&str] = &["billing", "search"];
+const SOURCES: &[&str] = &["console", "api", "cli"];
+const WORDS: &[&str] = &[
+    "req-5f2a9c",
+    "req-5f3b00",
+    "Zürich",
+    "timeout",
+    "replicas",
+    "east-1",
+];
+/// Generated events fall within the 50 days before `now()`, crossing two month boundaries.
+const SPAN_DAYS: i64 = 50;
+
+fn arb_event() -> impl Strategy<Value = NewEvent> {
+    (
+        (
+            0..SPAN_DAYS * MICROS_PER_DAY,
+            0..ACTORS.len(),
+            0..ACTIONS.len(),
+            0..TARGET_TYPES.len(),
+        ),
+        (
+            proptest::option::of(0..TARGET_IDS.len()),
+            proptest::option::of(0..PROJECTS.len()),
+        ),
+        (
+            any::<bool>(),
+            proptest::option::of(0..SOURCES.len()),
+            proptest::option::of(0..WORDS.len()),
+        ),
+        (0..3u8),
+    )
+        .prop_map(|((t, a, ac, tt), (tid, p), (ok, s, w), dup)| {
+            let mut e = event(ACTORS[a], ACTIONS[ac], now() - t);
+            // Coarse times make (time, seq) ties common, which is where ordering bugs hide.
+            if dup == 0 {
+                e.time = Some(now() - (t / MICROS_PER_DAY) * MICROS_PER_DAY);
+            }
+            e.target = Target {
+                kind: TARGET_TYPES[tt].into(),
+                id: tid.map(|i| TARGET_IDS[i].into()),
+                name: None,
+            };
+            e.project = p.map(|i| PROJECTS[i].into());
+            e.outcome = if ok { Outcome::Success } else { Outcome::Failure };
+            e.source = s.map(|i| SOURCES[i].into());
+            e.info = w.map(|i| json!({"note": WORDS[i], "n": i}).as_object().unwrap().clone());
+            e
+        })
+}
+
+fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strategy<Value = Vec<T>> {
+    proptest::collection::vec(proptest::sample::select(items), 0..=2)
+}
+
+fn arb_filter() -> impl Strategy<Value = Filter> {
+    (
+        (0..SPAN_DAYS * MICROS_PER_DAY, 1..SPAN_DAYS * MICROS_PER_DAY),
+        (
+            pick(ACTORS),
+            pick(ACTIONS),
+            any::<bool>(),
+            pick(TARGET_TYPES),
+            pick(TARGET_IDS),
+        ),
+        (
+            pick(PROJECTS),
+            pick(&[Outcome::Success, Outcome::Failure]),
+            pick(SOURCES),
+        ),
+        proptest::option::of(prop_oneof![
+            proptest::sample::select(WORDS).prop_map(str::to_string),
+            Just("req-5f".to_string()),
+            Just("zür".to_string()),
+            Just("acme deployed".to_string()),
+            Just("c-1".to_string()),
+        ]),
+    )
+        .prop_map(
+            |((start, len), (actor, action, prefix, tt, tid), (project, outcome, source), q)| Filter {
+                from: now() - start - MICROS_PER_DAY,
+                to: (now() - start - MICROS_PER_DAY + len).min(now() + 1),
+                actor: actor.into_iter().map(str::to_string).collect(),
+                action: action
+                    .into_iter()
+                    .map(|a| {
+                        if prefix {
+                            ActionMatch::Prefix(format!("{}.", a.split('.').next().unwrap_or(a)))
+                        } else {
+                            ActionMatch::Exact(a.to_string())
+                        }
+                    })
+                    .collect(),
+                target_type: tt.into_iter().map(str::to_string).collect(),
+                target_id: tid.into_iter().map(str::to_string).collect(),
+                project: project.into_iter().map(str::to_string).collect(),
+                outcome,
+                source: source.into_iter().map(str::to_string).collect(),
+                q: q.map(|q| Search::parse(&q).unwrap()),
+            },
+        )
+}
+
+/// The reference model: every stored event of one org, filtered and sorted in memory.
+#[derive(Default, Debug)]
+pub struct Model {
+    pub events: Vec<StoredEvent>,
+}
+
+impl Model {
+    pub fn record(&mut self, org: &str, input: &[NewEvent], result: &[Appended], received_at: Micros) {
+        for (e, r) in input.iter().zip(result) {
+            if let Appended::Created { id, seq } = r {
+                self.events.push(StoredEvent {
+                    org: org.into(),
+                    seq: *seq,
+                    id: id.clone(),
+                    time: e.time.unwrap_or(received_at),
+                    received_at,
+                    actor: e.actor.clone(),
+                    action: e.action.clone(),
+                    target: e.target.clone(),
+                    project: e.project.clone(),
+                    outcome: e.outcome,
+                    reason: e.reason.clone(),
+                    source: e.source.clone(),
+                    info: e.info.clone(),
+                });
+            }
+        }
+    }
+
+    /// Matching `(time, seq)` keys, newest first.
+    pub fn select(&self, f: &Filter) -> Vec<(Micros, u64)> {
+        let mut keys: Vec<_> = self
+            .events
+            .iter()
+            .filter(|e| f.matches(e))
+            .map(|e| (e.time, e.seq))
+            .collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
+        keys
+    }
+}
+
+async fn page_all<S: Store>(store: &S, org: &str, filter: &Filter, limit: usize) -> Vec<(Micros, u64)> {
+    let mut out = Vec::new();
+    let mut q = Query {
+        filter: filter.clone(),
+        limit,
+        cursor: None,
+    };
+    for _ in 0..10_000 {
+        let page = store.query(org, &q).await.unwrap();
+        assert!(page.records.len() <= limit);
+        out.extend(page.records.iter().map(|r| (r.event.time, r.event.seq)));
+        match page.next {
+            Some(c) => q.cursor = Some(c),
+            None => return out,
+        }
+    }
+    panic!("paging did not terminate");
+}
+
+fn sample<T: std::fmt::Debug>(runner: &mut TestRunner, s: &impl Strategy<Value = T>) -> T {
+    s.new_tree(runner).unwrap().current()
+}
+
+pub async fn queries_match_reference_model<S: Store>(store: Arc<S>) {
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+    );
+    for case in 0..12 {
+        let slug = format!("org-{case}");
+        org(&*store, &slug).await;
+        let mut model = Model::default();
+        let n = sample(&mut runner, &(20usize..300));
+        let events = sample(&mut runner, &proptest::collection::vec(arb_event(), n));
+        for chunk in events.chunks(97) {
+            let r = store.append(&slug, chunk.to_vec(), now()).await.unwrap();
+            model.record(&slug, chunk, &r, now());
+        }
+        for _ in 0..25 {
+            let filter = sample(&mut runner, &arb_filter());
+            let limit = sample(&mut runner, &(1usize..40));
+            let want = model.select(&filter);
+            let got = page_all(&*store, &slug, &filter, limit).await;
+            assert_eq!(got, want, "case {case}: filter {filter:?}, limit {limit}");
+        }
+    }
+}
+
+pub async fn histogram_matches_reference_model<S: Store>(store: Arc<S>) {
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::deterministic_rng(proptest::test_runner::RngAlgorithm::ChaCha),
+    );
+    org(&*store, "acme").await;
+    let mut model = Model::default();
+    let events = sample(&mut runner, &proptest::collection::vec(arb_event(), 400));
+    let r = store.append("acme", events.clone(), now()).await.unwrap();
+    model.record("acme", &events, &r, now());
+    for _ in 0..30 {
+        let filter = sample(&mut runner, &arb_filter());
+        let width = sample(
+            &mut runner,
+            &prop_oneof![
+                Just(3_600_000_000i64),
+                Just(MICROS_PER_DAY),
+                Just(7 * MICROS_PER_DAY)
+            ],
+        );
+        let mut want: std::collections::BTreeMap<Micros, u64> = Default::default();
+        for (t, _) in model.select(&filter) {
+            *want
+                .entry(filter.from + (t - filter.from) / width * width)
+                .or_default() += 1;
+        }
+        let got = store.histogram("acme", &filter, width).await.unwrap();
+        let got: std::collections::BTreeMap<Micros, u64> =
+            got.into_iter().map(|b| (b.start, b.count)).collect();
+        assert_eq!(got, want, "filter {filter:?}, width {width}");
+    }
+}
+
+pub async fn paging_is_stable_while_appending<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    let base = now() - 10 * MICROS_PER_DAY;
+    let events: Vec<NewEvent> = (0..3000)
+        .map(|i| event("a", "x.y", base + (i / 3) * 1000))
+        .collect();
+    for chunk in events.chunks(500) {
+        store.append("acme", chunk.to_vec(), now()).await.unwrap();
+    }
+    // Keep appending events inside and outside the window while we page.
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            for i in 0..60 {
+                let batch = vec![
+                    event("a", "x.y", base + i * 37_000),
+                    event("a", "x.y", now() - 10),
+                ];
+                store.append("acme", batch, now()).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    let filter = window(base, now());
+    let got = page_all(&*store, "acme", &filter, 37).await;
+    writer.await.unwrap();
+    let unique: HashSet<_> = got.iter().collect();
+    assert_eq!(unique.len(), got.len(), "an event was repeated");
+    let originals = got.iter().filter(|(_, seq)| *seq < 3000).count();
+    assert_eq!(
+        originals, 3000,
+        "an event that existed before paging began was skipped"
+    );
+    assert!(got.windows(2).all(|w| w[0] > w[1]), "not strictly newest first");
+}
+
+pub async fn concurrent_appends_keep_seq_gapless<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    let mut tasks = Vec::new();
+    for t in 0..8 {
+        let store = store.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for i in 0..25 {
+                let n = 1 + (t + i) % 4;
+                let r = store
+                    .append("acme", vec![event("a", "x.y", now() - 1000); n], now())
+                    .await
+                    .unwrap();
+                let s = created_seqs(&r);
+                assert!(
+                    s.windows(2).all(|w| w[1] == w[0] + 1),
+                    "a batch's seqs must be contiguous"
+                );
+                seqs.extend(s);
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    all.sort_unstable();
+    let n = all.len() as u64;
+    assert_eq!(all, (0..n).collect::<Vec<_>>());
+    assert_eq!(store.tree_size("acme").await.unwrap(), n);
+}
+
+pub async fn access_records<S: Store>(store: Arc<S>) {
+    let org = store.create_org("acme", "Acme Inc", now()).await.unwrap();
+    assert_eq!((org.slug.as_str(), org.name.as_str()), ("acme", "Acme Inc"));
+    assert_eq!(store.org("acme").await.unwrap(), Some(org.clone()));
+    assert_eq!(store.org("nope").await.unwrap(), None);
+    store.create_org("globex", "Globex", now()).await.unwrap();
+    assert_eq!(store.orgs().await.unwrap().len(), 2);
+
+    let u = store
+        .create_user("Admin@Example.com", "$argon2id$stub", true, now())
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.create_user("admin@example.com", "x", false, now()).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store
+            .user_by_email("ADMIN@example.com")
+            .await
+            .unwrap()
+            .map(|x| x.id),
+        Some(u.id.clone())
+    );
+    assert_eq!(
+        store.user(&u.id).await.unwrap().map(|x| x.server_admin),
+        Some(true)
+    );
+    assert_eq!(
+        store.permissions("acme", &u.id).await.unwrap(),
+        None,
+        "not a member yet"
+    );
+    store.add_org_admin("acme", &u.id).await.unwrap();
+    let perms = store.permissions("acme", &u.id).await.unwrap().unwrap();
+    assert!(
+        Permission::ALL.iter().all(|p| perms.contains(p)),
+        "admins hold every permission"
+    );
+    assert_eq!(
+        store.permissions("globex", &u.id).await.unwrap(),
+        None,
+        "membership is per org"
+    );
+    let orgs = store.user_orgs(&u.id).await.unwrap();
+    assert_eq!(
+        orgs.iter().map(|(o, _)| o.slug.as_str()).collect::<Vec<_>>(),
+        ["acme"]
+    );
+
+    let s = Session {
+        id: "s1".into(),
+        user_id: u.id.clone(),
+        secret_hash: [7; 32],
+        created_at: now(),
+        expires_at: now() + 10,
+    };
+    store.create_session(&s).await.unwrap();
+    assert_eq!(store.session("s1").await.unwrap(), Some(s));
+    store.delete_session("s1").await.unwrap();
+    assert_eq!(store.session("s1").await.unwrap(), None);
+
+    let k = ApiKey {
+        id: "k1".into(),
+        org: "acme".into(),
+        name: "ingest".into(),
+        scopes: vec![Scope::EventsWrite],
+        secret_hash: [9; 32],
+        created_by: Some(u.id.clone()),
+        created_at: now(),
+        expires_at: None,
+        revoked_at: None,
+    };
+    store.create_api_key(&k).await.unwrap();
+    assert_eq!(store.api_key("k1").await.unwrap(), Some(k.clone()));
+    assert_eq!(store.api_keys("acme").await.unwrap(), vec![k]);
+    assert!(store.api_keys("globex").await.unwrap().is_empty());
+    assert!(matches!(
+        store.revoke_api_key("globex", "k1", now()).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.revoke_api_key("acme", "k1", now() + 1).await.unwrap();
+    assert_eq!(
+        store.api_key("k1").await.unwrap().unwrap().revoked_at,
+        Some(now() + 1)
+    );
+}

@@ -1,0 +1,188 @@
+//! The storage contract of Trail: the [`Store`] trait every backend implements, the records it
+//! exchanges, and (behind the `conformance` feature) the one test suite every backend must pass.
+//!
+//! The contract's invariants, which backends must keep and the conformance suite checks:
+//! - an acknowledged append is durable (fsynced) before `append` returns;
+//! - per organization, `seq` starts at 0 and has no gaps; it is the event's Merkle leaf index;
+//! - stored canonical bytes never change; `(org, id)` identifies one event (idempotency);
+//! - queries return newest first by `(time, seq)` and page without skips or repeats.
+//!
+//! This crate knows no SQL and no HTTP.
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
+
+use async_trait::async_trait;
+use trail_model::query::{Cursor, Filter, Query};
+use trail_model::time::Micros;
+use trail_model::{NewEvent, StoredEvent};
+
+pub mod access;
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use access::{ApiKey, Org, Permission, Scope, Session, User};
+
+/// What can go wrong in a store, in the terms callers act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The named thing does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A uniqueness rule was violated (an org slug or email already taken).
+    #[error("{0}")]
+    Conflict(String),
+    /// The storage cannot take writes right now (disk full, I/O error, read-only); nothing was stored.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// Stored data failed a consistency check.
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// Anything else; the message is for the operator's log, never for API callers.
+    #[error("internal store error: {0}")]
+    Internal(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// The outcome of appending one event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Appended {
+    /// Stored now at `seq`.
+    Created { id: String, seq: u64 },
+    /// An event with this `id` was already stored in this org at `seq`; nothing new was stored.
+    Duplicate { id: String, seq: u64 },
+}
+
+impl Appended {
+    pub fn seq(&self) -> u64 {
+        match self {
+            Appended::Created { seq, .. } | Appended::Duplicate { seq, .. } => *seq,
+        }
+    }
+
+    pub fn id(&self) -> &str {
+        match self {
+            Appended::Created { id, .. } | Appended::Duplicate { id, .. } => id,
+        }
+    }
+}
+
+/// A stored event together with its canonical bytes (from which its leaf hash is computed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub event: StoredEvent,
+    pub bytes: Vec<u8>,
+}
+
+impl Record {
+    /// Decodes canonical bytes as read from storage.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self> {
+        let event = trail_model::canonical::decode(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("stored event does not decode: {e}")))?;
+        Ok(Self { event, bytes })
+    }
+
+    pub fn leaf_hash(&self) -> trail_merkle::Hash {
+        trail_merkle::leaf_hash(&self.bytes)
+    }
+
+    /// The JSON the API answers for this event.
+    pub fn to_json(&self) -> serde_json::Value {
+        self.event.to_json(&self.leaf_hash())
+    }
+}
+
+/// One page of query results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub records: Vec<Record>,
+    /// Where the next page starts; `None` when this page is the last.
+    pub next: Option<Cursor>,
+}
+
+/// Event counts of one histogram bucket `[start, start + width)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bucket {
+    pub start: Micros,
+    pub count: u64,
+}
+
+/// A new event's id: the client's, or a freshly minted UUIDv7 (time-ordered, so indexes stay local).
+pub fn mint_event_id() -> String {
+    uuid::Uuid::now_v7().to_string()
+}
+
+/// Builds a page from up to `limit + 1` records sorted newest first, the way every backend must.
+pub fn page_from(mut records: Vec<Record>, q: &Query, as_of: u64) -> Page {
+    let next = if records.len() > q.limit {
+        records.truncate(q.limit);
+        records
+            .last()
+            .map(|r| Cursor::new(&q.filter, r.event.time, r.event.seq, as_of))
+    } else {
+        None
+    };
+    Page { records, next }
+}
+
+/// The storage behind a Trail server. Organizations are named by slug throughout.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // --- organizations and access -------------------------------------------------------------
+
+    /// Creates an organization with its built-in `admin` role and `Administrators` group.
+    /// `Conflict` if the slug is taken.
+    async fn create_org(&self, slug: &str, name: &str, now: Micros) -> Result<Org>;
+    async fn org(&self, slug: &str) -> Result<Option<Org>>;
+    async fn orgs(&self) -> Result<Vec<Org>>;
+
+    /// Creates a user; `Conflict` if the email is taken (emails compare case-insensitively).
+    async fn create_user(
+        &self,
+        email: &str,
+        password_hash: &str,
+        server_admin: bool,
+        now: Micros,
+    ) -> Result<User>;
+    async fn user(&self, id: &str) -> Result<Option<User>>;
+    async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    /// Adds a user to the org's built-in `Administrators` group.
+    async fn add_org_admin(&self, org: &str, user_id: &str) -> Result<()>;
+    /// The user's effective permissions in an org (union over their groups' roles), or `None` when
+    /// the user is not a member. Evaluated from storage on every call: no caching across requests.
+    async fn permissions(&self, org: &str, user_id: &str) -> Result<Option<Vec<Permission>>>;
+    /// The orgs a user belongs to, with their effective permissions in each.
+    async fn user_orgs(&self, user_id: &str) -> Result<Vec<(Org, Vec<Permission>)>>;
+
+    async fn create_session(&self, session: &Session) -> Result<()>;
+    async fn session(&self, id: &str) -> Result<Option<Session>>;
+    async fn delete_session(&self, id: &str) -> Result<()>;
+
+    async fn create_api_key(&self, key: &ApiKey) -> Result<()>;
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKey>>;
+    /// The org's keys, including revoked ones, oldest first.
+    async fn api_keys(&self, org: &str) -> Result<Vec<ApiKey>>;
+    /// Revokes a key of this org; `NotFound` if the org has no such key.
+    async fn revoke_api_key(&self, org: &str, id: &str, now: Micros) -> Result<()>;
+
+    // --- events ---------------------------------------------------------------------------------
+
+    /// Appends validated events to an org's log, in order, and returns once they are durable.
+    /// An event whose `id` the org already has is not stored again (answered `Duplicate`).
+    /// Events without an `id` get a minted one; without a `time`, `received_at`.
+    async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>>;
+
+    /// Events matching `q.filter`, newest first, at most `q.limit`, continuing after `q.cursor`.
+    async fn query(&self, org: &str, q: &Query) -> Result<Page>;
+
+    /// One event by its id.
+    async fn event(&self, org: &str, id: &str) -> Result<Option<Record>>;
+
+    /// Counts of matching events per bucket of `width` starting at `filter.from`; empty buckets omitted.
+    async fn histogram(&self, org: &str, filter: &Filter, width: Micros) -> Result<Vec<Bucket>>;
+
+    /// The number of events in the org's log (the next `seq`).
+    async fn tree_size(&self, org: &str) -> Result<u64>;
+
+    /// Whether the store can serve reads and take writes.
+    async fn ready(&self) -> Result<()>;
+}
