@@ -1,1 +1,202 @@
-//! placeholder
+//! Trail's HTTP server: the axum router, its handlers, authentication and the start-up sequence.
+//!
+//! This is the only crate that knows HTTP. It never touches SQL: everything durable goes through the
+//! [`trail_store::Store`] trait, so every backend serves the same API.
+#![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
+
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod routes;
+pub mod settings;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
+use tower_http::trace::TraceLayer;
+use trail_model::time::{MICROS_PER_DAY, Micros, now};
+use trail_store::Store;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+pub use crate::settings::Settings;
+
+/// Everything a handler can reach.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub settings: Arc<Settings>,
+    pub metrics: Arc<Metrics>,
+    /// Last use of each session on this node, for idle expiry (sliding renewal).
+    sessions_seen: Arc<Mutex<HashMap<String, Micros>>>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+        Self {
+            store,
+            settings: Arc::new(settings),
+            metrics: Arc::new(Metrics::default()),
+            sessions_seen: Arc::default(),
+        }
+    }
+
+    /// The oldest event time still in hot retention.
+    pub fn hot_start(&self, now: Micros) -> Micros {
+        now - i64::from(self.settings.retention.hot_days) * MICROS_PER_DAY
+    }
+
+    fn session_seen(&self, id: &str) -> Option<Micros> {
+        self.sessions_seen.lock().ok().and_then(|m| m.get(id).copied())
+    }
+
+    fn touch_session(&self, id: &str) {
+        if let Ok(mut m) = self.sessions_seen.lock() {
+            m.insert(id.to_string(), now());
+        }
+    }
+
+    fn forget_session(&self, id: &str) {
+        if let Ok(mut m) = self.sessions_seen.lock() {
+            m.remove(id);
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+struct UuidRequestId;
+
+impl MakeRequestId for UuidRequestId {
+    fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .ok()
+            .map(RequestId::new)
+    }
+}
+
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The complete router with its middleware: request ids, tracing, timeouts, body limits, metrics.
+pub fn router(state: AppState) -> Router {
+    let limits = &state.settings.limits;
+    let timeout = Duration::from_secs(limits.request_timeout_secs);
+    routes::api(limits.max_body_bytes)
+        .fallback(|| async { ApiError::not_found("route") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not accept that method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(state.clone(), observe))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+            let id = req
+                .headers()
+                .get(REQUEST_ID)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+        }))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+        .layer(SetRequestIdLayer::new(REQUEST_ID, UuidRequestId))
+        .with_state(state)
+}
+
+async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", |m| m.as_str())
+        .to_string();
+    let method = req.method().to_string();
+    let start = Instant::now();
+    let resp = next.run(req).await;
+    state.metrics.observe(
+        &method,
+        &route,
+        resp.status().as_u16(),
+        start.elapsed().as_secs_f64(),
+    );
+    resp
+}
+
+/// Creates org `default` and `admin@localhost` on an empty store. Returns the generated password
+/// when none was given, so the caller can show it once.
+pub async fn bootstrap(store: &dyn Store, admin_password: Option<&str>) -> Result<Option<String>, ApiError> {
+    if !store.orgs().await?.is_empty() {
+        return Ok(None);
+    }
+    let generated = admin_password.is_none().then(auth::random_secret);
+    let password = admin_password.or(generated.as_deref()).unwrap_or_default();
+    let hash = auth::hash_password(password)?;
+    let t = now();
+    store.create_org("default", "Default organization", t).await?;
+    let user = match store.user_by_email("admin@localhost").await? {
+        Some(u) => u,
+        None => store.create_user("admin@localhost", &hash, true, t).await?,
+    };
+    store.add_org_admin("default", &user.id).await?;
+    Ok(generated)
+}
+
+/// A bound, not yet running server.
+#[derive(Debug)]
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: AppState,
+}
+
+impl Server {
+    pub async fn bind(state: AppState) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(state.settings.listen).await?;
+        Ok(Self { listener, state })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+/// The `Retry-After`-less 503 used while the store is not ready.
+pub fn not_ready(cause: impl std::fmt::Display) -> Response {
+    tracing::warn!(cause = %cause, "not ready");
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "not_ready",
+        "storage is not ready",
+    )
+    .into_response()
+}

@@ -1,1 +1,222 @@
-fn main() {}
+//! `trail`: parses arguments, resolves settings, sets up logging, picks the storage backend, and maps
+//! errors to an exit code. Everything else lives in the library crates.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use trail_server::{AppState, Server, Settings};
+use trail_store::{ApiKey, Scope, Store};
+use trail_store_sqlite::SqliteStore;
+
+#[derive(Parser, Debug)]
+#[command(name = "trail", version, about = "Self-hosted, tamper-evident audit log")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Print a commented configuration file with every default.
+    DefaultConfig,
+    /// Administration on a data directory (works while the server runs).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Args, Debug, Clone)]
+struct ConfigArgs {
+    /// Configuration file (default: ./trail.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Data directory (overrides data_dir).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Address to listen on, e.g. 127.0.0.1:7700 (port 0 picks a free port).
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Create an API key for an organization and print its secret (shown once).
+    CreateKey {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        org: String,
+        /// Comma-separated: events:write, events:read.
+        #[arg(long, value_delimiter = ',', default_value = "events:write")]
+        scopes: Vec<String>,
+        #[arg(long, default_value = "cli")]
+        name: String,
+    },
+    /// Create an organization.
+    CreateOrg {
+        #[command(flatten)]
+        config: ConfigArgs,
+        #[arg(long)]
+        slug: String,
+        #[arg(long)]
+        name: Option<String>,
+    },
+}
+
+fn settings(config: &ConfigArgs, listen: Option<&str>) -> anyhow::Result<Settings> {
+    let mut flags = toml::Table::new();
+    if let Some(d) = &config.data_dir {
+        flags.insert("data_dir".into(), d.display().to_string().into());
+    }
+    if let Some(l) = listen {
+        flags.insert("listen".into(), l.into());
+    }
+    Ok(Settings::load(config.config.as_deref(), std::env::vars(), flags)?)
+}
+
+/// Picks the storage backend from the settings.
+fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn Store>> {
+    if !s.storage.url.is_empty() {
+        bail!("storage.url is set, but this build has only the embedded store; unset storage.url");
+    }
+    let store = SqliteStore::open(&s.data_dir)
+        .with_context(|| format!("cannot open the data directory {}", s.data_dir.display()))?;
+    Ok(Arc::new(store))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = settings(&args.config, args.listen.as_deref())?;
+    tracing::info!(settings = ?settings, "starting");
+    let store = open_store(&settings)?;
+    let password = std::env::var("TRAIL_ADMIN_PASSWORD")
+        .ok()
+        .filter(|p| !p.is_empty());
+    let generated = trail_server::bootstrap(store.as_ref(), password.as_deref())
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot create the first organization: {}", e.message))?;
+    if let Some(p) = generated {
+        // Printed once, to the terminal only: never to the log.
+        println!("created organization \"default\" and user admin@localhost with password: {p}");
+    }
+    let server = Server::bind(AppState::new(store.clone(), settings.clone()))
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    println!("listening on http://{}", server.local_addr()?);
+    server.run(shutdown_signal()).await.context("server failed")?;
+    drop(store);
+    Ok(())
+}
+
+async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
+    let now = trail_model::time::now();
+    match cmd {
+        AdminCommand::CreateKey {
+            config,
+            org,
+            scopes,
+            name,
+        } => {
+            let store = open_store(&settings(&config, None)?)?;
+            let mut parsed = Vec::new();
+            for s in &scopes {
+                parsed.push(
+                    Scope::parse(s.trim())
+                        .with_context(|| format!("unknown scope {s:?}; use events:write or events:read"))?,
+                );
+            }
+            if store.org(&org).await?.is_none() {
+                bail!("organization {org} does not exist");
+            }
+            let (id, secret, secret_hash) = trail_server::auth::issue_key_secret();
+            let key = ApiKey {
+                id,
+                org,
+                name,
+                scopes: parsed,
+                secret_hash,
+                created_by: Some("trail admin".into()),
+                created_at: now,
+                expires_at: None,
+                revoked_at: None,
+            };
+            store.create_api_key(&key).await?;
+            println!("{secret}");
+        }
+        AdminCommand::CreateOrg { config, slug, name } => {
+            if !trail_server::routes::valid_slug(&slug) {
+                bail!("invalid slug {slug:?}: use 2-63 lowercase letters, digits or hyphens");
+            }
+            let store = open_store(&settings(&config, None)?)?;
+            store
+                .create_org(&slug, name.as_deref().unwrap_or(&slug), now)
+                .await?;
+            println!("created organization {slug}");
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRAIL_LOG")
+                .unwrap_or_else(|_| "info,tower_http=warn".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::DefaultConfig => {
+                print!("{}", Settings::default_config());
+                Ok(())
+            }
+            Command::Admin(cmd) => admin(cmd).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! Authentication: Argon2id passwords, opaque session and API-key tokens, and the [`Principal`] extractor.
+//!
+//! Tokens are `<prefix><id>.<secret>`; the store keeps only `SHA-256(secret)`, looked up by `id` and
+//! compared in constant time. Sessions come as `Authorization: Bearer` or the `trail_session` cookie;
+//! a cookie-authenticated request that changes state must also carry `X-CSRF-Token`, which is derived
+//! from the session secret (double-submit without server state). Nothing here logs a secret.
+
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{Method, header};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use trail_model::time::{MICROS_PER_SECOND, now};
+use trail_store::{ApiKey, Permission, Scope, Session, User};
+
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+pub const SESSION_COOKIE: &str = "trail_session";
+pub const CSRF_HEADER: &str = "x-csrf-token";
+const SESSION_PREFIX: &str = "trs_";
+const KEY_PREFIX: &str = "trk_";
+
+/// Hashes a password with Argon2id and a random salt (PHC string).
+pub fn hash_password(password: &str) -> Result<String, ApiError> {
+    let mut salt = [0u8; 16];
+    rand::thread_rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(ApiError::internal)?;
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(ApiError::internal)
+}
+
+/// Checks a password against a PHC string in constant time.
+pub fn verify_password(password: &str, phc: &str) -> bool {
+    PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// A PHC hash of a random password, verified against when the account does not exist, so a failed
+/// sign-in takes the same time either way.
+pub fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&random_secret()).unwrap_or_default())
+}
+
+pub fn random_secret() -> String {
+    let mut b = [0u8; 32];
+    rand::thread_rng().fill_bytes(&mut b);
+    URL_SAFE_NO_PAD.encode(b)
+}
+
+pub fn random_id() -> String {
+    let mut b = [0u8; 12];
+    rand::thread_rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+pub fn secret_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+fn csrf_for(secret: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"trail-csrf\0");
+    h.update(secret.as_bytes());
+    URL_SAFE_NO_PAD.encode(h.finalize())
+}
+
+/// A newly issued session: the token is shown to the client once.
+#[derive(Debug)]
+pub struct IssuedSession {
+    pub session: Session,
+    pub token: String,
+    pub csrf_token: String,
+}
+
+pub fn issue_session(user_id: &str, state: &AppState) -> IssuedSession {
+    let (id, secret) = (random_id(), random_secret());
+    let now = now();
+    let max = state.settings.auth.session_max_hours as i64 * 3600 * MICROS_PER_SECOND;
+    let session = Session {
+        id: id.clone(),
+        user_id: user_id.into(),
+        secret_hash: secret_hash(&secret),
+        created_at: now,
+        expires_at: now + max,
+    };
+    IssuedSession {
+        session,
+        csrf_token: csrf_for(&secret),
+        token: format!("{SESSION_PREFIX}{id}.{secret}"),
+    }
+}
+
+/// A newly issued API key secret: `trk_<id>.<secret>`.
+pub fn issue_key_secret() -> (String, String, [u8; 32]) {
+    let (id, secret) = (random_id(), random_secret());
+    let h = secret_hash(&secret);
+    (id.clone(), format!("{KEY_PREFIX}{id}.{secret}"), h)
+}
+
+/// Who is making a request.
+#[derive(Debug, Clone)]
+pub enum Principal {
+    User { user: User, session_id: String },
+    Key(ApiKey),
+}
+
+impl Principal {
+    /// Actor id for self-audit events.
+    pub fn actor_id(&self) -> String {
+        match self {
+            Principal::User { user, .. } => user.email.clone(),
+            Principal::Key(k) => format!("api-key:{}", k.id),
+        }
+    }
+
+    pub fn user(&self) -> ApiResult<&User> {
+        match self {
+            Principal::User { user, .. } => Ok(user),
+            Principal::Key(_) => Err(ApiError::forbidden(
+                "this endpoint needs a signed-in user, not an API key",
+            )),
+        }
+    }
+
+    /// Requires a user session holding `perm` in `org`.
+    pub async fn require_permission(&self, state: &AppState, org: &str, perm: Permission) -> ApiResult<()> {
+        let user = self.user()?;
+        let perms = state.store.permissions(org, &user.id).await?;
+        match perms {
+            Some(p) if p.contains(&perm) => Ok(()),
+            Some(_) => Err(ApiError::forbidden(format!(
+                "you need the {} permission in organization {org}",
+                perm.as_str()
+            ))),
+            None => Err(ApiError::forbidden(format!(
+                "you are not a member of organization {org}"
+            ))),
+        }
+    }
+
+    /// Requires an API key of `org` with `scope`.
+    pub fn require_scope(&self, org: &str, scope: Scope) -> ApiResult<()> {
+        match self {
+            Principal::Key(k) if k.org == org && k.scopes.contains(&scope) => Ok(()),
+            Principal::Key(k) if k.org != org => Err(ApiError::forbidden(format!(
+                "this API key belongs to another organization than {org}"
+            ))),
+            Principal::Key(_) => Err(ApiError::forbidden(format!(
+                "this API key lacks the {} scope",
+                scope.as_str()
+            ))),
+            Principal::User { .. } => Err(ApiError::forbidden(format!(
+                "this endpoint needs an API key with the {} scope",
+                scope.as_str()
+            ))),
+        }
+    }
+
+    /// Reading events: `LOG-MANAGEMENT` for users, `events:read` for keys.
+    pub async fn require_read(&self, state: &AppState, org: &str) -> ApiResult<()> {
+        match self {
+            Principal::Key(_) => self.require_scope(org, Scope::EventsRead),
+            Principal::User { .. } => {
+                self.require_permission(state, org, Permission::LogManagement)
+                    .await
+            }
+        }
+    }
+}
+
+fn bearer(parts: &Parts) -> Option<&str> {
+    let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = v.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| {
+            let (k, v) = c.trim().split_once('=')?;
+            (k == name).then_some(v)
+        })
+}
+
+fn split_token<'a>(token: &'a str, prefix: &str) -> Option<(&'a str, &'a str)> {
+    token.strip_prefix(prefix)?.split_once('.')
+}
+
+/// Resolves a session token to its user, checking expiry; `None` for anything invalid.
+pub async fn session_user(state: &AppState, token: &str) -> ApiResult<Option<(User, Session, String)>> {
+    let Some((id, secret)) = split_token(token, SESSION_PREFIX) else {
+        return Ok(None);
+    };
+    let Some(session) = state.store.session(id).await? else {
+        return Ok(None);
+    };
+    if !bool::from(session.secret_hash.ct_eq(&secret_hash(secret))) || session.expires_at <= now() {
+        return Ok(None);
+    }
+    let idle = state.settings.auth.session_idle_minutes as i64 * 60 * MICROS_PER_SECOND;
+    if let Some(last) = state.session_seen(&session.id) {
+        if now() - last > idle {
+            return Ok(None);
+        }
+    }
+    state.touch_session(&session.id);
+    let Some(user) = state.store.user(&session.user_id).await? else {
+        return Ok(None);
+    };
+    Ok(Some((user, session, secret.to_string())))
+}
+
+impl FromRequestParts<AppState> for Principal {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        if let Some(token) = bearer(parts) {
+            if token.starts_with(KEY_PREFIX) {
+                let (id, secret) = split_token(token, KEY_PREFIX).ok_or_else(ApiError::unauthorized)?;
+                let key = state
+                    .store
+                    .api_key(id)
+                    .await?
+                    .ok_or_else(ApiError::unauthorized)?;
+                let valid = bool::from(key.secret_hash.ct_eq(&secret_hash(secret)))
+                    && key.revoked_at.is_none()
+                    && key.expires_at.is_none_or(|t| t > now());
+                return if valid {
+                    Ok(Principal::Key(key))
+                } else {
+                    Err(ApiError::unauthorized())
+                };
+            }
+            let (user, session, _) = session_user(state, token)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            return Ok(Principal::User {
+                user,
+                session_id: session.id,
+            });
+        }
+        if let Some(token) = cookie(parts, SESSION_COOKIE) {
+            let (user, session, secret) = session_user(state, token)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+                let sent = parts
+                    .headers
+                    .get(CSRF_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("");
+                if !bool::from(sent.as_bytes().ct_eq(csrf_for(&secret).as_bytes())) {
+                    return Err(
+                        ApiError::forbidden("missing or wrong X-CSRF-Token for a cookie session")
+                            .with_field(CSRF_HEADER),
+                    );
+                }
+            }
+            return Ok(Principal::User {
+                user,
+                session_id: session.id,
+            });
+        }
+        Err(ApiError::unauthorized())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_hash_with_argon2id_and_verify() {
+        let h = hash_password("correct horse").unwrap();
+        assert!(h.starts_with("$argon2id$"), "{h}");
+        assert!(verify_password("correct horse", &h));
+        assert!(!verify_password("correct horse!", &h));
+        assert!(!verify_password("x", "not a phc string"));
+    }
+
+    #[test]
+    fn key_tokens_split() {
+        let (id, token, hash) = issue_key_secret();
+        let (tid, secret) = split_token(&token, KEY_PREFIX).unwrap();
+        assert_eq!(tid, id);
+        assert_eq!(secret_hash(secret), hash);
+        assert!(split_token(&token, SESSION_PREFIX).is_none());
+    }
+}

@@ -1,0 +1,264 @@
+//! Ingest and query of audit events (PRODUCT.md §4).
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use trail_model::event::{MAX_EVENT_BYTES, TimeBounds, parse_event};
+use trail_model::query::{QueryContext, parse_filter, parse_query};
+use trail_model::time::{MICROS_PER_SECOND, Micros, format_rfc3339, now};
+use trail_model::{FieldError, NewEvent};
+use trail_store::{Appended, Scope};
+
+use super::{JsonBody, query_pairs};
+use crate::AppState;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
+
+fn rejected(index: usize, item: &Value, e: FieldError) -> Value {
+    let mut err = json!({"code": e.code, "message": format!("{}: {}", if e.field.is_empty() { "event" } else { &e.field }, e.message)});
+    if !e.field.is_empty() {
+        err["field"] = json!(e.field);
+    }
+    let mut r = json!({"index": index, "status": "rejected", "error": err});
+    if let Some(id) = item.get("id").and_then(Value::as_str) {
+        r["id"] = json!(id);
+    }
+    r
+}
+
+/// Serialized size of a JSON value without building the string.
+fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
+pub async fn ingest(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    principal: Principal,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    principal.require_scope(&org, Scope::EventsWrite)?;
+    let max = state.settings.limits.max_batch_events;
+    let (items, single): (&[Value], bool) = match &body {
+        Value::Object(m) if m.contains_key("events") => {
+            if let Some(k) = m.keys().find(|k| *k != "events") {
+                return Err(ApiError::bad_request(
+                    "unknown_field",
+                    format!("{k} is not allowed beside events"),
+                )
+                .with_field(k.as_str()));
+            }
+            match &m["events"] {
+                Value::Array(a) if a.is_empty() => {
+                    return Err(ApiError::bad_request("invalid_field", "events must not be empty")
+                        .with_field("events"));
+                }
+                Value::Array(a) if a.len() > max => {
+                    return Err(ApiError::bad_request(
+                        "batch_too_large",
+                        format!("a batch may hold at most {max} events"),
+                    )
+                    .with_field("events"));
+                }
+                Value::Array(a) => (a.as_slice(), false),
+                _ => {
+                    return Err(ApiError::bad_request("invalid_field", "events must be an array")
+                        .with_field("events"));
+                }
+            }
+        }
+        Value::Object(_) => (std::slice::from_ref(&body), true),
+        _ => {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "send one event object or {\"events\": [...]}",
+            ));
+        }
+    };
+
+    let received_at = now();
+    let bounds = TimeBounds {
+        now: received_at,
+        oldest: state.hot_start(received_at),
+    };
+    let mut results: Vec<Option<Value>> = vec![None; items.len()];
+    let mut valid: Vec<NewEvent> = Vec::with_capacity(items.len());
+    let mut positions = Vec::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let parsed = parse_event(item, bounds).and_then(|e| {
+            if json_len(item) > MAX_EVENT_BYTES {
+                Err(FieldError::new(
+                    "event_too_large",
+                    "",
+                    format!("an event may be at most {MAX_EVENT_BYTES} bytes"),
+                ))
+            } else {
+                Ok(e)
+            }
+        });
+        match parsed {
+            Ok(e) => {
+                valid.push(e);
+                positions.push(i);
+            }
+            Err(e) => results[i] = Some(rejected(i, item, e)),
+        }
+    }
+    let rejected_n = items.len() - valid.len();
+    Metrics::add(&state.metrics.events_rejected, rejected_n as u64);
+
+    if !valid.is_empty() {
+        let appended = state.store.append(&org, valid, received_at).await?;
+        for (pos, a) in positions.into_iter().zip(appended) {
+            let (status, counter) = match &a {
+                Appended::Created { .. } => ("created", &state.metrics.events_created),
+                Appended::Duplicate { .. } => ("duplicate", &state.metrics.events_duplicate),
+            };
+            Metrics::add(counter, 1);
+            results[pos] = Some(json!({"id": a.id(), "seq": a.seq(), "status": status}));
+        }
+    }
+    let results: Vec<Value> = results.into_iter().flatten().collect();
+    // A lone event that was rejected is a client error; a batch reports per item and answers 200.
+    if single && rejected_n == 1 {
+        let error = results[0]["error"].clone();
+        return Ok((
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": error, "results": results})),
+        )
+            .into_response());
+    }
+    Ok(Json(json!({ "results": results })).into_response())
+}
+
+fn context(state: &AppState) -> QueryContext {
+    let now = now();
+    QueryContext {
+        now,
+        oldest: state.hot_start(now),
+    }
+}
+
+pub async fn query(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    principal.require_read(&state, &org).await?;
+    let q = parse_query(&query_pairs(raw.as_deref())?, context(&state))?;
+    let page = state.store.query(&org, &q).await?;
+    let events: Vec<Value> = page.records.iter().map(|r| r.to_json()).collect();
+    Ok(Json(
+        json!({"events": events, "next_cursor": page.next.map(|c| c.encode())}),
+    ))
+}
+
+pub async fn one(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    principal: Principal,
+) -> ApiResult<Json<Value>> {
+    principal.require_read(&state, &org).await?;
+    let record = state
+        .store
+        .event(&org, &id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
+    Ok(Json(record.to_json()))
+}
+
+/// Bucket widths the histogram picks from, smallest first.
+const WIDTHS: &[Micros] = &[
+    60,
+    300,
+    900,
+    1800,
+    3600,
+    3 * 3600,
+    6 * 3600,
+    12 * 3600,
+    86_400,
+    2 * 86_400,
+    7 * 86_400,
+];
+const MAX_BUCKETS: Micros = 120;
+
+fn parse_interval(s: &str) -> Option<Micros> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: Micros = num.parse().ok()?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => return None,
+    };
+    (secs > 0).then_some(secs * MICROS_PER_SECOND)
+}
+
+pub async fn histogram(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    principal: Principal,
+    RawQuery(raw): RawQuery,
+) -> ApiResult<Json<Value>> {
+    principal.require_read(&state, &org).await?;
+    let mut pairs = query_pairs(raw.as_deref())?;
+    let interval = match pairs.iter().position(|(k, _)| k == "interval") {
+        Some(i) => Some(parse_interval(&pairs.remove(i).1).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_field",
+                "interval must be a number of seconds or like 5m, 1h, 1d",
+            )
+            .with_field("interval")
+        })?),
+        None => None,
+    };
+    let filter = parse_filter(&pairs, context(&state))?;
+    let span = filter.to - filter.from;
+    let width = match interval {
+        Some(w) if span / w > 10 * MAX_BUCKETS => {
+            return Err(
+                ApiError::bad_request("invalid_field", "interval is too small for this window")
+                    .with_field("interval"),
+            );
+        }
+        Some(w) => w,
+        None => WIDTHS
+            .iter()
+            .map(|s| s * MICROS_PER_SECOND)
+            .find(|w| span / w <= MAX_BUCKETS)
+            .unwrap_or(7 * 86_400 * MICROS_PER_SECOND),
+    };
+    let got = state.store.histogram(&org, &filter, width).await?;
+    let mut counts = got.into_iter().peekable();
+    let mut buckets = Vec::new();
+    let mut start = filter.from;
+    while start < filter.to {
+        let count = counts.next_if(|b| b.start == start).map_or(0, |b| b.count);
+        buckets.push(json!({"start": format_rfc3339(start), "count": count}));
+        start += width;
+    }
+    Ok(Json(json!({
+        "from": format_rfc3339(filter.from),
+        "to": format_rfc3339(filter.to),
+        "interval_seconds": width / MICROS_PER_SECOND,
+        "buckets": buckets,
+    })))
+}

@@ -1,0 +1,128 @@
+//! API keys of an org: created and revoked by holders of `KEY-MANAGEMENT`; the secret is shown once.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use trail_model::time::{format_rfc3339, now, parse_rfc3339};
+use trail_store::{ApiKey, Permission, Scope};
+
+use super::JsonBody;
+use crate::AppState;
+use crate::auth::{self, Principal};
+use crate::error::{ApiError, ApiResult};
+
+pub fn key_json(k: &ApiKey) -> Value {
+    json!({
+        "id": k.id,
+        "name": k.name,
+        "scopes": k.scopes.iter().map(Scope::as_str).collect::<Vec<_>>(),
+        "created_by": k.created_by,
+        "created_at": format_rfc3339(k.created_at),
+        "expires_at": k.expires_at.map(format_rfc3339),
+        "revoked_at": k.revoked_at.map(format_rfc3339),
+    })
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    principal: Principal,
+) -> ApiResult<Json<Value>> {
+    principal
+        .require_permission(&state, &org, Permission::KeyManagement)
+        .await?;
+    let keys = state.store.api_keys(&org).await?;
+    Ok(Json(
+        json!({"api_keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
+    ))
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    principal: Principal,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    principal
+        .require_permission(&state, &org, Permission::KeyManagement)
+        .await?;
+    let name = body
+        .get("name")
+        .and_then(Value::as_str)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    if name.is_empty() || name.chars().count() > 100 {
+        return Err(
+            ApiError::bad_request("invalid_field", "name must be 1-100 characters").with_field("name"),
+        );
+    }
+    let scopes = parse_scopes(body.get("scopes"))?;
+    let expires_at = match body.get("expires_at") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(parse_rfc3339(s).filter(|t| *t > now()).ok_or_else(|| {
+            ApiError::bad_request("invalid_field", "expires_at must be a future RFC 3339 time")
+                .with_field("expires_at")
+        })?),
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("invalid_field", "expires_at must be a string")
+                    .with_field("expires_at"),
+            );
+        }
+    };
+    let (id, secret, secret_hash) = auth::issue_key_secret();
+    let key = ApiKey {
+        id,
+        org: org.clone(),
+        name,
+        scopes,
+        secret_hash,
+        created_by: Some(principal.actor_id()),
+        created_at: now(),
+        expires_at,
+        revoked_at: None,
+    };
+    state.store.create_api_key(&key).await?;
+    tracing::info!(org = %org, key_id = %key.id, "API key created");
+    let mut out = key_json(&key);
+    out["secret"] = json!(secret);
+    Ok((StatusCode::CREATED, Json(out)))
+}
+
+pub fn parse_scopes(v: Option<&Value>) -> ApiResult<Vec<Scope>> {
+    let bad = || {
+        ApiError::bad_request(
+            "invalid_field",
+            "scopes must be a non-empty list of \"events:write\" and \"events:read\"",
+        )
+        .with_field("scopes")
+    };
+    let list = v
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())
+        .ok_or_else(bad)?;
+    let mut scopes = Vec::new();
+    for s in list {
+        let scope = s.as_str().and_then(Scope::parse).ok_or_else(bad)?;
+        if !scopes.contains(&scope) {
+            scopes.push(scope);
+        }
+    }
+    scopes.sort();
+    Ok(scopes)
+}
+
+pub async fn revoke(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    principal: Principal,
+) -> ApiResult<StatusCode> {
+    principal
+        .require_permission(&state, &org, Permission::KeyManagement)
+        .await?;
+    state.store.revoke_api_key(&org, &id, now()).await?;
+    tracing::info!(org = %org, key_id = %id, "API key revoked");
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,110 @@
+//! Route table and the request-body extractor shared by handlers.
+
+mod events;
+mod health;
+mod keys;
+pub mod orgs;
+mod session;
+
+pub use orgs::valid_slug;
+
+use axum::Router;
+use axum::extract::{FromRequest, Request};
+use axum::http::{StatusCode, header};
+use axum::routing::{delete, get, post};
+use serde_json::Value;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Every API route. `openapi::document()` describes exactly these (a test holds them together).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/v1/openapi.json"),
+    ("POST", "/v1/auth/login"),
+    ("POST", "/v1/auth/logout"),
+    ("GET", "/v1/me"),
+    ("GET", "/v1/orgs"),
+    ("POST", "/v1/orgs"),
+    ("POST", "/v1/orgs/{org}/events"),
+    ("GET", "/v1/orgs/{org}/events"),
+    ("GET", "/v1/orgs/{org}/events/histogram"),
+    ("GET", "/v1/orgs/{org}/events/{id}"),
+    ("GET", "/v1/orgs/{org}/api-keys"),
+    ("POST", "/v1/orgs/{org}/api-keys"),
+    ("DELETE", "/v1/orgs/{org}/api-keys/{id}"),
+];
+
+pub fn api(max_body: usize) -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .route("/v1/openapi.json", get(health::openapi))
+        .route("/v1/auth/login", post(session::login))
+        .route("/v1/auth/logout", post(session::logout))
+        .route("/v1/me", get(session::me))
+        .route("/v1/orgs", get(orgs::list).post(orgs::create))
+        .route("/v1/orgs/{org}/events", post(events::ingest).get(events::query))
+        .route("/v1/orgs/{org}/events/histogram", get(events::histogram))
+        .route("/v1/orgs/{org}/events/{id}", get(events::one))
+        .route("/v1/orgs/{org}/api-keys", get(keys::list).post(keys::create))
+        .route("/v1/orgs/{org}/api-keys/{id}", delete(keys::revoke))
+        // Bodies are read by `JsonBody` with this limit; axum's default (2 MiB) would cut in first.
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+}
+
+/// A JSON request body: checks the content type, the size limit and the syntax, each with its own
+/// clear error, before any handler logic runs.
+#[derive(Debug)]
+pub struct JsonBody(pub Value);
+
+impl FromRequest<AppState> for JsonBody {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let limit = state.settings.limits.max_body_bytes;
+        let ctype = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let mime = ctype.split(';').next().unwrap_or("").trim();
+        if !mime.eq_ignore_ascii_case("application/json") {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as JSON with Content-Type: application/json",
+            ));
+        }
+        let too_large = || {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                format!("the body may be at most {limit} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large());
+        }
+        let bytes = axum::body::to_bytes(req.into_body(), limit)
+            .await
+            .map_err(|_| too_large())?;
+        let value = serde_json::from_slice(&bytes).map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        })?;
+        Ok(JsonBody(value))
+    }
+}
+
+/// Query-string pairs in order, with repeats (`actor=a&actor=b`).
+pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
+    serde_urlencoded::from_str(raw.unwrap_or(""))
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("the query string is malformed: {e}")))
+}

@@ -1,0 +1,315 @@
+//! Configuration, resolved once at start: built-in defaults < `trail.toml` < `TRAIL_*` environment <
+//! command-line flags. Environment keys map to TOML paths with `__` between levels
+//! (`TRAIL_STORAGE__URL` → `storage.url`, `TRAIL_LISTEN` → `listen`). Secrets are redacted in `Debug`.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Every setting of `trail serve`.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Settings {
+    /// Address to listen on; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Where the embedded store, keys and exports live.
+    pub data_dir: PathBuf,
+    /// This server's public name: checkpoint origins are `<server_name>/orgs/<org>`.
+    pub server_name: String,
+    pub storage: StorageSettings,
+    pub auth: AuthSettings,
+    pub limits: LimitSettings,
+    pub retention: RetentionSettings,
+}
+
+#[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageSettings {
+    /// Empty for the embedded store; `postgres://…` for the scale-out backend.
+    pub url: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// Sessions expire after this many minutes without use.
+    pub session_idle_minutes: u64,
+    /// Sessions expire this many hours after sign-in whatever their use.
+    pub session_max_hours: u64,
+    /// Mark the session cookie `Secure` (serve behind TLS).
+    pub secure_cookies: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitSettings {
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Requests taking longer are answered 408 and cancelled.
+    pub request_timeout_secs: u64,
+    /// Most events in one batch.
+    pub max_batch_events: usize,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionSettings {
+    /// Days events stay queryable (hot).
+    pub hot_days: u32,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            data_dir: PathBuf::from("./trail-data"),
+            server_name: "trail.localhost".into(),
+            storage: StorageSettings::default(),
+            auth: AuthSettings::default(),
+            limits: LimitSettings::default(),
+            retention: RetentionSettings::default(),
+        }
+    }
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            session_idle_minutes: 60,
+            session_max_hours: 12,
+            secure_cookies: false,
+        }
+    }
+}
+
+impl Default for LimitSettings {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 30,
+            max_batch_events: 1000,
+        }
+    }
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        Self { hot_days: 365 }
+    }
+}
+
+impl fmt::Debug for StorageSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A database URL may carry a password.
+        let shown = match self.url.split_once('@') {
+            Some((scheme_user, host)) => match scheme_user.rsplit_once(':') {
+                Some((before, _)) if before.contains("://") => format!("{before}:***@{host}"),
+                _ => self.url.clone(),
+            },
+            None => self.url.clone(),
+        };
+        f.debug_struct("StorageSettings").field("url", &shown).finish()
+    }
+}
+
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("server_name", &self.server_name)
+            .field("storage", &self.storage)
+            .field("auth", &self.auth)
+            .field("limits", &self.limits)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// A configuration problem, naming where it came from.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SettingsError(String);
+
+impl Settings {
+    /// Resolves settings from the layers. `file` is read if given (it must exist) or if
+    /// `./trail.toml` exists; `env` is the process environment; `flags` are already-parsed overrides.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        flags: toml::Table,
+    ) -> Result<Self, SettingsError> {
+        let mut merged =
+            toml::Table::try_from(Settings::default()).map_err(|e| SettingsError(e.to_string()))?;
+        let default_file = Path::new("trail.toml");
+        let file = file.or(default_file.exists().then_some(default_file));
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| SettingsError(format!("cannot read {}: {e}", path.display())))?;
+            let table: toml::Table = text
+                .parse()
+                .map_err(|e| SettingsError(format!("{}: {e}", path.display())))?;
+            merge(&mut merged, table);
+        }
+        merge(&mut merged, env_table(env)?);
+        merge(&mut merged, flags);
+        let settings: Settings = toml::Value::Table(merged)
+            .try_into()
+            .map_err(|e: toml::de::Error| SettingsError(format!("invalid configuration: {}", e.message())))?;
+        if settings.retention.hot_days == 0 {
+            return Err(SettingsError("retention.hot_days must be at least 1".into()));
+        }
+        Ok(settings)
+    }
+
+    /// A commented example configuration with every default (`trail default-config`).
+    pub fn default_config() -> String {
+        let d = Settings::default();
+        format!(
+            "# Trail configuration. Precedence: built-in defaults < this file < TRAIL_* environment < flags.\n\
+             # Environment keys use __ between levels, e.g. TRAIL_STORAGE__URL, TRAIL_LIMITS__MAX_BODY_BYTES.\n\n\
+             # Address to listen on (port 0 picks a free one).\nlisten = \"{}\"\n\
+             # Where the embedded database, signing key and exports live.\ndata_dir = \"{}\"\n\
+             # Public name of this server; checkpoint origins are <server_name>/orgs/<org>.\nserver_name = \"{}\"\n\n\
+             [storage]\n# Empty: the embedded store in data_dir. Or postgres://user:password@host/db for scale-out.\nurl = \"\"\n\n\
+             [auth]\n# Sessions end after this many idle minutes, and at most this many hours after sign-in.\n\
+             session_idle_minutes = {}\nsession_max_hours = {}\n# Set when Trail is served over HTTPS.\nsecure_cookies = {}\n\n\
+             [limits]\nmax_body_bytes = {}\nrequest_timeout_secs = {}\nmax_batch_events = {}\n\n\
+             [retention]\n# Days events stay queryable.\nhot_days = {}\n",
+            d.listen,
+            d.data_dir.display(),
+            d.server_name,
+            d.auth.session_idle_minutes,
+            d.auth.session_max_hours,
+            d.auth.secure_cookies,
+            d.limits.max_body_bytes,
+            d.limits.request_timeout_secs,
+            d.limits.max_batch_events,
+            d.retention.hot_days,
+        )
+    }
+}
+
+/// Deep-merges `over` into `base`: tables merge key by key, anything else replaces.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (k, v) in over {
+        match (base.get_mut(&k), v) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, v) => {
+                base.insert(k, v);
+            }
+        }
+    }
+}
+
+/// Variables not meant as settings (secrets the server reads directly, the log filter).
+const NOT_SETTINGS: &[&str] = &["TRAIL_ADMIN_PASSWORD", "TRAIL_LOG"];
+
+fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Table, SettingsError> {
+    let mut out = toml::Table::new();
+    for (key, value) in env {
+        let Some(rest) = key.strip_prefix("TRAIL_") else {
+            continue;
+        };
+        if NOT_SETTINGS.contains(&key.as_str()) || rest.is_empty() {
+            continue;
+        }
+        let path: Vec<String> = rest.split("__").map(str::to_lowercase).collect();
+        // Typed values (numbers, booleans) parse as TOML; anything else is a string.
+        let parsed = format!("v = {value}")
+            .parse::<toml::Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or(toml::Value::String(value));
+        let mut table = &mut out;
+        for (i, part) in path.iter().enumerate() {
+            if i + 1 == path.len() {
+                table.insert(part.clone(), parsed.clone());
+            } else {
+                let entry = table
+                    .entry(part.clone())
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                table = match entry {
+                    toml::Value::Table(t) => t,
+                    _ => return Err(SettingsError(format!("{key}: {part} is not a section"))),
+                };
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("trail.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\nserver_name = \"from-file\"\n[limits]\nmax_batch_events = 10\n",
+        )
+        .unwrap();
+        let mut flags = toml::Table::new();
+        flags.insert("listen".into(), "127.0.0.1:9002".into());
+        let s = Settings::load(
+            Some(&file),
+            env(&[
+                ("TRAIL_SERVER_NAME", "from-env"),
+                ("TRAIL_LIMITS__MAX_BATCH_EVENTS", "20"),
+                ("TRAIL_LOG", "x"),
+            ]),
+            flags,
+        )
+        .unwrap();
+        assert_eq!(s.listen.port(), 9002, "flags beat everything");
+        assert_eq!(s.server_name, "from-env", "environment beats the file");
+        assert_eq!(s.limits.max_batch_events, 20);
+        assert_eq!(s.limits.max_body_bytes, 4 * 1024 * 1024, "defaults fill the rest");
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let e = Settings::load(
+            None,
+            env(&[("TRAIL_LIMITS__MAX_BODY_BYTES", "lots")]),
+            toml::Table::new(),
+        );
+        assert!(e.unwrap_err().to_string().contains("max_body_bytes"));
+        let e = Settings::load(None, env(&[("TRAIL_COLOUR", "red")]), toml::Table::new());
+        assert!(e.unwrap_err().to_string().contains("colour"));
+        let e = Settings::load(
+            Some(Path::new("/nonexistent/trail.toml")),
+            env(&[]),
+            toml::Table::new(),
+        );
+        assert!(e.unwrap_err().to_string().contains("/nonexistent/trail.toml"));
+    }
+
+    #[test]
+    fn default_config_parses_back_to_the_defaults() {
+        let t: toml::Table = Settings::default_config().parse().unwrap();
+        let s: Settings = toml::Value::Table(t).try_into().unwrap();
+        assert!(s == Settings::default());
+    }
+
+    #[test]
+    fn debug_redacts_database_passwords() {
+        let mut s = Settings::default();
+        s.storage.url = "postgres://trail:hunter2@db.internal/trail".into();
+        let shown = format!("{s:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+        assert!(shown.contains("db.internal"));
+    }
+}
