@@ -157,7 +157,9 @@ impl Settings {
         merge(&mut merged, flags);
         let settings: Settings = toml::Value::Table(merged)
             .try_into()
-            .map_err(|e: toml::de::Error| SettingsError(format!("invalid configuration: {}", e.message())))?;
+            .map_err(|e: toml::de::Error| {
+                SettingsError(format!("invalid configuration: {}", e.to_string().trim()))
+            })?;
         if settings.retention.hot_days == 0 {
             return Err(SettingsError("retention.hot_days must be at least 1".into()));
         }
@@ -286,7 +288,8 @@ mod tests {
             env(&[("TRAIL_LIMITS__MAX_BODY_BYTES", "lots")]),
             toml::Table::new(),
         );
-        assert!(e.unwrap_err().to_string().contains("max_body_bytes"));
+        let e = e.unwrap_err().to_string();
+        assert!(e.contains("max_body_bytes"), "{e}");
         let e = Settings::load(None, env(&[("TRAIL_COLOUR", "red")]), toml::Table::new());
         assert!(e.unwrap_err().to_string().contains("colour"));
         let e = Settings::load(

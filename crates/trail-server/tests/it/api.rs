@@ -1,0 +1,115 @@
+//! The API as a whole: the OpenAPI document matches the router, health endpoints, unknown routes,
+//! wrong methods and request ids.
+
+use std::collections::BTreeSet;
+
+use crate::TestServer;
+
+#[tokio::test]
+async fn openapi_describes_exactly_the_served_routes() {
+    let s = TestServer::start().await;
+    let doc = s.anon.get("/v1/openapi.json").await.unwrap();
+    let mut documented = BTreeSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_uppercase(), path.clone()));
+        }
+    }
+    let served: BTreeSet<(String, String)> = trail_server::routes::ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(documented, served);
+    // Every served route answers something other than 404/405 for its method.
+    let http = reqwest::Client::new();
+    for (method, path) in &served {
+        let url = format!(
+            "{}{}",
+            s.base,
+            path.replace("{org}", "default").replace("{id}", "x")
+        );
+        let r = http.request(method.parse().unwrap(), url).send().await.unwrap();
+        assert!(
+            r.status() != 404 || path.contains("{id}"),
+            "{method} {path} is not routed"
+        );
+        assert_ne!(r.status(), 405, "{method} {path} is not routed");
+    }
+}
+
+#[tokio::test]
+async fn health_ready_metrics_and_errors() {
+    let s = TestServer::start().await;
+    assert_eq!(s.anon.get("/healthz").await.unwrap()["status"], "ok");
+    assert_eq!(s.anon.get("/readyz").await.unwrap()["status"], "ready");
+    let http = reqwest::Client::new();
+    let m = http
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains("trail_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("trail_events_created_total"));
+
+    let r = http
+        .get(format!("{}/v1/nothing-here", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    assert!(r.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not_found");
+    let r = http
+        .delete(format!("{}/v1/orgs/default/events", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 405);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "method_not_allowed");
+    let r = http
+        .get(format!("{}/healthz", s.base))
+        .header("x-request-id", "caller-chosen-id")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-request-id"],
+        "caller-chosen-id",
+        "a caller's request id is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_restart_keeps_every_acknowledged_event() {
+    let s = TestServer::start().await;
+    let mut acked = Vec::new();
+    for i in 0..20 {
+        let batch: Vec<_> = (0..50)
+            .map(|j| crate::ev(&format!("u{i}"), "component.updated", j))
+            .collect();
+        let r = s.key.ingest_batch("default", &batch).await.unwrap();
+        acked.extend(r.results.into_iter().map(|x| (x.id.unwrap(), x.seq.unwrap())));
+    }
+    let before = s.admin.query_all("default", &[("limit", "1000")]).await.unwrap();
+    let dir = s.stop().await;
+    let s = TestServer::start_in(dir, trail_server::Settings::default()).await;
+    let after = s.admin.query_all("default", &[("limit", "1000")]).await.unwrap();
+    assert_eq!(after, before, "every event is back, byte for byte the same JSON");
+    for (id, seq) in acked.iter().step_by(97) {
+        assert_eq!(s.admin.event("default", id).await.unwrap()["seq"], *seq);
+    }
+    let r = s
+        .key
+        .ingest("default", &crate::ev("after", "a.b", 0))
+        .await
+        .unwrap();
+    assert_eq!(r.results[0].seq, Some(1000), "seq continues without a gap");
+}
