@@ -306,15 +306,14 @@ pub fn parse_query(pairs: &[(String, String)], ctx: QueryContext) -> Result<Quer
         rest.push(("to".into(), format_rfc3339(c.to)));
     }
     let filter = parse_filter(&rest, ctx)?;
-    if let Some(c) = &cursor {
-        if c.fingerprint != filter.fingerprint() {
+    if let Some(c) = &cursor
+        && c.fingerprint != filter.fingerprint() {
             return Err(FieldError::new(
                 "invalid_cursor",
                 "cursor",
                 "was issued for different filters",
             ));
         }
-    }
     Ok(Query {
         filter,
         limit: limit.unwrap_or(DEFAULT_LIMIT),

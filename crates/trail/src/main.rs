@@ -54,11 +54,13 @@ enum AdminCommand {
     CreateKey {
         #[command(flatten)]
         config: ConfigArgs,
+        /// Organization slug the key belongs to.
         #[arg(long)]
         org: String,
         /// Comma-separated: events:write, events:read.
         #[arg(long, value_delimiter = ',', default_value = "events:write")]
         scopes: Vec<String>,
+        /// A name to recognise the key by in the key list.
         #[arg(long, default_value = "cli")]
         name: String,
     },
@@ -66,8 +68,10 @@ enum AdminCommand {
     CreateOrg {
         #[command(flatten)]
         config: ConfigArgs,
+        /// URL-safe identifier: 2-63 lowercase letters, digits or hyphens.
         #[arg(long)]
         slug: String,
+        /// Display name (default: the slug).
         #[arg(long)]
         name: Option<String>,
     },
