@@ -1,1 +1,417 @@
-fn main() {}
+//! `trail-bench`: measures PRODUCT.md §12 workloads W1 (HTTP batch ingest), W3 (filtered query and
+//! free-text latency) and W6 (bytes on disk per event) on events from `shared/tools/gen_events.py`,
+//! and runs the PostgreSQL baseline (`shared/tools/pg_baseline.sh`) on the same file in the same run.
+//!
+//! usage: trail-bench [--events N] [--tools DIR] [--work DIR] [--no-pg] [--concurrency C]
+//! Prints a Markdown report; BENCHMARKS.md holds the figures of a recorded run.
+
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use trail_model::time::{MICROS_PER_DAY, format_rfc3339, parse_rfc3339};
+use trail_server::{AppState, Server, Settings};
+use trail_store::{ApiKey, Scope, Store};
+use trail_store_sqlite::SqliteStore;
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+struct Args {
+    events: usize,
+    tools: PathBuf,
+    work: PathBuf,
+    pg: bool,
+    concurrency: usize,
+    samples: usize,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../..");
+    let mut a = Args {
+        events: 1_000_000,
+        tools: root.join("shared/tools"),
+        work: std::env::temp_dir().join("trail-bench"),
+        pg: true,
+        concurrency: 4,
+        samples: 200,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut val = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--events" => a.events = val()?.parse()?,
+            "--tools" => a.tools = PathBuf::from(val()?),
+            "--work" => a.work = PathBuf::from(val()?),
+            "--concurrency" => a.concurrency = val()?.parse()?,
+            "--samples" => a.samples = val()?.parse()?,
+            "--no-pg" => a.pg = false,
+            other => bail!("unknown argument {other}; see the module docs for usage"),
+        }
+    }
+    Ok(a)
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+fn dir_size(p: &Path) -> u64 {
+    std::fs::read_dir(p)
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| {
+                    e.metadata()
+                        .map(|m| if m.is_dir() { dir_size(&e.path()) } else { m.len() })
+                        .unwrap_or(0)
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Generates the event file once per (N, end) and reuses it.
+fn generate(a: &Args, end: &str) -> anyhow::Result<PathBuf> {
+    std::fs::create_dir_all(&a.work)?;
+    let file = a.work.join(format!("events-{}-{}.ndjson", a.events, &end[..10]));
+    if !file.exists() {
+        eprintln!("generating {} events…", a.events);
+        let out = std::fs::File::create(&file)?;
+        let st = std::process::Command::new("python3")
+            .arg(a.tools.join("gen_events.py"))
+            .arg(a.events.to_string())
+            .args(["--days", "360", "--end", end])
+            .stdout(out)
+            .status()?;
+        if !st.success() {
+            let _ = std::fs::remove_file(&file);
+            bail!("gen_events.py failed");
+        }
+    }
+    Ok(file)
+}
+
+fn baseline(a: &Args, file: &Path) -> anyhow::Result<HashMap<String, f64>> {
+    eprintln!("running the PostgreSQL baseline…");
+    let out = std::process::Command::new("bash")
+        .arg(a.tools.join("pg_baseline.sh"))
+        .arg(file)
+        .output()?;
+    if !out.status.success() {
+        bail!("pg_baseline.sh failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let mut m = HashMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let parts: Vec<&str> = line.split_whitespace().collect();
+        if parts.len() >= 3 && parts[0] == "baseline" {
+            if let Ok(v) = parts[2].parse() {
+                m.insert(parts[1].to_string(), v);
+            }
+        }
+    }
+    Ok(m)
+}
+
+/// Ingest bodies per org, 1000 events each, already serialized: the client's work is not timed.
+fn batches(file: &Path) -> anyhow::Result<(Vec<(String, Vec<u8>)>, usize, String, i64)> {
+    let mut per_org: HashMap<String, Vec<Value>> = HashMap::new();
+    let mut out = Vec::new();
+    let mut n = 0;
+    let mut counts: HashMap<String, usize> = HashMap::new();
+    let mut max_time = 0;
+    for line in std::io::BufReader::new(std::fs::File::open(file)?).lines() {
+        let mut v: Value = serde_json::from_str(&line?)?;
+        let org = v
+            .as_object_mut()
+            .and_then(|m| m.remove("org"))
+            .and_then(|o| o.as_str().map(str::to_string))
+            .context("event without org")?;
+        if let Some(t) = v["time"].as_str().and_then(parse_rfc3339) {
+            max_time = max_time.max(t);
+        }
+        *counts.entry(org.clone()).or_default() += 1;
+        n += 1;
+        let list = per_org.entry(org.clone()).or_default();
+        list.push(v);
+        if list.len() == 1000 {
+            let events = std::mem::take(list);
+            out.push((org, serde_json::to_vec(&serde_json::json!({ "events": events }))?));
+        }
+    }
+    for (org, events) in per_org {
+        if !events.is_empty() {
+            out.push((org, serde_json::to_vec(&serde_json::json!({ "events": events }))?));
+        }
+    }
+    let busiest = counts
+        .into_iter()
+        .max_by_key(|(_, c)| *c)
+        .map(|(o, _)| o)
+        .unwrap_or_default();
+    Ok((out, n, busiest, max_time))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let end = format_rfc3339(trail_model::time::now() - 60_000_000);
+    let file = generate(&a, &end)?;
+    let pg = if a.pg { Some(baseline(&a, &file)?) } else { None };
+
+    let dir = a.work.join("trail-data");
+    let _ = std::fs::remove_dir_all(&dir);
+    let store = Arc::new(SqliteStore::open(&dir)?);
+    let (bodies, n, busiest, max_time) = batches(&file)?;
+    let mut keys: HashMap<String, String> = HashMap::new();
+    let now = trail_model::time::now();
+    for (org, _) in &bodies {
+        if keys.contains_key(org) {
+            continue;
+        }
+        store.create_org(org, org, now).await?;
+        let (id, secret, secret_hash) = trail_server::auth::issue_key_secret();
+        store
+            .create_api_key(&ApiKey {
+                id,
+                org: org.clone(),
+                name: "bench".into(),
+                scopes: vec![Scope::EventsWrite, Scope::EventsRead],
+                secret_hash,
+                created_by: None,
+                created_at: now,
+                expires_at: None,
+                revoked_at: None,
+            })
+            .await?;
+        keys.insert(org.clone(), secret);
+    }
+    let mut settings = Settings::default();
+    settings.listen = "127.0.0.1:0".parse()?;
+    settings.data_dir = dir.clone();
+    settings.limits.request_timeout_secs = 600;
+    let server = Server::bind(AppState::new(store.clone(), settings)).await?;
+    let base = format!("http://{}", server.local_addr()?);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.run(async { drop(stop_rx.await) }));
+    let http = reqwest::Client::new();
+
+    // W1: durable batch ingest over HTTP.
+    eprintln!(
+        "W1: ingesting {n} events over HTTP with {} concurrent clients…",
+        a.concurrency
+    );
+    let queue = Arc::new(std::sync::Mutex::new(bodies.into_iter()));
+    let keys = Arc::new(keys);
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for _ in 0..a.concurrency {
+        let (queue, keys, http, base) = (queue.clone(), keys.clone(), http.clone(), base.clone());
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let next = queue.lock().ok().and_then(|mut q| q.next());
+                let Some((org, body)) = next else {
+                    return Ok::<_, anyhow::Error>(());
+                };
+                let r = http
+                    .post(format!("{base}/v1/orgs/{org}/events"))
+                    .bearer_auth(&keys[&org])
+                    .header("content-type", "application/json")
+                    .body(body)
+                    .send()
+                    .await?;
+                if !r.status().is_success() {
+                    bail!("ingest failed: {} {}", r.status(), r.text().await?);
+                }
+                let v: Value = r.json().await?;
+                if v["results"]
+                    .as_array()
+                    .is_some_and(|rs| rs.iter().any(|x| x["status"] != "created"))
+                {
+                    bail!(
+                        "an event was not created: {}",
+                        v["results"]
+                            .as_array()
+                            .and_then(|rs| rs.iter().find(|x| x["status"] != "created"))
+                            .unwrap_or(&Value::Null)
+                    );
+                }
+            }
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let ingest_secs = started.elapsed().as_secs_f64();
+    let w1 = n as f64 / ingest_secs;
+
+    // W3: query latency for the busiest org, windows ending at the newest event.
+    let key = &keys[&busiest];
+    let to = format_rfc3339(max_time + 1);
+    let from = |days: i64| format_rfc3339(max_time + 1 - days * MICROS_PER_DAY);
+    let sample_actor = {
+        let v: Value = http
+            .get(format!("{base}/v1/orgs/{busiest}/events"))
+            .query(&[("from", from(1).as_str()), ("to", to.as_str()), ("limit", "1")])
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["events"][0]["actor"]["id"]
+            .as_str()
+            .unwrap_or("nobody")
+            .to_string()
+    };
+    let queries: Vec<(&str, Vec<(&str, String)>)> = vec![
+        ("24h", vec![("from", from(1))]),
+        ("30d", vec![("from", from(30))]),
+        ("90d", vec![("from", from(90))]),
+        (
+            "24h actor",
+            vec![("from", from(1)), ("actor", sample_actor.clone())],
+        ),
+        (
+            "30d actor",
+            vec![("from", from(30)), ("actor", sample_actor.clone())],
+        ),
+        (
+            "90d outcome=failure",
+            vec![("from", from(90)), ("outcome", "failure".into())],
+        ),
+        (
+            "90d action+outcome",
+            vec![
+                ("from", from(90)),
+                ("action", "component.deployed".into()),
+                ("outcome", "failure".into()),
+            ],
+        ),
+        ("30d q=req-0", vec![("from", from(30)), ("q", "req-0".into())]),
+        ("90d q=req-0", vec![("from", from(90)), ("q", "req-0".into())]),
+        (
+            "90d q=<one request id>",
+            vec![("from", from(90)), ("q", "REQID".into())],
+        ),
+    ];
+    let reqid = {
+        let v: Value = http
+            .get(format!("{base}/v1/orgs/{busiest}/events"))
+            .query(&[
+                ("from", from(60).as_str()),
+                ("to", from(59).as_str()),
+                ("limit", "1"),
+            ])
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["events"][0]["info"]["request_id"]
+            .as_str()
+            .unwrap_or("req-000000000000")
+            .to_string()
+    };
+    let mut w3 = Vec::new();
+    for (name, params) in &queries {
+        let mut p: Vec<(&str, String)> = params
+            .iter()
+            .map(|(k, v)| (*k, if v == "REQID" { reqid.clone() } else { v.clone() }))
+            .collect();
+        p.push(("to", to.clone()));
+        let mut lat = Vec::with_capacity(a.samples);
+        let mut rows = 0;
+        for i in 0..a.samples + 5 {
+            let t = Instant::now();
+            let r = http
+                .get(format!("{base}/v1/orgs/{busiest}/events"))
+                .query(&p)
+                .bearer_auth(key)
+                .send()
+                .await?;
+            if !r.status().is_success() {
+                bail!("query {name} failed: {}", r.text().await?);
+            }
+            let v: Value = r.json().await?;
+            if i >= 5 {
+                lat.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            rows = v["events"].as_array().map_or(0, Vec::len);
+        }
+        lat.sort_by(f64::total_cmp);
+        w3.push((
+            name.to_string(),
+            percentile(&lat, 0.5),
+            percentile(&lat, 0.99),
+            rows,
+        ));
+    }
+
+    let _ = stop_tx.send(());
+    serving.await??;
+    store.close();
+    drop(store);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bytes = dir_size(&dir);
+
+    // Report.
+    let mut o = std::io::stdout().lock();
+    writeln!(
+        o,
+        "## Run: {n} events, {} orgs, busiest org {busiest}\n",
+        keys.len()
+    )?;
+    writeln!(
+        o,
+        "| workload | Trail (embedded) | PostgreSQL baseline | ratio |\n|---|---|---|---|"
+    )?;
+    let b = |k: &str| pg.as_ref().and_then(|m| m.get(k).copied());
+    let ratio = |ours: f64, theirs: Option<f64>, higher_is_better: bool| {
+        theirs.map_or("n/a".to_string(), |t| {
+            format!("{:.2}×", if higher_is_better { ours / t } else { t / ours })
+        })
+    };
+    writeln!(
+        o,
+        "| W1 batch ingest over HTTP, durable | {w1:.0} events/s ({ingest_secs:.1} s) | {} events/s (COPY, no HTTP) | {} |",
+        b("ingest_copy").map_or("n/a".into(), |v| format!("{v:.0}")),
+        ratio(w1, b("ingest_copy"), true)
+    )?;
+    let per_event = bytes as f64 / n as f64;
+    writeln!(
+        o,
+        "| W6 bytes on disk per event | {per_event:.0} B | {} B | {} |",
+        b("bytes_per_event").map_or("n/a".into(), |v| format!("{v:.0}")),
+        ratio(per_event, b("bytes_per_event"), false)
+    )?;
+    writeln!(
+        o,
+        "\nW3 query latency over HTTP (busiest org, {} samples each, limit 50, newest first):\n",
+        a.samples
+    )?;
+    writeln!(
+        o,
+        "| query | p50 ms | p99 ms | rows | PostgreSQL (same shape, in-process psql) |\n|---|---|---|---|---|"
+    )?;
+    let pg_of = |name: &str| match name {
+        "24h" => b("query_24h_ms"),
+        "30d actor" => b("query_30d_actor_ms"),
+        "90d outcome=failure" => b("query_90d_failures_ms"),
+        "90d q=req-0" => b("search_90d_ms"),
+        _ => None,
+    };
+    for (name, p50, p99, rows) in &w3 {
+        writeln!(
+            o,
+            "| {name} | {p50:.2} | {p99:.2} | {rows} | {} |",
+            pg_of(name).map_or(String::new(), |v| format!("{v:.2} ms"))
+        )?;
+    }
+    Ok(())
+}

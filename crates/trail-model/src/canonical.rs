@@ -88,6 +88,23 @@ pub fn encode(e: &StoredEvent) -> Vec<u8> {
     out
 }
 
+/// Overwrites the `seq` of encoded bytes in place. Lets a store encode an event before it knows the
+/// position it will take (off its single writer thread), then stamp the position in: `seq` is a fixed
+/// 8-byte field, so the rest of the bytes do not move.
+pub fn set_seq(bytes: &mut [u8], seq: u64) -> Result<(), DecodeError> {
+    let mut fields = Fields::new(bytes)?;
+    let offset = loop {
+        match fields.next_field()? {
+            Some((TAG_SEQ, v)) if v.len() == 8 => break bytes.len() - fields.rest.len() - 8,
+            Some((TAG_ORG, _)) => continue,
+            Some((tag, _)) => return Err(DecodeError::BadTag(tag)),
+            None => return Err(DecodeError::Missing(TAG_SEQ)),
+        }
+    };
+    bytes[offset..offset + 8].copy_from_slice(&seq.to_be_bytes());
+    Ok(())
+}
+
 /// The canonical JSON of an `info` object: compact, keys ascending (serde_json's map is ordered).
 pub fn info_bytes(info: &Map<String, Value>) -> Vec<u8> {
     // A Map of Values always serializes; an error here would be a serde_json bug.
@@ -313,6 +330,16 @@ mod tests {
             )
             .replace(' ', "")
         );
+    }
+
+    #[test]
+    fn set_seq_stamps_the_position() {
+        let mut s = stored(sample());
+        let mut bytes = encode(&s);
+        set_seq(&mut bytes, 0x0102_0304_0506_0708).unwrap();
+        s.seq = 0x0102_0304_0506_0708;
+        assert_eq!(bytes, encode(&s));
+        assert!(set_seq(&mut [2u8, 1, 0], 1).is_err());
     }
 
     #[test]

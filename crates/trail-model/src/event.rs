@@ -216,12 +216,12 @@ pub fn parse_event(v: &Value, bounds: TimeBounds) -> Result<NewEvent, FieldError
             || !id
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)))
-        {
-            return Err(FieldError::invalid(
-                "id",
-                "must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-            ));
-        }
+    {
+        return Err(FieldError::invalid(
+            "id",
+            "must be 1-128 characters of A-Z a-z 0-9 . _ : -",
+        ));
+    }
     let time = match m.get("time") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => {
@@ -303,9 +303,10 @@ fn parse_actor(a: &Map<String, Value>) -> Result<Actor, FieldError> {
     let name = opt_str(a, "name", "actor.name", 256)?;
     let ip = opt_str(a, "ip", "actor.ip", 64)?;
     if let Some(ip) = &ip
-        && ip.parse::<std::net::IpAddr>().is_err() {
-            return Err(FieldError::invalid("actor.ip", "must be an IPv4 or IPv6 address"));
-        }
+        && ip.parse::<std::net::IpAddr>().is_err()
+    {
+        return Err(FieldError::invalid("actor.ip", "must be an IPv4 or IPv6 address"));
+    }
     let user_agent = opt_str(a, "user_agent", "actor.user_agent", 512)?;
     Ok(Actor {
         id,

@@ -307,13 +307,14 @@ pub fn parse_query(pairs: &[(String, String)], ctx: QueryContext) -> Result<Quer
     }
     let filter = parse_filter(&rest, ctx)?;
     if let Some(c) = &cursor
-        && c.fingerprint != filter.fingerprint() {
-            return Err(FieldError::new(
-                "invalid_cursor",
-                "cursor",
-                "was issued for different filters",
-            ));
-        }
+        && c.fingerprint != filter.fingerprint()
+    {
+        return Err(FieldError::new(
+            "invalid_cursor",
+            "cursor",
+            "was issued for different filters",
+        ));
+    }
     Ok(Query {
         filter,
         limit: limit.unwrap_or(DEFAULT_LIMIT),

@@ -212,9 +212,10 @@ pub async fn session_user(state: &AppState, token: &str) -> ApiResult<Option<(Us
     }
     let idle = state.settings.auth.session_idle_minutes as i64 * 60 * MICROS_PER_SECOND;
     if let Some(last) = state.session_seen(&session.id)
-        && now() - last > idle {
-            return Ok(None);
-        }
+        && now() - last > idle
+    {
+        return Ok(None);
+    }
     state.touch_session(&session.id);
     let Some(user) = state.store.user(&session.user_id).await? else {
         return Ok(None);

@@ -64,6 +64,8 @@ struct Inner {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Dropping the sender stops the checkpointer.
+    checkpoints: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     readers: Mutex<Vec<Connection>>,
     permits: Semaphore,
 }
@@ -106,11 +108,13 @@ impl SqliteStore {
             .name("trail-sqlite-writer".into())
             .spawn(move || writer::run(w, rx))
             .map_err(|e| StoreError::Internal(format!("cannot start the writer thread: {e}")))?;
+        let checkpoints = checkpointer(&path)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 path,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
+                checkpoints: Mutex::new(Some(checkpoints)),
                 readers: Mutex::new(readers),
                 permits: Semaphore::new(READERS),
             }),
@@ -122,28 +126,32 @@ impl SqliteStore {
     }
 
     /// Stops taking writes, lets the writer finish every queued job, and waits for it.
-    /// Everything acknowledged before was already durable; this only ends the thread cleanly.
+    /// Everything acknowledged before was already durable; this only ends the threads cleanly.
     pub fn close(&self) {
-        if let Ok(mut jobs) = self.inner.jobs.lock() {
-            jobs.take();
-        }
-        let handle = self.inner.writer.lock().ok().and_then(|mut h| h.take());
-        if let Some(h) = handle {
-            let _ = h.join();
-        }
+        self.inner.stop();
     }
 
-    /// Runs `f` on the writer thread inside the current group's transaction; resolves after COMMIT.
+    /// Runs `f` on the writer thread, in its own savepoint inside the current group's transaction;
+    /// resolves after COMMIT.
     async fn write<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.submit(f, true).await
+    }
+
+    async fn submit<T, F>(&self, f: F, savepoint: bool) -> Result<T>
     where
         F: FnOnce(&mut Writer) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
         let (reply, rx) = oneshot::channel();
         let sent = match self.inner.jobs.lock() {
-            Ok(jobs) => jobs
-                .as_ref()
-                .map(|tx| tx.send(Box::new(Task { f, reply }) as Box<dyn Job>).is_ok()),
+            Ok(jobs) => jobs.as_ref().map(|tx| {
+                tx.send(Box::new(Task { f, reply, savepoint }) as Box<dyn Job>)
+                    .is_ok()
+            }),
             Err(_) => None,
         };
         if sent != Some(true) {
@@ -290,8 +298,12 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {
+        let prepared: Vec<writer::Prepared> = events
+            .into_iter()
+            .map(|e| writer::Prepared::new(org, e, received_at))
+            .collect();
         let org = org.to_string();
-        self.write(move |w| w.append(&org, events, received_at)).await
+        self.submit(move |w| w.append(&org, prepared), false).await
     }
 
     async fn query(&self, org: &str, q: &Query) -> Result<Page> {
@@ -327,13 +339,46 @@ impl Store for SqliteStore {
     }
 }
 
-impl Drop for Inner {
-    fn drop(&mut self) {
+impl Inner {
+    fn stop(&self) {
         if let Ok(mut jobs) = self.jobs.lock() {
             jobs.take();
         }
         if let Some(h) = self.writer.lock().ok().and_then(|mut h| h.take()) {
             let _ = h.join();
         }
+        if let Some((tx, h)) = self.checkpoints.lock().ok().and_then(|mut c| c.take()) {
+            drop(tx);
+            let _ = h.join();
+        }
     }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Copies the WAL back into the database every half second on its own connection, so the writer's
+/// commits never pay for it. A passive checkpoint never blocks the writer or readers; the last one
+/// (at close) truncates the WAL.
+fn checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
+    let conn = Connection::open(path).map_err(sql_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(sql_error)?;
+    let (tx, rx) = mpsc::channel::<()>();
+    let handle = std::thread::Builder::new()
+        .name("trail-sqlite-checkpoint".into())
+        .spawn(move || {
+            let interval = std::time::Duration::from_millis(500);
+            while let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(interval) {
+                if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                    tracing::warn!(error = %e, "WAL checkpoint failed; will retry");
+                }
+            }
+            let _ = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()));
+        })
+        .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
+    Ok((tx, handle))
 }

@@ -26,6 +26,8 @@ pub fn seq_of(rowid: i64) -> u64 {
 /// which is what makes "acknowledged" mean "durable".
 pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Checkpoints run on their own thread (see `checkpointer`), not inside the writer's commits.
+    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
@@ -117,7 +119,7 @@ pub fn create_partition(conn: &Connection, month: u32) -> rusqlite::Result<()> {
             project INTEGER, outcome INTEGER NOT NULL, source INTEGER, body BLOB NOT NULL) STRICT;
         CREATE INDEX IF NOT EXISTS {ev}_time ON {ev}(org, ts);
         CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
-            text, content='', tokenize='unicode61 remove_diacritics 0');
+            text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
         INSERT OR IGNORE INTO partitions(month) VALUES ({month});
         "
     ))

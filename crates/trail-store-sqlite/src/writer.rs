@@ -9,9 +9,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, params};
 use trail_model::time::{Micros, month_of};
-use trail_model::{NewEvent, StoredEvent, canonical, text};
+use trail_model::{NewEvent, Outcome, StoredEvent, canonical, text};
 use trail_store::{Appended, Result, StoreError, mint_event_id};
 
 use crate::schema::{self, events_table, fts_table, rowid};
@@ -23,6 +23,9 @@ pub trait Job: Send {
     fn run(self: Box<Self>, w: &mut Writer) -> (bool, Finish);
     /// Answers without running, when no transaction could be started.
     fn fail(self: Box<Self>, message: &str);
+    /// Whether the job runs in its own SAVEPOINT, so its failure is rolled back alone. Jobs without
+    /// one must fail before writing anything, or their failure rolls back the whole group.
+    fn savepoint(&self) -> bool;
 }
 
 /// Called with the outcome of the COMMIT that covered the job.
@@ -32,6 +35,7 @@ pub type Finish = Box<dyn FnOnce(std::result::Result<(), &str>) + Send>;
 pub struct Task<F, T> {
     pub f: F,
     pub reply: tokio::sync::oneshot::Sender<Result<T>>,
+    pub savepoint: bool,
 }
 
 impl<F, T> Job for Task<F, T>
@@ -57,6 +61,53 @@ where
     fn fail(self: Box<Self>, message: &str) {
         let _ = self.reply.send(Err(StoreError::Unavailable(message.to_string())));
     }
+
+    fn savepoint(&self) -> bool {
+        self.savepoint
+    }
+}
+
+/// An event made ready for the writer on the caller's thread: everything that does not depend on the
+/// log head is computed before the writer sees it, so the single writer thread only checks for a
+/// duplicate, stamps `seq` into the bytes and inserts.
+#[derive(Debug)]
+pub struct Prepared {
+    id: String,
+    time: Micros,
+    month: u32,
+    /// Canonical bytes with `seq` 0, stamped by the writer.
+    body: Vec<u8>,
+    text: String,
+    actor: String,
+    action: String,
+    target_type: String,
+    target_id: Option<String>,
+    project: Option<String>,
+    source: Option<String>,
+    failure: bool,
+}
+
+impl Prepared {
+    pub fn new(org: &str, e: NewEvent, received_at: Micros) -> Self {
+        let id = e.id.clone().unwrap_or_else(mint_event_id);
+        let s = StoredEvent::accept(e, org, 0, id, received_at);
+        let body = canonical::encode(&s);
+        let text = text::searchable_text(&s);
+        Self {
+            time: s.time,
+            month: month_of(s.time),
+            body,
+            text,
+            failure: s.outcome == Outcome::Failure,
+            id: s.id,
+            actor: s.actor.id,
+            action: s.action,
+            target_type: s.target.kind,
+            target_id: s.target.id,
+            project: s.project,
+            source: s.source,
+        }
+    }
 }
 
 /// Most jobs committed together: bounds latency of the first job in a group.
@@ -70,6 +121,8 @@ pub struct Writer {
     orgs: HashMap<String, (i64, u64)>,
     dict: HashMap<String, i64>,
     partitions: HashSet<u32>,
+    /// Whether the current savepoint-less job has written anything.
+    dirty: bool,
 }
 
 impl Writer {
@@ -79,6 +132,7 @@ impl Writer {
             orgs: HashMap::new(),
             dict: HashMap::new(),
             partitions: HashSet::new(),
+            dirty: false,
         };
         w.reload()?;
         Ok(w)
@@ -149,35 +203,44 @@ impl Writer {
         Ok(())
     }
 
-    /// Appends events to an org's log inside the current transaction.
-    pub fn append(&mut self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {
+    /// Appends prepared events to an org's log inside the current transaction.
+    pub fn append(&mut self, org: &str, events: Vec<Prepared>) -> Result<Vec<Appended>> {
+        // Fails before writing anything, so appends need no savepoint (which would make FTS5 flush).
         let (org_id, mut size) = *self
             .orgs
             .get(org)
             .ok_or_else(|| StoreError::NotFound(format!("organization {org}")))?;
+        self.dirty = true;
         let mut out = Vec::with_capacity(events.len());
-        for e in events {
-            if let Some(id) = &e.id {
-                let existing: Option<i64> = self
+        for mut e in events {
+            // Claim the id at the tentative seq; if it was taken, this is a duplicate.
+            let claimed = self
+                .conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO event_ids(org_id, id, seq, month) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .and_then(|mut st| st.execute(params![org_id, e.id, size as i64, e.month]))
+                .map_err(sql_error)?;
+            if claimed == 0 {
+                let seq: i64 = self
                     .conn
                     .prepare_cached("SELECT seq FROM event_ids WHERE org_id = ?1 AND id = ?2")
-                    .and_then(|mut st| st.query_row(params![org_id, id], |r| r.get(0)).optional())
+                    .and_then(|mut st| st.query_row(params![org_id, e.id], |r| r.get(0)))
                     .map_err(sql_error)?;
-                if let Some(seq) = existing {
-                    out.push(Appended::Duplicate {
-                        id: id.clone(),
-                        seq: seq as u64,
-                    });
-                    continue;
-                }
+                out.push(Appended::Duplicate {
+                    id: e.id,
+                    seq: seq as u64,
+                });
+                continue;
             }
-            let id = e.id.clone().unwrap_or_else(mint_event_id);
-            let stored = StoredEvent::accept(e, org, size, id.clone(), received_at);
-            self.insert(org_id, &stored).map_err(sql_error)?;
-            out.push(Appended::Created { id, seq: size });
+            canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
+            self.insert(org_id, size, &e).map_err(sql_error)?;
+            out.push(Appended::Created { id: e.id, seq: size });
             size += 1;
-            // Keep the cache in step so a duplicate later in the same batch is found.
-            self.orgs.insert(org.to_string(), (org_id, size));
+            // Keep the cache in step so a duplicate later in the same batch is found by the query above.
+            if let Some(head) = self.orgs.get_mut(org) {
+                head.1 = size;
+            }
         }
         // The log head is written with every job, so a later job's rollback can re-read it.
         self.conn
@@ -187,36 +250,30 @@ impl Writer {
         Ok(out)
     }
 
-    fn insert(&mut self, org_id: i64, e: &StoredEvent) -> rusqlite::Result<()> {
-        let month = month_of(e.time);
-        self.ensure_partition(month)?;
-        let body = canonical::encode(e);
-        let k = rowid(org_id, e.seq);
-        let actor = self.intern(&e.actor.id)?;
+    fn insert(&mut self, org_id: i64, seq: u64, e: &Prepared) -> rusqlite::Result<()> {
+        self.ensure_partition(e.month)?;
+        let k = rowid(org_id, seq);
+        let actor = self.intern(&e.actor)?;
         let action = self.intern(&e.action)?;
-        let ttype = self.intern(&e.target.kind)?;
-        let tid = self.intern_opt(e.target.id.as_deref())?;
+        let ttype = self.intern(&e.target_type)?;
+        let tid = self.intern_opt(e.target_id.as_deref())?;
         let project = self.intern_opt(e.project.as_deref())?;
         let source = self.intern_opt(e.source.as_deref())?;
-        let outcome = i64::from(e.outcome == trail_model::Outcome::Failure);
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO {}(k, org, ts, actor, action, ttype, tid, project, outcome, source, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-                events_table(month)
+                events_table(e.month)
             ))?
             .execute(params![
-                k, org_id, e.time, actor, action, ttype, tid, project, outcome, source, body
+                k, org_id, e.time, actor, action, ttype, tid, project, e.failure, source, e.body
             ])?;
         self.conn
             .prepare_cached(&format!(
                 "INSERT INTO {}(rowid, text) VALUES (?1, ?2)",
-                fts_table(month)
+                fts_table(e.month)
             ))?
-            .execute(params![k, text::searchable_text(e)])?;
-        self.conn
-            .prepare_cached("INSERT INTO event_ids(org_id, id, seq, month) VALUES (?1, ?2, ?3, ?4)")?
-            .execute(params![org_id, e.id, e.seq as i64, month])?;
+            .execute(params![k, e.text])?;
         Ok(())
     }
 }
@@ -238,11 +295,24 @@ pub fn run(mut w: Writer, jobs: mpsc::Receiver<Box<dyn Job>>) {
             group.into_iter().for_each(|job| job.fail(&msg));
             continue;
         }
-        let finishers: Vec<Finish> = group.into_iter().map(|job| run_job(&mut w, job)).collect();
-        let outcome = match w.conn.execute_batch("COMMIT") {
+        let mut finishers: Vec<Finish> = Vec::with_capacity(group.len());
+        let mut poisoned: Option<String> = None;
+        for job in group {
+            if let Some(msg) = &poisoned {
+                job.fail(msg);
+                continue;
+            }
+            let (finish, poison) = run_job(&mut w, job);
+            finishers.push(finish);
+            poisoned = poison;
+        }
+        let commit = match &poisoned {
+            None => w.conn.execute_batch("COMMIT").map_err(|e| describe(&e)),
+            Some(msg) => Err(msg.clone()),
+        };
+        let outcome = match commit {
             Ok(()) => Ok(()),
-            Err(e) => {
-                let msg = describe(&e);
+            Err(msg) => {
                 tracing::error!(error = %msg, "write transaction failed; nothing of this group was stored");
                 let _ = w.conn.execute_batch("ROLLBACK");
                 if let Err(e) = w.reload() {
@@ -264,12 +334,21 @@ fn describe(e: &rusqlite::Error) -> String {
     }
 }
 
-/// Runs one job inside a savepoint; a failed job is rolled back alone and the caches re-read.
-fn run_job(w: &mut Writer, job: Box<dyn Job>) -> Finish {
+/// Runs one job, inside a savepoint when it asks for one. Returns its finisher, and a message when
+/// the job failed without a savepoint after possibly writing: then the whole group must roll back.
+fn run_job(w: &mut Writer, job: Box<dyn Job>) -> (Finish, Option<String>) {
+    if !job.savepoint() {
+        w.dirty = false;
+        let (ok, finish) = job.run(w);
+        return (
+            finish,
+            (!ok && w.dirty).then(|| "a write failed; the group was rolled back".to_string()),
+        );
+    }
     if let Err(e) = w.conn.execute_batch("SAVEPOINT job") {
         let msg = describe(&e);
         job.fail(&msg);
-        return Box::new(|_| {});
+        return (Box::new(|_| {}), None);
     }
     let (ok, finish) = job.run(w);
     let end = if ok {
@@ -280,9 +359,10 @@ fn run_job(w: &mut Writer, job: Box<dyn Job>) -> Finish {
     if let Err(e) = w.conn.execute_batch(end) {
         tracing::error!(error = %e, "cannot end a savepoint");
     }
-    if !ok
-        && let Err(e) = w.reload() {
+    if !ok {
+        if let Err(e) = w.reload() {
             tracing::error!(error = %e, "cannot reload caches after a rollback");
         }
-    finish
+    }
+    (finish, None)
 }

@@ -11,6 +11,10 @@ use trail_server::{AppState, Server, Settings};
 use trail_store::{ApiKey, Scope, Store};
 use trail_store_sqlite::SqliteStore;
 
+/// glibc's allocator spends a third of ingest CPU on the many small JSON allocations; mimalloc does not.
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser, Debug)]
 #[command(name = "trail", version, about = "Self-hosted, tamper-evident audit log")]
 struct Cli {

@@ -25,3 +25,45 @@ async fn reopen_keeps_everything_acknowledged() {
         .unwrap();
     assert_eq!(r[0].seq(), 100, "seq continues without a gap after reopening");
 }
+
+/// Jobs committed in one group: a failing job (a taken email, an unknown org) is answered with its
+/// own error while its neighbours' writes commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_job_does_not_disturb_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    store
+        .create_user("taken@example.com", "h", false, now())
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..30 {
+        let s = store.clone();
+        tasks.push(tokio::spawn(async move {
+            match i % 3 {
+                0 => s
+                    .append("acme", vec![event("a", "x.y", now() - 10); 5], now())
+                    .await
+                    .map(|r| r.len()),
+                1 => s
+                    .create_user("taken@example.com", "h", false, now())
+                    .await
+                    .map(|_| 0),
+                _ => s
+                    .append("nope", vec![event("a", "x.y", now() - 10)], now())
+                    .await
+                    .map(|r| r.len()),
+            }
+        }));
+    }
+    for (i, t) in tasks.into_iter().enumerate() {
+        let r = t.await.unwrap();
+        match i % 3 {
+            0 => assert_eq!(r.unwrap(), 5),
+            1 => assert!(matches!(r, Err(trail_store::StoreError::Conflict(_))), "{r:?}"),
+            _ => assert!(matches!(r, Err(trail_store::StoreError::NotFound(_))), "{r:?}"),
+        }
+    }
+    assert_eq!(store.tree_size("acme").await.unwrap(), 50);
+}

@@ -13,7 +13,9 @@ pub const PASSWORD: &str = "operator-password-1";
 
 pub fn trail() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_trail"));
-    c.env_remove("TRAIL_LOG").env("TRAIL_ADMIN_PASSWORD", PASSWORD).current_dir(std::env::temp_dir());
+    c.env_remove("TRAIL_LOG")
+        .env("TRAIL_ADMIN_PASSWORD", PASSWORD)
+        .current_dir(std::env::temp_dir());
     c
 }
 
@@ -27,10 +29,14 @@ pub struct Served {
 }
 
 impl Served {
-    #[allow(clippy::zombie_processes, reason = "Drop for Served kills and waits for the child")]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "Drop for Served kills and waits for the child"
+    )]
     pub fn start(dir: &Path, extra_env: &[(&str, &str)]) -> Self {
         let mut cmd = trail();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -38,7 +44,10 @@ impl Served {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut banner = Vec::new();
         loop {
-            let line = lines.next().expect("trail serve exited before listening").unwrap();
+            let line = lines
+                .next()
+                .expect("trail serve exited before listening")
+                .unwrap();
             if let Some(addr) = line.strip_prefix("listening on ") {
                 let base = addr.to_string();
                 // Keep draining stdout so the child never blocks on a full pipe.
@@ -50,7 +59,10 @@ impl Served {
     }
 
     pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
-        Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([sig, &self.child.id().to_string()])
+            .status()
+            .unwrap();
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
@@ -70,7 +82,19 @@ impl Drop for Served {
 
 /// Creates an API key with `trail admin create-key` and returns its secret.
 pub fn create_key(dir: &Path, scopes: &str) -> String {
-    let out = trail().args(["admin", "create-key", "--org", "default", "--scopes", scopes, "--data-dir"]).arg(dir).output().unwrap();
+    let out = trail()
+        .args([
+            "admin",
+            "create-key",
+            "--org",
+            "default",
+            "--scopes",
+            scopes,
+            "--data-dir",
+        ])
+        .arg(dir)
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
