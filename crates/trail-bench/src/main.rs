@@ -110,10 +110,11 @@ fn baseline(a: &Args, file: &Path) -> anyhow::Result<HashMap<String, f64>> {
     let mut m = HashMap::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
-        if parts.len() >= 3 && parts[0] == "baseline" {
-            if let Ok(v) = parts[2].parse() {
-                m.insert(parts[1].to_string(), v);
-            }
+        if parts.len() >= 3
+            && parts[0] == "baseline"
+            && let Ok(v) = parts[2].parse()
+        {
+            m.insert(parts[1].to_string(), v);
         }
     }
     Ok(m)

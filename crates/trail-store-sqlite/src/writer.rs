@@ -359,10 +359,8 @@ fn run_job(w: &mut Writer, job: Box<dyn Job>) -> (Finish, Option<String>) {
     if let Err(e) = w.conn.execute_batch(end) {
         tracing::error!(error = %e, "cannot end a savepoint");
     }
-    if !ok {
-        if let Err(e) = w.reload() {
-            tracing::error!(error = %e, "cannot reload caches after a rollback");
-        }
+    if !ok && let Err(e) = w.reload() {
+        tracing::error!(error = %e, "cannot reload caches after a rollback");
     }
     (finish, None)
 }
