@@ -120,8 +120,17 @@ fn baseline(a: &Args, file: &Path) -> anyhow::Result<HashMap<String, f64>> {
     Ok(m)
 }
 
+/// The ingest work, prepared before timing starts.
+struct Workload {
+    /// (org, serialized `{"events": [...]}` of up to 1000 events)
+    bodies: Vec<(String, Vec<u8>)>,
+    events: usize,
+    busiest: String,
+    max_time: i64,
+}
+
 /// Ingest bodies per org, 1000 events each, already serialized: the client's work is not timed.
-fn batches(file: &Path) -> anyhow::Result<(Vec<(String, Vec<u8>)>, usize, String, i64)> {
+fn batches(file: &Path) -> anyhow::Result<Workload> {
     let mut per_org: HashMap<String, Vec<Value>> = HashMap::new();
     let mut out = Vec::new();
     let mut n = 0;
@@ -156,7 +165,12 @@ fn batches(file: &Path) -> anyhow::Result<(Vec<(String, Vec<u8>)>, usize, String
         .max_by_key(|(_, c)| *c)
         .map(|(o, _)| o)
         .unwrap_or_default();
-    Ok((out, n, busiest, max_time))
+    Ok(Workload {
+        bodies: out,
+        events: n,
+        busiest,
+        max_time,
+    })
 }
 
 #[tokio::main]
@@ -169,7 +183,12 @@ async fn main() -> anyhow::Result<()> {
     let dir = a.work.join("trail-data");
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(SqliteStore::open(&dir)?);
-    let (bodies, n, busiest, max_time) = batches(&file)?;
+    let Workload {
+        bodies,
+        events: n,
+        busiest,
+        max_time,
+    } = batches(&file)?;
     let mut keys: HashMap<String, String> = HashMap::new();
     let now = trail_model::time::now();
     for (org, _) in &bodies {
@@ -193,9 +212,11 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         keys.insert(org.clone(), secret);
     }
-    let mut settings = Settings::default();
-    settings.listen = "127.0.0.1:0".parse()?;
-    settings.data_dir = dir.clone();
+    let mut settings = Settings {
+        listen: "127.0.0.1:0".parse()?,
+        data_dir: dir.clone(),
+        ..Settings::default()
+    };
     settings.limits.request_timeout_secs = 600;
     let server = Server::bind(AppState::new(store.clone(), settings)).await?;
     let base = format!("http://{}", server.local_addr()?);
