@@ -218,7 +218,8 @@ async fn main() -> anyhow::Result<()> {
         ..Settings::default()
     };
     settings.limits.request_timeout_secs = 600;
-    let server = Server::bind(AppState::new(store.clone(), settings)).await?;
+    let signer = trail_server::integrity::load_or_create_key(&dir.join("log.key"), &settings.server_name)?;
+    let server = Server::bind(AppState::new(store.clone(), settings, signer)).await?;
     let base = format!("http://{}", server.local_addr()?);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let serving = tokio::spawn(server.run(async { drop(stop_rx.await) }));

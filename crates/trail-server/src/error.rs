@@ -96,6 +96,7 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NotFound(what) => ApiError::not_found(what),
             StoreError::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "conflict", m),
+            StoreError::OutOfRange(m) => ApiError::bad_request("out_of_range", m),
             StoreError::Unavailable(cause) => {
                 tracing::error!(cause = %cause, "storage unavailable");
                 let mut e = ApiError::new(

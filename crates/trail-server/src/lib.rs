@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod integrity;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
@@ -37,6 +38,8 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     pub settings: Arc<Settings>,
     pub metrics: Arc<Metrics>,
+    /// Signs checkpoints; its public key is served at `/v1/log-key`.
+    pub signer: Arc<trail_merkle::Signer>,
     /// Last use of each session on this node, for idle expiry (sliding renewal).
     sessions_seen: Arc<Mutex<HashMap<String, Micros>>>,
 }
@@ -50,11 +53,12 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Store>, settings: Settings) -> Self {
+    pub fn new(store: Arc<dyn Store>, settings: Settings, signer: trail_merkle::Signer) -> Self {
         Self {
             store,
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
+            signer: Arc::new(signer),
             sessions_seen: Arc::default(),
         }
     }
@@ -179,14 +183,30 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests.
+    /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests. The
+    /// checkpointer runs alongside; a last pass after shutdown signs what the final requests appended.
     pub async fn run(
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        axum::serve(self.listener, router(self.state))
+        let (store, signer, name) = (
+            self.state.store.clone(),
+            self.state.signer.clone(),
+            self.state.settings.server_name.clone(),
+        );
+        let checkpointer = tokio::spawn(integrity::run_checkpointer(
+            store.clone(),
+            signer.clone(),
+            name.clone(),
+        ));
+        let served = axum::serve(self.listener, router(self.state))
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        checkpointer.abort();
+        if let Err(e) = integrity::checkpoint_once(store.as_ref(), &signer, &name).await {
+            tracing::warn!(error = %e, "final checkpoint failed");
+        }
+        served
     }
 }
 

@@ -120,6 +120,19 @@ pub fn document() -> Value {
                     json!([path_param("org", "organization slug")]), Some("NewApiKey"),
                     responses(("201", ok("created", "ApiKeyWithSecret")), &[400, 401, 403, 404, 415]))
             },
+            "/v1/log-key": {"get": op("The log's public key, signed-note verifier format <name>+<key id>+<base64(0x01 ‖ Ed25519 key)>", &[], json!([]), None,
+                json!({"200": {"description": "verifier key", "content": {"text/plain": {}}}}))},
+            "/v1/orgs/{org}/checkpoint": {"get": op("The latest signed checkpoint (C2SP tlog-checkpoint signed note, origin <server_name>/orgs/<org>)", &read,
+                json!([path_param("org", "organization slug")]), None,
+                responses(("200", json!({"description": "signed note", "content": {"text/plain": {}}})), &[401, 403, 404]))},
+            "/v1/orgs/{org}/proofs/inclusion": {"get": op("RFC 9162 inclusion proof of one event in a tree size", &read,
+                json!([path_param("org", "organization slug"), {"name": "seq", "in": "query", "required": true, "schema": {"type": "integer"}},
+                       {"name": "tree_size", "in": "query", "required": true, "schema": {"type": "integer"}}]), None,
+                responses(("200", ok("base64 hashes, RFC 9162 order", "InclusionProof")), &[400, 401, 403, 404]))},
+            "/v1/orgs/{org}/proofs/consistency": {"get": op("RFC 9162 consistency proof between two tree sizes", &read,
+                json!([path_param("org", "organization slug"), {"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
+                       {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}]), None,
+                responses(("200", ok("base64 hashes, RFC 9162 order", "ConsistencyProof")), &[400, 401, 403, 404]))},
             "/v1/orgs/{org}/api-keys/{id}": {"delete": op("Revoke an API key (KEY-MANAGEMENT)", &session,
                 json!([path_param("org", "organization slug"), path_param("id", "key id")]), None,
                 responses(("204", json!({"description": "revoked"})), &[401, 403, 404]))}
@@ -160,7 +173,12 @@ pub fn document() -> Value {
                     "error": {"type": "object"}}}}}},
                 "Event": {"allOf": [{"$ref": "#/components/schemas/NewEvent"}, {"type": "object", "properties": {
                     "org": {"type": "string"}, "seq": {"type": "integer"}, "received_at": {"type": "string", "format": "date-time"},
-                    "action_label": {"type": "string"}, "leaf_hash": {"type": "string", "description": "base64 SHA-256(0x00 ‖ canonical bytes)"}}}]},
+                    "action_label": {"type": "string"}, "leaf_hash": {"type": "string", "description": "base64 SHA-256(0x00 ‖ canonical bytes)"},
+                    "proof": {"description": "GET by id only: inclusion proof against the latest checkpoint", "type": ["object", "null"], "properties": {
+                        "tree_size": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}, "checkpoint": {"type": "string"}}},
+                    "proof_pending": {"type": "boolean", "description": "GET by id only: the event is newer than the latest checkpoint"}}}]},
+                "InclusionProof": {"type": "object", "properties": {"seq": {"type": "integer"}, "tree_size": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}}},
+                "ConsistencyProof": {"type": "object", "properties": {"from": {"type": "integer"}, "to": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}}},
                 "EventPage": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next_cursor": {"type": ["string", "null"]}}},
                 "Histogram": {"type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "interval_seconds": {"type": "integer"},
                     "buckets": {"type": "array", "items": {"type": "object", "properties": {"start": {"type": "string"}, "count": {"type": "integer"}}}}}},

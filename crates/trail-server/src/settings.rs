@@ -22,6 +22,14 @@ pub struct Settings {
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub retention: RetentionSettings,
+    pub integrity: IntegritySettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct IntegritySettings {
+    /// The Ed25519 log signing key (64 hex digits); empty means `<data_dir>/log.key`, created on first start.
+    pub key_file: PathBuf,
 }
 
 #[derive(Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -70,6 +78,7 @@ impl Default for Settings {
             auth: AuthSettings::default(),
             limits: LimitSettings::default(),
             retention: RetentionSettings::default(),
+            integrity: IntegritySettings::default(),
         }
     }
 }
@@ -124,6 +133,7 @@ impl fmt::Debug for Settings {
             .field("auth", &self.auth)
             .field("limits", &self.limits)
             .field("retention", &self.retention)
+            .field("integrity", &self.integrity)
             .finish()
     }
 }
@@ -179,7 +189,8 @@ impl Settings {
              [auth]\n# Sessions end after this many idle minutes, and at most this many hours after sign-in.\n\
              session_idle_minutes = {}\nsession_max_hours = {}\n# Set when Trail is served over HTTPS.\nsecure_cookies = {}\n\n\
              [limits]\nmax_body_bytes = {}\nrequest_timeout_secs = {}\nmax_batch_events = {}\n\n\
-             [retention]\n# Days events stay queryable.\nhot_days = {}\n",
+             [retention]\n# Days events stay queryable.\nhot_days = {}\n\n\
+             [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n",
             d.listen,
             d.data_dir.display(),
             d.server_name,

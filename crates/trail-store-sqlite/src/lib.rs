@@ -6,8 +6,10 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
 
 mod access;
+mod integrity;
 mod read;
 pub mod schema;
+pub mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -20,7 +22,8 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Org, Page, Permission, Record, Result, Session, Store, StoreError, User,
+    ApiKey, Appended, Bucket, Org, Page, Permission, Record, Result, Session, Store, StoreError,
+    StoredCheckpoint, User,
 };
 
 use crate::writer::{Job, Task, Writer};
@@ -330,6 +333,58 @@ impl Store for SqliteStore {
         let org = org.to_string();
         self.read(move |c| read::org_id(c, &org).map(|(_, size)| size))
             .await
+    }
+
+    async fn root(&self, org: &str, size: u64) -> Result<trail_merkle::Hash> {
+        let org = org.to_string();
+        self.read(move |c| {
+            let (id, tree_size) = read::org_id(c, &org)?;
+            integrity::root(&integrity::Nodes::new(c, id)?, size, tree_size)
+        })
+        .await
+    }
+
+    async fn inclusion_proof(&self, org: &str, seq: u64, size: u64) -> Result<Vec<trail_merkle::Hash>> {
+        let org = org.to_string();
+        self.read(move |c| {
+            let (id, tree_size) = read::org_id(c, &org)?;
+            integrity::inclusion(&integrity::Nodes::new(c, id)?, seq, size, tree_size)
+        })
+        .await
+    }
+
+    async fn consistency_proof(&self, org: &str, from: u64, to: u64) -> Result<Vec<trail_merkle::Hash>> {
+        let org = org.to_string();
+        self.read(move |c| {
+            let (id, tree_size) = read::org_id(c, &org)?;
+            integrity::consistency(&integrity::Nodes::new(c, id)?, from, to, tree_size)
+        })
+        .await
+    }
+
+    async fn add_checkpoint(&self, org: &str, checkpoint: &StoredCheckpoint) -> Result<()> {
+        let (org, cp) = (org.to_string(), checkpoint.clone());
+        self.write(move |w| {
+            let id = w.org_id(&org)?;
+            integrity::add_checkpoint(&w.conn, id, &cp)
+        })
+        .await
+    }
+
+    async fn latest_checkpoint(&self, org: &str) -> Result<Option<StoredCheckpoint>> {
+        let org = org.to_string();
+        self.read(move |c| integrity::latest_checkpoint(c, read::org_id(c, &org)?.0))
+            .await
+    }
+
+    async fn checkpoints(&self, org: &str) -> Result<Vec<StoredCheckpoint>> {
+        let org = org.to_string();
+        self.read(move |c| integrity::checkpoints(c, read::org_id(c, &org)?.0))
+            .await
+    }
+
+    async fn unsigned_heads(&self) -> Result<Vec<(String, u64)>> {
+        self.read(integrity::unsigned_heads).await
     }
 
     async fn ready(&self) -> Result<()> {

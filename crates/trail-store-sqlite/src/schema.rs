@@ -7,6 +7,12 @@
 //! which is exactly the newest-first tie-break `(time, seq)`. Low-cardinality strings (actors, actions,
 //! target types and ids, projects, sources) are interned as integers in `dict`, keeping rows and the
 //! index narrow; the canonical bytes (`body`) are the only copy of the full event.
+//!
+//! Integrity: each event row keeps its leaf hash (`leaf`, computed at ingest). `tree_nodes` keeps every
+//! complete Merkle subtree hash of level 2 and up (levels 0 and 1 are derived from the `leaf` columns, which
+//! halves the table), so any proof reads O(log n) rows; `checkpoints` keeps every signed checkpoint.
+/// The lowest Merkle level stored in `tree_nodes`.
+pub const MIN_STORED_LEVEL: u8 = 2;
 
 use rusqlite::Connection;
 
@@ -50,6 +56,13 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS event_ids(
             org_id INTEGER NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, month INTEGER NOT NULL,
             PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID;
+
+        CREATE TABLE IF NOT EXISTS tree_nodes(
+            org_id INTEGER NOT NULL, level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
+            PRIMARY KEY(org_id, level, idx)) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS checkpoints(
+            org_id INTEGER NOT NULL, size INTEGER NOT NULL, root BLOB NOT NULL, note TEXT NOT NULL,
+            created_at INTEGER NOT NULL, PRIMARY KEY(org_id, size)) STRICT, WITHOUT ROWID;
 
         CREATE TABLE IF NOT EXISTS users(
             id TEXT PRIMARY KEY, email TEXT NOT NULL UNIQUE, password_hash TEXT NOT NULL,
@@ -116,7 +129,8 @@ pub fn create_partition(conn: &Connection, month: u32) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS {ev}(
             k INTEGER PRIMARY KEY, org INTEGER NOT NULL, ts INTEGER NOT NULL,
             actor INTEGER NOT NULL, action INTEGER NOT NULL, ttype INTEGER NOT NULL, tid INTEGER,
-            project INTEGER, outcome INTEGER NOT NULL, source INTEGER, body BLOB NOT NULL) STRICT;
+            project INTEGER, outcome INTEGER NOT NULL, source INTEGER, body BLOB NOT NULL,
+            leaf BLOB NOT NULL) STRICT;
         CREATE INDEX IF NOT EXISTS {ev}_time ON {ev}(org, ts);
         CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
             text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');

@@ -14,7 +14,10 @@ use trail_model::time::{Micros, month_of};
 use trail_model::{NewEvent, Outcome, StoredEvent, canonical, text};
 use trail_store::{Appended, Result, StoreError, mint_event_id};
 
-use crate::schema::{self, events_table, fts_table, rowid};
+use trail_merkle::{Frontier, Hash, leaf_hash};
+
+use crate::integrity::Nodes;
+use crate::schema::{self, MIN_STORED_LEVEL, events_table, fts_table, rowid};
 use crate::{classify, sql_error};
 
 /// A unit of work for the writer thread.
@@ -121,6 +124,8 @@ pub struct Writer {
     orgs: HashMap<String, (i64, u64)>,
     dict: HashMap<String, i64>,
     partitions: HashSet<u32>,
+    /// org id → the right edge of its Merkle tree, to hash each append in O(log n).
+    frontiers: HashMap<i64, Frontier>,
     /// Whether the current savepoint-less job has written anything.
     dirty: bool,
 }
@@ -132,6 +137,7 @@ impl Writer {
             orgs: HashMap::new(),
             dict: HashMap::new(),
             partitions: HashSet::new(),
+            frontiers: HashMap::new(),
             dirty: false,
         };
         w.reload()?;
@@ -158,6 +164,13 @@ impl Writer {
         for m in st.query_map([], |r| r.get::<_, u32>(0))? {
             self.partitions.insert(m?);
         }
+        drop(st);
+        self.frontiers.clear();
+        for (id, size) in self.orgs.values() {
+            let nodes = Nodes::new(&self.conn, *id).map_err(store_to_sql)?;
+            let frontier = Frontier::from_source(*size, &nodes).map_err(store_to_sql)?;
+            self.frontiers.insert(*id, frontier);
+        }
         Ok(())
     }
 
@@ -171,6 +184,7 @@ impl Writer {
     /// Registers an org created in this transaction.
     pub fn add_org(&mut self, slug: &str, id: i64) {
         self.orgs.insert(slug.to_string(), (id, 0));
+        self.frontiers.insert(id, Frontier::new());
     }
 
     fn intern(&mut self, value: &str) -> rusqlite::Result<i64> {
@@ -234,7 +248,21 @@ impl Writer {
                 continue;
             }
             canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
-            self.insert(org_id, size, &e).map_err(sql_error)?;
+            let leaf = leaf_hash(&e.body);
+            self.insert(org_id, size, &e, &leaf).map_err(sql_error)?;
+            let completed = self
+                .frontiers
+                .get_mut(&org_id)
+                .ok_or_else(|| StoreError::Internal(format!("no Merkle frontier for {org}")))?
+                .append(leaf);
+            for n in completed.iter().filter(|n| n.level >= MIN_STORED_LEVEL) {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO tree_nodes(org_id, level, idx, hash) VALUES (?1, ?2, ?3, ?4)",
+                    )
+                    .and_then(|mut st| st.execute(params![org_id, n.level, n.index as i64, &n.hash[..]]))
+                    .map_err(sql_error)?;
+            }
             out.push(Appended::Created { id: e.id, seq: size });
             size += 1;
             // Keep the cache in step so a duplicate later in the same batch is found by the query above.
@@ -250,7 +278,7 @@ impl Writer {
         Ok(out)
     }
 
-    fn insert(&mut self, org_id: i64, seq: u64, e: &Prepared) -> rusqlite::Result<()> {
+    fn insert(&mut self, org_id: i64, seq: u64, e: &Prepared, leaf: &Hash) -> rusqlite::Result<()> {
         self.ensure_partition(e.month)?;
         let k = rowid(org_id, seq);
         let actor = self.intern(&e.actor)?;
@@ -261,12 +289,23 @@ impl Writer {
         let source = self.intern_opt(e.source.as_deref())?;
         self.conn
             .prepare_cached(&format!(
-                "INSERT INTO {}(k, org, ts, actor, action, ttype, tid, project, outcome, source, body)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO {}(k, org, ts, actor, action, ttype, tid, project, outcome, source, body, leaf)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
                 events_table(e.month)
             ))?
             .execute(params![
-                k, org_id, e.time, actor, action, ttype, tid, project, e.failure, source, e.body
+                k,
+                org_id,
+                e.time,
+                actor,
+                action,
+                ttype,
+                tid,
+                project,
+                e.failure,
+                source,
+                e.body,
+                &leaf[..]
             ])?;
         self.conn
             .prepare_cached(&format!(
@@ -325,6 +364,11 @@ pub fn run(mut w: Writer, jobs: mpsc::Receiver<Box<dyn Job>>) {
             f(outcome.as_ref().map(|_| ()).map_err(String::as_str));
         }
     }
+}
+
+/// Loading a frontier reads through the store's error type; the writer's caches speak rusqlite.
+fn store_to_sql(e: StoreError) -> rusqlite::Error {
+    rusqlite::Error::InvalidParameterName(e.to_string())
 }
 
 fn describe(e: &rusqlite::Error) -> String {

@@ -19,7 +19,7 @@ use trail_model::text::Search;
 use trail_model::time::{MICROS_PER_DAY, Micros, parse_rfc3339};
 use trail_model::{Actor, ActorType, NewEvent, Outcome, StoredEvent, Target};
 
-use crate::{ApiKey, Appended, Permission, Record, Scope, Session, Store, StoreError};
+use crate::{ApiKey, Appended, Permission, Record, Scope, Session, Store, StoreError, StoredCheckpoint};
 
 /// Generates one `#[tokio::test]` per check for a backend. `$make` is an async closure returning
 /// `(store, guard)`; the guard (e.g. a temporary directory) lives as long as the test.
@@ -30,7 +30,8 @@ macro_rules! conformance_suite {
             append_assigns_gapless_seq, duplicates_answer_original_seq, stored_bytes_round_trip,
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
             paging_is_stable_while_appending, histogram_matches_reference_model, access_records,
-            concurrent_appends_keep_seq_gapless);
+            concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
+            checkpoints_are_kept_and_never_contradict);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -636,4 +637,144 @@ pub async fn access_records<S: Store>(store: Arc<S>) {
         store.api_key("k1").await.unwrap().unwrap().revoked_at,
         Some(now() + 1)
     );
+}
+
+/// Leaf hashes of every event of an org in `seq` order, taken from the records themselves.
+async fn leaves<S: Store>(store: &S, org: &str) -> Vec<trail_merkle::Hash> {
+    let filter = window(now() - 92 * MICROS_PER_DAY, now() + 1);
+    let mut q = Query {
+        filter,
+        limit: 1000,
+        cursor: None,
+    };
+    let mut records = Vec::new();
+    loop {
+        let page = store.query(org, &q).await.unwrap();
+        records.extend(page.records);
+        match page.next {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    records.sort_by_key(|r| r.event.seq);
+    records
+        .iter()
+        .enumerate()
+        .for_each(|(i, r)| assert_eq!(r.event.seq, i as u64));
+    records.iter().map(Record::leaf_hash).collect()
+}
+
+pub async fn merkle_roots_and_proofs_verify<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    assert_eq!(store.root("acme", 0).await.unwrap(), trail_merkle::empty_root());
+    // Times spread over 80 days put neighbouring leaves in different month partitions.
+    let mut n = 0i64;
+    for batch in [1usize, 2, 5, 60, 1, 130, 101] {
+        let events: Vec<NewEvent> = (0..batch)
+            .map(|i| {
+                event(
+                    "a",
+                    "x.y",
+                    now() - ((n + i as i64) * 7919 % 80) * MICROS_PER_DAY - 1,
+                )
+            })
+            .collect();
+        n += batch as i64;
+        store.append("acme", events, now()).await.unwrap();
+    }
+    let leaves = leaves(&*store, "acme").await;
+    assert_eq!(leaves.len() as i64, n);
+    let sizes = [
+        1u64, 2, 3, 4, 5, 7, 8, 9, 16, 17, 63, 64, 65, 128, 200, 255, 256, 299, 300,
+    ];
+    for &size in &sizes {
+        let root = store.root("acme", size).await.unwrap();
+        assert_eq!(
+            root,
+            trail_merkle::root(&leaves[..size as usize]),
+            "root of size {size}"
+        );
+        for seq in [0, size / 3, size / 2, size - 1] {
+            let proof = store.inclusion_proof("acme", seq, size).await.unwrap();
+            trail_merkle::verify_inclusion(&leaves[seq as usize], seq, size, &proof, &root)
+                .unwrap_or_else(|e| panic!("inclusion of {seq} in {size}: {e}"));
+        }
+        for &old in sizes.iter().filter(|&&m| m <= size) {
+            let proof = store.consistency_proof("acme", old, size).await.unwrap();
+            let old_root = trail_merkle::root(&leaves[..old as usize]);
+            trail_merkle::verify_consistency(old, size, &old_root, &root, &proof)
+                .unwrap_or_else(|e| panic!("consistency {old} -> {size}: {e}"));
+        }
+    }
+    assert!(matches!(
+        store.root("acme", 301).await,
+        Err(StoreError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        store.inclusion_proof("acme", 300, 300).await,
+        Err(StoreError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        store.inclusion_proof("acme", 0, 301).await,
+        Err(StoreError::OutOfRange(_))
+    ));
+    assert!(matches!(
+        store.consistency_proof("acme", 10, 5).await,
+        Err(StoreError::OutOfRange(_))
+    ));
+}
+
+pub async fn checkpoints_are_kept_and_never_contradict<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "idle").await;
+    assert!(
+        store.unsigned_heads().await.unwrap().is_empty(),
+        "empty logs need no checkpoint"
+    );
+    store
+        .append("acme", vec![event("a", "x.y", now() - 10); 5], now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unsigned_heads().await.unwrap(),
+        vec![("acme".to_string(), 5)]
+    );
+    assert_eq!(store.latest_checkpoint("acme").await.unwrap(), None);
+    let root = store.root("acme", 5).await.unwrap();
+    let cp = StoredCheckpoint {
+        size: 5,
+        root,
+        note: "note for 5\n".into(),
+        created_at: now(),
+    };
+    store.add_checkpoint("acme", &cp).await.unwrap();
+    store.add_checkpoint("acme", &cp).await.unwrap();
+    let forged = StoredCheckpoint {
+        root: [0; 32],
+        ..cp.clone()
+    };
+    assert!(matches!(
+        store.add_checkpoint("acme", &forged).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(store.latest_checkpoint("acme").await.unwrap(), Some(cp.clone()));
+    assert!(store.unsigned_heads().await.unwrap().is_empty());
+    store
+        .append("acme", vec![event("a", "x.y", now() - 10); 2], now())
+        .await
+        .unwrap();
+    assert_eq!(
+        store.unsigned_heads().await.unwrap(),
+        vec![("acme".to_string(), 7)]
+    );
+    let cp7 = StoredCheckpoint {
+        size: 7,
+        root: store.root("acme", 7).await.unwrap(),
+        note: "n7".into(),
+        created_at: now(),
+    };
+    store.add_checkpoint("acme", &cp7).await.unwrap();
+    assert_eq!(store.checkpoints("acme").await.unwrap(), vec![cp, cp7.clone()]);
+    assert_eq!(store.latest_checkpoint("acme").await.unwrap(), Some(cp7));
+    assert!(store.checkpoints("idle").await.unwrap().is_empty());
 }

@@ -33,6 +33,9 @@ pub enum StoreError {
     /// The storage cannot take writes right now (disk full, I/O error, read-only); nothing was stored.
     #[error("storage unavailable: {0}")]
     Unavailable(String),
+    /// A tree size, leaf index or range outside the log.
+    #[error("{0}")]
+    OutOfRange(String),
     /// Stored data failed a consistency check.
     #[error("corrupt data: {0}")]
     Corrupt(String),
@@ -104,6 +107,16 @@ pub struct Page {
 pub struct Bucket {
     pub start: Micros,
     pub count: u64,
+}
+
+/// A signed checkpoint as stored: the tree size, its root, and the signed note.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredCheckpoint {
+    pub size: u64,
+    pub root: trail_merkle::Hash,
+    /// The C2SP signed note (`tlog-checkpoint`), exactly as served.
+    pub note: String,
+    pub created_at: Micros,
 }
 
 /// A new event's id: the client's, or a freshly minted UUIDv7 (time-ordered, so indexes stay local).
@@ -182,6 +195,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// The number of events in the org's log (the next `seq`).
     async fn tree_size(&self, org: &str) -> Result<u64>;
+
+    // --- integrity ------------------------------------------------------------------------------
+
+    /// The Merkle root of the org's first `size` events; `OutOfRange` beyond the log.
+    async fn root(&self, org: &str, size: u64) -> Result<trail_merkle::Hash>;
+    /// RFC 9162 inclusion proof of `seq` in the tree of `size` events.
+    async fn inclusion_proof(&self, org: &str, seq: u64, size: u64) -> Result<Vec<trail_merkle::Hash>>;
+    /// RFC 9162 consistency proof between the trees of `from` and `to` events.
+    async fn consistency_proof(&self, org: &str, from: u64, to: u64) -> Result<Vec<trail_merkle::Hash>>;
+    /// Stores a signed checkpoint; idempotent for the same root, `Conflict` for another root.
+    async fn add_checkpoint(&self, org: &str, checkpoint: &StoredCheckpoint) -> Result<()>;
+    async fn latest_checkpoint(&self, org: &str) -> Result<Option<StoredCheckpoint>>;
+    /// Every checkpoint of the org, smallest first.
+    async fn checkpoints(&self, org: &str) -> Result<Vec<StoredCheckpoint>>;
+    /// Orgs whose log has grown since their latest checkpoint, with the current size.
+    async fn unsigned_heads(&self) -> Result<Vec<(String, u64)>>;
 
     /// Whether the store can serve reads and take writes.
     async fn ready(&self) -> Result<()>;

@@ -11,6 +11,8 @@ use trail_server::{AppState, Server, Settings};
 use trail_store::{ApiKey, Scope, Store};
 use trail_store_sqlite::SqliteStore;
 
+mod verify;
+
 /// glibc's allocator spends a third of ingest CPU on the many small JSON allocations; mimalloc does not.
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -31,6 +33,32 @@ enum Command {
     /// Administration on a data directory (works while the server runs).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Check that no event was altered, removed or reordered: offline against a data directory, or
+    /// against a server with a trusted checkpoint. Exits 0 when verified, 3 when tampering is found,
+    /// 1 when verification could not run.
+    Verify(VerifyArgs),
+}
+
+#[derive(Args, Debug)]
+struct VerifyArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Verify only this organization (required with --server).
+    #[arg(long)]
+    org: Option<String>,
+    /// The log's public key (`<name>+<id>+<key>` from /v1/log-key); default: the data directory's key.
+    #[arg(long, value_name = "VERIFIER_KEY")]
+    key: Option<String>,
+    /// Verify a running server instead of a data directory.
+    #[arg(long, value_name = "URL")]
+    server: Option<String>,
+    /// With --server: a file holding the last checkpoint you trust; the new one must extend it and
+    /// replaces it.
+    #[arg(long, value_name = "CHECKPOINT_FILE")]
+    trusted: Option<PathBuf>,
+    /// With --server: an API key with events:read, or a session token (also TRAIL_TOKEN).
+    #[arg(long, env = "TRAIL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -135,13 +163,36 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Printed once, to the terminal only: never to the log.
         println!("created organization \"default\" and user admin@localhost with password: {p}");
     }
-    let server = Server::bind(AppState::new(store.clone(), settings.clone()))
+    let key_file = trail_server::integrity::key_path(&settings);
+    let signer = trail_server::integrity::load_or_create_key(&key_file, &settings.server_name)?;
+    let server = Server::bind(AppState::new(store.clone(), settings.clone(), signer))
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
     println!("listening on http://{}", server.local_addr()?);
     server.run(shutdown_signal()).await.context("server failed")?;
     drop(store);
     Ok(())
+}
+
+async fn verify(args: VerifyArgs) -> anyhow::Result<verify::Verdict> {
+    if let Some(url) = &args.server {
+        let org = args.org.as_deref().context("--server needs --org")?;
+        return verify::server(
+            url,
+            org,
+            args.token.as_deref(),
+            args.key.as_deref(),
+            args.trusted.as_ref(),
+        )
+        .await;
+    }
+    let s = settings(&args.config, None)?;
+    let key = verify::key_from(
+        args.key.as_deref(),
+        &trail_server::integrity::key_path(&s),
+        &s.server_name,
+    )?;
+    verify::data_dir(&s.data_dir, args.org.as_deref(), &key)
 }
 
 async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
@@ -212,16 +263,20 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(args).await.map(|()| ExitCode::SUCCESS),
             Command::DefaultConfig => {
                 print!("{}", Settings::default_config());
-                Ok(())
+                Ok(ExitCode::SUCCESS)
             }
-            Command::Admin(cmd) => admin(cmd).await,
+            Command::Admin(cmd) => admin(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Verify(args) => verify(args).await.map(|v| match v {
+                verify::Verdict::Verified => ExitCode::SUCCESS,
+                verify::Verdict::Tampered => ExitCode::from(3),
+            }),
         }
     });
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE

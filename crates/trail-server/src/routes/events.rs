@@ -180,7 +180,11 @@ pub async fn one(
         .event(&org, &id)
         .await?
         .ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
-    Ok(Json(record.to_json()))
+    let mut out = record.to_json();
+    let proof = super::integrity::proof_for(&state, &org, record.event.seq).await?;
+    out["proof_pending"] = json!(proof.is_none());
+    out["proof"] = proof.unwrap_or(Value::Null);
+    Ok(Json(out))
 }
 
 /// Bucket widths the histogram picks from, smallest first.

@@ -2,6 +2,7 @@
 
 mod events;
 mod health;
+mod integrity;
 mod keys;
 pub mod orgs;
 mod session;
@@ -35,6 +36,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/orgs/{org}/api-keys"),
     ("POST", "/v1/orgs/{org}/api-keys"),
     ("DELETE", "/v1/orgs/{org}/api-keys/{id}"),
+    ("GET", "/v1/log-key"),
+    ("GET", "/v1/orgs/{org}/checkpoint"),
+    ("GET", "/v1/orgs/{org}/proofs/inclusion"),
+    ("GET", "/v1/orgs/{org}/proofs/consistency"),
 ];
 
 pub fn api(max_body: usize) -> Router<AppState> {
@@ -52,6 +57,10 @@ pub fn api(max_body: usize) -> Router<AppState> {
         .route("/v1/orgs/{org}/events/{id}", get(events::one))
         .route("/v1/orgs/{org}/api-keys", get(keys::list).post(keys::create))
         .route("/v1/orgs/{org}/api-keys/{id}", delete(keys::revoke))
+        .route("/v1/log-key", get(integrity::log_key))
+        .route("/v1/orgs/{org}/checkpoint", get(integrity::checkpoint))
+        .route("/v1/orgs/{org}/proofs/inclusion", get(integrity::inclusion))
+        .route("/v1/orgs/{org}/proofs/consistency", get(integrity::consistency))
         // Bodies are read by `JsonBody` with this limit; axum's default (2 MiB) would cut in first.
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }

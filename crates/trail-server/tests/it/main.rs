@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod ingest;
+mod integrity;
 mod query;
 
 use std::sync::Arc;
@@ -41,7 +42,9 @@ impl TestServer {
         trail_server::bootstrap(store.as_ref(), Some(ADMIN_PASSWORD))
             .await
             .unwrap();
-        let server = Server::bind(AppState::new(store.clone(), settings))
+        let key = dir.path().join("log.key");
+        let signer = trail_server::integrity::load_or_create_key(&key, &settings.server_name).unwrap();
+        let server = Server::bind(AppState::new(store.clone(), settings, signer))
             .await
             .unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
@@ -88,6 +91,12 @@ impl TestServer {
         let k = self.admin.create_api_key(slug, "k", scopes).await.unwrap();
         self.anon.with_token(k["secret"].as_str().unwrap())
     }
+}
+
+/// The Merkle root of org `default` at `size`, straight from the store.
+pub async fn root_of(store: &SqliteStore, size: u64) -> trail_merkle::Hash {
+    use trail_store::Store;
+    store.root("default", size).await.unwrap()
 }
 
 /// A valid event, `minutes_ago` before now.

@@ -37,6 +37,7 @@ fn help_output_is_deliberate() {
         &["serve", "--help"],
         &["admin", "--help"],
         &["admin", "create-key", "--help"],
+        &["verify", "--help"],
     ] {
         let (code, out, _) = run(args);
         assert_eq!(code, 0);

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod tamper;
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;

@@ -1,0 +1,219 @@
+//! `trail verify`: offline against a data directory, or against a running server with a trusted
+//! checkpoint. Exit codes: 0 verified, 3 verified and found tampering, 1 could not verify.
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use base64::Engine;
+use trail_merkle::checkpoint::open;
+use trail_merkle::{Hash, Verifier};
+
+/// The outcome the exit code reports.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Verdict {
+    Verified,
+    Tampered,
+}
+
+/// A progress line on a terminal, nothing otherwise.
+struct Bar {
+    on: bool,
+    started: std::time::Instant,
+}
+
+impl Bar {
+    fn new() -> Self {
+        Self {
+            on: std::io::stderr().is_terminal(),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    fn draw(&mut self, org: &str, done: u64, total: u64) {
+        if !self.on {
+            return;
+        }
+        let pct = (done * 100).checked_div(total).unwrap_or(100).min(100);
+        let filled = (pct / 4) as usize;
+        let rate = done as f64 / self.started.elapsed().as_secs_f64().max(1e-3);
+        eprint!(
+            "\r{org}: [{}{}] {pct:>3}% {done}/{total} events, {rate:.0}/s ",
+            "#".repeat(filled),
+            ".".repeat(25 - filled)
+        );
+        let _ = std::io::stderr().flush();
+    }
+
+    fn clear(&self) {
+        if self.on {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
+
+/// The log's public key: given, or derived from the data directory's key file.
+pub fn key_from(given: Option<&str>, key_file: &std::path::Path, name: &str) -> anyhow::Result<Verifier> {
+    if let Some(k) = given {
+        return Verifier::from_key(k.trim()).map_err(|e| anyhow::anyhow!("--key is not a verifier key: {e}"));
+    }
+    let signer = trail_server::integrity::read_key(key_file, name)
+        .with_context(|| "no log key to verify with; pass --key with the server's /v1/log-key")?;
+    Ok(signer.verifier())
+}
+
+pub fn data_dir(dir: &std::path::Path, org: Option<&str>, key: &Verifier) -> anyhow::Result<Verdict> {
+    let mut bar = Bar::new();
+    let started = std::time::Instant::now();
+    let reports =
+        trail_store_sqlite::verify::verify_data_dir(dir, org, key, &mut |o, d, t| bar.draw(o, d, t))
+            .with_context(|| format!("cannot verify {}", dir.display()))?;
+    bar.clear();
+    let mut verdict = Verdict::Verified;
+    let mut total = 0;
+    for r in &reports {
+        total += r.events;
+        match &r.problem {
+            None => println!(
+                "{}: ok, {} events, {} checkpoints verified",
+                r.org, r.events, r.checkpoints
+            ),
+            Some(p) => {
+                verdict = Verdict::Tampered;
+                match p.seq {
+                    Some(seq) => println!("{}: FAILED at seq {seq}: {}", r.org, p.reason),
+                    None => println!("{}: FAILED: {}", r.org, p.reason),
+                }
+            }
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "verified {total} events in {secs:.2} s ({:.0} events/s)",
+        total as f64 / secs.max(1e-9)
+    );
+    Ok(verdict)
+}
+
+/// Checks the server's latest checkpoint against a trusted one and saves it as the new trusted one.
+pub async fn server(
+    url: &str,
+    org: &str,
+    token: Option<&str>,
+    key: Option<&str>,
+    trusted: Option<&PathBuf>,
+) -> anyhow::Result<Verdict> {
+    let mut client = trail_client::Client::new(url);
+    if let Some(t) = token {
+        client = client.with_token(t);
+    }
+    let text = |path: String| {
+        let c = client.clone();
+        async move {
+            let r = c
+                .request(reqwest::Method::GET, &path)
+                .send()
+                .await
+                .with_context(|| format!("cannot reach {url}"))?;
+            let status = r.status();
+            let body = r.text().await?;
+            if !status.is_success() {
+                bail!("{path}: {status}: {}", body.trim());
+            }
+            Ok::<_, anyhow::Error>(body)
+        }
+    };
+    let verifier = match key {
+        Some(k) => {
+            Verifier::from_key(k.trim()).map_err(|e| anyhow::anyhow!("--key is not a verifier key: {e}"))?
+        }
+        None => {
+            eprintln!("warning: trusting the server's own /v1/log-key; pin it with --key for a real audit");
+            Verifier::from_key(text("/v1/log-key".into()).await?.trim())
+                .map_err(|e| anyhow::anyhow!("the server's log key is malformed: {e}"))?
+        }
+    };
+    let note = text(format!("/v1/orgs/{org}/checkpoint")).await?;
+    let latest = match open(&note, &verifier) {
+        Ok(c) => c,
+        Err(e) => {
+            println!("{org}: FAILED: the server's checkpoint does not verify with the log key: {e}");
+            return Ok(Verdict::Tampered);
+        }
+    };
+    if !latest.origin.ends_with(&format!("/orgs/{org}")) {
+        println!(
+            "{org}: FAILED: the checkpoint is for {}, not this organization",
+            latest.origin
+        );
+        return Ok(Verdict::Tampered);
+    }
+    let Some(path) = trusted else {
+        println!(
+            "{org}: checkpoint of {} events verified (no --trusted checkpoint to compare with)",
+            latest.size
+        );
+        return Ok(Verdict::Verified);
+    };
+    if path.exists() {
+        let old_note =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let old = open(&old_note, &verifier).map_err(|e| {
+            anyhow::anyhow!("{}: the trusted checkpoint does not verify: {e}", path.display())
+        })?;
+        if old.origin != latest.origin {
+            bail!(
+                "{}: the trusted checkpoint is for {}, not {}",
+                path.display(),
+                old.origin,
+                latest.origin
+            );
+        }
+        if old.size > latest.size {
+            println!(
+                "{org}: FAILED: the server's log ({} events) is shorter than the trusted checkpoint ({}): history was rolled back",
+                latest.size, old.size
+            );
+            return Ok(Verdict::Tampered);
+        }
+        let proof = client
+            .get(&format!(
+                "/v1/orgs/{org}/proofs/consistency?from={}&to={}",
+                old.size, latest.size
+            ))
+            .await
+            .context("cannot fetch the consistency proof")?;
+        let hashes: Vec<Hash> = proof["hashes"]
+            .as_array()
+            .context("malformed consistency proof")?
+            .iter()
+            .map(|h| {
+                let bytes =
+                    base64::engine::general_purpose::STANDARD.decode(h.as_str().unwrap_or_default())?;
+                <[u8; 32]>::try_from(bytes).map_err(|_| anyhow::anyhow!("a proof hash is not 32 bytes"))
+            })
+            .collect::<anyhow::Result<_>>()?;
+        if let Err(e) =
+            trail_merkle::verify_consistency(old.size, latest.size, &old.root, &latest.root, &hashes)
+        {
+            println!(
+                "{org}: FAILED: the server's history is not an extension of the trusted checkpoint ({e}): it was rewritten"
+            );
+            return Ok(Verdict::Tampered);
+        }
+        println!(
+            "{org}: checkpoint of {} events is consistent with the trusted one of {} events",
+            latest.size, old.size
+        );
+    } else {
+        println!(
+            "{org}: checkpoint of {} events verified; saved as the first trusted checkpoint",
+            latest.size
+        );
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, &note)
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .with_context(|| format!("cannot save {}", path.display()))?;
+    Ok(Verdict::Verified)
+}
