@@ -68,9 +68,7 @@ fn dir_size(p: &Path) -> u64 {
         .map(|rd| {
             rd.flatten()
                 .map(|e| {
-                    e.metadata()
-                        .map(|m| if m.is_dir() { dir_size(&e.path()) } else { m.len() })
-                        .unwrap_or(0)
+                    e.metadata().map(|m| if m.is_dir() { dir_size(&e.path()) } else { m.len() }).unwrap_or(0)
                 })
                 .sum()
         })
@@ -100,10 +98,7 @@ fn generate(a: &Args, end: &str) -> anyhow::Result<PathBuf> {
 
 fn baseline(a: &Args, file: &Path) -> anyhow::Result<HashMap<String, f64>> {
     eprintln!("running the PostgreSQL baseline…");
-    let out = std::process::Command::new("bash")
-        .arg(a.tools.join("pg_baseline.sh"))
-        .arg(file)
-        .output()?;
+    let out = std::process::Command::new("bash").arg(a.tools.join("pg_baseline.sh")).arg(file).output()?;
     if !out.status.success() {
         bail!("pg_baseline.sh failed: {}", String::from_utf8_lossy(&out.stderr));
     }
@@ -160,17 +155,8 @@ fn batches(file: &Path) -> anyhow::Result<Workload> {
             out.push((org, serde_json::to_vec(&serde_json::json!({ "events": events }))?));
         }
     }
-    let busiest = counts
-        .into_iter()
-        .max_by_key(|(_, c)| *c)
-        .map(|(o, _)| o)
-        .unwrap_or_default();
-    Ok(Workload {
-        bodies: out,
-        events: n,
-        busiest,
-        max_time,
-    })
+    let busiest = counts.into_iter().max_by_key(|(_, c)| *c).map(|(o, _)| o).unwrap_or_default();
+    Ok(Workload { bodies: out, events: n, busiest, max_time })
 }
 
 #[tokio::main]
@@ -183,12 +169,7 @@ async fn main() -> anyhow::Result<()> {
     let dir = a.work.join("trail-data");
     let _ = std::fs::remove_dir_all(&dir);
     let store = Arc::new(SqliteStore::open(&dir)?);
-    let Workload {
-        bodies,
-        events: n,
-        busiest,
-        max_time,
-    } = batches(&file)?;
+    let Workload { bodies, events: n, busiest, max_time } = batches(&file)?;
     let mut keys: HashMap<String, String> = HashMap::new();
     let now = trail_model::time::now();
     for (org, _) in &bodies {
@@ -212,11 +193,8 @@ async fn main() -> anyhow::Result<()> {
             .await?;
         keys.insert(org.clone(), secret);
     }
-    let mut settings = Settings {
-        listen: "127.0.0.1:0".parse()?,
-        data_dir: dir.clone(),
-        ..Settings::default()
-    };
+    let mut settings =
+        Settings { listen: "127.0.0.1:0".parse()?, data_dir: dir.clone(), ..Settings::default() };
     settings.limits.request_timeout_secs = 600;
     let signer = trail_server::integrity::load_or_create_key(&dir.join("log.key"), &settings.server_name)?;
     let server = Server::bind(AppState::new(store.clone(), settings, signer)).await?;
@@ -226,10 +204,7 @@ async fn main() -> anyhow::Result<()> {
     let http = reqwest::Client::new();
 
     // W1: durable batch ingest over HTTP.
-    eprintln!(
-        "W1: ingesting {n} events over HTTP with {} concurrent clients…",
-        a.concurrency
-    );
+    eprintln!("W1: ingesting {n} events over HTTP with {} concurrent clients…", a.concurrency);
     let queue = Arc::new(std::sync::Mutex::new(bodies.into_iter()));
     let keys = Arc::new(keys);
     let started = Instant::now();
@@ -253,10 +228,7 @@ async fn main() -> anyhow::Result<()> {
                     bail!("ingest failed: {} {}", r.status(), r.text().await?);
                 }
                 let v: Value = r.json().await?;
-                if v["results"]
-                    .as_array()
-                    .is_some_and(|rs| rs.iter().any(|x| x["status"] != "created"))
-                {
+                if v["results"].as_array().is_some_and(|rs| rs.iter().any(|x| x["status"] != "created")) {
                     bail!(
                         "an event was not created: {}",
                         v["results"]
@@ -287,66 +259,38 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .json()
             .await?;
-        v["events"][0]["actor"]["id"]
-            .as_str()
-            .unwrap_or("nobody")
-            .to_string()
+        v["events"][0]["actor"]["id"].as_str().unwrap_or("nobody").to_string()
     };
     let queries: Vec<(&str, Vec<(&str, String)>)> = vec![
         ("24h", vec![("from", from(1))]),
         ("30d", vec![("from", from(30))]),
         ("90d", vec![("from", from(90))]),
-        (
-            "24h actor",
-            vec![("from", from(1)), ("actor", sample_actor.clone())],
-        ),
-        (
-            "30d actor",
-            vec![("from", from(30)), ("actor", sample_actor.clone())],
-        ),
-        (
-            "90d outcome=failure",
-            vec![("from", from(90)), ("outcome", "failure".into())],
-        ),
+        ("24h actor", vec![("from", from(1)), ("actor", sample_actor.clone())]),
+        ("30d actor", vec![("from", from(30)), ("actor", sample_actor.clone())]),
+        ("90d outcome=failure", vec![("from", from(90)), ("outcome", "failure".into())]),
         (
             "90d action+outcome",
-            vec![
-                ("from", from(90)),
-                ("action", "component.deployed".into()),
-                ("outcome", "failure".into()),
-            ],
+            vec![("from", from(90)), ("action", "component.deployed".into()), ("outcome", "failure".into())],
         ),
         ("30d q=req-0", vec![("from", from(30)), ("q", "req-0".into())]),
         ("90d q=req-0", vec![("from", from(90)), ("q", "req-0".into())]),
-        (
-            "90d q=<one request id>",
-            vec![("from", from(90)), ("q", "REQID".into())],
-        ),
+        ("90d q=<one request id>", vec![("from", from(90)), ("q", "REQID".into())]),
     ];
     let reqid = {
         let v: Value = http
             .get(format!("{base}/v1/orgs/{busiest}/events"))
-            .query(&[
-                ("from", from(60).as_str()),
-                ("to", from(59).as_str()),
-                ("limit", "1"),
-            ])
+            .query(&[("from", from(60).as_str()), ("to", from(59).as_str()), ("limit", "1")])
             .bearer_auth(key)
             .send()
             .await?
             .json()
             .await?;
-        v["events"][0]["info"]["request_id"]
-            .as_str()
-            .unwrap_or("req-000000000000")
-            .to_string()
+        v["events"][0]["info"]["request_id"].as_str().unwrap_or("req-000000000000").to_string()
     };
     let mut w3 = Vec::new();
     for (name, params) in &queries {
-        let mut p: Vec<(&str, String)> = params
-            .iter()
-            .map(|(k, v)| (*k, if v == "REQID" { reqid.clone() } else { v.clone() }))
-            .collect();
+        let mut p: Vec<(&str, String)> =
+            params.iter().map(|(k, v)| (*k, if v == "REQID" { reqid.clone() } else { v.clone() })).collect();
         p.push(("to", to.clone()));
         let mut lat = Vec::with_capacity(a.samples);
         let mut rows = 0;
@@ -368,13 +312,53 @@ async fn main() -> anyhow::Result<()> {
             rows = v["events"].as_array().map_or(0, Vec::len);
         }
         lat.sort_by(f64::total_cmp);
-        w3.push((
-            name.to_string(),
-            percentile(&lat, 0.5),
-            percentile(&lat, 0.99),
-            rows,
-        ));
+        w3.push((name.to_string(), percentile(&lat, 0.5), percentile(&lat, 0.99), rows));
     }
+
+    // Proofs: an event by id (with its inclusion proof) and raw inclusion proofs, busiest org.
+    tokio::time::sleep(Duration::from_millis(600)).await; // let the checkpointer cover everything
+    let ids: Vec<String> = {
+        let v: Value = http
+            .get(format!("{base}/v1/orgs/{busiest}/events"))
+            .query(&[("from", from(90).as_str()), ("to", to.as_str()), ("limit", "1000")])
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        v["events"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|e| e["id"].as_str().map(str::to_string)).collect())
+            .unwrap_or_default()
+    };
+    let mut proof_lat = Vec::new();
+    let mut by_id_lat = Vec::new();
+    for (i, id) in ids.iter().cycle().take(a.samples).enumerate() {
+        let t = Instant::now();
+        let v: Value = http
+            .get(format!("{base}/v1/orgs/{busiest}/events/{id}"))
+            .bearer_auth(key)
+            .send()
+            .await?
+            .json()
+            .await?;
+        by_id_lat.push(t.elapsed().as_secs_f64() * 1000.0);
+        let size = v["proof"]["tree_size"].as_u64().context("no proof on an event")?;
+        let seq = (i as u64 * 7919) % size;
+        let t = Instant::now();
+        let r = http
+            .get(format!("{base}/v1/orgs/{busiest}/proofs/inclusion"))
+            .query(&[("seq", seq), ("tree_size", size)])
+            .bearer_auth(key)
+            .send()
+            .await?;
+        if !r.status().is_success() {
+            bail!("proof failed: {}", r.text().await?);
+        }
+        proof_lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    proof_lat.sort_by(f64::total_cmp);
+    by_id_lat.sort_by(f64::total_cmp);
 
     let _ = stop_tx.send(());
     serving.await??;
@@ -383,17 +367,21 @@ async fn main() -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let bytes = dir_size(&dir);
 
+    // trail verify, offline, on the same directory (the code the CLI runs).
+    let signer = trail_server::integrity::read_key(&dir.join("log.key"), "trail.localhost")?;
+    let t = Instant::now();
+    let reports =
+        trail_store_sqlite::verify::verify_data_dir(&dir, None, &signer.verifier(), &mut |_, _, _| {})?;
+    let verify_secs = t.elapsed().as_secs_f64();
+    let verified: u64 = reports.iter().map(|r| r.events).sum();
+    if let Some(bad) = reports.iter().find(|r| r.problem.is_some()) {
+        bail!("verification failed: {bad:?}");
+    }
+
     // Report.
     let mut o = std::io::stdout().lock();
-    writeln!(
-        o,
-        "## Run: {n} events, {} orgs, busiest org {busiest}\n",
-        keys.len()
-    )?;
-    writeln!(
-        o,
-        "| workload | Trail (embedded) | PostgreSQL baseline | ratio |\n|---|---|---|---|"
-    )?;
+    writeln!(o, "## Run: {n} events, {} orgs, busiest org {busiest}\n", keys.len())?;
+    writeln!(o, "| workload | Trail (embedded) | PostgreSQL baseline | ratio |\n|---|---|---|---|")?;
     let b = |k: &str| pg.as_ref().and_then(|m| m.get(k).copied());
     let ratio = |ours: f64, theirs: Option<f64>, higher_is_better: bool| {
         theirs.map_or("n/a".to_string(), |t| {
@@ -436,5 +424,17 @@ async fn main() -> anyhow::Result<()> {
             pg_of(name).map_or(String::new(), |v| format!("{v:.2} ms"))
         )?;
     }
+    writeln!(o, "\nIntegrity ({} samples each, over HTTP):\n", a.samples)?;
+    writeln!(o, "| operation | p50 ms | p99 ms |\n|---|---|---|")?;
+    let (b50, b99) = (percentile(&by_id_lat, 0.5), percentile(&by_id_lat, 0.99));
+    writeln!(o, "| GET event by id with its inclusion proof | {b50:.2} | {b99:.2} |")?;
+    let (p50, p99) = (percentile(&proof_lat, 0.5), percentile(&proof_lat, 0.99));
+    writeln!(o, "| GET inclusion proof (random seq, latest checkpoint) | {p50:.2} | {p99:.2} |")?;
+    let rate = verified as f64 / verify_secs;
+    writeln!(
+        o,
+        "\n`trail verify` offline, all {} orgs: {verified} events in {verify_secs:.2} s = {rate:.0} events/s",
+        reports.len()
+    )?;
     Ok(())
 }

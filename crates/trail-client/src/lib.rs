@@ -11,13 +11,7 @@ use serde_json::{Value, json};
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("{status} {code}: {message}")]
-    Api {
-        status: u16,
-        code: String,
-        message: String,
-        field: Option<String>,
-        body: Value,
-    },
+    Api { status: u16, code: String, message: String, field: Option<String>, body: Value },
     #[error("cannot reach Trail: {0}")]
     Transport(#[from] reqwest::Error),
 }
@@ -79,19 +73,12 @@ pub struct Client {
 impl Client {
     pub fn new(base: impl Into<String>) -> Self {
         let base = base.into().trim_end_matches('/').to_string();
-        Self {
-            base,
-            http: reqwest::Client::new(),
-            token: None,
-        }
+        Self { base, http: reqwest::Client::new(), token: None }
     }
 
     /// The same client sending `token` (a session token or an API key secret) as Bearer.
     pub fn with_token(&self, token: impl Into<String>) -> Self {
-        Self {
-            token: Some(token.into()),
-            ..self.clone()
-        }
+        Self { token: Some(token.into()), ..self.clone() }
     }
 
     pub fn base(&self) -> &str {
@@ -113,11 +100,7 @@ impl Client {
         let text = resp.text().await?;
         let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
-            return Ok(if status == StatusCode::NO_CONTENT {
-                Value::Null
-            } else {
-                body
-            });
+            return Ok(if status == StatusCode::NO_CONTENT { Value::Null } else { body });
         }
         let err = &body["error"];
         Err(ClientError::Api {
@@ -143,16 +126,12 @@ impl Client {
 
     /// Signs in and returns a client carrying the session token.
     pub async fn login(&self, email: &str, password: &str) -> Result<Client> {
-        let v = self
-            .post("/v1/auth/login", &json!({"email": email, "password": password}))
-            .await?;
+        let v = self.post("/v1/auth/login", &json!({"email": email, "password": password})).await?;
         Ok(self.with_token(v["token"].as_str().unwrap_or_default()))
     }
 
     pub async fn logout(&self) -> Result<()> {
-        self.send(self.request(Method::POST, "/v1/auth/logout"))
-            .await
-            .map(|_| ())
+        self.send(self.request(Method::POST, "/v1/auth/logout")).await.map(|_| ())
     }
 
     pub async fn me(&self) -> Result<Value> {
@@ -178,12 +157,7 @@ impl Client {
 
     /// One page of a query; `params` are query-string pairs (repeat a key for OR).
     pub async fn query(&self, org: &str, params: &[(&str, &str)]) -> Result<EventPage> {
-        let v = self
-            .send(
-                self.request(Method::GET, &format!("/v1/orgs/{org}/events"))
-                    .query(params),
-            )
-            .await?;
+        let v = self.send(self.request(Method::GET, &format!("/v1/orgs/{org}/events")).query(params)).await?;
         Ok(EventPage {
             events: v["events"].as_array().cloned().unwrap_or_default(),
             next_cursor: v["next_cursor"].as_str().map(str::to_string),
@@ -213,20 +187,12 @@ impl Client {
     }
 
     pub async fn histogram(&self, org: &str, params: &[(&str, &str)]) -> Result<Value> {
-        self.send(
-            self.request(Method::GET, &format!("/v1/orgs/{org}/events/histogram"))
-                .query(params),
-        )
-        .await
+        self.send(self.request(Method::GET, &format!("/v1/orgs/{org}/events/histogram")).query(params)).await
     }
 
     /// Creates an API key; the answer holds the secret (shown once).
     pub async fn create_api_key(&self, org: &str, name: &str, scopes: &[&str]) -> Result<Value> {
-        self.post(
-            &format!("/v1/orgs/{org}/api-keys"),
-            &json!({"name": name, "scopes": scopes}),
-        )
-        .await
+        self.post(&format!("/v1/orgs/{org}/api-keys"), &json!({"name": name, "scopes": scopes})).await
     }
 
     pub async fn api_keys(&self, org: &str) -> Result<Value> {
@@ -234,9 +200,7 @@ impl Client {
     }
 
     pub async fn revoke_api_key(&self, org: &str, id: &str) -> Result<()> {
-        self.delete(&format!("/v1/orgs/{org}/api-keys/{id}"))
-            .await
-            .map(|_| ())
+        self.delete(&format!("/v1/orgs/{org}/api-keys/{id}")).await.map(|_| ())
     }
 
     pub async fn create_org(&self, slug: &str, name: &str) -> Result<Value> {

@@ -80,21 +80,14 @@ impl Checkpoint {
         let size_ok = !size.is_empty()
             && size.bytes().all(|b| b.is_ascii_digit())
             && (size == "0" || !size.starts_with('0'));
-        let size = size
-            .parse::<u64>()
-            .ok()
-            .filter(|_| size_ok)
-            .ok_or(bad("size is not a canonical decimal u64"))?;
+        let size =
+            size.parse::<u64>().ok().filter(|_| size_ok).ok_or(bad("size is not a canonical decimal u64"))?;
         let root = BASE64
             .decode(root)
             .ok()
             .and_then(|r| Hash::try_from(r).ok())
             .ok_or(bad("root is not 32 bytes of base64"))?;
-        Ok(Checkpoint {
-            origin: origin.to_owned(),
-            size,
-            root,
-        })
+        Ok(Checkpoint { origin: origin.to_owned(), size, root })
     }
 }
 
@@ -103,9 +96,7 @@ fn check_origin(origin: &str) -> Result<(), NoteError> {
         return Err(NoteError::MalformedCheckpoint("empty origin"));
     }
     if origin.chars().any(char::is_control) {
-        return Err(NoteError::MalformedCheckpoint(
-            "origin contains a control character",
-        ));
+        return Err(NoteError::MalformedCheckpoint("origin contains a control character"));
     }
     Ok(())
 }
@@ -152,9 +143,7 @@ pub struct Signer {
 impl fmt::Debug for Signer {
     // Hand-written so the private key can never end up in a log line.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Signer")
-            .field("key", &key_label(&self.name, self.id))
-            .finish_non_exhaustive()
+        f.debug_struct("Signer").field("key", &key_label(&self.name, self.id)).finish_non_exhaustive()
     }
 }
 
@@ -163,11 +152,7 @@ impl Signer {
     pub fn new(name: &str, key: SigningKey) -> Result<Self, NoteError> {
         check_key_name(name)?;
         let id = key_id(name, &key.verifying_key());
-        Ok(Signer {
-            name: name.to_owned(),
-            key,
-            id,
-        })
+        Ok(Signer { name: name.to_owned(), key, id })
     }
 
     /// Generates a fresh key from a cryptographically secure RNG.
@@ -197,11 +182,7 @@ impl Signer {
 
     /// The verifier for this key.
     pub fn verifier(&self) -> Verifier {
-        Verifier {
-            name: self.name.clone(),
-            id: self.id,
-            key: self.key.verifying_key(),
-        }
+        Verifier { name: self.name.clone(), id: self.id, key: self.key.verifying_key() }
     }
 
     /// The public verifier key string, `<name>+<key id as 8 hex digits>+<base64(0x01 ‖ public key)>`,
@@ -227,11 +208,7 @@ impl Signer {
         let mut blob = Vec::with_capacity(4 + 64);
         blob.extend_from_slice(&self.id);
         blob.extend_from_slice(&signature.to_bytes());
-        Ok(format!(
-            "{text}\n{SIG_PREFIX}{} {}\n",
-            self.name,
-            BASE64.encode(blob)
-        ))
+        Ok(format!("{text}\n{SIG_PREFIX}{} {}\n", self.name, BASE64.encode(blob)))
     }
 }
 
@@ -257,9 +234,7 @@ impl Verifier {
         if id_hex.len() != 8 || !id_hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
             return Err(bad("key id is not 8 lowercase hex digits"));
         }
-        let id = u32::from_str_radix(id_hex, 16)
-            .map_err(|_| bad("key id is not hex"))?
-            .to_be_bytes();
+        let id = u32::from_str_radix(id_hex, 16).map_err(|_| bad("key id is not hex"))?.to_be_bytes();
         let raw = BASE64.decode(key64).map_err(|_| bad("key is not base64"))?;
         let Some((&ALG_ED25519, key)) = raw.split_first() else {
             return Err(bad("not an Ed25519 (type 0x01) key"));
@@ -269,11 +244,7 @@ impl Verifier {
         if key_id(name, &key) != id {
             return Err(bad("key id does not match name and key"));
         }
-        Ok(Verifier {
-            name: name.to_owned(),
-            id,
-            key,
-        })
+        Ok(Verifier { name: name.to_owned(), id, key })
     }
 
     /// The key name.
@@ -303,24 +274,17 @@ impl Verifier {
             return Err(bad("control character"));
         }
         // Signature lines are never empty, so the last blank line separates text from signatures.
-        let split = note
-            .rfind("\n\n")
-            .ok_or(bad("no blank line before the signatures"))?;
+        let split = note.rfind("\n\n").ok_or(bad("no blank line before the signatures"))?;
         let (text, sigs) = (&note[..=split], &note[split + 2..]);
-        let sigs = sigs
-            .strip_suffix('\n')
-            .ok_or(bad("signatures must end with a newline"))?;
+        let sigs = sigs.strip_suffix('\n').ok_or(bad("signatures must end with a newline"))?;
         let mut found = false;
         for (n, line) in sigs.split('\n').enumerate() {
             if n == MAX_SIGNATURES {
                 return Err(bad("too many signatures"));
             }
-            let rest = line
-                .strip_prefix(SIG_PREFIX)
-                .ok_or(bad("signature line must start with an em dash"))?;
-            let (name, sig64) = rest
-                .split_once(' ')
-                .ok_or(bad("signature line without a signature"))?;
+            let rest =
+                line.strip_prefix(SIG_PREFIX).ok_or(bad("signature line must start with an em dash"))?;
+            let (name, sig64) = rest.split_once(' ').ok_or(bad("signature line without a signature"))?;
             check_key_name(name).map_err(|_| bad("invalid key name in a signature line"))?;
             let blob = BASE64.decode(sig64).map_err(|_| bad("signature is not base64"))?;
             let (id, sig) = blob.split_first_chunk::<4>().ok_or(bad("signature too short"))?;
@@ -384,23 +348,11 @@ mod tests {
         assert_eq!(verifier, signer.verifier());
         assert_eq!(verifier.open_note(&note), Ok(TEXT));
         // Another key's signature is ignored, before or after ours.
-        assert_eq!(
-            verifier.open_note(&format!("{TEXT}\n{PETER_SIG}{ENOCH_SIG}")),
-            Ok(TEXT)
-        );
-        assert_eq!(
-            verifier.open_note(&format!("{TEXT}\n{ENOCH_SIG}{PETER_SIG}")),
-            Ok(TEXT)
-        );
+        assert_eq!(verifier.open_note(&format!("{TEXT}\n{PETER_SIG}{ENOCH_SIG}")), Ok(TEXT));
+        assert_eq!(verifier.open_note(&format!("{TEXT}\n{ENOCH_SIG}{PETER_SIG}")), Ok(TEXT));
         let enoch = Verifier::from_key(ENOCH_VKEY).unwrap();
-        assert_eq!(
-            enoch.open_note(&format!("{TEXT}\n{PETER_SIG}{ENOCH_SIG}")),
-            Ok(TEXT)
-        );
-        assert_eq!(
-            enoch.open_note(&note),
-            Err(NoteError::NoSignature("EnochRoot+af0cfe78".into()))
-        );
+        assert_eq!(enoch.open_note(&format!("{TEXT}\n{PETER_SIG}{ENOCH_SIG}")), Ok(TEXT));
+        assert_eq!(enoch.open_note(&note), Err(NoteError::NoSignature("EnochRoot+af0cfe78".into())));
     }
 
     #[test]
@@ -413,10 +365,7 @@ mod tests {
             changed[i] ^= 0x01;
             // Changes that break UTF-8 cannot even be presented as a note.
             if let Ok(changed) = String::from_utf8(changed) {
-                assert!(
-                    verifier.open_note(&changed).is_err(),
-                    "byte {i} changed: {changed:?}"
-                );
+                assert!(verifier.open_note(&changed).is_err(), "byte {i} changed: {changed:?}");
             }
         }
     }
@@ -480,11 +429,8 @@ mod tests {
         assert_eq!(restored.verifier_key(), signer.verifier_key());
         assert!(!format!("{signer:?}").contains(&format!("{:?}", signer.secret_bytes())));
 
-        let cp = Checkpoint {
-            origin: "trail.example/org/42".into(),
-            size: 1234,
-            root: crate::leaf_hash(b"x"),
-        };
+        let cp =
+            Checkpoint { origin: "trail.example/org/42".into(), size: 1234, root: crate::leaf_hash(b"x") };
         let note = restored.sign(&cp).unwrap();
         assert!(note.starts_with(&format!(
             "trail.example/org/42\n1234\n{}\n\n— trail.example/org/42 ",
@@ -495,34 +441,16 @@ mod tests {
 
         // Same name, different key: its signature is ignored, so ours is missing.
         let other = Signer::generate("trail.example/org/42", &mut rng).unwrap();
-        assert!(matches!(
-            open(&other.sign(&cp).unwrap(), &verifier),
-            Err(NoteError::NoSignature(_))
-        ));
+        assert!(matches!(open(&other.sign(&cp).unwrap(), &verifier), Err(NoteError::NoSignature(_))));
 
-        let bad_origin = Checkpoint {
-            origin: "a\n5".into(),
-            ..cp.clone()
-        };
+        let bad_origin = Checkpoint { origin: "a\n5".into(), ..cp.clone() };
+        assert!(matches!(signer.sign(&bad_origin), Err(NoteError::MalformedCheckpoint(_))));
         assert!(matches!(
-            signer.sign(&bad_origin),
+            signer.sign(&Checkpoint { origin: String::new(), ..cp }),
             Err(NoteError::MalformedCheckpoint(_))
         ));
-        assert!(matches!(
-            signer.sign(&Checkpoint {
-                origin: String::new(),
-                ..cp
-            }),
-            Err(NoteError::MalformedCheckpoint(_))
-        ));
-        assert!(matches!(
-            Signer::generate("has space", &mut rng),
-            Err(NoteError::InvalidKeyName(_))
-        ));
-        assert!(matches!(
-            Signer::generate("a+b", &mut rng),
-            Err(NoteError::InvalidKeyName(_))
-        ));
+        assert!(matches!(Signer::generate("has space", &mut rng), Err(NoteError::InvalidKeyName(_))));
+        assert!(matches!(Signer::generate("a+b", &mut rng), Err(NoteError::InvalidKeyName(_))));
     }
 
     #[test]
@@ -531,11 +459,7 @@ mod tests {
         let good = format!("o\n0\n{root64}\n");
         assert_eq!(
             Checkpoint::parse_body(&good),
-            Ok(Checkpoint {
-                origin: "o".into(),
-                size: 0,
-                root: [9; 32]
-            })
+            Ok(Checkpoint { origin: "o".into(), size: 0, root: [9; 32] })
         );
         assert_eq!(
             Checkpoint::parse_body(&format!("o\n18446744073709551615\n{root64}\n")).map(|c| c.size),
@@ -557,10 +481,7 @@ mod tests {
         ];
         for body in bad {
             assert!(
-                matches!(
-                    Checkpoint::parse_body(&body),
-                    Err(NoteError::MalformedCheckpoint(_))
-                ),
+                matches!(Checkpoint::parse_body(&body), Err(NoteError::MalformedCheckpoint(_))),
                 "{body:?}"
             );
         }

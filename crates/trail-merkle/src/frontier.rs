@@ -60,11 +60,7 @@ impl Frontier {
     pub fn from_parts(size: u64, hashes: Vec<Hash>) -> Result<Self, FrontierError> {
         let expected = size.count_ones() as usize;
         if hashes.len() != expected {
-            return Err(FrontierError::WrongHashCount {
-                size,
-                expected,
-                got: hashes.len(),
-            });
+            return Err(FrontierError::WrongHashCount { size, expected, got: hashes.len() });
         }
         Ok(Frontier { size, hashes })
     }
@@ -101,30 +97,17 @@ impl Frontier {
     /// If the tree already holds `u64::MAX` leaves.
     pub fn append(&mut self, leaf: Hash) -> Vec<CompletedNode> {
         let index = self.size;
-        self.size = index
-            .checked_add(1)
-            .expect("a Merkle tree holds at most u64::MAX leaves");
-        let mut completed = vec![CompletedNode {
-            level: 0,
-            index,
-            hash: leaf,
-        }];
+        self.size = index.checked_add(1).expect("a Merkle tree holds at most u64::MAX leaves");
+        let mut completed = vec![CompletedNode { level: 0, index, hash: leaf }];
         // Each trailing one bit of the old size is a subtree of the height the new node now has: merge
         // it in, as binary addition carries.
         let mut acc = leaf;
         let mut level = 0u8;
         while index >> level & 1 == 1 {
-            let left = self
-                .hashes
-                .pop()
-                .expect("one frontier hash per set bit of the size");
+            let left = self.hashes.pop().expect("one frontier hash per set bit of the size");
             acc = node_hash(&left, &acc);
             level += 1;
-            completed.push(CompletedNode {
-                level,
-                index: index >> level,
-                hash: acc,
-            });
+            completed.push(CompletedNode { level, index: index >> level, hash: acc });
         }
         self.hashes.push(acc);
         completed
@@ -192,21 +175,9 @@ mod tests {
         let n01 = node_hash(&leaves[0], &leaves[1]);
         let n23 = node_hash(&leaves[2], &leaves[3]);
         let want = vec![
-            CompletedNode {
-                level: 0,
-                index: 3,
-                hash: leaves[3],
-            },
-            CompletedNode {
-                level: 1,
-                index: 1,
-                hash: n23,
-            },
-            CompletedNode {
-                level: 2,
-                index: 0,
-                hash: node_hash(&n01, &n23),
-            },
+            CompletedNode { level: 0, index: 3, hash: leaves[3] },
+            CompletedNode { level: 1, index: 1, hash: n23 },
+            CompletedNode { level: 2, index: 0, hash: node_hash(&n01, &n23) },
         ];
         assert_eq!(got, want);
         assert_eq!(f.hashes(), &[node_hash(&n01, &n23)]);
@@ -216,28 +187,15 @@ mod tests {
     fn parts_and_bytes_reject_mismatched_input() {
         assert_eq!(
             Frontier::from_parts(3, vec![[0; 32]]),
-            Err(FrontierError::WrongHashCount {
-                size: 3,
-                expected: 2,
-                got: 1
-            })
+            Err(FrontierError::WrongHashCount { size: 3, expected: 2, got: 1 })
         );
-        assert_eq!(
-            Frontier::from_bytes(&[0; 7]),
-            Err(FrontierError::BadLength { len: 7 })
-        );
+        assert_eq!(Frontier::from_bytes(&[0; 7]), Err(FrontierError::BadLength { len: 7 }));
         let mut bytes = vec![0, 0, 0, 0, 0, 0, 0, 1];
-        assert_eq!(
-            Frontier::from_bytes(&bytes),
-            Err(FrontierError::BadLength { len: 8 })
-        );
+        assert_eq!(Frontier::from_bytes(&bytes), Err(FrontierError::BadLength { len: 8 }));
         bytes.extend_from_slice(&[7; 32]);
         assert_eq!(Frontier::from_bytes(&bytes).map(|f| f.root()), Ok([7; 32]));
         bytes.push(0);
-        assert_eq!(
-            Frontier::from_bytes(&bytes),
-            Err(FrontierError::BadLength { len: 41 })
-        );
+        assert_eq!(Frontier::from_bytes(&bytes), Err(FrontierError::BadLength { len: 41 }));
         assert_eq!(Frontier::from_bytes(&0u64.to_be_bytes()), Ok(Frontier::new()));
     }
 

@@ -76,16 +76,9 @@ mod tests {
 
     #[test]
     fn split_point_is_largest_power_of_two_below() {
-        for (n, k) in [
-            (2, 1),
-            (3, 2),
-            (4, 2),
-            (5, 4),
-            (8, 4),
-            (9, 8),
-            (1 << 40, 1 << 39),
-            (u64::MAX, 1 << 63),
-        ] {
+        for (n, k) in
+            [(2, 1), (3, 2), (4, 2), (5, 4), (8, 4), (9, 8), (1 << 40, 1 << 39), (u64::MAX, 1 << 63)]
+        {
             assert_eq!(split_point(n), k, "n = {n}");
         }
     }
@@ -93,20 +86,14 @@ mod tests {
     #[test]
     fn empty_tree_root_is_sha256_of_nothing() {
         // RFC 6962 §2.1: MTH({}) = SHA-256(); the well-known digest of the empty string.
-        assert_eq!(
-            hex(&root(&[])),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
+        assert_eq!(hex(&root(&[])), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
     }
 
     #[test]
     fn empty_leaf_hash_known_answer() {
         // certificate-transparency / transparency-dev/merkle rfc6962_test.go: HashLeaf("") =
         // SHA-256(0x00), which is also the well-known digest of the single byte 0x00.
-        assert_eq!(
-            hex(&leaf_hash(b"")),
-            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
-        );
+        assert_eq!(hex(&leaf_hash(b"")), "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d");
     }
 
     #[test]

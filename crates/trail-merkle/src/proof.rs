@@ -72,9 +72,7 @@ pub fn range_root<S: NodeSource + ?Sized>(
     end: u64,
     src: &S,
 ) -> Result<Hash, ProofError<S::Error>> {
-    let len = end
-        .checked_sub(start)
-        .ok_or(ProofError::UnalignedRange { start, end })?;
+    let len = end.checked_sub(start).ok_or(ProofError::UnalignedRange { start, end })?;
     // The range's own RFC split would not line up with stored subtrees otherwise.
     if len != 0 && !start.is_multiple_of(1 << len.ilog2()) {
         return Err(ProofError::UnalignedRange { start, end });
@@ -181,11 +179,7 @@ mod tests {
         for (index, size, want) in REFERENCE_INCLUSION {
             // Build from exactly `size` leaves so that reading any node beyond the tree fails.
             let tree = MemTree::new(&leaves[..usize::try_from(size).unwrap()]);
-            assert_eq!(
-                inclusion_proof(index, size, &tree).unwrap(),
-                unhex_all(want),
-                "{index}/{size}"
-            );
+            assert_eq!(inclusion_proof(index, size, &tree).unwrap(), unhex_all(want), "{index}/{size}");
         }
     }
 
@@ -194,11 +188,7 @@ mod tests {
         let leaves = reference_leaves();
         for (old, new, want) in REFERENCE_CONSISTENCY {
             let tree = MemTree::new(&leaves[..usize::try_from(new).unwrap()]);
-            assert_eq!(
-                consistency_proof(old, new, &tree).unwrap(),
-                unhex_all(want),
-                "{old}->{new}"
-            );
+            assert_eq!(consistency_proof(old, new, &tree).unwrap(), unhex_all(want), "{old}->{new}");
         }
     }
 
@@ -214,44 +204,20 @@ mod tests {
     #[test]
     fn argument_errors() {
         let tree = MemTree::new(&reference_leaves());
-        assert_eq!(
-            inclusion_proof(8, 8, &tree),
-            Err(ProofError::IndexOutOfRange {
-                index: 8,
-                tree_size: 8
-            })
-        );
-        assert_eq!(
-            inclusion_proof(0, 0, &tree),
-            Err(ProofError::IndexOutOfRange {
-                index: 0,
-                tree_size: 0
-            })
-        );
+        assert_eq!(inclusion_proof(8, 8, &tree), Err(ProofError::IndexOutOfRange { index: 8, tree_size: 8 }));
+        assert_eq!(inclusion_proof(0, 0, &tree), Err(ProofError::IndexOutOfRange { index: 0, tree_size: 0 }));
         assert_eq!(
             consistency_proof(5, 4, &tree),
-            Err(ProofError::OldSizeTooLarge {
-                old_size: 5,
-                new_size: 4
-            })
+            Err(ProofError::OldSizeTooLarge { old_size: 5, new_size: 4 })
         );
         assert_eq!(consistency_proof(0, 8, &tree), Ok(vec![]));
         assert_eq!(consistency_proof(8, 8, &tree), Ok(vec![]));
-        assert_eq!(
-            range_root(1, 3, &tree),
-            Err(ProofError::UnalignedRange { start: 1, end: 3 })
-        );
-        assert_eq!(
-            range_root(3, 2, &tree),
-            Err(ProofError::UnalignedRange { start: 3, end: 2 })
-        );
+        assert_eq!(range_root(1, 3, &tree), Err(ProofError::UnalignedRange { start: 1, end: 3 }));
+        assert_eq!(range_root(3, 2, &tree), Err(ProofError::UnalignedRange { start: 3, end: 2 }));
         assert_eq!(range_root(4, 7, &tree), Ok(root(&reference_leaves()[4..7])));
         assert_eq!(range_root(5, 5, &tree), Ok(crate::empty_root()));
         // A tree larger than the source holds surfaces the source's own error.
-        assert_eq!(
-            inclusion_proof(0, 9, &tree),
-            Err(ProofError::Source(Missing(0, 8)))
-        );
+        assert_eq!(inclusion_proof(0, 9, &tree), Err(ProofError::Source(Missing(0, 8))));
     }
 
     /// A tree of `size` identical leaves: every complete subtree at a level has the same hash, so a
@@ -269,11 +235,7 @@ mod tests {
                 let h = *by_level.last().unwrap();
                 by_level.push(node_hash(&h, &h));
             }
-            Uniform {
-                size,
-                by_level,
-                reads: Cell::new(0),
-            }
+            Uniform { size, by_level, reads: Cell::new(0) }
         }
     }
 
@@ -293,10 +255,7 @@ mod tests {
     fn proofs_for_a_hundred_million_leaves_read_few_nodes() {
         let (old, new) = (77_777_777u64, 100_000_001u64);
         let src = Uniform::new(new);
-        let (old_root, new_root) = (
-            range_root(0, old, &src).unwrap(),
-            range_root(0, new, &src).unwrap(),
-        );
+        let (old_root, new_root) = (range_root(0, old, &src).unwrap(), range_root(0, new, &src).unwrap());
         let log2 = u64::from(new.ilog2() + 1);
 
         src.reads.set(0);
@@ -319,16 +278,10 @@ mod tests {
     /// with the same path shape legitimately verifies; one whose proof has a different length cannot.
     /// `proof_len` is the generator's proof length for a candidate size, `None` when not applicable.
     fn size_changes(size: u64, flip: u64, proof_len: impl Fn(u64) -> Option<usize>, len: usize) -> Vec<u64> {
-        [
-            size.wrapping_sub(1),
-            size + 1,
-            size + 1 + flip % 100,
-            size * 2,
-            size / 2,
-        ]
-        .into_iter()
-        .filter(|&s| s != size && proof_len(s).is_some_and(|l| l != len))
-        .collect()
+        [size.wrapping_sub(1), size + 1, size + 1 + flip % 100, size * 2, size / 2]
+            .into_iter()
+            .filter(|&s| s != size && proof_len(s).is_some_and(|l| l != len))
+            .collect()
     }
 
     proptest! {

@@ -15,9 +15,7 @@ pub(crate) const REFERENCE_LEAF_INPUTS: [&[u8]; 8] = [
     &[0x30, 0x31],
     &[0x40, 0x41, 0x42, 0x43],
     &[0x50, 0x51, 0x52, 0x53, 0x54, 0x55, 0x56, 0x57],
-    &[
-        0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f,
-    ],
+    &[0x60, 0x61, 0x62, 0x63, 0x64, 0x65, 0x66, 0x67, 0x68, 0x69, 0x6a, 0x6b, 0x6c, 0x6d, 0x6e, 0x6f],
 ];
 
 /// Expected tree roots for the first 1..=8 reference leaves; transparency-dev/merkle
@@ -56,11 +54,7 @@ pub(crate) const REFERENCE_INCLUSION: [(u64, u64, &[&str]); 5] = [
             "d37ee418976dd95753c1c73862b9398fa2a2cf9b4ff0fdfe8b30cd95209614b7",
         ],
     ),
-    (
-        2,
-        3,
-        &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"],
-    ),
+    (2, 3, &["fac54203e7cc696cf0dfcb42c92a1d9dbaf70ad9e621f4bd8d98662f00e3c125"]),
     (
         1,
         5,

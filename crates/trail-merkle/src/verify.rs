@@ -128,11 +128,7 @@ pub fn verify_consistency(
     };
     // 2. If first is an exact power of 2, then prepend first_hash to the consistency_path array.
     // Done by choosing the starting value and the remaining hashes instead of copying the proof.
-    let (start, path) = if old_size.is_power_of_two() {
-        (old_root, proof)
-    } else {
-        (first_path, rest)
-    };
+    let (start, path) = if old_size.is_power_of_two() { (old_root, proof) } else { (first_path, rest) };
     // 3. Set fn to first - 1 and sn to second - 1.
     let (mut fnode, mut snode) = (old_size - 1, new_size - 1);
     // 4. If LSB(fn) is set, then right-shift both fn and sn equally until LSB(fn) is not set.
@@ -199,11 +195,7 @@ mod tests {
             let proof = unhex_all(proof);
             let leaf = leaves[usize::try_from(index).unwrap()];
             let root = ref_root(size);
-            assert_eq!(
-                verify_inclusion(&leaf, index, size, &proof, &root),
-                Ok(()),
-                "{index}/{size}"
-            );
+            assert_eq!(verify_inclusion(&leaf, index, size, &proof, &root), Ok(()), "{index}/{size}");
             // Probes from the reference suite's corruptInclusionProof: wrong index, size, leaf, root,
             // extra or missing hashes, flipped bits.
             assert!(verify_inclusion(&leaf, index + 1, size, &proof, &root).is_err());
@@ -212,10 +204,7 @@ mod tests {
             assert!(verify_inclusion(&leaf_hash(b"WrongLeaf"), index, size, &proof, &root).is_err());
             assert!(verify_inclusion(&leaf, index, size, &proof, &empty_root()).is_err());
             let longer = [proof.clone(), vec![root]].concat();
-            assert_eq!(
-                verify_inclusion(&leaf, index, size, &longer, &root),
-                Err(VerifyError::ProofTooLong)
-            );
+            assert_eq!(verify_inclusion(&leaf, index, size, &longer, &root), Err(VerifyError::ProofTooLong));
             let prefixed = [vec![root], proof.clone()].concat();
             assert!(verify_inclusion(&leaf, index, size, &prefixed, &root).is_err());
             if let Some((_, shorter)) = proof.split_last() {
@@ -228,10 +217,7 @@ mod tests {
             for i in 0..proof.len() {
                 let mut bad = proof.clone();
                 bad[i][0] ^= 8;
-                assert_eq!(
-                    verify_inclusion(&leaf, index, size, &bad, &root),
-                    Err(VerifyError::RootMismatch)
-                );
+                assert_eq!(verify_inclusion(&leaf, index, size, &bad, &root), Err(VerifyError::RootMismatch));
             }
         }
     }
@@ -241,22 +227,12 @@ mod tests {
         for (old, new, proof) in REFERENCE_CONSISTENCY {
             let proof = unhex_all(proof);
             let (r1, r2) = (ref_root(old), ref_root(new));
-            assert_eq!(
-                verify_consistency(old, new, &r1, &r2, &proof),
-                Ok(()),
-                "{old}->{new}"
-            );
+            assert_eq!(verify_consistency(old, new, &r1, &r2, &proof), Ok(()), "{old}->{new}");
             if proof.is_empty() {
                 continue;
             }
             // Probes from the reference suite's corruptConsistencyProof.
-            for (o, n) in [
-                (old - 1, new),
-                (old + 1, new),
-                (old ^ 2, new),
-                (old, new * 2),
-                (old, new / 2),
-            ] {
+            for (o, n) in [(old - 1, new), (old + 1, new), (old ^ 2, new), (old, new * 2), (old, new / 2)] {
                 assert!(verify_consistency(o, n, &r1, &r2, &proof).is_err(), "{o}->{n}");
             }
             assert!(verify_consistency(old, new, &r2, &r1, &proof).is_err());
@@ -265,10 +241,7 @@ mod tests {
                 verify_consistency(old, new, &r1, &leaf_hash(b"x"), &proof),
                 Err(VerifyError::RootMismatch)
             );
-            assert_eq!(
-                verify_consistency(old, new, &r1, &r2, &[]),
-                Err(VerifyError::ProofTooShort)
-            );
+            assert_eq!(verify_consistency(old, new, &r1, &r2, &[]), Err(VerifyError::ProofTooShort));
             for extra in [r1, r2, proof[0]] {
                 let longer = [proof.clone(), vec![extra]].concat();
                 assert!(verify_consistency(old, new, &r1, &r2, &longer).is_err());
@@ -292,34 +265,16 @@ mod tests {
         let (a, b, e) = (leaf_hash(b"a"), leaf_hash(b"b"), empty_root());
         assert_eq!(verify_consistency(0, 0, &e, &e, &[]), Ok(()));
         assert_eq!(verify_consistency(0, 5, &e, &b, &[]), Ok(()));
-        assert_eq!(
-            verify_consistency(0, 5, &a, &b, &[]),
-            Err(VerifyError::OldRootMismatch)
-        );
+        assert_eq!(verify_consistency(0, 5, &a, &b, &[]), Err(VerifyError::OldRootMismatch));
         assert_eq!(verify_consistency(1, 1, &a, &a, &[]), Ok(()));
-        assert_eq!(
-            verify_consistency(1, 1, &a, &b, &[]),
-            Err(VerifyError::RootMismatch)
-        );
-        assert_eq!(
-            verify_consistency(1, 1, &a, &a, &[e]),
-            Err(VerifyError::ProofTooLong)
-        );
-        assert_eq!(
-            verify_consistency(0, 1, &e, &a, &[e]),
-            Err(VerifyError::ProofTooLong)
-        );
+        assert_eq!(verify_consistency(1, 1, &a, &b, &[]), Err(VerifyError::RootMismatch));
+        assert_eq!(verify_consistency(1, 1, &a, &a, &[e]), Err(VerifyError::ProofTooLong));
+        assert_eq!(verify_consistency(0, 1, &e, &a, &[e]), Err(VerifyError::ProofTooLong));
         assert_eq!(
             verify_consistency(2, 1, &a, &b, &[]),
-            Err(VerifyError::OldSizeTooLarge {
-                old_size: 2,
-                new_size: 1
-            })
+            Err(VerifyError::OldSizeTooLarge { old_size: 2, new_size: 1 })
         );
-        assert_eq!(
-            verify_consistency(1, 2, &a, &b, &[]),
-            Err(VerifyError::ProofTooShort)
-        );
+        assert_eq!(verify_consistency(1, 2, &a, &b, &[]), Err(VerifyError::ProofTooShort));
     }
 
     #[test]
@@ -327,10 +282,7 @@ mod tests {
         let h = leaf_hash(b"data");
         // A one-leaf tree: root is the leaf hash and the proof is empty.
         assert_eq!(verify_inclusion(&h, 0, 1, &[], &h), Ok(()));
-        assert_eq!(
-            verify_inclusion(&h, 0, 1, &[], &empty_root()),
-            Err(VerifyError::RootMismatch)
-        );
+        assert_eq!(verify_inclusion(&h, 0, 1, &[], &empty_root()), Err(VerifyError::RootMismatch));
         for (index, tree_size) in [(0, 0), (1, 0), (1, 1), (2, 1), (u64::MAX, u64::MAX)] {
             assert_eq!(
                 verify_inclusion(&h, index, tree_size, &[], &h),

@@ -88,6 +88,23 @@ pub fn encode(e: &StoredEvent) -> Vec<u8> {
     out
 }
 
+/// Checks the framing of canonical bytes (version, ascending tags, lengths, nothing trailing) and
+/// returns their `org` and `seq` without decoding the rest. `trail verify` uses it: the leaf hash
+/// already covers every byte, so a full decode per event would only cost time.
+pub fn peek(bytes: &[u8]) -> Result<(&str, u64), DecodeError> {
+    let (mut org, mut seq) = (None, None);
+    let mut fields = Fields::new(bytes)?;
+    while let Some((tag, v)) = fields.next_field()? {
+        match tag {
+            TAG_ORG => org = Some(std::str::from_utf8(v).map_err(|_| DecodeError::BadValue(tag))?),
+            TAG_SEQ => seq = Some(u64::from_be_bytes(fixed(tag, v)?)),
+            t if t > TAG_INFO => return Err(DecodeError::BadTag(t)),
+            _ => {}
+        }
+    }
+    Ok((org.ok_or(DecodeError::Missing(TAG_ORG))?, seq.ok_or(DecodeError::Missing(TAG_SEQ))?))
+}
+
 /// Overwrites the `seq` of encoded bytes in place. Lets a store encode an event before it knows the
 /// position it will take (off its single writer thread), then stamp the position in: `seq` is a fixed
 /// 8-byte field, so the rest of the bytes do not move.
@@ -281,14 +298,7 @@ mod tests {
             "user_agent": "curl/8"}, "action": "component.deployed",
             "target": {"type": "component", "id": "c-1", "name": "Billing"}, "project": "p", "outcome": "failure",
             "reason": "quota exceeded", "source": "console", "info": {"z": 1, "a": {"y": [1, "x"], "b": null}}});
-        parse_event(
-            &v,
-            TimeBounds {
-                now: 0,
-                oldest: i64::MIN,
-            },
-        )
-        .unwrap()
+        parse_event(&v, TimeBounds { now: 0, oldest: i64::MIN }).unwrap()
     }
 
     fn stored(e: NewEvent) -> StoredEvent {
@@ -299,11 +309,7 @@ mod tests {
     /// A fixed known answer: if this changes, every stored leaf hash in the world would change with it.
     #[test]
     fn known_bytes() {
-        let e = NewEvent {
-            info: None,
-            reason: None,
-            ..sample()
-        };
+        let e = NewEvent { info: None, reason: None, ..sample() };
         let bytes = encode(&stored(e));
         let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
@@ -330,6 +336,23 @@ mod tests {
             )
             .replace(' ', "")
         );
+    }
+
+    #[test]
+    fn peek_reads_org_and_seq_and_checks_framing() {
+        let bytes = encode(&stored(sample()));
+        assert_eq!(peek(&bytes).unwrap(), ("acme", 7));
+        for i in 0..bytes.len() {
+            // Every strict prefix either fails or is a valid event that lost trailing fields.
+            if let Ok(d) = decode(&bytes[..i]) {
+                assert_eq!(peek(&bytes[..i]).unwrap(), (d.org.as_str(), d.seq));
+            } else if i < 16 {
+                assert!(peek(&bytes[..i]).is_err(), "prefix {i}");
+            }
+        }
+        let mut extra = bytes.clone();
+        extra.extend_from_slice(&[0x60, 0x01, 0x00]);
+        assert!(peek(&extra).is_err(), "unknown trailing tag");
     }
 
     #[test]

@@ -13,153 +13,49 @@ pub struct Action {
 }
 
 const fn a(name: &'static str, label: &'static str, category: &'static str) -> Action {
-    Action {
-        name,
-        label,
-        category,
-    }
+    Action { name, label, category }
 }
 
 /// Every catalogued action, sorted by name (checked by a test, so lookups can binary-search).
 pub const CATALOG: &[Action] = &[
     a("api_key.created", "API key created", "API keys"),
     a("api_key.revoked", "API key revoked", "API keys"),
-    a(
-        "api_proxy.access_mode_updated",
-        "API proxy access mode updated",
-        "API proxies",
-    ),
+    a("api_proxy.access_mode_updated", "API proxy access mode updated", "API proxies"),
     a("api_proxy.created", "API proxy created", "API proxies"),
     a("api_proxy.deleted", "API proxy deleted", "API proxies"),
-    a(
-        "api_proxy.deployed",
-        "API proxy deployment initiated",
-        "API proxies",
-    ),
-    a(
-        "api_proxy.promoted",
-        "API proxy promotion initiated",
-        "API proxies",
-    ),
-    a(
-        "api_proxy.redeployed",
-        "API proxy redeployment initiated",
-        "API proxies",
-    ),
-    a(
-        "api_proxy.undeployed",
-        "API proxy undeployment initiated",
-        "API proxies",
-    ),
+    a("api_proxy.deployed", "API proxy deployment initiated", "API proxies"),
+    a("api_proxy.promoted", "API proxy promotion initiated", "API proxies"),
+    a("api_proxy.redeployed", "API proxy redeployment initiated", "API proxies"),
+    a("api_proxy.undeployed", "API proxy undeployment initiated", "API proxies"),
     a("api_proxy.updated", "API proxy updated", "API proxies"),
-    a(
-        "api_proxy.version_created",
-        "API proxy version created",
-        "API proxies",
-    ),
-    a(
-        "api_refresh_token.created",
-        "API refresh token created",
-        "API refresh tokens",
-    ),
-    a(
-        "api_refresh_token.deleted",
-        "API refresh token deleted",
-        "API refresh tokens",
-    ),
-    a(
-        "api_refresh_token.updated",
-        "API refresh token updated",
-        "API refresh tokens",
-    ),
-    a(
-        "carbon_application.created",
-        "Carbon application added",
-        "Integration runtime",
-    ),
-    a(
-        "carbon_application.deleted",
-        "Carbon application removed",
-        "Integration runtime",
-    ),
-    a(
-        "component.access_mode_updated",
-        "Component API access mode updated",
-        "Components",
-    ),
-    a(
-        "component.auto_deploy_disabled",
-        "Auto-deploy on commit disabled",
-        "Components",
-    ),
-    a(
-        "component.auto_deploy_enabled",
-        "Auto-deploy on commit enabled",
-        "Components",
-    ),
-    a(
-        "component.build_config_updated",
-        "Build configuration updated",
-        "Components",
-    ),
+    a("api_proxy.version_created", "API proxy version created", "API proxies"),
+    a("api_refresh_token.created", "API refresh token created", "API refresh tokens"),
+    a("api_refresh_token.deleted", "API refresh token deleted", "API refresh tokens"),
+    a("api_refresh_token.updated", "API refresh token updated", "API refresh tokens"),
+    a("carbon_application.created", "Carbon application added", "Integration runtime"),
+    a("carbon_application.deleted", "Carbon application removed", "Integration runtime"),
+    a("component.access_mode_updated", "Component API access mode updated", "Components"),
+    a("component.auto_deploy_disabled", "Auto-deploy on commit disabled", "Components"),
+    a("component.auto_deploy_enabled", "Auto-deploy on commit enabled", "Components"),
+    a("component.build_config_updated", "Build configuration updated", "Components"),
     a("component.created", "Component created", "Components"),
     a("component.deleted", "Component deleted", "Components"),
-    a(
-        "component.deployed",
-        "Component deployment initiated",
-        "Components",
-    ),
-    a(
-        "component.promoted",
-        "Component promotion initiated",
-        "Components",
-    ),
-    a(
-        "component.redeployed",
-        "Component redeployment initiated",
-        "Components",
-    ),
-    a(
-        "component.undeployed",
-        "Component undeployment initiated",
-        "Components",
-    ),
+    a("component.deployed", "Component deployment initiated", "Components"),
+    a("component.promoted", "Component promotion initiated", "Components"),
+    a("component.redeployed", "Component redeployment initiated", "Components"),
+    a("component.undeployed", "Component undeployment initiated", "Components"),
     a("component.updated", "Component updated", "Components"),
-    a(
-        "component.version_created",
-        "Component version created",
-        "Components",
-    ),
+    a("component.version_created", "Component version created", "Components"),
     a("endpoint.created", "Endpoint created", "Endpoints"),
     a("endpoint.deleted", "Endpoint deleted", "Endpoints"),
     a("endpoint.disabled", "Endpoint disabled", "Integration runtime"),
     a("endpoint.enabled", "Endpoint enabled", "Integration runtime"),
-    a(
-        "endpoint.tracing_disabled",
-        "Endpoint message tracing disabled",
-        "Integration runtime",
-    ),
-    a(
-        "endpoint.tracing_enabled",
-        "Endpoint message tracing enabled",
-        "Integration runtime",
-    ),
+    a("endpoint.tracing_disabled", "Endpoint message tracing disabled", "Integration runtime"),
+    a("endpoint.tracing_enabled", "Endpoint message tracing enabled", "Integration runtime"),
     a("endpoint.updated", "Endpoint updated", "Endpoints"),
-    a(
-        "escalation_policy.created",
-        "Escalation policy created",
-        "Escalation policies",
-    ),
-    a(
-        "escalation_policy.deleted",
-        "Escalation policy deleted",
-        "Escalation policies",
-    ),
-    a(
-        "escalation_policy.updated",
-        "Escalation policy updated",
-        "Escalation policies",
-    ),
+    a("escalation_policy.created", "Escalation policy created", "Escalation policies"),
+    a("escalation_policy.deleted", "Escalation policy deleted", "Escalation policies"),
+    a("escalation_policy.updated", "Escalation policy updated", "Escalation policies"),
     a("export.created", "Audit log export created", "Trail"),
     a("export.downloaded", "Audit log export downloaded", "Trail"),
     a("extension.created", "Extension created", "Extensions"),
@@ -168,28 +64,16 @@ pub const CATALOG: &[Action] = &[
     a("group.created", "Group created", "Organization users"),
     a("group.deleted", "Group deleted", "Organization users"),
     a("group.member_added", "Group member added", "Organization users"),
-    a(
-        "group.member_removed",
-        "Group member removed",
-        "Organization users",
-    ),
+    a("group.member_removed", "Group member removed", "Organization users"),
     a("group.role_added", "Role added to group", "Organization users"),
-    a(
-        "group.role_removed",
-        "Role removed from group",
-        "Organization users",
-    ),
+    a("group.role_removed", "Role removed from group", "Organization users"),
     a("group.updated", "Group updated", "Organization users"),
     a(
         "inbound_endpoint.tracing_disabled",
         "Inbound endpoint message tracing disabled",
         "Integration runtime",
     ),
-    a(
-        "inbound_endpoint.tracing_enabled",
-        "Inbound endpoint message tracing enabled",
-        "Integration runtime",
-    ),
+    a("inbound_endpoint.tracing_enabled", "Inbound endpoint message tracing enabled", "Integration runtime"),
     a("integration.created", "Integration created", "Integrations"),
     a("integration.deleted", "Integration deleted", "Integrations"),
     a("integration.updated", "Integration updated", "Integrations"),
@@ -197,75 +81,23 @@ pub const CATALOG: &[Action] = &[
     a("invitation.revoked", "Invitation revoked", "Organization users"),
     a("log_level.updated", "Log level updated", "Integration runtime"),
     a("logger.created", "Logger added", "Integration runtime"),
-    a(
-        "message_processor.disabled",
-        "Message processor disabled",
-        "Integration runtime",
-    ),
-    a(
-        "message_processor.enabled",
-        "Message processor enabled",
-        "Integration runtime",
-    ),
-    a(
-        "onprem_key.created",
-        "On-premises key created",
-        "On-premises keys",
-    ),
-    a(
-        "onprem_key.revoked",
-        "On-premises key revoked",
-        "On-premises keys",
-    ),
-    a(
-        "onprem_key.rotated",
-        "On-premises key rotated",
-        "On-premises keys",
-    ),
+    a("message_processor.disabled", "Message processor disabled", "Integration runtime"),
+    a("message_processor.enabled", "Message processor enabled", "Integration runtime"),
+    a("onprem_key.created", "On-premises key created", "On-premises keys"),
+    a("onprem_key.revoked", "On-premises key revoked", "On-premises keys"),
+    a("onprem_key.rotated", "On-premises key rotated", "On-premises keys"),
     a("org.created", "Organization created", "Organization"),
-    a(
-        "org.settings_updated",
-        "Organization settings updated",
-        "Organization",
-    ),
+    a("org.settings_updated", "Organization settings updated", "Organization"),
     a("project.created", "Project created", "Projects"),
     a("project.deleted", "Project deleted", "Projects"),
     a("project.updated", "Project updated", "Projects"),
-    a(
-        "project_config.created",
-        "Project configuration created",
-        "Project configuration",
-    ),
-    a(
-        "project_config.deleted",
-        "Project configuration deleted",
-        "Project configuration",
-    ),
-    a(
-        "project_config.updated",
-        "Project configuration updated",
-        "Project configuration",
-    ),
-    a(
-        "proxy_service.disabled",
-        "Proxy service disabled",
-        "Integration runtime",
-    ),
-    a(
-        "proxy_service.enabled",
-        "Proxy service enabled",
-        "Integration runtime",
-    ),
-    a(
-        "proxy_service.tracing_disabled",
-        "Proxy service message tracing disabled",
-        "Integration runtime",
-    ),
-    a(
-        "proxy_service.tracing_enabled",
-        "Proxy service message tracing enabled",
-        "Integration runtime",
-    ),
+    a("project_config.created", "Project configuration created", "Project configuration"),
+    a("project_config.deleted", "Project configuration deleted", "Project configuration"),
+    a("project_config.updated", "Project configuration updated", "Project configuration"),
+    a("proxy_service.disabled", "Proxy service disabled", "Integration runtime"),
+    a("proxy_service.enabled", "Proxy service enabled", "Integration runtime"),
+    a("proxy_service.tracing_disabled", "Proxy service message tracing disabled", "Integration runtime"),
+    a("proxy_service.tracing_enabled", "Proxy service message tracing enabled", "Integration runtime"),
     a("rbac.updated", "RBAC updated", "RBAC"),
     a("retention.updated", "Retention updated", "Organization"),
     a("role.created", "Role created", "Organization users"),
@@ -274,16 +106,8 @@ pub const CATALOG: &[Action] = &[
     a("runbook.created", "Runbook created", "Runbooks"),
     a("runbook.deleted", "Runbook deleted", "Runbooks"),
     a("runbook.updated", "Runbook updated", "Runbooks"),
-    a(
-        "sequence.tracing_disabled",
-        "Sequence message tracing disabled",
-        "Integration runtime",
-    ),
-    a(
-        "sequence.tracing_enabled",
-        "Sequence message tracing enabled",
-        "Integration runtime",
-    ),
+    a("sequence.tracing_disabled", "Sequence message tracing disabled", "Integration runtime"),
+    a("sequence.tracing_enabled", "Sequence message tracing enabled", "Integration runtime"),
     a(
         "sequence_template.tracing_disabled",
         "Sequence template message tracing disabled",
@@ -303,16 +127,8 @@ pub const CATALOG: &[Action] = &[
     a("user.logged_in", "User signed in", "Sign-in"),
     a("user.logged_out", "User signed out", "Sign-in"),
     a("user.password_changed", "Password changed", "Sign-in"),
-    a(
-        "user.role_assigned",
-        "Role assigned to user",
-        "Organization users",
-    ),
-    a(
-        "user.role_revoked",
-        "Role revoked from user",
-        "Organization users",
-    ),
+    a("user.role_assigned", "Role assigned to user", "Organization users"),
+    a("user.role_revoked", "Role revoked from user", "Organization users"),
     a("user.sign_in_failed", "Sign-in failed", "Sign-in"),
     a("user.signed_in", "User signed in", "Sign-in"),
     a("user.signed_out", "User signed out", "Sign-in"),
@@ -320,10 +136,7 @@ pub const CATALOG: &[Action] = &[
 
 /// The catalog entry for an action name, if it is catalogued.
 pub fn lookup(name: &str) -> Option<&'static Action> {
-    CATALOG
-        .binary_search_by(|a| a.name.cmp(name))
-        .ok()
-        .map(|i| &CATALOG[i])
+    CATALOG.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &CATALOG[i])
 }
 
 /// The display label of an action, if it is catalogued.
@@ -347,10 +160,7 @@ mod tests {
 
     #[test]
     fn lookups() {
-        assert_eq!(
-            label("component.deployed"),
-            Some("Component deployment initiated")
-        );
+        assert_eq!(label("component.deployed"), Some("Component deployment initiated"));
         assert_eq!(label("component.exploded"), None);
     }
 

@@ -14,11 +14,7 @@ pub struct FieldError {
 
 impl FieldError {
     pub fn new(code: &'static str, field: impl Into<String>, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            field: field.into(),
-            message: message.into(),
-        }
+        Self { code, field: field.into(), message: message.into() }
     }
 
     pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {

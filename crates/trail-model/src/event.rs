@@ -174,10 +174,7 @@ impl StoredEvent {
         if let Some(info) = &self.info {
             m.insert("info".into(), Value::Object(info.clone()));
         }
-        m.insert(
-            "leaf_hash".into(),
-            base64::engine::general_purpose::STANDARD.encode(leaf_hash).into(),
-        );
+        m.insert("leaf_hash".into(), base64::engine::general_purpose::STANDARD.encode(leaf_hash).into());
         Value::Object(m)
     }
 }
@@ -197,9 +194,8 @@ pub struct TimeBounds {
     pub oldest: Micros,
 }
 
-const TOP_FIELDS: &[&str] = &[
-    "id", "time", "actor", "action", "target", "project", "outcome", "reason", "source", "info",
-];
+const TOP_FIELDS: &[&str] =
+    &["id", "time", "actor", "action", "target", "project", "outcome", "reason", "source", "info"];
 const ACTOR_FIELDS: &[&str] = &["id", "type", "name", "ip", "user_agent"];
 const TARGET_FIELDS: &[&str] = &["type", "id", "name"];
 
@@ -212,15 +208,9 @@ pub fn parse_event(v: &Value, bounds: TimeBounds) -> Result<NewEvent, FieldError
 
     let id = opt_str(m, "id", "id", 128)?;
     if let Some(id) = &id
-        && (id.is_empty()
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)))
+        && (id.is_empty() || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._:-".contains(&b)))
     {
-        return Err(FieldError::invalid(
-            "id",
-            "must be 1-128 characters of A-Z a-z 0-9 . _ : -",
-        ));
+        return Err(FieldError::invalid("id", "must be 1-128 characters of A-Z a-z 0-9 . _ : -"));
     }
     let time = match m.get("time") {
         None | Some(Value::Null) => None,
@@ -278,18 +268,7 @@ pub fn parse_event(v: &Value, bounds: TimeBounds) -> Result<NewEvent, FieldError
         Some(_) => return Err(FieldError::invalid("info", "must be a JSON object")),
     };
 
-    Ok(NewEvent {
-        id,
-        time,
-        actor,
-        action,
-        target,
-        project,
-        outcome,
-        reason,
-        source,
-        info,
-    })
+    Ok(NewEvent { id, time, actor, action, target, project, outcome, reason, source, info })
 }
 
 fn parse_actor(a: &Map<String, Value>) -> Result<Actor, FieldError> {
@@ -308,23 +287,14 @@ fn parse_actor(a: &Map<String, Value>) -> Result<Actor, FieldError> {
         return Err(FieldError::invalid("actor.ip", "must be an IPv4 or IPv6 address"));
     }
     let user_agent = opt_str(a, "user_agent", "actor.user_agent", 512)?;
-    Ok(Actor {
-        id,
-        kind,
-        name,
-        ip,
-        user_agent,
-    })
+    Ok(Actor { id, kind, name, ip, user_agent })
 }
 
 fn parse_target(t: &Map<String, Value>) -> Result<Target, FieldError> {
     reject_unknown(t, TARGET_FIELDS, "target.")?;
     let kind = req_str(t, "type", "target.type", 64)?;
     if kind.is_empty() || !kind.bytes().all(is_name_byte) {
-        return Err(FieldError::invalid(
-            "target.type",
-            "must be lowercase letters, digits and _",
-        ));
+        return Err(FieldError::invalid("target.type", "must be lowercase letters, digits and _"));
     }
     let id = opt_str(t, "id", "target.id", 256)?;
     let name = opt_str(t, "name", "target.name", 256)?;
@@ -349,11 +319,9 @@ pub fn is_dotted_name(s: &str) -> bool {
 
 fn reject_unknown(m: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<(), FieldError> {
     match m.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => Err(FieldError::new(
-            "unknown_field",
-            format!("{prefix}{k}"),
-            "is not a field of an event",
-        )),
+        Some(k) => {
+            Err(FieldError::new("unknown_field", format!("{prefix}{k}"), "is not a field of an event"))
+        }
         None => Ok(()),
     }
 }
@@ -369,10 +337,9 @@ fn req_str(m: &Map<String, Value>, key: &str, field: &str, max: usize) -> Result
 fn opt_str(m: &Map<String, Value>, key: &str, field: &str, max: usize) -> Result<Option<String>, FieldError> {
     match m.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.chars().count() > max => Err(FieldError::invalid(
-            field,
-            format!("must be at most {max} characters"),
-        )),
+        Some(Value::String(s)) if s.chars().count() > max => {
+            Err(FieldError::invalid(field, format!("must be at most {max} characters")))
+        }
         Some(Value::String(s)) => Ok(Some(s.clone())),
         Some(_) => Err(FieldError::invalid(field, "must be a string")),
     }
@@ -384,10 +351,7 @@ mod tests {
     use serde_json::json;
 
     const NOW: Micros = 1_800_000_000 * MICROS_PER_SECOND;
-    const B: TimeBounds = TimeBounds {
-        now: NOW,
-        oldest: NOW - 365 * crate::time::MICROS_PER_DAY,
-    };
+    const B: TimeBounds = TimeBounds { now: NOW, oldest: NOW - 365 * crate::time::MICROS_PER_DAY };
 
     fn ok() -> Value {
         json!({"actor": {"id": "alice@example.com", "ip": "10.0.0.1"}, "action": "component.deployed",

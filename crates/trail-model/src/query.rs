@@ -83,9 +83,9 @@ impl Filter {
             self.source,
             self.q
         );
-        rendered.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3)
-        })
+        rendered
+            .bytes()
+            .fold(0xcbf2_9ce4_8422_2325u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
     }
 }
 
@@ -107,27 +107,14 @@ const CURSOR_LEN: usize = 1 + 8 * 6;
 
 impl Cursor {
     pub fn new(filter: &Filter, time: Micros, seq: u64, as_of: u64) -> Self {
-        Self {
-            from: filter.from,
-            to: filter.to,
-            time,
-            seq,
-            as_of,
-            fingerprint: filter.fingerprint(),
-        }
+        Self { from: filter.from, to: filter.to, time, seq, as_of, fingerprint: filter.fingerprint() }
     }
 
     pub fn encode(&self) -> String {
         let mut b = Vec::with_capacity(CURSOR_LEN);
         b.push(CURSOR_VERSION);
-        for v in [
-            self.from as u64,
-            self.to as u64,
-            self.time as u64,
-            self.seq,
-            self.as_of,
-            self.fingerprint,
-        ] {
+        for v in [self.from as u64, self.to as u64, self.time as u64, self.seq, self.as_of, self.fingerprint]
+        {
             b.extend_from_slice(&v.to_be_bytes());
         }
         URL_SAFE_NO_PAD.encode(b)
@@ -181,10 +168,7 @@ pub fn parse_filter(pairs: &[(String, String)], ctx: QueryContext) -> Result<Fil
                 return Err(FieldError::invalid(k.as_str(), "may be given only once"));
             }
             parse_rfc3339(v).map(Some).ok_or_else(|| {
-                FieldError::invalid(
-                    k.as_str(),
-                    "must be an RFC 3339 timestamp, e.g. 2026-01-31T09:00:00Z",
-                )
+                FieldError::invalid(k.as_str(), "must be an RFC 3339 timestamp, e.g. 2026-01-31T09:00:00Z")
             })
         };
         match k.as_str() {
@@ -220,11 +204,7 @@ pub fn parse_filter(pairs: &[(String, String)], ctx: QueryContext) -> Result<Fil
                 q = Some(Search::parse(v)?);
             }
             other => {
-                return Err(FieldError::new(
-                    "unknown_parameter",
-                    other,
-                    "is not a query parameter",
-                ));
+                return Err(FieldError::new("unknown_parameter", other, "is not a query parameter"));
             }
         }
     }
@@ -264,13 +244,9 @@ pub fn parse_query(pairs: &[(String, String)], ctx: QueryContext) -> Result<Quer
     for (k, v) in pairs {
         match k.as_str() {
             "limit" => {
-                let n: usize = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=MAX_LIMIT).contains(n))
-                    .ok_or_else(|| {
-                        FieldError::invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
-                    })?;
+                let n: usize = v.parse().ok().filter(|n| (1..=MAX_LIMIT).contains(n)).ok_or_else(|| {
+                    FieldError::invalid("limit", format!("must be an integer from 1 to {MAX_LIMIT}"))
+                })?;
                 if limit.replace(n).is_some() {
                     return Err(FieldError::invalid("limit", "may be given only once"));
                 }
@@ -309,31 +285,17 @@ pub fn parse_query(pairs: &[(String, String)], ctx: QueryContext) -> Result<Quer
     if let Some(c) = &cursor
         && c.fingerprint != filter.fingerprint()
     {
-        return Err(FieldError::new(
-            "invalid_cursor",
-            "cursor",
-            "was issued for different filters",
-        ));
+        return Err(FieldError::new("invalid_cursor", "cursor", "was issued for different filters"));
     }
-    Ok(Query {
-        filter,
-        limit: limit.unwrap_or(DEFAULT_LIMIT),
-        cursor,
-    })
+    Ok(Query { filter, limit: limit.unwrap_or(DEFAULT_LIMIT), cursor })
 }
 
 fn push(list: &mut Vec<String>, k: &str, v: &str, max: usize) -> Result<(), FieldError> {
     if v.chars().count() > max {
-        return Err(FieldError::invalid(
-            k,
-            format!("must be at most {max} characters"),
-        ));
+        return Err(FieldError::invalid(k, format!("must be at most {max} characters")));
     }
     if list.len() >= MAX_VALUES {
-        return Err(FieldError::invalid(
-            k,
-            format!("may be repeated at most {MAX_VALUES} times"),
-        ));
+        return Err(FieldError::invalid(k, format!("may be repeated at most {MAX_VALUES} times")));
     }
     if !list.iter().any(|x| x == v) {
         list.push(v.to_string());
@@ -347,81 +309,45 @@ mod tests {
     use proptest::prelude::*;
 
     const NOW: Micros = 1_800_000_000_000_000;
-    const CTX: QueryContext = QueryContext {
-        now: NOW,
-        oldest: NOW - 365 * MICROS_PER_DAY,
-    };
+    const CTX: QueryContext = QueryContext { now: NOW, oldest: NOW - 365 * MICROS_PER_DAY };
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn defaults_to_last_24_hours() {
         let q = parse_query(&[], CTX).unwrap();
-        assert_eq!(
-            (q.filter.from, q.filter.to, q.limit),
-            (NOW - MICROS_PER_DAY, NOW, 50)
-        );
+        assert_eq!((q.filter.from, q.filter.to, q.limit), (NOW - MICROS_PER_DAY, NOW, 50));
     }
 
     #[test]
     fn window_and_retention_errors() {
-        let e = parse_query(
-            &p(&[("from", "2026-01-01T00:00:00Z"), ("to", "2026-06-01T00:00:00Z")]),
-            CTX,
-        );
+        let e = parse_query(&p(&[("from", "2026-01-01T00:00:00Z"), ("to", "2026-06-01T00:00:00Z")]), CTX);
         assert_eq!(e.unwrap_err().code, "window_too_large");
         let old = format_rfc3339(CTX.oldest - 1);
-        let e = parse_query(
-            &p(&[("from", &old), ("to", &format_rfc3339(CTX.oldest + 1000))]),
-            CTX,
-        )
-        .unwrap_err();
+        let e =
+            parse_query(&p(&[("from", &old), ("to", &format_rfc3339(CTX.oldest + 1000))]), CTX).unwrap_err();
         assert_eq!(e.code, "outside_retention");
         assert!(e.message.contains("restore"));
-        assert_eq!(
-            parse_query(&p(&[("limit", "0")]), CTX).unwrap_err().field,
-            "limit"
-        );
-        assert_eq!(
-            parse_query(&p(&[("limit", "1001")]), CTX).unwrap_err().field,
-            "limit"
-        );
-        assert_eq!(
-            parse_query(&p(&[("colour", "x")]), CTX).unwrap_err().code,
-            "unknown_parameter"
-        );
-        assert_eq!(
-            parse_query(&p(&[("action", "a*b*")]), CTX).unwrap_err().field,
-            "action"
-        );
-        assert_eq!(
-            parse_query(&p(&[("outcome", "meh")]), CTX).unwrap_err().field,
-            "outcome"
-        );
+        assert_eq!(parse_query(&p(&[("limit", "0")]), CTX).unwrap_err().field, "limit");
+        assert_eq!(parse_query(&p(&[("limit", "1001")]), CTX).unwrap_err().field, "limit");
+        assert_eq!(parse_query(&p(&[("colour", "x")]), CTX).unwrap_err().code, "unknown_parameter");
+        assert_eq!(parse_query(&p(&[("action", "a*b*")]), CTX).unwrap_err().field, "action");
+        assert_eq!(parse_query(&p(&[("outcome", "meh")]), CTX).unwrap_err().field, "outcome");
     }
 
     #[test]
     fn cursor_binds_window_and_filters() {
         let q = parse_query(&p(&[("actor", "alice")]), CTX).unwrap();
         let c = Cursor::new(&q.filter, NOW - 5, 9, 100).encode();
-        let later = QueryContext {
-            now: NOW + 3_600_000_000,
-            ..CTX
-        };
+        let later = QueryContext { now: NOW + 3_600_000_000, ..CTX };
         let q2 = parse_query(&p(&[("actor", "alice"), ("cursor", &c)]), later).unwrap();
         assert_eq!((q2.filter.from, q2.filter.to), (q.filter.from, q.filter.to));
         assert_eq!(q2.cursor.unwrap().seq, 9);
         let e = parse_query(&p(&[("actor", "bob"), ("cursor", &c)]), CTX).unwrap_err();
         assert_eq!(e.code, "invalid_cursor");
-        assert_eq!(
-            parse_query(&p(&[("cursor", "garbage!")]), CTX).unwrap_err().code,
-            "invalid_cursor"
-        );
+        assert_eq!(parse_query(&p(&[("cursor", "garbage!")]), CTX).unwrap_err().code, "invalid_cursor");
     }
 
     proptest! {

@@ -20,10 +20,7 @@ pub const MAX_TERMS: usize = 16;
 
 /// Splits text into lowercase tokens.
 pub fn tokens(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    s.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
 }
 
 /// A parsed `q`: terms, each a phrase of tokens whose last token is a prefix.
@@ -35,27 +32,15 @@ pub struct Search {
 impl Search {
     pub fn parse(q: &str) -> Result<Self, FieldError> {
         if q.chars().count() > MAX_QUERY_CHARS {
-            return Err(FieldError::invalid(
-                "q",
-                format!("must be at most {MAX_QUERY_CHARS} characters"),
-            ));
+            return Err(FieldError::invalid("q", format!("must be at most {MAX_QUERY_CHARS} characters")));
         }
-        let terms: Vec<Vec<String>> = q
-            .split_whitespace()
-            .map(tokens)
-            .filter(|t: &Vec<String>| !t.is_empty())
-            .collect();
+        let terms: Vec<Vec<String>> =
+            q.split_whitespace().map(tokens).filter(|t: &Vec<String>| !t.is_empty()).collect();
         if terms.is_empty() {
-            return Err(FieldError::invalid(
-                "q",
-                "must contain at least one letter or digit",
-            ));
+            return Err(FieldError::invalid("q", "must contain at least one letter or digit"));
         }
         if terms.len() > MAX_TERMS {
-            return Err(FieldError::invalid(
-                "q",
-                format!("must have at most {MAX_TERMS} words"),
-            ));
+            return Err(FieldError::invalid("q", format!("must have at most {MAX_TERMS} words")));
         }
         Ok(Self { terms })
     }
@@ -73,11 +58,7 @@ impl Search {
     /// The same query in SQLite FTS5 syntax: `"tok1 tok2"* AND …`. Tokens are alphanumeric, so quoting
     /// them is always safe.
     pub fn to_fts5(&self) -> String {
-        self.terms
-            .iter()
-            .map(|t| format!("\"{}\"*", t.join(" ")))
-            .collect::<Vec<_>>()
-            .join(" AND ")
+        self.terms.iter().map(|t| format!("\"{}\"*", t.join(" "))).collect::<Vec<_>>().join(" AND ")
     }
 }
 
@@ -104,10 +85,7 @@ pub fn searchable_text(e: &StoredEvent) -> String {
     };
     push(&e.actor.id);
     push(e.actor.kind.as_str());
-    for s in [&e.actor.name, &e.actor.ip, &e.actor.user_agent]
-        .into_iter()
-        .flatten()
-    {
+    for s in [&e.actor.name, &e.actor.ip, &e.actor.user_agent].into_iter().flatten() {
         push(s);
     }
     push(&e.action);
@@ -143,10 +121,7 @@ mod tests {
 
     #[test]
     fn tokenizes_ids_and_emails() {
-        assert_eq!(
-            tokens("req-5F2a alice@ACME.io"),
-            ["req", "5f2a", "alice", "acme", "io"]
-        );
+        assert_eq!(tokens("req-5F2a alice@ACME.io"), ["req", "5f2a", "alice", "acme", "io"]);
         assert_eq!(tokens("Zürich—東京"), ["zürich", "東京"]);
     }
 
@@ -160,9 +135,6 @@ mod tests {
         assert!(s.matches_text("component.deployed alice@x"));
         assert!(!s.matches_text("component.deployed bob"));
         assert_eq!(Search::parse("--- ").unwrap_err().field, "q");
-        assert_eq!(
-            Search::parse("req-5f2 Bob").unwrap().to_fts5(),
-            "\"req 5f2\"* AND \"bob\"*"
-        );
+        assert_eq!(Search::parse("req-5f2 Bob").unwrap().to_fts5(), "\"req 5f2\"* AND \"bob\"*");
     }
 }

@@ -23,11 +23,7 @@ pub fn format_rfc3339(micros: Micros) -> String {
     let Ok(t) = OffsetDateTime::from_unix_timestamp(secs) else {
         return format!("invalid-time({micros})");
     };
-    let frac = if sub % 1000 == 0 {
-        format!("{:03}", sub / 1000)
-    } else {
-        format!("{sub:06}")
-    };
+    let frac = if sub % 1000 == 0 { format!("{:03}", sub / 1000) } else { format!("{sub:06}") };
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{frac}Z",
         t.year(),
@@ -62,11 +58,7 @@ pub fn month_start(month: u32) -> Micros {
 
 /// The month after `month` (`202612` → `202701`).
 pub fn next_month(month: u32) -> u32 {
-    if month % 100 >= 12 {
-        (month / 100 + 1) * 100 + 1
-    } else {
-        month + 1
-    }
+    if month % 100 >= 12 { (month / 100 + 1) * 100 + 1 } else { month + 1 }
 }
 
 /// The current time, for callers at the edge (the server, the CLI); the model itself never reads a clock.
@@ -92,10 +84,7 @@ mod tests {
         let t = parse_rfc3339("2026-12-31T23:59:59.999Z").unwrap();
         assert_eq!(month_of(t), 202612);
         assert_eq!(next_month(202612), 202701);
-        assert_eq!(
-            month_start(202701),
-            parse_rfc3339("2027-01-01T00:00:00Z").unwrap()
-        );
+        assert_eq!(month_start(202701), parse_rfc3339("2027-01-01T00:00:00Z").unwrap());
         assert_eq!(month_of(month_start(202701) - 1), 202612);
     }
 }

@@ -91,11 +91,7 @@ pub fn issue_session(user_id: &str, state: &AppState) -> IssuedSession {
         created_at: now,
         expires_at: now + max,
     };
-    IssuedSession {
-        session,
-        csrf_token: csrf_for(&secret),
-        token: format!("{SESSION_PREFIX}{id}.{secret}"),
-    }
+    IssuedSession { session, csrf_token: csrf_for(&secret), token: format!("{SESSION_PREFIX}{id}.{secret}") }
 }
 
 /// A newly issued API key secret: `trk_<id>.<secret>`.
@@ -124,9 +120,9 @@ impl Principal {
     pub fn user(&self) -> ApiResult<&User> {
         match self {
             Principal::User { user, .. } => Ok(user),
-            Principal::Key(_) => Err(ApiError::forbidden(
-                "this endpoint needs a signed-in user, not an API key",
-            )),
+            Principal::Key(_) => {
+                Err(ApiError::forbidden("this endpoint needs a signed-in user, not an API key"))
+            }
         }
     }
 
@@ -140,9 +136,7 @@ impl Principal {
                 "you need the {} permission in organization {org}",
                 perm.as_str()
             ))),
-            None => Err(ApiError::forbidden(format!(
-                "you are not a member of organization {org}"
-            ))),
+            None => Err(ApiError::forbidden(format!("you are not a member of organization {org}"))),
         }
     }
 
@@ -150,13 +144,12 @@ impl Principal {
     pub fn require_scope(&self, org: &str, scope: Scope) -> ApiResult<()> {
         match self {
             Principal::Key(k) if k.org == org && k.scopes.contains(&scope) => Ok(()),
-            Principal::Key(k) if k.org != org => Err(ApiError::forbidden(format!(
-                "this API key belongs to another organization than {org}"
-            ))),
-            Principal::Key(_) => Err(ApiError::forbidden(format!(
-                "this API key lacks the {} scope",
-                scope.as_str()
-            ))),
+            Principal::Key(k) if k.org != org => {
+                Err(ApiError::forbidden(format!("this API key belongs to another organization than {org}")))
+            }
+            Principal::Key(_) => {
+                Err(ApiError::forbidden(format!("this API key lacks the {} scope", scope.as_str())))
+            }
             Principal::User { .. } => Err(ApiError::forbidden(format!(
                 "this endpoint needs an API key with the {} scope",
                 scope.as_str()
@@ -168,10 +161,7 @@ impl Principal {
     pub async fn require_read(&self, state: &AppState, org: &str) -> ApiResult<()> {
         match self {
             Principal::Key(_) => self.require_scope(org, Scope::EventsRead),
-            Principal::User { .. } => {
-                self.require_permission(state, org, Permission::LogManagement)
-                    .await
-            }
+            Principal::User { .. } => self.require_permission(state, org, Permission::LogManagement).await,
         }
     }
 }
@@ -230,49 +220,26 @@ impl FromRequestParts<AppState> for Principal {
         if let Some(token) = bearer(parts) {
             if token.starts_with(KEY_PREFIX) {
                 let (id, secret) = split_token(token, KEY_PREFIX).ok_or_else(ApiError::unauthorized)?;
-                let key = state
-                    .store
-                    .api_key(id)
-                    .await?
-                    .ok_or_else(ApiError::unauthorized)?;
+                let key = state.store.api_key(id).await?.ok_or_else(ApiError::unauthorized)?;
                 let valid = bool::from(key.secret_hash.ct_eq(&secret_hash(secret)))
                     && key.revoked_at.is_none()
                     && key.expires_at.is_none_or(|t| t > now());
-                return if valid {
-                    Ok(Principal::Key(key))
-                } else {
-                    Err(ApiError::unauthorized())
-                };
+                return if valid { Ok(Principal::Key(key)) } else { Err(ApiError::unauthorized()) };
             }
-            let (user, session, _) = session_user(state, token)
-                .await?
-                .ok_or_else(ApiError::unauthorized)?;
-            return Ok(Principal::User {
-                user,
-                session_id: session.id,
-            });
+            let (user, session, _) = session_user(state, token).await?.ok_or_else(ApiError::unauthorized)?;
+            return Ok(Principal::User { user, session_id: session.id });
         }
         if let Some(token) = cookie(parts, SESSION_COOKIE) {
-            let (user, session, secret) = session_user(state, token)
-                .await?
-                .ok_or_else(ApiError::unauthorized)?;
+            let (user, session, secret) =
+                session_user(state, token).await?.ok_or_else(ApiError::unauthorized)?;
             if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-                let sent = parts
-                    .headers
-                    .get(CSRF_HEADER)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("");
+                let sent = parts.headers.get(CSRF_HEADER).and_then(|v| v.to_str().ok()).unwrap_or("");
                 if !bool::from(sent.as_bytes().ct_eq(csrf_for(&secret).as_bytes())) {
-                    return Err(
-                        ApiError::forbidden("missing or wrong X-CSRF-Token for a cookie session")
-                            .with_field(CSRF_HEADER),
-                    );
+                    return Err(ApiError::forbidden("missing or wrong X-CSRF-Token for a cookie session")
+                        .with_field(CSRF_HEADER));
                 }
             }
-            return Ok(Principal::User {
-                user,
-                session_id: session.id,
-            });
+            return Ok(Principal::User { user, session_id: session.id });
         }
         Err(ApiError::unauthorized())
     }

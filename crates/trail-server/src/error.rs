@@ -20,13 +20,7 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-            field: None,
-            retry_after: None,
-        }
+        Self { status, code, message: message.into(), field: None, retry_after: None }
     }
 
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
@@ -46,20 +40,12 @@ impl ApiError {
     }
 
     pub fn not_found(what: impl Into<String>) -> Self {
-        Self::new(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("{} not found", what.into()),
-        )
+        Self::new(StatusCode::NOT_FOUND, "not_found", format!("{} not found", what.into()))
     }
 
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(cause = %cause, "internal error");
-        Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal_error",
-            "internal error",
-        )
+        Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "internal error")
     }
 
     pub fn with_field(mut self, field: impl Into<String>) -> Self {
@@ -81,13 +67,7 @@ impl From<FieldError> for ApiError {
             }
             _ => e.message,
         };
-        Self {
-            status: StatusCode::BAD_REQUEST,
-            code: e.code,
-            message,
-            field,
-            retry_after: None,
-        }
+        Self { status: StatusCode::BAD_REQUEST, code: e.code, message, field, retry_after: None }
     }
 }
 
@@ -120,8 +100,7 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (self.status, Json(json!({ "error": body }))).into_response();
         if let Some(s) = self.retry_after {
-            resp.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+            resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(s));
         }
         resp
     }

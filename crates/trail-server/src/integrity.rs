@@ -93,24 +93,9 @@ pub async fn checkpoint_once(
     for (org, size) in store.unsigned_heads().await? {
         let root = store.root(&org, size).await?;
         let note = signer
-            .sign(&Checkpoint {
-                origin: origin(server_name, &org),
-                size,
-                root,
-            })
+            .sign(&Checkpoint { origin: origin(server_name, &org), size, root })
             .map_err(|e| StoreError::Internal(format!("cannot sign a checkpoint: {e}")))?;
-        match store
-            .add_checkpoint(
-                &org,
-                &StoredCheckpoint {
-                    size,
-                    root,
-                    note,
-                    created_at: now(),
-                },
-            )
-            .await
-        {
+        match store.add_checkpoint(&org, &StoredCheckpoint { size, root, note, created_at: now() }).await {
             Ok(()) => signed += 1,
             // Another node signed this size first with a different root: that can only mean storage
             // disagrees with itself, which an operator must look at.
@@ -153,10 +138,7 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         std::fs::write(&path, "not a key").unwrap();
         let e = load_or_create_key(&path, "trail.test").unwrap_err().to_string();

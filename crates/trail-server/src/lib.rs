@@ -46,9 +46,7 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState")
-            .field("settings", &self.settings)
-            .finish_non_exhaustive()
+        f.debug_struct("AppState").field("settings", &self.settings).finish_non_exhaustive()
     }
 }
 
@@ -90,9 +88,7 @@ struct UuidRequestId;
 
 impl MakeRequestId for UuidRequestId {
     fn make_request_id<B>(&mut self, _: &axum::http::Request<B>) -> Option<RequestId> {
-        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
-            .ok()
-            .map(RequestId::new)
+        HeaderValue::from_str(&uuid::Uuid::now_v7().to_string()).ok().map(RequestId::new)
     }
 }
 
@@ -112,16 +108,9 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-            StatusCode::REQUEST_TIMEOUT,
-            timeout,
-        ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
-            let id = req
-                .headers()
-                .get(REQUEST_ID)
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("-");
+            let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
@@ -130,20 +119,11 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_string();
+    let route = req.extensions().get::<MatchedPath>().map_or("unmatched", |m| m.as_str()).to_string();
     let method = req.method().to_string();
     let start = Instant::now();
     let resp = next.run(req).await;
-    state.metrics.observe(
-        &method,
-        &route,
-        resp.status().as_u16(),
-        start.elapsed().as_secs_f64(),
-    );
+    state.metrics.observe(&method, &route, resp.status().as_u16(), start.elapsed().as_secs_f64());
     resp
 }
 
@@ -189,19 +169,11 @@ impl Server {
         self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let (store, signer, name) = (
-            self.state.store.clone(),
-            self.state.signer.clone(),
-            self.state.settings.server_name.clone(),
-        );
-        let checkpointer = tokio::spawn(integrity::run_checkpointer(
-            store.clone(),
-            signer.clone(),
-            name.clone(),
-        ));
-        let served = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let (store, signer, name) =
+            (self.state.store.clone(), self.state.signer.clone(), self.state.settings.server_name.clone());
+        let checkpointer =
+            tokio::spawn(integrity::run_checkpointer(store.clone(), signer.clone(), name.clone()));
+        let served = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await;
         checkpointer.abort();
         if let Err(e) = integrity::checkpoint_once(store.as_ref(), &signer, &name).await {
             tracing::warn!(error = %e, "final checkpoint failed");
@@ -213,10 +185,5 @@ impl Server {
 /// The `Retry-After`-less 503 used while the store is not ready.
 pub fn not_ready(cause: impl std::fmt::Display) -> Response {
     tracing::warn!(cause = %cause, "not ready");
-    ApiError::new(
-        StatusCode::SERVICE_UNAVAILABLE,
-        "not_ready",
-        "storage is not ready",
-    )
-    .into_response()
+    ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "storage is not ready").into_response()
 }

@@ -6,9 +6,7 @@ use std::fmt::Write;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-const BUCKETS: [f64; 12] = [
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-];
+const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
 
 #[derive(Debug, Default)]
 struct Histogram {
@@ -33,8 +31,7 @@ pub struct Metrics {
 impl Metrics {
     pub fn observe(&self, method: &str, route: &str, status: u16, seconds: f64) {
         if let Ok(mut r) = self.requests.lock() {
-            *r.entry((method.to_string(), route.to_string(), status))
-                .or_default() += 1;
+            *r.entry((method.to_string(), route.to_string(), status)).or_default() += 1;
         }
         if let Ok(mut l) = self.latency.lock() {
             let h = l.entry((method.to_string(), route.to_string())).or_default();
@@ -79,39 +76,15 @@ impl Metrics {
                     "trail_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {}",
                     h.count
                 );
-                let _ = writeln!(
-                    out,
-                    "trail_http_request_duration_seconds_sum{{{labels}}} {}",
-                    h.sum
-                );
-                let _ = writeln!(
-                    out,
-                    "trail_http_request_duration_seconds_count{{{labels}}} {}",
-                    h.count
-                );
+                let _ = writeln!(out, "trail_http_request_duration_seconds_sum{{{labels}}} {}", h.sum);
+                let _ = writeln!(out, "trail_http_request_duration_seconds_count{{{labels}}} {}", h.count);
             }
         }
         for (name, help, c) in [
-            (
-                "trail_events_created_total",
-                "Events stored.",
-                &self.events_created,
-            ),
-            (
-                "trail_events_duplicate_total",
-                "Events answered as duplicates.",
-                &self.events_duplicate,
-            ),
-            (
-                "trail_events_rejected_total",
-                "Events rejected by validation.",
-                &self.events_rejected,
-            ),
-            (
-                "trail_sign_in_failures_total",
-                "Failed sign-in attempts.",
-                &self.sign_in_failures,
-            ),
+            ("trail_events_created_total", "Events stored.", &self.events_created),
+            ("trail_events_duplicate_total", "Events answered as duplicates.", &self.events_duplicate),
+            ("trail_events_rejected_total", "Events rejected by validation.", &self.events_rejected),
+            ("trail_sign_in_failures_total", "Failed sign-in attempts.", &self.sign_in_failures),
         ] {
             let _ = writeln!(
                 out,

@@ -30,18 +30,10 @@ fn query_param(name: &str, description: &str, repeat: bool) -> Value {
 fn filter_params(extra: &[Value]) -> Value {
     let mut p = vec![
         path_param("org", "organization slug"),
-        query_param(
-            "from",
-            "RFC 3339 start (inclusive); default: to minus 24 hours",
-            false,
-        ),
+        query_param("from", "RFC 3339 start (inclusive); default: to minus 24 hours", false),
         query_param("to", "RFC 3339 end (exclusive); default: now", false),
         query_param("actor", "actor id; repeat for OR", true),
-        query_param(
-            "action",
-            "action, exact or prefix with trailing *; repeat for OR",
-            true,
-        ),
+        query_param("action", "action, exact or prefix with trailing *; repeat for OR", true),
         query_param("target_type", "target type; repeat for OR", true),
         query_param("target_id", "target id; repeat for OR", true),
         query_param("project", "project; repeat for OR", true),

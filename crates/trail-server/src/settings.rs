@@ -85,21 +85,13 @@ impl Default for Settings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self {
-            session_idle_minutes: 60,
-            session_max_hours: 12,
-            secure_cookies: false,
-        }
+        Self { session_idle_minutes: 60, session_max_hours: 12, secure_cookies: false }
     }
 }
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self {
-            max_body_bytes: 4 * 1024 * 1024,
-            request_timeout_secs: 30,
-            max_batch_events: 1000,
-        }
+        Self { max_body_bytes: 4 * 1024 * 1024, request_timeout_secs: 30, max_batch_events: 1000 }
     }
 }
 
@@ -158,18 +150,15 @@ impl Settings {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| SettingsError(format!("cannot read {}: {e}", path.display())))?;
-            let table: toml::Table = text
-                .parse()
-                .map_err(|e| SettingsError(format!("{}: {e}", path.display())))?;
+            let table: toml::Table =
+                text.parse().map_err(|e| SettingsError(format!("{}: {e}", path.display())))?;
             merge(&mut merged, table);
         }
         merge(&mut merged, env_table(env)?);
         merge(&mut merged, flags);
-        let settings: Settings = toml::Value::Table(merged)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                SettingsError(format!("invalid configuration: {}", e.to_string().trim()))
-            })?;
+        let settings: Settings = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| {
+            SettingsError(format!("invalid configuration: {}", e.to_string().trim()))
+        })?;
         if settings.retention.hot_days == 0 {
             return Err(SettingsError("retention.hot_days must be at least 1".into()));
         }
@@ -241,9 +230,8 @@ fn env_table(env: impl IntoIterator<Item = (String, String)>) -> Result<toml::Ta
             if i + 1 == path.len() {
                 table.insert(part.clone(), parsed.clone());
             } else {
-                let entry = table
-                    .entry(part.clone())
-                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                let entry =
+                    table.entry(part.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
                 table = match entry {
                     toml::Value::Table(t) => t,
                     _ => return Err(SettingsError(format!("{key}: {part} is not a section"))),
@@ -259,10 +247,7 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
@@ -294,20 +279,12 @@ mod tests {
 
     #[test]
     fn errors_name_the_problem() {
-        let e = Settings::load(
-            None,
-            env(&[("TRAIL_LIMITS__MAX_BODY_BYTES", "lots")]),
-            toml::Table::new(),
-        );
+        let e = Settings::load(None, env(&[("TRAIL_LIMITS__MAX_BODY_BYTES", "lots")]), toml::Table::new());
         let e = e.unwrap_err().to_string();
         assert!(e.contains("max_body_bytes"), "{e}");
         let e = Settings::load(None, env(&[("TRAIL_COLOUR", "red")]), toml::Table::new());
         assert!(e.unwrap_err().to_string().contains("colour"));
-        let e = Settings::load(
-            Some(Path::new("/nonexistent/trail.toml")),
-            env(&[]),
-            toml::Table::new(),
-        );
+        let e = Settings::load(Some(Path::new("/nonexistent/trail.toml")), env(&[]), toml::Table::new());
         assert!(e.unwrap_err().to_string().contains("/nonexistent/trail.toml"));
     }
 

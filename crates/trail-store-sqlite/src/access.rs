@@ -20,10 +20,7 @@ fn conflict_as(e: rusqlite::Error, what: impl FnOnce() -> String) -> StoreError 
 
 pub fn create_org(w: &mut Writer, slug: &str, name: &str, now: Micros) -> Result<Org> {
     w.conn
-        .execute(
-            "INSERT INTO orgs(slug, name, created_at) VALUES (?1, ?2, ?3)",
-            params![slug, name, now],
-        )
+        .execute("INSERT INTO orgs(slug, name, created_at) VALUES (?1, ?2, ?3)", params![slug, name, now])
         .map_err(|e| conflict_as(e, || format!("organization {slug} already exists")))?;
     let id = w.conn.last_insert_rowid();
     let all: Vec<&str> = Permission::ALL.iter().map(Permission::as_str).collect();
@@ -46,19 +43,11 @@ pub fn create_org(w: &mut Writer, slug: &str, name: &str, now: Micros) -> Result
         )
         .map_err(sql_error)?;
     w.add_org(slug, id);
-    Ok(Org {
-        slug: slug.into(),
-        name: name.into(),
-        created_at: now,
-    })
+    Ok(Org { slug: slug.into(), name: name.into(), created_at: now })
 }
 
 fn org_row(r: &Row<'_>) -> rusqlite::Result<Org> {
-    Ok(Org {
-        slug: r.get(0)?,
-        name: r.get(1)?,
-        created_at: r.get(2)?,
-    })
+    Ok(Org { slug: r.get(0)?, name: r.get(1)?, created_at: r.get(2)? })
 }
 
 pub fn org(c: &Connection, slug: &str) -> Result<Option<Org>> {
@@ -68,9 +57,8 @@ pub fn org(c: &Connection, slug: &str) -> Result<Option<Org>> {
 }
 
 pub fn orgs(c: &Connection) -> Result<Vec<Org>> {
-    let mut st = c
-        .prepare_cached("SELECT slug, name, created_at FROM orgs ORDER BY slug")
-        .map_err(sql_error)?;
+    let mut st =
+        c.prepare_cached("SELECT slug, name, created_at FROM orgs ORDER BY slug").map_err(sql_error)?;
     let rows = st.query_map([], org_row).map_err(sql_error)?;
     rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
 }
@@ -82,13 +70,7 @@ pub fn create_user(c: &Connection, email: &str, hash: &str, server_admin: bool, 
         params![id, email, hash, server_admin, now],
     )
     .map_err(|e| conflict_as(e, || format!("a user with email {email} already exists")))?;
-    Ok(User {
-        id,
-        email: email.into(),
-        password_hash: hash.into(),
-        server_admin,
-        created_at: now,
-    })
+    Ok(User { id, email: email.into(), password_hash: hash.into(), server_admin, created_at: now })
 }
 
 pub fn user_where(c: &Connection, column: &str, value: &str) -> Result<Option<User>> {
@@ -144,9 +126,7 @@ pub fn permissions(c: &Connection, org_id: i64, user: &str) -> Result<Option<Vec
         )
         .map_err(sql_error)?;
     let mut out = Vec::new();
-    let rows = st
-        .query_map(params![org_id, user], |r| r.get::<_, String>(0))
-        .map_err(sql_error)?;
+    let rows = st.query_map(params![org_id, user], |r| r.get::<_, String>(0)).map_err(sql_error)?;
     for row in rows {
         parse_permissions(&row.map_err(sql_error)?, &mut out);
     }
@@ -163,14 +143,7 @@ pub fn user_orgs(c: &Connection, user: &str) -> Result<Vec<(Org, Vec<Permission>
         .map_err(sql_error)?;
     let rows: Vec<(i64, Org)> = st
         .query_map([user], |r| {
-            Ok((
-                r.get(0)?,
-                Org {
-                    slug: r.get(1)?,
-                    name: r.get(2)?,
-                    created_at: r.get(3)?,
-                },
-            ))
+            Ok((r.get(0)?, Org { slug: r.get(1)?, name: r.get(2)?, created_at: r.get(3)? }))
         })
         .map_err(sql_error)?
         .collect::<rusqlite::Result<_>>()
@@ -215,8 +188,7 @@ pub fn session(c: &Connection, id: &str) -> Result<Option<Session>> {
 }
 
 pub fn delete_session(c: &Connection, id: &str) -> Result<()> {
-    c.execute("DELETE FROM sessions WHERE id = ?1", [id])
-        .map_err(sql_error)?;
+    c.execute("DELETE FROM sessions WHERE id = ?1", [id]).map_err(sql_error)?;
     Ok(())
 }
 

@@ -18,9 +18,8 @@ pub struct Nodes<'c> {
 
 impl<'c> Nodes<'c> {
     pub fn new(conn: &'c Connection, org_id: i64) -> Result<Self> {
-        let mut st = conn
-            .prepare_cached("SELECT month FROM partitions ORDER BY month DESC")
-            .map_err(sql_error)?;
+        let mut st =
+            conn.prepare_cached("SELECT month FROM partitions ORDER BY month DESC").map_err(sql_error)?;
         let months = st
             .query_map([], |r| r.get(0))
             .map_err(sql_error)?
@@ -62,8 +61,7 @@ impl NodeSource for Nodes<'_> {
                         "SELECT hash FROM tree_nodes WHERE org_id = ?1 AND level = ?2 AND idx = ?3",
                     )
                     .and_then(|mut st| {
-                        st.query_row(params![self.org_id, level, index as i64], |r| r.get(0))
-                            .optional()
+                        st.query_row(params![self.org_id, level, index as i64], |r| r.get(0)).optional()
                     })
                     .map_err(sql_error)?;
                 let h = h.ok_or_else(|| {
@@ -77,10 +75,7 @@ impl NodeSource for Nodes<'_> {
     }
 }
 
-const _: () = assert!(
-    MIN_STORED_LEVEL == 2,
-    "Nodes::node derives exactly levels 0 and 1"
-);
+const _: () = assert!(MIN_STORED_LEVEL == 2, "Nodes::node derives exactly levels 0 and 1");
 
 fn proof_error(e: ProofError<StoreError>) -> StoreError {
     match e {
@@ -118,15 +113,8 @@ fn checkpoint_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, Vec<u8>, Stri
 }
 
 fn to_checkpoint((size, root, note, created_at): (i64, Vec<u8>, String, i64)) -> Result<StoredCheckpoint> {
-    let root = root
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("checkpoint root is not 32 bytes".into()))?;
-    Ok(StoredCheckpoint {
-        size: size as u64,
-        root,
-        note,
-        created_at,
-    })
+    let root = root.try_into().map_err(|_| StoreError::Corrupt("checkpoint root is not 32 bytes".into()))?;
+    Ok(StoredCheckpoint { size: size as u64, root, note, created_at })
 }
 
 pub fn latest_checkpoint(conn: &Connection, org_id: i64) -> Result<Option<StoredCheckpoint>> {
@@ -146,8 +134,7 @@ pub fn checkpoints(conn: &Connection, org_id: i64) -> Result<Vec<StoredCheckpoin
         )
         .map_err(sql_error)?;
     let rows = st.query_map([org_id], checkpoint_row).map_err(sql_error)?;
-    rows.map(|r| r.map_err(sql_error).and_then(to_checkpoint))
-        .collect()
+    rows.map(|r| r.map_err(sql_error).and_then(to_checkpoint)).collect()
 }
 
 /// Stores a checkpoint. The same size with the same root is a no-op (another node may have signed it
@@ -155,17 +142,13 @@ pub fn checkpoints(conn: &Connection, org_id: i64) -> Result<Vec<StoredCheckpoin
 pub fn add_checkpoint(conn: &Connection, org_id: i64, cp: &StoredCheckpoint) -> Result<()> {
     let existing: Option<Vec<u8>> = conn
         .prepare_cached("SELECT root FROM checkpoints WHERE org_id = ?1 AND size = ?2")
-        .and_then(|mut st| {
-            st.query_row(params![org_id, cp.size as i64], |r| r.get(0))
-                .optional()
-        })
+        .and_then(|mut st| st.query_row(params![org_id, cp.size as i64], |r| r.get(0)).optional())
         .map_err(sql_error)?;
     match existing {
         Some(root) if root == cp.root => Ok(()),
-        Some(_) => Err(StoreError::Conflict(format!(
-            "a checkpoint for size {} with another root exists",
-            cp.size
-        ))),
+        Some(_) => {
+            Err(StoreError::Conflict(format!("a checkpoint for size {} with another root exists", cp.size)))
+        }
         None => {
             conn.execute(
                 "INSERT INTO checkpoints(org_id, size, root, note, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -185,8 +168,6 @@ pub fn unsigned_heads(conn: &Connection) -> Result<Vec<(String, u64)>> {
              WHERE o.tree_size > coalesce((SELECT max(size) FROM checkpoints c WHERE c.org_id = o.id), 0)",
         )
         .map_err(sql_error)?;
-    let rows = st
-        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-        .map_err(sql_error)?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).map_err(sql_error)?;
     rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
 }

@@ -100,10 +100,8 @@ impl SqliteStore {
                 OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
             )
             .map_err(sql_error)?;
-            c.busy_timeout(std::time::Duration::from_secs(10))
-                .map_err(sql_error)?;
-            c.pragma_update(None, "cache_size", -16 * 1024)
-                .map_err(sql_error)?;
+            c.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql_error)?;
+            c.pragma_update(None, "cache_size", -16 * 1024).map_err(sql_error)?;
             readers.push(c);
         }
         let (tx, rx) = mpsc::channel();
@@ -151,17 +149,15 @@ impl SqliteStore {
     {
         let (reply, rx) = oneshot::channel();
         let sent = match self.inner.jobs.lock() {
-            Ok(jobs) => jobs.as_ref().map(|tx| {
-                tx.send(Box::new(Task { f, reply, savepoint }) as Box<dyn Job>)
-                    .is_ok()
-            }),
+            Ok(jobs) => jobs
+                .as_ref()
+                .map(|tx| tx.send(Box::new(Task { f, reply, savepoint }) as Box<dyn Job>).is_ok()),
             Err(_) => None,
         };
         if sent != Some(true) {
             return Err(StoreError::Unavailable("the store is shutting down".into()));
         }
-        rx.await
-            .map_err(|_| StoreError::Internal("the writer thread stopped".into()))?
+        rx.await.map_err(|_| StoreError::Internal("the writer thread stopped".into()))?
     }
 
     /// Runs `f` with a pooled read-only connection on a blocking thread.
@@ -197,8 +193,7 @@ impl SqliteStore {
 impl Store for SqliteStore {
     async fn create_org(&self, slug: &str, name: &str, now: Micros) -> Result<Org> {
         let (slug, name) = (slug.to_string(), name.to_string());
-        self.write(move |w| access::create_org(w, &slug, &name, now))
-            .await
+        self.write(move |w| access::create_org(w, &slug, &name, now)).await
     }
 
     async fn org(&self, slug: &str) -> Result<Option<Org>> {
@@ -218,8 +213,7 @@ impl Store for SqliteStore {
         now: Micros,
     ) -> Result<User> {
         let (email, hash) = (email.to_lowercase(), password_hash.to_string());
-        self.write(move |w| access::create_user(&w.conn, &email, &hash, server_admin, now))
-            .await
+        self.write(move |w| access::create_user(&w.conn, &email, &hash, server_admin, now)).await
     }
 
     async fn user(&self, id: &str) -> Result<Option<User>> {
@@ -301,10 +295,8 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {
-        let prepared: Vec<writer::Prepared> = events
-            .into_iter()
-            .map(|e| writer::Prepared::new(org, e, received_at))
-            .collect();
+        let prepared: Vec<writer::Prepared> =
+            events.into_iter().map(|e| writer::Prepared::new(org, e, received_at)).collect();
         let org = org.to_string();
         self.submit(move |w| w.append(&org, prepared), false).await
     }
@@ -321,9 +313,7 @@ impl Store for SqliteStore {
 
     async fn histogram(&self, org: &str, filter: &Filter, width: Micros) -> Result<Vec<Bucket>> {
         if width <= 0 {
-            return Err(StoreError::Internal(
-                "histogram bucket width must be positive".into(),
-            ));
+            return Err(StoreError::Internal("histogram bucket width must be positive".into()));
         }
         let (org, f) = (org.to_string(), filter.clone());
         self.read(move |c| read::histogram(c, &org, &f, width)).await
@@ -331,8 +321,7 @@ impl Store for SqliteStore {
 
     async fn tree_size(&self, org: &str) -> Result<u64> {
         let org = org.to_string();
-        self.read(move |c| read::org_id(c, &org).map(|(_, size)| size))
-            .await
+        self.read(move |c| read::org_id(c, &org).map(|(_, size)| size)).await
     }
 
     async fn root(&self, org: &str, size: u64) -> Result<trail_merkle::Hash> {
@@ -373,14 +362,12 @@ impl Store for SqliteStore {
 
     async fn latest_checkpoint(&self, org: &str) -> Result<Option<StoredCheckpoint>> {
         let org = org.to_string();
-        self.read(move |c| integrity::latest_checkpoint(c, read::org_id(c, &org)?.0))
-            .await
+        self.read(move |c| integrity::latest_checkpoint(c, read::org_id(c, &org)?.0)).await
     }
 
     async fn checkpoints(&self, org: &str) -> Result<Vec<StoredCheckpoint>> {
         let org = org.to_string();
-        self.read(move |c| integrity::checkpoints(c, read::org_id(c, &org)?.0))
-            .await
+        self.read(move |c| integrity::checkpoints(c, read::org_id(c, &org)?.0)).await
     }
 
     async fn unsigned_heads(&self) -> Result<Vec<(String, u64)>> {
@@ -388,8 +375,7 @@ impl Store for SqliteStore {
     }
 
     async fn ready(&self) -> Result<()> {
-        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error))
-            .await?;
+        self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)).await?;
         self.write(|_| Ok(())).await
     }
 }
@@ -420,8 +406,7 @@ impl Drop for Inner {
 /// (at close) truncates the WAL.
 fn checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, std::thread::JoinHandle<()>)> {
     let conn = Connection::open(path).map_err(sql_error)?;
-    conn.busy_timeout(std::time::Duration::from_secs(5))
-        .map_err(sql_error)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(sql_error)?;
     let (tx, rx) = mpsc::channel::<()>();
     let handle = std::thread::Builder::new()
         .name("trail-sqlite-checkpoint".into())

@@ -15,10 +15,7 @@ use crate::sql_error;
 
 pub fn org_id(conn: &Connection, slug: &str) -> Result<(i64, u64)> {
     conn.prepare_cached("SELECT id, tree_size FROM orgs WHERE slug = ?1")
-        .and_then(|mut st| {
-            st.query_row([slug], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-                .optional()
-        })
+        .and_then(|mut st| st.query_row([slug], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).optional())
         .map_err(sql_error)?
         .ok_or_else(|| StoreError::NotFound(format!("organization {slug}")))
 }
@@ -42,9 +39,7 @@ fn conditions(f: &Filter, fts: &str) -> (String, Vec<Sql>) {
             return;
         }
         let marks = vec!["?"; values.len()].join(",");
-        sql.push_str(&format!(
-            " AND {col} IN (SELECT id FROM dict WHERE value IN ({marks}))"
-        ));
+        sql.push_str(&format!(" AND {col} IN (SELECT id FROM dict WHERE value IN ({marks}))"));
         args.extend(values.iter().map(|v| Sql::Text(v.clone())));
     };
     interned("actor", &f.actor);
@@ -67,10 +62,7 @@ fn conditions(f: &Filter, fts: &str) -> (String, Vec<Sql>) {
                 }
             }
         }
-        sql.push_str(&format!(
-            " AND action IN (SELECT id FROM dict WHERE {})",
-            parts.join(" OR ")
-        ));
+        sql.push_str(&format!(" AND action IN (SELECT id FROM dict WHERE {})", parts.join(" OR ")));
     }
     let failure = f.outcome.contains(&trail_model::Outcome::Failure);
     let success = f.outcome.contains(&trail_model::Outcome::Success);
@@ -79,9 +71,7 @@ fn conditions(f: &Filter, fts: &str) -> (String, Vec<Sql>) {
         args.push(Sql::Integer(i64::from(failure)));
     }
     if let Some(q) = &f.q {
-        sql.push_str(&format!(
-            " AND k IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)"
-        ));
+        sql.push_str(&format!(" AND k IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)"));
         args.push(Sql::Text(q.to_fts5()));
     }
     (sql, args)
@@ -143,32 +133,21 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
         all.extend(args);
         let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
         let rows = st
-            .query_map(params_from_iter(all), |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-            })
+            .query_map(params_from_iter(all), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
             .map_err(sql_error)?;
         for row in rows {
             let (b, n) = row.map_err(sql_error)?;
             *counts.entry(b).or_default() += n as u64;
         }
     }
-    Ok(counts
-        .into_iter()
-        .map(|(b, count)| Bucket {
-            start: f.from + b * width,
-            count,
-        })
-        .collect())
+    Ok(counts.into_iter().map(|(b, count)| Bucket { start: f.from + b * width, count }).collect())
 }
 
 pub fn event(conn: &Connection, slug: &str, id: &str) -> Result<Option<Record>> {
     let (org, _) = org_id(conn, slug)?;
     let found: Option<(i64, u32)> = conn
         .prepare_cached("SELECT seq, month FROM event_ids WHERE org_id = ?1 AND id = ?2")
-        .and_then(|mut st| {
-            st.query_row(params![org, id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()
-        })
+        .and_then(|mut st| st.query_row(params![org, id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
         .map_err(sql_error)?;
     let Some((seq, month)) = found else {
         return Ok(None);
@@ -179,9 +158,9 @@ pub fn event(conn: &Connection, slug: &str, id: &str) -> Result<Option<Record>> 
         .map_err(sql_error)?;
     match body {
         Some(b) => Record::from_bytes(b).map(Some),
-        None => Err(StoreError::Corrupt(format!(
-            "event {id} is indexed at seq {seq} but its row is missing"
-        ))),
+        None => {
+            Err(StoreError::Corrupt(format!("event {id} is indexed at seq {seq} but its row is missing")))
+        }
     }
 }
 

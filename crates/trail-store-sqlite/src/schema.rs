@@ -91,17 +91,11 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE INDEX IF NOT EXISTS api_keys_by_org ON api_keys(org_id, created_at);
         ",
     )?;
-    let version: Option<i64> = conn
-        .query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| {
-            r.get(0)
-        })
-        .ok();
+    let version: Option<i64> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).ok();
     match version {
         None => {
-            conn.execute(
-                "INSERT INTO meta(key, value) VALUES ('schema_version', ?1)",
-                [SCHEMA_VERSION],
-            )?;
+            conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION])?;
         }
         Some(v) if v == SCHEMA_VERSION => {}
         Some(v) => {

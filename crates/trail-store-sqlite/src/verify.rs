@@ -37,7 +37,16 @@ pub struct OrgReport {
 }
 
 /// Progress: (org, events done, events in the org).
-pub type Progress<'a> = &'a mut dyn FnMut(&str, u64, u64);
+pub type Progress<'a> = &'a mut (dyn FnMut(&str, u64, u64) + Send);
+
+fn open_read_only(path: &Path) -> Result<Connection> {
+    let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+    let conn = Connection::open_with_flags(path, flags).map_err(sql_error)?;
+    // A sequential scan: a small cache, and the file mapped rather than copied page by page.
+    conn.pragma_update(None, "cache_size", -4 * 1024).map_err(sql_error)?;
+    conn.pragma_update(None, "mmap_size", 1i64 << 34).map_err(sql_error)?;
+    Ok(conn)
+}
 
 /// Verifies every org (or one) of the data directory against the log's public key.
 pub fn verify_data_dir(
@@ -50,13 +59,9 @@ pub fn verify_data_dir(
     if !path.exists() {
         return Err(StoreError::NotFound(format!("Trail database {}", path.display())));
     }
-    let conn = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).map_err(sql_error)?;
-    conn.pragma_update(None, "cache_size", -64 * 1024)
-        .map_err(sql_error)?;
+    let conn = open_read_only(&path)?;
     let mut orgs: Vec<(i64, String, u64)> = {
-        let mut st = conn
-            .prepare("SELECT id, slug, tree_size FROM orgs ORDER BY slug")
-            .map_err(sql_error)?;
+        let mut st = conn.prepare("SELECT id, slug, tree_size FROM orgs ORDER BY slug").map_err(sql_error)?;
         let rows = st
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))
             .map_err(sql_error)?;
@@ -69,15 +74,49 @@ pub fn verify_data_dir(
         }
     }
     let months: Vec<u32> = {
-        let mut st = conn
-            .prepare("SELECT month FROM partitions ORDER BY month")
-            .map_err(sql_error)?;
+        let mut st = conn.prepare("SELECT month FROM partitions ORDER BY month").map_err(sql_error)?;
         let rows = st.query_map([], |r| r.get(0)).map_err(sql_error)?;
         rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
     };
-    orgs.into_iter()
-        .map(|(id, slug, size)| verify_org(&conn, id, &slug, size, &months, key, progress))
-        .collect()
+    drop(conn);
+    // Orgs are independent logs: verify them on as many threads as there are cores, one connection each.
+    let workers =
+        std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 4).min(orgs.len().max(1));
+    let queue = std::sync::Mutex::new(orgs.iter().enumerate());
+    let results = std::sync::Mutex::new(Vec::with_capacity(orgs.len()));
+    let progress = std::sync::Mutex::new(progress);
+    std::thread::scope(|scope| {
+        let mut handles = Vec::new();
+        for _ in 0..workers {
+            handles.push(scope.spawn(|| -> Result<()> {
+                let conn = open_read_only(&path)?;
+                loop {
+                    let next = queue
+                        .lock()
+                        .map_err(|_| StoreError::Internal("verify queue poisoned".into()))?
+                        .next();
+                    let Some((i, (id, slug, size))) = next else { return Ok(()) };
+                    let mut report_progress = |o: &str, d: u64, t: u64| {
+                        if let Ok(mut p) = progress.lock() {
+                            (*p)(o, d, t);
+                        }
+                    };
+                    let r = verify_org(&conn, *id, slug, *size, &months, key, &mut report_progress)?;
+                    results
+                        .lock()
+                        .map_err(|_| StoreError::Internal("verify results poisoned".into()))?
+                        .push((i, r));
+                }
+            }));
+        }
+        handles.into_iter().try_for_each(|h| {
+            h.join().map_err(|_| StoreError::Internal("a verify thread panicked".into()))?
+        })
+    })?;
+    let mut results =
+        results.into_inner().map_err(|_| StoreError::Internal("verify results poisoned".into()))?;
+    results.sort_by_key(|(i, _)| *i);
+    Ok(results.into_iter().map(|(_, r)| r).collect())
 }
 
 /// One row of an event partition, in `seq` order within its partition.
@@ -104,6 +143,70 @@ impl Ord for Row {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         other.seq.cmp(&self.seq)
     }
+}
+
+/// One row, hashed and its framing checked.
+#[derive(Debug, Clone, Copy)]
+struct Checked {
+    seq: u64,
+    leaf: Hash,
+    leaf_matches: bool,
+    /// `Ok(None)`: the bytes name this org and seq. `Ok(Some(seq))`: they name another seq (or, with
+    /// `u64::MAX`, another org). `Err(())`: they do not decode.
+    content: std::result::Result<Option<u64>, ()>,
+}
+
+impl Checked {
+    fn of(r: Row, slug: &str) -> Self {
+        let leaf = leaf_hash(&r.body);
+        let content = match canonical::peek(&r.body) {
+            Ok((org, _)) if org != slug => Ok(Some(u64::MAX)),
+            Ok((_, seq)) if seq != r.seq => Ok(Some(seq)),
+            Ok(_) => Ok(None),
+            Err(_) => Err(()),
+        };
+        Self { seq: r.seq, leaf, leaf_matches: leaf[..] == r.leaf[..], content }
+    }
+}
+
+/// The per-event checks, in the order a reader expects them reported.
+fn check_one(c: Checked, expected: u64, tree_size: u64) -> Result<Option<Problem>> {
+    let at = |seq: u64, reason: String| Ok(Some(Problem { seq: Some(seq), reason }));
+    if c.seq > expected {
+        return at(expected, format!("seq {expected} is missing"));
+    }
+    if c.seq < expected {
+        return at(c.seq, format!("seq {} is stored twice", c.seq));
+    }
+    if c.seq >= tree_size {
+        return at(c.seq, format!("seq {} lies beyond the log head ({tree_size} events)", c.seq));
+    }
+    match c.content {
+        Err(()) => return at(c.seq, format!("seq {}: the stored bytes do not decode", c.seq)),
+        Ok(Some(u64::MAX)) => {
+            return at(
+                c.seq,
+                format!("seq {}: the stored event belongs to another organization: events were moved", c.seq),
+            );
+        }
+        Ok(Some(other)) => {
+            return at(
+                c.seq,
+                format!("seq {}: the stored event says seq {other}: events were moved or swapped", c.seq),
+            );
+        }
+        Ok(None) => {}
+    }
+    if !c.leaf_matches {
+        return at(
+            c.seq,
+            format!(
+                "seq {}: the stored bytes do not match the leaf hash recorded at ingest: the event was altered",
+                c.seq
+            ),
+        );
+    }
+    Ok(None)
 }
 
 /// Stored Merkle nodes are compared in batches per level, so the check reads `tree_nodes` in index
@@ -164,20 +267,13 @@ fn verify_org(
     key: &Verifier,
     progress: Progress<'_>,
 ) -> Result<OrgReport> {
-    let mut report = OrgReport {
-        org: slug.to_string(),
-        events: 0,
-        checkpoints: 0,
-        problem: None,
-    };
+    let mut report = OrgReport { org: slug.to_string(), events: 0, checkpoints: 0, problem: None };
     let checkpoints: Vec<(u64, Vec<u8>, String)> = {
         let mut st = conn
             .prepare("SELECT size, root, note FROM checkpoints WHERE org_id = ?1 ORDER BY size")
             .map_err(sql_error)?;
         let rows = st
-            .query_map([org_id], |r| {
-                Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?))
-            })
+            .query_map([org_id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?, r.get(2)?)))
             .map_err(sql_error)?;
         rows.collect::<rusqlite::Result<_>>().map_err(sql_error)?
     };
@@ -230,10 +326,7 @@ fn verify_org(
     }
 
     let mut frontier = Frontier::new();
-    let mut nodes = NodeCheck {
-        pending: BTreeMap::new(),
-        count: 0,
-    };
+    let mut nodes = NodeCheck { pending: BTreeMap::new(), count: 0 };
     let checkpoint_sizes: Vec<u64> = checkpoints.iter().map(|c| c.0).collect();
     let mut cps = checkpoints.iter().peekable();
     let mut last_good_checkpoint = 0u64;
@@ -279,75 +372,41 @@ fn verify_org(
     }
 
     let mut expected = 0u64;
-    while let Some(row) = heap.pop() {
-        if let Some(r) = next(&mut cursors, row.source)? {
-            heap.push(r);
-        }
-        if row.seq > expected {
-            return fail(report, Some(expected), format!("seq {expected} is missing"));
-        }
-        if row.seq < expected {
-            return fail(report, Some(row.seq), format!("seq {} is stored twice", row.seq));
-        }
-        if row.seq >= tree_size {
-            return fail(
-                report,
-                Some(row.seq),
-                format!("seq {} lies beyond the log head ({tree_size} events)", row.seq),
-            );
-        }
-        let event = match canonical::decode(&row.body) {
-            Ok(e) => e,
-            Err(e) => {
-                return fail(
-                    report,
-                    Some(row.seq),
-                    format!("seq {}: the stored bytes do not decode ({e})", row.seq),
-                );
+    let outcome = (|| -> Result<Option<Problem>> {
+        while let Some(row) = heap.pop() {
+            if let Some(r) = next(&mut cursors, row.source)? {
+                heap.push(r);
             }
-        };
-        if event.org != slug || event.seq != row.seq {
-            return fail(
-                report,
-                Some(row.seq),
-                format!(
-                    "seq {}: the stored event says org {} seq {}: events were moved or swapped",
-                    row.seq, event.org, event.seq
-                ),
-            );
-        }
-        let leaf = leaf_hash(&row.body);
-        if leaf[..] != row.leaf[..] {
-            return fail(
-                report,
-                Some(row.seq),
-                format!(
-                    "seq {}: the stored bytes do not match the leaf hash recorded at ingest: the event was altered",
-                    row.seq
-                ),
-            );
-        }
-        for n in frontier.append(leaf) {
-            if n.level >= MIN_STORED_LEVEL {
-                nodes.pending.entry(n.level).or_default().push((n.index, n.hash));
-                nodes.count += 1;
+            let c = Checked::of(row, slug);
+            if let Some(p) = check_one(c, expected, tree_size)? {
+                return Ok(Some(p));
+            }
+            for n in frontier.append(c.leaf) {
+                if n.level >= MIN_STORED_LEVEL {
+                    nodes.pending.entry(n.level).or_default().push((n.index, n.hash));
+                    nodes.count += 1;
+                }
+            }
+            // Compare stored nodes before a checkpoint's root, so a finer position is reported first.
+            let at_checkpoint = checkpoint_sizes.binary_search(&frontier.size()).is_ok();
+            if (nodes.count >= NodeCheck::BATCH || (at_checkpoint && nodes.count > 0))
+                && let Some(p) = nodes.flush(conn, org_id)?
+            {
+                return Ok(Some(p));
+            }
+            if let Some(p) = check_checkpoints(&frontier, &mut report) {
+                return Ok(Some(p));
+            }
+            expected += 1;
+            if expected.is_multiple_of(65_536) {
+                progress(slug, expected, tree_size);
             }
         }
-        // Compare stored nodes before a checkpoint's root, so a finer position is reported first.
-        let at_checkpoint = checkpoint_sizes.binary_search(&frontier.size()).is_ok();
-        if (nodes.count >= NodeCheck::BATCH || (at_checkpoint && nodes.count > 0))
-            && let Some(p) = nodes.flush(conn, org_id)?
-        {
-            return fail(report, p.seq, p.reason);
-        }
-        if let Some(p) = check_checkpoints(&frontier, &mut report) {
-            return fail(report, p.seq, p.reason);
-        }
-        expected += 1;
-        report.events = expected;
-        if expected.is_multiple_of(65_536) {
-            progress(slug, expected, tree_size);
-        }
+        Ok(None)
+    })()?;
+    report.events = expected;
+    if let Some(p) = outcome {
+        return fail(report, p.seq, p.reason);
     }
     if let Some(p) = nodes.flush(conn, org_id)? {
         return fail(report, p.seq, p.reason);

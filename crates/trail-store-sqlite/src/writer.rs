@@ -151,10 +151,7 @@ impl Writer {
         self.partitions.clear();
         let mut st = self.conn.prepare("SELECT slug, id, tree_size FROM orgs")?;
         let rows = st.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                (r.get::<_, i64>(1)?, r.get::<_, i64>(2)? as u64),
-            ))
+            Ok((r.get::<_, String>(0)?, (r.get::<_, i64>(1)?, r.get::<_, i64>(2)? as u64)))
         })?;
         for row in rows {
             let (slug, v) = row?;
@@ -175,10 +172,7 @@ impl Writer {
     }
 
     pub fn org_id(&self, slug: &str) -> Result<i64> {
-        self.orgs
-            .get(slug)
-            .map(|o| o.0)
-            .ok_or_else(|| StoreError::NotFound(format!("organization {slug}")))
+        self.orgs.get(slug).map(|o| o.0).ok_or_else(|| StoreError::NotFound(format!("organization {slug}")))
     }
 
     /// Registers an org created in this transaction.
@@ -191,9 +185,8 @@ impl Writer {
         if let Some(id) = self.dict.get(value) {
             return Ok(*id);
         }
-        let mut st = self
-            .conn
-            .prepare_cached("INSERT INTO dict(value) VALUES (?1) ON CONFLICT(value) DO NOTHING")?;
+        let mut st =
+            self.conn.prepare_cached("INSERT INTO dict(value) VALUES (?1) ON CONFLICT(value) DO NOTHING")?;
         st.execute([value])?;
         let id = self
             .conn
@@ -220,10 +213,8 @@ impl Writer {
     /// Appends prepared events to an org's log inside the current transaction.
     pub fn append(&mut self, org: &str, events: Vec<Prepared>) -> Result<Vec<Appended>> {
         // Fails before writing anything, so appends need no savepoint (which would make FTS5 flush).
-        let (org_id, mut size) = *self
-            .orgs
-            .get(org)
-            .ok_or_else(|| StoreError::NotFound(format!("organization {org}")))?;
+        let (org_id, mut size) =
+            *self.orgs.get(org).ok_or_else(|| StoreError::NotFound(format!("organization {org}")))?;
         self.dirty = true;
         let mut out = Vec::with_capacity(events.len());
         for mut e in events {
@@ -241,10 +232,7 @@ impl Writer {
                     .prepare_cached("SELECT seq FROM event_ids WHERE org_id = ?1 AND id = ?2")
                     .and_then(|mut st| st.query_row(params![org_id, e.id], |r| r.get(0)))
                     .map_err(sql_error)?;
-                out.push(Appended::Duplicate {
-                    id: e.id,
-                    seq: seq as u64,
-                });
+                out.push(Appended::Duplicate { id: e.id, seq: seq as u64 });
                 continue;
             }
             canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
@@ -308,10 +296,7 @@ impl Writer {
                 &leaf[..]
             ])?;
         self.conn
-            .prepare_cached(&format!(
-                "INSERT INTO {}(rowid, text) VALUES (?1, ?2)",
-                fts_table(e.month)
-            ))?
+            .prepare_cached(&format!("INSERT INTO {}(rowid, text) VALUES (?1, ?2)", fts_table(e.month)))?
             .execute(params![k, e.text])?;
         Ok(())
     }
@@ -384,10 +369,7 @@ fn run_job(w: &mut Writer, job: Box<dyn Job>) -> (Finish, Option<String>) {
     if !job.savepoint() {
         w.dirty = false;
         let (ok, finish) = job.run(w);
-        return (
-            finish,
-            (!ok && w.dirty).then(|| "a write failed; the group was rolled back".to_string()),
-        );
+        return (finish, (!ok && w.dirty).then(|| "a write failed; the group was rolled back".to_string()));
     }
     if let Err(e) = w.conn.execute_batch("SAVEPOINT job") {
         let msg = describe(&e);
@@ -395,11 +377,7 @@ fn run_job(w: &mut Writer, job: Box<dyn Job>) -> (Finish, Option<String>) {
         return (Box::new(|_| {}), None);
     }
     let (ok, finish) = job.run(w);
-    let end = if ok {
-        "RELEASE job"
-    } else {
-        "ROLLBACK TO job; RELEASE job"
-    };
+    let end = if ok { "RELEASE job" } else { "ROLLBACK TO job; RELEASE job" };
     if let Err(e) = w.conn.execute_batch(end) {
         tracing::error!(error = %e, "cannot end a savepoint");
     }

@@ -1,11 +1,7 @@
 //! The conformance suite: one set of checks, written against [`Store`], that every backend runs
 //! (`trail_store::conformance_suite!` in the backend's tests). Results are compared with a simple
 //! in-memory reference model built from [`Filter::matches`], with proptest generating events and queries.
-#![allow(
-    clippy::unwrap_used,
-    clippy::missing_panics_doc,
-    reason = "a test suite fails by panicking"
-)]
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc, reason = "a test suite fails by panicking")]
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -54,19 +50,9 @@ pub fn event(actor: &str, action: &str, time: Micros) -> NewEvent {
     NewEvent {
         id: None,
         time: Some(time),
-        actor: Actor {
-            id: actor.into(),
-            kind: ActorType::User,
-            name: None,
-            ip: None,
-            user_agent: None,
-        },
+        actor: Actor { id: actor.into(), kind: ActorType::User, name: None, ip: None, user_agent: None },
         action: action.into(),
-        target: Target {
-            kind: "component".into(),
-            id: Some("c-1".into()),
-            name: None,
-        },
+        target: Target { kind: "component".into(), id: Some("c-1".into()), name: None },
         project: None,
         outcome: Outcome::Success,
         reason: None,
@@ -92,15 +78,9 @@ pub async fn append_assigns_gapless_seq<S: Store>(store: Arc<S>) {
     org(&*store, "acme").await;
     assert_eq!(store.tree_size("acme").await.unwrap(), 0);
     let t = now() - 1000;
-    let r = store
-        .append("acme", vec![event("a", "x.y", t); 3], now())
-        .await
-        .unwrap();
+    let r = store.append("acme", vec![event("a", "x.y", t); 3], now()).await.unwrap();
     assert_eq!(created_seqs(&r), [0, 1, 2]);
-    let r = store
-        .append("acme", vec![event("a", "x.y", t); 2], now())
-        .await
-        .unwrap();
+    let r = store.append("acme", vec![event("a", "x.y", t); 2], now()).await.unwrap();
     assert_eq!(created_seqs(&r), [3, 4]);
     assert_eq!(store.tree_size("acme").await.unwrap(), 5);
     assert!(matches!(
@@ -117,49 +97,20 @@ pub async fn duplicates_answer_original_seq<S: Store>(store: Arc<S>) {
     e.id = Some("evt-1".into());
     let mut changed = e.clone();
     changed.actor.id = "mallory".into();
-    let r = store
-        .append("acme", vec![event("a", "x.y", t), e.clone(), e.clone()], now())
-        .await
-        .unwrap();
-    assert_eq!(
-        r[1],
-        Appended::Created {
-            id: "evt-1".into(),
-            seq: 1
-        }
-    );
-    assert_eq!(
-        r[2],
-        Appended::Duplicate {
-            id: "evt-1".into(),
-            seq: 1
-        },
-        "duplicate within one batch"
-    );
+    let r = store.append("acme", vec![event("a", "x.y", t), e.clone(), e.clone()], now()).await.unwrap();
+    assert_eq!(r[1], Appended::Created { id: "evt-1".into(), seq: 1 });
+    assert_eq!(r[2], Appended::Duplicate { id: "evt-1".into(), seq: 1 }, "duplicate within one batch");
     let r = store.append("acme", vec![changed], now()).await.unwrap();
     assert_eq!(
         r[0],
-        Appended::Duplicate {
-            id: "evt-1".into(),
-            seq: 1
-        },
+        Appended::Duplicate { id: "evt-1".into(), seq: 1 },
         "a later duplicate keeps the original"
     );
     assert_eq!(store.tree_size("acme").await.unwrap(), 2);
     let stored = store.event("acme", "evt-1").await.unwrap().unwrap();
-    assert_eq!(
-        stored.event.actor.id, "a",
-        "the original bytes are never replaced"
-    );
+    assert_eq!(stored.event.actor.id, "a", "the original bytes are never replaced");
     let r = store.append("other", vec![e], now()).await.unwrap();
-    assert_eq!(
-        r[0],
-        Appended::Created {
-            id: "evt-1".into(),
-            seq: 0
-        },
-        "ids are per org"
-    );
+    assert_eq!(r[0], Appended::Created { id: "evt-1".into(), seq: 0 }, "ids are per org");
 }
 
 pub async fn stored_bytes_round_trip<S: Store>(store: Arc<S>) {
@@ -186,10 +137,7 @@ pub async fn stored_bytes_round_trip<S: Store>(store: Arc<S>) {
     store.append("acme", vec![e.clone()], now()).await.unwrap();
     let r = store.event("acme", "evt-rt").await.unwrap().unwrap();
     let s = &r.event;
-    assert_eq!(
-        (s.org.as_str(), s.seq, s.time, s.received_at),
-        ("acme", 0, now() - 5_000_123, now())
-    );
+    assert_eq!((s.org.as_str(), s.seq, s.time, s.received_at), ("acme", 0, now() - 5_000_123, now()));
     assert_eq!(
         (&s.actor, &s.target, &s.project, &s.reason, &s.source, &s.info),
         (&e.actor, &e.target, &e.project, &e.reason, &e.source, &e.info)
@@ -216,76 +164,35 @@ pub async fn orgs_are_isolated<S: Store>(store: Arc<S>) {
     e.id = Some("secret".into());
     store.append("acme", vec![e], now()).await.unwrap();
     assert!(store.event("globex", "secret").await.unwrap().is_none());
-    let q = Query {
-        filter: window(now() - MICROS_PER_DAY, now()),
-        limit: 10,
-        cursor: None,
-    };
+    let q = Query { filter: window(now() - MICROS_PER_DAY, now()), limit: 10, cursor: None };
     assert_eq!(store.query("globex", &q).await.unwrap().records.len(), 0);
     assert_eq!(store.query("acme", &q).await.unwrap().records.len(), 1);
-    assert!(
-        store
-            .histogram("globex", &q.filter, MICROS_PER_DAY)
-            .await
-            .unwrap()
-            .is_empty()
-    );
-    assert!(matches!(
-        store.create_org("acme", "again", now()).await,
-        Err(StoreError::Conflict(_))
-    ));
+    assert!(store.histogram("globex", &q.filter, MICROS_PER_DAY).await.unwrap().is_empty());
+    assert!(matches!(store.create_org("acme", "again", now()).await, Err(StoreError::Conflict(_))));
 }
 
 fn window(from: Micros, to: Micros) -> Filter {
-    Filter {
-        from,
-        to,
-        ..Filter::default()
-    }
+    Filter { from, to, ..Filter::default() }
 }
 
 // ---- generated events and queries against the reference model ----------------------------------
 
 const ACTORS: &[&str] = &["alice@acme.io", "bob@acme.io", "ci-bot", "carol"];
-const ACTIONS: &[&str] = &[
-    "component.deployed",
-    "component.created",
-    "project.deleted",
-    "user.invited",
-    "user.role_assigned",
-];
+const ACTIONS: &[&str] =
+    &["component.deployed", "component.created", "project.deleted", "user.invited", "user.role_assigned"];
 const TARGET_TYPES: &[&str] = &["component", "project", "user"];
 const TARGET_IDS: &[&str] = &["c-1", "c-2", "p-9", "u-7"];
 const PROJECTS: &[&str] = &["billing", "search"];
 const SOURCES: &[&str] = &["console", "api", "cli"];
-const WORDS: &[&str] = &[
-    "req-5f2a9c",
-    "req-5f3b00",
-    "Zürich",
-    "timeout",
-    "replicas",
-    "east-1",
-];
+const WORDS: &[&str] = &["req-5f2a9c", "req-5f3b00", "Zürich", "timeout", "replicas", "east-1"];
 /// Generated events fall within the 50 days before `now()`, crossing two month boundaries.
 const SPAN_DAYS: i64 = 50;
 
 fn arb_event() -> impl Strategy<Value = NewEvent> {
     (
-        (
-            0..SPAN_DAYS * MICROS_PER_DAY,
-            0..ACTORS.len(),
-            0..ACTIONS.len(),
-            0..TARGET_TYPES.len(),
-        ),
-        (
-            proptest::option::of(0..TARGET_IDS.len()),
-            proptest::option::of(0..PROJECTS.len()),
-        ),
-        (
-            any::<bool>(),
-            proptest::option::of(0..SOURCES.len()),
-            proptest::option::of(0..WORDS.len()),
-        ),
+        (0..SPAN_DAYS * MICROS_PER_DAY, 0..ACTORS.len(), 0..ACTIONS.len(), 0..TARGET_TYPES.len()),
+        (proptest::option::of(0..TARGET_IDS.len()), proptest::option::of(0..PROJECTS.len())),
+        (any::<bool>(), proptest::option::of(0..SOURCES.len()), proptest::option::of(0..WORDS.len())),
         (0..3u8),
     )
         .prop_map(|((t, a, ac, tt), (tid, p), (ok, s, w), dup)| {
@@ -294,11 +201,8 @@ fn arb_event() -> impl Strategy<Value = NewEvent> {
             if dup == 0 {
                 e.time = Some(now() - (t / MICROS_PER_DAY) * MICROS_PER_DAY);
             }
-            e.target = Target {
-                kind: TARGET_TYPES[tt].into(),
-                id: tid.map(|i| TARGET_IDS[i].into()),
-                name: None,
-            };
+            e.target =
+                Target { kind: TARGET_TYPES[tt].into(), id: tid.map(|i| TARGET_IDS[i].into()), name: None };
             e.project = p.map(|i| PROJECTS[i].into());
             e.outcome = if ok { Outcome::Success } else { Outcome::Failure };
             e.source = s.map(|i| SOURCES[i].into());
@@ -314,18 +218,8 @@ fn pick<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strat
 fn arb_filter() -> impl Strategy<Value = Filter> {
     (
         (0..SPAN_DAYS * MICROS_PER_DAY, 1..SPAN_DAYS * MICROS_PER_DAY),
-        (
-            pick(ACTORS),
-            pick(ACTIONS),
-            any::<bool>(),
-            pick(TARGET_TYPES),
-            pick(TARGET_IDS),
-        ),
-        (
-            pick(PROJECTS),
-            pick(&[Outcome::Success, Outcome::Failure]),
-            pick(SOURCES),
-        ),
+        (pick(ACTORS), pick(ACTIONS), any::<bool>(), pick(TARGET_TYPES), pick(TARGET_IDS)),
+        (pick(PROJECTS), pick(&[Outcome::Success, Outcome::Failure]), pick(SOURCES)),
         proptest::option::of(prop_oneof![
             proptest::sample::select(WORDS).prop_map(str::to_string),
             Just("req-5f".to_string()),
@@ -334,8 +228,8 @@ fn arb_filter() -> impl Strategy<Value = Filter> {
             Just("c-1".to_string()),
         ]),
     )
-        .prop_map(
-            |((start, len), (actor, action, prefix, tt, tid), (project, outcome, source), q)| Filter {
+        .prop_map(|((start, len), (actor, action, prefix, tt, tid), (project, outcome, source), q)| {
+            Filter {
                 from: now() - start - MICROS_PER_DAY,
                 to: (now() - start - MICROS_PER_DAY + len).min(now() + 1),
                 actor: actor.into_iter().map(str::to_string).collect(),
@@ -355,8 +249,8 @@ fn arb_filter() -> impl Strategy<Value = Filter> {
                 outcome,
                 source: source.into_iter().map(str::to_string).collect(),
                 q: q.map(|q| Search::parse(&q).unwrap()),
-            },
-        )
+            }
+        })
 }
 
 /// The reference model: every stored event of one org, filtered and sorted in memory.
@@ -390,12 +284,7 @@ impl Model {
 
     /// Matching `(time, seq)` keys, newest first.
     pub fn select(&self, f: &Filter) -> Vec<(Micros, u64)> {
-        let mut keys: Vec<_> = self
-            .events
-            .iter()
-            .filter(|e| f.matches(e))
-            .map(|e| (e.time, e.seq))
-            .collect();
+        let mut keys: Vec<_> = self.events.iter().filter(|e| f.matches(e)).map(|e| (e.time, e.seq)).collect();
         keys.sort_unstable_by(|a, b| b.cmp(a));
         keys
     }
@@ -403,11 +292,7 @@ impl Model {
 
 async fn page_all<S: Store>(store: &S, org: &str, filter: &Filter, limit: usize) -> Vec<(Micros, u64)> {
     let mut out = Vec::new();
-    let mut q = Query {
-        filter: filter.clone(),
-        limit,
-        cursor: None,
-    };
+    let mut q = Query { filter: filter.clone(), limit, cursor: None };
     for _ in 0..10_000 {
         let page = store.query(org, &q).await.unwrap();
         assert!(page.records.len() <= limit);
@@ -463,17 +348,11 @@ pub async fn histogram_matches_reference_model<S: Store>(store: Arc<S>) {
         let filter = sample(&mut runner, &arb_filter());
         let width = sample(
             &mut runner,
-            &prop_oneof![
-                Just(3_600_000_000i64),
-                Just(MICROS_PER_DAY),
-                Just(7 * MICROS_PER_DAY)
-            ],
+            &prop_oneof![Just(3_600_000_000i64), Just(MICROS_PER_DAY), Just(7 * MICROS_PER_DAY)],
         );
         let mut want: std::collections::BTreeMap<Micros, u64> = Default::default();
         for (t, _) in model.select(&filter) {
-            *want
-                .entry(filter.from + (t - filter.from) / width * width)
-                .or_default() += 1;
+            *want.entry(filter.from + (t - filter.from) / width * width).or_default() += 1;
         }
         let got = store.histogram("acme", &filter, width).await.unwrap();
         let got: std::collections::BTreeMap<Micros, u64> =
@@ -485,9 +364,7 @@ pub async fn histogram_matches_reference_model<S: Store>(store: Arc<S>) {
 pub async fn paging_is_stable_while_appending<S: Store>(store: Arc<S>) {
     org(&*store, "acme").await;
     let base = now() - 10 * MICROS_PER_DAY;
-    let events: Vec<NewEvent> = (0..3000)
-        .map(|i| event("a", "x.y", base + (i / 3) * 1000))
-        .collect();
+    let events: Vec<NewEvent> = (0..3000).map(|i| event("a", "x.y", base + (i / 3) * 1000)).collect();
     for chunk in events.chunks(500) {
         store.append("acme", chunk.to_vec(), now()).await.unwrap();
     }
@@ -496,10 +373,7 @@ pub async fn paging_is_stable_while_appending<S: Store>(store: Arc<S>) {
         let store = store.clone();
         tokio::spawn(async move {
             for i in 0..60 {
-                let batch = vec![
-                    event("a", "x.y", base + i * 37_000),
-                    event("a", "x.y", now() - 10),
-                ];
+                let batch = vec![event("a", "x.y", base + i * 37_000), event("a", "x.y", now() - 10)];
                 store.append("acme", batch, now()).await.unwrap();
                 tokio::task::yield_now().await;
             }
@@ -511,10 +385,7 @@ pub async fn paging_is_stable_while_appending<S: Store>(store: Arc<S>) {
     let unique: HashSet<_> = got.iter().collect();
     assert_eq!(unique.len(), got.len(), "an event was repeated");
     let originals = got.iter().filter(|(_, seq)| *seq < 3000).count();
-    assert_eq!(
-        originals, 3000,
-        "an event that existed before paging began was skipped"
-    );
+    assert_eq!(originals, 3000, "an event that existed before paging began was skipped");
     assert!(got.windows(2).all(|w| w[0] > w[1]), "not strictly newest first");
 }
 
@@ -527,15 +398,9 @@ pub async fn concurrent_appends_keep_seq_gapless<S: Store>(store: Arc<S>) {
             let mut seqs = Vec::new();
             for i in 0..25 {
                 let n = 1 + (t + i) % 4;
-                let r = store
-                    .append("acme", vec![event("a", "x.y", now() - 1000); n], now())
-                    .await
-                    .unwrap();
+                let r = store.append("acme", vec![event("a", "x.y", now() - 1000); n], now()).await.unwrap();
                 let s = created_seqs(&r);
-                assert!(
-                    s.windows(2).all(|w| w[1] == w[0] + 1),
-                    "a batch's seqs must be contiguous"
-                );
+                assert!(s.windows(2).all(|w| w[1] == w[0] + 1), "a batch's seqs must be contiguous");
                 seqs.extend(s);
             }
             seqs
@@ -559,47 +424,20 @@ pub async fn access_records<S: Store>(store: Arc<S>) {
     store.create_org("globex", "Globex", now()).await.unwrap();
     assert_eq!(store.orgs().await.unwrap().len(), 2);
 
-    let u = store
-        .create_user("Admin@Example.com", "$argon2id$stub", true, now())
-        .await
-        .unwrap();
+    let u = store.create_user("Admin@Example.com", "$argon2id$stub", true, now()).await.unwrap();
     assert!(matches!(
         store.create_user("admin@example.com", "x", false, now()).await,
         Err(StoreError::Conflict(_))
     ));
-    assert_eq!(
-        store
-            .user_by_email("ADMIN@example.com")
-            .await
-            .unwrap()
-            .map(|x| x.id),
-        Some(u.id.clone())
-    );
-    assert_eq!(
-        store.user(&u.id).await.unwrap().map(|x| x.server_admin),
-        Some(true)
-    );
-    assert_eq!(
-        store.permissions("acme", &u.id).await.unwrap(),
-        None,
-        "not a member yet"
-    );
+    assert_eq!(store.user_by_email("ADMIN@example.com").await.unwrap().map(|x| x.id), Some(u.id.clone()));
+    assert_eq!(store.user(&u.id).await.unwrap().map(|x| x.server_admin), Some(true));
+    assert_eq!(store.permissions("acme", &u.id).await.unwrap(), None, "not a member yet");
     store.add_org_admin("acme", &u.id).await.unwrap();
     let perms = store.permissions("acme", &u.id).await.unwrap().unwrap();
-    assert!(
-        Permission::ALL.iter().all(|p| perms.contains(p)),
-        "admins hold every permission"
-    );
-    assert_eq!(
-        store.permissions("globex", &u.id).await.unwrap(),
-        None,
-        "membership is per org"
-    );
+    assert!(Permission::ALL.iter().all(|p| perms.contains(p)), "admins hold every permission");
+    assert_eq!(store.permissions("globex", &u.id).await.unwrap(), None, "membership is per org");
     let orgs = store.user_orgs(&u.id).await.unwrap();
-    assert_eq!(
-        orgs.iter().map(|(o, _)| o.slug.as_str()).collect::<Vec<_>>(),
-        ["acme"]
-    );
+    assert_eq!(orgs.iter().map(|(o, _)| o.slug.as_str()).collect::<Vec<_>>(), ["acme"]);
 
     let s = Session {
         id: "s1".into(),
@@ -628,25 +466,15 @@ pub async fn access_records<S: Store>(store: Arc<S>) {
     assert_eq!(store.api_key("k1").await.unwrap(), Some(k.clone()));
     assert_eq!(store.api_keys("acme").await.unwrap(), vec![k]);
     assert!(store.api_keys("globex").await.unwrap().is_empty());
-    assert!(matches!(
-        store.revoke_api_key("globex", "k1", now()).await,
-        Err(StoreError::NotFound(_))
-    ));
+    assert!(matches!(store.revoke_api_key("globex", "k1", now()).await, Err(StoreError::NotFound(_))));
     store.revoke_api_key("acme", "k1", now() + 1).await.unwrap();
-    assert_eq!(
-        store.api_key("k1").await.unwrap().unwrap().revoked_at,
-        Some(now() + 1)
-    );
+    assert_eq!(store.api_key("k1").await.unwrap().unwrap().revoked_at, Some(now() + 1));
 }
 
 /// Leaf hashes of every event of an org in `seq` order, taken from the records themselves.
 async fn leaves<S: Store>(store: &S, org: &str) -> Vec<trail_merkle::Hash> {
     let filter = window(now() - 92 * MICROS_PER_DAY, now() + 1);
-    let mut q = Query {
-        filter,
-        limit: 1000,
-        cursor: None,
-    };
+    let mut q = Query { filter, limit: 1000, cursor: None };
     let mut records = Vec::new();
     loop {
         let page = store.query(org, &q).await.unwrap();
@@ -657,10 +485,7 @@ async fn leaves<S: Store>(store: &S, org: &str) -> Vec<trail_merkle::Hash> {
         }
     }
     records.sort_by_key(|r| r.event.seq);
-    records
-        .iter()
-        .enumerate()
-        .for_each(|(i, r)| assert_eq!(r.event.seq, i as u64));
+    records.iter().enumerate().for_each(|(i, r)| assert_eq!(r.event.seq, i as u64));
     records.iter().map(Record::leaf_hash).collect()
 }
 
@@ -671,29 +496,17 @@ pub async fn merkle_roots_and_proofs_verify<S: Store>(store: Arc<S>) {
     let mut n = 0i64;
     for batch in [1usize, 2, 5, 60, 1, 130, 101] {
         let events: Vec<NewEvent> = (0..batch)
-            .map(|i| {
-                event(
-                    "a",
-                    "x.y",
-                    now() - ((n + i as i64) * 7919 % 80) * MICROS_PER_DAY - 1,
-                )
-            })
+            .map(|i| event("a", "x.y", now() - ((n + i as i64) * 7919 % 80) * MICROS_PER_DAY - 1))
             .collect();
         n += batch as i64;
         store.append("acme", events, now()).await.unwrap();
     }
     let leaves = leaves(&*store, "acme").await;
     assert_eq!(leaves.len() as i64, n);
-    let sizes = [
-        1u64, 2, 3, 4, 5, 7, 8, 9, 16, 17, 63, 64, 65, 128, 200, 255, 256, 299, 300,
-    ];
+    let sizes = [1u64, 2, 3, 4, 5, 7, 8, 9, 16, 17, 63, 64, 65, 128, 200, 255, 256, 299, 300];
     for &size in &sizes {
         let root = store.root("acme", size).await.unwrap();
-        assert_eq!(
-            root,
-            trail_merkle::root(&leaves[..size as usize]),
-            "root of size {size}"
-        );
+        assert_eq!(root, trail_merkle::root(&leaves[..size as usize]), "root of size {size}");
         for seq in [0, size / 3, size / 2, size - 1] {
             let proof = store.inclusion_proof("acme", seq, size).await.unwrap();
             trail_merkle::verify_inclusion(&leaves[seq as usize], seq, size, &proof, &root)
@@ -706,67 +519,29 @@ pub async fn merkle_roots_and_proofs_verify<S: Store>(store: Arc<S>) {
                 .unwrap_or_else(|e| panic!("consistency {old} -> {size}: {e}"));
         }
     }
-    assert!(matches!(
-        store.root("acme", 301).await,
-        Err(StoreError::OutOfRange(_))
-    ));
-    assert!(matches!(
-        store.inclusion_proof("acme", 300, 300).await,
-        Err(StoreError::OutOfRange(_))
-    ));
-    assert!(matches!(
-        store.inclusion_proof("acme", 0, 301).await,
-        Err(StoreError::OutOfRange(_))
-    ));
-    assert!(matches!(
-        store.consistency_proof("acme", 10, 5).await,
-        Err(StoreError::OutOfRange(_))
-    ));
+    assert!(matches!(store.root("acme", 301).await, Err(StoreError::OutOfRange(_))));
+    assert!(matches!(store.inclusion_proof("acme", 300, 300).await, Err(StoreError::OutOfRange(_))));
+    assert!(matches!(store.inclusion_proof("acme", 0, 301).await, Err(StoreError::OutOfRange(_))));
+    assert!(matches!(store.consistency_proof("acme", 10, 5).await, Err(StoreError::OutOfRange(_))));
 }
 
 pub async fn checkpoints_are_kept_and_never_contradict<S: Store>(store: Arc<S>) {
     org(&*store, "acme").await;
     org(&*store, "idle").await;
-    assert!(
-        store.unsigned_heads().await.unwrap().is_empty(),
-        "empty logs need no checkpoint"
-    );
-    store
-        .append("acme", vec![event("a", "x.y", now() - 10); 5], now())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.unsigned_heads().await.unwrap(),
-        vec![("acme".to_string(), 5)]
-    );
+    assert!(store.unsigned_heads().await.unwrap().is_empty(), "empty logs need no checkpoint");
+    store.append("acme", vec![event("a", "x.y", now() - 10); 5], now()).await.unwrap();
+    assert_eq!(store.unsigned_heads().await.unwrap(), vec![("acme".to_string(), 5)]);
     assert_eq!(store.latest_checkpoint("acme").await.unwrap(), None);
     let root = store.root("acme", 5).await.unwrap();
-    let cp = StoredCheckpoint {
-        size: 5,
-        root,
-        note: "note for 5\n".into(),
-        created_at: now(),
-    };
+    let cp = StoredCheckpoint { size: 5, root, note: "note for 5\n".into(), created_at: now() };
     store.add_checkpoint("acme", &cp).await.unwrap();
     store.add_checkpoint("acme", &cp).await.unwrap();
-    let forged = StoredCheckpoint {
-        root: [0; 32],
-        ..cp.clone()
-    };
-    assert!(matches!(
-        store.add_checkpoint("acme", &forged).await,
-        Err(StoreError::Conflict(_))
-    ));
+    let forged = StoredCheckpoint { root: [0; 32], ..cp.clone() };
+    assert!(matches!(store.add_checkpoint("acme", &forged).await, Err(StoreError::Conflict(_))));
     assert_eq!(store.latest_checkpoint("acme").await.unwrap(), Some(cp.clone()));
     assert!(store.unsigned_heads().await.unwrap().is_empty());
-    store
-        .append("acme", vec![event("a", "x.y", now() - 10); 2], now())
-        .await
-        .unwrap();
-    assert_eq!(
-        store.unsigned_heads().await.unwrap(),
-        vec![("acme".to_string(), 7)]
-    );
+    store.append("acme", vec![event("a", "x.y", now() - 10); 2], now()).await.unwrap();
+    assert_eq!(store.unsigned_heads().await.unwrap(), vec![("acme".to_string(), 7)]);
     let cp7 = StoredCheckpoint {
         size: 7,
         root: store.root("acme", 7).await.unwrap(),

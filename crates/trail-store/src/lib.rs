@@ -128,9 +128,7 @@ pub fn mint_event_id() -> String {
 pub fn page_from(mut records: Vec<Record>, q: &Query, as_of: u64) -> Page {
     let next = if records.len() > q.limit {
         records.truncate(q.limit);
-        records
-            .last()
-            .map(|r| Cursor::new(&q.filter, r.event.time, r.event.seq, as_of))
+        records.last().map(|r| Cursor::new(&q.filter, r.event.time, r.event.seq, as_of))
     } else {
         None
     };

@@ -153,9 +153,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = settings(&args.config, args.listen.as_deref())?;
     tracing::info!(settings = ?settings, "starting");
     let store = open_store(&settings)?;
-    let password = std::env::var("TRAIL_ADMIN_PASSWORD")
-        .ok()
-        .filter(|p| !p.is_empty());
+    let password = std::env::var("TRAIL_ADMIN_PASSWORD").ok().filter(|p| !p.is_empty());
     let generated = trail_server::bootstrap(store.as_ref(), password.as_deref())
         .await
         .map_err(|e| anyhow::anyhow!("cannot create the first organization: {}", e.message))?;
@@ -177,33 +175,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn verify(args: VerifyArgs) -> anyhow::Result<verify::Verdict> {
     if let Some(url) = &args.server {
         let org = args.org.as_deref().context("--server needs --org")?;
-        return verify::server(
-            url,
-            org,
-            args.token.as_deref(),
-            args.key.as_deref(),
-            args.trusted.as_ref(),
-        )
-        .await;
+        return verify::server(url, org, args.token.as_deref(), args.key.as_deref(), args.trusted.as_ref())
+            .await;
     }
     let s = settings(&args.config, None)?;
-    let key = verify::key_from(
-        args.key.as_deref(),
-        &trail_server::integrity::key_path(&s),
-        &s.server_name,
-    )?;
+    let key = verify::key_from(args.key.as_deref(), &trail_server::integrity::key_path(&s), &s.server_name)?;
     verify::data_dir(&s.data_dir, args.org.as_deref(), &key)
 }
 
 async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
     let now = trail_model::time::now();
     match cmd {
-        AdminCommand::CreateKey {
-            config,
-            org,
-            scopes,
-            name,
-        } => {
+        AdminCommand::CreateKey { config, org, scopes, name } => {
             let store = open_store(&settings(&config, None)?)?;
             let mut parsed = Vec::new();
             for s in &scopes {
@@ -235,9 +218,7 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 bail!("invalid slug {slug:?}: use 2-63 lowercase letters, digits or hyphens");
             }
             let store = open_store(&settings(&config, None)?)?;
-            store
-                .create_org(&slug, name.as_deref().unwrap_or(&slug), now)
-                .await?;
+            store.create_org(&slug, name.as_deref().unwrap_or(&slug), now).await?;
             println!("created organization {slug}");
         }
     }

@@ -24,10 +24,7 @@ struct Bar {
 
 impl Bar {
     fn new() -> Self {
-        Self {
-            on: std::io::stderr().is_terminal(),
-            started: std::time::Instant::now(),
-        }
+        Self { on: std::io::stderr().is_terminal(), started: std::time::Instant::now() }
     }
 
     fn draw(&mut self, org: &str, done: u64, total: u64) {
@@ -74,10 +71,7 @@ pub fn data_dir(dir: &std::path::Path, org: Option<&str>, key: &Verifier) -> any
     for r in &reports {
         total += r.events;
         match &r.problem {
-            None => println!(
-                "{}: ok, {} events, {} checkpoints verified",
-                r.org, r.events, r.checkpoints
-            ),
+            None => println!("{}: ok, {} events, {} checkpoints verified", r.org, r.events, r.checkpoints),
             Some(p) => {
                 verdict = Verdict::Tampered;
                 match p.seq {
@@ -88,10 +82,7 @@ pub fn data_dir(dir: &std::path::Path, org: Option<&str>, key: &Verifier) -> any
         }
     }
     let secs = started.elapsed().as_secs_f64();
-    eprintln!(
-        "verified {total} events in {secs:.2} s ({:.0} events/s)",
-        total as f64 / secs.max(1e-9)
-    );
+    eprintln!("verified {total} events in {secs:.2} s ({:.0} events/s)", total as f64 / secs.max(1e-9));
     Ok(verdict)
 }
 
@@ -142,10 +133,7 @@ pub async fn server(
         }
     };
     if !latest.origin.ends_with(&format!("/orgs/{org}")) {
-        println!(
-            "{org}: FAILED: the checkpoint is for {}, not this organization",
-            latest.origin
-        );
+        println!("{org}: FAILED: the checkpoint is for {}, not this organization", latest.origin);
         return Ok(Verdict::Tampered);
     }
     let Some(path) = trusted else {
@@ -162,12 +150,7 @@ pub async fn server(
             anyhow::anyhow!("{}: the trusted checkpoint does not verify: {e}", path.display())
         })?;
         if old.origin != latest.origin {
-            bail!(
-                "{}: the trusted checkpoint is for {}, not {}",
-                path.display(),
-                old.origin,
-                latest.origin
-            );
+            bail!("{}: the trusted checkpoint is for {}, not {}", path.display(), old.origin, latest.origin);
         }
         if old.size > latest.size {
             println!(
@@ -177,10 +160,7 @@ pub async fn server(
             return Ok(Verdict::Tampered);
         }
         let proof = client
-            .get(&format!(
-                "/v1/orgs/{org}/proofs/consistency?from={}&to={}",
-                old.size, latest.size
-            ))
+            .get(&format!("/v1/orgs/{org}/proofs/consistency?from={}&to={}", old.size, latest.size))
             .await
             .context("cannot fetch the consistency proof")?;
         let hashes: Vec<Hash> = proof["hashes"]

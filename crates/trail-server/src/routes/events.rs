@@ -92,10 +92,7 @@ pub async fn ingest(
     };
 
     let received_at = now();
-    let bounds = TimeBounds {
-        now: received_at,
-        oldest: state.hot_start(received_at),
-    };
+    let bounds = TimeBounds { now: received_at, oldest: state.hot_start(received_at) };
     let mut results: Vec<Option<Value>> = vec![None; items.len()];
     let mut valid: Vec<NewEvent> = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
@@ -137,21 +134,16 @@ pub async fn ingest(
     // A lone event that was rejected is a client error; a batch reports per item and answers 200.
     if single && rejected_n == 1 {
         let error = results[0]["error"].clone();
-        return Ok((
-            StatusCode::BAD_REQUEST,
-            Json(json!({"error": error, "results": results})),
-        )
-            .into_response());
+        return Ok(
+            (StatusCode::BAD_REQUEST, Json(json!({"error": error, "results": results}))).into_response()
+        );
     }
     Ok(Json(json!({ "results": results })).into_response())
 }
 
 fn context(state: &AppState) -> QueryContext {
     let now = now();
-    QueryContext {
-        now,
-        oldest: state.hot_start(now),
-    }
+    QueryContext { now, oldest: state.hot_start(now) }
 }
 
 pub async fn query(
@@ -164,9 +156,7 @@ pub async fn query(
     let q = parse_query(&query_pairs(raw.as_deref())?, context(&state))?;
     let page = state.store.query(&org, &q).await?;
     let events: Vec<Value> = page.records.iter().map(|r| r.to_json()).collect();
-    Ok(Json(
-        json!({"events": events, "next_cursor": page.next.map(|c| c.encode())}),
-    ))
+    Ok(Json(json!({"events": events, "next_cursor": page.next.map(|c| c.encode())})))
 }
 
 pub async fn one(
@@ -175,11 +165,8 @@ pub async fn one(
     principal: Principal,
 ) -> ApiResult<Json<Value>> {
     principal.require_read(&state, &org).await?;
-    let record = state
-        .store
-        .event(&org, &id)
-        .await?
-        .ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
+    let record =
+        state.store.event(&org, &id).await?.ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
     let mut out = record.to_json();
     let proof = super::integrity::proof_for(&state, &org, record.event.seq).await?;
     out["proof_pending"] = json!(proof.is_none());
@@ -188,19 +175,8 @@ pub async fn one(
 }
 
 /// Bucket widths the histogram picks from, smallest first.
-const WIDTHS: &[Micros] = &[
-    60,
-    300,
-    900,
-    1800,
-    3600,
-    3 * 3600,
-    6 * 3600,
-    12 * 3600,
-    86_400,
-    2 * 86_400,
-    7 * 86_400,
-];
+const WIDTHS: &[Micros] =
+    &[60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86_400, 2 * 86_400, 7 * 86_400];
 const MAX_BUCKETS: Micros = 120;
 
 fn parse_interval(s: &str) -> Option<Micros> {
@@ -226,11 +202,8 @@ pub async fn histogram(
     let mut pairs = query_pairs(raw.as_deref())?;
     let interval = match pairs.iter().position(|(k, _)| k == "interval") {
         Some(i) => Some(parse_interval(&pairs.remove(i).1).ok_or_else(|| {
-            ApiError::bad_request(
-                "invalid_field",
-                "interval must be a number of seconds or like 5m, 1h, 1d",
-            )
-            .with_field("interval")
+            ApiError::bad_request("invalid_field", "interval must be a number of seconds or like 5m, 1h, 1d")
+                .with_field("interval")
         })?),
         None => None,
     };
@@ -238,10 +211,8 @@ pub async fn histogram(
     let span = filter.to - filter.from;
     let width = match interval {
         Some(w) if span / w > 10 * MAX_BUCKETS => {
-            return Err(
-                ApiError::bad_request("invalid_field", "interval is too small for this window")
-                    .with_field("interval"),
-            );
+            return Err(ApiError::bad_request("invalid_field", "interval is too small for this window")
+                .with_field("interval"));
         }
         Some(w) => w,
         None => WIDTHS

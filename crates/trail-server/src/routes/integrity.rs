@@ -47,10 +47,8 @@ fn numbers<const N: usize>(raw: Option<&str>, names: [&'static str; N]) -> ApiRe
     let mut out = [None; N];
     for (k, v) in query_pairs(raw)? {
         let Some(i) = names.iter().position(|n| *n == k) else {
-            return Err(
-                ApiError::bad_request("unknown_parameter", format!("{k} is not a parameter here"))
-                    .with_field(k),
-            );
+            return Err(ApiError::bad_request("unknown_parameter", format!("{k} is not a parameter here"))
+                .with_field(k));
         };
         let n = v.parse::<u64>().map_err(|_| {
             ApiError::bad_request("invalid_field", format!("{k} must be a non-negative integer"))
@@ -58,7 +56,7 @@ fn numbers<const N: usize>(raw: Option<&str>, names: [&'static str; N]) -> ApiRe
         })?;
         if out[i].replace(n).is_some() {
             return Err(
-                ApiError::bad_request("invalid_field", format!("{k} may be given only once")).with_field(k),
+                ApiError::bad_request("invalid_field", format!("{k} may be given only once")).with_field(k)
             );
         }
     }
@@ -80,9 +78,7 @@ pub async fn inclusion(
     principal.require_read(&state, &org).await?;
     let [seq, tree_size] = numbers(raw.as_deref(), ["seq", "tree_size"])?;
     let hashes = state.store.inclusion_proof(&org, seq, tree_size).await?;
-    Ok(Json(
-        json!({"seq": seq, "tree_size": tree_size, "hashes": b64(&hashes)}),
-    ))
+    Ok(Json(json!({"seq": seq, "tree_size": tree_size, "hashes": b64(&hashes)})))
 }
 
 pub async fn consistency(
@@ -107,7 +103,5 @@ pub async fn proof_for(state: &AppState, org: &str, seq: u64) -> ApiResult<Optio
         return Ok(None);
     }
     let hashes = state.store.inclusion_proof(org, seq, cp.size).await?;
-    Ok(Some(
-        json!({"tree_size": cp.size, "hashes": b64(&hashes), "checkpoint": cp.note}),
-    ))
+    Ok(Some(json!({"tree_size": cp.size, "hashes": b64(&hashes), "checkpoint": cp.note})))
 }

@@ -29,13 +29,9 @@ pub async fn list(
     Path(org): Path<String>,
     principal: Principal,
 ) -> ApiResult<Json<Value>> {
-    principal
-        .require_permission(&state, &org, Permission::KeyManagement)
-        .await?;
+    principal.require_permission(&state, &org, Permission::KeyManagement).await?;
     let keys = state.store.api_keys(&org).await?;
-    Ok(Json(
-        json!({"api_keys": keys.iter().map(key_json).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"api_keys": keys.iter().map(key_json).collect::<Vec<_>>()})))
 }
 
 pub async fn create(
@@ -44,18 +40,11 @@ pub async fn create(
     principal: Principal,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    principal
-        .require_permission(&state, &org, Permission::KeyManagement)
-        .await?;
-    let name = body
-        .get("name")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    principal.require_permission(&state, &org, Permission::KeyManagement).await?;
+    let name = body.get("name").and_then(Value::as_str).unwrap_or("").trim().to_string();
     if name.is_empty() || name.chars().count() > 100 {
         return Err(
-            ApiError::bad_request("invalid_field", "name must be 1-100 characters").with_field("name"),
+            ApiError::bad_request("invalid_field", "name must be 1-100 characters").with_field("name")
         );
     }
     let scopes = parse_scopes(body.get("scopes"))?;
@@ -66,10 +55,8 @@ pub async fn create(
                 .with_field("expires_at")
         })?),
         Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_field", "expires_at must be a string")
-                    .with_field("expires_at"),
-            );
+            return Err(ApiError::bad_request("invalid_field", "expires_at must be a string")
+                .with_field("expires_at"));
         }
     };
     let (id, secret, secret_hash) = auth::issue_key_secret();
@@ -99,10 +86,7 @@ pub fn parse_scopes(v: Option<&Value>) -> ApiResult<Vec<Scope>> {
         )
         .with_field("scopes")
     };
-    let list = v
-        .and_then(Value::as_array)
-        .filter(|l| !l.is_empty())
-        .ok_or_else(bad)?;
+    let list = v.and_then(Value::as_array).filter(|l| !l.is_empty()).ok_or_else(bad)?;
     let mut scopes = Vec::new();
     for s in list {
         let scope = s.as_str().and_then(Scope::parse).ok_or_else(bad)?;
@@ -119,9 +103,7 @@ pub async fn revoke(
     Path((org, id)): Path<(String, String)>,
     principal: Principal,
 ) -> ApiResult<StatusCode> {
-    principal
-        .require_permission(&state, &org, Permission::KeyManagement)
-        .await?;
+    principal.require_permission(&state, &org, Permission::KeyManagement).await?;
     state.store.revoke_api_key(&org, &id, now()).await?;
     tracing::info!(org = %org, key_id = %id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)

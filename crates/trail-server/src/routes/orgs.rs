@@ -20,8 +20,7 @@ fn org_json(o: &Org) -> Value {
 pub fn valid_slug(s: &str) -> bool {
     let b = s.as_bytes();
     (2..=63).contains(&b.len())
-        && b.iter()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -29,9 +28,7 @@ pub fn valid_slug(s: &str) -> bool {
 pub async fn list(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<Value>> {
     let user = principal.user()?;
     let orgs = state.store.user_orgs(&user.id).await?;
-    Ok(Json(
-        json!({"orgs": orgs.iter().map(|(o, _)| org_json(o)).collect::<Vec<_>>()}),
-    ))
+    Ok(Json(json!({"orgs": orgs.iter().map(|(o, _)| org_json(o)).collect::<Vec<_>>()})))
 }
 
 pub async fn create(
@@ -41,9 +38,7 @@ pub async fn create(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let user = principal.user()?;
     if !user.server_admin {
-        return Err(ApiError::forbidden(
-            "only server administrators can create organizations",
-        ));
+        return Err(ApiError::forbidden("only server administrators can create organizations"));
     }
     let slug = body.get("slug").and_then(Value::as_str).unwrap_or("");
     if !valid_slug(slug) {
@@ -56,7 +51,7 @@ pub async fn create(
     let name = body.get("name").and_then(Value::as_str).unwrap_or(slug);
     if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(
-            ApiError::bad_request("invalid_field", "name must be 1-200 characters").with_field("name"),
+            ApiError::bad_request("invalid_field", "name must be 1-200 characters").with_field("name")
         );
     }
     let org = state.store.create_org(slug, name, now()).await?;

@@ -15,11 +15,8 @@ use crate::metrics::Metrics;
 
 fn string_field<'a>(body: &'a Value, name: &str) -> ApiResult<&'a str> {
     body.get(name).and_then(Value::as_str).ok_or_else(|| {
-        ApiError::bad_request(
-            "invalid_field",
-            format!("{name} is required and must be a string"),
-        )
-        .with_field(name)
+        ApiError::bad_request("invalid_field", format!("{name} is required and must be a string"))
+            .with_field(name)
     })
 }
 
@@ -27,9 +24,7 @@ pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> A
     let email = string_field(&body, "email")?.trim().to_string();
     let password = string_field(&body, "password")?.to_string();
     let user = state.store.user_by_email(&email).await?;
-    let phc = user
-        .as_ref()
-        .map_or_else(|| auth::dummy_hash().to_string(), |u| u.password_hash.clone());
+    let phc = user.as_ref().map_or_else(|| auth::dummy_hash().to_string(), |u| u.password_hash.clone());
     // Argon2 is deliberately slow: keep it off the async workers.
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc))
         .await
@@ -46,11 +41,7 @@ pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> A
     let issued = auth::issue_session(&user.id, &state);
     state.store.create_session(&issued.session).await?;
     let max_age = state.settings.auth.session_max_hours * 3600;
-    let secure = if state.settings.auth.secure_cookies {
-        "; Secure"
-    } else {
-        ""
-    };
+    let secure = if state.settings.auth.secure_cookies { "; Secure" } else { "" };
     let cookie = format!(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
         issued.token
@@ -62,27 +53,20 @@ pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> A
         "user": {"id": user.id, "email": user.email},
     });
     let mut resp = Json(body).into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&cookie).map_err(ApiError::internal)?,
-    );
+    resp.headers_mut()
+        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
     Ok(resp)
 }
 
 pub async fn logout(State(state): State<AppState>, principal: Principal) -> ApiResult<Response> {
     let Principal::User { session_id, .. } = &principal else {
-        return Err(ApiError::forbidden(
-            "API keys cannot sign out; revoke the key instead",
-        ));
+        return Err(ApiError::forbidden("API keys cannot sign out; revoke the key instead"));
     };
     state.store.delete_session(session_id).await?;
     state.forget_session(session_id);
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(
-        header::SET_COOKIE,
-        HeaderValue::from_str(&clear).map_err(ApiError::internal)?,
-    );
+    resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).map_err(ApiError::internal)?);
     Ok(resp)
 }
 
@@ -95,7 +79,5 @@ pub async fn me(State(state): State<AppState>, principal: Principal) -> ApiResul
             json!({"slug": o.slug, "name": o.name, "permissions": perms.iter().map(|p| p.as_str()).collect::<Vec<_>>()})
         })
         .collect();
-    Ok(Json(
-        json!({"id": user.id, "email": user.email, "server_admin": user.server_admin, "orgs": orgs}),
-    ))
+    Ok(Json(json!({"id": user.id, "email": user.email, "server_admin": user.server_admin, "orgs": orgs})))
 }

@@ -15,24 +15,15 @@ async fn openapi_describes_exactly_the_served_routes() {
             documented.insert((method.to_uppercase(), path.clone()));
         }
     }
-    let served: BTreeSet<(String, String)> = trail_server::routes::ROUTES
-        .iter()
-        .map(|(m, p)| (m.to_string(), p.to_string()))
-        .collect();
+    let served: BTreeSet<(String, String)> =
+        trail_server::routes::ROUTES.iter().map(|(m, p)| (m.to_string(), p.to_string())).collect();
     assert_eq!(documented, served);
     // Every served route answers something other than 404/405 for its method.
     let http = reqwest::Client::new();
     for (method, path) in &served {
-        let url = format!(
-            "{}{}",
-            s.base,
-            path.replace("{org}", "default").replace("{id}", "x")
-        );
+        let url = format!("{}{}", s.base, path.replace("{org}", "default").replace("{id}", "x"));
         let r = http.request(method.parse().unwrap(), url).send().await.unwrap();
-        assert!(
-            r.status() != 404 || path.contains("{id}"),
-            "{method} {path} is not routed"
-        );
+        assert!(r.status() != 404 || path.contains("{id}"), "{method} {path} is not routed");
         assert_ne!(r.status(), 405, "{method} {path} is not routed");
     }
 }
@@ -43,34 +34,19 @@ async fn health_ready_metrics_and_errors() {
     assert_eq!(s.anon.get("/healthz").await.unwrap()["status"], "ok");
     assert_eq!(s.anon.get("/readyz").await.unwrap()["status"], "ready");
     let http = reqwest::Client::new();
-    let m = http
-        .get(format!("{}/metrics", s.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
     assert!(
         m.contains("trail_http_requests_total{method=\"GET\",route=\"/readyz\",status=\"200\"} 1"),
         "{m}"
     );
     assert!(m.contains("trail_events_created_total"));
 
-    let r = http
-        .get(format!("{}/v1/nothing-here", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = http.get(format!("{}/v1/nothing-here", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 404);
     assert!(r.headers().contains_key("x-request-id"));
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "not_found");
-    let r = http
-        .delete(format!("{}/v1/orgs/default/events", s.base))
-        .send()
-        .await
-        .unwrap();
+    let r = http.delete(format!("{}/v1/orgs/default/events", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 405);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["error"]["code"], "method_not_allowed");
@@ -80,11 +56,7 @@ async fn health_ready_metrics_and_errors() {
         .send()
         .await
         .unwrap();
-    assert_eq!(
-        r.headers()["x-request-id"],
-        "caller-chosen-id",
-        "a caller's request id is kept"
-    );
+    assert_eq!(r.headers()["x-request-id"], "caller-chosen-id", "a caller's request id is kept");
 }
 
 #[tokio::test]
@@ -92,9 +64,7 @@ async fn a_restart_keeps_every_acknowledged_event() {
     let s = TestServer::start().await;
     let mut acked = Vec::new();
     for i in 0..20 {
-        let batch: Vec<_> = (0..50)
-            .map(|j| crate::ev(&format!("u{i}"), "component.updated", j))
-            .collect();
+        let batch: Vec<_> = (0..50).map(|j| crate::ev(&format!("u{i}"), "component.updated", j)).collect();
         let r = s.key.ingest_batch("default", &batch).await.unwrap();
         acked.extend(r.results.into_iter().map(|x| (x.id.unwrap(), x.seq.unwrap())));
     }
@@ -106,10 +76,6 @@ async fn a_restart_keeps_every_acknowledged_event() {
     for (id, seq) in acked.iter().step_by(97) {
         assert_eq!(s.admin.event("default", id).await.unwrap()["seq"], *seq);
     }
-    let r = s
-        .key
-        .ingest("default", &crate::ev("after", "a.b", 0))
-        .await
-        .unwrap();
+    let r = s.key.ingest("default", &crate::ev("after", "a.b", 0)).await.unwrap();
     assert_eq!(r.results[0].seq, Some(1000), "seq continues without a gap");
 }

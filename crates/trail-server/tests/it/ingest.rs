@@ -24,29 +24,13 @@ async fn batch_with_valid_and_invalid_items_stores_the_valid_ones() {
     ];
     let r = s.key.ingest_batch("default", &batch).await.unwrap().results;
     let statuses: Vec<&str> = r.iter().map(|x| x.status.as_str()).collect();
-    assert_eq!(
-        statuses,
-        [
-            "created", "rejected", "rejected", "rejected", "rejected", "created"
-        ]
-    );
-    let fields: Vec<&str> = r
-        .iter()
-        .filter_map(|x| x.error.as_ref())
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
+    assert_eq!(statuses, ["created", "rejected", "rejected", "rejected", "rejected", "created"]);
+    let fields: Vec<&str> =
+        r.iter().filter_map(|x| x.error.as_ref()).map(|e| e["field"].as_str().unwrap()).collect();
     assert_eq!(fields, ["actor.ip", "colour", "action", "target"]);
-    assert_eq!(
-        r[3].id.as_deref(),
-        Some("client-id-7"),
-        "a rejected item echoes its id"
-    );
+    assert_eq!(r[3].id.as_deref(), Some("client-id-7"), "a rejected item echoes its id");
     assert_eq!(r[3].index, Some(3));
-    assert_eq!(
-        (r[0].seq, r[5].seq),
-        (Some(0), Some(1)),
-        "seqs are gapless over the stored items"
-    );
+    assert_eq!((r[0].seq, r[5].seq), (Some(0), Some(1)), "seqs are gapless over the stored items");
     let page = s.admin.query("default", &[]).await.unwrap();
     assert_eq!(page.events.len(), 2);
 }
@@ -57,10 +41,7 @@ async fn a_lone_invalid_event_is_a_400_naming_the_field() {
     let mut e = ev("alice", "component.deployed", 1);
     e["outcome"] = json!("maybe");
     let err = s.key.ingest("default", &e).await.unwrap_err();
-    assert_eq!(
-        (err.status(), err.code(), err.field()),
-        (Some(400), Some("invalid_field"), Some("outcome"))
-    );
+    assert_eq!((err.status(), err.code(), err.field()), (Some(400), Some("invalid_field"), Some("outcome")));
 }
 
 #[tokio::test]
@@ -68,30 +49,19 @@ async fn duplicates_are_answered_with_the_original_seq() {
     let s = TestServer::start().await;
     let mut e = ev("alice", "component.deployed", 1);
     e["id"] = json!("deploy-42");
-    s.key
-        .ingest_batch("default", &[ev("x", "a.b", 1), ev("y", "a.b", 1)])
-        .await
-        .unwrap();
+    s.key.ingest_batch("default", &[ev("x", "a.b", 1), ev("y", "a.b", 1)]).await.unwrap();
     let first = s.key.ingest("default", &e).await.unwrap().results;
     assert_eq!((first[0].status.as_str(), first[0].seq), ("created", Some(2)));
     let mut changed = e.clone();
     changed["actor"]["id"] = json!("mallory");
-    let again = s
-        .key
-        .ingest_batch("default", &[changed, ev("z", "a.b", 1)])
-        .await
-        .unwrap()
-        .results;
+    let again = s.key.ingest_batch("default", &[changed, ev("z", "a.b", 1)]).await.unwrap().results;
     assert_eq!(
         (again[0].status.as_str(), again[0].seq, again[0].id.as_deref()),
         ("duplicate", Some(2), Some("deploy-42"))
     );
     assert_eq!(again[1].seq, Some(3));
     let stored = s.admin.event("default", "deploy-42").await.unwrap();
-    assert_eq!(
-        stored["actor"]["id"], "alice",
-        "a duplicate never replaces the original"
-    );
+    assert_eq!(stored["actor"]["id"], "alice", "a duplicate never replaces the original");
 }
 
 #[tokio::test]
@@ -99,13 +69,7 @@ async fn body_errors_are_clear_4xx() {
     let s = TestServer::start().await;
     let url = format!("{}/v1/orgs/default/events", s.base);
     let http = reqwest::Client::new();
-    let token = s
-        .key
-        .request(reqwest::Method::GET, "/")
-        .build()
-        .unwrap()
-        .headers()["authorization"]
-        .clone();
+    let token = s.key.request(reqwest::Method::GET, "/").build().unwrap().headers()["authorization"].clone();
     let send = |body: Vec<u8>, ctype: Option<&'static str>| {
         let mut rb = http.post(&url).header("authorization", token.clone()).body(body);
         if let Some(c) = ctype {
@@ -114,18 +78,10 @@ async fn body_errors_are_clear_4xx() {
         rb.send()
     };
     let code = |r: reqwest::Response| async move {
-        (
-            r.status().as_u16(),
-            r.json::<serde_json::Value>().await.unwrap()["error"]["code"].clone(),
-        )
+        (r.status().as_u16(), r.json::<serde_json::Value>().await.unwrap()["error"]["code"].clone())
     };
 
-    let (st, c) = code(
-        send(b"{\"actor\":".to_vec(), Some("application/json"))
-            .await
-            .unwrap(),
-    )
-    .await;
+    let (st, c) = code(send(b"{\"actor\":".to_vec(), Some("application/json")).await.unwrap()).await;
     assert_eq!((st, c.as_str().unwrap()), (400, "malformed_json"));
     let (st, c) = code(send(b"{}".to_vec(), Some("text/plain")).await.unwrap()).await;
     assert_eq!((st, c.as_str().unwrap()), (415, "unsupported_media_type"));
@@ -142,21 +98,13 @@ async fn body_errors_are_clear_4xx() {
     let too_many: Vec<_> = (0..1001).map(|_| ev("a", "a.b", 1)).collect();
     let err = s.key.ingest_batch("default", &too_many).await.unwrap_err();
     assert_eq!((err.status(), err.code()), (Some(400), Some("batch_too_large")));
-    let err = s
-        .key
-        .ingest("default", &json!({"events": [], "extra": 1}))
-        .await
-        .unwrap_err();
+    let err = s.key.ingest("default", &json!({"events": [], "extra": 1})).await.unwrap_err();
     assert_eq!(err.field(), Some("extra"));
     let mut huge = ev("a", "a.b", 1);
     huge["info"] = json!({"blob": "y".repeat(70 * 1024)});
     let r = s.key.ingest_batch("default", &[huge]).await.unwrap().results;
     assert_eq!(r[0].error.as_ref().unwrap()["code"], "event_too_large");
-    assert_eq!(
-        s.admin.query("default", &[]).await.unwrap().events.len(),
-        0,
-        "nothing was stored"
-    );
+    assert_eq!(s.admin.query("default", &[]).await.unwrap().events.len(), 0, "nothing was stored");
 }
 
 #[tokio::test]
@@ -164,15 +112,7 @@ async fn event_time_must_be_recent_and_not_in_the_future() {
     let s = TestServer::start().await;
     let future = ev("a", "a.b", -10);
     let old = ev("a", "a.b", 366 * 24 * 60);
-    let r = s
-        .key
-        .ingest_batch("default", &[future, old])
-        .await
-        .unwrap()
-        .results;
-    let codes: Vec<&str> = r
-        .iter()
-        .map(|x| x.error.as_ref().unwrap()["code"].as_str().unwrap())
-        .collect();
+    let r = s.key.ingest_batch("default", &[future, old]).await.unwrap().results;
+    let codes: Vec<&str> = r.iter().map(|x| x.error.as_ref().unwrap()["code"].as_str().unwrap()).collect();
     assert_eq!(codes, ["time_in_future", "outside_retention"]);
 }

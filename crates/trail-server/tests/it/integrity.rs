@@ -61,60 +61,30 @@ async fn checkpoints_are_signed_and_proofs_verify() {
         started.elapsed() < Duration::from_secs(2),
         "a checkpoint follows an append within about a second"
     );
-    assert_eq!(
-        (cp.origin.as_str(), cp.size),
-        ("trail.localhost/orgs/default", 37)
-    );
+    assert_eq!((cp.origin.as_str(), cp.size), ("trail.localhost/orgs/default", 37));
 
     // Every event's own proof verifies against the checkpoint it names.
     for res in r.results.iter().step_by(5) {
-        let e = s
-            .admin
-            .event("default", res.id.as_deref().unwrap())
-            .await
-            .unwrap();
+        let e = s.admin.event("default", res.id.as_deref().unwrap()).await.unwrap();
         assert_eq!(e["proof_pending"], false);
         let proof = &e["proof"];
         let signed = open(proof["checkpoint"].as_str().unwrap(), &v).unwrap();
-        let leaf: Hash = STANDARD
-            .decode(e["leaf_hash"].as_str().unwrap())
-            .unwrap()
-            .try_into()
+        let leaf: Hash = STANDARD.decode(e["leaf_hash"].as_str().unwrap()).unwrap().try_into().unwrap();
+        verify_inclusion(&leaf, e["seq"].as_u64().unwrap(), signed.size, &hashes(proof), &signed.root)
             .unwrap();
-        verify_inclusion(
-            &leaf,
-            e["seq"].as_u64().unwrap(),
-            signed.size,
-            &hashes(proof),
-            &signed.root,
-        )
-        .unwrap();
         // A proof for another leaf must not verify.
         let mut other = leaf;
         other[0] ^= 1;
         assert!(
-            verify_inclusion(
-                &other,
-                e["seq"].as_u64().unwrap(),
-                signed.size,
-                &hashes(proof),
-                &signed.root
-            )
-            .is_err()
+            verify_inclusion(&other, e["seq"].as_u64().unwrap(), signed.size, &hashes(proof), &signed.root)
+                .is_err()
         );
     }
-    let p = s
-        .admin
-        .get("/v1/orgs/default/proofs/inclusion?seq=3&tree_size=20")
-        .await
-        .unwrap();
+    let p = s.admin.get("/v1/orgs/default/proofs/inclusion?seq=3&tree_size=20").await.unwrap();
     let root20 = root_of(&s.store, 20).await;
     let leaf3: Hash = STANDARD
         .decode(
-            s.admin
-                .event("default", r.results[3].id.as_deref().unwrap())
-                .await
-                .unwrap()["leaf_hash"]
+            s.admin.event("default", r.results[3].id.as_deref().unwrap()).await.unwrap()["leaf_hash"]
                 .as_str()
                 .unwrap(),
         )
@@ -127,15 +97,9 @@ async fn checkpoints_are_signed_and_proofs_verify() {
         ("/v1/orgs/default/proofs/inclusion?seq=37&tree_size=37", None),
         ("/v1/orgs/default/proofs/inclusion?seq=1&tree_size=38", None),
         ("/v1/orgs/default/proofs/inclusion?seq=1", Some("tree_size")),
-        (
-            "/v1/orgs/default/proofs/inclusion?seq=-1&tree_size=3",
-            Some("seq"),
-        ),
+        ("/v1/orgs/default/proofs/inclusion?seq=-1&tree_size=3", Some("seq")),
         ("/v1/orgs/default/proofs/consistency?from=5&to=3", None),
-        (
-            "/v1/orgs/default/proofs/consistency?from=5&to=3&extra=1",
-            Some("extra"),
-        ),
+        ("/v1/orgs/default/proofs/consistency?from=5&to=3&extra=1", Some("extra")),
     ] {
         let e = s.admin.get(path).await.unwrap_err();
         assert_eq!(e.status(), Some(400), "{path}");
@@ -147,38 +111,21 @@ async fn checkpoints_are_signed_and_proofs_verify() {
 async fn an_auditor_detects_a_rewritten_history() {
     let s = TestServer::start().await;
     let v = verifier(&s).await;
-    s.key
-        .ingest_batch("default", &(0..10).map(|i| ev("a", "a.b", i)).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    s.key.ingest_batch("default", &(0..10).map(|i| ev("a", "a.b", i)).collect::<Vec<_>>()).await.unwrap();
     let (old, _) = checkpoint_at_least(&s, &v, 10).await;
-    s.key
-        .ingest_batch("default", &(0..25).map(|i| ev("b", "a.b", i)).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    s.key.ingest_batch("default", &(0..25).map(|i| ev("b", "a.b", i)).collect::<Vec<_>>()).await.unwrap();
     let (new, _) = checkpoint_at_least(&s, &v, 35).await;
     let p = s
         .admin
-        .get(&format!(
-            "/v1/orgs/default/proofs/consistency?from={}&to={}",
-            old.size, new.size
-        ))
+        .get(&format!("/v1/orgs/default/proofs/consistency?from={}&to={}", old.size, new.size))
         .await
         .unwrap();
     verify_consistency(old.size, new.size, &old.root, &new.root, &hashes(&p)).unwrap();
 
     // A forger without the log key cannot produce a checkpoint the auditor accepts…
     let forger = Signer::generate("trail.localhost", &mut rand::rngs::OsRng).unwrap();
-    let forged = forger
-        .sign(&Checkpoint {
-            root: [7; 32],
-            ..new.clone()
-        })
-        .unwrap();
-    assert!(
-        open(&forged, &v).is_err(),
-        "a checkpoint signed by another key is rejected"
-    );
+    let forged = forger.sign(&Checkpoint { root: [7; 32], ..new.clone() }).unwrap();
+    assert!(open(&forged, &v).is_err(), "a checkpoint signed by another key is rejected");
     // …and a history that differs from the trusted one fails the consistency check.
     let mut wrong_old = old.root;
     wrong_old[5] ^= 0x10;
@@ -199,12 +146,7 @@ async fn integrity_endpoints_are_authorized() {
         assert_eq!(other.get(path).await.unwrap_err().status(), Some(403), "{path}");
     }
     assert_eq!(
-        s.anon
-            .request(reqwest::Method::GET, "/v1/log-key")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        s.anon.request(reqwest::Method::GET, "/v1/log-key").send().await.unwrap().status(),
         200,
         "the public key is public"
     );

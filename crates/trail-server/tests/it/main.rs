@@ -39,14 +39,10 @@ impl TestServer {
         settings.listen = "127.0.0.1:0".parse().unwrap();
         settings.data_dir = dir.path().to_path_buf();
         let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        trail_server::bootstrap(store.as_ref(), Some(ADMIN_PASSWORD))
-            .await
-            .unwrap();
+        trail_server::bootstrap(store.as_ref(), Some(ADMIN_PASSWORD)).await.unwrap();
         let key = dir.path().join("log.key");
         let signer = trail_server::integrity::load_or_create_key(&key, &settings.server_name).unwrap();
-        let server = Server::bind(AppState::new(store.clone(), settings, signer))
-            .await
-            .unwrap();
+        let server = Server::bind(AppState::new(store.clone(), settings, signer)).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
@@ -54,21 +50,9 @@ impl TestServer {
         });
         let anon = Client::new(&base);
         let admin = anon.login("admin@localhost", ADMIN_PASSWORD).await.unwrap();
-        let secret = admin
-            .create_api_key("default", "test", &["events:write", "events:read"])
-            .await
-            .unwrap();
+        let secret = admin.create_api_key("default", "test", &["events:write", "events:read"]).await.unwrap();
         let key = anon.with_token(secret["secret"].as_str().unwrap());
-        Self {
-            base,
-            anon,
-            admin,
-            key,
-            dir,
-            store,
-            shutdown: Some(tx),
-            task: Some(task),
-        }
+        Self { base, anon, admin, key, dir, store, shutdown: Some(tx), task: Some(task) }
     }
 
     /// Stops the server gracefully and hands back its data directory.

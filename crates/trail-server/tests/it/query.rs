@@ -7,12 +7,7 @@ use serde_json::{Value, json};
 use crate::{TestServer, ev};
 
 const ACTORS: [&str; 3] = ["alice@acme.io", "bob@acme.io", "ci-bot"];
-const ACTIONS: [&str; 4] = [
-    "component.deployed",
-    "component.created",
-    "project.deleted",
-    "user.invited",
-];
+const ACTIONS: [&str; 4] = ["component.deployed", "component.created", "project.deleted", "user.invited"];
 const PROJECTS: [&str; 2] = ["billing", "search"];
 const SOURCES: [&str; 2] = ["console", "api"];
 
@@ -43,10 +38,7 @@ async fn seed(s: &TestServer) -> Vec<Value> {
 }
 
 fn ids(events: &[Value]) -> Vec<String> {
-    events
-        .iter()
-        .map(|e| e["id"].as_str().unwrap().to_string())
-        .collect()
+    events.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
 }
 
 /// Expected ids newest first (the seed's times strictly decrease with the index).
@@ -62,10 +54,7 @@ async fn every_filter_alone_and_combined() {
         let c = s.admin.clone();
         async move {
             let p: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
-            ids(&c
-                .query_all("default", &[p.as_slice(), &[("limit", "17")]].concat())
-                .await
-                .unwrap())
+            ids(&c.query_all("default", &[p.as_slice(), &[("limit", "17")]].concat()).await.unwrap())
         }
     };
     let str_of = |e: &Value, path: &[&str]| -> Option<String> {
@@ -76,11 +65,7 @@ async fn every_filter_alone_and_combined() {
         v.as_str().map(str::to_string)
     };
 
-    assert_eq!(
-        run(vec![]).await,
-        expect(&events, |_| true),
-        "default window holds all seeded events"
-    );
+    assert_eq!(run(vec![]).await, expect(&events, |_| true), "default window holds all seeded events");
     assert_eq!(
         run(vec![("actor", "bob@acme.io".into())]).await,
         expect(&events, |e| e["actor"]["id"] == "bob@acme.io")
@@ -96,20 +81,14 @@ async fn every_filter_alone_and_combined() {
     );
     assert_eq!(
         run(vec![("action", "component.*".into())]).await,
-        expect(&events, |e| e["action"]
-            .as_str()
-            .unwrap()
-            .starts_with("component.")),
+        expect(&events, |e| e["action"].as_str().unwrap().starts_with("component.")),
         "a trailing * is a prefix"
     );
     assert_eq!(
         run(vec![("target_type", "project".into())]).await,
         expect(&events, |e| e["target"]["type"] == "project")
     );
-    assert_eq!(
-        run(vec![("target_id", "t-3".into())]).await,
-        expect(&events, |e| e["target"]["id"] == "t-3")
-    );
+    assert_eq!(run(vec![("target_id", "t-3".into())]).await, expect(&events, |e| e["target"]["id"] == "t-3"));
     assert_eq!(
         run(vec![("project", "billing".into())]).await,
         expect(&events, |e| str_of(e, &["project"]).as_deref() == Some("billing"))
@@ -118,10 +97,7 @@ async fn every_filter_alone_and_combined() {
         run(vec![("outcome", "failure".into())]).await,
         expect(&events, |e| e["outcome"] == "failure")
     );
-    assert_eq!(
-        run(vec![("source", "api".into())]).await,
-        expect(&events, |e| e["source"] == "api")
-    );
+    assert_eq!(run(vec![("source", "api".into())]).await, expect(&events, |e| e["source"] == "api"));
     assert_eq!(
         run(vec![
             ("actor", "alice@acme.io".into()),
@@ -152,47 +128,27 @@ async fn free_text_search() {
     let events = seed(&s).await;
     let q = |text: &'static str| {
         let c = s.admin.clone();
-        async move {
-            ids(&c
-                .query_all("default", &[("q", text), ("limit", "1000")])
-                .await
-                .unwrap())
-        }
+        async move { ids(&c.query_all("default", &[("q", text), ("limit", "1000")]).await.unwrap()) }
     };
     let rid = events[42]["info"]["request_id"].as_str().unwrap().to_string();
     let exact = q(Box::leak(rid.clone().into_boxed_str())).await;
     assert_eq!(exact, ["evt-042"], "a request id in info finds its event");
     let prefix: &'static str = Box::leak(rid[..rid.len() - 2].to_string().into_boxed_str());
-    assert!(
-        q(prefix).await.contains(&"evt-042".to_string()),
-        "a prefix of the last token matches"
-    );
+    assert!(q(prefix).await.contains(&"evt-042".to_string()), "a prefix of the last token matches");
     assert_eq!(
         q("zürich").await,
         expect(&events, |e| e["info"]["region"] == "Zürich"),
         "non-ASCII, case-insensitive"
     );
-    assert_eq!(
-        q("QUOTA").await,
-        expect(&events, |e| e["outcome"] == "failure"),
-        "reason is searchable"
-    );
+    assert_eq!(q("QUOTA").await, expect(&events, |e| e["outcome"] == "failure"), "reason is searchable");
     assert_eq!(
         q("bob deployed").await,
-        expect(&events, |e| e["actor"]["id"] == "bob@acme.io"
-            && e["action"] == "component.deployed"),
+        expect(&events, |e| e["actor"]["id"] == "bob@acme.io" && e["action"] == "component.deployed"),
         "all words must match"
     );
-    let combined = ids(&s
-        .admin
-        .query_all("default", &[("q", "east"), ("outcome", "failure")])
-        .await
-        .unwrap());
-    assert_eq!(
-        combined,
-        expect(&events, |e| e["info"]["region"] == "east-1"
-            && e["outcome"] == "failure")
-    );
+    let combined =
+        ids(&s.admin.query_all("default", &[("q", "east"), ("outcome", "failure")]).await.unwrap());
+    assert_eq!(combined, expect(&events, |e| e["info"]["region"] == "east-1" && e["outcome"] == "failure"));
     let err = s.admin.query("default", &[("q", "---")]).await.unwrap_err();
     assert_eq!((err.status(), err.field()), (Some(400), Some("q")));
 }
@@ -200,21 +156,16 @@ async fn free_text_search() {
 #[tokio::test]
 async fn paging_through_10k_events_while_ingest_runs_never_skips_or_repeats() {
     let s = TestServer::start().await;
-    let batch: Vec<Value> = (0..1000)
-        .map(|i| ev("loader", "component.updated", 1 + i % 600))
-        .collect();
+    let batch: Vec<Value> = (0..1000).map(|i| ev("loader", "component.updated", 1 + i % 600)).collect();
     for _ in 0..10 {
         s.key.ingest_batch("default", &batch).await.unwrap();
     }
     let key = s.key.clone();
     let writer = tokio::spawn(async move {
         for i in 0..40 {
-            key.ingest_batch(
-                "default",
-                &[ev("late", "component.updated", i % 300), ev("now", "a.b", 0)],
-            )
-            .await
-            .unwrap();
+            key.ingest_batch("default", &[ev("late", "component.updated", i % 300), ev("now", "a.b", 0)])
+                .await
+                .unwrap();
         }
     });
     let got = s.admin.query_all("default", &[("limit", "137")]).await.unwrap();
@@ -227,19 +178,9 @@ async fn paging_through_10k_events_while_ingest_runs_never_skips_or_repeats() {
         10_000,
         "an event that existed before paging was skipped"
     );
-    let keys: Vec<(String, u64)> = got
-        .iter()
-        .map(|e| {
-            (
-                e["time"].as_str().unwrap().to_string(),
-                e["seq"].as_u64().unwrap(),
-            )
-        })
-        .collect();
-    assert!(
-        keys.windows(2).all(|w| w[0] > w[1]),
-        "pages are newest first by (time, seq)"
-    );
+    let keys: Vec<(String, u64)> =
+        got.iter().map(|e| (e["time"].as_str().unwrap().to_string(), e["seq"].as_u64().unwrap())).collect();
+    assert!(keys.windows(2).all(|w| w[0] > w[1]), "pages are newest first by (time, seq)");
 }
 
 #[tokio::test]
@@ -250,50 +191,24 @@ async fn windows_and_parameters_are_checked() {
         async move {
             let p: Vec<(&str, &str)> = params.iter().map(|(k, v)| (*k, v.as_str())).collect();
             let e = c.query("default", &p).await.unwrap_err();
-            assert_eq!(
-                (e.status(), e.code(), e.field()),
-                (Some(400), Some(code), Some(field)),
-                "{params:?}"
-            );
+            assert_eq!((e.status(), e.code(), e.field()), (Some(400), Some(code), Some(field)), "{params:?}");
         }
     };
     let now = trail_model::time::now();
     let day = trail_model::time::MICROS_PER_DAY;
     let t = trail_model::time::format_rfc3339;
-    check(
-        vec![("from", t(now - 93 * day)), ("to", t(now))],
-        "window_too_large",
-        "from",
-    )
-    .await;
-    check(
-        vec![("from", t(now - 400 * day)), ("to", t(now - 399 * day))],
-        "outside_retention",
-        "from",
-    )
-    .await;
+    check(vec![("from", t(now - 93 * day)), ("to", t(now))], "window_too_large", "from").await;
+    check(vec![("from", t(now - 400 * day)), ("to", t(now - 399 * day))], "outside_retention", "from").await;
     check(vec![("from", "yesterday".into())], "invalid_field", "from").await;
-    check(
-        vec![("from", t(now)), ("to", t(now - day))],
-        "invalid_field",
-        "from",
-    )
-    .await;
+    check(vec![("from", t(now)), ("to", t(now - day))], "invalid_field", "from").await;
     check(vec![("limit", "0".into())], "invalid_field", "limit").await;
     check(vec![("limit", "100000".into())], "invalid_field", "limit").await;
     check(vec![("cursor", "AAAA".into())], "invalid_cursor", "cursor").await;
     check(vec![("bogus", "1".into())], "unknown_parameter", "bogus").await;
     check(vec![("outcome", "perhaps".into())], "invalid_field", "outcome").await;
     // A 92-day window is fine.
-    s.admin
-        .query("default", &[("from", &t(now - 92 * day)), ("to", &t(now))])
-        .await
-        .unwrap();
-    let e = s
-        .admin
-        .histogram("default", &[("from", &t(now - 100 * day))])
-        .await
-        .unwrap_err();
+    s.admin.query("default", &[("from", &t(now - 92 * day)), ("to", &t(now))]).await.unwrap();
+    let e = s.admin.histogram("default", &[("from", &t(now - 100 * day))]).await.unwrap_err();
     assert_eq!(e.code(), Some("window_too_large"));
 }
 
@@ -301,26 +216,15 @@ async fn windows_and_parameters_are_checked() {
 async fn histogram_counts_match_the_query() {
     let s = TestServer::start().await;
     let events = seed(&s).await;
-    let h = s
-        .admin
-        .histogram("default", &[("interval", "1h"), ("outcome", "failure")])
-        .await
-        .unwrap();
+    let h = s.admin.histogram("default", &[("interval", "1h"), ("outcome", "failure")]).await.unwrap();
     assert_eq!(h["interval_seconds"], 3600);
     let buckets = h["buckets"].as_array().unwrap();
     assert_eq!(buckets.len(), 24);
     let total: u64 = buckets.iter().map(|b| b["count"].as_u64().unwrap()).sum();
-    assert_eq!(
-        total as usize,
-        events.iter().filter(|e| e["outcome"] == "failure").count()
-    );
+    assert_eq!(total as usize, events.iter().filter(|e| e["outcome"] == "failure").count());
     let auto = s.admin.histogram("default", &[]).await.unwrap();
     assert!(auto["buckets"].as_array().unwrap().len() <= 120);
-    let e = s
-        .admin
-        .histogram("default", &[("interval", "soon")])
-        .await
-        .unwrap_err();
+    let e = s.admin.histogram("default", &[("interval", "soon")]).await.unwrap_err();
     assert_eq!(e.field(), Some("interval"));
 }
 

@@ -9,20 +9,14 @@ async fn reopen_keeps_everything_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     store.create_org("acme", "Acme", now()).await.unwrap();
-    let r = store
-        .append("acme", vec![event("a", "x.y", now() - 10); 100], now())
-        .await
-        .unwrap();
+    let r = store.append("acme", vec![event("a", "x.y", now() - 10); 100], now()).await.unwrap();
     let last = r.last().unwrap().id().to_string();
     store.close();
     drop(store);
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.tree_size("acme").await.unwrap(), 100);
     assert_eq!(store.event("acme", &last).await.unwrap().unwrap().event.seq, 99);
-    let r = store
-        .append("acme", vec![event("a", "x.y", now() - 10)], now())
-        .await
-        .unwrap();
+    let r = store.append("acme", vec![event("a", "x.y", now() - 10)], now()).await.unwrap();
     assert_eq!(r[0].seq(), 100, "seq continues without a gap after reopening");
 }
 
@@ -33,27 +27,15 @@ async fn a_failing_job_does_not_disturb_its_group() {
     let dir = tempfile::tempdir().unwrap();
     let store = std::sync::Arc::new(SqliteStore::open(dir.path()).unwrap());
     store.create_org("acme", "Acme", now()).await.unwrap();
-    store
-        .create_user("taken@example.com", "h", false, now())
-        .await
-        .unwrap();
+    store.create_user("taken@example.com", "h", false, now()).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..30 {
         let s = store.clone();
         tasks.push(tokio::spawn(async move {
             match i % 3 {
-                0 => s
-                    .append("acme", vec![event("a", "x.y", now() - 10); 5], now())
-                    .await
-                    .map(|r| r.len()),
-                1 => s
-                    .create_user("taken@example.com", "h", false, now())
-                    .await
-                    .map(|_| 0),
-                _ => s
-                    .append("nope", vec![event("a", "x.y", now() - 10)], now())
-                    .await
-                    .map(|r| r.len()),
+                0 => s.append("acme", vec![event("a", "x.y", now() - 10); 5], now()).await.map(|r| r.len()),
+                1 => s.create_user("taken@example.com", "h", false, now()).await.map(|_| 0),
+                _ => s.append("nope", vec![event("a", "x.y", now() - 10)], now()).await.map(|r| r.len()),
             }
         }));
     }

@@ -6,18 +6,13 @@ use crate::{Served, trail};
 
 /// Compares with a committed snapshot; `UPDATE_SNAPSHOTS=1` rewrites it (review the diff).
 fn snapshot(name: &str, actual: &str) {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(name);
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots").join(name);
     if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
         std::fs::write(&path, actual).unwrap();
         return;
     }
     let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert_eq!(
-        actual, expected,
-        "{name} changed; rerun with UPDATE_SNAPSHOTS=1 and review the diff"
-    );
+    assert_eq!(actual, expected, "{name} changed; rerun with UPDATE_SNAPSHOTS=1 and review the diff");
 }
 
 fn run(args: &[&str]) -> (i32, String, String) {
@@ -69,22 +64,10 @@ fn errors_are_one_readable_line_with_a_nonzero_exit() {
     let d = dir.path().to_str().unwrap();
     let (code, _, err) = run(&["admin", "create-key", "--org", "nope", "--data-dir", d]);
     assert_eq!(code, 1);
-    assert_eq!(
-        err.trim().lines().filter(|l| l.starts_with("error:")).count(),
-        1,
-        "{err}"
-    );
+    assert_eq!(err.trim().lines().filter(|l| l.starts_with("error:")).count(), 1, "{err}");
     assert!(err.contains("organization nope does not exist"), "{err}");
-    let (code, _, err) = run(&[
-        "admin",
-        "create-key",
-        "--org",
-        "default",
-        "--scopes",
-        "events:delete",
-        "--data-dir",
-        d,
-    ]);
+    let (code, _, err) =
+        run(&["admin", "create-key", "--org", "default", "--scopes", "events:delete", "--data-dir", d]);
     assert_eq!(code, 1);
     assert!(err.contains("unknown scope"), "{err}");
     let (code, _, err) = run(&["serve", "--data-dir", d, "--listen", "not-an-address"]);
@@ -102,18 +85,10 @@ fn first_start_prints_a_generated_password_once() {
     let dir = tempfile::tempdir().unwrap();
     let first = Served::start(dir.path(), &[("TRAIL_ADMIN_PASSWORD", "")]);
     assert_eq!(first.banner.len(), 1, "{:?}", first.banner);
-    assert!(
-        first.banner[0].contains("admin@localhost with password: "),
-        "{:?}",
-        first.banner
-    );
+    assert!(first.banner[0].contains("admin@localhost with password: "), "{:?}", first.banner);
     drop(first);
     let second = Served::start(dir.path(), &[("TRAIL_ADMIN_PASSWORD", "")]);
-    assert!(
-        second.banner.is_empty(),
-        "the password is shown only on the first start: {:?}",
-        second.banner
-    );
+    assert!(second.banner.is_empty(), "the password is shown only on the first start: {:?}", second.banner);
 }
 
 #[test]

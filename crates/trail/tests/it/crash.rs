@@ -42,32 +42,19 @@ async fn sigkill_during_ingest_loses_nothing_acknowledged() {
         w.await.unwrap();
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(
-        acked.len() > 100,
-        "the test must kill a busy server (acked {})",
-        acked.len()
-    );
+    assert!(acked.len() > 100, "the test must kill a busy server (acked {})", acked.len());
 
     let served = Served::start(dir.path(), &[]);
-    let admin = Client::new(&served.base)
-        .login("admin@localhost", PASSWORD)
-        .await
-        .unwrap();
+    let admin = Client::new(&served.base).login("admin@localhost", PASSWORD).await.unwrap();
     let all = admin.query_all("default", &[("limit", "1000")]).await.unwrap();
-    let stored: std::collections::HashMap<String, u64> = all
-        .iter()
-        .map(|e| (e["id"].as_str().unwrap().to_string(), e["seq"].as_u64().unwrap()))
-        .collect();
+    let stored: std::collections::HashMap<String, u64> =
+        all.iter().map(|e| (e["id"].as_str().unwrap().to_string(), e["seq"].as_u64().unwrap())).collect();
     for (id, seq) in &acked {
         assert_eq!(stored.get(id), Some(seq), "acknowledged event {id} lost or moved");
     }
     let mut seqs: Vec<u64> = stored.values().copied().collect();
     seqs.sort_unstable();
-    assert_eq!(
-        seqs,
-        (0..seqs.len() as u64).collect::<Vec<_>>(),
-        "seq has no gaps after a crash"
-    );
+    assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "seq has no gaps after a crash");
     for e in all.iter().take(50) {
         let i: usize = e["id"].as_str().unwrap()[4..].parse().unwrap();
         assert_eq!(e["info"]["n"], i, "stored content is what was sent");
@@ -79,24 +66,11 @@ async fn sigterm_shuts_down_gracefully() {
     let dir = tempfile::tempdir().unwrap();
     let mut served = Served::start(dir.path(), &[]);
     let key = Client::new(&served.base).with_token(create_key(dir.path(), "events:write"));
-    let r = key
-        .ingest_batch("default", &(0..100).map(event).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    let r = key.ingest_batch("default", &(0..100).map(event).collect::<Vec<_>>()).await.unwrap();
     assert_eq!(r.results.len(), 100);
     let status = served.signal("-TERM");
     assert!(status.success(), "graceful shutdown exits 0, got {status}");
     let served = Served::start(dir.path(), &[]);
-    let admin = Client::new(&served.base)
-        .login("admin@localhost", PASSWORD)
-        .await
-        .unwrap();
-    assert_eq!(
-        admin
-            .query_all("default", &[("limit", "1000")])
-            .await
-            .unwrap()
-            .len(),
-        100
-    );
+    let admin = Client::new(&served.base).login("admin@localhost", PASSWORD).await.unwrap();
+    assert_eq!(admin.query_all("default", &[("limit", "1000")]).await.unwrap().len(), 100);
 }

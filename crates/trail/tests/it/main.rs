@@ -14,9 +14,7 @@ pub const PASSWORD: &str = "operator-password-1";
 
 pub fn trail() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_trail"));
-    c.env_remove("TRAIL_LOG")
-        .env("TRAIL_ADMIN_PASSWORD", PASSWORD)
-        .current_dir(std::env::temp_dir());
+    c.env_remove("TRAIL_LOG").env("TRAIL_ADMIN_PASSWORD", PASSWORD).current_dir(std::env::temp_dir());
     c
 }
 
@@ -30,14 +28,10 @@ pub struct Served {
 }
 
 impl Served {
-    #[allow(
-        clippy::zombie_processes,
-        reason = "Drop for Served kills and waits for the child"
-    )]
+    #[allow(clippy::zombie_processes, reason = "Drop for Served kills and waits for the child")]
     pub fn start(dir: &Path, extra_env: &[(&str, &str)]) -> Self {
         let mut cmd = trail();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir);
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
@@ -45,10 +39,7 @@ impl Served {
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut banner = Vec::new();
         loop {
-            let line = lines
-                .next()
-                .expect("trail serve exited before listening")
-                .unwrap();
+            let line = lines.next().expect("trail serve exited before listening").unwrap();
             if let Some(addr) = line.strip_prefix("listening on ") {
                 let base = addr.to_string();
                 // Keep draining stdout so the child never blocks on a full pipe.
@@ -60,10 +51,7 @@ impl Served {
     }
 
     pub fn signal(&mut self, sig: &str) -> std::process::ExitStatus {
-        Command::new("kill")
-            .args([sig, &self.child.id().to_string()])
-            .status()
-            .unwrap();
+        Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap();
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status;
@@ -84,15 +72,7 @@ impl Drop for Served {
 /// Creates an API key with `trail admin create-key` and returns its secret.
 pub fn create_key(dir: &Path, scopes: &str) -> String {
     let out = trail()
-        .args([
-            "admin",
-            "create-key",
-            "--org",
-            "default",
-            "--scopes",
-            scopes,
-            "--data-dir",
-        ])
+        .args(["admin", "create-key", "--org", "default", "--scopes", scopes, "--data-dir"])
         .arg(dir)
         .output()
         .unwrap();

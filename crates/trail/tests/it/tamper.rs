@@ -34,19 +34,10 @@ async fn populated() -> tempfile::TempDir {
 
 async fn wait_for_checkpoint(key: &Client, size: u64) -> String {
     for _ in 0..100 {
-        let r = key
-            .request(reqwest::Method::GET, "/v1/orgs/default/checkpoint")
-            .send()
-            .await
-            .unwrap();
+        let r = key.request(reqwest::Method::GET, "/v1/orgs/default/checkpoint").send().await.unwrap();
         if r.status() == 200 {
             let note = r.text().await.unwrap();
-            if note
-                .lines()
-                .nth(1)
-                .and_then(|l| l.parse::<u64>().ok())
-                .is_some_and(|n| n >= size)
-            {
+            if note.lines().nth(1).and_then(|l| l.parse::<u64>().ok()).is_some_and(|n| n >= size) {
                 return note;
             }
         }
@@ -79,11 +70,8 @@ fn locate(c: &Connection, seq: u64) -> (String, i64) {
         .collect();
     for m in months {
         let table = format!("ev_{m}");
-        let n: i64 = c
-            .query_row(&format!("SELECT count(*) FROM {table} WHERE k = ?1"), [k], |r| {
-                r.get(0)
-            })
-            .unwrap();
+        let n: i64 =
+            c.query_row(&format!("SELECT count(*) FROM {table} WHERE k = ?1"), [k], |r| r.get(0)).unwrap();
         if n == 1 {
             return (table, k);
         }
@@ -94,9 +82,7 @@ fn locate(c: &Connection, seq: u64) -> (String, i64) {
 fn body(c: &Connection, seq: u64) -> (String, i64, Vec<u8>, Vec<u8>) {
     let (t, k) = locate(c, seq);
     let (b, l) = c
-        .query_row(&format!("SELECT body, leaf FROM {t} WHERE k = ?1"), [k], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
+        .query_row(&format!("SELECT body, leaf FROM {t} WHERE k = ?1"), [k], |r| Ok((r.get(0)?, r.get(1)?)))
         .unwrap();
     (t, k, b, l)
 }
@@ -107,13 +93,8 @@ async fn every_kind_of_tampering_is_reported() {
     let (code, out) = verify(dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("default: ok, {EVENTS} events")), "{out}");
-    let months: i64 = db(dir.path())
-        .query_row("SELECT count(*) FROM partitions", [], |r| r.get(0))
-        .unwrap();
-    assert!(
-        months >= 3,
-        "the events must span several month partitions, got {months}"
-    );
+    let months: i64 = db(dir.path()).query_row("SELECT count(*) FROM partitions", [], |r| r.get(0)).unwrap();
+    assert!(months >= 3, "the events must span several month partitions, got {months}");
 
     let case = |name: &str, tamper: &dyn Fn(&Path), expect: &[&str]| {
         let copy = tempfile::tempdir().unwrap();
@@ -136,8 +117,7 @@ async fn every_kind_of_tampering_is_reported() {
             let (t, k, mut b, _) = body(&c, 123);
             let at = b.windows(4).position(|w| w == b"user").unwrap();
             b[at] = b'U';
-            c.execute(&format!("UPDATE {t} SET body = ?1 WHERE k = ?2"), params![b, k])
-                .unwrap();
+            c.execute(&format!("UPDATE {t} SET body = ?1 WHERE k = ?2"), params![b, k]).unwrap();
         },
         &["FAILED at seq 123", "altered"],
     );
@@ -158,16 +138,10 @@ async fn every_kind_of_tampering_is_reported() {
             let c = db(d);
             let (t1, k1, b1, l1) = body(&c, 10);
             let (t2, k2, b2, l2) = body(&c, 20);
-            c.execute(
-                &format!("UPDATE {t1} SET body = ?1, leaf = ?2 WHERE k = ?3"),
-                params![b2, l2, k1],
-            )
-            .unwrap();
-            c.execute(
-                &format!("UPDATE {t2} SET body = ?1, leaf = ?2 WHERE k = ?3"),
-                params![b1, l1, k2],
-            )
-            .unwrap();
+            c.execute(&format!("UPDATE {t1} SET body = ?1, leaf = ?2 WHERE k = ?3"), params![b2, l2, k1])
+                .unwrap();
+            c.execute(&format!("UPDATE {t2} SET body = ?1, leaf = ?2 WHERE k = ?3"), params![b1, l1, k2])
+                .unwrap();
         },
         &["FAILED at seq 10", "swapped"],
     );
@@ -180,8 +154,7 @@ async fn every_kind_of_tampering_is_reported() {
                 let (t, k) = locate(&c, seq);
                 c.execute(&format!("DELETE FROM {t} WHERE k = ?1"), [k]).unwrap();
             }
-            c.execute("UPDATE orgs SET tree_size = 250 WHERE slug = 'default'", [])
-                .unwrap();
+            c.execute("UPDATE orgs SET tree_size = 250 WHERE slug = 'default'", []).unwrap();
         },
         &["FAILED at seq 250", "removed"],
     );
@@ -202,17 +175,10 @@ async fn every_kind_of_tampering_is_reported() {
             let at = b.windows(4).position(|w| w == b"user").unwrap();
             b[at] = b'U';
             let leaf = trail_merkle::leaf_hash(&b);
-            c.execute(
-                &format!("UPDATE {t} SET body = ?1, leaf = ?2 WHERE k = ?3"),
-                params![b, &leaf[..], k],
-            )
-            .unwrap();
+            c.execute(&format!("UPDATE {t} SET body = ?1, leaf = ?2 WHERE k = ?3"), params![b, &leaf[..], k])
+                .unwrap();
         },
-        &[
-            "FAILED at seq 76",
-            "over seqs 76..79",
-            "does not match the events",
-        ],
+        &["FAILED at seq 76", "over seqs 76..79", "does not match the events"],
     );
 
     // A forger who also rewrites the tree nodes is still caught by the signed checkpoint.
@@ -224,11 +190,8 @@ async fn every_kind_of_tampering_is_reported() {
             let at = b.windows(4).position(|w| w == b"user").unwrap();
             b[at] = b'U';
             let leaf = trail_merkle::leaf_hash(&b);
-            c.execute(
-                &format!("UPDATE {t} SET body = ?1, leaf = ?2 WHERE k = ?3"),
-                params![b, &leaf[..], k],
-            )
-            .unwrap();
+            c.execute(&format!("UPDATE {t} SET body = ?1, leaf = ?2 WHERE k = ?3"), params![b, &leaf[..], k])
+                .unwrap();
             let leaves: Vec<trail_merkle::Hash> =
                 (0..EVENTS).map(|s| body(&c, s).3.try_into().unwrap()).collect();
             let mut f = trail_merkle::Frontier::new();
@@ -251,47 +214,19 @@ async fn every_kind_of_tampering_is_reported() {
     std::fs::copy(dir.path().join("log.key"), copy.path().join("orig.key")).unwrap();
     let pinned = {
         let seed = std::fs::read_to_string(dir.path().join("log.key")).unwrap();
-        let bytes: Vec<u8> = (0..32)
-            .map(|i| u8::from_str_radix(&seed[2 * i..2 * i + 2], 16).unwrap())
-            .collect();
+        let bytes: Vec<u8> =
+            (0..32).map(|i| u8::from_str_radix(&seed[2 * i..2 * i + 2], 16).unwrap()).collect();
         trail_merkle::Signer::from_secret_bytes("trail.localhost", &bytes.try_into().unwrap())
             .unwrap()
             .verifier_key()
     };
-    let out = trail()
-        .args(["verify", "--key", &pinned, "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let other = trail_merkle::Signer::from_secret_bytes("trail.localhost", &[9; 32])
-        .unwrap()
-        .verifier_key();
-    let out = trail()
-        .args(["verify", "--key", &other, "--data-dir"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "a pinned key that did not sign the log fails"
-    );
-    let out = trail()
-        .args(["verify", "--data-dir"])
-        .arg(copy.path())
-        .output()
-        .unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(1),
-        "a directory without a database cannot be verified"
-    );
+    let out = trail().args(["verify", "--key", &pinned, "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let other = trail_merkle::Signer::from_secret_bytes("trail.localhost", &[9; 32]).unwrap().verifier_key();
+    let out = trail().args(["verify", "--key", &other, "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "a pinned key that did not sign the log fails");
+    let out = trail().args(["verify", "--data-dir"]).arg(copy.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "a directory without a database cannot be verified");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -301,45 +236,24 @@ async fn an_auditor_with_a_trusted_checkpoint_detects_a_rewrite() {
     let secret = create_key(dir.path(), "events:write,events:read");
     let key = Client::new(&served.base).with_token(&secret);
     let ev = |i: usize| json!({"actor": {"id": format!("u{i}")}, "action": "a.b", "target": {"type": "t"}, "outcome": "success"});
-    key.ingest_batch("default", &(0..20).map(ev).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    key.ingest_batch("default", &(0..20).map(ev).collect::<Vec<_>>()).await.unwrap();
     wait_for_checkpoint(&key, 20).await;
     let trusted = dir.path().join("trusted.checkpoint");
     let audit = || {
         trail()
-            .args([
-                "verify",
-                "--server",
-                &served.base,
-                "--org",
-                "default",
-                "--trusted",
-            ])
+            .args(["verify", "--server", &served.base, "--org", "default", "--trusted"])
             .arg(&trusted)
             .env("TRAIL_TOKEN", &secret)
             .output()
             .unwrap()
     };
     let out = audit();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("saved as the first trusted checkpoint"));
-    key.ingest_batch("default", &(20..45).map(ev).collect::<Vec<_>>())
-        .await
-        .unwrap();
+    key.ingest_batch("default", &(20..45).map(ev).collect::<Vec<_>>()).await.unwrap();
     wait_for_checkpoint(&key, 45).await;
     let out = audit();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("consistent with the trusted one of 20 events"));
     assert!(
         std::fs::read_to_string(&trusted).unwrap().contains("\n45\n"),
@@ -349,24 +263,14 @@ async fn an_auditor_with_a_trusted_checkpoint_detects_a_rewrite() {
     // The log operator rewrites history: a checkpoint of 20 events with another root, signed with the
     // real key, is what the auditor had trusted. The server's history is not an extension of it.
     let seed = std::fs::read_to_string(dir.path().join("log.key")).unwrap();
-    let bytes: Vec<u8> = (0..32)
-        .map(|i| u8::from_str_radix(&seed[2 * i..2 * i + 2], 16).unwrap())
-        .collect();
+    let bytes: Vec<u8> = (0..32).map(|i| u8::from_str_radix(&seed[2 * i..2 * i + 2], 16).unwrap()).collect();
     let signer =
         trail_merkle::Signer::from_secret_bytes("trail.localhost", &bytes.try_into().unwrap()).unwrap();
-    let other_history = trail_merkle::Checkpoint {
-        origin: "trail.localhost/orgs/default".into(),
-        size: 20,
-        root: [3; 32],
-    };
+    let other_history =
+        trail_merkle::Checkpoint { origin: "trail.localhost/orgs/default".into(), size: 20, root: [3; 32] };
     std::fs::write(&trusted, signer.sign(&other_history).unwrap()).unwrap();
     let out = audit();
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("rewritten"));
 
     // A trusted checkpoint from a forger's key is refused outright.
