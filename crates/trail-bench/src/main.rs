@@ -189,6 +189,7 @@ async fn main() -> anyhow::Result<()> {
                 created_at: now,
                 expires_at: None,
                 revoked_at: None,
+                last_used_at: None,
             })
             .await?;
         keys.insert(org.clone(), secret);

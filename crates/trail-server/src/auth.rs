@@ -90,6 +90,7 @@ pub fn issue_session(user_id: &str, state: &AppState) -> IssuedSession {
         secret_hash: secret_hash(&secret),
         created_at: now,
         expires_at: now + max,
+        last_seen: now,
     };
     IssuedSession { session, csrf_token: csrf_for(&secret), token: format!("{SESSION_PREFIX}{id}.{secret}") }
 }
@@ -200,13 +201,15 @@ pub async fn session_user(state: &AppState, token: &str) -> ApiResult<Option<(Us
     if !bool::from(session.secret_hash.ct_eq(&secret_hash(secret))) || session.expires_at <= now() {
         return Ok(None);
     }
+    // Sliding expiry: a session ends after the idle timeout without use (its last use is the later of
+    // what the store recorded and what this node has seen but not yet written).
     let idle = state.settings.auth.session_idle_minutes as i64 * 60 * MICROS_PER_SECOND;
-    if let Some(last) = state.session_seen(&session.id)
-        && now() - last > idle
-    {
+    let now = now();
+    let last = state.activity.session_seen(&session.id).unwrap_or(0).max(session.last_seen);
+    if now - last > idle {
         return Ok(None);
     }
-    state.touch_session(&session.id);
+    state.activity.session_used(&session.id, now);
     let Some(user) = state.store.user(&session.user_id).await? else {
         return Ok(None);
     };
@@ -224,7 +227,11 @@ impl FromRequestParts<AppState> for Principal {
                 let valid = bool::from(key.secret_hash.ct_eq(&secret_hash(secret)))
                     && key.revoked_at.is_none()
                     && key.expires_at.is_none_or(|t| t > now());
-                return if valid { Ok(Principal::Key(key)) } else { Err(ApiError::unauthorized()) };
+                if !valid {
+                    return Err(ApiError::unauthorized());
+                }
+                state.activity.key_used(&key.id, now());
+                return Ok(Principal::Key(key));
             }
             let (user, session, _) = session_user(state, token).await?.ok_or_else(ApiError::unauthorized)?;
             return Ok(Principal::User { user, session_id: session.id });
@@ -265,5 +272,38 @@ mod tests {
         assert_eq!(tid, id);
         assert_eq!(secret_hash(secret), hash);
         assert!(split_token(&token, SESSION_PREFIX).is_none());
+    }
+}
+
+/// The client's address as the socket saw it (a proxy's `X-Forwarded-For` is not trusted).
+#[derive(Debug, Clone, Copy)]
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts.extensions.get::<axum::extract::ConnectInfo<std::net::SocketAddr>>().map(|c| c.0.ip()),
+        ))
+    }
+}
+
+impl ClientAddr {
+    pub fn text(&self) -> Option<String> {
+        self.0.map(|ip| ip.to_string())
+    }
+}
+
+impl axum::extract::OptionalFromRequestParts<AppState> for Principal {
+    type Rejection = std::convert::Infallible;
+
+    /// Credentials that are absent or invalid both mean "no principal" here; handlers that need one
+    /// take `Principal` itself.
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
+        Ok(<Principal as FromRequestParts<AppState>>::from_request_parts(parts, state).await.ok())
     }
 }

@@ -3,14 +3,20 @@
 //! This is the only crate that knows HTTP. It never touches SQL: everything durable goes through the
 //! [`trail_store::Store`] trait, so every backend serves the same API.
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
+// The OpenAPI document is one `json!` literal, deeper than the default macro recursion allows.
+#![recursion_limit = "512"]
 
+pub mod audit;
 pub mod auth;
+
 pub mod error;
 pub mod integrity;
+pub mod mail;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;
 pub mod settings;
+pub mod throttle;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -40,8 +46,55 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Signs checkpoints; its public key is served at `/v1/log-key`.
     pub signer: Arc<trail_merkle::Signer>,
-    /// Last use of each session on this node, for idle expiry (sliding renewal).
-    sessions_seen: Arc<Mutex<HashMap<String, Micros>>>,
+    /// Uses of sessions and API keys not yet written to the store (flushed every few seconds).
+    pub activity: Arc<Activity>,
+    pub throttle: Arc<throttle::Throttle>,
+}
+
+/// Recent uses of sessions (for sliding expiry) and API keys (for "last used"), batched so a busy
+/// ingest key does not cost a write per request.
+#[derive(Debug, Default)]
+pub struct Activity {
+    sessions: Mutex<HashMap<String, Micros>>,
+    keys: Mutex<HashMap<String, Micros>>,
+}
+
+impl Activity {
+    pub fn session_used(&self, id: &str, at: Micros) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.insert(id.to_string(), at);
+        }
+    }
+
+    pub fn key_used(&self, id: &str, at: Micros) {
+        if let Ok(mut m) = self.keys.lock() {
+            m.insert(id.to_string(), at);
+        }
+    }
+
+    /// The latest use of a session seen here and not yet flushed.
+    pub fn session_seen(&self, id: &str) -> Option<Micros> {
+        self.sessions.lock().ok().and_then(|m| m.get(id).copied())
+    }
+
+    pub fn forget_session(&self, id: &str) {
+        if let Ok(mut m) = self.sessions.lock() {
+            m.remove(id);
+        }
+    }
+
+    /// Writes pending uses to the store.
+    pub async fn flush(&self, store: &dyn Store) -> Result<(), trail_store::StoreError> {
+        let sessions: Vec<_> = self.sessions.lock().map(|mut m| m.drain().collect()).unwrap_or_default();
+        let keys: Vec<_> = self.keys.lock().map(|mut m| m.drain().collect()).unwrap_or_default();
+        if !sessions.is_empty() {
+            store.touch_sessions(sessions).await?;
+        }
+        if !keys.is_empty() {
+            store.touch_api_keys(keys).await?;
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Debug for AppState {
@@ -57,7 +110,8 @@ impl AppState {
             settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
             signer: Arc::new(signer),
-            sessions_seen: Arc::default(),
+            activity: Arc::default(),
+            throttle: Arc::default(),
         }
     }
 
@@ -66,19 +120,13 @@ impl AppState {
         now - i64::from(self.settings.retention.hot_days) * MICROS_PER_DAY
     }
 
-    fn session_seen(&self, id: &str) -> Option<Micros> {
-        self.sessions_seen.lock().ok().and_then(|m| m.get(id).copied())
-    }
-
-    fn touch_session(&self, id: &str) {
-        if let Ok(mut m) = self.sessions_seen.lock() {
-            m.insert(id.to_string(), now());
-        }
-    }
-
-    fn forget_session(&self, id: &str) {
-        if let Ok(mut m) = self.sessions_seen.lock() {
-            m.remove(id);
+    /// The public base URL used in links (invitations): `public_url`, or the listen address.
+    pub fn public_url(&self) -> String {
+        let configured = self.settings.public_url.trim_end_matches('/');
+        if configured.is_empty() {
+            format!("http://{}", self.settings.listen)
+        } else {
+            configured.to_string()
         }
     }
 }
@@ -173,8 +221,26 @@ impl Server {
             (self.state.store.clone(), self.state.signer.clone(), self.state.settings.server_name.clone());
         let checkpointer =
             tokio::spawn(integrity::run_checkpointer(store.clone(), signer.clone(), name.clone()));
-        let served = axum::serve(self.listener, router(self.state)).with_graceful_shutdown(shutdown).await;
+        let activity = self.state.activity.clone();
+        let flusher = tokio::spawn({
+            let (activity, store) = (activity.clone(), store.clone());
+            async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    tick.tick().await;
+                    if let Err(e) = activity.flush(store.as_ref()).await {
+                        tracing::warn!(error = %e, "cannot record session and key activity; will retry");
+                    }
+                }
+            }
+        });
+        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         checkpointer.abort();
+        flusher.abort();
+        if let Err(e) = activity.flush(store.as_ref()).await {
+            tracing::warn!(error = %e, "cannot record session and key activity at shutdown");
+        }
         if let Err(e) = integrity::checkpoint_once(store.as_ref(), &signer, &name).await {
             tracing::warn!(error = %e, "final checkpoint failed");
         }

@@ -18,6 +18,22 @@ fn path_param(name: &str, description: &str) -> Value {
     json!({"name": name, "in": "path", "required": true, "description": description, "schema": {"type": "string"}})
 }
 
+fn org_only() -> Value {
+    json!([path_param("org", "organization slug")])
+}
+
+fn org_and(name: &str, description: &str) -> Value {
+    json!([path_param("org", "organization slug"), path_param(name, description)])
+}
+
+fn group_and(name: &str, description: &str) -> Value {
+    json!([
+        path_param("org", "organization slug"),
+        path_param("id", "group id"),
+        path_param(name, description)
+    ])
+}
+
 fn query_param(name: &str, description: &str, repeat: bool) -> Value {
     let schema = if repeat {
         json!({"type": "array", "items": {"type": "string"}})
@@ -112,6 +128,51 @@ pub fn document() -> Value {
                     json!([path_param("org", "organization slug")]), Some("NewApiKey"),
                     responses(("201", ok("created", "ApiKeyWithSecret")), &[400, 401, 403, 404, 415]))
             },
+            "/v1/me/password": {"post": op("Change your password; every other session ends", &session, json!([]), Some("PasswordChange"),
+                responses(("204", json!({"description": "changed"})), &[400, 401, 403, 415]))},
+            "/v1/orgs/{org}/roles": {
+                "get": op("Roles of the org (USER-MANAGEMENT)", &session, org_only(), None, responses(("200", ok("roles", "RoleList")), &[401, 403, 404])),
+                "post": op("Create a custom role (USER-MANAGEMENT)", &session, org_only(), Some("NewRole"), responses(("201", ok("created", "Role")), &[400, 401, 403, 409, 415]))
+            },
+            "/v1/orgs/{org}/roles/{id}": {
+                "get": op("One role", &session, org_and("id", "role id"), None, responses(("200", ok("role", "Role")), &[401, 403, 404])),
+                "patch": op("Change a custom role's name, description or permissions", &session, org_and("id", "role id"), Some("NewRole"),
+                    responses(("200", ok("changed", "Role")), &[400, 401, 403, 404, 409, 415])),
+                "delete": op("Delete a custom role (the built-in admin role cannot be deleted)", &session, org_and("id", "role id"), None,
+                    responses(("204", json!({"description": "deleted"})), &[401, 403, 404, 409]))
+            },
+            "/v1/orgs/{org}/groups": {
+                "get": op("Groups with their roles and members (USER-MANAGEMENT)", &session, org_only(), None, responses(("200", ok("groups", "GroupList")), &[401, 403, 404])),
+                "post": op("Create a group", &session, org_only(), Some("NewGroup"), responses(("201", ok("created", "Group")), &[400, 401, 403, 409, 415]))
+            },
+            "/v1/orgs/{org}/groups/{id}": {
+                "get": op("One group", &session, org_and("id", "group id"), None, responses(("200", ok("group", "Group")), &[401, 403, 404])),
+                "patch": op("Rename or describe a group", &session, org_and("id", "group id"), Some("NewGroup"), responses(("200", ok("changed", "Group")), &[400, 401, 403, 404, 409, 415])),
+                "delete": op("Delete a group (not Administrators)", &session, org_and("id", "group id"), None, responses(("204", json!({"description": "deleted"})), &[401, 403, 404, 409]))
+            },
+            "/v1/orgs/{org}/groups/{id}/roles/{role_id}": {
+                "put": op("Give a group a role", &session, group_and("role_id", "role id"), None, responses(("204", json!({"description": "added"})), &[401, 403, 404])),
+                "delete": op("Take a role from a group", &session, group_and("role_id", "role id"), None, responses(("204", json!({"description": "removed"})), &[401, 403, 404, 409]))
+            },
+            "/v1/orgs/{org}/groups/{id}/members/{user_id}": {
+                "put": op("Add a user to a group", &session, group_and("user_id", "user id"), None, responses(("204", json!({"description": "added"})), &[401, 403, 404])),
+                "delete": op("Remove a user from a group (Administrators keeps at least one)", &session, group_and("user_id", "user id"), None,
+                    responses(("204", json!({"description": "removed"})), &[401, 403, 404, 409]))
+            },
+            "/v1/orgs/{org}/users": {"get": op("Members of the org with their groups and effective permissions", &session, org_only(), None,
+                responses(("200", ok("users", "UserList")), &[401, 403, 404]))},
+            "/v1/orgs/{org}/users/{id}": {"delete": op("Remove a user from the org; their sessions end", &session, org_and("id", "user id"), None,
+                responses(("204", json!({"description": "removed"})), &[401, 403, 404, 409]))},
+            "/v1/orgs/{org}/invitations": {
+                "get": op("Invitations with their status", &session, org_only(), None, responses(("200", ok("invitations", "InvitationList")), &[401, 403, 404])),
+                "post": op("Invite emails into groups; each gets a single-use accept link (also emailed when SMTP is configured)", &session, org_only(), Some("NewInvitations"),
+                    responses(("201", ok("links", "CreatedInvitations")), &[400, 401, 403, 415]))
+            },
+            "/v1/orgs/{org}/invitations/{id}": {"delete": op("Revoke an invitation", &session, org_and("id", "invitation id"), None,
+                responses(("204", json!({"description": "revoked"})), &[401, 403, 404]))},
+            "/v1/invitations/{token}/accept": {"post": op("Accept an invitation: with {\"password\"} for a new account, or signed in as the invited user", &[],
+                json!([path_param("token", "the token at the end of accept_url")]), None,
+                responses(("200", ok("the user", "UserRef")), &[400, 404, 409]))},
             "/v1/log-key": {"get": op("The log's public key, signed-note verifier format <name>+<key id>+<base64(0x01 ‖ Ed25519 key)>", &[], json!([]), None,
                 json!({"200": {"description": "verifier key", "content": {"text/plain": {}}}}))},
             "/v1/orgs/{org}/checkpoint": {"get": op("The latest signed checkpoint (C2SP tlog-checkpoint signed note, origin <server_name>/orgs/<org>)", &read,
@@ -169,6 +230,28 @@ pub fn document() -> Value {
                     "proof": {"description": "GET by id only: inclusion proof against the latest checkpoint", "type": ["object", "null"], "properties": {
                         "tree_size": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}, "checkpoint": {"type": "string"}}},
                     "proof_pending": {"type": "boolean", "description": "GET by id only: the event is newer than the latest checkpoint"}}}]},
+                "PasswordChange": {"type": "object", "required": ["current_password", "new_password"], "properties": {"current_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 10}}},
+                "NewRole": {"type": "object", "properties": {"name": {"type": "string"}, "description": {"type": "string"},
+                    "permissions": {"type": "array", "items": {"enum": ["LOG-MANAGEMENT", "USER-MANAGEMENT", "KEY-MANAGEMENT", "ORG-SETTINGS"]}}}},
+                "Role": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+                    "permissions": {"type": "array", "items": {"type": "string"}}, "builtin": {"type": "boolean"}}},
+                "RoleList": {"type": "object", "properties": {"roles": {"type": "array", "items": {"$ref": "#/components/schemas/Role"}}}},
+                "NewGroup": {"type": "object", "properties": {"name": {"type": "string"}, "description": {"type": "string"}}},
+                "Group": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
+                    "roles": {"type": "array", "items": {"type": "string"}}, "members": {"type": "array", "items": {"type": "string"}}, "builtin": {"type": "boolean"}}},
+                "GroupList": {"type": "object", "properties": {"groups": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}}}},
+                "UserList": {"type": "object", "properties": {"users": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "email": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}},
+                    "permissions": {"type": "array", "items": {"type": "string"}}}}}}},
+                "UserRef": {"type": "object", "properties": {"id": {"type": "string"}, "email": {"type": "string"}}},
+                "NewInvitations": {"type": "object", "required": ["emails", "groups"], "properties": {"emails": {"type": "array", "items": {"type": "string"}},
+                    "groups": {"type": "array", "items": {"type": "string"}}}},
+                "CreatedInvitations": {"type": "object", "properties": {"invitations": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "email": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}},
+                    "expires_at": {"type": "string"}, "accept_url": {"type": "string"}}}}}},
+                "InvitationList": {"type": "object", "properties": {"invitations": {"type": "array", "items": {"type": "object", "properties": {
+                    "id": {"type": "string"}, "email": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}}, "created_by": {"type": "string"},
+                    "created_at": {"type": "string"}, "expires_at": {"type": "string"}, "status": {"enum": ["pending", "accepted", "revoked", "expired"]}}}}}},
                 "InclusionProof": {"type": "object", "properties": {"seq": {"type": "integer"}, "tree_size": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}}},
                 "ConsistencyProof": {"type": "object", "properties": {"from": {"type": "integer"}, "to": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}}},
                 "EventPage": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next_cursor": {"type": ["string", "null"]}}},

@@ -18,11 +18,31 @@ pub struct Settings {
     pub data_dir: PathBuf,
     /// This server's public name: checkpoint origins are `<server_name>/orgs/<org>`.
     pub server_name: String,
+    /// Base URL people reach this server at, for links in invitations; empty means `http://<listen>`.
+    pub public_url: String,
     pub storage: StorageSettings,
     pub auth: AuthSettings,
     pub limits: LimitSettings,
     pub retention: RetentionSettings,
     pub integrity: IntegritySettings,
+    pub smtp: SmtpSettings,
+}
+
+/// Where invitation emails go. Without a host, the inviting admin is shown the link instead.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SmtpSettings {
+    /// SMTP relay host; empty disables email.
+    pub host: String,
+    pub port: u16,
+    /// The envelope and header sender.
+    pub from: String,
+}
+
+impl Default for SmtpSettings {
+    fn default() -> Self {
+        Self { host: String::new(), port: 25, from: "trail@localhost".into() }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
@@ -48,6 +68,8 @@ pub struct AuthSettings {
     pub session_max_hours: u64,
     /// Mark the session cookie `Secure` (serve behind TLS).
     pub secure_cookies: bool,
+    /// Invitation links stay valid this many days.
+    pub invitation_days: u64,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -74,18 +96,20 @@ impl Default for Settings {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
             data_dir: PathBuf::from("./trail-data"),
             server_name: "trail.localhost".into(),
+            public_url: String::new(),
             storage: StorageSettings::default(),
             auth: AuthSettings::default(),
             limits: LimitSettings::default(),
             retention: RetentionSettings::default(),
             integrity: IntegritySettings::default(),
+            smtp: SmtpSettings::default(),
         }
     }
 }
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { session_idle_minutes: 60, session_max_hours: 12, secure_cookies: false }
+        Self { session_idle_minutes: 60, session_max_hours: 12, secure_cookies: false, invitation_days: 7 }
     }
 }
 
@@ -121,6 +145,8 @@ impl fmt::Debug for Settings {
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
             .field("server_name", &self.server_name)
+            .field("public_url", &self.public_url)
+            .field("smtp", &self.smtp)
             .field("storage", &self.storage)
             .field("auth", &self.auth)
             .field("limits", &self.limits)
@@ -173,23 +199,29 @@ impl Settings {
              # Environment keys use __ between levels, e.g. TRAIL_STORAGE__URL, TRAIL_LIMITS__MAX_BODY_BYTES.\n\n\
              # Address to listen on (port 0 picks a free one).\nlisten = \"{}\"\n\
              # Where the embedded database, signing key and exports live.\ndata_dir = \"{}\"\n\
-             # Public name of this server; checkpoint origins are <server_name>/orgs/<org>.\nserver_name = \"{}\"\n\n\
+             # Public name of this server; checkpoint origins are <server_name>/orgs/<org>.\nserver_name = \"{}\"\n\
+             # Base URL people reach Trail at, used in invitation links. Empty: http://<listen>.\npublic_url = \"\"\n\n\
              [storage]\n# Empty: the embedded store in data_dir. Or postgres://user:password@host/db for scale-out.\nurl = \"\"\n\n\
              [auth]\n# Sessions end after this many idle minutes, and at most this many hours after sign-in.\n\
-             session_idle_minutes = {}\nsession_max_hours = {}\n# Set when Trail is served over HTTPS.\nsecure_cookies = {}\n\n\
+             session_idle_minutes = {}\nsession_max_hours = {}\n# Set when Trail is served over HTTPS.\nsecure_cookies = {}\n\
+             # Invitation links stay valid this many days.\ninvitation_days = {}\n\n\
              [limits]\nmax_body_bytes = {}\nrequest_timeout_secs = {}\nmax_batch_events = {}\n\n\
              [retention]\n# Days events stay queryable.\nhot_days = {}\n\n\
-             [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n",
+             [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n\n\
+             [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n",
             d.listen,
             d.data_dir.display(),
             d.server_name,
             d.auth.session_idle_minutes,
             d.auth.session_max_hours,
             d.auth.secure_cookies,
+            d.auth.invitation_days,
             d.limits.max_body_bytes,
             d.limits.request_timeout_secs,
             d.limits.max_batch_events,
             d.retention.hot_days,
+            d.smtp.port,
+            d.smtp.from,
         )
     }
 }

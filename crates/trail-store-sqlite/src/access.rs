@@ -2,7 +2,9 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use trail_model::time::Micros;
-use trail_store::{ApiKey, Org, Permission, Result, Scope, Session, StoreError, User};
+use trail_store::{
+    ApiKey, Group, Invitation, Org, Permission, Result, Role, Scope, Session, StoreError, User,
+};
 
 use crate::sql_error;
 use crate::writer::Writer;
@@ -158,8 +160,8 @@ pub fn user_orgs(c: &Connection, user: &str) -> Result<Vec<(Org, Vec<Permission>
 
 pub fn create_session(c: &Connection, s: &Session) -> Result<()> {
     c.execute(
-        "INSERT INTO sessions(id, user_id, secret_hash, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![s.id, s.user_id, &s.secret_hash[..], s.created_at, s.expires_at],
+        "INSERT INTO sessions(id, user_id, secret_hash, created_at, expires_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![s.id, s.user_id, &s.secret_hash[..], s.created_at, s.expires_at, s.last_seen],
     )
     .map_err(sql_error)?;
     Ok(())
@@ -171,20 +173,23 @@ fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
 }
 
 pub fn session(c: &Connection, id: &str) -> Result<Option<Session>> {
-    c.prepare_cached("SELECT id, user_id, secret_hash, created_at, expires_at FROM sessions WHERE id = ?1")
-        .and_then(|mut st| {
-            st.query_row([id], |r| {
-                Ok(Session {
-                    id: r.get(0)?,
-                    user_id: r.get(1)?,
-                    secret_hash: hash32(r.get(2)?)?,
-                    created_at: r.get(3)?,
-                    expires_at: r.get(4)?,
-                })
+    c.prepare_cached(
+        "SELECT id, user_id, secret_hash, created_at, expires_at, last_seen FROM sessions WHERE id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([id], |r| {
+            Ok(Session {
+                id: r.get(0)?,
+                user_id: r.get(1)?,
+                secret_hash: hash32(r.get(2)?)?,
+                created_at: r.get(3)?,
+                expires_at: r.get(4)?,
+                last_seen: r.get(5)?,
             })
-            .optional()
         })
-        .map_err(sql_error)
+        .optional()
+    })
+    .map_err(sql_error)
 }
 
 pub fn delete_session(c: &Connection, id: &str) -> Result<()> {
@@ -203,8 +208,7 @@ pub fn create_api_key(c: &Connection, org_id: i64, k: &ApiKey) -> Result<()> {
     Ok(())
 }
 
-const KEY_COLUMNS: &str =
-    "k.id, o.slug, k.name, k.scopes, k.secret_hash, k.created_by, k.created_at, k.expires_at, k.revoked_at";
+const KEY_COLUMNS: &str = "k.id, o.slug, k.name, k.scopes, k.secret_hash, k.created_by, k.created_at, k.expires_at, k.revoked_at, k.last_used_at";
 
 fn key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
     let scopes: String = r.get(3)?;
@@ -218,6 +222,7 @@ fn key_row(r: &Row<'_>) -> rusqlite::Result<ApiKey> {
         created_at: r.get(6)?,
         expires_at: r.get(7)?,
         revoked_at: r.get(8)?,
+        last_used_at: r.get(9)?,
     })
 }
 
@@ -248,6 +253,341 @@ pub fn revoke_api_key(c: &Connection, org_id: i64, id: &str, now: Micros) -> Res
         .map_err(sql_error)?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("API key {id}")));
+    }
+    Ok(())
+}
+
+pub fn touch_sessions(c: &Connection, seen: &[(String, Micros)]) -> Result<()> {
+    let mut st = c
+        .prepare_cached("UPDATE sessions SET last_seen = max(last_seen, ?2) WHERE id = ?1")
+        .map_err(sql_error)?;
+    for (id, t) in seen {
+        st.execute(params![id, t]).map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+pub fn delete_user_sessions(c: &Connection, user: &str, keep: Option<&str>) -> Result<()> {
+    c.execute("DELETE FROM sessions WHERE user_id = ?1 AND id IS NOT ?2", params![user, keep])
+        .map_err(sql_error)?;
+    Ok(())
+}
+
+pub fn touch_api_keys(c: &Connection, used: &[(String, Micros)]) -> Result<()> {
+    let mut st = c
+        .prepare_cached("UPDATE api_keys SET last_used_at = max(coalesce(last_used_at, 0), ?2) WHERE id = ?1")
+        .map_err(sql_error)?;
+    for (id, t) in used {
+        st.execute(params![id, t]).map_err(sql_error)?;
+    }
+    Ok(())
+}
+
+pub fn set_password(c: &Connection, user: &str, hash: &str) -> Result<()> {
+    let n = c
+        .execute("UPDATE users SET password_hash = ?2 WHERE id = ?1", params![user, hash])
+        .map_err(sql_error)?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("user {user}")));
+    }
+    Ok(())
+}
+
+fn join_permissions(p: &[Permission]) -> String {
+    p.iter().map(Permission::as_str).collect::<Vec<_>>().join(",")
+}
+
+pub fn roles(c: &Connection, org_id: i64) -> Result<Vec<Role>> {
+    let mut st = c
+        .prepare_cached("SELECT id, name, description, permissions, builtin FROM roles WHERE org_id = ?1 ORDER BY builtin DESC, name")
+        .map_err(sql_error)?;
+    let rows = st
+        .query_map([org_id], |r| {
+            let mut permissions = Vec::new();
+            parse_permissions(&r.get::<_, String>(3)?, &mut permissions);
+            permissions.sort();
+            Ok(Role {
+                id: r.get(0)?,
+                name: r.get(1)?,
+                description: r.get(2)?,
+                permissions,
+                builtin: r.get(4)?,
+            })
+        })
+        .map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+}
+
+pub fn create_role(c: &Connection, org_id: i64, role: &Role) -> Result<()> {
+    c.execute(
+        "INSERT INTO roles(org_id, id, name, description, permissions, builtin) VALUES (?1, ?2, ?3, ?4, ?5, 0)",
+        params![org_id, role.id, role.name, role.description, join_permissions(&role.permissions)],
+    )
+    .map_err(|e| conflict_as(e, || format!("a role named {} already exists", role.name)))?;
+    Ok(())
+}
+
+fn require_custom(c: &Connection, org_id: i64, table: &str, id: &str, what: &str) -> Result<()> {
+    let builtin: Option<bool> = c
+        .prepare_cached(&format!("SELECT builtin FROM {table} WHERE org_id = ?1 AND id = ?2"))
+        .and_then(|mut st| st.query_row(params![org_id, id], |r| r.get(0)).optional())
+        .map_err(sql_error)?;
+    match builtin {
+        None => Err(StoreError::NotFound(format!("{what} {id}"))),
+        Some(true) => Err(StoreError::Conflict(format!("the built-in {what} cannot be changed or deleted"))),
+        Some(false) => Ok(()),
+    }
+}
+
+pub fn update_role(c: &Connection, org_id: i64, role: &Role) -> Result<()> {
+    require_custom(c, org_id, "roles", &role.id, "role")?;
+    c.execute(
+        "UPDATE roles SET name = ?3, description = ?4, permissions = ?5 WHERE org_id = ?1 AND id = ?2",
+        params![org_id, role.id, role.name, role.description, join_permissions(&role.permissions)],
+    )
+    .map_err(|e| conflict_as(e, || format!("a role named {} already exists", role.name)))?;
+    Ok(())
+}
+
+pub fn delete_role(c: &Connection, org_id: i64, id: &str) -> Result<()> {
+    require_custom(c, org_id, "roles", id, "role")?;
+    c.execute("DELETE FROM group_roles WHERE org_id = ?1 AND role_id = ?2", params![org_id, id])
+        .map_err(sql_error)?;
+    c.execute("DELETE FROM roles WHERE org_id = ?1 AND id = ?2", params![org_id, id]).map_err(sql_error)?;
+    Ok(())
+}
+
+fn ids(c: &Connection, sql: &str, org_id: i64, key: &str) -> Result<Vec<String>> {
+    let mut st = c.prepare_cached(sql).map_err(sql_error)?;
+    let rows = st.query_map(params![org_id, key], |r| r.get(0)).map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+}
+
+pub fn groups(c: &Connection, org_id: i64) -> Result<Vec<Group>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT id, name, description, builtin FROM groups WHERE org_id = ?1 ORDER BY builtin DESC, name",
+        )
+        .map_err(sql_error)?;
+    let base: Vec<(String, String, String, bool)> = st
+        .query_map([org_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+        .map_err(sql_error)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql_error)?;
+    let mut out = Vec::with_capacity(base.len());
+    for (id, name, description, builtin) in base {
+        let roles = ids(
+            c,
+            "SELECT role_id FROM group_roles WHERE org_id = ?1 AND group_id = ?2 ORDER BY role_id",
+            org_id,
+            &id,
+        )?;
+        let members = ids(
+            c,
+            "SELECT user_id FROM group_members WHERE org_id = ?1 AND group_id = ?2 ORDER BY user_id",
+            org_id,
+            &id,
+        )?;
+        out.push(Group { id, name, description, roles, members, builtin });
+    }
+    Ok(out)
+}
+
+pub fn create_group(c: &Connection, org_id: i64, g: &Group) -> Result<()> {
+    c.execute(
+        "INSERT INTO groups(org_id, id, name, description, builtin) VALUES (?1, ?2, ?3, ?4, 0)",
+        params![org_id, g.id, g.name, g.description],
+    )
+    .map_err(|e| conflict_as(e, || format!("a group named {} already exists", g.name)))?;
+    Ok(())
+}
+
+fn exists(c: &Connection, table: &str, org_id: i64, id: &str) -> Result<bool> {
+    c.prepare_cached(&format!("SELECT EXISTS(SELECT 1 FROM {table} WHERE org_id = ?1 AND id = ?2)"))
+        .and_then(|mut st| st.query_row(params![org_id, id], |r| r.get(0)))
+        .map_err(sql_error)
+}
+
+pub fn update_group(c: &Connection, org_id: i64, id: &str, name: &str, description: &str) -> Result<()> {
+    if !exists(c, "groups", org_id, id)? {
+        return Err(StoreError::NotFound(format!("group {id}")));
+    }
+    c.execute(
+        "UPDATE groups SET name = ?3, description = ?4 WHERE org_id = ?1 AND id = ?2",
+        params![org_id, id, name, description],
+    )
+    .map_err(|e| conflict_as(e, || format!("a group named {name} already exists")))?;
+    Ok(())
+}
+
+pub fn delete_group(c: &Connection, org_id: i64, id: &str) -> Result<()> {
+    require_custom(c, org_id, "groups", id, "group")?;
+    for table in ["group_roles", "group_members"] {
+        c.execute(&format!("DELETE FROM {table} WHERE org_id = ?1 AND group_id = ?2"), params![org_id, id])
+            .map_err(sql_error)?;
+    }
+    c.execute("DELETE FROM groups WHERE org_id = ?1 AND id = ?2", params![org_id, id]).map_err(sql_error)?;
+    Ok(())
+}
+
+pub fn set_group_role(c: &Connection, org_id: i64, group: &str, role: &str, present: bool) -> Result<()> {
+    if !exists(c, "groups", org_id, group)? {
+        return Err(StoreError::NotFound(format!("group {group}")));
+    }
+    if !exists(c, "roles", org_id, role)? {
+        return Err(StoreError::NotFound(format!("role {role}")));
+    }
+    let sql = if present {
+        "INSERT OR IGNORE INTO group_roles(org_id, group_id, role_id) VALUES (?1, ?2, ?3)"
+    } else {
+        "DELETE FROM group_roles WHERE org_id = ?1 AND group_id = ?2 AND role_id = ?3"
+    };
+    c.execute(sql, params![org_id, group, role]).map_err(sql_error)?;
+    Ok(())
+}
+
+pub fn set_group_member(c: &Connection, org_id: i64, group: &str, user: &str, present: bool) -> Result<()> {
+    if !exists(c, "groups", org_id, group)? {
+        return Err(StoreError::NotFound(format!("group {group}")));
+    }
+    if present {
+        if user_where(c, "id", user)?.is_none() {
+            return Err(StoreError::NotFound(format!("user {user}")));
+        }
+        add_member(c, org_id, group, user)
+    } else {
+        c.execute(
+            "DELETE FROM group_members WHERE org_id = ?1 AND group_id = ?2 AND user_id = ?3",
+            params![org_id, group, user],
+        )
+        .map_err(sql_error)?;
+        Ok(())
+    }
+}
+
+pub fn org_users(c: &Connection, org_id: i64) -> Result<Vec<(User, Vec<String>)>> {
+    let mut st = c
+        .prepare_cached(
+            "SELECT u.id, u.email, u.password_hash, u.server_admin, u.created_at, group_concat(m.group_id, ',')
+             FROM group_members m JOIN users u ON u.id = m.user_id WHERE m.org_id = ?1 GROUP BY u.id ORDER BY u.email",
+        )
+        .map_err(sql_error)?;
+    let rows = st
+        .query_map([org_id], |r| {
+            let groups: String = r.get(5)?;
+            let mut groups: Vec<String> = groups.split(',').map(str::to_string).collect();
+            groups.sort();
+            Ok((
+                User {
+                    id: r.get(0)?,
+                    email: r.get(1)?,
+                    password_hash: r.get(2)?,
+                    server_admin: r.get(3)?,
+                    created_at: r.get(4)?,
+                },
+                groups,
+            ))
+        })
+        .map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+}
+
+pub fn remove_org_user(c: &Connection, org_id: i64, user: &str) -> Result<()> {
+    let n = c
+        .execute("DELETE FROM group_members WHERE org_id = ?1 AND user_id = ?2", params![org_id, user])
+        .map_err(sql_error)?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("user {user} in this organization")));
+    }
+    Ok(())
+}
+
+const INVITATION_COLUMNS: &str = "i.id, o.slug, i.email, i.groups, i.secret_hash, i.created_by, i.created_at, i.expires_at, i.accepted_at, i.revoked_at";
+
+fn invitation_row(r: &Row<'_>) -> rusqlite::Result<Invitation> {
+    let groups: String = r.get(3)?;
+    Ok(Invitation {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        email: r.get(2)?,
+        groups: groups.split(',').filter(|g| !g.is_empty()).map(str::to_string).collect(),
+        secret_hash: hash32(r.get(4)?)?,
+        created_by: r.get(5)?,
+        created_at: r.get(6)?,
+        expires_at: r.get(7)?,
+        accepted_at: r.get(8)?,
+        revoked_at: r.get(9)?,
+    })
+}
+
+pub fn create_invitation(c: &Connection, org_id: i64, i: &Invitation) -> Result<()> {
+    c.execute(
+        "INSERT INTO invitations(id, org_id, email, groups, secret_hash, created_by, created_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            i.id,
+            org_id,
+            i.email,
+            i.groups.join(","),
+            &i.secret_hash[..],
+            i.created_by,
+            i.created_at,
+            i.expires_at
+        ],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+pub fn invitation(c: &Connection, id: &str) -> Result<Option<Invitation>> {
+    c.prepare_cached(&format!(
+        "SELECT {INVITATION_COLUMNS} FROM invitations i JOIN orgs o ON o.id = i.org_id WHERE i.id = ?1"
+    ))
+    .and_then(|mut st| st.query_row([id], invitation_row).optional())
+    .map_err(sql_error)
+}
+
+pub fn invitations(c: &Connection, org_id: i64) -> Result<Vec<Invitation>> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {INVITATION_COLUMNS} FROM invitations i JOIN orgs o ON o.id = i.org_id WHERE i.org_id = ?1 ORDER BY i.created_at DESC, i.id"
+        ))
+        .map_err(sql_error)?;
+    let rows = st.query_map([org_id], invitation_row).map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+}
+
+pub fn revoke_invitation(c: &Connection, org_id: i64, id: &str, now: Micros) -> Result<()> {
+    let n = c
+        .execute(
+            "UPDATE invitations SET revoked_at = coalesce(revoked_at, ?3) WHERE org_id = ?1 AND id = ?2",
+            params![org_id, id, now],
+        )
+        .map_err(sql_error)?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("invitation {id}")));
+    }
+    Ok(())
+}
+
+pub fn accept_invitation(c: &Connection, id: &str, user: &str, now: Micros) -> Result<()> {
+    let inv = invitation(c, id)?.ok_or_else(|| StoreError::NotFound(format!("invitation {id}")))?;
+    let n = c
+        .execute(
+            "UPDATE invitations SET accepted_at = ?2 WHERE id = ?1 AND accepted_at IS NULL AND revoked_at IS NULL AND expires_at > ?2",
+            params![id, now],
+        )
+        .map_err(sql_error)?;
+    if n == 0 {
+        return Err(StoreError::Conflict("this invitation was already used, revoked or has expired".into()));
+    }
+    let org_id: i64 =
+        c.query_row("SELECT org_id FROM invitations WHERE id = ?1", [id], |r| r.get(0)).map_err(sql_error)?;
+    for g in &inv.groups {
+        // A group deleted since the invitation was sent is skipped, not an error.
+        if exists(c, "groups", org_id, g)? {
+            add_member(c, org_id, g, user)?;
+        }
     }
     Ok(())
 }

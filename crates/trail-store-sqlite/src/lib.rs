@@ -22,8 +22,8 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Org, Page, Permission, Record, Result, Session, Store, StoreError,
-    StoredCheckpoint, User,
+    ApiKey, Appended, Bucket, Group, Invitation, Org, Page, Permission, Record, Result, Role, Session, Store,
+    StoreError, StoredCheckpoint, User,
 };
 
 use crate::writer::{Job, Task, Writer};
@@ -292,6 +292,110 @@ impl Store for SqliteStore {
             access::revoke_api_key(&w.conn, org_id, &id, now)
         })
         .await
+    }
+
+    async fn touch_sessions(&self, seen: Vec<(String, Micros)>) -> Result<()> {
+        self.write(move |w| access::touch_sessions(&w.conn, &seen)).await
+    }
+
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<()> {
+        let (user, keep) = (user_id.to_string(), keep.map(str::to_string));
+        self.write(move |w| access::delete_user_sessions(&w.conn, &user, keep.as_deref())).await
+    }
+
+    async fn touch_api_keys(&self, used: Vec<(String, Micros)>) -> Result<()> {
+        self.write(move |w| access::touch_api_keys(&w.conn, &used)).await
+    }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()> {
+        let (user, hash) = (user_id.to_string(), password_hash.to_string());
+        self.write(move |w| access::set_password(&w.conn, &user, &hash)).await
+    }
+
+    async fn roles(&self, org: &str) -> Result<Vec<Role>> {
+        let org = org.to_string();
+        self.read(move |c| access::roles(c, read::org_id(c, &org)?.0)).await
+    }
+
+    async fn create_role(&self, org: &str, role: &Role) -> Result<()> {
+        let (org, role) = (org.to_string(), role.clone());
+        self.write(move |w| access::create_role(&w.conn, w.org_id(&org)?, &role)).await
+    }
+
+    async fn update_role(&self, org: &str, role: &Role) -> Result<()> {
+        let (org, role) = (org.to_string(), role.clone());
+        self.write(move |w| access::update_role(&w.conn, w.org_id(&org)?, &role)).await
+    }
+
+    async fn delete_role(&self, org: &str, id: &str) -> Result<()> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.write(move |w| access::delete_role(&w.conn, w.org_id(&org)?, &id)).await
+    }
+
+    async fn groups(&self, org: &str) -> Result<Vec<Group>> {
+        let org = org.to_string();
+        self.read(move |c| access::groups(c, read::org_id(c, &org)?.0)).await
+    }
+
+    async fn create_group(&self, org: &str, group: &Group) -> Result<()> {
+        let (org, group) = (org.to_string(), group.clone());
+        self.write(move |w| access::create_group(&w.conn, w.org_id(&org)?, &group)).await
+    }
+
+    async fn update_group(&self, org: &str, id: &str, name: &str, description: &str) -> Result<()> {
+        let (org, id, name, description) =
+            (org.to_string(), id.to_string(), name.to_string(), description.to_string());
+        self.write(move |w| access::update_group(&w.conn, w.org_id(&org)?, &id, &name, &description)).await
+    }
+
+    async fn delete_group(&self, org: &str, id: &str) -> Result<()> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.write(move |w| access::delete_group(&w.conn, w.org_id(&org)?, &id)).await
+    }
+
+    async fn set_group_role(&self, org: &str, group: &str, role: &str, present: bool) -> Result<()> {
+        let (org, group, role) = (org.to_string(), group.to_string(), role.to_string());
+        self.write(move |w| access::set_group_role(&w.conn, w.org_id(&org)?, &group, &role, present)).await
+    }
+
+    async fn set_group_member(&self, org: &str, group: &str, user_id: &str, present: bool) -> Result<()> {
+        let (org, group, user) = (org.to_string(), group.to_string(), user_id.to_string());
+        self.write(move |w| access::set_group_member(&w.conn, w.org_id(&org)?, &group, &user, present)).await
+    }
+
+    async fn org_users(&self, org: &str) -> Result<Vec<(User, Vec<String>)>> {
+        let org = org.to_string();
+        self.read(move |c| access::org_users(c, read::org_id(c, &org)?.0)).await
+    }
+
+    async fn remove_org_user(&self, org: &str, user_id: &str) -> Result<()> {
+        let (org, user) = (org.to_string(), user_id.to_string());
+        self.write(move |w| access::remove_org_user(&w.conn, w.org_id(&org)?, &user)).await
+    }
+
+    async fn create_invitation(&self, invitation: &Invitation) -> Result<()> {
+        let inv = invitation.clone();
+        self.write(move |w| access::create_invitation(&w.conn, w.org_id(&inv.org)?, &inv)).await
+    }
+
+    async fn invitation(&self, id: &str) -> Result<Option<Invitation>> {
+        let id = id.to_string();
+        self.read(move |c| access::invitation(c, &id)).await
+    }
+
+    async fn invitations(&self, org: &str) -> Result<Vec<Invitation>> {
+        let org = org.to_string();
+        self.read(move |c| access::invitations(c, read::org_id(c, &org)?.0)).await
+    }
+
+    async fn revoke_invitation(&self, org: &str, id: &str, now: Micros) -> Result<()> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.write(move |w| access::revoke_invitation(&w.conn, w.org_id(&org)?, &id, now)).await
+    }
+
+    async fn accept_invitation(&self, id: &str, user_id: &str, now: Micros) -> Result<()> {
+        let (id, user) = (id.to_string(), user_id.to_string());
+        self.write(move |w| access::accept_invitation(&w.conn, &id, &user, now)).await
     }
 
     async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {

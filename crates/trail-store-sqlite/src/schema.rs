@@ -83,11 +83,17 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members(user_id, org_id);
         CREATE TABLE IF NOT EXISTS sessions(
             id TEXT PRIMARY KEY, user_id TEXT NOT NULL, secret_hash BLOB NOT NULL,
-            created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL) STRICT;
+            created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, last_seen INTEGER NOT NULL) STRICT;
+        CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id);
         CREATE TABLE IF NOT EXISTS api_keys(
             id TEXT PRIMARY KEY, org_id INTEGER NOT NULL, name TEXT NOT NULL, scopes TEXT NOT NULL,
             secret_hash BLOB NOT NULL, created_by TEXT, created_at INTEGER NOT NULL,
-            expires_at INTEGER, revoked_at INTEGER) STRICT;
+            expires_at INTEGER, revoked_at INTEGER, last_used_at INTEGER) STRICT;
+        CREATE TABLE IF NOT EXISTS invitations(
+            id TEXT PRIMARY KEY, org_id INTEGER NOT NULL, email TEXT NOT NULL, groups TEXT NOT NULL,
+            secret_hash BLOB NOT NULL, created_by TEXT NOT NULL, created_at INTEGER NOT NULL,
+            expires_at INTEGER NOT NULL, accepted_at INTEGER, revoked_at INTEGER) STRICT;
+        CREATE INDEX IF NOT EXISTS invitations_by_org ON invitations(org_id, created_at);
         CREATE INDEX IF NOT EXISTS api_keys_by_org ON api_keys(org_id, created_at);
         ",
     )?;

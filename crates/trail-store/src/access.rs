@@ -39,7 +39,10 @@ pub struct Session {
     pub user_id: String,
     pub secret_hash: [u8; 32],
     pub created_at: Micros,
+    /// Hard end of the session, whatever its use.
     pub expires_at: Micros,
+    /// Last request seen (renewed at most about once a minute); idle sessions end.
+    pub last_seen: Micros,
 }
 
 impl fmt::Debug for Session {
@@ -86,6 +89,8 @@ pub struct ApiKey {
     pub created_at: Micros,
     pub expires_at: Option<Micros>,
     pub revoked_at: Option<Micros>,
+    /// Last authenticated use, recorded within seconds (written in batches).
+    pub last_used_at: Option<Micros>,
 }
 
 impl fmt::Debug for ApiKey {
@@ -128,5 +133,55 @@ impl Permission {
 
     pub fn parse(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|p| p.as_str() == s)
+    }
+}
+
+/// A role: a named set of permissions. The built-in `admin` role holds all and cannot change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Role {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub permissions: Vec<Permission>,
+    pub builtin: bool,
+}
+
+/// A group: users and the roles they get. The built-in `Administrators` group has `admin`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Group {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// Role ids, sorted.
+    pub roles: Vec<String>,
+    /// User ids, sorted.
+    pub members: Vec<String>,
+    pub builtin: bool,
+}
+
+/// An invitation into an org's groups. The accept token is `<id>.<secret>`; only `SHA-256(secret)` is stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Invitation {
+    pub id: String,
+    pub org: String,
+    pub email: String,
+    pub groups: Vec<String>,
+    pub secret_hash: [u8; 32],
+    pub created_by: String,
+    pub created_at: Micros,
+    pub expires_at: Micros,
+    pub accepted_at: Option<Micros>,
+    pub revoked_at: Option<Micros>,
+}
+
+impl fmt::Debug for Invitation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Invitation")
+            .field("id", &self.id)
+            .field("org", &self.org)
+            .field("email", &self.email)
+            .field("groups", &self.groups)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
     }
 }

@@ -15,7 +15,10 @@ use trail_model::text::Search;
 use trail_model::time::{MICROS_PER_DAY, Micros, parse_rfc3339};
 use trail_model::{Actor, ActorType, NewEvent, Outcome, StoredEvent, Target};
 
-use crate::{ApiKey, Appended, Permission, Record, Scope, Session, Store, StoreError, StoredCheckpoint};
+use crate::{
+    ApiKey, Appended, Group, Invitation, Permission, Record, Role, Scope, Session, Store, StoreError,
+    StoredCheckpoint,
+};
 
 /// Generates one `#[tokio::test]` per check for a backend. `$make` is an async closure returning
 /// `(store, guard)`; the guard (e.g. a temporary directory) lives as long as the test.
@@ -27,7 +30,7 @@ macro_rules! conformance_suite {
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
             paging_is_stable_while_appending, histogram_matches_reference_model, access_records,
             concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
-            checkpoints_are_kept_and_never_contradict);
+            checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -445,6 +448,7 @@ pub async fn access_records<S: Store>(store: Arc<S>) {
         secret_hash: [7; 32],
         created_at: now(),
         expires_at: now() + 10,
+        last_seen: now(),
     };
     store.create_session(&s).await.unwrap();
     assert_eq!(store.session("s1").await.unwrap(), Some(s));
@@ -461,6 +465,7 @@ pub async fn access_records<S: Store>(store: Arc<S>) {
         created_at: now(),
         expires_at: None,
         revoked_at: None,
+        last_used_at: None,
     };
     store.create_api_key(&k).await.unwrap();
     assert_eq!(store.api_key("k1").await.unwrap(), Some(k.clone()));
@@ -552,4 +557,171 @@ pub async fn checkpoints_are_kept_and_never_contradict<S: Store>(store: Arc<S>) 
     assert_eq!(store.checkpoints("acme").await.unwrap(), vec![cp, cp7.clone()]);
     assert_eq!(store.latest_checkpoint("acme").await.unwrap(), Some(cp7));
     assert!(store.checkpoints("idle").await.unwrap().is_empty());
+}
+
+pub async fn roles_groups_and_invitations<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "globex").await;
+    let admin = store.create_user("admin@acme.io", "h", false, now()).await.unwrap();
+    let bob = store.create_user("bob@acme.io", "h", false, now()).await.unwrap();
+    store.add_org_admin("acme", &admin.id).await.unwrap();
+
+    // Built-ins exist and cannot be changed.
+    let roles = store.roles("acme").await.unwrap();
+    assert_eq!(roles.len(), 1);
+    assert!(roles[0].builtin && roles[0].permissions.len() == Permission::ALL.len());
+    let admin_role = roles[0].clone();
+    assert!(matches!(store.delete_role("acme", &admin_role.id).await, Err(StoreError::Conflict(_))));
+    assert!(matches!(
+        store.update_role("acme", &Role { name: "x".into(), ..admin_role.clone() }).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let groups = store.groups("acme").await.unwrap();
+    assert_eq!(
+        (groups.len(), groups[0].builtin, groups[0].members.clone()),
+        (1, true, vec![admin.id.clone()])
+    );
+    assert!(matches!(store.delete_group("acme", &groups[0].id).await, Err(StoreError::Conflict(_))));
+
+    // A custom role in a custom group grants exactly its permissions, evaluated at once.
+    let auditor = Role {
+        id: "r-aud".into(),
+        name: "Auditor".into(),
+        description: "reads logs".into(),
+        permissions: vec![Permission::LogManagement],
+        builtin: false,
+    };
+    store.create_role("acme", &auditor).await.unwrap();
+    assert!(matches!(
+        store.create_role("acme", &Role { id: "r-2".into(), ..auditor.clone() }).await,
+        Err(StoreError::Conflict(_))
+    ));
+    store.create_role("globex", &auditor).await.unwrap();
+    let team = Group {
+        id: "g-sec".into(),
+        name: "Security".into(),
+        description: String::new(),
+        roles: vec![],
+        members: vec![],
+        builtin: false,
+    };
+    store.create_group("acme", &team).await.unwrap();
+    store.set_group_role("acme", "g-sec", "r-aud", true).await.unwrap();
+    store.set_group_role("acme", "g-sec", "r-aud", true).await.unwrap();
+    assert!(matches!(
+        store.set_group_role("acme", "g-sec", "nope", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.set_group_member("acme", "g-sec", "no-such-user", true).await,
+        Err(StoreError::NotFound(_))
+    ));
+    store.set_group_member("acme", "g-sec", &bob.id, true).await.unwrap();
+    assert_eq!(store.permissions("acme", &bob.id).await.unwrap(), Some(vec![Permission::LogManagement]));
+    assert_eq!(store.permissions("globex", &bob.id).await.unwrap(), None);
+    let users = store.org_users("acme").await.unwrap();
+    assert_eq!(
+        users.iter().map(|(u, g)| (u.email.as_str(), g.len())).collect::<Vec<_>>(),
+        [("admin@acme.io", 1), ("bob@acme.io", 1)]
+    );
+
+    let mut renamed = auditor.clone();
+    renamed.permissions = vec![Permission::LogManagement, Permission::KeyManagement];
+    renamed.name = "Auditor+".into();
+    store.update_role("acme", &renamed).await.unwrap();
+    assert_eq!(
+        store.permissions("acme", &bob.id).await.unwrap(),
+        Some(vec![Permission::LogManagement, Permission::KeyManagement])
+    );
+    store.set_group_role("acme", "g-sec", "r-aud", false).await.unwrap();
+    assert_eq!(
+        store.permissions("acme", &bob.id).await.unwrap(),
+        Some(vec![]),
+        "still a member, no permissions"
+    );
+    store.update_group("acme", "g-sec", "SecOps", "d").await.unwrap();
+    assert_eq!(store.groups("acme").await.unwrap()[1].name, "SecOps");
+    store.delete_role("acme", "r-aud").await.unwrap();
+    assert_eq!(store.roles("globex").await.unwrap().len(), 2, "roles are per org");
+    store.remove_org_user("acme", &bob.id).await.unwrap();
+    assert_eq!(store.permissions("acme", &bob.id).await.unwrap(), None);
+    assert!(matches!(store.remove_org_user("acme", &bob.id).await, Err(StoreError::NotFound(_))));
+    store.delete_group("acme", "g-sec").await.unwrap();
+    assert_eq!(store.groups("acme").await.unwrap().len(), 1);
+
+    // Invitations: single use, revocable, expiring; accepting joins the groups.
+    store.create_group("acme", &team).await.unwrap();
+    let inv = Invitation {
+        id: "inv-1".into(),
+        org: "acme".into(),
+        email: "carol@acme.io".into(),
+        groups: vec!["g-sec".into()],
+        secret_hash: [3; 32],
+        created_by: "admin@acme.io".into(),
+        created_at: now(),
+        expires_at: now() + 1000,
+        accepted_at: None,
+        revoked_at: None,
+    };
+    store.create_invitation(&inv).await.unwrap();
+    assert_eq!(store.invitation("inv-1").await.unwrap(), Some(inv.clone()));
+    assert_eq!(store.invitations("acme").await.unwrap(), vec![inv.clone()]);
+    assert!(store.invitations("globex").await.unwrap().is_empty());
+    let carol = store.create_user("carol@acme.io", "h", false, now()).await.unwrap();
+    assert!(
+        matches!(
+            store.accept_invitation("inv-1", &carol.id, now() + 1000).await,
+            Err(StoreError::Conflict(_))
+        ),
+        "expired"
+    );
+    store.accept_invitation("inv-1", &carol.id, now() + 1).await.unwrap();
+    assert!(
+        matches!(store.accept_invitation("inv-1", &carol.id, now() + 2).await, Err(StoreError::Conflict(_))),
+        "single use"
+    );
+    assert_eq!(store.groups("acme").await.unwrap()[1].members, vec![carol.id.clone()]);
+    let inv2 = Invitation { id: "inv-2".into(), accepted_at: None, ..inv.clone() };
+    store.create_invitation(&inv2).await.unwrap();
+    assert!(matches!(store.revoke_invitation("globex", "inv-2", now()).await, Err(StoreError::NotFound(_))));
+    store.revoke_invitation("acme", "inv-2", now()).await.unwrap();
+    assert!(
+        matches!(store.accept_invitation("inv-2", &carol.id, now() + 1).await, Err(StoreError::Conflict(_))),
+        "revoked"
+    );
+
+    // Sessions: renewal, revocation of all of a user's sessions but one; passwords; key use.
+    for id in ["s1", "s2", "s3"] {
+        let s = Session {
+            id: id.into(),
+            user_id: carol.id.clone(),
+            secret_hash: [1; 32],
+            created_at: now(),
+            expires_at: now() + 99,
+            last_seen: now(),
+        };
+        store.create_session(&s).await.unwrap();
+    }
+    store.touch_sessions(vec![("s1".into(), now() + 5)]).await.unwrap();
+    assert_eq!(store.session("s1").await.unwrap().unwrap().last_seen, now() + 5);
+    store.delete_user_sessions(&carol.id, Some("s2")).await.unwrap();
+    assert!(store.session("s1").await.unwrap().is_none() && store.session("s3").await.unwrap().is_none());
+    assert!(store.session("s2").await.unwrap().is_some());
+    store.set_password(&carol.id, "new-hash").await.unwrap();
+    assert_eq!(store.user(&carol.id).await.unwrap().unwrap().password_hash, "new-hash");
+    let key = ApiKey {
+        id: "k9".into(),
+        org: "acme".into(),
+        name: "n".into(),
+        scopes: vec![Scope::EventsRead],
+        secret_hash: [2; 32],
+        created_by: None,
+        created_at: now(),
+        expires_at: None,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    store.create_api_key(&key).await.unwrap();
+    store.touch_api_keys(vec![("k9".into(), now() + 7)]).await.unwrap();
+    assert_eq!(store.api_key("k9").await.unwrap().unwrap().last_used_at, Some(now() + 7));
 }

@@ -19,7 +19,7 @@ pub mod access;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use access::{ApiKey, Org, Permission, Scope, Session, User};
+pub use access::{ApiKey, Group, Invitation, Org, Permission, Role, Scope, Session, User};
 
 /// What can go wrong in a store, in the terms callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +174,44 @@ pub trait Store: Send + Sync + 'static {
     async fn api_keys(&self, org: &str) -> Result<Vec<ApiKey>>;
     /// Revokes a key of this org; `NotFound` if the org has no such key.
     async fn revoke_api_key(&self, org: &str, id: &str, now: Micros) -> Result<()>;
+
+    /// Records when sessions were last seen (sliding expiry).
+    async fn touch_sessions(&self, seen: Vec<(String, Micros)>) -> Result<()>;
+    /// Ends every session of a user, except `keep` (the caller's own, after a password change).
+    async fn delete_user_sessions(&self, user_id: &str, keep: Option<&str>) -> Result<()>;
+    /// Records when API keys were last used.
+    async fn touch_api_keys(&self, used: Vec<(String, Micros)>) -> Result<()>;
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()>;
+
+    async fn roles(&self, org: &str) -> Result<Vec<Role>>;
+    /// Creates a custom role; `Conflict` if the name is taken.
+    async fn create_role(&self, org: &str, role: &Role) -> Result<()>;
+    /// Replaces name, description and permissions of a custom role.
+    async fn update_role(&self, org: &str, role: &Role) -> Result<()>;
+    /// Deletes a custom role and takes it from every group.
+    async fn delete_role(&self, org: &str, id: &str) -> Result<()>;
+
+    async fn groups(&self, org: &str) -> Result<Vec<Group>>;
+    async fn create_group(&self, org: &str, group: &Group) -> Result<()>;
+    async fn update_group(&self, org: &str, id: &str, name: &str, description: &str) -> Result<()>;
+    async fn delete_group(&self, org: &str, id: &str) -> Result<()>;
+    /// Adds (`present`) or removes a role of a group; idempotent. `NotFound` for an unknown group or role.
+    async fn set_group_role(&self, org: &str, group: &str, role: &str, present: bool) -> Result<()>;
+    /// Adds or removes a member of a group; idempotent. `NotFound` for an unknown group or user.
+    async fn set_group_member(&self, org: &str, group: &str, user_id: &str, present: bool) -> Result<()>;
+    /// Members of an org with the ids of their groups there.
+    async fn org_users(&self, org: &str) -> Result<Vec<(User, Vec<String>)>>;
+    /// Takes a user out of every group of the org.
+    async fn remove_org_user(&self, org: &str, user_id: &str) -> Result<()>;
+
+    async fn create_invitation(&self, invitation: &Invitation) -> Result<()>;
+    async fn invitation(&self, id: &str) -> Result<Option<Invitation>>;
+    /// The org's invitations, newest first.
+    async fn invitations(&self, org: &str) -> Result<Vec<Invitation>>;
+    async fn revoke_invitation(&self, org: &str, id: &str, now: Micros) -> Result<()>;
+    /// Marks the invitation used and puts the user in its groups, atomically; `Conflict` if it was
+    /// already used or revoked.
+    async fn accept_invitation(&self, id: &str, user_id: &str, now: Micros) -> Result<()>;
 
     // --- events ---------------------------------------------------------------------------------
 

@@ -209,6 +209,7 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 created_at: now,
                 expires_at: None,
                 revoked_at: None,
+                last_used_at: None,
             };
             store.create_api_key(&key).await?;
             println!("{secret}");

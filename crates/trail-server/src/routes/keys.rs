@@ -9,7 +9,8 @@ use trail_store::{ApiKey, Permission, Scope};
 
 use super::JsonBody;
 use crate::AppState;
-use crate::auth::{self, Principal};
+use crate::audit::Audit;
+use crate::auth::{self, ClientAddr, Principal};
 use crate::error::{ApiError, ApiResult};
 
 pub fn key_json(k: &ApiKey) -> Value {
@@ -21,6 +22,7 @@ pub fn key_json(k: &ApiKey) -> Value {
         "created_at": format_rfc3339(k.created_at),
         "expires_at": k.expires_at.map(format_rfc3339),
         "revoked_at": k.revoked_at.map(format_rfc3339),
+        "last_used_at": k.last_used_at.map(format_rfc3339),
     })
 }
 
@@ -38,6 +40,7 @@ pub async fn create(
     State(state): State<AppState>,
     Path(org): Path<String>,
     principal: Principal,
+    addr: ClientAddr,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     principal.require_permission(&state, &org, Permission::KeyManagement).await?;
@@ -70,8 +73,15 @@ pub async fn create(
         created_at: now(),
         expires_at,
         revoked_at: None,
+        last_used_at: None,
     };
     state.store.create_api_key(&key).await?;
+    Audit::new(principal.actor_id(), "api_key.created", "api_key")
+        .target(&key.id, Some(key.name.clone()))
+        .ip(addr.text())
+        .info("scopes", json!(key.scopes.iter().map(Scope::as_str).collect::<Vec<_>>()))
+        .record(&state, &org)
+        .await?;
     tracing::info!(org = %org, key_id = %key.id, "API key created");
     let mut out = key_json(&key);
     out["secret"] = json!(secret);
@@ -102,9 +112,15 @@ pub async fn revoke(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
     principal: Principal,
+    addr: ClientAddr,
 ) -> ApiResult<StatusCode> {
     principal.require_permission(&state, &org, Permission::KeyManagement).await?;
     state.store.revoke_api_key(&org, &id, now()).await?;
+    Audit::new(principal.actor_id(), "api_key.revoked", "api_key")
+        .target(&id, None)
+        .ip(addr.text())
+        .record(&state, &org)
+        .await?;
     tracing::info!(org = %org, key_id = %id, "API key revoked");
     Ok(StatusCode::NO_CONTENT)
 }

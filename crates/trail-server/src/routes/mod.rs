@@ -1,5 +1,6 @@
 //! Route table and the request-body extractor shared by handlers.
 
+mod access;
 mod events;
 mod health;
 mod integrity;
@@ -12,7 +13,7 @@ pub use orgs::valid_slug;
 use axum::Router;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use serde_json::Value;
 
 use crate::AppState;
@@ -40,6 +41,27 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/orgs/{org}/checkpoint"),
     ("GET", "/v1/orgs/{org}/proofs/inclusion"),
     ("GET", "/v1/orgs/{org}/proofs/consistency"),
+    ("POST", "/v1/me/password"),
+    ("GET", "/v1/orgs/{org}/roles"),
+    ("POST", "/v1/orgs/{org}/roles"),
+    ("GET", "/v1/orgs/{org}/roles/{id}"),
+    ("PATCH", "/v1/orgs/{org}/roles/{id}"),
+    ("DELETE", "/v1/orgs/{org}/roles/{id}"),
+    ("GET", "/v1/orgs/{org}/groups"),
+    ("POST", "/v1/orgs/{org}/groups"),
+    ("GET", "/v1/orgs/{org}/groups/{id}"),
+    ("PATCH", "/v1/orgs/{org}/groups/{id}"),
+    ("DELETE", "/v1/orgs/{org}/groups/{id}"),
+    ("PUT", "/v1/orgs/{org}/groups/{id}/roles/{role_id}"),
+    ("DELETE", "/v1/orgs/{org}/groups/{id}/roles/{role_id}"),
+    ("PUT", "/v1/orgs/{org}/groups/{id}/members/{user_id}"),
+    ("DELETE", "/v1/orgs/{org}/groups/{id}/members/{user_id}"),
+    ("GET", "/v1/orgs/{org}/users"),
+    ("DELETE", "/v1/orgs/{org}/users/{id}"),
+    ("GET", "/v1/orgs/{org}/invitations"),
+    ("POST", "/v1/orgs/{org}/invitations"),
+    ("DELETE", "/v1/orgs/{org}/invitations/{id}"),
+    ("POST", "/v1/invitations/{token}/accept"),
 ];
 
 pub fn api(max_body: usize) -> Router<AppState> {
@@ -61,6 +83,30 @@ pub fn api(max_body: usize) -> Router<AppState> {
         .route("/v1/orgs/{org}/checkpoint", get(integrity::checkpoint))
         .route("/v1/orgs/{org}/proofs/inclusion", get(integrity::inclusion))
         .route("/v1/orgs/{org}/proofs/consistency", get(integrity::consistency))
+        .route("/v1/me/password", post(access::change_password))
+        .route("/v1/orgs/{org}/roles", get(access::list_roles).post(access::create_role))
+        .route(
+            "/v1/orgs/{org}/roles/{id}",
+            get(access::get_role).patch(access::update_role).delete(access::delete_role),
+        )
+        .route("/v1/orgs/{org}/groups", get(access::list_groups).post(access::create_group))
+        .route(
+            "/v1/orgs/{org}/groups/{id}",
+            get(access::get_group).patch(access::update_group).delete(access::delete_group),
+        )
+        .route(
+            "/v1/orgs/{org}/groups/{id}/roles/{role_id}",
+            put(access::add_group_role).delete(access::remove_group_role),
+        )
+        .route(
+            "/v1/orgs/{org}/groups/{id}/members/{user_id}",
+            put(access::add_group_member).delete(access::remove_group_member),
+        )
+        .route("/v1/orgs/{org}/users", get(access::list_users))
+        .route("/v1/orgs/{org}/users/{id}", delete(access::remove_user))
+        .route("/v1/orgs/{org}/invitations", get(access::list_invitations).post(access::create_invitations))
+        .route("/v1/orgs/{org}/invitations/{id}", delete(access::revoke_invitation))
+        .route("/v1/invitations/{token}/accept", post(access::accept_invitation))
         // Bodies are read by `JsonBody` with this limit; axum's default (2 MiB) would cut in first.
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }

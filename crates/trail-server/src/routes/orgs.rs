@@ -9,7 +9,8 @@ use trail_store::Org;
 
 use super::JsonBody;
 use crate::AppState;
-use crate::auth::Principal;
+use crate::audit::Audit;
+use crate::auth::{ClientAddr, Principal};
 use crate::error::{ApiError, ApiResult};
 
 fn org_json(o: &Org) -> Value {
@@ -34,6 +35,7 @@ pub async fn list(State(state): State<AppState>, principal: Principal) -> ApiRes
 pub async fn create(
     State(state): State<AppState>,
     principal: Principal,
+    addr: ClientAddr,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     let user = principal.user()?;
@@ -56,6 +58,11 @@ pub async fn create(
     }
     let org = state.store.create_org(slug, name, now()).await?;
     state.store.add_org_admin(slug, &user.id).await?;
+    Audit::new(user.email.clone(), "org.created", "org")
+        .target(slug, Some(name.to_string()))
+        .ip(addr.text())
+        .record(&state, slug)
+        .await?;
     Ok((StatusCode::CREATED, Json(org_json(&org))))
 }
 

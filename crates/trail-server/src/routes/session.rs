@@ -9,9 +9,11 @@ use trail_model::time::format_rfc3339;
 
 use super::JsonBody;
 use crate::AppState;
-use crate::auth::{self, Principal, SESSION_COOKIE};
+use crate::audit::Audit;
+use crate::auth::{self, ClientAddr, Principal, SESSION_COOKIE};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::throttle;
 
 fn string_field<'a>(body: &'a Value, name: &str) -> ApiResult<&'a str> {
     body.get(name).and_then(Value::as_str).ok_or_else(|| {
@@ -20,10 +22,40 @@ fn string_field<'a>(body: &'a Value, name: &str) -> ApiResult<&'a str> {
     })
 }
 
-pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> ApiResult<Response> {
-    let email = string_field(&body, "email")?.trim().to_string();
+pub async fn login(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Response> {
+    let email = string_field(&body, "email")?.trim().to_lowercase();
     let password = string_field(&body, "password")?.to_string();
+    let now = trail_model::time::now();
+    let (account_key, address_key) =
+        (format!("account:{email}"), format!("address:{}", addr.text().unwrap_or_default()));
     let user = state.store.user_by_email(&email).await?;
+    let orgs: Vec<String> = match &user {
+        Some(u) => state.store.user_orgs(&u.id).await?.into_iter().map(|(o, _)| o.slug).collect(),
+        None => Vec::new(),
+    };
+    let blocked = state
+        .throttle
+        .blocked(&account_key, throttle::ACCOUNT_LIMIT, now)
+        .or_else(|| state.throttle.blocked(&address_key, throttle::ADDRESS_LIMIT, now));
+    if let Some(wait) = blocked {
+        Metrics::add(&state.metrics.sign_in_failures, 1);
+        Audit::new(email.clone(), "user.sign_in_failed", "user")
+            .ip(addr.text())
+            .failed("too many failed attempts; throttled")
+            .record_in(&state, &orgs)
+            .await?;
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_attempts",
+            format!("too many failed sign-ins; try again in {wait} seconds"),
+        );
+        e.retry_after = Some(wait);
+        return Err(e);
+    }
     let phc = user.as_ref().map_or_else(|| auth::dummy_hash().to_string(), |u| u.password_hash.clone());
     // Argon2 is deliberately slow: keep it off the async workers.
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc))
@@ -31,15 +63,28 @@ pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> A
         .map_err(ApiError::internal)?;
     let Some(user) = user.filter(|_| ok) else {
         Metrics::add(&state.metrics.sign_in_failures, 1);
+        state.throttle.fail(&account_key, now);
+        state.throttle.fail(&address_key, now);
         tracing::info!("sign-in failed");
+        Audit::new(email.clone(), "user.sign_in_failed", "user")
+            .ip(addr.text())
+            .failed("wrong email or password")
+            .record_in(&state, &orgs)
+            .await?;
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
             "wrong email or password",
         ));
     };
+    state.throttle.clear(&account_key);
     let issued = auth::issue_session(&user.id, &state);
     state.store.create_session(&issued.session).await?;
+    Audit::new(user.email.clone(), "user.signed_in", "user")
+        .target(&user.id, Some(user.email.clone()))
+        .ip(addr.text())
+        .record_in(&state, &orgs)
+        .await?;
     let max_age = state.settings.auth.session_max_hours * 3600;
     let secure = if state.settings.auth.secure_cookies { "; Secure" } else { "" };
     let cookie = format!(
@@ -58,12 +103,22 @@ pub async fn login(State(state): State<AppState>, JsonBody(body): JsonBody) -> A
     Ok(resp)
 }
 
-pub async fn logout(State(state): State<AppState>, principal: Principal) -> ApiResult<Response> {
-    let Principal::User { session_id, .. } = &principal else {
+pub async fn logout(
+    State(state): State<AppState>,
+    principal: Principal,
+    addr: ClientAddr,
+) -> ApiResult<Response> {
+    let Principal::User { session_id, user } = &principal else {
         return Err(ApiError::forbidden("API keys cannot sign out; revoke the key instead"));
     };
     state.store.delete_session(session_id).await?;
-    state.forget_session(session_id);
+    state.activity.forget_session(session_id);
+    let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
+    Audit::new(user.email.clone(), "user.signed_out", "user")
+        .target(&user.id, Some(user.email.clone()))
+        .ip(addr.text())
+        .record_in(&state, &orgs)
+        .await?;
     let clear = format!("{SESSION_COOKIE}=; Path=/; HttpOnly; SameSite=Strict; Max-Age=0");
     let mut resp = StatusCode::NO_CONTENT.into_response();
     resp.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&clear).map_err(ApiError::internal)?);

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use trail_client::Client;
 use trail_server::{AppState, Server, Settings};
+use trail_store::Store;
 use trail_store_sqlite::SqliteStore;
 
 pub const ADMIN_PASSWORD: &str = "correct horse battery staple";
@@ -42,16 +43,38 @@ impl TestServer {
         trail_server::bootstrap(store.as_ref(), Some(ADMIN_PASSWORD)).await.unwrap();
         let key = dir.path().join("log.key");
         let signer = trail_server::integrity::load_or_create_key(&key, &settings.server_name).unwrap();
-        let server = Server::bind(AppState::new(store.clone(), settings, signer)).await.unwrap();
+        let state = AppState::new(store.clone(), settings, signer);
+        // The fixture's session and key are made in the store directly, not over HTTP, so the org's
+        // log holds only what each test does (signing in and creating keys are audited events).
+        let admin_user = store.user_by_email("admin@localhost").await.unwrap().unwrap();
+        let issued = trail_server::auth::issue_session(&admin_user.id, &state);
+        store.create_session(&issued.session).await.unwrap();
+        let (key_id, secret, secret_hash) = trail_server::auth::issue_key_secret();
+        let now = trail_model::time::now();
+        store
+            .create_api_key(&trail_store::ApiKey {
+                id: key_id,
+                org: "default".into(),
+                name: "test".into(),
+                scopes: vec![trail_store::Scope::EventsWrite, trail_store::Scope::EventsRead],
+                secret_hash,
+                created_by: None,
+                created_at: now,
+                expires_at: None,
+                revoked_at: None,
+                last_used_at: None,
+            })
+            .await
+            .unwrap();
+        let server = Server::bind(state).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
             server.run(async { drop(rx.await) }).await.unwrap();
         });
         let anon = Client::new(&base);
-        let admin = anon.login("admin@localhost", ADMIN_PASSWORD).await.unwrap();
-        let secret = admin.create_api_key("default", "test", &["events:write", "events:read"]).await.unwrap();
-        let key = anon.with_token(secret["secret"].as_str().unwrap());
+        let admin = anon.with_token(issued.token);
+        let key = anon.with_token(secret);
         Self { base, anon, admin, key, dir, store, shutdown: Some(tx), task: Some(task) }
     }
 

@@ -1,0 +1,100 @@
+//! Trail audits itself (PRODUCT.md §3): sign-ins, sign-outs and every change to access are events in
+//! the org's own log, with `source: "trail"`, stored through the same durable path as any event.
+
+use serde_json::{Map, Value};
+use trail_model::time::now;
+use trail_model::{Actor, ActorType, NewEvent, Outcome, Target};
+
+use crate::AppState;
+use crate::error::ApiResult;
+
+/// One self-audit event, built up by the handler that made the change.
+#[derive(Debug)]
+pub struct Audit {
+    pub actor: String,
+    pub ip: Option<String>,
+    pub action: &'static str,
+    pub target_type: &'static str,
+    pub target_id: Option<String>,
+    pub target_name: Option<String>,
+    pub outcome: Outcome,
+    pub reason: Option<String>,
+    pub info: Map<String, Value>,
+}
+
+impl Audit {
+    pub fn new(actor: impl Into<String>, action: &'static str, target_type: &'static str) -> Self {
+        Self {
+            actor: actor.into(),
+            ip: None,
+            action,
+            target_type,
+            target_id: None,
+            target_name: None,
+            outcome: Outcome::Success,
+            reason: None,
+            info: Map::new(),
+        }
+    }
+
+    pub fn target(mut self, id: impl Into<String>, name: Option<String>) -> Self {
+        self.target_id = Some(id.into());
+        self.target_name = name;
+        self
+    }
+
+    pub fn ip(mut self, ip: Option<String>) -> Self {
+        self.ip = ip;
+        self
+    }
+
+    pub fn failed(mut self, reason: impl Into<String>) -> Self {
+        self.outcome = Outcome::Failure;
+        self.reason = Some(reason.into());
+        self
+    }
+
+    pub fn info(mut self, key: &str, value: impl Into<Value>) -> Self {
+        self.info.insert(key.to_string(), value.into());
+        self
+    }
+
+    fn event(&self) -> NewEvent {
+        NewEvent {
+            id: None,
+            time: None,
+            actor: Actor {
+                id: self.actor.clone(),
+                kind: ActorType::User,
+                name: None,
+                ip: self.ip.clone(),
+                user_agent: None,
+            },
+            action: self.action.to_string(),
+            target: Target {
+                kind: self.target_type.to_string(),
+                id: self.target_id.clone(),
+                name: self.target_name.clone(),
+            },
+            project: None,
+            outcome: self.outcome,
+            reason: self.reason.clone(),
+            source: Some("trail".into()),
+            info: (!self.info.is_empty()).then(|| self.info.clone()),
+        }
+    }
+
+    /// Appends the event to `org`'s log; the change is not acknowledged until its record is durable.
+    pub async fn record(self, state: &AppState, org: &str) -> ApiResult<()> {
+        state.store.append(org, vec![self.event()], now()).await?;
+        Ok(())
+    }
+
+    /// Appends the event to several orgs' logs (a sign-in concerns every org of the user).
+    pub async fn record_in(self, state: &AppState, orgs: &[String]) -> ApiResult<()> {
+        for org in orgs {
+            state.store.append(org, vec![self.event()], now()).await?;
+        }
+        Ok(())
+    }
+}

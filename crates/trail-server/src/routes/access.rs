@@ -1,0 +1,668 @@
+//! Roles, groups, users and invitations of an org (PRODUCT.md §3), all behind `USER-MANAGEMENT`,
+//! and every change recorded in the org's own log.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use trail_model::time::{MICROS_PER_DAY, format_rfc3339, now};
+use trail_store::{Group, Invitation, Permission, Role, StoreError};
+
+use super::JsonBody;
+use crate::AppState;
+use crate::audit::Audit;
+use crate::auth::{self, ClientAddr, Principal};
+use crate::error::{ApiError, ApiResult};
+
+/// The built-in ids every org has (see the store's `create_org`).
+const ADMIN_ROLE: &str = "admin";
+const ADMINISTRATORS: &str = "administrators";
+
+fn bad(field: &str, message: impl Into<String>) -> ApiError {
+    ApiError::bad_request("invalid_field", message).with_field(field)
+}
+
+fn text_field(body: &Value, field: &str, required: bool, max: usize) -> ApiResult<Option<String>> {
+    match body.get(field) {
+        None | Some(Value::Null) if required => Err(bad(field, format!("{field} is required"))),
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if required && s.trim().is_empty() => {
+            Err(bad(field, format!("{field} must not be empty")))
+        }
+        Some(Value::String(s)) if s.chars().count() > max => {
+            Err(bad(field, format!("{field} must be at most {max} characters")))
+        }
+        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
+        Some(_) => Err(bad(field, format!("{field} must be a string"))),
+    }
+}
+
+fn reject_unknown(body: &Value, known: &[&str]) -> ApiResult<()> {
+    let Some(m) = body.as_object() else {
+        return Err(ApiError::bad_request("invalid_body", "send a JSON object"));
+    };
+    match m.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => {
+            Err(ApiError::bad_request("unknown_field", format!("{k} is not a field here"))
+                .with_field(k.as_str()))
+        }
+        None => Ok(()),
+    }
+}
+
+fn permissions(body: &Value) -> ApiResult<Option<Vec<Permission>>> {
+    let Some(v) = body.get("permissions") else { return Ok(None) };
+    let list = v.as_array().ok_or_else(|| bad("permissions", "permissions must be a list"))?;
+    let mut out = Vec::new();
+    for p in list {
+        let p = p.as_str().and_then(Permission::parse).ok_or_else(|| {
+            bad(
+                "permissions",
+                "permissions are LOG-MANAGEMENT, USER-MANAGEMENT, KEY-MANAGEMENT and ORG-SETTINGS",
+            )
+        })?;
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out.sort();
+    Ok(Some(out))
+}
+
+fn role_json(r: &Role) -> Value {
+    json!({"id": r.id, "name": r.name, "description": r.description,
+           "permissions": r.permissions.iter().map(Permission::as_str).collect::<Vec<_>>(), "builtin": r.builtin})
+}
+
+fn group_json(g: &Group) -> Value {
+    json!({"id": g.id, "name": g.name, "description": g.description, "roles": g.roles, "members": g.members, "builtin": g.builtin})
+}
+
+async fn manage(state: &AppState, org: &str, p: &Principal) -> ApiResult<()> {
+    p.require_permission(state, org, Permission::UserManagement).await
+}
+
+async fn find_role(state: &AppState, org: &str, id: &str) -> ApiResult<Role> {
+    state
+        .store
+        .roles(org)
+        .await?
+        .into_iter()
+        .find(|r| r.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("role {id}")))
+}
+
+async fn find_group(state: &AppState, org: &str, id: &str) -> ApiResult<Group> {
+    state
+        .store
+        .groups(org)
+        .await?
+        .into_iter()
+        .find(|g| g.id == id)
+        .ok_or_else(|| ApiError::not_found(format!("group {id}")))
+}
+
+fn conflict(message: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::CONFLICT, "conflict", message)
+}
+
+// --- roles -------------------------------------------------------------------------------------
+
+pub async fn list_roles(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    manage(&state, &org, &p).await?;
+    let roles = state.store.roles(&org).await?;
+    Ok(Json(json!({"roles": roles.iter().map(role_json).collect::<Vec<_>>()})))
+}
+
+pub async fn get_role(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    manage(&state, &org, &p).await?;
+    Ok(Json(role_json(&find_role(&state, &org, &id).await?)))
+}
+
+pub async fn create_role(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    manage(&state, &org, &p).await?;
+    reject_unknown(&body, &["name", "description", "permissions"])?;
+    let role = Role {
+        id: auth::random_id(),
+        name: text_field(&body, "name", true, 100)?.unwrap_or_default(),
+        description: text_field(&body, "description", false, 500)?.unwrap_or_default(),
+        permissions: permissions(&body)?.unwrap_or_default(),
+        builtin: false,
+    };
+    state.store.create_role(&org, &role).await?;
+    Audit::new(p.actor_id(), "role.created", "role")
+        .target(&role.id, Some(role.name.clone()))
+        .ip(addr.text())
+        .info("permissions", role_json(&role)["permissions"].clone())
+        .record(&state, &org)
+        .await?;
+    Ok((StatusCode::CREATED, Json(role_json(&role))))
+}
+
+pub async fn update_role(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    manage(&state, &org, &p).await?;
+    reject_unknown(&body, &["name", "description", "permissions"])?;
+    let old = find_role(&state, &org, &id).await?;
+    let mut role = old.clone();
+    if let Some(n) = text_field(&body, "name", false, 100)? {
+        if n.is_empty() {
+            return Err(bad("name", "name must not be empty"));
+        }
+        role.name = n;
+    }
+    if let Some(d) = text_field(&body, "description", false, 500)? {
+        role.description = d;
+    }
+    if let Some(ps) = permissions(&body)? {
+        role.permissions = ps;
+    }
+    state.store.update_role(&org, &role).await?;
+    Audit::new(p.actor_id(), "role.updated", "role")
+        .target(&role.id, Some(role.name.clone()))
+        .ip(addr.text())
+        .info("before", role_json(&old))
+        .info("after", role_json(&role))
+        .record(&state, &org)
+        .await?;
+    Ok(Json(role_json(&role)))
+}
+
+pub async fn delete_role(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<StatusCode> {
+    manage(&state, &org, &p).await?;
+    let role = find_role(&state, &org, &id).await?;
+    state.store.delete_role(&org, &id).await?;
+    Audit::new(p.actor_id(), "role.deleted", "role")
+        .target(&id, Some(role.name))
+        .ip(addr.text())
+        .record(&state, &org)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+// --- groups ------------------------------------------------------------------------------------
+
+pub async fn list_groups(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    manage(&state, &org, &p).await?;
+    let groups = state.store.groups(&org).await?;
+    Ok(Json(json!({"groups": groups.iter().map(group_json).collect::<Vec<_>>()})))
+}
+
+pub async fn get_group(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    manage(&state, &org, &p).await?;
+    Ok(Json(group_json(&find_group(&state, &org, &id).await?)))
+}
+
+pub async fn create_group(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    manage(&state, &org, &p).await?;
+    reject_unknown(&body, &["name", "description"])?;
+    let group = Group {
+        id: auth::random_id(),
+        name: text_field(&body, "name", true, 100)?.unwrap_or_default(),
+        description: text_field(&body, "description", false, 500)?.unwrap_or_default(),
+        roles: vec![],
+        members: vec![],
+        builtin: false,
+    };
+    state.store.create_group(&org, &group).await?;
+    Audit::new(p.actor_id(), "group.created", "group")
+        .target(&group.id, Some(group.name.clone()))
+        .ip(addr.text())
+        .record(&state, &org)
+        .await?;
+    Ok((StatusCode::CREATED, Json(group_json(&group))))
+}
+
+pub async fn update_group(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
+    manage(&state, &org, &p).await?;
+    reject_unknown(&body, &["name", "description"])?;
+    let mut group = find_group(&state, &org, &id).await?;
+    let before = group_json(&group);
+    if let Some(n) = text_field(&body, "name", false, 100)? {
+        if n.is_empty() {
+            return Err(bad("name", "name must not be empty"));
+        }
+        group.name = n;
+    }
+    if let Some(d) = text_field(&body, "description", false, 500)? {
+        group.description = d;
+    }
+    state.store.update_group(&org, &id, &group.name, &group.description).await?;
+    Audit::new(p.actor_id(), "group.updated", "group")
+        .target(&id, Some(group.name.clone()))
+        .ip(addr.text())
+        .info("before", json!({"name": before["name"], "description": before["description"]}))
+        .info("after", json!({"name": group.name, "description": group.description}))
+        .record(&state, &org)
+        .await?;
+    Ok(Json(group_json(&group)))
+}
+
+pub async fn delete_group(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<StatusCode> {
+    manage(&state, &org, &p).await?;
+    let group = find_group(&state, &org, &id).await?;
+    state.store.delete_group(&org, &id).await?;
+    Audit::new(p.actor_id(), "group.deleted", "group")
+        .target(&id, Some(group.name))
+        .ip(addr.text())
+        .record(&state, &org)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn group_role(
+    state: AppState,
+    org: String,
+    group: String,
+    role: String,
+    p: Principal,
+    addr: ClientAddr,
+    present: bool,
+) -> ApiResult<StatusCode> {
+    manage(&state, &org, &p).await?;
+    if !present && group == ADMINISTRATORS && role == ADMIN_ROLE {
+        return Err(conflict("the Administrators group always keeps the admin role"));
+    }
+    let g = find_group(&state, &org, &group).await?;
+    state.store.set_group_role(&org, &group, &role, present).await?;
+    let action = if present { "group.role_added" } else { "group.role_removed" };
+    Audit::new(p.actor_id(), action, "group")
+        .target(&group, Some(g.name))
+        .ip(addr.text())
+        .info("role", role)
+        .record(&state, &org)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn add_group_role(
+    State(state): State<AppState>,
+    Path((org, group, role)): Path<(String, String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<StatusCode> {
+    group_role(state, org, group, role, p, addr, true).await
+}
+
+pub async fn remove_group_role(
+    State(state): State<AppState>,
+    Path((org, group, role)): Path<(String, String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<StatusCode> {
+    group_role(state, org, group, role, p, addr, false).await
+}
+
+/// Refuses a change that would leave the org with no member in Administrators.
+async fn keep_an_administrator(state: &AppState, org: &str, leaving: &str) -> ApiResult<()> {
+    let admins = find_group(state, org, ADMINISTRATORS).await?;
+    if admins.members.iter().all(|m| m == leaving) && admins.members.iter().any(|m| m == leaving) {
+        return Err(conflict("an organization keeps at least one member in Administrators"));
+    }
+    Ok(())
+}
+
+async fn group_member(
+    state: AppState,
+    org: String,
+    group: String,
+    user: String,
+    p: Principal,
+    addr: ClientAddr,
+    present: bool,
+) -> ApiResult<StatusCode> {
+    manage(&state, &org, &p).await?;
+    let g = find_group(&state, &org, &group).await?;
+    if !present && group == ADMINISTRATORS {
+        keep_an_administrator(&state, &org, &user).await?;
+    }
+    state.store.set_group_member(&org, &group, &user, present).await?;
+    let email = state.store.user(&user).await?.map(|u| u.email);
+    let action = if present { "group.member_added" } else { "group.member_removed" };
+    Audit::new(p.actor_id(), action, "group")
+        .target(&group, Some(g.name))
+        .ip(addr.text())
+        .info("user", json!({"id": user, "email": email}))
+        .record(&state, &org)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+pub async fn add_group_member(
+    State(state): State<AppState>,
+    Path((org, group, user)): Path<(String, String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<StatusCode> {
+    group_member(state, org, group, user, p, addr, true).await
+}
+
+pub async fn remove_group_member(
+    State(state): State<AppState>,
+    Path((org, group, user)): Path<(String, String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<StatusCode> {
+    group_member(state, org, group, user, p, addr, false).await
+}
+
+// --- users -------------------------------------------------------------------------------------
+
+pub async fn list_users(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    manage(&state, &org, &p).await?;
+    let mut users = Vec::new();
+    for (u, groups) in state.store.org_users(&org).await? {
+        let perms = state.store.permissions(&org, &u.id).await?.unwrap_or_default();
+        users.push(json!({"id": u.id, "email": u.email, "groups": groups,
+                          "permissions": perms.iter().map(Permission::as_str).collect::<Vec<_>>()}));
+    }
+    Ok(Json(json!({ "users": users })))
+}
+
+pub async fn remove_user(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<StatusCode> {
+    manage(&state, &org, &p).await?;
+    keep_an_administrator(&state, &org, &id).await?;
+    let user = state.store.user(&id).await?.ok_or_else(|| ApiError::not_found(format!("user {id}")))?;
+    state.store.remove_org_user(&org, &id).await?;
+    // Sessions carry no org, so a removed user's sessions all end: the next request re-authenticates.
+    state.store.delete_user_sessions(&id, None).await?;
+    Audit::new(p.actor_id(), "user.deleted", "user")
+        .target(&id, Some(user.email))
+        .ip(addr.text())
+        .record(&state, &org)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/me/password` with `{"current_password", "new_password"}`: ends every other session.
+pub async fn change_password(
+    State(state): State<AppState>,
+    p: Principal,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<StatusCode> {
+    let Principal::User { user, session_id } = &p else {
+        return Err(ApiError::forbidden("only signed-in users have a password"));
+    };
+    let current = text_field(&body, "current_password", true, 1024)?.unwrap_or_default();
+    let new = body.get("new_password").and_then(Value::as_str).unwrap_or("").to_string();
+    check_password_strength(&new, "new_password")?;
+    let phc = user.password_hash.clone();
+    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&current, &phc))
+        .await
+        .map_err(ApiError::internal)?;
+    if !ok {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "the current password is wrong",
+        )
+        .with_field("current_password"));
+    }
+    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&new))
+        .await
+        .map_err(ApiError::internal)??;
+    state.store.set_password(&user.id, &hash).await?;
+    state.store.delete_user_sessions(&user.id, Some(session_id)).await?;
+    let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
+    Audit::new(user.email.clone(), "user.password_changed", "user")
+        .target(&user.id, Some(user.email.clone()))
+        .ip(addr.text())
+        .record_in(&state, &orgs)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Minimum password rules: long enough to resist guessing, bounded so Argon2 input stays small.
+pub fn check_password_strength(password: &str, field: &str) -> ApiResult<()> {
+    let n = password.chars().count();
+    if !(10..=256).contains(&n) {
+        return Err(bad(field, format!("{field} must be 10 to 256 characters")));
+    }
+    Ok(())
+}
+
+// --- invitations -------------------------------------------------------------------------------
+
+fn invitation_status(i: &Invitation, now: i64) -> &'static str {
+    if i.accepted_at.is_some() {
+        "accepted"
+    } else if i.revoked_at.is_some() {
+        "revoked"
+    } else if i.expires_at <= now {
+        "expired"
+    } else {
+        "pending"
+    }
+}
+
+fn invitation_json(i: &Invitation, now: i64) -> Value {
+    json!({"id": i.id, "email": i.email, "groups": i.groups, "created_by": i.created_by,
+           "created_at": format_rfc3339(i.created_at), "expires_at": format_rfc3339(i.expires_at),
+           "status": invitation_status(i, now)})
+}
+
+fn valid_email(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else { return false };
+    !local.is_empty()
+        && !domain.is_empty()
+        && e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+}
+
+pub async fn list_invitations(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    manage(&state, &org, &p).await?;
+    let now = now();
+    let list = state.store.invitations(&org).await?;
+    Ok(Json(json!({"invitations": list.iter().map(|i| invitation_json(i, now)).collect::<Vec<_>>()})))
+}
+
+pub async fn create_invitations(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    manage(&state, &org, &p).await?;
+    reject_unknown(&body, &["emails", "groups"])?;
+    let emails: Vec<String> = body
+        .get("emails")
+        .and_then(Value::as_array)
+        .filter(|a| !a.is_empty() && a.len() <= 100)
+        .ok_or_else(|| bad("emails", "emails must be a list of 1 to 100 addresses"))?
+        .iter()
+        .map(|e| e.as_str().map(|s| s.trim().to_lowercase()).filter(|s| valid_email(s)))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("emails", "every entry of emails must be an email address"))?;
+    let existing: Vec<String> = state.store.groups(&org).await?.into_iter().map(|g| g.id).collect();
+    let groups: Vec<String> = body
+        .get("groups")
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad("groups", "groups must be a list of group ids"))?
+        .iter()
+        .map(|g| g.as_str().filter(|g| existing.iter().any(|e| e == g)).map(str::to_string))
+        .collect::<Option<_>>()
+        .ok_or_else(|| bad("groups", "every entry of groups must be a group id of this organization"))?;
+    let now = now();
+    let expires_at = now + state.settings.auth.invitation_days as i64 * MICROS_PER_DAY;
+    let mut out = Vec::with_capacity(emails.len());
+    for email in emails {
+        let (id, secret) = (auth::random_id(), auth::random_secret());
+        let inv = Invitation {
+            id: id.clone(),
+            org: org.clone(),
+            email: email.clone(),
+            groups: groups.clone(),
+            secret_hash: auth::secret_hash(&secret),
+            created_by: p.actor_id(),
+            created_at: now,
+            expires_at,
+            accepted_at: None,
+            revoked_at: None,
+        };
+        state.store.create_invitation(&inv).await?;
+        let accept_url = format!("{}/invitations/{id}.{secret}", state.public_url());
+        Audit::new(p.actor_id(), "user.invited", "invitation")
+            .target(&id, Some(email.clone()))
+            .ip(addr.text())
+            .info("groups", json!(groups))
+            .record(&state, &org)
+            .await?;
+        if !state.settings.smtp.host.is_empty() {
+            let mail = crate::mail::Mail {
+                to: email.clone(),
+                subject: format!("You are invited to {org} on Trail"),
+                body: format!(
+                    "You were invited to the organization {org} on Trail.\n\nAccept: {accept_url}\n\nThe link works once and expires {}.\n",
+                    format_rfc3339(expires_at)
+                ),
+            };
+            let smtp = state.settings.smtp.clone();
+            tokio::spawn(async move {
+                if let Err(e) = crate::mail::send(&smtp, &mail).await {
+                    tracing::error!(error = %e, "cannot send an invitation email; the admin has the link");
+                }
+            });
+        }
+        out.push(json!({"id": id, "email": email, "groups": groups, "expires_at": format_rfc3339(expires_at), "accept_url": accept_url}));
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "invitations": out }))))
+}
+
+pub async fn revoke_invitation(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<StatusCode> {
+    manage(&state, &org, &p).await?;
+    state.store.revoke_invitation(&org, &id, now()).await?;
+    Audit::new(p.actor_id(), "invitation.revoked", "invitation")
+        .target(&id, None)
+        .ip(addr.text())
+        .record(&state, &org)
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v1/invitations/{token}/accept`: with `{"password"}` creates the invited user; an existing
+/// user accepts while signed in (as that user).
+pub async fn accept_invitation(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    principal: Option<Principal>,
+    addr: ClientAddr,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Value>> {
+    let body: Value = if body.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
+        })?
+    };
+    let gone = || ApiError::not_found("invitation (the link is wrong, used, revoked or expired)");
+    let (id, secret) = token.split_once('.').ok_or_else(gone)?;
+    let inv = state.store.invitation(id).await?.ok_or_else(gone)?;
+    let now = now();
+    let valid =
+        bool::from(subtle::ConstantTimeEq::ct_eq(&inv.secret_hash[..], &auth::secret_hash(secret)[..]))
+            && invitation_status(&inv, now) == "pending";
+    if !valid {
+        return Err(gone());
+    }
+    let user = match state.store.user_by_email(&inv.email).await? {
+        Some(existing) => match &principal {
+            Some(Principal::User { user, .. }) if user.id == existing.id => existing,
+            _ => {
+                return Err(conflict(format!(
+                    "an account for {} exists: sign in as that user and accept again",
+                    inv.email
+                )));
+            }
+        },
+        None => {
+            let password = body.get("password").and_then(Value::as_str).unwrap_or("").to_string();
+            check_password_strength(&password, "password")?;
+            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
+                .await
+                .map_err(ApiError::internal)??;
+            state.store.create_user(&inv.email, &hash, false, now).await?
+        }
+    };
+    match state.store.accept_invitation(&inv.id, &user.id, now).await {
+        Ok(()) => {}
+        Err(StoreError::Conflict(_)) => return Err(gone()),
+        Err(e) => return Err(e.into()),
+    }
+    Audit::new(user.email.clone(), "invitation.accepted", "invitation")
+        .target(&inv.id, Some(inv.email.clone()))
+        .ip(addr.text())
+        .info("groups", json!(inv.groups))
+        .record(&state, &inv.org)
+        .await?;
+    Ok(Json(json!({"id": user.id, "email": user.email})))
+}
