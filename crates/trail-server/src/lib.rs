@@ -202,8 +202,12 @@ pub struct Server {
 }
 
 impl Server {
-    pub async fn bind(state: AppState) -> std::io::Result<Self> {
+    pub async fn bind(mut state: AppState) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(state.settings.listen).await?;
+        // With port 0 the real address is known only now; links (public_url) must use it.
+        let mut settings = (*state.settings).clone();
+        settings.listen = listener.local_addr()?;
+        state.settings = Arc::new(settings);
         Ok(Self { listener, state })
     }
 

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
 
 mod access;
+mod access_control;
 mod api;
+mod authz;
 mod ingest;
 mod integrity;
 mod query;

@@ -1,0 +1,204 @@
+//! The authorization matrix: every route of the API (from the router's own table, so a new route
+//! cannot escape) against no credentials, a session of another org, a session without the needed
+//! permission, an API key with the wrong scope, and the right credentials.
+
+use reqwest::Method;
+use serde_json::json;
+use trail_client::Client;
+use trail_store::{Group, Permission, Role, Store};
+
+use crate::TestServer;
+
+/// What a route requires.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Rule {
+    /// Anyone, no credentials.
+    Public,
+    /// Any signed-in user (their own account).
+    Session,
+    /// A server administrator.
+    ServerAdmin,
+    /// A session holding this permission in the path's org.
+    Perm(Permission),
+    /// `LOG-MANAGEMENT` in the org, or an `events:read` key of the org.
+    Read,
+    /// An `events:write` key of the org.
+    Write,
+}
+
+fn rule(method: &str, path: &str) -> Rule {
+    use Permission::*;
+    match (method, path) {
+        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json" | "/v1/log-key" | "/v1/auth/login") => {
+            Rule::Public
+        }
+        ("POST", "/v1/invitations/{token}/accept") => Rule::Public,
+        (_, "/v1/auth/logout" | "/v1/me" | "/v1/me/password") | ("GET", "/v1/orgs") => Rule::Session,
+        ("POST", "/v1/orgs") => Rule::ServerAdmin,
+        ("POST", "/v1/orgs/{org}/events") => Rule::Write,
+        (
+            "GET",
+            "/v1/orgs/{org}/events"
+            | "/v1/orgs/{org}/events/histogram"
+            | "/v1/orgs/{org}/events/{id}"
+            | "/v1/orgs/{org}/checkpoint"
+            | "/v1/orgs/{org}/proofs/inclusion"
+            | "/v1/orgs/{org}/proofs/consistency",
+        ) => Rule::Read,
+        (_, p) if p.starts_with("/v1/orgs/{org}/api-keys") => Rule::Perm(KeyManagement),
+        (_, p)
+            if ["roles", "groups", "users", "invitations"]
+                .iter()
+                .any(|s| p.starts_with(&format!("/v1/orgs/{{org}}/{s}"))) =>
+        {
+            Rule::Perm(UserManagement)
+        }
+        other => panic!(
+            "route {other:?} has no authorization rule: add it here (and deny by default in the handler)"
+        ),
+    }
+}
+
+async fn status(c: &Client, method: &str, path: &str) -> u16 {
+    let url = path
+        .replace("{org}", "default")
+        .replace("{id}", "x")
+        .replace("{role_id}", "x")
+        .replace("{user_id}", "x")
+        .replace("{token}", "x.y");
+    let m: Method = method.parse().unwrap();
+    let mut rb = c.request(m.clone(), &url);
+    if m == Method::POST || m == Method::PATCH || m == Method::PUT {
+        rb = rb.json(&json!({}));
+    }
+    rb.send().await.unwrap().status().as_u16()
+}
+
+#[tokio::test]
+async fn every_route_denies_what_it_does_not_allow() {
+    let s = TestServer::start().await;
+    let t = trail_model::time::now();
+    // A user of another org only.
+    s.store.create_org("globex", "Globex", t).await.unwrap();
+    let hash = trail_server::auth::hash_password("outsider password").unwrap();
+    let outsider = s.store.create_user("outsider@globex.io", &hash, false, t).await.unwrap();
+    s.store.add_org_admin("globex", &outsider.id).await.unwrap();
+    // A member of default whose role grants only ORG-SETTINGS: none of the permissions routes need here.
+    let member = s.store.create_user("member@acme.io", &hash, false, t).await.unwrap();
+    let role = Role {
+        id: "settings-only".into(),
+        name: "Settings".into(),
+        description: String::new(),
+        permissions: vec![Permission::OrgSettings],
+        builtin: false,
+    };
+    s.store.create_role("default", &role).await.unwrap();
+    let group = Group {
+        id: "g-settings".into(),
+        name: "Settings".into(),
+        description: String::new(),
+        roles: vec![],
+        members: vec![],
+        builtin: false,
+    };
+    s.store.create_group("default", &group).await.unwrap();
+    s.store.set_group_role("default", "g-settings", "settings-only", true).await.unwrap();
+    s.store.set_group_member("default", "g-settings", &member.id, true).await.unwrap();
+
+    // One user per permission, holding only that one.
+    let mut single = Vec::new();
+    for perm in Permission::ALL {
+        let name = perm.as_str().to_lowercase();
+        let user = s.store.create_user(&format!("{name}@acme.io"), &hash, false, t).await.unwrap();
+        let role = Role {
+            id: format!("only-{name}"),
+            name: format!("Only {name}"),
+            description: String::new(),
+            permissions: vec![perm],
+            builtin: false,
+        };
+        s.store.create_role("default", &role).await.unwrap();
+        let group = Group {
+            id: format!("g-{name}"),
+            name: format!("G {name}"),
+            description: String::new(),
+            roles: vec![],
+            members: vec![],
+            builtin: false,
+        };
+        s.store.create_group("default", &group).await.unwrap();
+        s.store.set_group_role("default", &group.id, &role.id, true).await.unwrap();
+        s.store.set_group_member("default", &group.id, &user.id, true).await.unwrap();
+        single.push((perm, s.anon.login(&format!("{name}@acme.io"), "outsider password").await.unwrap()));
+    }
+    let other_org = s.anon.login("outsider@globex.io", "outsider password").await.unwrap();
+    let no_perm = s.anon.login("member@acme.io", "outsider password").await.unwrap();
+    let write_key = s.admin.create_api_key("default", "w", &["events:write"]).await.unwrap();
+    let write_key = s.anon.with_token(write_key["secret"].as_str().unwrap());
+    let read_key = s.admin.create_api_key("default", "r", &["events:read"]).await.unwrap();
+    let read_key = s.anon.with_token(read_key["secret"].as_str().unwrap());
+
+    let denied = |code: u16| code == 401 || code == 403;
+    for (method, path) in trail_server::routes::ROUTES {
+        let r = rule(method, path);
+        let what = format!("{method} {path} ({r:?})");
+        let anon = status(&s.anon, method, path).await;
+        match r {
+            Rule::Public => {
+                assert!(!denied(anon), "{what}: public, got {anon}");
+                continue;
+            }
+            _ => assert_eq!(anon, 401, "{what}: no credentials"),
+        }
+        let fresh_admin = s.anon.login("admin@localhost", crate::ADMIN_PASSWORD).await.unwrap();
+        match r {
+            Rule::Public => unreachable!(),
+            Rule::Session => {
+                assert_eq!(status(&write_key, method, path).await, 403, "{what}: API keys are not users");
+                let ok = status(&fresh_admin, method, path).await;
+                assert!(!denied(ok), "{what}: a signed-in user, got {ok}");
+            }
+            Rule::ServerAdmin => {
+                assert_eq!(status(&no_perm, method, path).await, 403, "{what}: not a server admin");
+                assert_eq!(status(&read_key, method, path).await, 403, "{what}: API key");
+                let ok = status(&fresh_admin, method, path).await;
+                assert!(!denied(ok), "{what}: server admin, got {ok}");
+            }
+            Rule::Perm(_) | Rule::Read | Rule::Write => {
+                assert_eq!(status(&other_org, method, path).await, 403, "{what}: session of another org");
+                if r != Rule::Write {
+                    assert_eq!(
+                        status(&no_perm, method, path).await,
+                        403,
+                        "{what}: session without the permission"
+                    );
+                }
+                let wrong_key = if r == Rule::Write { &read_key } else { &write_key };
+                assert_eq!(status(wrong_key, method, path).await, 403, "{what}: key with the wrong scope");
+                let right = match r {
+                    Rule::Write => &write_key,
+                    Rule::Read => &read_key,
+                    _ => &fresh_admin,
+                };
+                let ok = status(right, method, path).await;
+                assert!(!denied(ok), "{what}: the right credentials, got {ok}");
+                // Exactly the right permission opens the route; each other one alone does not.
+                let needed = match r {
+                    Rule::Perm(p) => Some(p),
+                    Rule::Read => Some(Permission::LogManagement),
+                    _ => None,
+                };
+                if let Some(needed) = needed {
+                    for (perm, client) in &single {
+                        let got = status(client, method, path).await;
+                        if *perm == needed {
+                            assert!(!denied(got), "{what}: a session with only {}, got {got}", perm.as_str());
+                        } else {
+                            assert_eq!(got, 403, "{what}: a session with only {}", perm.as_str());
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
