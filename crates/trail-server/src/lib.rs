@@ -159,11 +159,22 @@ pub fn router(state: AppState) -> Router {
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
-            tracing::info_span!("request", method = %req.method(), path = %req.uri().path(), request_id = %id)
+                tracing::info_span!("request", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, UuidRequestId))
         .with_state(state)
+}
+
+/// The request path as logged: an invitation token in the path is a secret and never reaches the log.
+pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
+    match path.strip_prefix("/v1/invitations/") {
+        Some(rest) => {
+            let tail = rest.split_once('/').map_or("", |(_, t)| t);
+            std::borrow::Cow::Owned(format!("/v1/invitations/[redacted]/{tail}"))
+        }
+        None => std::borrow::Cow::Borrowed(path),
+    }
 }
 
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
@@ -256,4 +267,14 @@ impl Server {
 pub fn not_ready(cause: impl std::fmt::Display) -> Response {
     tracing::warn!(cause = %cause, "not ready");
     ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "storage is not ready").into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn invitation_tokens_never_reach_the_log() {
+        let logged = super::loggable_path("/v1/invitations/abc123.s3cr3t/accept");
+        assert_eq!(logged, "/v1/invitations/[redacted]/accept");
+        assert_eq!(super::loggable_path("/v1/orgs/default/events"), "/v1/orgs/default/events");
+    }
 }

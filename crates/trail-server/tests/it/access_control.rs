@@ -337,3 +337,24 @@ async fn invitations_are_emailed_when_smtp_is_configured() {
     assert!(got.contains(&url), "the mail carries the accept link: {got}");
     let _: Value = json!(null);
 }
+
+#[tokio::test]
+async fn api_keys_show_when_they_were_last_used() {
+    let s = TestServer::start().await;
+    let k = s.admin.create_api_key("default", "ci", &["events:write"]).await.unwrap();
+    assert!(k["last_used_at"].is_null());
+    let key = s.anon.with_token(k["secret"].as_str().unwrap());
+    key.ingest("default", &ev("a", "a.b", 1)).await.unwrap();
+    // Uses are written in batches every few seconds.
+    for _ in 0..100 {
+        let keys = s.admin.api_keys("default").await.unwrap();
+        let listed =
+            keys["api_keys"].as_array().unwrap().iter().find(|x| x["id"] == k["id"]).unwrap().clone();
+        if !listed["last_used_at"].is_null() {
+            assert!(listed["last_used_at"].as_str().unwrap() >= k["created_at"].as_str().unwrap());
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("last_used_at was never recorded");
+}
