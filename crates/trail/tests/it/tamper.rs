@@ -87,6 +87,16 @@ fn body(c: &Connection, seq: u64) -> (String, i64, Vec<u8>, Vec<u8>) {
     (t, k, b, l)
 }
 
+/// Alters one event and recomputes its leaf hash, as a forger with write access would.
+fn rewrite_with_leaf(c: &Connection, seq: u64) {
+    let (t, k, mut b, _) = body(c, seq);
+    let at = b.windows(4).position(|w| w == b"user").unwrap();
+    b[at] = b'U';
+    let leaf = trail_merkle::leaf_hash(&b);
+    c.execute(&format!("UPDATE {t} SET body = ?1, leaf = ?2 WHERE k = ?3"), params![b, &leaf[..], k])
+        .unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_kind_of_tampering_is_reported() {
     let dir = populated().await;
@@ -171,12 +181,7 @@ async fn every_kind_of_tampering_is_reported() {
         "an event and its leaf hash rewritten together",
         &|d| {
             let c = db(d);
-            let (t, k, mut b, _) = body(&c, 77);
-            let at = b.windows(4).position(|w| w == b"user").unwrap();
-            b[at] = b'U';
-            let leaf = trail_merkle::leaf_hash(&b);
-            c.execute(&format!("UPDATE {t} SET body = ?1, leaf = ?2 WHERE k = ?3"), params![b, &leaf[..], k])
-                .unwrap();
+            rewrite_with_leaf(&c, 77);
         },
         &["FAILED at seq 76", "over seqs 76..79", "does not match the events"],
     );
@@ -186,12 +191,7 @@ async fn every_kind_of_tampering_is_reported() {
         "an event, its leaf and every tree node rewritten",
         &|d| {
             let c = db(d);
-            let (t, k, mut b, _) = body(&c, 77);
-            let at = b.windows(4).position(|w| w == b"user").unwrap();
-            b[at] = b'U';
-            let leaf = trail_merkle::leaf_hash(&b);
-            c.execute(&format!("UPDATE {t} SET body = ?1, leaf = ?2 WHERE k = ?3"), params![b, &leaf[..], k])
-                .unwrap();
+            rewrite_with_leaf(&c, 77);
             let leaves: Vec<trail_merkle::Hash> =
                 (0..EVENTS).map(|s| body(&c, s).3.try_into().unwrap()).collect();
             let mut f = trail_merkle::Frontier::new();
