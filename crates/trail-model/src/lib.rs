@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod catalog;
 pub mod error;
 pub mod event;
+pub mod export;
 pub mod query;
 pub mod text;
 pub mod time;

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod auth;
 
 pub mod error;
+pub mod exports;
 pub mod integrity;
 pub mod mail;
 pub mod metrics;
@@ -249,10 +250,12 @@ impl Server {
                 }
             }
         });
+        let exporter = tokio::spawn(exports::run_exporter(self.state.clone()));
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         checkpointer.abort();
         flusher.abort();
+        exporter.abort();
         if let Err(e) = activity.flush(store.as_ref()).await {
             tracing::warn!(error = %e, "cannot record session and key activity at shutdown");
         }

@@ -26,6 +26,22 @@ pub struct Settings {
     pub retention: RetentionSettings,
     pub integrity: IntegritySettings,
     pub smtp: SmtpSettings,
+    pub exports: ExportSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ExportSettings {
+    /// Completed export files are deleted after this many hours.
+    pub keep_hours: u64,
+    /// Exports running at once; more wait as pending.
+    pub max_running: usize,
+}
+
+impl Default for ExportSettings {
+    fn default() -> Self {
+        Self { keep_hours: 7 * 24, max_running: 2 }
+    }
 }
 
 /// Where invitation emails go. Without a host, the inviting admin is shown the link instead.
@@ -103,6 +119,7 @@ impl Default for Settings {
             retention: RetentionSettings::default(),
             integrity: IntegritySettings::default(),
             smtp: SmtpSettings::default(),
+            exports: ExportSettings::default(),
         }
     }
 }
@@ -147,6 +164,7 @@ impl fmt::Debug for Settings {
             .field("server_name", &self.server_name)
             .field("public_url", &self.public_url)
             .field("smtp", &self.smtp)
+            .field("exports", &self.exports)
             .field("storage", &self.storage)
             .field("auth", &self.auth)
             .field("limits", &self.limits)
@@ -208,7 +226,8 @@ impl Settings {
              [limits]\nmax_body_bytes = {}\nrequest_timeout_secs = {}\nmax_batch_events = {}\n\n\
              [retention]\n# Days events stay queryable.\nhot_days = {}\n\n\
              [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n\n\
-             [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n",
+             [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n\n\
+             [exports]\n# Completed export files are deleted after this many hours (7 days).\nkeep_hours = {}\n# Exports running at once; more wait as pending.\nmax_running = {}\n",
             d.listen,
             d.data_dir.display(),
             d.server_name,
@@ -222,6 +241,8 @@ impl Settings {
             d.retention.hot_days,
             d.smtp.port,
             d.smtp.from,
+            d.exports.keep_hours,
+            d.exports.max_running,
         )
     }
 }

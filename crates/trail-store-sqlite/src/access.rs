@@ -3,7 +3,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Group, Invitation, Org, Permission, Result, Role, Scope, Session, StoreError, User,
+    ApiKey, Export, ExportStatus, Group, Invitation, Org, Permission, Result, Role, Scope, Session,
+    StoreError, User,
 };
 
 use crate::sql_error;
@@ -590,4 +591,107 @@ pub fn accept_invitation(c: &Connection, id: &str, user: &str, now: Micros) -> R
         }
     }
     Ok(())
+}
+
+const EXPORT_COLUMNS: &str = "e.id, o.slug, e.name, e.format, e.filters, e.status, e.error, e.requested_by, e.created_at, \
+     e.started_at, e.finished_at, e.expires_at, e.row_count, e.size_bytes, e.sha256, e.manifest";
+
+fn export_row(r: &Row<'_>) -> rusqlite::Result<Export> {
+    let bad = |i: usize, what: &str| {
+        rusqlite::Error::InvalidColumnType(i, what.into(), rusqlite::types::Type::Text)
+    };
+    let filters: String = r.get(4)?;
+    let status: String = r.get(5)?;
+    Ok(Export {
+        id: r.get(0)?,
+        org: r.get(1)?,
+        name: r.get(2)?,
+        format: r.get(3)?,
+        filters: serde_json::from_str(&filters).map_err(|_| bad(4, "filters"))?,
+        status: ExportStatus::parse(&status).ok_or_else(|| bad(5, "status"))?,
+        error: r.get(6)?,
+        requested_by: r.get(7)?,
+        created_at: r.get(8)?,
+        started_at: r.get(9)?,
+        finished_at: r.get(10)?,
+        expires_at: r.get(11)?,
+        row_count: r.get::<_, i64>(12)? as u64,
+        size_bytes: r.get::<_, i64>(13)? as u64,
+        sha256: r.get(14)?,
+        manifest: r.get(15)?,
+    })
+}
+
+fn exports_where(c: &Connection, condition: &str, args: impl rusqlite::Params) -> Result<Vec<Export>> {
+    let mut st = c
+        .prepare_cached(&format!(
+            "SELECT {EXPORT_COLUMNS} FROM exports e JOIN orgs o ON o.id = e.org_id WHERE {condition}"
+        ))
+        .map_err(sql_error)?;
+    let rows = st.query_map(args, export_row).map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+}
+
+pub fn create_export(c: &Connection, org_id: i64, e: &Export) -> Result<()> {
+    c.execute(
+        "INSERT INTO exports(id, org_id, name, format, filters, status, requested_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![e.id, org_id, e.name, e.format, e.filters.to_string(), e.status.as_str(), e.requested_by, e.created_at],
+    )
+    .map_err(sql_error)?;
+    update_export(c, e)
+}
+
+pub fn export(c: &Connection, org_id: i64, id: &str) -> Result<Option<Export>> {
+    Ok(exports_where(c, "e.org_id = ?1 AND e.id = ?2", params![org_id, id])?.pop())
+}
+
+pub fn exports(c: &Connection, org_id: i64) -> Result<Vec<Export>> {
+    exports_where(c, "e.org_id = ?1 ORDER BY e.created_at DESC, e.id DESC", [org_id])
+}
+
+pub fn claim_export(c: &Connection, now: Micros) -> Result<Option<Export>> {
+    let Some(mut e) = exports_where(c, "e.status = 'pending' ORDER BY e.created_at, e.id LIMIT 1", [])?.pop()
+    else {
+        return Ok(None);
+    };
+    e.status = ExportStatus::Running;
+    e.started_at = Some(now);
+    update_export(c, &e)?;
+    Ok(Some(e))
+}
+
+pub fn update_export(c: &Connection, e: &Export) -> Result<()> {
+    let n = c
+        .execute(
+            "UPDATE exports SET status = ?2, error = ?3, started_at = ?4, finished_at = ?5, expires_at = ?6,
+             row_count = ?7, size_bytes = ?8, sha256 = ?9, manifest = ?10 WHERE id = ?1",
+            params![
+                e.id,
+                e.status.as_str(),
+                e.error,
+                e.started_at,
+                e.finished_at,
+                e.expires_at,
+                e.row_count as i64,
+                e.size_bytes as i64,
+                e.sha256,
+                e.manifest
+            ],
+        )
+        .map_err(sql_error)?;
+    if n == 0 {
+        return Err(StoreError::NotFound(format!("export {}", e.id)));
+    }
+    Ok(())
+}
+
+pub fn requeue_running(c: &Connection) -> Result<u64> {
+    let n = c
+        .execute("UPDATE exports SET status = 'pending', started_at = NULL WHERE status = 'running'", [])
+        .map_err(sql_error)?;
+    Ok(n as u64)
+}
+
+pub fn expired_exports(c: &Connection, now: Micros) -> Result<Vec<Export>> {
+    exports_where(c, "e.status = 'completed' AND e.expires_at <= ?1", [now])
 }

@@ -22,8 +22,8 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Group, Invitation, Org, Page, Permission, Record, Result, Role, Session, Store,
-    StoreError, StoredCheckpoint, User,
+    ApiKey, Appended, Bucket, Export, Group, Invitation, Org, Page, Permission, Record, Result, Role,
+    Session, Store, StoreError, StoredCheckpoint, User,
 };
 
 use crate::writer::{Job, Task, Writer};
@@ -396,6 +396,38 @@ impl Store for SqliteStore {
     async fn accept_invitation(&self, id: &str, user_id: &str, now: Micros) -> Result<()> {
         let (id, user) = (id.to_string(), user_id.to_string());
         self.write(move |w| access::accept_invitation(&w.conn, &id, &user, now)).await
+    }
+
+    async fn create_export(&self, export: &Export) -> Result<()> {
+        let e = export.clone();
+        self.write(move |w| access::create_export(&w.conn, w.org_id(&e.org)?, &e)).await
+    }
+
+    async fn export(&self, org: &str, id: &str) -> Result<Option<Export>> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.read(move |c| access::export(c, read::org_id(c, &org)?.0, &id)).await
+    }
+
+    async fn exports(&self, org: &str) -> Result<Vec<Export>> {
+        let org = org.to_string();
+        self.read(move |c| access::exports(c, read::org_id(c, &org)?.0)).await
+    }
+
+    async fn claim_export(&self, now: Micros) -> Result<Option<Export>> {
+        self.write(move |w| access::claim_export(&w.conn, now)).await
+    }
+
+    async fn update_export(&self, export: &Export) -> Result<()> {
+        let e = export.clone();
+        self.write(move |w| access::update_export(&w.conn, &e)).await
+    }
+
+    async fn requeue_running_exports(&self) -> Result<u64> {
+        self.write(|w| access::requeue_running(&w.conn)).await
+    }
+
+    async fn expired_exports(&self, now: Micros) -> Result<Vec<Export>> {
+        self.read(move |c| access::expired_exports(c, now)).await
     }
 
     async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {

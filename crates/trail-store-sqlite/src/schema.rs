@@ -94,6 +94,14 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             secret_hash BLOB NOT NULL, created_by TEXT NOT NULL, created_at INTEGER NOT NULL,
             expires_at INTEGER NOT NULL, accepted_at INTEGER, revoked_at INTEGER) STRICT;
         CREATE INDEX IF NOT EXISTS invitations_by_org ON invitations(org_id, created_at);
+        CREATE TABLE IF NOT EXISTS exports(
+            id TEXT PRIMARY KEY, org_id INTEGER NOT NULL, name TEXT NOT NULL, format TEXT NOT NULL,
+            filters TEXT NOT NULL, status TEXT NOT NULL, error TEXT, requested_by TEXT NOT NULL,
+            created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER, expires_at INTEGER,
+            row_count INTEGER NOT NULL DEFAULT 0, size_bytes INTEGER NOT NULL DEFAULT 0, sha256 TEXT,
+            manifest TEXT) STRICT;
+        CREATE INDEX IF NOT EXISTS exports_by_org ON exports(org_id, created_at);
+        CREATE INDEX IF NOT EXISTS exports_by_status ON exports(status, created_at);
         CREATE INDEX IF NOT EXISTS api_keys_by_org ON api_keys(org_id, created_at);
         ",
     )?;

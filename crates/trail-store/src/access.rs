@@ -185,3 +185,56 @@ impl fmt::Debug for Invitation {
             .finish_non_exhaustive()
     }
 }
+
+/// Where an export is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExportStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    /// Completed, then its file was deleted after the retention of exports.
+    Expired,
+}
+
+impl ExportStatus {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            ExportStatus::Pending => "pending",
+            ExportStatus::Running => "running",
+            ExportStatus::Completed => "completed",
+            ExportStatus::Failed => "failed",
+            ExportStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Pending, Self::Running, Self::Completed, Self::Failed, Self::Expired]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+/// An export request and, once run, its result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Export {
+    pub id: String,
+    pub org: String,
+    pub name: String,
+    /// `csv` or `json`.
+    pub format: String,
+    /// The query parameters, with the window resolved to absolute `from`/`to`.
+    pub filters: serde_json::Value,
+    pub status: ExportStatus,
+    pub error: Option<String>,
+    pub requested_by: String,
+    pub created_at: Micros,
+    pub started_at: Option<Micros>,
+    pub finished_at: Option<Micros>,
+    pub expires_at: Option<Micros>,
+    pub row_count: u64,
+    pub size_bytes: u64,
+    pub sha256: Option<String>,
+    /// The signed manifest (a signed note whose text is the manifest JSON).
+    pub manifest: Option<String>,
+}

@@ -16,8 +16,8 @@ use trail_model::time::{MICROS_PER_DAY, Micros, parse_rfc3339};
 use trail_model::{Actor, ActorType, NewEvent, Outcome, StoredEvent, Target};
 
 use crate::{
-    ApiKey, Appended, Group, Invitation, Permission, Record, Role, Scope, Session, Store, StoreError,
-    StoredCheckpoint,
+    ApiKey, Appended, Export, ExportStatus, Group, Invitation, Permission, Record, Role, Scope, Session,
+    Store, StoreError, StoredCheckpoint,
 };
 
 /// Generates one `#[tokio::test]` per check for a backend. `$make` is an async closure returning
@@ -30,7 +30,7 @@ macro_rules! conformance_suite {
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
             paging_is_stable_while_appending, histogram_matches_reference_model, access_records,
             concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
-            checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations);
+            checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations, exports_are_claimed_once);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -724,4 +724,59 @@ pub async fn roles_groups_and_invitations<S: Store>(store: Arc<S>) {
     store.create_api_key(&key).await.unwrap();
     store.touch_api_keys(vec![("k9".into(), now() + 7)]).await.unwrap();
     assert_eq!(store.api_key("k9").await.unwrap().unwrap().last_used_at, Some(now() + 7));
+}
+
+pub async fn exports_are_claimed_once<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "globex").await;
+    let mk = |id: &str, org: &str, at: Micros| Export {
+        id: id.into(),
+        org: org.into(),
+        name: format!("export {id}"),
+        format: "csv".into(),
+        filters: json!({"from": "2026-03-01T00:00:00Z", "actor": ["a"]}),
+        status: ExportStatus::Pending,
+        error: None,
+        requested_by: "admin@acme.io".into(),
+        created_at: at,
+        started_at: None,
+        finished_at: None,
+        expires_at: None,
+        row_count: 0,
+        size_bytes: 0,
+        sha256: None,
+        manifest: None,
+    };
+    store.create_export(&mk("e1", "acme", now())).await.unwrap();
+    store.create_export(&mk("e2", "acme", now() + 1)).await.unwrap();
+    store.create_export(&mk("g1", "globex", now() + 2)).await.unwrap();
+    assert_eq!(
+        store.exports("acme").await.unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e2", "e1"]
+    );
+    assert!(store.export("globex", "e1").await.unwrap().is_none(), "exports are per org");
+    let first = store.claim_export(now() + 5).await.unwrap().unwrap();
+    assert_eq!(
+        (first.id.as_str(), first.status, first.started_at),
+        ("e1", ExportStatus::Running, Some(now() + 5))
+    );
+    let second = store.claim_export(now() + 6).await.unwrap().unwrap();
+    assert_eq!(second.id, "e2", "a running export is never claimed twice");
+    let mut done = first.clone();
+    done.status = ExportStatus::Completed;
+    done.row_count = 10;
+    done.size_bytes = 99;
+    done.sha256 = Some("ab".into());
+    done.manifest = Some("signed".into());
+    done.finished_at = Some(now() + 7);
+    done.expires_at = Some(now() + 100);
+    store.update_export(&done).await.unwrap();
+    assert_eq!(store.export("acme", "e1").await.unwrap(), Some(done.clone()));
+    assert_eq!(store.requeue_running_exports().await.unwrap(), 1, "e2 was left running");
+    assert_eq!(store.export("acme", "e2").await.unwrap().unwrap().status, ExportStatus::Pending);
+    assert!(store.expired_exports(now() + 99).await.unwrap().is_empty());
+    assert_eq!(
+        store.expired_exports(now() + 100).await.unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e1"]
+    );
 }

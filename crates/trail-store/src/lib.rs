@@ -19,7 +19,9 @@ pub mod access;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
-pub use access::{ApiKey, Group, Invitation, Org, Permission, Role, Scope, Session, User};
+pub use access::{
+    ApiKey, Export, ExportStatus, Group, Invitation, Org, Permission, Role, Scope, Session, User,
+};
 
 /// What can go wrong in a store, in the terms callers act on.
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +214,22 @@ pub trait Store: Send + Sync + 'static {
     /// Marks the invitation used and puts the user in its groups, atomically; `Conflict` if it was
     /// already used or revoked.
     async fn accept_invitation(&self, id: &str, user_id: &str, now: Micros) -> Result<()>;
+
+    // --- exports --------------------------------------------------------------------------------
+
+    async fn create_export(&self, export: &Export) -> Result<()>;
+    async fn export(&self, org: &str, id: &str) -> Result<Option<Export>>;
+    /// The org's exports, newest first.
+    async fn exports(&self, org: &str) -> Result<Vec<Export>>;
+    /// Takes the oldest pending export of any org and marks it running, atomically, so two workers
+    /// (or two nodes) never run the same export.
+    async fn claim_export(&self, now: Micros) -> Result<Option<Export>>;
+    /// Writes an export's status and results.
+    async fn update_export(&self, export: &Export) -> Result<()>;
+    /// Puts exports left running by a stopped server back to pending; returns how many.
+    async fn requeue_running_exports(&self) -> Result<u64>;
+    /// Completed exports whose files are due for deletion.
+    async fn expired_exports(&self, now: Micros) -> Result<Vec<Export>>;
 
     // --- events ---------------------------------------------------------------------------------
 

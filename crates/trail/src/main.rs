@@ -11,6 +11,7 @@ use trail_server::{AppState, Server, Settings};
 use trail_store::{ApiKey, Scope, Store};
 use trail_store_sqlite::SqliteStore;
 
+mod export;
 mod verify;
 
 /// glibc's allocator spends a third of ingest CPU on the many small JSON allocations; mimalloc does not.
@@ -37,6 +38,8 @@ enum Command {
     /// against a server with a trusted checkpoint. Exits 0 when verified, 3 when tampering is found,
     /// 1 when verification could not run.
     Verify(VerifyArgs),
+    /// Export events from a server to a CSV or NDJSON file with its signed manifest, and verify both.
+    Export(export::ExportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -59,6 +62,12 @@ struct VerifyArgs {
     /// With --server: an API key with events:read, or a session token (also TRAIL_TOKEN).
     #[arg(long, env = "TRAIL_TOKEN", hide_env_values = true)]
     token: Option<String>,
+    /// Verify an export file (with --manifest) instead of a log.
+    #[arg(long, value_name = "FILE", requires = "manifest")]
+    export: Option<PathBuf>,
+    /// The export's signed manifest.
+    #[arg(long, value_name = "MANIFEST", requires = "export")]
+    manifest: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -173,6 +182,26 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 async fn verify(args: VerifyArgs) -> anyhow::Result<verify::Verdict> {
+    if let (Some(file), Some(manifest)) = (&args.export, &args.manifest) {
+        let key = match (&args.key, &args.server) {
+            (Some(k), _) => verify::key_from(Some(k), std::path::Path::new(""), "")?,
+            (None, Some(url)) => {
+                eprintln!(
+                    "warning: trusting the server's own /v1/log-key; pin it with --key for a real audit"
+                );
+                let text =
+                    reqwest::get(format!("{}/v1/log-key", url.trim_end_matches('/'))).await?.text().await?;
+                trail_merkle::Verifier::from_key(text.trim())
+                    .map_err(|e| anyhow::anyhow!("the server's log key is malformed: {e}"))?
+            }
+            (None, None) => {
+                let s = settings(&args.config, None)?;
+                verify::key_from(None, &trail_server::integrity::key_path(&s), &s.server_name)?
+            }
+        };
+        let server = args.server.as_deref().map(|u| (u, args.token.as_deref()));
+        return verify::export(file, manifest, &key, server).await;
+    }
     if let Some(url) = &args.server {
         let org = args.org.as_deref().context("--server needs --org")?;
         return verify::server(url, org, args.token.as_deref(), args.key.as_deref(), args.trusted.as_ref())
@@ -251,6 +280,10 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Command::Admin(cmd) => admin(cmd).await.map(|()| ExitCode::SUCCESS),
+            Command::Export(args) => export::run(args).await.map(|v| match v {
+                verify::Verdict::Verified => ExitCode::SUCCESS,
+                verify::Verdict::Tampered => ExitCode::from(3),
+            }),
             Command::Verify(args) => verify(args).await.map(|v| match v {
                 verify::Verdict::Verified => ExitCode::SUCCESS,
                 verify::Verdict::Tampered => ExitCode::from(3),

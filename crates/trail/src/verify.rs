@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use base64::Engine;
+use sha2::Digest;
 use trail_merkle::checkpoint::open;
 use trail_merkle::{Hash, Verifier};
 
@@ -195,5 +196,105 @@ pub async fn server(
     std::fs::write(&tmp, &note)
         .and_then(|()| std::fs::rename(&tmp, path))
         .with_context(|| format!("cannot save {}", path.display()))?;
+    Ok(Verdict::Verified)
+}
+
+/// Checks an export file against its signed manifest: signature, size, SHA-256 and row count; for
+/// JSON exports every event's leaf hash recomputed from its content, and (with a server) its inclusion
+/// in the log under the manifest's signed checkpoint.
+pub async fn export(
+    file: &std::path::Path,
+    manifest: &std::path::Path,
+    key: &Verifier,
+    server: Option<(&str, Option<&str>)>,
+) -> anyhow::Result<Verdict> {
+    let note =
+        std::fs::read_to_string(manifest).with_context(|| format!("cannot read {}", manifest.display()))?;
+    let fail = |why: String| {
+        println!("{}: FAILED: {why}", file.display());
+        Ok(Verdict::Tampered)
+    };
+    let text = match key.open_note(&note) {
+        Ok(t) => t,
+        Err(e) => return fail(format!("the manifest's signature does not verify with the log key: {e}")),
+    };
+    let m: serde_json::Value = serde_json::from_str(text.trim_end()).context("the manifest is not JSON")?;
+    let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    if m["size_bytes"].as_u64() != Some(bytes.len() as u64) {
+        return fail(format!("the file has {} bytes, the manifest says {}", bytes.len(), m["size_bytes"]));
+    }
+    let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+    if m["sha256"].as_str() != Some(sha.as_str()) {
+        return fail("the file's SHA-256 differs from the manifest's: it was altered".into());
+    }
+    let checkpoint = match m["checkpoint"].as_str() {
+        Some(n) => match open(n, key) {
+            Ok(c) => Some(c),
+            Err(e) => return fail(format!("the manifest's checkpoint does not verify: {e}")),
+        },
+        None => None,
+    };
+    let rows = m["row_count"].as_u64().unwrap_or(u64::MAX);
+    if m["format"] != "json" {
+        println!("{}: ok, {rows} rows; size, SHA-256 and signature match the manifest", file.display());
+        return Ok(Verdict::Verified);
+    }
+    let text = String::from_utf8(bytes).context("the export is not UTF-8")?;
+    let org = m["org"].as_str().unwrap_or_default();
+    let client = server.map(|(url, token)| {
+        let c = trail_client::Client::new(url);
+        token.map_or(c.clone(), |t| c.with_token(t))
+    });
+    let mut count = 0u64;
+    for (i, line) in text.lines().enumerate() {
+        count += 1;
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("line {} is not JSON", i + 1))?;
+        let event = match trail_model::StoredEvent::from_json(&v) {
+            Ok(e) => e,
+            Err(e) => return fail(format!("line {}: {e}", i + 1)),
+        };
+        let leaf = trail_merkle::leaf_hash(&trail_model::canonical::encode(&event));
+        let stated = base64::engine::general_purpose::STANDARD
+            .decode(v["leaf_hash"].as_str().unwrap_or_default())
+            .unwrap_or_default();
+        if event.org != org || stated != leaf {
+            return fail(format!(
+                "line {} (seq {}): the event does not hash to its leaf_hash: it was altered",
+                i + 1,
+                event.seq
+            ));
+        }
+        if let (Some(c), Some(cp)) = (&client, &checkpoint) {
+            let proof = c
+                .get(&format!("/v1/orgs/{org}/proofs/inclusion?seq={}&tree_size={}", event.seq, cp.size))
+                .await
+                .context("cannot fetch an inclusion proof")?;
+            let hashes: Vec<Hash> = proof["hashes"]
+                .as_array()
+                .context("malformed proof")?
+                .iter()
+                .filter_map(|h| {
+                    base64::engine::general_purpose::STANDARD.decode(h.as_str()?).ok()?.try_into().ok()
+                })
+                .collect();
+            if trail_merkle::verify_inclusion(&leaf, event.seq, cp.size, &hashes, &cp.root).is_err() {
+                return fail(format!(
+                    "line {} (seq {}): not in the log under the manifest's checkpoint",
+                    i + 1,
+                    event.seq
+                ));
+            }
+        }
+    }
+    if count != rows {
+        return fail(format!("the file has {count} events, the manifest says {rows}"));
+    }
+    let scope = if client.is_some() {
+        "leaf hashes and inclusion proofs"
+    } else {
+        "leaf hashes (pass --server for inclusion proofs)"
+    };
+    println!("{}: ok, {count} events; signature, size, SHA-256 and {scope} verified", file.display());
     Ok(Verdict::Verified)
 }

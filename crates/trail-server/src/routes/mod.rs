@@ -2,6 +2,7 @@
 
 mod access;
 mod events;
+mod exports;
 mod health;
 mod integrity;
 mod keys;
@@ -62,6 +63,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/orgs/{org}/invitations"),
     ("DELETE", "/v1/orgs/{org}/invitations/{id}"),
     ("POST", "/v1/invitations/{token}/accept"),
+    ("GET", "/v1/orgs/{org}/exports"),
+    ("POST", "/v1/orgs/{org}/exports"),
+    ("GET", "/v1/orgs/{org}/exports/{id}"),
+    ("GET", "/v1/orgs/{org}/exports/{id}/download"),
+    ("GET", "/v1/orgs/{org}/exports/{id}/manifest"),
 ];
 
 pub fn api(max_body: usize) -> Router<AppState> {
@@ -107,6 +113,10 @@ pub fn api(max_body: usize) -> Router<AppState> {
         .route("/v1/orgs/{org}/invitations", get(access::list_invitations).post(access::create_invitations))
         .route("/v1/orgs/{org}/invitations/{id}", delete(access::revoke_invitation))
         .route("/v1/invitations/{token}/accept", post(access::accept_invitation))
+        .route("/v1/orgs/{org}/exports", get(exports::list).post(exports::create))
+        .route("/v1/orgs/{org}/exports/{id}", get(exports::get))
+        .route("/v1/orgs/{org}/exports/{id}/download", get(exports::download))
+        .route("/v1/orgs/{org}/exports/{id}/manifest", get(exports::manifest))
         // Bodies are read by `JsonBody` with this limit; axum's default (2 MiB) would cut in first.
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }

@@ -45,6 +45,7 @@ fn rule(method: &str, path: &str) -> Rule {
             | "/v1/orgs/{org}/proofs/inclusion"
             | "/v1/orgs/{org}/proofs/consistency",
         ) => Rule::Read,
+        (_, p) if p.starts_with("/v1/orgs/{org}/exports") => Rule::Read,
         (_, p) if p.starts_with("/v1/orgs/{org}/api-keys") => Rule::Perm(KeyManagement),
         (_, p)
             if ["roles", "groups", "users", "invitations"]

@@ -6,6 +6,7 @@ mod access;
 mod access_control;
 mod api;
 mod authz;
+mod exports;
 mod ingest;
 mod integrity;
 mod query;

@@ -3,6 +3,7 @@
 
 mod cli;
 mod crash;
+mod export;
 mod tamper;
 
 use std::io::{BufRead, BufReader};

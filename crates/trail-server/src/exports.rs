@@ -1,0 +1,228 @@
+//! The export worker (PRODUCT.md §6): runs pending exports in the background, a bounded number at a
+//! time, streaming query pages to a file so memory does not grow with the export; signs a manifest;
+//! deletes expired files. Exports left running by a stopped server are run again at start.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use trail_model::export::{csv_header, csv_row};
+use trail_model::query::{Query, QueryContext, parse_filter};
+use trail_model::time::{MICROS_PER_SECOND, format_rfc3339, now};
+use trail_store::{Export, ExportStatus};
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Rows fetched per query page while exporting.
+const PAGE: usize = 1000;
+
+/// Where an export's file lives.
+pub fn file_path(state: &AppState, e: &Export) -> PathBuf {
+    let ext = if e.format == "csv" { "csv" } else { "jsonl" };
+    state.settings.data_dir.join("exports").join(format!("{}.{ext}", e.id))
+}
+
+/// Filters as stored (an object of strings or lists of strings) back to query pairs.
+pub fn filter_pairs(filters: &Value) -> Result<Vec<(String, String)>, ApiError> {
+    let bad = |k: &str| {
+        ApiError::bad_request("invalid_field", format!("filters.{k} must be a string or a list of strings"))
+            .with_field(format!("filters.{k}"))
+    };
+    let Some(m) = filters.as_object() else {
+        return Err(ApiError::bad_request("invalid_field", "filters must be an object of query parameters")
+            .with_field("filters"));
+    };
+    let mut pairs = Vec::new();
+    for (k, v) in m {
+        match v {
+            Value::String(s) => pairs.push((k.clone(), s.clone())),
+            Value::Array(items) => {
+                for i in items {
+                    pairs.push((k.clone(), i.as_str().ok_or_else(|| bad(k))?.to_string()));
+                }
+            }
+            _ => return Err(bad(k)),
+        }
+    }
+    Ok(pairs)
+}
+
+/// Runs the worker until the task is dropped: requeues interrupted exports, then claims pending ones
+/// up to `exports.max_running` at a time and deletes expired files.
+pub async fn run_exporter(state: AppState) {
+    match state.store.requeue_running_exports().await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(exports = n, "exports interrupted by a stop will run again"),
+        Err(e) => tracing::error!(error = %e, "cannot requeue interrupted exports"),
+    }
+    let running = Arc::new(AtomicUsize::new(0));
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = expire(&state).await {
+            tracing::warn!(error = %e, "cannot expire old exports; will retry");
+        }
+        while running.load(Ordering::SeqCst) < state.settings.exports.max_running.max(1) {
+            let claimed = match state.store.claim_export(now()).await {
+                Ok(Some(e)) => e,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot claim an export; will retry");
+                    break;
+                }
+            };
+            running.fetch_add(1, Ordering::SeqCst);
+            let (state, running) = (state.clone(), running.clone());
+            tokio::spawn(async move {
+                let id = claimed.id.clone();
+                let finished = run_one(&state, claimed.clone()).await;
+                let mut e = match finished {
+                    Ok(e) => e,
+                    Err(reason) => {
+                        tracing::warn!(export = %id, error = %reason, "export failed");
+                        let _ = std::fs::remove_file(file_path(&state, &claimed));
+                        Export { status: ExportStatus::Failed, error: Some(reason), ..claimed }
+                    }
+                };
+                e.finished_at = Some(now());
+                if let Err(err) = state.store.update_export(&e).await {
+                    tracing::error!(export = %id, error = %err, "cannot record an export's result");
+                }
+                running.fetch_sub(1, Ordering::SeqCst);
+            });
+        }
+    }
+}
+
+async fn expire(state: &AppState) -> Result<(), trail_store::StoreError> {
+    for mut e in state.store.expired_exports(now()).await? {
+        let path = file_path(state, &e);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(err) if err.kind() == std::io::ErrorKind::NotFound => {}
+            Err(err) => {
+                tracing::warn!(path = %path.display(), error = %err, "cannot delete an expired export");
+                continue;
+            }
+        }
+        e.status = ExportStatus::Expired;
+        state.store.update_export(&e).await?;
+    }
+    Ok(())
+}
+
+/// Hashes and counts what passes through to the file.
+struct Tee<W: Write> {
+    inner: W,
+    hash: Sha256,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Tee<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hash.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Runs one export to completion; the error is the reason shown in the history.
+async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
+    let pairs = filter_pairs(&e.filters).map_err(|err| err.message)?;
+    let now = now();
+    let filter = parse_filter(&pairs, QueryContext { now, oldest: state.hot_start(now) })
+        .map_err(|err| err.message)?;
+    let path = file_path(state, &e);
+    let dir = path.parent().ok_or("export directory")?.to_path_buf();
+    std::fs::create_dir_all(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    let tmp = path.with_extension("partial");
+    let file = std::fs::File::create(&tmp).map_err(|err| format!("cannot create the export file: {err}"))?;
+    let mut out =
+        Tee { inner: std::io::BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), bytes: 0 };
+    let csv = e.format == "csv";
+    if csv {
+        out.write_all(csv_header().as_bytes()).map_err(|err| err.to_string())?;
+    }
+    let mut q = Query { filter: filter.clone(), limit: PAGE, cursor: None };
+    let (mut rows, mut min_seq, mut max_seq, mut as_of) = (0u64, u64::MAX, 0u64, None);
+    loop {
+        let page = state.store.query(&e.org, &q).await.map_err(|err| err.to_string())?;
+        for r in &page.records {
+            if csv {
+                out.write_all(csv_row(&r.event).as_bytes())
+            } else {
+                serde_json::to_writer(&mut out, &r.to_json())
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| out.write_all(b"\n"))
+            }
+            .map_err(|err| format!("cannot write the export file: {err}"))?;
+            min_seq = min_seq.min(r.event.seq);
+            max_seq = max_seq.max(r.event.seq);
+        }
+        rows += page.records.len() as u64;
+        match page.next {
+            Some(c) => {
+                as_of = Some(c.as_of);
+                q.cursor = Some(c);
+            }
+            None => break,
+        }
+    }
+    out.flush().map_err(|err| err.to_string())?;
+    let Tee { inner, hash, bytes } = out;
+    inner.into_inner().map_err(|err| err.to_string())?.sync_all().map_err(|err| err.to_string())?;
+    std::fs::rename(&tmp, &path).map_err(|err| err.to_string())?;
+    let sha256: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+
+    // The manifest names a checkpoint covering every exported event (one follows within a second).
+    let needed = if rows == 0 { 0 } else { as_of.unwrap_or(max_seq + 1).max(max_seq + 1) };
+    let mut checkpoint = None;
+    for _ in 0..100 {
+        match state.store.latest_checkpoint(&e.org).await.map_err(|err| err.to_string())? {
+            Some(cp) if cp.size >= needed => {
+                checkpoint = Some(cp);
+                break;
+            }
+            None if needed == 0 => break,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    if needed > 0 && checkpoint.is_none() {
+        return Err("no checkpoint covers the exported events yet".into());
+    }
+    let manifest = json!({
+        "version": 1,
+        "export_id": e.id,
+        "org": e.org,
+        "name": e.name,
+        "format": e.format,
+        "filters": e.filters,
+        "window": {"from": format_rfc3339(filter.from), "to": format_rfc3339(filter.to)},
+        "row_count": rows,
+        "size_bytes": bytes,
+        "sha256": sha256,
+        "seq": if rows == 0 { Value::Null } else { json!({"min": min_seq, "max": max_seq}) },
+        "checkpoint": checkpoint.as_ref().map(|c| c.note.clone()),
+        "exported_at": format_rfc3339(now),
+        "log_key": state.signer.verifier_key(),
+    });
+    let signed = state.signer.sign_note(&format!("{manifest}\n")).map_err(|err| err.to_string())?;
+    e.status = ExportStatus::Completed;
+    e.row_count = rows;
+    e.size_bytes = bytes;
+    e.sha256 = Some(sha256);
+    e.manifest = Some(signed);
+    e.expires_at = Some(now + state.settings.exports.keep_hours as i64 * 3600 * MICROS_PER_SECOND);
+    Ok(e)
+}

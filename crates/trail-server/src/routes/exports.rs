@@ -1,0 +1,215 @@
+//! Exports (PRODUCT.md §6): request, history, status, download and signed manifest.
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use trail_model::query::{QueryContext, parse_filter};
+use trail_model::time::{format_rfc3339, now};
+use trail_store::{Export, ExportStatus};
+
+use super::JsonBody;
+use crate::AppState;
+use crate::audit::Audit;
+use crate::auth::{self, ClientAddr, Principal};
+use crate::error::{ApiError, ApiResult};
+use crate::exports::{file_path, filter_pairs};
+
+pub fn export_json(e: &Export) -> Value {
+    json!({
+        "id": e.id, "name": e.name, "format": e.format, "filters": e.filters, "status": e.status.as_str(),
+        "error": e.error, "requested_by": e.requested_by, "created_at": format_rfc3339(e.created_at),
+        "started_at": e.started_at.map(format_rfc3339), "finished_at": e.finished_at.map(format_rfc3339),
+        "expires_at": e.expires_at.map(format_rfc3339), "row_count": e.row_count, "size_bytes": e.size_bytes,
+        "sha256": e.sha256,
+    })
+}
+
+/// A file name for `Content-Disposition`: the export's name with anything outside a safe set replaced,
+/// so a name can never traverse paths or break the header.
+pub fn download_name(name: &str, format: &str) -> String {
+    let base: String = name
+        .chars()
+        .take(100)
+        .map(|c| if c.is_ascii_alphanumeric() || "-_. ".contains(c) { c } else { '_' })
+        .collect();
+    let base = base.trim_matches(['.', ' ']);
+    let base = if base.is_empty() { "export" } else { base };
+    format!("{base}.{}", if format == "csv" { "csv" } else { "jsonl" })
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<(StatusCode, Json<Value>)> {
+    p.require_read(&state, &org).await?;
+    let Some(m) = body.as_object() else {
+        return Err(ApiError::bad_request("invalid_body", "send a JSON object"));
+    };
+    if let Some(k) = m.keys().find(|k| !["name", "format", "filters"].contains(&k.as_str())) {
+        return Err(ApiError::bad_request("unknown_field", format!("{k} is not a field of an export"))
+            .with_field(k.as_str()));
+    }
+    let name = m.get("name").and_then(Value::as_str).map(str::trim).unwrap_or("");
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(
+            ApiError::bad_request("invalid_field", "name must be 1-200 characters").with_field("name")
+        );
+    }
+    let format = match m.get("format").and_then(Value::as_str) {
+        Some(f @ ("csv" | "json")) => f,
+        _ => {
+            return Err(ApiError::bad_request("invalid_field", "format must be \"csv\" or \"json\"")
+                .with_field("format"));
+        }
+    };
+    let mut filters = m.get("filters").cloned().unwrap_or_else(|| json!({}));
+    let pairs = filter_pairs(&filters)?;
+    let now = now();
+    let filter = parse_filter(&pairs, QueryContext { now, oldest: state.hot_start(now) }).map_err(|e| {
+        let mut err = ApiError::from(e);
+        err.field = err.field.map(|f| format!("filters.{f}"));
+        err
+    })?;
+    // The window is fixed now, so an export run later covers what the caller saw.
+    filters["from"] = json!(format_rfc3339(filter.from));
+    filters["to"] = json!(format_rfc3339(filter.to));
+    let export = Export {
+        id: auth::random_id(),
+        org: org.clone(),
+        name: name.to_string(),
+        format: format.to_string(),
+        filters,
+        status: ExportStatus::Pending,
+        error: None,
+        requested_by: p.actor_id(),
+        created_at: now,
+        started_at: None,
+        finished_at: None,
+        expires_at: None,
+        row_count: 0,
+        size_bytes: 0,
+        sha256: None,
+        manifest: None,
+    };
+    state.store.create_export(&export).await?;
+    Audit::new(p.actor_id(), "export.created", "export")
+        .target(&export.id, Some(export.name.clone()))
+        .ip(addr.text())
+        .info("format", format)
+        .info("filters", export.filters.clone())
+        .record(&state, &org)
+        .await?;
+    Ok((StatusCode::ACCEPTED, Json(export_json(&export))))
+}
+
+pub async fn list(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    p.require_read(&state, &org).await?;
+    let list = state.store.exports(&org).await?;
+    Ok(Json(json!({"exports": list.iter().map(export_json).collect::<Vec<_>>()})))
+}
+
+async fn find(state: &AppState, org: &str, id: &str) -> ApiResult<Export> {
+    state.store.export(org, id).await?.ok_or_else(|| ApiError::not_found(format!("export {id}")))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+) -> ApiResult<Json<Value>> {
+    p.require_read(&state, &org).await?;
+    Ok(Json(export_json(&find(&state, &org, &id).await?)))
+}
+
+fn ready(e: &Export) -> ApiResult<()> {
+    match e.status {
+        ExportStatus::Completed => Ok(()),
+        ExportStatus::Expired => Err(ApiError::new(
+            StatusCode::GONE,
+            "export_expired",
+            "this export's file was deleted after its retention",
+        )),
+        ExportStatus::Failed => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "export_failed",
+            format!("this export failed: {}", e.error.as_deref().unwrap_or("unknown reason")),
+        )),
+        _ => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "export_not_ready",
+            format!("this export is {}; download it once completed", e.status.as_str()),
+        )),
+    }
+}
+
+pub async fn download(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+    addr: ClientAddr,
+) -> ApiResult<Response> {
+    p.require_read(&state, &org).await?;
+    let e = find(&state, &org, &id).await?;
+    ready(&e)?;
+    let file = tokio::fs::File::open(file_path(&state, &e)).await.map_err(|err| {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            ApiError::new(StatusCode::GONE, "export_expired", "this export's file is gone")
+        } else {
+            ApiError::internal(err)
+        }
+    })?;
+    Audit::new(p.actor_id(), "export.downloaded", "export")
+        .target(&e.id, Some(e.name.clone()))
+        .ip(addr.text())
+        .record(&state, &org)
+        .await?;
+    let ctype = if e.format == "csv" { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
+    let disposition = format!("attachment; filename=\"{}\"", download_name(&e.name, &e.format));
+    let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 16));
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::CONTENT_LENGTH, e.size_bytes.to_string()),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+pub async fn manifest(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    p: Principal,
+) -> ApiResult<Response> {
+    p.require_read(&state, &org).await?;
+    let e = find(&state, &org, &id).await?;
+    if e.status != ExportStatus::Expired {
+        ready(&e)?;
+    }
+    let note = e
+        .manifest
+        .ok_or_else(|| ApiError::new(StatusCode::CONFLICT, "export_not_ready", "no manifest yet"))?;
+    Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], note).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn download_names_cannot_traverse_or_break_headers() {
+        assert_eq!(super::download_name("Q3 audit", "csv"), "Q3 audit.csv");
+        assert_eq!(super::download_name("../../etc/passwd", "json"), "_.._etc_passwd.jsonl");
+        assert_eq!(super::download_name("a\"b\r\nc", "csv"), "a_b__c.csv");
+        assert_eq!(super::download_name("..", "csv"), "export.csv");
+    }
+}
