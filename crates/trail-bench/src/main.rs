@@ -28,6 +28,9 @@ struct Args {
     pg: bool,
     concurrency: usize,
     samples: usize,
+    /// W5: one org over 89 days (so all events fit one export), then exports from a separate
+    /// `trail serve` process whose memory is measured.
+    w5: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -39,6 +42,7 @@ fn args() -> anyhow::Result<Args> {
         pg: true,
         concurrency: 4,
         samples: 200,
+        w5: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -50,6 +54,7 @@ fn args() -> anyhow::Result<Args> {
             "--concurrency" => a.concurrency = val()?.parse()?,
             "--samples" => a.samples = val()?.parse()?,
             "--no-pg" => a.pg = false,
+            "--w5" => a.w5 = true,
             other => bail!("unknown argument {other}; see the module docs for usage"),
         }
     }
@@ -78,14 +83,16 @@ fn dir_size(p: &Path) -> u64 {
 /// Generates the event file once per (N, end) and reuses it.
 fn generate(a: &Args, end: &str) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&a.work)?;
-    let file = a.work.join(format!("events-{}-{}.ndjson", a.events, &end[..10]));
+    let kind = if a.w5 { "w5-" } else { "" };
+    let file = a.work.join(format!("events-{kind}{}-{}.ndjson", a.events, &end[..10]));
     if !file.exists() {
         eprintln!("generating {} events…", a.events);
         let out = std::fs::File::create(&file)?;
         let st = std::process::Command::new("python3")
             .arg(a.tools.join("gen_events.py"))
             .arg(a.events.to_string())
-            .args(["--days", "360", "--end", end])
+            .args(if a.w5 { ["--days", "89", "--orgs", "1"] } else { ["--days", "360", "--orgs", "50"] })
+            .args(["--end", end])
             .stdout(out)
             .status()?;
         if !st.success() {
@@ -437,5 +444,85 @@ async fn main() -> anyhow::Result<()> {
         "\n`trail verify` offline, all {} orgs: {verified} events in {verify_secs:.2} s = {rate:.0} events/s",
         reports.len()
     )?;
+    if a.w5 {
+        w5(&dir, &busiest, &keys[&busiest], max_time, &mut o)?;
+    }
+    Ok(())
+}
+
+/// A process's memory figures from /proc, in KiB.
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines().find(|l| l.starts_with(field)).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// W5: exports of the whole data set from a fresh `trail serve` process, timing and peak RSS.
+fn w5(dir: &Path, org: &str, key: &str, max_time: i64, o: &mut impl Write) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let bin = std::env::current_exe()?.with_file_name("trail");
+    let mut child = std::process::Command::new(&bin)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .with_context(|| {
+            format!("cannot start {} (build it with cargo build --release -p trail)", bin.display())
+        })?;
+    let pid = child.id();
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = std::io::BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines.next().context("trail serve exited")??;
+        if let Some(addr) = line.strip_prefix("listening on ") {
+            break addr.to_string();
+        }
+    };
+    std::thread::spawn(move || lines.for_each(drop));
+    let rt = tokio::runtime::Handle::current();
+    let client = trail_client::Client::new(&base).with_token(key);
+    writeln!(o, "\nW5 export from a separate `trail serve` process (org {org}, whole 92-day window):\n")?;
+    writeln!(
+        o,
+        "| format | rows | size | seconds | events/s | server RSS before | server peak RSS after |\n|---|---|---|---|---|---|---|"
+    )?;
+    for format in ["json", "csv"] {
+        let before = memory_kib(pid, "VmRSS:");
+        let body = serde_json::json!({"name": format!("w5 {format}"), "format": format,
+            "filters": {"from": format_rfc3339(max_time + 1 - 92 * MICROS_PER_DAY), "to": format_rfc3339(max_time + 1)}});
+        let started = Instant::now();
+        let created = tokio::task::block_in_place(|| {
+            rt.block_on(client.post(&format!("/v1/orgs/{org}/exports"), &body))
+        })?;
+        let id = created["id"].as_str().context("no export id")?.to_string();
+        let done = loop {
+            let e = tokio::task::block_in_place(|| {
+                rt.block_on(client.get(&format!("/v1/orgs/{org}/exports/{id}")))
+            })?;
+            match e["status"].as_str() {
+                Some("completed") => break e,
+                Some("failed") => bail!("export failed: {e}"),
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        let secs = started.elapsed().as_secs_f64();
+        let rows = done["row_count"].as_u64().unwrap_or(0);
+        let size = done["size_bytes"].as_u64().unwrap_or(0);
+        let peak = memory_kib(pid, "VmHWM:");
+        writeln!(
+            o,
+            "| {format} | {rows} | {:.0} MB | {secs:.2} | {:.0} | {:.0} MB | {:.0} MB |",
+            size as f64 / 1e6,
+            rows as f64 / secs,
+            before as f64 / 1024.0,
+            peak as f64 / 1024.0
+        )?;
+    }
+    let _ = child.kill();
+    let _ = child.wait();
     Ok(())
 }

@@ -156,28 +156,30 @@ async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
     }
     let mut q = Query { filter: filter.clone(), limit: PAGE, cursor: None };
     let (mut rows, mut min_seq, mut max_seq, mut as_of) = (0u64, u64::MAX, 0u64, None);
-    loop {
-        let page = state.store.query(&e.org, &q).await.map_err(|err| err.to_string())?;
+    let fetch = |q: Query| {
+        let (store, org) = (state.store.clone(), e.org.clone());
+        tokio::spawn(async move { store.query(&org, &q).await })
+    };
+    let mut next = Some(fetch(q.clone()));
+    while let Some(pending) = next.take() {
+        let page = pending.await.map_err(|err| err.to_string())?.map_err(|err| err.to_string())?;
+        // Fetch the next page on the reader pool while this one is written: two cores, both busy.
+        if let Some(c) = page.next {
+            as_of = Some(c.as_of);
+            q.cursor = Some(c);
+            next = Some(fetch(q.clone()));
+        }
         for r in &page.records {
             if csv {
                 out.write_all(csv_row(&r.event).as_bytes())
             } else {
-                serde_json::to_writer(&mut out, &r.to_json())
-                    .map_err(std::io::Error::other)
-                    .and_then(|()| out.write_all(b"\n"))
+                r.event.write_json(&r.leaf_hash(), &mut out).and_then(|()| out.write_all(b"\n"))
             }
             .map_err(|err| format!("cannot write the export file: {err}"))?;
             min_seq = min_seq.min(r.event.seq);
             max_seq = max_seq.max(r.event.seq);
         }
         rows += page.records.len() as u64;
-        match page.next {
-            Some(c) => {
-                as_of = Some(c.as_of);
-                q.cursor = Some(c);
-            }
-            None => break,
-        }
     }
     out.flush().map_err(|err| err.to_string())?;
     let Tee { inner, hash, bytes } = out;

@@ -358,3 +358,36 @@ async fn api_keys_show_when_they_were_last_used() {
     }
     panic!("last_used_at was never recorded");
 }
+
+#[tokio::test]
+async fn api_keys_can_expire() {
+    let s = TestServer::start().await;
+    let soon = trail_model::time::format_rfc3339(trail_model::time::now() + 1_500_000);
+    let k = s
+        .admin
+        .post(
+            "/v1/orgs/default/api-keys",
+            &json!({"name": "short-lived", "scopes": ["events:write"], "expires_at": soon}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(k["expires_at"], json!(soon));
+    let key = s.anon.with_token(k["secret"].as_str().unwrap());
+    key.ingest("default", &ev("a", "a.b", 1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    assert_eq!(
+        key.ingest("default", &ev("a", "a.b", 1)).await.unwrap_err().status(),
+        Some(401),
+        "expired keys stop working"
+    );
+    let past = trail_model::time::format_rfc3339(trail_model::time::now() - 1);
+    let e = s
+        .admin
+        .post(
+            "/v1/orgs/default/api-keys",
+            &json!({"name": "x", "scopes": ["events:write"], "expires_at": past}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.field(), Some("expires_at"));
+}
