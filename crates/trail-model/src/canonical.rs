@@ -105,6 +105,109 @@ pub fn peek(bytes: &[u8]) -> Result<(&str, u64), DecodeError> {
     Ok((org.ok_or(DecodeError::Missing(TAG_ORG))?, seq.ok_or(DecodeError::Missing(TAG_SEQ))?))
 }
 
+/// Writes the JSON form of stored bytes — byte for byte what `StoredEvent::write_json` writes for the
+/// decoded event — straight from the fields, without decoding: strings are escaped from their slices
+/// and `info` is copied as stored (it already is the compact, key-sorted JSON the API prints).
+/// Exports use it; invalid bytes are an error, never a panic.
+pub fn write_json<W: std::io::Write>(
+    bytes: &[u8],
+    leaf_hash: &[u8; 32],
+    w: &mut W,
+) -> Result<(), WriteError> {
+    use base64::Engine;
+    let mut f: [Option<&[u8]>; 0x51] = [None; 0x51];
+    let mut fields = Fields::new(bytes)?;
+    while let Some((tag, v)) = fields.next_field()? {
+        match f.get_mut(usize::from(tag)) {
+            Some(slot) => *slot = Some(v),
+            None => return Err(DecodeError::BadTag(tag).into()),
+        }
+    }
+    let text = |tag: u8| -> Result<Option<&str>, DecodeError> {
+        f[usize::from(tag)]
+            .map(|v| std::str::from_utf8(v).map_err(|_| DecodeError::BadValue(tag)))
+            .transpose()
+    };
+    let req = |tag: u8| -> Result<&str, DecodeError> { text(tag)?.ok_or(DecodeError::Missing(tag)) };
+    let int = |tag: u8| -> Result<[u8; 8], DecodeError> {
+        fixed(tag, f[usize::from(tag)].ok_or(DecodeError::Missing(tag))?)
+    };
+    fn field<W: std::io::Write>(w: &mut W, first: &mut bool, key: &str, v: &str) -> std::io::Result<()> {
+        w.write_all(if *first { b"\"" } else { b",\"" })?;
+        *first = false;
+        w.write_all(key.as_bytes())?;
+        w.write_all(b"\":")?;
+        serde_json::to_writer(&mut *w, v).map_err(std::io::Error::other)
+    }
+    let mut first = true;
+    let action = req(TAG_ACTION)?;
+    w.write_all(b"{")?;
+    field(w, &mut first, "action", action)?;
+    if let Some(label) = crate::catalog::label(action) {
+        field(w, &mut first, "action_label", label)?;
+    }
+    w.write_all(b",\"actor\":{")?;
+    let mut a = true;
+    field(w, &mut a, "id", req(TAG_ACTOR_ID)?)?;
+    if let Some(v) = text(TAG_ACTOR_IP)? {
+        field(w, &mut a, "ip", v)?;
+    }
+    if let Some(v) = text(TAG_ACTOR_NAME)? {
+        field(w, &mut a, "name", v)?;
+    }
+    field(w, &mut a, "type", req(TAG_ACTOR_TYPE)?)?;
+    if let Some(v) = text(TAG_ACTOR_USER_AGENT)? {
+        field(w, &mut a, "user_agent", v)?;
+    }
+    w.write_all(b"}")?;
+    field(w, &mut first, "id", req(TAG_ID)?)?;
+    if let Some(info) = f[usize::from(TAG_INFO)] {
+        w.write_all(b",\"info\":")?;
+        w.write_all(info)?;
+    }
+    field(w, &mut first, "leaf_hash", &base64::engine::general_purpose::STANDARD.encode(leaf_hash))?;
+    field(w, &mut first, "org", req(TAG_ORG)?)?;
+    field(w, &mut first, "outcome", req(TAG_OUTCOME)?)?;
+    if let Some(v) = text(TAG_PROJECT)? {
+        field(w, &mut first, "project", v)?;
+    }
+    if let Some(v) = text(TAG_REASON)? {
+        field(w, &mut first, "reason", v)?;
+    }
+    field(
+        w,
+        &mut first,
+        "received_at",
+        &crate::time::format_rfc3339(i64::from_be_bytes(int(TAG_RECEIVED_AT)?)),
+    )?;
+    write!(w, ",\"seq\":{}", u64::from_be_bytes(int(TAG_SEQ)?))?;
+    if let Some(v) = text(TAG_SOURCE)? {
+        field(w, &mut first, "source", v)?;
+    }
+    w.write_all(b",\"target\":{")?;
+    let mut t = true;
+    if let Some(v) = text(TAG_TARGET_ID)? {
+        field(w, &mut t, "id", v)?;
+    }
+    if let Some(v) = text(TAG_TARGET_NAME)? {
+        field(w, &mut t, "name", v)?;
+    }
+    field(w, &mut t, "type", req(TAG_TARGET_TYPE)?)?;
+    w.write_all(b"}")?;
+    field(w, &mut first, "time", &crate::time::format_rfc3339(i64::from_be_bytes(int(TAG_TIME)?)))?;
+    w.write_all(b"}")?;
+    Ok(())
+}
+
+/// Why [`write_json`] failed: bad stored bytes, or the writer.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
 /// Overwrites the `seq` of encoded bytes in place. Lets a store encode an event before it knows the
 /// position it will take (off its single writer thread), then stamp the position in: `seq` is a fixed
 /// 8-byte field, so the rest of the bytes do not move.
@@ -353,6 +456,27 @@ mod tests {
         let mut extra = bytes.clone();
         extra.extend_from_slice(&[0x60, 0x01, 0x00]);
         assert!(peek(&extra).is_err(), "unknown trailing tag");
+    }
+
+    #[test]
+    fn raw_json_is_the_decoded_json_byte_for_byte() {
+        let full = stored(sample());
+        let bare = StoredEvent { info: None, reason: None, source: None, project: None, ..stored(sample()) };
+        for e in [full, bare] {
+            let bytes = encode(&e);
+            let mut raw = Vec::new();
+            write_json(&bytes, &[9; 32], &mut raw).unwrap();
+            let decoded = serde_json::to_string(&decode(&bytes).unwrap().to_json(&[9; 32])).unwrap();
+            assert_eq!(String::from_utf8(raw).unwrap(), decoded);
+        }
+        assert!(write_json(&[1, 0x60, 0], &[0; 32], &mut Vec::new()).is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn raw_json_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = write_json(&bytes, &[0; 32], &mut Vec::new());
+        }
     }
 
     #[test]

@@ -136,73 +136,6 @@ impl StoredEvent {
         }
     }
 
-    /// Writes exactly the bytes `serde_json::to_writer(w, &self.to_json(leaf))` would (keys in
-    /// ascending order, compact), without building a `Value` first: exports write millions of these.
-    pub fn write_json<W: std::io::Write>(&self, leaf_hash: &[u8; 32], w: &mut W) -> std::io::Result<()> {
-        use base64::Engine;
-        fn s<W: std::io::Write>(w: &mut W, v: &str) -> std::io::Result<()> {
-            serde_json::to_writer(&mut *w, v).map_err(std::io::Error::other)
-        }
-        fn field<W: std::io::Write>(w: &mut W, first: &mut bool, key: &str, v: &str) -> std::io::Result<()> {
-            w.write_all(if *first { b"\"" } else { b",\"" })?;
-            *first = false;
-            w.write_all(key.as_bytes())?;
-            w.write_all(b"\":")?;
-            s(w, v)
-        }
-        let mut first = true;
-        w.write_all(b"{")?;
-        field(w, &mut first, "action", &self.action)?;
-        if let Some(label) = crate::catalog::label(&self.action) {
-            field(w, &mut first, "action_label", label)?;
-        }
-        w.write_all(b",\"actor\":{")?;
-        let mut a = true;
-        field(w, &mut a, "id", &self.actor.id)?;
-        if let Some(v) = &self.actor.ip {
-            field(w, &mut a, "ip", v)?;
-        }
-        if let Some(v) = &self.actor.name {
-            field(w, &mut a, "name", v)?;
-        }
-        field(w, &mut a, "type", self.actor.kind.as_str())?;
-        if let Some(v) = &self.actor.user_agent {
-            field(w, &mut a, "user_agent", v)?;
-        }
-        w.write_all(b"}")?;
-        field(w, &mut first, "id", &self.id)?;
-        if let Some(info) = &self.info {
-            w.write_all(b",\"info\":")?;
-            serde_json::to_writer(&mut *w, info).map_err(std::io::Error::other)?;
-        }
-        field(w, &mut first, "leaf_hash", &base64::engine::general_purpose::STANDARD.encode(leaf_hash))?;
-        field(w, &mut first, "org", &self.org)?;
-        field(w, &mut first, "outcome", self.outcome.as_str())?;
-        if let Some(v) = &self.project {
-            field(w, &mut first, "project", v)?;
-        }
-        if let Some(v) = &self.reason {
-            field(w, &mut first, "reason", v)?;
-        }
-        field(w, &mut first, "received_at", &format_rfc3339(self.received_at))?;
-        write!(w, ",\"seq\":{}", self.seq)?;
-        if let Some(v) = &self.source {
-            field(w, &mut first, "source", v)?;
-        }
-        w.write_all(b",\"target\":{")?;
-        let mut t = true;
-        if let Some(v) = &self.target.id {
-            field(w, &mut t, "id", v)?;
-        }
-        if let Some(v) = &self.target.name {
-            field(w, &mut t, "name", v)?;
-        }
-        field(w, &mut t, "type", &self.target.kind)?;
-        w.write_all(b"}")?;
-        field(w, &mut first, "time", &format_rfc3339(self.time))?;
-        w.write_all(b"}")
-    }
-
     /// Reads back the JSON form (`to_json`), as an export holds it, so its canonical bytes and leaf
     /// hash can be recomputed offline. Fields added by `to_json` (`action_label`, `leaf_hash`, proofs)
     /// are ignored; anything missing or mistyped is an error naming the field.
@@ -543,12 +476,12 @@ mod tests {
         let text = serde_json::to_string(&json).unwrap();
         let back = StoredEvent::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
         assert_eq!(crate::canonical::encode(&back), bytes);
-        // The streaming writer produces the API's bytes exactly, with and without optional fields.
+        // The exporter's writer produces the API's bytes exactly, with and without optional fields.
         for s in
             [stored.clone(), StoredEvent::accept(parse_event(&ok(), B).unwrap(), "o", 0, "i".into(), NOW)]
         {
             let mut direct = Vec::new();
-            s.write_json(&[7; 32], &mut direct).unwrap();
+            crate::canonical::write_json(&crate::canonical::encode(&s), &[7; 32], &mut direct).unwrap();
             assert_eq!(
                 String::from_utf8(direct).unwrap(),
                 serde_json::to_string(&s.to_json(&[7; 32])).unwrap()

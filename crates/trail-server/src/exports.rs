@@ -158,7 +158,7 @@ async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
     let (mut rows, mut min_seq, mut max_seq, mut as_of) = (0u64, u64::MAX, 0u64, None);
     let fetch = |q: Query| {
         let (store, org) = (state.store.clone(), e.org.clone());
-        tokio::spawn(async move { store.query(&org, &q).await })
+        tokio::spawn(async move { store.query_raw(&org, &q).await })
     };
     let mut next = Some(fetch(q.clone()));
     while let Some(pending) = next.take() {
@@ -171,13 +171,18 @@ async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
         }
         for r in &page.records {
             if csv {
-                out.write_all(csv_row(&r.event).as_bytes())
+                let event = trail_model::canonical::decode(&r.bytes)
+                    .map_err(|err| format!("seq {}: {err}", r.seq))?;
+                out.write_all(csv_row(&event).as_bytes())
+                    .map_err(|err| format!("cannot write the export file: {err}"))?;
             } else {
-                r.event.write_json(&r.leaf_hash(), &mut out).and_then(|()| out.write_all(b"\n"))
+                // NDJSON straight from the stored bytes: no decode, `info` copied as stored.
+                trail_model::canonical::write_json(&r.bytes, &trail_merkle::leaf_hash(&r.bytes), &mut out)
+                    .map_err(|err| format!("seq {}: cannot write the export: {err}", r.seq))?;
+                out.write_all(b"\n").map_err(|err| format!("cannot write the export file: {err}"))?;
             }
-            .map_err(|err| format!("cannot write the export file: {err}"))?;
-            min_seq = min_seq.min(r.event.seq);
-            max_seq = max_seq.max(r.event.seq);
+            min_seq = min_seq.min(r.seq);
+            max_seq = max_seq.max(r.seq);
         }
         rows += page.records.len() as u64;
     }

@@ -442,6 +442,11 @@ impl Store for SqliteStore {
         self.read(move |c| read::query(c, &org, &q)).await
     }
 
+    async fn query_raw(&self, org: &str, q: &Query) -> Result<trail_store::RawPage> {
+        let (org, q) = (org.to_string(), q.clone());
+        self.read(move |c| read::query_raw(c, &org, &q)).await
+    }
+
     async fn event(&self, org: &str, id: &str) -> Result<Option<Record>> {
         let (org, id) = (org.to_string(), id.to_string());
         self.read(move |c| read::event(c, &org, &id)).await

@@ -8,7 +8,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use trail_model::query::{ActionMatch, Filter, Query};
 use trail_model::time::{Micros, month_of, month_start, next_month};
-use trail_store::{Bucket, Page, Record, Result, StoreError, page_from};
+use trail_store::{Bucket, Page, RawPage, RawRecord, Record, Result, StoreError, page_from, raw_page_from};
 
 use crate::schema::{SEQ_BITS, events_table, fts_table, rowid};
 use crate::sql_error;
@@ -78,6 +78,18 @@ fn conditions(f: &Filter, fts: &str) -> (String, Vec<Sql>) {
 }
 
 pub fn query(conn: &Connection, slug: &str, q: &Query) -> Result<Page> {
+    let (rows, as_of) = rows(conn, slug, q)?;
+    let records = rows.into_iter().map(|r| Record::from_bytes(r.bytes)).collect::<Result<Vec<_>>>()?;
+    Ok(page_from(records, q, as_of))
+}
+
+pub fn query_raw(conn: &Connection, slug: &str, q: &Query) -> Result<RawPage> {
+    let (rows, as_of) = rows(conn, slug, q)?;
+    Ok(raw_page_from(rows, q, as_of))
+}
+
+/// Up to `limit + 1` matching rows, newest first, and the log size the page is a snapshot of.
+fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64)> {
     let (org, size) = org_id(conn, slug)?;
     let as_of = q.cursor.map_or(size, |c| c.as_of.min(size));
     let f = &q.filter;
@@ -87,7 +99,8 @@ pub fn query(conn: &Connection, slug: &str, q: &Query) -> Result<Page> {
     for month in months(conn, f.from, to)? {
         let (ev, fts) = (events_table(month), fts_table(month));
         let (cond, mut args) = conditions(f, &fts);
-        let mut sql = format!("SELECT body FROM {ev} WHERE org = ? AND ts >= ? AND ts < ? AND k < ?{cond}");
+        let mut sql =
+            format!("SELECT ts, k, body FROM {ev} WHERE org = ? AND ts >= ? AND ts < ? AND k < ?{cond}");
         let mut head: Vec<Sql> = vec![
             Sql::Integer(org),
             Sql::Integer(f.from.max(month_start(month))),
@@ -105,13 +118,17 @@ pub fn query(conn: &Connection, slug: &str, q: &Query) -> Result<Page> {
         let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
         let mut rows = st.query(params_from_iter(head)).map_err(sql_error)?;
         while let Some(row) = rows.next().map_err(sql_error)? {
-            records.push(Record::from_bytes(row.get(0).map_err(sql_error)?)?);
+            records.push(RawRecord {
+                time: row.get(0).map_err(sql_error)?,
+                seq: crate::schema::seq_of(row.get(1).map_err(sql_error)?),
+                bytes: row.get(2).map_err(sql_error)?,
+            });
         }
         if records.len() >= need {
             break;
         }
     }
-    Ok(page_from(records, q, as_of))
+    Ok((records, as_of))
 }
 
 pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Result<Vec<Bucket>> {

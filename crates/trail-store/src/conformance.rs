@@ -333,6 +333,15 @@ pub async fn queries_match_reference_model<S: Store>(store: Arc<S>) {
             let want = model.select(&filter);
             let got = page_all(&*store, &slug, &filter, limit).await;
             assert_eq!(got, want, "case {case}: filter {filter:?}, limit {limit}");
+            // The undecoded page is the same page.
+            let q = Query { filter: filter.clone(), limit, cursor: None };
+            let (page, raw) =
+                (store.query(&slug, &q).await.unwrap(), store.query_raw(&slug, &q).await.unwrap());
+            assert_eq!(page.next, raw.next);
+            let decoded: Vec<_> =
+                page.records.iter().map(|r| (r.event.time, r.event.seq, r.bytes.clone())).collect();
+            let raw: Vec<_> = raw.records.into_iter().map(|r| (r.time, r.seq, r.bytes)).collect();
+            assert_eq!(decoded, raw);
         }
     }
 }

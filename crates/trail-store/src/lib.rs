@@ -104,6 +104,32 @@ pub struct Page {
     pub next: Option<Cursor>,
 }
 
+/// A stored event's position and canonical bytes, not decoded (for exports).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawRecord {
+    pub time: Micros,
+    pub seq: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// One page of undecoded query results.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RawPage {
+    pub records: Vec<RawRecord>,
+    pub next: Option<Cursor>,
+}
+
+/// Builds a raw page from up to `limit + 1` records sorted newest first, like [`page_from`].
+pub fn raw_page_from(mut records: Vec<RawRecord>, q: &Query, as_of: u64) -> RawPage {
+    let next = if records.len() > q.limit {
+        records.truncate(q.limit);
+        records.last().map(|r| Cursor::new(&q.filter, r.time, r.seq, as_of))
+    } else {
+        None
+    };
+    RawPage { records, next }
+}
+
 /// Event counts of one histogram bucket `[start, start + width)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
@@ -240,6 +266,17 @@ pub trait Store: Send + Sync + 'static {
 
     /// Events matching `q.filter`, newest first, at most `q.limit`, continuing after `q.cursor`.
     async fn query(&self, org: &str, q: &Query) -> Result<Page>;
+
+    /// The same page as [`Store::query`], with the events' canonical bytes undecoded.
+    async fn query_raw(&self, org: &str, q: &Query) -> Result<RawPage> {
+        let page = self.query(org, q).await?;
+        let records = page
+            .records
+            .into_iter()
+            .map(|r| RawRecord { time: r.event.time, seq: r.event.seq, bytes: r.bytes })
+            .collect();
+        Ok(RawPage { records, next: page.next })
+    }
 
     /// One event by its id.
     async fn event(&self, org: &str, id: &str) -> Result<Option<Record>>;
