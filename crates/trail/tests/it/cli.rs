@@ -33,6 +33,7 @@ fn help_output_is_deliberate() {
         &["admin", "--help"],
         &["admin", "create-key", "--help"],
         &["verify", "--help"],
+        &["export", "--help"],
     ] {
         let (code, out, _) = run(args);
         assert_eq!(code, 0);
