@@ -16,11 +16,13 @@ pub struct ExportArgs {
     /// The Trail server, e.g. http://127.0.0.1:7700.
     #[arg(long, value_name = "URL")]
     server: String,
+    /// Organization slug.
     #[arg(long)]
     org: String,
     /// An API key with events:read, or a session token (also TRAIL_TOKEN).
     #[arg(long, env = "TRAIL_TOKEN", hide_env_values = true)]
     token: String,
+    /// csv (header row, stable columns) or json (one event per line, as the API returns it).
     #[arg(long, value_parser = ["csv", "json"])]
     format: String,
     /// Where to write the file; the manifest goes beside it as FILE.manifest.
@@ -35,19 +37,25 @@ pub struct ExportArgs {
     /// End of the window (RFC 3339; default: now).
     #[arg(long)]
     to: Option<String>,
+    /// Actor id; repeat for OR (likewise every filter below).
     #[arg(long)]
     actor: Vec<String>,
     /// Exact action, or a prefix ending in `*`.
     #[arg(long)]
     action: Vec<String>,
+    /// Target type.
     #[arg(long)]
     target_type: Vec<String>,
+    /// Target id.
     #[arg(long)]
     target_id: Vec<String>,
+    /// Project.
     #[arg(long)]
     project: Vec<String>,
+    /// success or failure.
     #[arg(long)]
     outcome: Vec<String>,
+    /// Source (console, api, trail, …).
     #[arg(long)]
     source: Vec<String>,
     /// Free-text search.
