@@ -73,11 +73,16 @@ fn csrf_for(secret: &str) -> String {
 }
 
 /// A newly issued session: the token is shown to the client once.
-#[derive(Debug)]
 pub struct IssuedSession {
     pub session: Session,
     pub token: String,
     pub csrf_token: String,
+}
+
+impl std::fmt::Debug for IssuedSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedSession").field("session", &self.session).finish_non_exhaustive()
+    }
 }
 
 pub fn issue_session(user_id: &str, state: &AppState) -> IssuedSession {

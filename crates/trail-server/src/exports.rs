@@ -77,26 +77,51 @@ pub async fn run_exporter(state: AppState) {
                     break;
                 }
             };
-            running.fetch_add(1, Ordering::SeqCst);
-            let (state, running) = (state.clone(), running.clone());
+            let slot = Slot::take(&running);
+            let state = state.clone();
             tokio::spawn(async move {
+                let _slot = slot;
                 let id = claimed.id.clone();
                 let finished = run_one(&state, claimed.clone()).await;
                 let mut e = match finished {
                     Ok(e) => e,
                     Err(reason) => {
                         tracing::warn!(export = %id, error = %reason, "export failed");
-                        let _ = std::fs::remove_file(file_path(&state, &claimed));
+                        let path = file_path(&state, &claimed);
+                        let _ = std::fs::remove_file(path.with_extension("partial"));
+                        let _ = std::fs::remove_file(path);
                         Export { status: ExportStatus::Failed, error: Some(reason), ..claimed }
                     }
                 };
                 e.finished_at = Some(now());
-                if let Err(err) = state.store.update_export(&e).await {
-                    tracing::error!(export = %id, error = %err, "cannot record an export's result");
+                // The result must be recorded, or the export would show `running` until a restart.
+                for attempt in 0u64.. {
+                    match state.store.update_export(&e).await {
+                        Ok(()) => break,
+                        Err(err) => {
+                            tracing::error!(export = %id, error = %err, attempt, "cannot record an export's result; retrying");
+                            tokio::time::sleep(Duration::from_millis(200 * (attempt + 1).min(25))).await;
+                        }
+                    }
                 }
-                running.fetch_sub(1, Ordering::SeqCst);
             });
         }
+    }
+}
+
+/// One of the `max_running` places; given back when dropped, even if the export's task panics.
+struct Slot(Arc<AtomicUsize>);
+
+impl Slot {
+    fn take(running: &Arc<AtomicUsize>) -> Self {
+        running.fetch_add(1, Ordering::SeqCst);
+        Slot(running.clone())
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -190,6 +215,8 @@ async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
     let Tee { inner, hash, bytes } = out;
     inner.into_inner().map_err(|err| err.to_string())?.sync_all().map_err(|err| err.to_string())?;
     std::fs::rename(&tmp, &path).map_err(|err| err.to_string())?;
+    // The rename must survive a power loss too before the export is called completed.
+    std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|err| err.to_string())?;
     let sha256: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
 
     // The manifest names a checkpoint covering every exported event (one follows within a second).

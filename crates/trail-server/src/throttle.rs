@@ -17,6 +17,8 @@ pub const WINDOW: Micros = 15 * 60 * MICROS_PER_SECOND;
 #[derive(Debug, Default)]
 pub struct Throttle {
     failures: Mutex<HashMap<String, Vec<Micros>>>,
+    /// When each key's current block was first reported.
+    reported: Mutex<HashMap<String, Micros>>,
 }
 
 impl Throttle {
@@ -39,6 +41,21 @@ impl Throttle {
                 map.retain(|_, v| v.iter().any(|t| now - t < WINDOW));
             }
             map.entry(key.to_string()).or_default().push(now);
+        }
+    }
+
+    /// True for the first refusal of a block (within a window), false for the rest.
+    pub fn first_refusal(&self, key: &str, now: Micros) -> bool {
+        let Ok(mut map) = self.reported.lock() else { return false };
+        if map.len() > 100_000 {
+            map.retain(|_, t| now - *t < WINDOW);
+        }
+        match map.get(key) {
+            Some(t) if now - t < WINDOW => false,
+            _ => {
+                map.insert(key.to_string(), now);
+                true
+            }
         }
     }
 
@@ -67,5 +84,8 @@ mod tests {
         t.fail("acct:c", 0);
         t.clear("acct:c");
         assert_eq!(t.blocked("acct:c", 1, 1), None);
+        assert!(t.first_refusal("acct:a", 10));
+        assert!(!t.first_refusal("acct:a", 11), "later refusals of the same block are not reported");
+        assert!(t.first_refusal("acct:a", WINDOW + 11), "a new block is");
     }
 }

@@ -452,8 +452,15 @@ pub fn set_group_member(c: &Connection, org_id: i64, group: &str, user: &str, pr
         return Err(StoreError::NotFound(format!("group {group}")));
     }
     if present {
-        if user_where(c, "id", user)?.is_none() {
-            return Err(StoreError::NotFound(format!("user {user}")));
+        // Only members move between groups; people join an org through an invitation they accept.
+        let member: bool = c
+            .prepare_cached("SELECT EXISTS(SELECT 1 FROM group_members WHERE org_id = ?1 AND user_id = ?2)")
+            .and_then(|mut st| st.query_row(params![org_id, user], |r| r.get(0)))
+            .map_err(sql_error)?;
+        if !member {
+            return Err(StoreError::NotFound(format!(
+                "user {user} in this organization (invite them first)"
+            )));
         }
         add_member(c, org_id, group, user)
     } else {
@@ -462,7 +469,7 @@ pub fn set_group_member(c: &Connection, org_id: i64, group: &str, user: &str, pr
             params![org_id, group, user],
         )
         .map_err(sql_error)?;
-        Ok(())
+        keep_an_administrator(c, org_id)
     }
 }
 
@@ -499,6 +506,21 @@ pub fn remove_org_user(c: &Connection, org_id: i64, user: &str) -> Result<()> {
         .map_err(sql_error)?;
     if n == 0 {
         return Err(StoreError::NotFound(format!("user {user} in this organization")));
+    }
+    keep_an_administrator(c, org_id)
+}
+
+/// Checked inside the same write as a removal (the job's savepoint rolls it back), so two
+/// concurrent removals can never leave an org without administrators.
+fn keep_an_administrator(c: &Connection, org_id: i64) -> Result<()> {
+    let left: i64 = c
+        .prepare_cached("SELECT count(*) FROM group_members WHERE org_id = ?1 AND group_id = ?2")
+        .and_then(|mut st| st.query_row(params![org_id, ADMIN_GROUP_ID], |r| r.get(0)))
+        .map_err(sql_error)?;
+    if left == 0 {
+        return Err(StoreError::Conflict(
+            "an organization keeps at least one member in Administrators".into(),
+        ));
     }
     Ok(())
 }

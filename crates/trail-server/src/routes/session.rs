@@ -33,21 +33,17 @@ pub async fn login(
     let (account_key, address_key) =
         (format!("account:{email}"), format!("address:{}", addr.text().unwrap_or_default()));
     let user = state.store.user_by_email(&email).await?;
-    let orgs: Vec<String> = match &user {
-        Some(u) => state.store.user_orgs(&u.id).await?.into_iter().map(|(o, _)| o.slug).collect(),
-        None => Vec::new(),
-    };
     let blocked = state
         .throttle
         .blocked(&account_key, throttle::ACCOUNT_LIMIT, now)
         .or_else(|| state.throttle.blocked(&address_key, throttle::ADDRESS_LIMIT, now));
     if let Some(wait) = blocked {
         Metrics::add(&state.metrics.sign_in_failures, 1);
-        Audit::new(email.clone(), "user.sign_in_failed", "user")
-            .ip(addr.text())
-            .failed("too many failed attempts; throttled")
-            .record_in(&state, &orgs)
-            .await?;
+        // Only the first refusal of a block is recorded: refused attempts must not let anyone grow
+        // an org's append-only log without limit.
+        if state.throttle.first_refusal(&account_key, now) {
+            record_failure(&state, &email, user.as_ref(), addr.text(), "too many failed attempts; throttled");
+        }
         let mut e = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "too_many_attempts",
@@ -61,16 +57,12 @@ pub async fn login(
     let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc))
         .await
         .map_err(ApiError::internal)?;
-    let Some(user) = user.filter(|_| ok) else {
+    let Some(user) = user.as_ref().filter(|_| ok).cloned() else {
         Metrics::add(&state.metrics.sign_in_failures, 1);
         state.throttle.fail(&account_key, now);
         state.throttle.fail(&address_key, now);
         tracing::info!("sign-in failed");
-        Audit::new(email.clone(), "user.sign_in_failed", "user")
-            .ip(addr.text())
-            .failed("wrong email or password")
-            .record_in(&state, &orgs)
-            .await?;
+        record_failure(&state, &email, user.as_ref(), addr.text(), "wrong email or password");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_credentials",
@@ -78,6 +70,7 @@ pub async fn login(
         ));
     };
     state.throttle.clear(&account_key);
+    let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
     let issued = auth::issue_session(&user.id, &state);
     state.store.create_session(&issued.session).await?;
     Audit::new(user.email.clone(), "user.signed_in", "user")
@@ -101,6 +94,36 @@ pub async fn login(
     resp.headers_mut()
         .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
     Ok(resp)
+}
+
+/// Records a failed sign-in in the orgs of the account, if it exists, without making the caller wait:
+/// answering after the writes would tell apart accounts that exist from those that do not.
+fn record_failure(
+    state: &AppState,
+    email: &str,
+    user: Option<&trail_store::User>,
+    ip: Option<String>,
+    reason: &'static str,
+) {
+    let Some(user_id) = user.map(|u| u.id.clone()) else { return };
+    let (state, email) = (state.clone(), email.to_string());
+    tokio::spawn(async move {
+        let orgs: Vec<String> = match state.store.user_orgs(&user_id).await {
+            Ok(o) => o.into_iter().map(|(o, _)| o.slug).collect(),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot record a failed sign-in");
+                return;
+            }
+        };
+        if let Err(e) = Audit::new(email, "user.sign_in_failed", "user")
+            .ip(ip)
+            .failed(reason)
+            .record_in(&state, &orgs)
+            .await
+        {
+            tracing::error!(error = e.message, "cannot record a failed sign-in");
+        }
+    });
 }
 
 pub async fn logout(

@@ -81,6 +81,15 @@ async fn sessions_only_reach_orgs_their_user_belongs_to() {
     assert_eq!(status_of(outsider.api_keys("default")).await, 403);
     assert_eq!(status_of(outsider.create_api_key("default", "x", &["events:read"])).await, 403);
     assert_eq!(status_of(outsider.create_org("evil", "Evil")).await, 403, "only server admins create orgs");
+    // An admin of default cannot pull globex's user into a group: people join by invitation only.
+    let pulled = s
+        .admin
+        .request(reqwest::Method::PUT, &format!("/v1/orgs/default/groups/administrators/members/{}", u.id))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pulled.status(), 404);
+    assert!(outsider.me().await.is_ok(), "and cannot end their sessions by removing them again");
     let globex = outsider.query("globex", &[]).await.unwrap().events;
     assert_eq!(globex.iter().map(|e| e["action"].as_str().unwrap()).collect::<Vec<_>>(), ["user.signed_in"]);
     assert_eq!(
