@@ -280,3 +280,39 @@ async fn an_export_interrupted_by_a_restart_runs_again() {
     let (status, _, bytes) = download(&s, &id).await;
     assert_eq!((status, parse_csv(&String::from_utf8(bytes).unwrap()).len()), (200, 121));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_max_running_exports_run_at_once() {
+    let mut settings = trail_server::Settings::default();
+    settings.exports.max_running = 1;
+    let s = TestServer::start_in(tempfile::tempdir().unwrap(), settings).await;
+    let batch: Vec<Value> = (0..1000).map(|i| ev("loader", "component.updated", i % 600)).collect();
+    for _ in 0..4 {
+        s.key.ingest_batch("default", &batch).await.unwrap();
+    }
+    let mut ids = Vec::new();
+    for i in 0..4 {
+        let e = s
+            .admin
+            .post("/v1/orgs/default/exports", &json!({"name": format!("e{i}"), "format": "json"}))
+            .await
+            .unwrap();
+        ids.push(e["id"].as_str().unwrap().to_string());
+    }
+    let (mut seen_pending_while_running, mut done) = (false, false);
+    for _ in 0..400 {
+        let list = s.admin.get("/v1/orgs/default/exports").await.unwrap();
+        let statuses: Vec<&str> =
+            list["exports"].as_array().unwrap().iter().map(|e| e["status"].as_str().unwrap()).collect();
+        let running = statuses.iter().filter(|s| **s == "running").count();
+        assert!(running <= 1, "more than max_running exports ran at once: {statuses:?}");
+        seen_pending_while_running |= running == 1 && statuses.contains(&"pending");
+        if statuses.iter().all(|s| *s == "completed") {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(done, "every export completes");
+    assert!(seen_pending_while_running, "the others waited as pending");
+}
