@@ -92,6 +92,18 @@ impl SqliteStore {
             rusqlite::Error::InvalidParameterName(m) => StoreError::Corrupt(m),
             e => sql_error(e),
         })?;
+        // Prove the database takes writes now, so a read-only disk is an error at start rather than
+        // a server that refuses every event later.
+        conn.execute(
+            "INSERT OR REPLACE INTO meta(key, value) VALUES ('last_opened', ?1)",
+            [trail_model::time::now()],
+        )
+        .map_err(|e| match sql_error(e) {
+            StoreError::Unavailable(m) => {
+                StoreError::Unavailable(format!("{} is not writable: {m}", path.display()))
+            }
+            other => other,
+        })?;
         let w = Writer::new(conn).map_err(sql_error)?;
         let mut readers = Vec::with_capacity(READERS);
         for _ in 0..READERS {

@@ -107,3 +107,34 @@ fn environment_configures_the_server() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("max_batch_events"), "{err}");
 }
+
+#[test]
+fn a_read_only_data_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap().keep();
+    let mounted = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+        .arg(&dir)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("SKIPPED a_read_only_data_directory_is_a_clear_error: cannot mount a tmpfs (needs root)");
+        return;
+    }
+    let unmount = |d: &std::path::Path| {
+        let _ = std::process::Command::new("umount").arg("-l").arg(d).status();
+    };
+    // A real data directory first, then the filesystem turns read-only.
+    let d = dir.to_str().unwrap();
+    let (code, _, err) = run(&["admin", "create-org", "--slug", "acme", "--data-dir", d]);
+    assert_eq!(code, 0, "{err}");
+    // With the signing key already there, it is the store that must notice.
+    std::fs::write(dir.join("log.key"), format!("{}\n", "ab".repeat(32))).unwrap();
+    let ro = std::process::Command::new("mount").args(["-o", "remount,ro"]).arg(&dir).status().unwrap();
+    assert!(ro.success());
+    let (code, out, err) = run(&["serve", "--listen", "127.0.0.1:0", "--data-dir", d]);
+    unmount(&dir);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    let line = err.lines().find(|l| l.starts_with("error:")).unwrap_or_default().to_string();
+    assert!(line.contains(d) && line.to_lowercase().contains("readonly database"), "{err}");
+    assert!(!out.contains("listening on"));
+}
