@@ -50,6 +50,8 @@ pub struct AppState {
     /// Uses of sessions and API keys not yet written to the store (flushed every few seconds).
     pub activity: Arc<Activity>,
     pub throttle: Arc<throttle::Throttle>,
+    /// Permits for ingest requests in flight (`limits.max_concurrent_ingest`).
+    pub ingest_permits: Arc<tokio::sync::Semaphore>,
 }
 
 /// Recent uses of sessions (for sliding expiry) and API keys (for "last used"), batched so a busy
@@ -106,6 +108,7 @@ impl std::fmt::Debug for AppState {
 
 impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings, signer: trail_merkle::Signer) -> Self {
+        let settings_ingest_permits = settings.limits.max_concurrent_ingest.max(1);
         Self {
             store,
             settings: Arc::new(settings),
@@ -113,6 +116,7 @@ impl AppState {
             signer: Arc::new(signer),
             activity: Arc::default(),
             throttle: Arc::default(),
+            ingest_permits: Arc::new(tokio::sync::Semaphore::new(settings_ingest_permits)),
         }
     }
 
@@ -147,7 +151,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub fn router(state: AppState) -> Router {
     let limits = &state.settings.limits;
     let timeout = Duration::from_secs(limits.request_timeout_secs);
-    routes::api(limits.max_body_bytes)
+    routes::api(&state)
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(

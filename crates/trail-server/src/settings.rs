@@ -97,6 +97,9 @@ pub struct LimitSettings {
     pub request_timeout_secs: u64,
     /// Most events in one batch.
     pub max_batch_events: usize,
+    /// Ingest requests handled at once; more are answered 503 with Retry-After instead of queueing,
+    /// which bounds memory (each may hold a body of max_body_bytes).
+    pub max_concurrent_ingest: usize,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -132,7 +135,12 @@ impl Default for AuthSettings {
 
 impl Default for LimitSettings {
     fn default() -> Self {
-        Self { max_body_bytes: 4 * 1024 * 1024, request_timeout_secs: 30, max_batch_events: 1000 }
+        Self {
+            max_body_bytes: 4 * 1024 * 1024,
+            request_timeout_secs: 30,
+            max_batch_events: 1000,
+            max_concurrent_ingest: 32,
+        }
     }
 }
 
@@ -223,7 +231,7 @@ impl Settings {
              [auth]\n# Sessions end after this many idle minutes, and at most this many hours after sign-in.\n\
              session_idle_minutes = {}\nsession_max_hours = {}\n# Set when Trail is served over HTTPS.\nsecure_cookies = {}\n\
              # Invitation links stay valid this many days.\ninvitation_days = {}\n\n\
-             [limits]\nmax_body_bytes = {}\nrequest_timeout_secs = {}\nmax_batch_events = {}\n\n\
+             [limits]\nmax_body_bytes = {}\nrequest_timeout_secs = {}\nmax_batch_events = {}\n# Ingest requests handled at once; more get 503 with Retry-After.\nmax_concurrent_ingest = {}\n\n\
              [retention]\n# Days events stay queryable.\nhot_days = {}\n\n\
              [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n\n\
              [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n\n\
@@ -238,6 +246,7 @@ impl Settings {
             d.limits.max_body_bytes,
             d.limits.request_timeout_secs,
             d.limits.max_batch_events,
+            d.limits.max_concurrent_ingest,
             d.retention.hot_days,
             d.smtp.port,
             d.smtp.from,

@@ -46,6 +46,26 @@ fn json_len(v: &Value) -> usize {
     c.0
 }
 
+/// Admission for ingest, before the body is read: at most `limits.max_concurrent_ingest` requests are
+/// in flight; the rest are answered 503 with `Retry-After` at once, so a flood neither queues without
+/// bound nor buffers unbounded bodies.
+pub async fn admit(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Ok(_permit) = state.ingest_permits.clone().try_acquire_owned() else {
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many ingest requests at once; nothing of this request was stored, retry after the Retry-After delay",
+        );
+        e.retry_after = Some(1);
+        return e.into_response();
+    };
+    next.run(req).await
+}
+
 pub async fn ingest(
     State(state): State<AppState>,
     Path(org): Path<String>,

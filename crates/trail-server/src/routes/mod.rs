@@ -70,7 +70,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/orgs/{org}/exports/{id}/manifest"),
 ];
 
-pub fn api(max_body: usize) -> Router<AppState> {
+pub fn api(state: &AppState) -> Router<AppState> {
+    let max_body = state.settings.limits.max_body_bytes;
     Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
@@ -80,7 +81,12 @@ pub fn api(max_body: usize) -> Router<AppState> {
         .route("/v1/auth/logout", post(session::logout))
         .route("/v1/me", get(session::me))
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
-        .route("/v1/orgs/{org}/events", post(events::ingest).get(events::query))
+        .route(
+            "/v1/orgs/{org}/events",
+            post(events::ingest)
+                .route_layer(axum::middleware::from_fn_with_state(state.clone(), events::admit))
+                .get(events::query),
+        )
         .route("/v1/orgs/{org}/events/histogram", get(events::histogram))
         .route("/v1/orgs/{org}/events/{id}", get(events::one))
         .route("/v1/orgs/{org}/api-keys", get(keys::list).post(keys::create))

@@ -116,3 +116,48 @@ async fn event_time_must_be_recent_and_not_in_the_future() {
     let codes: Vec<&str> = r.iter().map(|x| x.error.as_ref().unwrap()["code"].as_str().unwrap()).collect();
     assert_eq!(codes, ["time_in_future", "outside_retention"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_is_shed_with_503_and_retry_after() {
+    let mut settings = trail_server::Settings::default();
+    settings.limits.max_concurrent_ingest = 1;
+    let s = TestServer::start_in(tempfile::tempdir().unwrap(), settings).await;
+    let batch: Vec<serde_json::Value> =
+        (0..1000).map(|i| ev("flood", "component.updated", i % 500)).collect();
+    let body = serde_json::to_vec(&json!({ "events": batch })).unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let req = s
+            .key
+            .request(reqwest::Method::POST, "/v1/orgs/default/events")
+            .header("content-type", "application/json")
+            .body(body.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = req.send().await.unwrap();
+            let retry = r.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+            (r.status().as_u16(), retry, r.json::<serde_json::Value>().await.unwrap())
+        }));
+    }
+    let (mut stored, mut shed) = (0, 0);
+    for t in tasks {
+        let (status, retry, body) = t.await.unwrap();
+        match status {
+            200 => {
+                stored +=
+                    body["results"].as_array().unwrap().iter().filter(|r| r["status"] == "created").count()
+            }
+            503 => {
+                assert_eq!(
+                    (body["error"]["code"].as_str(), retry.as_deref()),
+                    (Some("overloaded"), Some("1"))
+                );
+                shed += 1;
+            }
+            other => panic!("unexpected status {other}: {body}"),
+        }
+    }
+    assert!(shed > 0, "with one permit and twelve concurrent batches some must be shed");
+    assert!(stored > 0);
+    let all = s.admin.query_all("default", &[("limit", "1000"), ("actor", "flood")]).await.unwrap();
+    assert_eq!(all.len(), stored, "exactly the acknowledged events were stored; nothing of a refused batch");
+}
