@@ -15,6 +15,10 @@ pub const PASSWORD: &str = "operator-password-1";
 
 pub fn trail() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_trail"));
+    // Trail refuses unknown TRAIL_* settings; the tests' own knobs (TRAIL_CRASH_ROUNDS) must not leak.
+    for (k, _) in std::env::vars().filter(|(k, _)| k.starts_with("TRAIL_")) {
+        c.env_remove(k);
+    }
     c.env_remove("TRAIL_LOG").env("TRAIL_ADMIN_PASSWORD", PASSWORD).current_dir(std::env::temp_dir());
     c
 }
