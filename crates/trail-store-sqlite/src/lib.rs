@@ -92,6 +92,11 @@ impl SqliteStore {
             rusqlite::Error::InvalidParameterName(m) => StoreError::Corrupt(m),
             e => sql_error(e),
         })?;
+        // Fold the WAL left by the previous process (a crash, a kill) into the database now, while no
+        // other connection exists: otherwise repeated short runs could grow it without bound.
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "cannot checkpoint the WAL at open");
+        }
         // Prove the database takes writes now, so a read-only disk is an error at start rather than
         // a server that refuses every event later.
         conn.execute(

@@ -32,8 +32,11 @@ pub fn seq_of(rowid: i64) -> u64 {
 /// which is what makes "acknowledged" mean "durable".
 pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // Checkpoints run on their own thread (see `checkpointer`), not inside the writer's commits.
-    conn.pragma_update(None, "wal_autocheckpoint", 0)?;
+    // Checkpoints normally run on their own thread (see `checkpointer`), not inside the writer's
+    // commits. Should that thread fall behind, SQLite's own checkpoint after a commit bounds the WAL
+    // (~400 MB of 4 KiB pages), and the WAL file is cut back once reset.
+    conn.pragma_update(None, "wal_autocheckpoint", 100_000)?;
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;
     conn.pragma_update(None, "temp_store", "MEMORY")?;
