@@ -15,7 +15,7 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use trail_model::time::{MICROS_PER_DAY, format_rfc3339, parse_rfc3339};
 use trail_server::{AppState, Server, Settings};
-use trail_store::{ApiKey, Scope, Store};
+use trail_store::{Scope, Store};
 use trail_store_sqlite::SqliteStore;
 
 #[global_allocator]
@@ -184,21 +184,9 @@ async fn main() -> anyhow::Result<()> {
             continue;
         }
         store.create_org(org, org, now).await?;
-        let (id, secret, secret_hash) = trail_server::auth::issue_key_secret();
-        store
-            .create_api_key(&ApiKey {
-                id,
-                org: org.clone(),
-                name: "bench".into(),
-                scopes: vec![Scope::EventsWrite, Scope::EventsRead],
-                secret_hash,
-                created_by: None,
-                created_at: now,
-                expires_at: None,
-                revoked_at: None,
-                last_used_at: None,
-            })
-            .await?;
+        let scopes = vec![Scope::EventsWrite, Scope::EventsRead];
+        let (key, secret) = trail_server::auth::new_api_key(org, "bench", scopes, None, None);
+        store.create_api_key(&key).await?;
         keys.insert(org.clone(), secret);
     }
     let mut settings =

@@ -100,8 +100,32 @@ pub fn issue_session(user_id: &str, state: &AppState) -> IssuedSession {
     IssuedSession { session, csrf_token: csrf_for(&secret), token: format!("{SESSION_PREFIX}{id}.{secret}") }
 }
 
-/// A newly issued API key secret: `trk_<id>.<secret>`.
-pub fn issue_key_secret() -> (String, String, [u8; 32]) {
+/// A new API key of `org` and its secret (`trk_<id>.<secret>`), which is shown once: the store keeps
+/// only its hash.
+pub fn new_api_key(
+    org: &str,
+    name: &str,
+    scopes: Vec<Scope>,
+    created_by: Option<String>,
+    expires_at: Option<trail_model::time::Micros>,
+) -> (ApiKey, String) {
+    let (id, secret, secret_hash) = issue_key_secret();
+    let key = ApiKey {
+        id,
+        org: org.to_string(),
+        name: name.to_string(),
+        scopes,
+        secret_hash,
+        created_by,
+        created_at: now(),
+        expires_at,
+        revoked_at: None,
+        last_used_at: None,
+    };
+    (key, secret)
+}
+
+fn issue_key_secret() -> (String, String, [u8; 32]) {
     let (id, secret) = (random_id(), random_secret());
     let h = secret_hash(&secret);
     (id.clone(), format!("{KEY_PREFIX}{id}.{secret}"), h)

@@ -147,15 +147,7 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<Verdict> {
         .await?;
     std::fs::write(&manifest_path, manifest)
         .with_context(|| format!("cannot write {}", manifest_path.display()))?;
-    let key = match &a.key {
-        Some(k) => trail_merkle::Verifier::from_key(k.trim())
-            .map_err(|e| anyhow::anyhow!("--key is not a verifier key: {e}"))?,
-        None => {
-            let text = client.request(reqwest::Method::GET, "/v1/log-key").send().await?.text().await?;
-            trail_merkle::Verifier::from_key(text.trim())
-                .map_err(|e| anyhow::anyhow!("the server's log key is malformed: {e}"))?
-        }
-    };
+    let key = verify::server_key(&a.server, a.key.as_deref()).await?;
     println!("{}: {} rows, manifest {}", a.output.display(), done["row_count"], manifest_path.display());
     verify::export(&a.output, &manifest_path, &key, None).await
 }

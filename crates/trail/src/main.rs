@@ -8,7 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use trail_server::{AppState, Server, Settings};
-use trail_store::{ApiKey, Scope, Store};
+use trail_store::{Scope, Store};
 use trail_store_sqlite::SqliteStore;
 
 mod export;
@@ -184,16 +184,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 async fn verify(args: VerifyArgs) -> anyhow::Result<verify::Verdict> {
     if let (Some(file), Some(manifest)) = (&args.export, &args.manifest) {
         let key = match (&args.key, &args.server) {
-            (Some(k), _) => verify::key_from(Some(k), std::path::Path::new(""), "")?,
-            (None, Some(url)) => {
-                eprintln!(
-                    "warning: trusting the server's own /v1/log-key; pin it with --key for a real audit"
-                );
-                let text =
-                    reqwest::get(format!("{}/v1/log-key", url.trim_end_matches('/'))).await?.text().await?;
-                trail_merkle::Verifier::from_key(text.trim())
-                    .map_err(|e| anyhow::anyhow!("the server's log key is malformed: {e}"))?
-            }
+            (Some(k), _) => verify::parse_key(k)?,
+            (None, Some(url)) => verify::server_key(url, None).await?,
             (None, None) => {
                 let s = settings(&args.config, None)?;
                 verify::key_from(None, &trail_server::integrity::key_path(&s), &s.server_name)?
@@ -227,19 +219,8 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             if store.org(&org).await?.is_none() {
                 bail!("organization {org} does not exist");
             }
-            let (id, secret, secret_hash) = trail_server::auth::issue_key_secret();
-            let key = ApiKey {
-                id,
-                org,
-                name,
-                scopes: parsed,
-                secret_hash,
-                created_by: Some("trail admin".into()),
-                created_at: now,
-                expires_at: None,
-                revoked_at: None,
-                last_used_at: None,
-            };
+            let (key, secret) =
+                trail_server::auth::new_api_key(&org, &name, parsed, Some("trail admin".into()), None);
             store.create_api_key(&key).await?;
             println!("{secret}");
         }

@@ -50,10 +50,26 @@ impl Bar {
     }
 }
 
+/// The log's public key as given with `--key` (`<name>+<id>+<key>`).
+pub fn parse_key(k: &str) -> anyhow::Result<Verifier> {
+    Verifier::from_key(k.trim()).map_err(|e| anyhow::anyhow!("--key is not a verifier key: {e}"))
+}
+
+/// `--key` when given, else the server's own `/v1/log-key` — trust on first use, said on stderr.
+pub async fn server_key(base: &str, given: Option<&str>) -> anyhow::Result<Verifier> {
+    if let Some(k) = given {
+        return parse_key(k);
+    }
+    eprintln!("warning: trusting the server's own /v1/log-key; pin it with --key for a real audit");
+    let url = format!("{}/v1/log-key", base.trim_end_matches('/'));
+    let text = reqwest::get(&url).await?.error_for_status()?.text().await?;
+    Verifier::from_key(text.trim()).map_err(|e| anyhow::anyhow!("the server's log key is malformed: {e}"))
+}
+
 /// The log's public key: given, or derived from the data directory's key file.
 pub fn key_from(given: Option<&str>, key_file: &std::path::Path, name: &str) -> anyhow::Result<Verifier> {
     if let Some(k) = given {
-        return Verifier::from_key(k.trim()).map_err(|e| anyhow::anyhow!("--key is not a verifier key: {e}"));
+        return parse_key(k);
     }
     let signer = trail_server::integrity::read_key(key_file, name)
         .with_context(|| "no log key to verify with; pass --key with the server's /v1/log-key")?;
@@ -115,16 +131,7 @@ pub async fn server(
             Ok::<_, anyhow::Error>(body)
         }
     };
-    let verifier = match key {
-        Some(k) => {
-            Verifier::from_key(k.trim()).map_err(|e| anyhow::anyhow!("--key is not a verifier key: {e}"))?
-        }
-        None => {
-            eprintln!("warning: trusting the server's own /v1/log-key; pin it with --key for a real audit");
-            Verifier::from_key(text("/v1/log-key".into()).await?.trim())
-                .map_err(|e| anyhow::anyhow!("the server's log key is malformed: {e}"))?
-        }
-    };
+    let verifier = server_key(url, key).await?;
     let note = text(format!("/v1/orgs/{org}/checkpoint")).await?;
     let latest = match open(&note, &verifier) {
         Ok(c) => c,

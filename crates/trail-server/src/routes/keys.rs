@@ -62,19 +62,7 @@ pub async fn create(
                 .with_field("expires_at"));
         }
     };
-    let (id, secret, secret_hash) = auth::issue_key_secret();
-    let key = ApiKey {
-        id,
-        org: org.clone(),
-        name,
-        scopes,
-        secret_hash,
-        created_by: Some(principal.actor_id()),
-        created_at: now(),
-        expires_at,
-        revoked_at: None,
-        last_used_at: None,
-    };
+    let (key, secret) = auth::new_api_key(&org, &name, scopes, Some(principal.actor_id()), expires_at);
     state.store.create_api_key(&key).await?;
     Audit::new(principal.actor_id(), "api_key.created", "api_key")
         .target(&key.id, Some(key.name.clone()))

@@ -53,23 +53,9 @@ impl TestServer {
         let admin_user = store.user_by_email("admin@localhost").await.unwrap().unwrap();
         let issued = trail_server::auth::issue_session(&admin_user.id, &state);
         store.create_session(&issued.session).await.unwrap();
-        let (key_id, secret, secret_hash) = trail_server::auth::issue_key_secret();
-        let now = trail_model::time::now();
-        store
-            .create_api_key(&trail_store::ApiKey {
-                id: key_id,
-                org: "default".into(),
-                name: "test".into(),
-                scopes: vec![trail_store::Scope::EventsWrite, trail_store::Scope::EventsRead],
-                secret_hash,
-                created_by: None,
-                created_at: now,
-                expires_at: None,
-                revoked_at: None,
-                last_used_at: None,
-            })
-            .await
-            .unwrap();
+        let scopes = vec![trail_store::Scope::EventsWrite, trail_store::Scope::EventsRead];
+        let (api_key, secret) = trail_server::auth::new_api_key("default", "test", scopes, None, None);
+        store.create_api_key(&api_key).await.unwrap();
         let server = Server::bind(state).await.unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
