@@ -18,6 +18,8 @@ const fn a(name: &'static str, label: &'static str, category: &'static str) -> A
 
 /// Every catalogued action, sorted by name (checked by a test, so lookups can binary-search).
 pub const CATALOG: &[Action] = &[
+    a("api.tracing_disabled", "API message tracing disabled", "Integration runtime"),
+    a("api.tracing_enabled", "API message tracing enabled", "Integration runtime"),
     a("api_key.created", "API key created", "API keys"),
     a("api_key.revoked", "API key revoked", "API keys"),
     a("api_proxy.access_mode_updated", "API proxy access mode updated", "API proxies"),

@@ -6,6 +6,7 @@
 //! and `trail verify` agree on one definition.
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
 
+pub mod auditlog;
 pub mod canonical;
 pub mod catalog;
 pub mod error;

@@ -226,7 +226,7 @@ pub fn parse_filter(pairs: &[(String, String)], ctx: QueryContext) -> Result<Fil
             "outside_retention",
             "from",
             format!(
-                "from is older than hot retention (oldest queryable time is {}); older events are in the archive and can be restored for export",
+                "from is older than hot retention (oldest queryable time is {}); older events are archived: restore them as an export with POST /v1/orgs/<org>/archives/restore or `trail archive restore`",
                 format_rfc3339(ctx.oldest)
             ),
         ));

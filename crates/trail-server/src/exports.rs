@@ -162,19 +162,33 @@ impl<W: Write> Write for Tee<W> {
     }
 }
 
-/// Runs one export to completion; the error is the reason shown in the history.
-async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
-    let pairs = filter_pairs(&e.filters).map_err(|err| err.message)?;
-    let now = now();
-    let filter = parse_filter(&pairs, QueryContext { now, oldest: state.hot_start(now) })
-        .map_err(|err| err.message)?;
-    let path = file_path(state, &e);
+type Out = Tee<std::io::BufWriter<std::fs::File>>;
+
+/// Creates the export's temporary file.
+fn open_out(state: &AppState, e: &Export) -> Result<Out, String> {
+    let path = file_path(state, e);
     let dir = path.parent().ok_or("export directory")?.to_path_buf();
     std::fs::create_dir_all(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-    let tmp = path.with_extension("partial");
-    let file = std::fs::File::create(&tmp).map_err(|err| format!("cannot create the export file: {err}"))?;
-    let mut out =
-        Tee { inner: std::io::BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), bytes: 0 };
+    let file = std::fs::File::create(path.with_extension("partial"))
+        .map_err(|err| format!("cannot create the export file: {err}"))?;
+    Ok(Tee { inner: std::io::BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), bytes: 0 })
+}
+
+/// Whether an export is a restore from the archive (`POST …/archives/restore`).
+pub fn is_restore(e: &Export) -> bool {
+    e.filters.get("archive") == Some(&Value::Bool(true))
+}
+
+/// Runs one export to completion; the error is the reason shown in the history.
+async fn run_one(state: &AppState, e: Export) -> Result<Export, String> {
+    if is_restore(&e) {
+        return run_restore(state, e).await;
+    }
+    let pairs = filter_pairs(&e.filters).map_err(|err| err.message)?;
+    let now = now();
+    let oldest = state.hot_start(&e.org, now).await.map_err(|err| err.message)?;
+    let filter = parse_filter(&pairs, QueryContext { now, oldest }).map_err(|err| err.message)?;
+    let mut out = open_out(state, &e)?;
     let csv = e.format == "csv";
     if csv {
         out.write_all(csv_header().as_bytes()).map_err(|err| err.to_string())?;
@@ -211,14 +225,6 @@ async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
         }
         rows += page.records.len() as u64;
     }
-    out.flush().map_err(|err| err.to_string())?;
-    let Tee { inner, hash, bytes } = out;
-    inner.into_inner().map_err(|err| err.to_string())?.sync_all().map_err(|err| err.to_string())?;
-    std::fs::rename(&tmp, &path).map_err(|err| err.to_string())?;
-    // The rename must survive a power loss too before the export is called completed.
-    std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|err| err.to_string())?;
-    let sha256: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-
     // The manifest names a checkpoint covering every exported event (one follows within a second).
     let needed = if rows == 0 { 0 } else { as_of.unwrap_or(max_seq + 1).max(max_seq + 1) };
     let mut checkpoint = None;
@@ -235,23 +241,56 @@ async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
     if needed > 0 && checkpoint.is_none() {
         return Err("no checkpoint covers the exported events yet".into());
     }
-    let manifest = json!({
-        "version": 1,
-        "export_id": e.id,
-        "org": e.org,
-        "name": e.name,
-        "format": e.format,
-        "filters": e.filters,
-        "window": {"from": format_rfc3339(filter.from), "to": format_rfc3339(filter.to)},
-        "row_count": rows,
-        "size_bytes": bytes,
-        "sha256": sha256,
-        "seq": if rows == 0 { Value::Null } else { json!({"min": min_seq, "max": max_seq}) },
-        "checkpoint": checkpoint.as_ref().map(|c| c.note.clone()),
-        "exported_at": format_rfc3339(now),
-        "log_key": state.signer.verifier_key(),
-    });
-    let signed = state.signer.sign_note(&format!("{manifest}\n")).map_err(|err| err.to_string())?;
+    let seqs = (rows > 0).then_some((min_seq, max_seq));
+    let window = (filter.from, filter.to);
+    seal(state, e, out, rows, seqs, checkpoint.map(|c| c.note), window, now)
+}
+
+/// Restores archived events of a time window into an NDJSON export (PRODUCT.md §8), each part
+/// checked against its signed manifest first.
+async fn run_restore(state: &AppState, e: Export) -> Result<Export, String> {
+    let archive = state.archive.as_ref().ok_or("the archive storage is not available on this server")?;
+    let bound = |k: &str| {
+        e.filters[k]
+            .as_str()
+            .and_then(trail_model::time::parse_rfc3339)
+            .ok_or(format!("the restore's {k} is not a time"))
+    };
+    let (from, to) = (bound("from")?, bound("to")?);
+    let mut out = open_out(state, &e)?;
+    let key = state.signer.verifier();
+    let r = crate::archive::restore(archive, &e.org, from, to, &key, &mut out)
+        .await
+        .map_err(|err| err.to_string())?;
+    seal(state, e, out, r.rows, r.seqs, r.checkpoint, (from, to), now())
+}
+
+/// Makes the file durable, moves it into place, and signs the manifest.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site per kind of export; a struct would only rename them"
+)]
+fn seal(
+    state: &AppState,
+    mut e: Export,
+    mut out: Out,
+    rows: u64,
+    seqs: Option<(u64, u64)>,
+    checkpoint: Option<String>,
+    (from, to): (trail_model::time::Micros, trail_model::time::Micros),
+    now: trail_model::time::Micros,
+) -> Result<Export, String> {
+    let path = file_path(state, &e);
+    let dir = path.parent().ok_or("export directory")?.to_path_buf();
+    out.flush().map_err(|err| err.to_string())?;
+    let Tee { inner, hash, bytes } = out;
+    inner.into_inner().map_err(|err| err.to_string())?.sync_all().map_err(|err| err.to_string())?;
+    std::fs::rename(path.with_extension("partial"), &path).map_err(|err| err.to_string())?;
+    // The rename must survive a power loss too before the export is called completed.
+    std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|err| err.to_string())?;
+    let sha256: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let contents = Contents { window: (from, to), rows, bytes, sha256: sha256.clone(), seqs, checkpoint };
+    let signed = sign_manifest(&state.signer, &e, &contents, now)?;
     e.status = ExportStatus::Completed;
     e.row_count = rows;
     e.size_bytes = bytes;
@@ -259,4 +298,44 @@ async fn run_one(state: &AppState, mut e: Export) -> Result<Export, String> {
     e.manifest = Some(signed);
     e.expires_at = Some(now + state.settings.exports.keep_hours as i64 * 3600 * MICROS_PER_SECOND);
     Ok(e)
+}
+
+/// What an export file holds, as its manifest states it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Contents {
+    pub window: (trail_model::time::Micros, trail_model::time::Micros),
+    pub rows: u64,
+    pub bytes: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// Smallest and largest seq in the file.
+    pub seqs: Option<(u64, u64)>,
+    /// A signed checkpoint covering every event in the file.
+    pub checkpoint: Option<String>,
+}
+
+/// The export's signed manifest: a signed note whose text is JSON (`trail verify --export` reads it).
+pub fn sign_manifest(
+    signer: &trail_merkle::Signer,
+    e: &Export,
+    c: &Contents,
+    now: trail_model::time::Micros,
+) -> Result<String, String> {
+    let manifest = json!({
+        "version": 1,
+        "export_id": e.id,
+        "org": e.org,
+        "name": e.name,
+        "format": e.format,
+        "filters": e.filters,
+        "window": {"from": format_rfc3339(c.window.0), "to": format_rfc3339(c.window.1)},
+        "row_count": c.rows,
+        "size_bytes": c.bytes,
+        "sha256": c.sha256,
+        "seq": c.seqs.map(|(min, max)| json!({"min": min, "max": max})),
+        "checkpoint": c.checkpoint,
+        "exported_at": format_rfc3339(now),
+        "log_key": signer.verifier_key(),
+    });
+    signer.sign_note(&format!("{manifest}\n")).map_err(|err| err.to_string())
 }

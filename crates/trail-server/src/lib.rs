@@ -6,6 +6,7 @@
 // The OpenAPI document is one `json!` literal, deeper than the default macro recursion allows.
 #![recursion_limit = "512"]
 
+pub mod archive;
 pub mod audit;
 pub mod auth;
 
@@ -15,8 +16,10 @@ pub mod integrity;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
+pub mod retention;
 pub mod routes;
 pub mod settings;
+pub mod sink;
 pub mod throttle;
 
 use std::collections::HashMap;
@@ -32,7 +35,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use tower_http::request_id::{MakeRequestId, PropagateRequestIdLayer, RequestId, SetRequestIdLayer};
 use tower_http::trace::TraceLayer;
-use trail_model::time::{MICROS_PER_DAY, Micros, now};
+use trail_model::time::{Micros, now};
 use trail_store::Store;
 
 use crate::error::ApiError;
@@ -52,7 +55,15 @@ pub struct AppState {
     pub throttle: Arc<throttle::Throttle>,
     /// Permits for ingest requests in flight (`limits.max_concurrent_ingest`).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
+    /// Where archived events are (`None` when the configured archive cannot be opened; `trail serve`
+    /// refuses to start then, so only embedders see it).
+    pub archive: Option<archive::Archive>,
+    /// Orgs' retention policies, read from the store at most every few seconds.
+    policies: Arc<Mutex<HashMap<String, (Instant, retention::Policy)>>>,
 }
+
+/// How long a node trusts its cached copy of an org's retention policy (another node may change it).
+const POLICY_TTL: Duration = Duration::from_secs(5);
 
 /// Recent uses of sessions (for sliding expiry) and API keys (for "last used"), batched so a busy
 /// ingest key does not cost a write per request.
@@ -111,18 +122,51 @@ impl AppState {
         let settings_ingest_permits = settings.limits.max_concurrent_ingest.max(1);
         Self {
             store,
-            settings: Arc::new(settings),
             metrics: Arc::new(Metrics::default()),
             signer: Arc::new(signer),
             activity: Arc::default(),
             throttle: Arc::default(),
             ingest_permits: Arc::new(tokio::sync::Semaphore::new(settings_ingest_permits)),
+            archive: match archive::Archive::open(&settings) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    tracing::error!(error = %e, "the archive cannot be opened; retention and restores are off");
+                    None
+                }
+            },
+            policies: Arc::default(),
+            settings: Arc::new(settings),
         }
     }
 
-    /// The oldest event time still in hot retention.
-    pub fn hot_start(&self, now: Micros) -> Micros {
-        now - i64::from(self.settings.retention.hot_days) * MICROS_PER_DAY
+    /// An org's retention policy: its own settings, or the server's defaults.
+    pub async fn policy(&self, org: &str) -> Result<retention::Policy, ApiError> {
+        if let Ok(cache) = self.policies.lock()
+            && let Some((at, p)) = cache.get(org)
+            && at.elapsed() < POLICY_TTL
+        {
+            return Ok(*p);
+        }
+        let p = retention::Policy::of(&self.settings.retention, self.store.org_settings(org).await?.as_ref());
+        if let Ok(mut cache) = self.policies.lock() {
+            if cache.len() > 10_000 {
+                cache.clear();
+            }
+            cache.insert(org.to_string(), (Instant::now(), p));
+        }
+        Ok(p)
+    }
+
+    /// Drops the cached policy after this node changed it.
+    pub fn forget_policy(&self, org: &str) {
+        if let Ok(mut cache) = self.policies.lock() {
+            cache.remove(org);
+        }
+    }
+
+    /// The oldest event time still in the org's hot retention.
+    pub async fn hot_start(&self, org: &str, now: Micros) -> Result<Micros, ApiError> {
+        Ok(self.policy(org).await?.hot_start(now))
     }
 
     /// The public base URL used in links (invitations): `public_url`, or the listen address.
@@ -255,11 +299,25 @@ impl Server {
             }
         });
         let exporter = tokio::spawn(exports::run_exporter(self.state.clone()));
+        let retention = self.state.archive.clone().map(|archive| {
+            let settings = &self.state.settings;
+            let r = retention::Retention::new(
+                store.clone(),
+                archive,
+                signer.clone(),
+                &settings.server_name,
+                settings.retention.clone(),
+            );
+            tokio::spawn(retention::run_job(r, settings.retention.interval_secs))
+        });
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
         checkpointer.abort();
         flusher.abort();
         exporter.abort();
+        if let Some(r) = retention {
+            r.abort();
+        }
         if let Err(e) = activity.flush(store.as_ref()).await {
             tracing::warn!(error = %e, "cannot record session and key activity at shutdown");
         }

@@ -184,6 +184,16 @@ pub fn document() -> Value {
                 org_and("id", "export id"), None, responses(("200", json!({"description": "the file", "content": {"text/csv": {}, "application/x-ndjson": {}}})), &[401, 403, 404, 409, 410]))},
             "/v1/orgs/{org}/exports/{id}/manifest": {"get": op("The signed manifest: a signed note whose text is JSON with the filters, window, row count, SHA-256 and a covering checkpoint", &read,
                 org_and("id", "export id"), None, responses(("200", json!({"description": "signed note", "content": {"text/plain": {}}})), &[401, 403, 404, 409]))},
+            "/v1/orgs/{org}/settings": {
+                "get": op("Retention settings (ORG-SETTINGS): hot_days, archive_days, legal hold, and the server's bounds", &session, org_only(), None,
+                    responses(("200", ok("settings", "OrgSettings")), &[401, 403, 404])),
+                "patch": op("Change retention settings (ORG-SETTINGS); recorded in the org's log with old and new values", &session, org_only(), Some("OrgSettingsChange"),
+                    responses(("200", ok("the new settings", "OrgSettings")), &[400, 401, 403, 404, 415]))
+            },
+            "/v1/orgs/{org}/archives": {"get": op("Archived parts of the org (events past hot retention): period, seq range, rows, SHA-256", &read, org_only(), None,
+                responses(("200", ok("parts", "ArchiveList")), &[401, 403, 404, 503]))},
+            "/v1/orgs/{org}/archives/restore": {"post": op("Bring archived events of a time window back as an NDJSON export with a signed manifest (see exports)", &read, org_only(), Some("NewRestore"),
+                responses(("202", ok("accepted, pending", "Export")), &[400, 401, 403, 415, 503]))},
             "/v1/log-key": {"get": op("The log's public key, signed-note verifier format <name>+<key id>+<base64(0x01 ‖ Ed25519 key)>", &[], json!([]), None,
                 json!({"200": {"description": "verifier key", "content": {"text/plain": {}}}}))},
             "/v1/orgs/{org}/checkpoint": {"get": op("The latest signed checkpoint (C2SP tlog-checkpoint signed note, origin <server_name>/orgs/<org>)", &read,
@@ -281,7 +291,18 @@ pub fn document() -> Value {
                 "ApiKey": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
                     "created_by": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "expires_at": {"type": ["string", "null"]}, "revoked_at": {"type": ["string", "null"]}}},
                 "ApiKeyWithSecret": {"allOf": [{"$ref": "#/components/schemas/ApiKey"}, {"type": "object", "properties": {"secret": {"type": "string"}}}]},
-                "ApiKeyList": {"type": "object", "properties": {"api_keys": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}}}
+                "ApiKeyList": {"type": "object", "properties": {"api_keys": {"type": "array", "items": {"$ref": "#/components/schemas/ApiKey"}}}},
+                "OrgSettings": {"type": "object", "properties": {"hot_days": {"type": "integer"}, "archive_days": {"type": "integer"}, "legal_hold": {"type": "boolean"},
+                    "legal_hold_reason": {"type": ["string", "null"]}, "updated_at": {"type": ["string", "null"]}, "updated_by": {"type": ["string", "null"]},
+                    "server_defaults": {"type": "boolean"}, "bounds": {"type": "object", "properties": {"min_days": {"type": "integer"}, "max_days": {"type": "integer"}}}}},
+                "OrgSettingsChange": {"type": "object", "additionalProperties": false, "properties": {"hot_days": {"type": "integer"}, "archive_days": {"type": "integer"},
+                    "legal_hold": {"type": "boolean"}, "legal_hold_reason": {"type": ["string", "null"], "maxLength": 500}}},
+                "ArchiveList": {"type": "object", "properties": {"parts": {"type": "array", "items": {"type": "object", "properties": {
+                    "period": {"type": "string"}, "first_seq": {"type": "integer"}, "last_seq": {"type": "integer"}, "row_count": {"type": "integer"},
+                    "time_min": {"type": "string"}, "time_max": {"type": "string"}, "size_bytes": {"type": "integer"}, "sha256": {"type": "string"},
+                    "archived_at": {"type": "string"}, "file": {"type": "string"}, "manifest": {"type": "string"}}}}}},
+                "NewRestore": {"type": "object", "required": ["from", "to"], "additionalProperties": false, "properties": {
+                    "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"}, "name": {"type": "string"}}}
             }
         }
     })

@@ -105,8 +105,20 @@ pub struct LimitSettings {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct RetentionSettings {
-    /// Days events stay queryable (hot).
+    /// Days events stay queryable (hot), for orgs that did not set their own.
     pub hot_days: u32,
+    /// Days archived events are kept after leaving the hot store, for orgs that did not set their own.
+    pub archive_days: u32,
+    /// Bounds for an org's own `hot_days` and `archive_days`.
+    pub min_days: u32,
+    pub max_days: u32,
+    /// Seconds between retention passes; 0 disables the job (run `trail archive run` instead).
+    pub interval_secs: u64,
+    /// Where archives go: empty for `<data_dir>/archive`, a directory, or `s3://bucket/prefix`
+    /// (with the `s3` cargo feature; credentials from the usual `AWS_*` variables).
+    pub archive: String,
+    /// An S3-compatible endpoint (MinIO, Ceph, moto); empty for AWS.
+    pub s3_endpoint: String,
 }
 
 impl Default for Settings {
@@ -146,7 +158,28 @@ impl Default for LimitSettings {
 
 impl Default for RetentionSettings {
     fn default() -> Self {
-        Self { hot_days: 365 }
+        Self {
+            hot_days: 365,
+            archive_days: 365,
+            min_days: 1,
+            max_days: 3650,
+            interval_secs: 3600,
+            archive: String::new(),
+            s3_endpoint: String::new(),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// Checks one org's requested days against the server's bounds.
+    pub fn check_days(&self, field: &str, days: u32) -> Result<(), String> {
+        if days < self.min_days || days > self.max_days {
+            return Err(format!(
+                "{field} must be between {} and {} days (the server's bounds)",
+                self.min_days, self.max_days
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -211,8 +244,15 @@ impl Settings {
         let settings: Settings = toml::Value::Table(merged).try_into().map_err(|e: toml::de::Error| {
             SettingsError(format!("invalid configuration: {}", e.to_string().trim()))
         })?;
-        if settings.retention.hot_days == 0 {
-            return Err(SettingsError("retention.hot_days must be at least 1".into()));
+        let r = &settings.retention;
+        if r.min_days == 0 || r.min_days > r.max_days {
+            return Err(SettingsError(format!(
+                "retention.min_days ({}) must be at least 1 and at most retention.max_days ({})",
+                r.min_days, r.max_days
+            )));
+        }
+        for (name, days) in [("hot_days", r.hot_days), ("archive_days", r.archive_days)] {
+            r.check_days(name, days).map_err(|e| SettingsError(format!("retention.{e}")))?;
         }
         Ok(settings)
     }
@@ -232,7 +272,12 @@ impl Settings {
              session_idle_minutes = {}\nsession_max_hours = {}\n# Set when Trail is served over HTTPS.\nsecure_cookies = {}\n\
              # Invitation links stay valid this many days.\ninvitation_days = {}\n\n\
              [limits]\nmax_body_bytes = {}\nrequest_timeout_secs = {}\nmax_batch_events = {}\n# Ingest requests handled at once; more get 503 with Retry-After.\nmax_concurrent_ingest = {}\n\n\
-             [retention]\n# Days events stay queryable.\nhot_days = {}\n\n\
+             [retention]\n# Defaults for orgs: days events stay queryable, then days they stay archived.\n\
+             # Each org may set its own within [min_days, max_days] (PATCH /v1/orgs/<org>/settings).\n\
+             hot_days = {}\narchive_days = {}\nmin_days = {}\nmax_days = {}\n\
+             # Seconds between retention passes (0: never; run `trail archive run` instead).\ninterval_secs = {}\n\
+             # Archive location: empty for <data_dir>/archive, a directory, or s3://bucket/prefix.\narchive = \"\"\n\
+             # S3-compatible endpoint (MinIO, moto); empty for AWS. Credentials: AWS_* variables.\ns3_endpoint = \"\"\n\n\
              [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n\n\
              [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n\n\
              [exports]\n# Completed export files are deleted after this many hours (7 days).\nkeep_hours = {}\n# Exports running at once; more wait as pending.\nmax_running = {}\n",
@@ -248,6 +293,10 @@ impl Settings {
             d.limits.max_batch_events,
             d.limits.max_concurrent_ingest,
             d.retention.hot_days,
+            d.retention.archive_days,
+            d.retention.min_days,
+            d.retention.max_days,
+            d.retention.interval_secs,
             d.smtp.port,
             d.smtp.from,
             d.exports.keep_hours,

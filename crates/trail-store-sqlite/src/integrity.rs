@@ -43,7 +43,18 @@ impl<'c> Nodes<'c> {
                     .map_err(|_| StoreError::Corrupt(format!("leaf hash of seq {seq} is not 32 bytes")));
             }
         }
-        Err(StoreError::Corrupt(format!("the event at seq {seq} is missing")))
+        // Archived by retention: the event is gone, its leaf hash stays.
+        let pruned: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT leaf FROM pruned_leaves WHERE k = ?1")
+            .and_then(|mut st| st.query_row([k], |r| r.get(0)).optional())
+            .map_err(sql_error)?;
+        match pruned {
+            Some(h) => h
+                .try_into()
+                .map_err(|_| StoreError::Corrupt(format!("leaf hash of seq {seq} is not 32 bytes"))),
+            None => Err(StoreError::Corrupt(format!("the event at seq {seq} is missing"))),
+        }
     }
 }
 

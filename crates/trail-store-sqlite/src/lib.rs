@@ -8,6 +8,7 @@
 mod access;
 mod integrity;
 mod read;
+mod retention;
 pub mod schema;
 pub mod verify;
 mod writer;
@@ -22,8 +23,8 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Export, Group, Invitation, Org, Page, Permission, Record, Result, Role,
-    Session, Store, StoreError, StoredCheckpoint, User,
+    ApiKey, Appended, Bucket, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
+    RawRecord, Record, Result, Role, Session, Store, StoreError, StoredCheckpoint, User,
 };
 
 use crate::writer::{Job, Task, Writer};
@@ -535,6 +536,49 @@ impl Store for SqliteStore {
     async fn ready(&self) -> Result<()> {
         self.read(|c| c.query_row("SELECT 1", [], |_| Ok(())).map_err(sql_error)).await?;
         self.write(|_| Ok(())).await
+    }
+
+    async fn org_settings(&self, org: &str) -> Result<Option<OrgSettings>> {
+        let org = org.to_string();
+        self.read(move |c| retention::org_settings(c, &org)).await
+    }
+
+    async fn set_org_settings(&self, org: &str, settings: &OrgSettings) -> Result<()> {
+        let (org, s) = (org.to_string(), settings.clone());
+        self.write(move |w| retention::set_org_settings(&w.conn, w.org_id(&org)?, &s)).await
+    }
+
+    async fn event_months(&self, org: &str) -> Result<Vec<u32>> {
+        let org = org.to_string();
+        self.read(move |c| retention::event_months(c, &org)).await
+    }
+
+    async fn month_events(
+        &self,
+        org: &str,
+        month: u32,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RawRecord>> {
+        let org = org.to_string();
+        self.read(move |c| retention::month_events(c, &org, month, after, limit)).await
+    }
+
+    async fn prune_month(&self, org: &str, month: u32, expect: MonthSummary) -> Result<()> {
+        let org = org.to_string();
+        self.write(move |w| {
+            let id = w.org_id(&org)?;
+            if retention::prune_month(&w.conn, id, month, expect)? {
+                w.forget_partition(month);
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn pruned_leaves(&self, org: &str, from: u64, to: u64) -> Result<Vec<(u64, trail_merkle::Hash)>> {
+        let org = org.to_string();
+        self.read(move |c| retention::pruned_leaves(c, &org, from, to)).await
     }
 }
 

@@ -11,6 +11,8 @@
 //! Integrity: each event row keeps its leaf hash (`leaf`, computed at ingest). `tree_nodes` keeps every
 //! complete Merkle subtree hash of level 2 and up (levels 0 and 1 are derived from the `leaf` columns, which
 //! halves the table), so any proof reads O(log n) rows; `checkpoints` keeps every signed checkpoint.
+//! When retention archives a month, its events' leaf hashes move to `pruned_leaves` (keyed like the
+//! events), so proofs and `trail verify` for the events still hot keep working; 40 bytes per pruned event.
 /// The lowest Merkle level stored in `tree_nodes`.
 pub const MIN_STORED_LEVEL: u8 = 2;
 
@@ -106,6 +108,11 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE INDEX IF NOT EXISTS exports_by_org ON exports(org_id, created_at);
         CREATE INDEX IF NOT EXISTS exports_by_status ON exports(status, created_at);
         CREATE INDEX IF NOT EXISTS api_keys_by_org ON api_keys(org_id, created_at);
+        CREATE TABLE IF NOT EXISTS org_settings(
+            org_id INTEGER PRIMARY KEY, hot_days INTEGER NOT NULL, archive_days INTEGER NOT NULL,
+            legal_hold INTEGER NOT NULL, legal_hold_reason TEXT, updated_at INTEGER NOT NULL,
+            updated_by TEXT) STRICT;
+        CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
         ",
     )?;
     let version: Option<i64> =

@@ -29,8 +29,10 @@ pub struct Problem {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OrgReport {
     pub org: String,
-    /// Events checked (up to the first problem).
+    /// Events checked (up to the first problem), archived ones included.
     pub events: u64,
+    /// Of those, events archived by retention: only their kept leaf hash is in the tree.
+    pub archived: u64,
     /// Checkpoints whose root and signature were checked.
     pub checkpoints: usize,
     pub problem: Option<Problem>,
@@ -119,12 +121,14 @@ pub fn verify_data_dir(
     Ok(results.into_iter().map(|(_, r)| r).collect())
 }
 
-/// One row of an event partition, in `seq` order within its partition.
+/// One row of an event partition (or of `pruned_leaves`), in `seq` order within its table.
 struct Row {
     seq: u64,
+    /// Empty for an archived event.
     body: Vec<u8>,
     leaf: Vec<u8>,
     source: usize,
+    pruned: bool,
 }
 
 impl PartialEq for Row {
@@ -158,6 +162,12 @@ struct Checked {
 
 impl Checked {
     fn of(r: Row, slug: &str) -> Self {
+        if r.pruned {
+            // Archived: the kept leaf hash stands for the event (the archive file is checked by
+            // `trail verify --archive`).
+            let leaf = r.leaf.as_slice().try_into().unwrap_or([0u8; 32]);
+            return Self { seq: r.seq, leaf, leaf_matches: r.leaf.len() == 32, content: Ok(None) };
+        }
         let leaf = leaf_hash(&r.body);
         let content = match canonical::peek(&r.body) {
             Ok((org, _)) if org != slug => Ok(Some(u64::MAX)),
@@ -267,7 +277,8 @@ fn verify_org(
     key: &Verifier,
     progress: Progress<'_>,
 ) -> Result<OrgReport> {
-    let mut report = OrgReport { org: slug.to_string(), events: 0, checkpoints: 0, problem: None };
+    let mut report =
+        OrgReport { org: slug.to_string(), events: 0, archived: 0, checkpoints: 0, problem: None };
     let checkpoints: Vec<(u64, Vec<u8>, String)> = {
         let mut st = conn
             .prepare("SELECT size, root, note FROM checkpoints WHERE org_id = ?1 ORDER BY size")
@@ -293,7 +304,19 @@ fn verify_org(
 
     // One cursor per month partition, merged by seq.
     let (lo, hi) = (org_id << SEQ_BITS, (org_id + 1) << SEQ_BITS);
-    let mut statements = Vec::with_capacity(months.len());
+    let mut statements = Vec::with_capacity(months.len() + 1);
+    // A data directory from before retention existed has no `pruned_leaves`: nothing was archived.
+    let has_pruned: bool = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'pruned_leaves'", [], |r| r.get(0))
+        .map_err(sql_error)?;
+    statements.push(
+        conn.prepare(if has_pruned {
+            "SELECT k, x'', leaf FROM pruned_leaves WHERE k >= ?1 AND k < ?2 ORDER BY k"
+        } else {
+            "SELECT 0, x'', x'' WHERE ?1 < 0 AND ?2 < 0"
+        })
+        .map_err(sql_error)?,
+    );
     for m in months {
         statements.push(
             conn.prepare(&format!(
@@ -315,6 +338,7 @@ fn verify_org(
                 body: r.get(1).map_err(sql_error)?,
                 leaf: r.get(2).map_err(sql_error)?,
                 source: i,
+                pruned: i == 0,
             })),
             None => Ok(None),
         }
@@ -377,6 +401,7 @@ fn verify_org(
             if let Some(r) = next(&mut cursors, row.source)? {
                 heap.push(r);
             }
+            report.archived += u64::from(row.pruned);
             let c = Checked::of(row, slug);
             if let Some(p) = check_one(c, expected, tree_size)? {
                 return Ok(Some(p));
@@ -422,4 +447,30 @@ fn verify_org(
     }
     progress(slug, expected, tree_size);
     Ok(report)
+}
+
+/// The leaf hashes the hot store kept for an org's archived events (`seq` → leaf), read-only: `trail
+/// verify --archive` checks archive parts against them.
+pub fn pruned_leaves(dir: &Path, org: &str) -> Result<BTreeMap<u64, Hash>> {
+    let conn = open_read_only(&dir.join(DB_FILE))?;
+    let id: i64 = conn
+        .query_row("SELECT id FROM orgs WHERE slug = ?1", [org], |r| r.get(0))
+        .map_err(|_| StoreError::NotFound(format!("organization {org}")))?;
+    let mut st = conn
+        .prepare("SELECT k, leaf FROM pruned_leaves WHERE k >= ?1 AND k < ?2 ORDER BY k")
+        .map_err(sql_error)?;
+    let rows = st
+        .query_map([id << SEQ_BITS, (id + 1) << SEQ_BITS], |r| {
+            Ok(((r.get::<_, i64>(0)? & ((1 << SEQ_BITS) - 1)) as u64, r.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(sql_error)?;
+    let mut out = BTreeMap::new();
+    for row in rows {
+        let (seq, leaf) = row.map_err(sql_error)?;
+        let leaf = leaf
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("kept leaf of seq {seq} is not 32 bytes")))?;
+        out.insert(seq, leaf);
+    }
+    Ok(out)
 }

@@ -203,6 +203,11 @@ impl Writer {
         value.map(|v| self.intern(v)).transpose()
     }
 
+    /// A month partition dropped in this transaction (retention).
+    pub fn forget_partition(&mut self, month: u32) {
+        self.partitions.remove(&month);
+    }
+
     fn ensure_partition(&mut self, month: u32) -> rusqlite::Result<()> {
         if self.partitions.insert(month) {
             schema::create_partition(&self.conn, month)?;

@@ -238,3 +238,35 @@ pub struct Export {
     /// The signed manifest (a signed note whose text is the manifest JSON).
     pub manifest: Option<String>,
 }
+
+impl Export {
+    /// A new request, waiting for the worker.
+    pub fn pending(
+        id: String,
+        org: &str,
+        name: &str,
+        format: &str,
+        filters: serde_json::Value,
+        requested_by: String,
+        now: Micros,
+    ) -> Self {
+        Self {
+            id,
+            org: org.to_string(),
+            name: name.to_string(),
+            format: format.to_string(),
+            filters,
+            status: ExportStatus::Pending,
+            error: None,
+            requested_by,
+            created_at: now,
+            started_at: None,
+            finished_at: None,
+            expires_at: None,
+            row_count: 0,
+            size_bytes: 0,
+            sha256: None,
+            manifest: None,
+        }
+    }
+}

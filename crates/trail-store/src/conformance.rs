@@ -16,8 +16,8 @@ use trail_model::time::{MICROS_PER_DAY, Micros, parse_rfc3339};
 use trail_model::{Actor, ActorType, NewEvent, Outcome, StoredEvent, Target};
 
 use crate::{
-    ApiKey, Appended, Export, ExportStatus, Group, Invitation, Permission, Record, Role, Scope, Session,
-    Store, StoreError, StoredCheckpoint,
+    ApiKey, Appended, Export, ExportStatus, Group, Invitation, MonthSummary, OrgSettings, Permission, Record,
+    Role, Scope, Session, Store, StoreError, StoredCheckpoint,
 };
 
 /// Generates one `#[tokio::test]` per check for a backend. `$make` is an async closure returning
@@ -30,7 +30,8 @@ macro_rules! conformance_suite {
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
             paging_is_stable_while_appending, histogram_matches_reference_model, access_records,
             concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
-            checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations, exports_are_claimed_once);
+            checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations, exports_are_claimed_once,
+            retention_prunes_months_and_keeps_proofs);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -812,4 +813,103 @@ pub async fn exports_are_claimed_once<S: Store>(store: Arc<S>) {
         store.expired_exports(now() + 100).await.unwrap().iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
         ["e1"]
     );
+}
+
+/// Every event of an org in a month, through `month_events` paging.
+async fn month_all<S: Store>(store: &S, org: &str, month: u32) -> Vec<crate::RawRecord> {
+    let mut out: Vec<crate::RawRecord> = Vec::new();
+    loop {
+        let page = store.month_events(org, month, out.last().map(|r| r.seq), 7).await.unwrap();
+        if page.is_empty() {
+            return out;
+        }
+        out.extend(page);
+    }
+}
+
+pub async fn retention_prunes_months_and_keeps_proofs<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "other").await;
+    assert_eq!(store.org_settings("acme").await.unwrap(), None, "defaults until first changed");
+    let settings = OrgSettings {
+        hot_days: 30,
+        archive_days: 400,
+        legal_hold: true,
+        legal_hold_reason: Some("case 7".into()),
+        updated_at: now(),
+        updated_by: Some("u-1".into()),
+    };
+    store.set_org_settings("acme", &settings).await.unwrap();
+    assert_eq!(store.org_settings("acme").await.unwrap(), Some(settings));
+    assert_eq!(store.org_settings("other").await.unwrap(), None, "settings are per org");
+
+    // acme: January, February and March, interleaved in seq order; other: January only.
+    let jan = parse_rfc3339("2026-01-20T10:00:00Z").unwrap();
+    let feb = parse_rfc3339("2026-02-10T10:00:00Z").unwrap();
+    let mar = parse_rfc3339("2026-03-01T10:00:00Z").unwrap();
+    let mut events = Vec::new();
+    for i in 0..40i64 {
+        let t = [jan, feb, mar][(i % 3) as usize] + i;
+        let mut e = event(&format!("user-{i}"), "x.y", t);
+        e.id = Some(format!("e-{i}"));
+        e.reason = Some(format!("needle{}", i % 3));
+        events.push(e);
+    }
+    store.append("acme", events, now()).await.unwrap();
+    store.append("other", vec![event("o", "x.y", jan), event("o", "x.y", feb)], now()).await.unwrap();
+    let size = store.tree_size("acme").await.unwrap();
+    let leaves = leaves(&*store, "acme").await;
+    let root = store.root("acme", size).await.unwrap();
+    assert_eq!(store.event_months("acme").await.unwrap(), [202601, 202602, 202603]);
+
+    let january = month_all(&*store, "acme", 202601).await;
+    let expected: Vec<u64> = (0..40).filter(|i| i % 3 == 0).collect();
+    assert_eq!(january.iter().map(|r| r.seq).collect::<Vec<_>>(), expected, "seq order, paged");
+    let summary = MonthSummary { count: january.len() as u64, last_seq: 39 };
+
+    // An archive that missed an event must not remove anything.
+    let short = MonthSummary { count: summary.count - 1, ..summary };
+    assert!(matches!(store.prune_month("acme", 202601, short).await, Err(StoreError::Conflict(_))));
+    assert_eq!(month_all(&*store, "acme", 202601).await.len(), january.len());
+
+    store.prune_month("acme", 202601, summary).await.unwrap();
+    assert_eq!(store.event_months("acme").await.unwrap(), [202602, 202603]);
+    assert!(month_all(&*store, "acme", 202601).await.is_empty());
+    assert!(store.event("acme", "e-0").await.unwrap().is_none(), "pruned events are gone");
+    assert!(store.event("acme", "e-1").await.unwrap().is_some());
+    let pruned = store.pruned_leaves("acme", 0, size).await.unwrap();
+    assert_eq!(pruned, expected.iter().map(|&s| (s, leaves[s as usize])).collect::<Vec<_>>());
+
+    // The tree is untouched: roots and proofs over pruned and hot leaves still verify.
+    assert_eq!(store.root("acme", size).await.unwrap(), root);
+    for seq in [0u64, 1, 2, 3, 20, 39] {
+        let proof = store.inclusion_proof("acme", seq, size).await.unwrap();
+        trail_merkle::verify_inclusion(&leaves[seq as usize], seq, size, &proof, &root).unwrap();
+    }
+    let proof = store.consistency_proof("acme", 5, size).await.unwrap();
+    let old = trail_merkle::root(&leaves[..5]);
+    trail_merkle::verify_consistency(5, size, &old, &root, &proof).unwrap();
+
+    // Queries and free text see only what is hot; the other org sharing January is untouched.
+    let all = window(parse_rfc3339("2026-01-01T00:00:00Z").unwrap(), now());
+    let mut f = all.clone();
+    f.q = Some(Search::parse("needle0").unwrap());
+    let hits = store.query("acme", &Query { filter: f, limit: 100, cursor: None }).await.unwrap();
+    assert!(hits.records.is_empty(), "the pruned events left the full-text index: {:?}", hits.records.len());
+    let rest = store.query("acme", &Query { filter: all.clone(), limit: 100, cursor: None }).await.unwrap();
+    assert_eq!(rest.records.len(), 40 - expected.len());
+    let theirs =
+        store.query("other", &Query { filter: all.clone(), limit: 100, cursor: None }).await.unwrap();
+    assert_eq!(theirs.records.len(), 2);
+    assert_eq!(store.event_months("other").await.unwrap(), [202601, 202602]);
+
+    // Once the other org's January goes too, the month is empty; appends continue the same tree.
+    store.prune_month("other", 202601, MonthSummary { count: 1, last_seq: 0 }).await.unwrap();
+    assert_eq!(store.event_months("other").await.unwrap(), [202602]);
+    let r = store.append("acme", vec![event("late", "x.y", mar + 5)], now()).await.unwrap();
+    assert_eq!(r[0].seq(), size);
+    let mut grown = leaves.clone();
+    let added = store.event("acme", r[0].id()).await.unwrap().unwrap();
+    grown.push(added.leaf_hash());
+    assert_eq!(store.root("acme", size + 1).await.unwrap(), trail_merkle::root(&grown));
 }

@@ -303,6 +303,53 @@ pub trait Store: Send + Sync + 'static {
     /// Orgs whose log has grown since their latest checkpoint, with the current size.
     async fn unsigned_heads(&self) -> Result<Vec<(String, u64)>>;
 
+    // --- retention -------------------------------------------------------------------------------
+
+    /// The org's retention settings, `None` until an administrator first changes them (the server's
+    /// defaults apply).
+    async fn org_settings(&self, org: &str) -> Result<Option<OrgSettings>>;
+    async fn set_org_settings(&self, org: &str, settings: &OrgSettings) -> Result<()>;
+    /// The UTC months (`YYYYMM`) that hold hot events of the org, oldest first.
+    async fn event_months(&self, org: &str) -> Result<Vec<u32>>;
+    /// The org's hot events whose `time` lies in `month`, in `seq` order, after `after` (exclusive),
+    /// at most `limit`, with their canonical bytes.
+    async fn month_events(
+        &self,
+        org: &str,
+        month: u32,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<RawRecord>>;
+    /// Removes the org's events of `month` from the hot store once they are archived, atomically:
+    /// their leaf hashes are kept (proofs and verification of what remains need them), their ids are
+    /// forgotten, and the month's partition is dropped whole when no org has events left in it.
+    /// `Conflict` (and nothing removed) unless the month holds exactly `expect` (count and last seq),
+    /// so an event that arrived after the archive was written is never removed unarchived.
+    async fn prune_month(&self, org: &str, month: u32, expect: MonthSummary) -> Result<()>;
+    /// The leaf hashes kept for pruned events of the org with `seq` in `[from, to)`, in `seq` order.
+    async fn pruned_leaves(&self, org: &str, from: u64, to: u64) -> Result<Vec<(u64, trail_merkle::Hash)>>;
+
     /// Whether the store can serve reads and take writes.
     async fn ready(&self) -> Result<()>;
+}
+
+/// An org's retention settings (PRODUCT.md §8).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OrgSettings {
+    /// Days events stay queryable.
+    pub hot_days: u32,
+    /// Days archived events are kept after leaving the hot store.
+    pub archive_days: u32,
+    /// While set, nothing of the org is deleted (archiving still happens).
+    pub legal_hold: bool,
+    pub legal_hold_reason: Option<String>,
+    pub updated_at: Micros,
+    pub updated_by: Option<String>,
+}
+
+/// What an archived month held: checked again before the hot copy is removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MonthSummary {
+    pub count: u64,
+    pub last_seq: u64,
 }

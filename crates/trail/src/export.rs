@@ -99,6 +99,19 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<Verdict> {
         .await
         .context("the server refused the export")?;
     let id = created["id"].as_str().context("the server answered no export id")?.to_string();
+    fetch(&client, &a.server, org, &id, &a.output, a.key.as_deref()).await
+}
+
+/// Waits for an export (or restore) to complete, downloads its file to `output` and its manifest
+/// beside it, and verifies both.
+pub async fn fetch(
+    client: &trail_client::Client,
+    server: &str,
+    org: &str,
+    id: &str,
+    output: &std::path::Path,
+    key: Option<&str>,
+) -> anyhow::Result<Verdict> {
     let tty = std::io::stderr().is_terminal();
     let done: Value = loop {
         let e = client.get(&format!("/v1/orgs/{org}/exports/{id}")).await?;
@@ -124,7 +137,7 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<Verdict> {
         bail!("download failed: {} {}", resp.status(), resp.text().await.unwrap_or_default());
     }
     let mut out =
-        std::fs::File::create(&a.output).with_context(|| format!("cannot create {}", a.output.display()))?;
+        std::fs::File::create(output).with_context(|| format!("cannot create {}", output.display()))?;
     let total = done["size_bytes"].as_u64().unwrap_or(0);
     let mut got = 0u64;
     while let Some(chunk) = resp.chunk().await? {
@@ -138,7 +151,7 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<Verdict> {
     if tty {
         eprintln!();
     }
-    let manifest_path = PathBuf::from(format!("{}.manifest", a.output.display()));
+    let manifest_path = PathBuf::from(format!("{}.manifest", output.display()));
     let manifest = client
         .request(reqwest::Method::GET, &format!("/v1/orgs/{org}/exports/{id}/manifest"))
         .send()
@@ -147,7 +160,7 @@ pub async fn run(a: ExportArgs) -> anyhow::Result<Verdict> {
         .await?;
     std::fs::write(&manifest_path, manifest)
         .with_context(|| format!("cannot write {}", manifest_path.display()))?;
-    let key = verify::server_key(&a.server, a.key.as_deref()).await?;
-    println!("{}: {} rows, manifest {}", a.output.display(), done["row_count"], manifest_path.display());
-    verify::export(&a.output, &manifest_path, &key, None).await
+    let key = verify::server_key(server, key).await?;
+    println!("{}: {} rows, manifest {}", output.display(), done["row_count"], manifest_path.display());
+    verify::export(output, &manifest_path, &key, None).await
 }

@@ -11,6 +11,7 @@ use trail_server::{AppState, Server, Settings};
 use trail_store::{Scope, Store};
 use trail_store_sqlite::SqliteStore;
 
+mod archive;
 mod export;
 mod verify;
 
@@ -40,6 +41,9 @@ enum Command {
     Verify(VerifyArgs),
     /// Export events from a server to a CSV or NDJSON file with its signed manifest, and verify both.
     Export(export::ExportArgs),
+    /// Retention and the archive: run a pass, list archived parts, restore archived events.
+    #[command(subcommand)]
+    Archive(archive::ArchiveCommand),
 }
 
 #[derive(Args, Debug)]
@@ -68,6 +72,10 @@ struct VerifyArgs {
     /// The export's signed manifest.
     #[arg(long, value_name = "MANIFEST", requires = "export")]
     manifest: Option<PathBuf>,
+    /// Verify archive parts instead of a log: the archive directory or one part's .manifest. With the
+    /// data directory present, each archived event is also checked against the leaf the log kept.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["export", "server"])]
+    archive: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -172,6 +180,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let key_file = trail_server::integrity::key_path(&settings);
     let signer = trail_server::integrity::load_or_create_key(&key_file, &settings.server_name)?;
+    trail_server::archive::Archive::open(&settings).context("cannot open the archive (retention.archive)")?;
     let server = Server::bind(AppState::new(store.clone(), settings.clone(), signer))
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;
@@ -193,6 +202,12 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<verify::Verdict> {
         };
         let server = args.server.as_deref().map(|u| (u, args.token.as_deref()));
         return verify::export(file, manifest, &key, server).await;
+    }
+    if let Some(path) = &args.archive {
+        let s = settings(&args.config, None)?;
+        let key =
+            verify::key_from(args.key.as_deref(), &trail_server::integrity::key_path(&s), &s.server_name)?;
+        return verify::archive(path, &key, Some(&s.data_dir)).await;
     }
     if let Some(url) = &args.server {
         let org = args.org.as_deref().context("--server needs --org")?;
@@ -262,6 +277,10 @@ fn main() -> ExitCode {
             }
             Command::Admin(cmd) => admin(cmd).await.map(|()| ExitCode::SUCCESS),
             Command::Export(args) => export::run(args).await.map(|v| match v {
+                verify::Verdict::Verified => ExitCode::SUCCESS,
+                verify::Verdict::Tampered => ExitCode::from(3),
+            }),
+            Command::Archive(cmd) => archive::run(cmd).await.map(|v| match v {
                 verify::Verdict::Verified => ExitCode::SUCCESS,
                 verify::Verdict::Tampered => ExitCode::from(3),
             }),

@@ -112,7 +112,7 @@ pub async fn ingest(
     };
 
     let received_at = now();
-    let bounds = TimeBounds { now: received_at, oldest: state.hot_start(received_at) };
+    let bounds = TimeBounds { now: received_at, oldest: state.hot_start(&org, received_at).await? };
     let mut results: Vec<Option<Value>> = vec![None; items.len()];
     let mut valid: Vec<NewEvent> = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
@@ -161,9 +161,9 @@ pub async fn ingest(
     Ok(Json(json!({ "results": results })).into_response())
 }
 
-fn context(state: &AppState) -> QueryContext {
+async fn context(state: &AppState, org: &str) -> ApiResult<QueryContext> {
     let now = now();
-    QueryContext { now, oldest: state.hot_start(now) }
+    Ok(QueryContext { now, oldest: state.hot_start(org, now).await? })
 }
 
 pub async fn query(
@@ -173,7 +173,7 @@ pub async fn query(
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     principal.require_read(&state, &org).await?;
-    let q = parse_query(&query_pairs(raw.as_deref())?, context(&state))?;
+    let q = parse_query(&query_pairs(raw.as_deref())?, context(&state, &org).await?)?;
     let page = state.store.query(&org, &q).await?;
     let events: Vec<Value> = page.records.iter().map(|r| r.to_json()).collect();
     Ok(Json(json!({"events": events, "next_cursor": page.next.map(|c| c.encode())})))
@@ -227,7 +227,7 @@ pub async fn histogram(
         })?),
         None => None,
     };
-    let filter = parse_filter(&pairs, context(&state))?;
+    let filter = parse_filter(&pairs, context(&state, &org).await?)?;
     let span = filter.to - filter.from;
     let width = match interval {
         Some(w) if span / w > 10 * MAX_BUCKETS => {

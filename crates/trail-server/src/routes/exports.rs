@@ -71,32 +71,16 @@ pub async fn create(
     let mut filters = m.get("filters").cloned().unwrap_or_else(|| json!({}));
     let pairs = filter_pairs(&filters)?;
     let now = now();
-    let filter = parse_filter(&pairs, QueryContext { now, oldest: state.hot_start(now) }).map_err(|e| {
-        let mut err = ApiError::from(e);
-        err.field = err.field.map(|f| format!("filters.{f}"));
-        err
-    })?;
+    let filter = parse_filter(&pairs, QueryContext { now, oldest: state.hot_start(&org, now).await? })
+        .map_err(|e| {
+            let mut err = ApiError::from(e);
+            err.field = err.field.map(|f| format!("filters.{f}"));
+            err
+        })?;
     // The window is fixed now, so an export run later covers what the caller saw.
     filters["from"] = json!(format_rfc3339(filter.from));
     filters["to"] = json!(format_rfc3339(filter.to));
-    let export = Export {
-        id: auth::random_id(),
-        org: org.clone(),
-        name: name.to_string(),
-        format: format.to_string(),
-        filters,
-        status: ExportStatus::Pending,
-        error: None,
-        requested_by: p.actor_id(),
-        created_at: now,
-        started_at: None,
-        finished_at: None,
-        expires_at: None,
-        row_count: 0,
-        size_bytes: 0,
-        sha256: None,
-        manifest: None,
-    };
+    let export = Export::pending(auth::random_id(), &org, name, format, filters, p.actor_id(), now);
     state.store.create_export(&export).await?;
     Audit::new(p.actor_id(), "export.created", "export")
         .target(&export.id, Some(export.name.clone()))

@@ -7,6 +7,7 @@ mod health;
 mod integrity;
 mod keys;
 pub mod orgs;
+mod retention;
 mod session;
 
 pub use orgs::valid_slug;
@@ -68,6 +69,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/orgs/{org}/exports/{id}"),
     ("GET", "/v1/orgs/{org}/exports/{id}/download"),
     ("GET", "/v1/orgs/{org}/exports/{id}/manifest"),
+    ("GET", "/v1/orgs/{org}/settings"),
+    ("PATCH", "/v1/orgs/{org}/settings"),
+    ("GET", "/v1/orgs/{org}/archives"),
+    ("POST", "/v1/orgs/{org}/archives/restore"),
 ];
 
 pub fn api(state: &AppState) -> Router<AppState> {
@@ -123,6 +128,9 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/orgs/{org}/exports/{id}", get(exports::get))
         .route("/v1/orgs/{org}/exports/{id}/download", get(exports::download))
         .route("/v1/orgs/{org}/exports/{id}/manifest", get(exports::manifest))
+        .route("/v1/orgs/{org}/settings", get(retention::get).patch(retention::update))
+        .route("/v1/orgs/{org}/archives", get(retention::list))
+        .route("/v1/orgs/{org}/archives/restore", post(retention::restore))
         // Bodies are read by `JsonBody` with this limit; axum's default (2 MiB) would cut in first.
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }

@@ -45,7 +45,10 @@ fn rule(method: &str, path: &str) -> Rule {
             | "/v1/orgs/{org}/proofs/inclusion"
             | "/v1/orgs/{org}/proofs/consistency",
         ) => Rule::Read,
-        (_, p) if p.starts_with("/v1/orgs/{org}/exports") => Rule::Read,
+        (_, p) if p.starts_with("/v1/orgs/{org}/exports") || p.starts_with("/v1/orgs/{org}/archives") => {
+            Rule::Read
+        }
+        (_, "/v1/orgs/{org}/settings") => Rule::Perm(OrgSettings),
         (_, p) if p.starts_with("/v1/orgs/{org}/api-keys") => Rule::Perm(KeyManagement),
         (_, p)
             if ["roles", "groups", "users", "invitations"]
@@ -84,13 +87,13 @@ async fn every_route_denies_what_it_does_not_allow() {
     let hash = trail_server::auth::hash_password("outsider password").unwrap();
     let outsider = s.store.create_user("outsider@globex.io", &hash, false, t).await.unwrap();
     s.store.add_org_admin("globex", &outsider.id).await.unwrap();
-    // A member of default whose role grants only ORG-SETTINGS: none of the permissions routes need here.
+    // A member of default whose only role grants no permission.
     let member = s.store.create_user("member@acme.io", &hash, false, t).await.unwrap();
     let role = Role {
-        id: "settings-only".into(),
-        name: "Settings".into(),
+        id: "nothing".into(),
+        name: "Nothing".into(),
         description: String::new(),
-        permissions: vec![Permission::OrgSettings],
+        permissions: vec![],
         builtin: false,
     };
     s.store.create_role("default", &role).await.unwrap();
@@ -103,7 +106,7 @@ async fn every_route_denies_what_it_does_not_allow() {
         builtin: false,
     };
     s.store.create_group("default", &group).await.unwrap();
-    s.store.set_group_role("default", "g-settings", "settings-only", true).await.unwrap();
+    s.store.set_group_role("default", "g-settings", "nothing", true).await.unwrap();
     trail_store::conformance::join(s.store.as_ref(), "default", "g-settings", &member.id).await;
 
     // One user per permission, holding only that one.

@@ -39,7 +39,7 @@ async fn seed(s: &TestServer) -> Vec<Value> {
     events
 }
 
-async fn wait_done(s: &TestServer, id: &str) -> Value {
+pub async fn wait_done(s: &TestServer, id: &str) -> Value {
     for _ in 0..200 {
         let e = s.admin.get(&format!("/v1/orgs/default/exports/{id}")).await.unwrap();
         if e["status"] == "completed" || e["status"] == "failed" {

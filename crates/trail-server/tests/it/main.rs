@@ -11,6 +11,7 @@ mod exports;
 mod ingest;
 mod integrity;
 mod query;
+mod retention;
 
 use std::sync::Arc;
 

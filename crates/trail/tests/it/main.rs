@@ -1,6 +1,7 @@
 //! Tests of the `trail` binary as an operator runs it: real processes, real signals, real files.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
 
+mod archive;
 mod cli;
 mod crash;
 mod export;

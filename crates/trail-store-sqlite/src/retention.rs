@@ -1,0 +1,203 @@
+//! Retention over the embedded schema: per-org settings, reading a month's events for the archive,
+//! and removing an archived month from the hot store.
+//!
+//! Removal keeps every pruned event's leaf hash (`pruned_leaves`), so Merkle proofs and `trail verify`
+//! of the events still hot are unaffected. When no org has events left in a month, its two tables are
+//! dropped whole; otherwise (orgs with different retention sharing a month) only the org's rows go,
+//! with their full-text entries. It never removes an event the caller did not say it archived.
+
+use rusqlite::{Connection, OptionalExtension, params};
+use trail_model::{canonical, text};
+use trail_store::{MonthSummary, OrgSettings, RawRecord, Result, StoreError};
+
+use crate::read::org_id;
+use crate::schema::{SEQ_BITS, events_table, fts_table, rowid, seq_of};
+use crate::sql_error;
+
+pub fn org_settings(conn: &Connection, slug: &str) -> Result<Option<OrgSettings>> {
+    let (org, _) = org_id(conn, slug)?;
+    conn.prepare_cached(
+        "SELECT hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by
+         FROM org_settings WHERE org_id = ?1",
+    )
+    .and_then(|mut st| {
+        st.query_row([org], |r| {
+            Ok(OrgSettings {
+                hot_days: r.get(0)?,
+                archive_days: r.get(1)?,
+                legal_hold: r.get(2)?,
+                legal_hold_reason: r.get(3)?,
+                updated_at: r.get(4)?,
+                updated_by: r.get(5)?,
+            })
+        })
+        .optional()
+    })
+    .map_err(sql_error)
+}
+
+pub fn set_org_settings(conn: &Connection, org: i64, s: &OrgSettings) -> Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO org_settings(org_id, hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+         ON CONFLICT(org_id) DO UPDATE SET hot_days = ?2, archive_days = ?3, legal_hold = ?4,
+             legal_hold_reason = ?5, updated_at = ?6, updated_by = ?7",
+    )
+    .and_then(|mut st| {
+        st.execute(params![
+            org,
+            s.hot_days,
+            s.archive_days,
+            s.legal_hold,
+            s.legal_hold_reason,
+            s.updated_at,
+            s.updated_by
+        ])
+    })
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+fn partitions(conn: &Connection) -> Result<Vec<u32>> {
+    let mut st = conn.prepare_cached("SELECT month FROM partitions ORDER BY month").map_err(sql_error)?;
+    let rows = st.query_map([], |r| r.get(0)).map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+}
+
+fn org_range(org: i64) -> (i64, i64) {
+    (org << SEQ_BITS, (org + 1) << SEQ_BITS)
+}
+
+pub fn event_months(conn: &Connection, slug: &str) -> Result<Vec<u32>> {
+    let (org, _) = org_id(conn, slug)?;
+    let (lo, hi) = org_range(org);
+    let mut out = Vec::new();
+    for m in partitions(conn)? {
+        let any: Option<i64> = conn
+            .prepare_cached(&format!("SELECT k FROM {} WHERE k >= ?1 AND k < ?2 LIMIT 1", events_table(m)))
+            .and_then(|mut st| st.query_row([lo, hi], |r| r.get(0)).optional())
+            .map_err(sql_error)?;
+        if any.is_some() {
+            out.push(m);
+        }
+    }
+    Ok(out)
+}
+
+pub fn month_events(
+    conn: &Connection,
+    slug: &str,
+    month: u32,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<RawRecord>> {
+    let (org, _) = org_id(conn, slug)?;
+    if !partitions(conn)?.contains(&month) {
+        return Ok(Vec::new());
+    }
+    let lo = after.map_or(org << SEQ_BITS, |s| rowid(org, s) + 1);
+    let hi = (org + 1) << SEQ_BITS;
+    let mut st = conn
+        .prepare_cached(&format!(
+            "SELECT ts, k, body FROM {} WHERE k >= ?1 AND k < ?2 ORDER BY k LIMIT ?3",
+            events_table(month)
+        ))
+        .map_err(sql_error)?;
+    let rows = st
+        .query_map(params![lo, hi, limit as i64], |r| {
+            Ok(RawRecord { time: r.get(0)?, seq: seq_of(r.get(1)?), bytes: r.get(2)? })
+        })
+        .map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+}
+
+pub fn pruned_leaves(
+    conn: &Connection,
+    slug: &str,
+    from: u64,
+    to: u64,
+) -> Result<Vec<(u64, trail_merkle::Hash)>> {
+    let (org, _) = org_id(conn, slug)?;
+    let mut st = conn
+        .prepare_cached("SELECT k, leaf FROM pruned_leaves WHERE k >= ?1 AND k < ?2 ORDER BY k")
+        .map_err(sql_error)?;
+    let rows = st
+        .query_map([rowid(org, from), rowid(org, to.min(1 << SEQ_BITS))], |r| {
+            Ok((seq_of(r.get(0)?), r.get::<_, Vec<u8>>(1)?))
+        })
+        .map_err(sql_error)?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (seq, leaf) = row.map_err(sql_error)?;
+        let leaf = leaf
+            .try_into()
+            .map_err(|_| StoreError::Corrupt(format!("pruned leaf of seq {seq} is not 32 bytes")))?;
+        out.push((seq, leaf));
+    }
+    Ok(out)
+}
+
+/// Removes the org's rows of `month` (see the module doc). Returns whether the whole partition was
+/// dropped. Runs inside the writer's transaction.
+pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary) -> Result<bool> {
+    let (ev, fts) = (events_table(month), fts_table(month));
+    let (lo, hi) = org_range(org);
+    let exists: Option<u32> = conn
+        .query_row("SELECT month FROM partitions WHERE month = ?1", [month], |r| r.get(0))
+        .optional()
+        .map_err(sql_error)?;
+    let (count, last): (u64, Option<i64>) = match exists {
+        None => (0, None),
+        Some(_) => conn
+            .query_row(
+                &format!("SELECT count(*), max(k) FROM {ev} WHERE k >= ?1 AND k < ?2"),
+                [lo, hi],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .map_err(sql_error)?,
+    };
+    if count != expect.count || last.map(seq_of) != Some(expect.last_seq) {
+        return Err(StoreError::Conflict(format!(
+            "month {month} holds {count} events (last seq {last:?}) but {} (last seq {}) were archived; nothing removed",
+            expect.count, expect.last_seq
+        )));
+    }
+    conn.execute(
+        &format!("INSERT INTO pruned_leaves(k, leaf) SELECT k, leaf FROM {ev} WHERE k >= ?1 AND k < ?2"),
+        [lo, hi],
+    )
+    .map_err(sql_error)?;
+    conn.execute("DELETE FROM event_ids WHERE org_id = ?1 AND month = ?2", params![org, month])
+        .map_err(sql_error)?;
+    let others: Option<i64> = conn
+        .query_row(&format!("SELECT k FROM {ev} WHERE k < ?1 OR k >= ?2 LIMIT 1"), [lo, hi], |r| r.get(0))
+        .optional()
+        .map_err(sql_error)?;
+    if others.is_none() {
+        conn.execute_batch(&format!(
+            "DROP TABLE {ev}; DROP TABLE {fts}; DELETE FROM partitions WHERE month = {month};"
+        ))
+        .map_err(sql_error)?;
+    } else {
+        // A contentless FTS5 row is deleted by giving back the text it was indexed with.
+        let mut rows =
+            conn.prepare(&format!("SELECT k, body FROM {ev} WHERE k >= ?1 AND k < ?2")).map_err(sql_error)?;
+        let bodies: Vec<(i64, Vec<u8>)> = rows
+            .query_map([lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(sql_error)?
+            .collect::<rusqlite::Result<_>>()
+            .map_err(sql_error)?;
+        let mut del = conn
+            .prepare(&format!("INSERT INTO {fts}({fts}, rowid, text) VALUES ('delete', ?1, ?2)"))
+            .map_err(sql_error)?;
+        for (k, body) in bodies {
+            let e = canonical::decode(&body).map_err(|e| {
+                StoreError::Corrupt(format!("seq {}: stored event does not decode: {e}", seq_of(k)))
+            })?;
+            del.execute(params![k, text::searchable_text(&e)]).map_err(sql_error)?;
+        }
+        conn.execute(&format!("DELETE FROM {ev} WHERE k >= ?1 AND k < ?2"), [lo, hi]).map_err(sql_error)?;
+    }
+    conn.execute_batch("PRAGMA incremental_vacuum").map_err(sql_error)?;
+    Ok(others.is_none())
+}
