@@ -51,6 +51,7 @@ pub const SOURCE: &str = "audit.log";
 /// An `info` key of the event with one of these names is overwritten by the field on writing; reading
 /// takes these keys back out of `info` into the fields (when they have the right JSON type).
 pub const INFO_KEYS: &[&str] = &[
+    "org",
     "eventId",
     "seq",
     "eventAction",
@@ -88,6 +89,7 @@ pub fn format_line(e: &StoredEvent, utc_offset_seconds: i32) -> String {
             info.insert(key.into(), v.clone().into());
         }
     }
+    info.insert("org".into(), e.org.clone().into());
     info.insert("eventId".into(), e.id.clone().into());
     info.insert("seq".into(), e.seq.into());
     info.insert("outcome".into(), e.outcome.as_str().into());
@@ -192,6 +194,8 @@ pub struct ParsedLine {
     pub event_id: Option<String>,
     /// The event's `seq` in the org that wrote the line, when Trail wrote it (`info.seq`).
     pub seq: Option<u64>,
+    /// The org that wrote the line, when Trail wrote it (`info.org`).
+    pub org: Option<String>,
 }
 
 /// Why a line is not an audit record.
@@ -242,6 +246,7 @@ pub fn parse_line(line: &str) -> Result<Option<ParsedLine>, LineError> {
         event: parsed.event,
         event_id: parsed.event_id,
         seq: parsed.seq,
+        org: parsed.org,
     }))
 }
 
@@ -365,6 +370,7 @@ struct Parsed {
     absolute_time: Option<Micros>,
     event_id: Option<String>,
     seq: Option<u64>,
+    org: Option<String>,
 }
 
 /// The runtime's JSON record, strict or as its documentation writes it.
@@ -408,6 +414,7 @@ fn record_event(message: &str) -> Result<Parsed, LineError> {
         info.remove("seq");
     }
     let written_by_trail = event_id.is_some();
+    let org = if written_by_trail { take_str(&mut info, "org") } else { None };
 
     let action = take_str(&mut info, "eventAction").unwrap_or(action);
     let target_type = take_str(&mut info, "targetType").unwrap_or(target_type);
@@ -460,7 +467,7 @@ fn record_event(message: &str) -> Result<Parsed, LineError> {
     if !info.is_empty() {
         event.insert("info".into(), Value::Object(info));
     }
-    Ok(Parsed { event: Value::Object(event), absolute_time: None, event_id, seq })
+    Ok(Parsed { event: Value::Object(event), absolute_time: None, event_id, seq, org })
 }
 
 /// Removes and returns `info[key]` when it is a string.
@@ -598,7 +605,7 @@ fn sign_in_event(message: &str) -> Result<Option<Parsed>, LineError> {
     if let Some(tenant) = tenant {
         event["info"] = json!({ "tenantId": tenant });
     }
-    Ok(Some(Parsed { event, absolute_time, event_id: None, seq: None }))
+    Ok(Some(Parsed { event, absolute_time, event_id: None, seq: None, org: None }))
 }
 
 /// A forgiving reader for the JSON-like records of the runtime's documentation: `"`, `“` and `”`,
@@ -1139,7 +1146,7 @@ mod tests {
         assert_eq!(
             format_line(&stored("user.created", "user"), 2 * 3600),
             "[2021-09-07 12:42:59,249]  INFO {AUDIT_LOG} - {\"performedBy\":\"admin\",\"action\":\"created\",\
-             \"type\":\"user\",\"info\":{\"eventId\":\"evt-1\",\"isAdmin\":true,\"outcome\":\"success\",\
+             \"type\":\"user\",\"info\":{\"eventId\":\"evt-1\",\"isAdmin\":true,\"org\":\"acme\",\"outcome\":\"success\",\
              \"seq\":7,\"source\":\"management_api\",\"targetId\":\"user4\"}}\n"
         );
         let line = format_line(&stored("proxy_service.tracing_disabled", "proxy_service"), 0);

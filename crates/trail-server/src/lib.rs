@@ -58,6 +58,8 @@ pub struct AppState {
     /// Where archived events are (`None` when the configured archive cannot be opened; `trail serve`
     /// refuses to start then, so only embedders see it).
     pub archive: Option<archive::Archive>,
+    /// The `audit.log` sink's health, while it runs.
+    pub sink: Option<Arc<sink::SinkStatus>>,
     /// Orgs' retention policies, read from the store at most every few seconds.
     policies: Arc<Mutex<HashMap<String, (Instant, retention::Policy)>>>,
 }
@@ -135,6 +137,7 @@ impl AppState {
                 }
             },
             policies: Arc::default(),
+            sink: None,
             settings: Arc::new(settings),
         }
     }
@@ -278,9 +281,19 @@ impl Server {
     /// Serves until `shutdown` resolves, then stops accepting and finishes in-flight requests. The
     /// checkpointer runs alongside; a last pass after shutdown signs what the final requests appended.
     pub async fn run(
-        self,
+        mut self,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
+        let sink = match sink::SinkConfig::from_settings(&self.state.settings.sinks.file)
+            .map_err(std::io::Error::other)?
+        {
+            Some(cfg) => {
+                let (status, task) = sink::start(self.state.store.clone(), cfg, sink::system_clock())?;
+                self.state.sink = Some(status.clone());
+                Some((task, tokio::spawn(reopen_on_sighup(status))))
+            }
+            None => None,
+        };
         let (store, signer, name) =
             (self.state.store.clone(), self.state.signer.clone(), self.state.settings.server_name.clone());
         let checkpointer =
@@ -315,6 +328,10 @@ impl Server {
         checkpointer.abort();
         flusher.abort();
         exporter.abort();
+        if let Some((task, hup)) = sink {
+            task.abort();
+            hup.abort();
+        }
         if let Some(r) = retention {
             r.abort();
         }
@@ -326,6 +343,21 @@ impl Server {
         }
         served
     }
+}
+
+/// Reopens `audit.log` on SIGHUP, so an external logrotate can move it away.
+async fn reopen_on_sighup(status: Arc<sink::SinkStatus>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hup) = signal(SignalKind::hangup()) else { return };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reopening audit.log");
+            status.request_reopen();
+        }
+    }
+    #[cfg(not(unix))]
+    drop(status);
 }
 
 /// The `Retry-After`-less 503 used while the store is not ready.

@@ -27,6 +27,48 @@ pub struct Settings {
     pub integrity: IntegritySettings,
     pub smtp: SmtpSettings,
     pub exports: ExportSettings,
+    pub sinks: SinksSettings,
+}
+
+/// Copies of the log outside the store.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SinksSettings {
+    pub file: FileSinkSettings,
+}
+
+/// The `audit.log` file sink (PRODUCT.md §9); off while `path` is empty.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FileSinkSettings {
+    /// The active file, e.g. /var/log/trail/audit.log; rolled files go beside it.
+    pub path: String,
+    /// Roll when the file would pass this size (10MB, 512KB, bytes).
+    pub max_size: String,
+    /// Rolled files kept; the oldest are deleted.
+    pub max_files: usize,
+    /// `runtime` (the integration runtime's line format) or `json` (one full event per line).
+    pub format: String,
+    /// Compress rolled files: none, gzip or zstd.
+    pub compress: String,
+    /// Zone for line times and the midnight roll (IANA name); empty for the system's zone.
+    pub time_zone: String,
+    /// On the sink's first start, also write every event already stored (else start at the end).
+    pub from_start: bool,
+}
+
+impl Default for FileSinkSettings {
+    fn default() -> Self {
+        Self {
+            path: String::new(),
+            max_size: "10MB".into(),
+            max_files: 20,
+            format: "runtime".into(),
+            compress: "none".into(),
+            time_zone: String::new(),
+            from_start: false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -135,6 +177,7 @@ impl Default for Settings {
             integrity: IntegritySettings::default(),
             smtp: SmtpSettings::default(),
             exports: ExportSettings::default(),
+            sinks: SinksSettings::default(),
         }
     }
 }
@@ -211,6 +254,7 @@ impl fmt::Debug for Settings {
             .field("limits", &self.limits)
             .field("retention", &self.retention)
             .field("integrity", &self.integrity)
+            .field("sinks", &self.sinks)
             .finish()
     }
 }
@@ -254,6 +298,7 @@ impl Settings {
         for (name, days) in [("hot_days", r.hot_days), ("archive_days", r.archive_days)] {
             r.check_days(name, days).map_err(|e| SettingsError(format!("retention.{e}")))?;
         }
+        crate::sink::SinkConfig::from_settings(&settings.sinks.file).map_err(SettingsError)?;
         Ok(settings)
     }
 
@@ -280,7 +325,12 @@ impl Settings {
              # S3-compatible endpoint (MinIO, moto); empty for AWS. Credentials: AWS_* variables.\ns3_endpoint = \"\"\n\n\
              [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n\n\
              [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n\n\
-             [exports]\n# Completed export files are deleted after this many hours (7 days).\nkeep_hours = {}\n# Exports running at once; more wait as pending.\nmax_running = {}\n",
+             [exports]\n# Completed export files are deleted after this many hours (7 days).\nkeep_hours = {}\n# Exports running at once; more wait as pending.\nmax_running = {}\n\n\
+             [sinks.file]\n# Also write every stored event to this audit.log (the integration runtime's format). Empty: off.\npath = \"\"\n\
+             # Roll daily (at midnight in time_zone) and when the file would pass max_size; keep max_files rolled files.\n\
+             max_size = \"{}\"\nmax_files = {}\n# runtime ([time]  INFO {{AUDIT_LOG}} - {{json}}) or json (one full event per line).\nformat = \"{}\"\n\
+             # Compress rolled files: none, gzip or zstd.\ncompress = \"{}\"\n# IANA zone for line times and the midnight roll; empty: the system's zone.\ntime_zone = \"\"\n\
+             # On the sink's first start, also write the events already stored (else start at the end of each log).\nfrom_start = {}\n",
             d.listen,
             d.data_dir.display(),
             d.server_name,
@@ -301,6 +351,11 @@ impl Settings {
             d.smtp.from,
             d.exports.keep_hours,
             d.exports.max_running,
+            d.sinks.file.max_size,
+            d.sinks.file.max_files,
+            d.sinks.file.format,
+            d.sinks.file.compress,
+            d.sinks.file.from_start,
         )
     }
 }

@@ -470,6 +470,11 @@ impl Store for SqliteStore {
         self.read(move |c| read::event(c, &org, &id)).await
     }
 
+    async fn events_after(&self, org: &str, after: Option<u64>, limit: usize) -> Result<Vec<RawRecord>> {
+        let org = org.to_string();
+        self.read(move |c| read::events_after(c, &org, after, limit)).await
+    }
+
     async fn histogram(&self, org: &str, filter: &Filter, width: Micros) -> Result<Vec<Bucket>> {
         if width <= 0 {
             return Err(StoreError::Internal("histogram bucket width must be positive".into()));

@@ -182,3 +182,42 @@ pub fn event(conn: &Connection, slug: &str, id: &str) -> Result<Option<Record>> 
 }
 
 const _: () = assert!(SEQ_BITS == 40);
+
+/// The org's events after a seq, in seq order: each month partition gives its next `limit` rows by
+/// key (which is seq order within the org) and the smallest `limit` of the union are kept.
+pub fn events_after(
+    conn: &Connection,
+    slug: &str,
+    after: Option<u64>,
+    limit: usize,
+) -> Result<Vec<RawRecord>> {
+    let (org, size) = org_id(conn, slug)?;
+    let lo = after.map_or(rowid(org, 0), |s| rowid(org, s) + 1);
+    let hi = rowid(org, size);
+    let mut st = conn.prepare_cached("SELECT month FROM partitions").map_err(sql_error)?;
+    let months: Vec<u32> = st
+        .query_map([], |r| r.get(0))
+        .map_err(sql_error)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql_error)?;
+    let mut out: Vec<RawRecord> = Vec::new();
+    for m in months {
+        let mut st = conn
+            .prepare_cached(&format!(
+                "SELECT ts, k, body FROM {} WHERE k >= ?1 AND k < ?2 ORDER BY k LIMIT ?3",
+                events_table(m)
+            ))
+            .map_err(sql_error)?;
+        let rows = st
+            .query_map(params![lo, hi, limit as i64], |r| {
+                Ok(RawRecord { time: r.get(0)?, seq: crate::schema::seq_of(r.get(1)?), bytes: r.get(2)? })
+            })
+            .map_err(sql_error)?;
+        for row in rows {
+            out.push(row.map_err(sql_error)?);
+        }
+    }
+    out.sort_by_key(|r| r.seq);
+    out.truncate(limit);
+    Ok(out)
+}

@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::mpsc;
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use trail_model::time::{Micros, month_of};
 use trail_model::{NewEvent, Outcome, StoredEvent, canonical, text};
 use trail_store::{Appended, Result, StoreError, mint_event_id};
@@ -203,6 +203,34 @@ impl Writer {
         value.map(|v| self.intern(v)).transpose()
     }
 
+    /// Re-reads an org's log head when another process (`trail import --data-dir`, `trail admin
+    /// create-org`) changed it since this writer cached it. Inside the write transaction, so the head
+    /// cannot move again before this append commits. One point read per append job.
+    fn sync_head(&mut self, org: &str) -> Result<()> {
+        let stored: Option<(i64, i64)> = self
+            .conn
+            .prepare_cached("SELECT id, tree_size FROM orgs WHERE slug = ?1")
+            .and_then(|mut st| st.query_row([org], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+            .map_err(sql_error)?;
+        let Some((id, size)) = stored else {
+            return Err(StoreError::NotFound(format!("organization {org}")));
+        };
+        if self.orgs.get(org) == Some(&(id, size as u64)) {
+            return Ok(());
+        }
+        tracing::debug!(org, size, "log head changed outside this process; reloading it");
+        self.orgs.insert(org.to_string(), (id, size as u64));
+        let frontier = Frontier::from_source(size as u64, &Nodes::new(&self.conn, id)?)?;
+        self.frontiers.insert(id, frontier);
+        self.partitions.clear();
+        let mut st = self.conn.prepare("SELECT month FROM partitions").map_err(sql_error)?;
+        let months = st.query_map([], |r| r.get::<_, u32>(0)).map_err(sql_error)?;
+        for m in months {
+            self.partitions.insert(m.map_err(sql_error)?);
+        }
+        Ok(())
+    }
+
     /// A month partition dropped in this transaction (retention).
     pub fn forget_partition(&mut self, month: u32) {
         self.partitions.remove(&month);
@@ -218,6 +246,7 @@ impl Writer {
     /// Appends prepared events to an org's log inside the current transaction.
     pub fn append(&mut self, org: &str, events: Vec<Prepared>) -> Result<Vec<Appended>> {
         // Fails before writing anything, so appends need no savepoint (which would make FTS5 flush).
+        self.sync_head(org)?;
         let (org_id, mut size) =
             *self.orgs.get(org).ok_or_else(|| StoreError::NotFound(format!("organization {org}")))?;
         self.dirty = true;

@@ -281,6 +281,11 @@ pub trait Store: Send + Sync + 'static {
     /// One event by its id.
     async fn event(&self, org: &str, id: &str) -> Result<Option<Record>>;
 
+    /// The org's hot events with `seq` after `after` (exclusive; all from the start when `None`), in
+    /// `seq` order, at most `limit`: how followers such as the file sink read the log. Archived events
+    /// are skipped.
+    async fn events_after(&self, org: &str, after: Option<u64>, limit: usize) -> Result<Vec<RawRecord>>;
+
     /// Counts of matching events per bucket of `width` starting at `filter.from`; empty buckets omitted.
     async fn histogram(&self, org: &str, filter: &Filter, width: Micros) -> Result<Vec<Bucket>>;
 

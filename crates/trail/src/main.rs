@@ -13,6 +13,7 @@ use trail_store_sqlite::SqliteStore;
 
 mod archive;
 mod export;
+mod import;
 mod verify;
 
 /// glibc's allocator spends a third of ingest CPU on the many small JSON allocations; mimalloc does not.
@@ -44,6 +45,9 @@ enum Command {
     /// Retention and the archive: run a pass, list archived parts, restore archived events.
     #[command(subcommand)]
     Archive(archive::ArchiveCommand),
+    /// Load audit.log files (the integration runtime's format, rolled or compressed) or NDJSON events
+    /// into an organization, idempotently. Exits 2 when some lines were skipped.
+    Import(import::ImportArgs),
 }
 
 #[derive(Args, Debug)]
@@ -280,6 +284,7 @@ fn main() -> ExitCode {
                 verify::Verdict::Verified => ExitCode::SUCCESS,
                 verify::Verdict::Tampered => ExitCode::from(3),
             }),
+            Command::Import(args) => import::run(args).await,
             Command::Archive(cmd) => archive::run(cmd).await.map(|v| match v {
                 verify::Verdict::Verified => ExitCode::SUCCESS,
                 verify::Verdict::Tampered => ExitCode::from(3),

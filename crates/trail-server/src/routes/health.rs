@@ -5,6 +5,8 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use std::sync::atomic::Ordering;
+
 use serde_json::json;
 
 use crate::AppState;
@@ -13,15 +15,41 @@ pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
+/// Ready when the store takes reads and writes. A failing `audit.log` sink does not make the node
+/// unready (ingest goes on and the sink catches up) but is reported as `degraded` with its error.
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.store.ready().await {
-        Ok(()) => Json(json!({"status": "ready"})).into_response(),
+        Ok(()) => {
+            let sink = state.sink.as_ref().map(|s| match s.error() {
+                None => json!({"status": "ok", "lag_events": s.lag.load(Ordering::Relaxed)}),
+                Some(e) => {
+                    json!({"status": "failing", "error": e, "lag_events": s.lag.load(Ordering::Relaxed)})
+                }
+            });
+            let degraded = sink.as_ref().is_some_and(|s| s["status"] == "failing");
+            Json(json!({"status": if degraded { "degraded" } else { "ready" }, "sink": sink})).into_response()
+        }
         Err(e) => crate::not_ready(e),
     }
 }
 
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], state.metrics.render()).into_response()
+    let mut text = state.metrics.render();
+    if let Some(s) = &state.sink {
+        use std::fmt::Write;
+        let _ = write!(
+            text,
+            "# HELP trail_sink_lines_total Lines written to audit.log.\n# TYPE trail_sink_lines_total counter\ntrail_sink_lines_total {}\n\
+             # HELP trail_sink_errors_total Failed audit.log write attempts.\n# TYPE trail_sink_errors_total counter\ntrail_sink_errors_total {}\n\
+             # HELP trail_sink_lag_events Events stored but not yet in audit.log.\n# TYPE trail_sink_lag_events gauge\ntrail_sink_lag_events {}\n\
+             # HELP trail_sink_up Whether the last audit.log write succeeded.\n# TYPE trail_sink_up gauge\ntrail_sink_up {}\n",
+            s.lines.load(Ordering::Relaxed),
+            s.errors.load(Ordering::Relaxed),
+            s.lag.load(Ordering::Relaxed),
+            u8::from(s.error().is_none()),
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
 pub async fn openapi() -> Json<serde_json::Value> {

@@ -5,6 +5,7 @@ mod archive;
 mod cli;
 mod crash;
 mod export;
+mod sink;
 mod tamper;
 
 use std::io::{BufRead, BufReader};
