@@ -2,7 +2,7 @@
 //! free-text latency) and W6 (bytes on disk per event) on events from `shared/tools/gen_events.py`,
 //! and runs the PostgreSQL baseline (`shared/tools/pg_baseline.sh`) on the same file in the same run.
 //!
-//! usage: trail-bench [--events N] [--tools DIR] [--work DIR] [--no-pg] [--concurrency C]
+//! usage: trail-bench [--events N] [--tools DIR] [--work DIR] [--no-pg] [--concurrency C] [--sink] [--w5]
 //! Prints a Markdown report; BENCHMARKS.md holds the figures of a recorded run.
 
 use std::collections::HashMap;
@@ -31,6 +31,8 @@ struct Args {
     /// W5: one org over 89 days (so all events fit one export), then exports from a separate
     /// `trail serve` process whose memory is measured.
     w5: bool,
+    /// Run with the `audit.log` sink on, and measure how long it takes to catch up after W1.
+    sink: bool,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -43,6 +45,7 @@ fn args() -> anyhow::Result<Args> {
         concurrency: 4,
         samples: 200,
         w5: false,
+        sink: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -55,6 +58,7 @@ fn args() -> anyhow::Result<Args> {
             "--samples" => a.samples = val()?.parse()?,
             "--no-pg" => a.pg = false,
             "--w5" => a.w5 = true,
+            "--sink" => a.sink = true,
             other => bail!("unknown argument {other}; see the module docs for usage"),
         }
     }
@@ -192,6 +196,13 @@ async fn main() -> anyhow::Result<()> {
     let mut settings =
         Settings { listen: "127.0.0.1:0".parse()?, data_dir: dir.clone(), ..Settings::default() };
     settings.limits.request_timeout_secs = 600;
+    let sink_dir = a.work.join("sink");
+    if a.sink {
+        let _ = std::fs::remove_dir_all(&sink_dir);
+        settings.sinks.file.path = sink_dir.join("audit.log").display().to_string();
+        settings.sinks.file.from_start = true;
+        settings.sinks.file.max_files = 100_000;
+    }
     let signer = trail_server::integrity::load_or_create_key(&dir.join("log.key"), &settings.server_name)?;
     let server = Server::bind(AppState::new(store.clone(), settings, signer)).await?;
     let base = format!("http://{}", server.local_addr()?);
@@ -241,6 +252,25 @@ async fn main() -> anyhow::Result<()> {
     }
     let ingest_secs = started.elapsed().as_secs_f64();
     let w1 = n as f64 / ingest_secs;
+    // With the sink: the time from the start of W1 until every event is in audit.log.
+    let mut sink_secs = None;
+    while a.sink {
+        let v: Value = http.get(format!("{base}/readyz")).send().await?.json().await?;
+        if v["sink"]["status"] != "ok" && v["sink"]["status"] != "failing" {
+            bail!("the sink is not running: {v}");
+        }
+        if v["sink"]["lag_events"] == 0 && started.elapsed().as_secs_f64() > ingest_secs {
+            let lines: u64 = std::fs::read_dir(&sink_dir)?
+                .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+                .sum();
+            if lines >= n as u64 {
+                sink_secs = Some(started.elapsed().as_secs_f64());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 
     // W3: query latency for the busiest org, windows ending at the newest event.
     let key = &keys[&busiest];
@@ -390,6 +420,13 @@ async fn main() -> anyhow::Result<()> {
         b("ingest_copy").map_or("n/a".into(), |v| format!("{v:.0}")),
         ratio(w1, b("ingest_copy"), true)
     )?;
+    if let Some(s) = sink_secs {
+        writeln!(
+            o,
+            "| audit.log sink on: every event in audit.log | {:.0} lines/s ({s:.1} s from the start of W1) | | |",
+            n as f64 / s
+        )?;
+    }
     let per_event = bytes as f64 / n as f64;
     writeln!(
         o,

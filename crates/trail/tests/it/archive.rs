@@ -11,22 +11,22 @@ use crate::{Served, create_key, trail};
 
 const DAY: i64 = 86_400_000_000;
 
-fn run(dir: &Path, args: &[&str]) -> (i32, String) {
-    let out = trail()
-        .env("TRAIL_RETENTION__HOT_DAYS", "30")
-        .args(args)
-        .arg("--data-dir")
-        .arg(dir)
-        .output()
-        .unwrap();
+fn run_with(dir: &Path, env: &[(&str, String)], args: &[&str]) -> (i32, String) {
+    let mut cmd = trail();
+    cmd.env("TRAIL_RETENTION__HOT_DAYS", "30").envs(env.iter().map(|(k, v)| (*k, v.as_str())));
+    let out = cmd.args(args).arg("--data-dir").arg(dir).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8(out.stdout).unwrap() + &String::from_utf8(out.stderr).unwrap(),
     )
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn archive_run_list_restore_and_verify() {
+fn run(dir: &Path, args: &[&str]) -> (i32, String) {
+    run_with(dir, &[], args)
+}
+
+/// A stopped server's data directory with one event a day for the last 200 days.
+async fn populated() -> (tempfile::TempDir, i64) {
     let dir = tempfile::tempdir().unwrap();
     let mut served = Served::start(dir.path(), &[]);
     let key = Client::new(&served.base).with_token(create_key(dir.path(), "events:write,events:read"));
@@ -41,7 +41,12 @@ async fn archive_run_list_restore_and_verify() {
     key.ingest_batch("default", &events).await.unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(600)).await;
     assert!(served.signal("-TERM").success());
+    (dir, now)
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_run_list_restore_and_verify() {
+    let (dir, now) = populated().await;
     let (code, out) = run(dir.path(), &["archive", "run"]);
     assert_eq!(code, 0, "{out}");
     let archived: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -115,4 +120,92 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+/// The same pass, list and restore against an S3-compatible server (moto) on 127.0.0.1. Needs the `s3`
+/// feature and `moto_server` on PATH (`pip install 'moto[server]'`); `.ci/run` provides both.
+#[cfg(feature = "s3")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn archive_in_s3_compatible_storage() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let Ok(mut moto) = std::process::Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        eprintln!(
+            "SKIPPED archive_in_s3_compatible_storage: moto_server is not installed (pip install 'moto[server]')"
+        );
+        return;
+    };
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let mut up = false;
+    for _ in 0..100 {
+        if http.put(format!("{endpoint}/trail-archive")).send().await.is_ok_and(|r| r.status().is_success()) {
+            up = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(up, "moto_server did not start");
+    let (dir, now) = populated().await;
+    let env = [
+        ("TRAIL_RETENTION__ARCHIVE", "s3://trail-archive/trail".to_string()),
+        ("TRAIL_RETENTION__S3_ENDPOINT", endpoint.clone()),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_REGION", "us-east-1".to_string()),
+    ];
+    let (code, out) = run_with(dir.path(), &env, &["archive", "run"]);
+    assert_eq!(code, 0, "{out}");
+    let archived: u64 = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    assert!(archived >= 140, "{out}");
+    assert!(!dir.path().join("archive").join("default").exists(), "nothing went to the local directory");
+    let listing = http
+        .get(format!("{endpoint}/trail-archive?list-type=2&prefix=trail/default/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(listing.contains(".events.zst") && listing.contains(".manifest"), "{listing}");
+    let (code, out) = run_with(dir.path(), &env, &["archive", "list", "--org", "default"]);
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = run_with(dir.path(), &env, &["verify"]);
+    assert_eq!(code, 0, "{out}");
+    let file = dir.path().join("from-s3.jsonl");
+    let from = trail_model::time::format_rfc3339(now - 120 * DAY);
+    let to = trail_model::time::format_rfc3339(now - 90 * DAY);
+    let (code, out) = run_with(
+        dir.path(),
+        &env,
+        &[
+            "archive",
+            "restore",
+            "--org",
+            "default",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "-o",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 30, "{out}");
+    let _ = moto.kill();
+    let _ = moto.wait();
+}
+
+/// Says so when the S3 test is not compiled in.
+#[cfg(not(feature = "s3"))]
+#[test]
+fn archive_in_s3_compatible_storage() {
+    eprintln!(
+        "SKIPPED archive_in_s3_compatible_storage: build with --features s3 (and moto_server on PATH) to run it"
+    );
 }
