@@ -3,6 +3,9 @@
 //! and runs the PostgreSQL baseline (`shared/tools/pg_baseline.sh`) on the same file in the same run.
 //!
 //! usage: trail-bench [--events N] [--tools DIR] [--work DIR] [--no-pg] [--concurrency C] [--sink] [--w5]
+//!        [--postgres URL]   (the PostgreSQL store on a fresh database `trail_bench` instead of the embedded one)
+//!        trail-bench soak [--rate EVENTS_PER_S] [--secs N] [--sample-secs N] [--work DIR] [--out FILE] [--ci]
+//!        (a long run of `trail serve` under mixed load, with a verdict; see `soak.rs`)
 //! Prints a Markdown report; BENCHMARKS.md holds the figures of a recorded run.
 
 use std::collections::HashMap;
@@ -17,6 +20,9 @@ use trail_model::time::{MICROS_PER_DAY, format_rfc3339, parse_rfc3339};
 use trail_server::{AppState, Server, Settings};
 use trail_store::{Scope, Store};
 use trail_store_sqlite::SqliteStore;
+
+mod postgres;
+mod soak;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,6 +39,8 @@ struct Args {
     w5: bool,
     /// Run with the `audit.log` sink on, and measure how long it takes to catch up after W1.
     sink: bool,
+    /// Run against the PostgreSQL store on this server instead of the embedded store.
+    postgres: Option<String>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -46,6 +54,7 @@ fn args() -> anyhow::Result<Args> {
         samples: 200,
         w5: false,
         sink: false,
+        postgres: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -59,8 +68,12 @@ fn args() -> anyhow::Result<Args> {
             "--no-pg" => a.pg = false,
             "--w5" => a.w5 = true,
             "--sink" => a.sink = true,
+            "--postgres" => a.postgres = Some(val()?),
             other => bail!("unknown argument {other}; see the module docs for usage"),
         }
+    }
+    if a.w5 && a.postgres.is_some() {
+        bail!("--w5 runs a `trail serve` on the data directory; it cannot be combined with --postgres");
     }
     Ok(a)
 }
@@ -172,6 +185,9 @@ fn batches(file: &Path) -> anyhow::Result<Workload> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("soak") {
+        return soak::main(std::env::args().skip(2)).await;
+    }
     let a = args()?;
     let end = format_rfc3339(trail_model::time::now() - 60_000_000);
     let file = generate(&a, &end)?;
@@ -179,7 +195,16 @@ async fn main() -> anyhow::Result<()> {
 
     let dir = a.work.join("trail-data");
     let _ = std::fs::remove_dir_all(&dir);
-    let store = Arc::new(SqliteStore::open(&dir)?);
+    let (store, sqlite): (Arc<dyn Store>, Option<Arc<SqliteStore>>) = match &a.postgres {
+        Some(url) => {
+            std::fs::create_dir_all(&dir)?;
+            (Arc::new(postgres::fresh(url).await?), None)
+        }
+        None => {
+            let s = Arc::new(SqliteStore::open(&dir)?);
+            (s.clone(), Some(s))
+        }
+    };
     let Workload { bodies, events: n, busiest, max_time } = batches(&file)?;
     let mut keys: HashMap<String, String> = HashMap::new();
     let now = trail_model::time::now();
@@ -254,22 +279,24 @@ async fn main() -> anyhow::Result<()> {
     let w1 = n as f64 / ingest_secs;
     // With the sink: the time from the start of W1 until every event is in audit.log.
     let mut sink_secs = None;
-    while a.sink {
-        let v: Value = http.get(format!("{base}/readyz")).send().await?.json().await?;
-        if v["sink"]["status"] != "ok" && v["sink"]["status"] != "failing" {
-            bail!("the sink is not running: {v}");
-        }
-        if v["sink"]["lag_events"] == 0 && started.elapsed().as_secs_f64() > ingest_secs {
-            let lines: u64 = std::fs::read_dir(&sink_dir)?
-                .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
-                .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
-                .sum();
-            if lines >= n as u64 {
-                sink_secs = Some(started.elapsed().as_secs_f64());
-                break;
+    if a.sink {
+        loop {
+            let v: Value = http.get(format!("{base}/readyz")).send().await?.json().await?;
+            if v["sink"]["status"] != "ok" && v["sink"]["status"] != "failing" {
+                bail!("the sink is not running: {v}");
             }
+            if v["sink"]["lag_events"] == 0 && started.elapsed().as_secs_f64() > ingest_secs {
+                let lines: u64 = std::fs::read_dir(&sink_dir)?
+                    .filter_map(|e| std::fs::read(e.ok()?.path()).ok())
+                    .map(|b| b.iter().filter(|c| **c == b'\n').count() as u64)
+                    .sum();
+                if lines >= n as u64 {
+                    sink_secs = Some(started.elapsed().as_secs_f64());
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     // W3: query latency for the busiest org, windows ending at the newest event.
@@ -388,16 +415,26 @@ async fn main() -> anyhow::Result<()> {
 
     let _ = stop_tx.send(());
     serving.await??;
-    store.close();
-    drop(store);
+    if let Some(s) = &sqlite {
+        s.close();
+    }
+    drop((store, sqlite));
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let bytes = dir_size(&dir);
+    let bytes = match &a.postgres {
+        Some(url) => postgres::size(url).await?,
+        None => dir_size(&dir),
+    };
 
     // trail verify, offline, on the same directory (the code the CLI runs).
     let signer = trail_server::integrity::read_key(&dir.join("log.key"), "trail.localhost")?;
     let t = Instant::now();
-    let reports =
-        trail_store_sqlite::verify::verify_data_dir(&dir, None, &signer.verifier(), &mut |_, _, _| {})?;
+    // Offline verification reads a data directory; the PostgreSQL store is verified with --server.
+    let reports = match &a.postgres {
+        Some(_) => Vec::new(),
+        None => {
+            trail_store_sqlite::verify::verify_data_dir(&dir, None, &signer.verifier(), &mut |_, _, _| {})?
+        }
+    };
     let verify_secs = t.elapsed().as_secs_f64();
     let verified: u64 = reports.iter().map(|r| r.events).sum();
     if let Some(bad) = reports.iter().find(|r| r.problem.is_some()) {
@@ -407,7 +444,8 @@ async fn main() -> anyhow::Result<()> {
     // Report.
     let mut o = std::io::stdout().lock();
     writeln!(o, "## Run: {n} events, {} orgs, busiest org {busiest}\n", keys.len())?;
-    writeln!(o, "| workload | Trail (embedded) | PostgreSQL baseline | ratio |\n|---|---|---|---|")?;
+    let backend = if a.postgres.is_some() { "PostgreSQL store" } else { "embedded" };
+    writeln!(o, "| workload | Trail ({backend}) | PostgreSQL baseline | ratio |\n|---|---|---|---|")?;
     let b = |k: &str| pg.as_ref().and_then(|m| m.get(k).copied());
     let ratio = |ours: f64, theirs: Option<f64>, higher_is_better: bool| {
         theirs.map_or("n/a".to_string(), |t| {
@@ -463,12 +501,14 @@ async fn main() -> anyhow::Result<()> {
     writeln!(o, "| GET event by id with its inclusion proof | {b50:.2} | {b99:.2} |")?;
     let (p50, p99) = (percentile(&proof_lat, 0.5), percentile(&proof_lat, 0.99));
     writeln!(o, "| GET inclusion proof (random seq, latest checkpoint) | {p50:.2} | {p99:.2} |")?;
-    let rate = verified as f64 / verify_secs;
-    writeln!(
-        o,
-        "\n`trail verify` offline, all {} orgs: {verified} events in {verify_secs:.2} s = {rate:.0} events/s",
-        reports.len()
-    )?;
+    if a.postgres.is_none() {
+        let rate = verified as f64 / verify_secs;
+        writeln!(
+            o,
+            "\n`trail verify` offline, all {} orgs: {verified} events in {verify_secs:.2} s = {rate:.0} events/s",
+            reports.len()
+        )?;
+    }
     if a.w5 {
         w5(&dir, &busiest, &keys[&busiest], max_time, &mut o)?;
     }

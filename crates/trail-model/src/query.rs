@@ -138,6 +138,13 @@ impl Cursor {
         if c.from >= c.to || c.time < c.from || c.time >= c.to {
             return Err(bad());
         }
+        // The window is handed on as `from`/`to` text (`parse_query`), so a forged cursor holding
+        // instants RFC 3339 cannot write must be refused here, as a cursor, not there as a parameter
+        // the caller never sent.
+        let printable = |t: Micros| parse_rfc3339(&format_rfc3339(t)) == Some(t);
+        if !printable(c.from) || !printable(c.to) {
+            return Err(bad());
+        }
         Ok(c)
     }
 }

@@ -379,19 +379,32 @@ pub struct Restored {
     pub parts: usize,
 }
 
-/// Writes the org's archived events with `time` in `[from, to)` as NDJSON (the API's event form, one
-/// per line), part by part in period then seq order. Every part is checked against its signed manifest
-/// before a line of it is written; a part that fails stops the restore.
+/// Writes the org's events with `time` in `[from, to)` that lie before its hot window (`hot_start`) as
+/// NDJSON (the API's event form, one per line): first the archived ones, part by part in period then seq
+/// order, each part checked against its signed manifest before a line of it is written (a part that
+/// fails stops the restore); then those still in the hot store because their month has not wholly left
+/// the hot window yet. Each event is written once.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the window, its sources and the sink; a struct would only rename them"
+)]
 pub async fn restore(
     archive: &Archive,
+    store: &dyn trail_store::Store,
     org: &str,
     from: Micros,
     to: Micros,
+    hot_start: Micros,
     key: &Verifier,
     out: &mut impl std::io::Write,
 ) -> Result<Restored> {
-    let (first_month, last_month) = (month_of(from), month_of(to - 1));
+    let to = to.min(hot_start);
     let mut r = Restored::default();
+    if from >= to {
+        return Ok(r);
+    }
+    let (first_month, last_month) = (month_of(from), month_of(to - 1));
+    let mut written = std::collections::HashSet::new();
     let mut best: Option<(u64, String)> = None;
     for entry in archive.list(Some(org)).await? {
         let Some(month) = entry.manifest.month() else { continue };
@@ -411,7 +424,7 @@ pub async fn restore(
                 let e = canonical::decode(&bytes).map_err(|e| ArchiveError::Invalid(e.to_string()))?;
                 (e.time, e.seq)
             };
-            if time < from || time >= to {
+            if time < from || time >= to || !written.insert(seq) {
                 continue;
             }
             let failed = |e: &dyn std::fmt::Display| {
@@ -427,6 +440,44 @@ pub async fn restore(
             trail_merkle::checkpoint::open(&entry.manifest.checkpoint, key).map(|c| c.size).unwrap_or(0);
         if best.as_ref().is_none_or(|(s, _)| size > *s) {
             best = Some((size, entry.manifest.checkpoint.clone()));
+        }
+    }
+    // Events older than the hot window whose month is still in the hot store.
+    let storage = |e: trail_store::StoreError| ArchiveError::Storage(e.to_string());
+    let filter = trail_model::query::Filter { from, to, ..trail_model::query::Filter::default() };
+    let mut q = trail_model::query::Query { filter, limit: 1000, cursor: None };
+    loop {
+        let page = store.query_raw(org, &q).await.map_err(storage)?;
+        for rec in &page.records {
+            if !written.insert(rec.seq) {
+                continue;
+            }
+            let failed = |e: &dyn std::fmt::Display| {
+                ArchiveError::Storage(format!("cannot write the restored events: {e}"))
+            };
+            canonical::write_json(&rec.bytes, &trail_merkle::leaf_hash(&rec.bytes), &mut *out)
+                .map_err(|e| failed(&e))?;
+            out.write_all(b"\n").map_err(|e| failed(&e))?;
+            r.rows += 1;
+            r.seqs = Some(r.seqs.map_or((rec.seq, rec.seq), |(lo, hi)| (lo.min(rec.seq), hi.max(rec.seq))));
+        }
+        match page.next {
+            Some(c) => q.cursor = Some(c),
+            None => break,
+        }
+    }
+    if let Some((_, hi)) = r.seqs
+        && best.as_ref().is_none_or(|(size, _)| *size <= hi)
+    {
+        // A checkpoint covering the hot events (one follows every append within a second).
+        for _ in 0..50 {
+            match store.latest_checkpoint(org).await.map_err(storage)? {
+                Some(cp) if cp.size > hi => {
+                    best = Some((cp.size, cp.note));
+                    break;
+                }
+                _ => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
         }
     }
     r.checkpoint = best.map(|(_, note)| note);

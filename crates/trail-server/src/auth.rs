@@ -65,7 +65,7 @@ pub fn secret_hash(secret: &str) -> [u8; 32] {
     Sha256::digest(secret.as_bytes()).into()
 }
 
-fn csrf_for(secret: &str) -> String {
+pub fn csrf_for(secret: &str) -> String {
     let mut h = Sha256::new();
     h.update(b"trail-csrf\0");
     h.update(secret.as_bytes());
@@ -200,6 +200,21 @@ fn bearer(parts: &Parts) -> Option<&str> {
     let v = parts.headers.get(header::AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = v.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+/// The signed-in user of a console page (the session cookie), with the CSRF token its forms send.
+pub async fn cookie_session(
+    state: &AppState,
+    headers: &axum::http::HeaderMap,
+) -> ApiResult<Option<(User, Session, String)>> {
+    let token = headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE).and_then(|r| r.strip_prefix('=')));
+    let Some(token) = token else { return Ok(None) };
+    Ok(session_user(state, token).await?.map(|(u, s, secret)| (u, s, csrf_for(&secret))))
 }
 
 fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {

@@ -24,7 +24,11 @@ const PAGE: usize = 1000;
 /// Where an export's file lives.
 pub fn file_path(state: &AppState, e: &Export) -> PathBuf {
     let ext = if e.format == "csv" { "csv" } else { "jsonl" };
-    state.settings.data_dir.join("exports").join(format!("{}.{ext}", e.id))
+    let dir = match state.settings.exports.dir.trim() {
+        "" => state.settings.data_dir.join("exports"),
+        d => PathBuf::from(d),
+    };
+    dir.join(format!("{}.{ext}", e.id))
 }
 
 /// Filters as stored (an object of strings or lists of strings) back to query pairs.
@@ -259,9 +263,11 @@ async fn run_restore(state: &AppState, e: Export) -> Result<Export, String> {
     let (from, to) = (bound("from")?, bound("to")?);
     let mut out = open_out(state, &e)?;
     let key = state.signer.verifier();
-    let r = crate::archive::restore(archive, &e.org, from, to, &key, &mut out)
-        .await
-        .map_err(|err| err.to_string())?;
+    let hot_start = state.hot_start(&e.org, now()).await.map_err(|err| err.message)?;
+    let r =
+        crate::archive::restore(archive, state.store.as_ref(), &e.org, from, to, hot_start, &key, &mut out)
+            .await
+            .map_err(|err| err.to_string())?;
     seal(state, e, out, r.rows, r.seqs, r.checkpoint, (from, to), now())
 }
 

@@ -9,6 +9,7 @@
 pub mod archive;
 pub mod audit;
 pub mod auth;
+pub mod console;
 
 pub mod error;
 pub mod exports;
@@ -199,6 +200,7 @@ pub fn router(state: AppState) -> Router {
     let limits = &state.settings.limits;
     let timeout = Duration::from_secs(limits.request_timeout_secs);
     routes::api(&state)
+        .merge(console::routes())
         .fallback(|| async { ApiError::not_found("route") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -208,7 +210,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(tower_http::timeout::TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(middleware::from_fn_with_state(timeout, deadline))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
             let id = req.headers().get(REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
                 tracing::info_span!("request", method = %req.method(), path = %loggable_path(req.uri().path()), request_id = %id)
@@ -226,6 +228,20 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
             std::borrow::Cow::Owned(format!("/v1/invitations/[redacted]/{tail}"))
         }
         None => std::borrow::Cow::Borrowed(path),
+    }
+}
+
+/// Answers 408 with the usual JSON error when the handler is still running at
+/// `limits.request_timeout_secs`, and drops it (a blocking store call it started runs to its end).
+async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request_timeout",
+            format!("the request took longer than {} s and was cancelled", limit.as_secs()),
+        )
+        .into_response(),
     }
 }
 
@@ -323,8 +339,8 @@ impl Server {
             );
             tokio::spawn(retention::run_job(r, settings.retention.interval_secs))
         });
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let served = axum::serve(self.listener, app).with_graceful_shutdown(shutdown).await;
+        let header_timeout = Duration::from_secs(self.state.settings.limits.request_timeout_secs.max(1));
+        let served = serve_connections(self.listener, router(self.state), header_timeout, shutdown).await;
         checkpointer.abort();
         flusher.abort();
         exporter.abort();
@@ -343,6 +359,50 @@ impl Server {
         }
         served
     }
+}
+
+/// Accepts connections and serves HTTP/1.1 on each until `shutdown`, then lets in-flight requests
+/// finish. Unlike `axum::serve` it bounds the time a client may take to send its request head
+/// (`header_timeout`), so slow or silent clients (slow-loris) cannot hold connections forever.
+async fn serve_connections(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    header_timeout: Duration,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    use tower::{Service, ServiceExt};
+    let mut make = app.into_make_service_with_connect_info::<SocketAddr>();
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, remote) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                // Out of descriptors and the like: wait a little rather than spin.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let Ok(svc) = make.call(remote).await;
+        let svc = hyper_util::service::TowerToHyperService::new(
+            svc.map_request(|req: axum::http::Request<hyper::body::Incoming>| req.map(Body::new)),
+        );
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 /// Reopens `audit.log` on SIGHUP, so an external logrotate can move it away.

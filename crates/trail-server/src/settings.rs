@@ -78,11 +78,14 @@ pub struct ExportSettings {
     pub keep_hours: u64,
     /// Exports running at once; more wait as pending.
     pub max_running: usize,
+    /// Where export files go: empty for `<data_dir>/exports`. Several nodes on one database must share
+    /// it (a shared volume), so an export run by one node downloads from any.
+    pub dir: String,
 }
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        Self { keep_hours: 7 * 24, max_running: 2 }
+        Self { keep_hours: 7 * 24, max_running: 2, dir: String::new() }
     }
 }
 
@@ -325,7 +328,8 @@ impl Settings {
              # S3-compatible endpoint (MinIO, moto); empty for AWS. Credentials: AWS_* variables.\ns3_endpoint = \"\"\n\n\
              [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n\n\
              [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n\n\
-             [exports]\n# Completed export files are deleted after this many hours (7 days).\nkeep_hours = {}\n# Exports running at once; more wait as pending.\nmax_running = {}\n\n\
+             [exports]\n# Completed export files are deleted after this many hours (7 days).\nkeep_hours = {}\n# Exports running at once; more wait as pending.\nmax_running = {}\n\
+             # Directory for export files; empty: <data_dir>/exports. Nodes sharing a database must share it.\ndir = \"\"\n\n\
              [sinks.file]\n# Also write every stored event to this audit.log (the integration runtime's format). Empty: off.\npath = \"\"\n\
              # Roll daily (at midnight in time_zone) and when the file would pass max_size; keep max_files rolled files.\n\
              max_size = \"{}\"\nmax_files = {}\n# runtime ([time]  INFO {{AUDIT_LOG}} - {{json}}) or json (one full event per line).\nformat = \"{}\"\n\

@@ -22,10 +22,20 @@ use crate::{
 
 /// Generates one `#[tokio::test]` per check for a backend. `$make` is an async closure returning
 /// `(store, guard)`; the guard (e.g. a temporary directory) lives as long as the test.
+///
+/// `conformance_suite!(optional $make)` is for a backend that needs a server which may be absent
+/// (PostgreSQL): `$make` returns `Option<(store, guard)>`, and a test whose `$make` gives `None`
+/// returns at once (the closure says why it skipped).
 #[macro_export]
 macro_rules! conformance_suite {
+    (optional $make:expr) => {
+        $crate::conformance_suite!(@list optional $make);
+    };
     ($make:expr) => {
-        $crate::conformance_suite!(@tests $make;
+        $crate::conformance_suite!(@list tests $make);
+    };
+    (@list $mode:ident $make:expr) => {
+        $crate::conformance_suite!(@$mode $make;
             append_assigns_gapless_seq, duplicates_answer_original_seq, stored_bytes_round_trip,
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
             paging_is_stable_while_appending, histogram_matches_reference_model, access_records,
@@ -38,6 +48,17 @@ macro_rules! conformance_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
                 let (store, _guard) = ($make)().await;
+                $crate::conformance::$name(std::sync::Arc::new(store)).await;
+            }
+        )*
+    };
+    (@optional $make:expr; $($name:ident),*) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some((store, _guard)) = ($make)().await else {
+                    return;
+                };
                 $crate::conformance::$name(std::sync::Arc::new(store)).await;
             }
         )*

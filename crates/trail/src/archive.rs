@@ -171,7 +171,21 @@ pub async fn run(cmd: ArchiveCommand) -> anyhow::Result<Verdict> {
                     .with_context(|| format!("cannot create {}", output.display()))?,
             );
             let key = signer.verifier();
-            let r = trail_server::archive::restore(&archive, &org, from_t, to_t, &key, &mut file).await?;
+            let store = open_store(&s)?;
+            let policy =
+                trail_server::retention::Policy::of(&s.retention, store.org_settings(&org).await?.as_ref());
+            let hot_start = policy.hot_start(now());
+            let r = trail_server::archive::restore(
+                &archive,
+                store.as_ref(),
+                &org,
+                from_t,
+                to_t,
+                hot_start,
+                &key,
+                &mut file,
+            )
+            .await?;
             file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             let bytes = std::fs::read(&output)?;
             let filters =

@@ -141,10 +141,20 @@ fn settings(config: &ConfigArgs, listen: Option<&str>) -> anyhow::Result<Setting
     Ok(Settings::load(config.config.as_deref(), std::env::vars(), flags)?)
 }
 
-/// Picks the storage backend from the settings.
+/// Picks the storage backend from the settings: PostgreSQL for a `postgres://` URL (its migrations run
+/// under an advisory lock, so several nodes may start at once), else the embedded store.
 fn open_store(s: &Settings) -> anyhow::Result<Arc<dyn Store>> {
-    if !s.storage.url.is_empty() {
-        bail!("storage.url is set, but this build has only the embedded store; unset storage.url");
+    let url = s.storage.url.as_str();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        // Called from async code on the multi-threaded runtime; connecting is async.
+        let store = tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(trail_store_postgres::PgStore::connect(url))
+        })
+        .context("cannot open the PostgreSQL store (storage.url)")?;
+        return Ok(Arc::new(store));
+    }
+    if !url.is_empty() {
+        bail!("storage.url must be a postgres:// URL, or empty for the embedded store");
     }
     let store = SqliteStore::open(&s.data_dir)
         .with_context(|| format!("cannot open the data directory {}", s.data_dir.display()))?;

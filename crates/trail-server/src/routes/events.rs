@@ -202,14 +202,24 @@ const MAX_BUCKETS: Micros = 120;
 fn parse_interval(s: &str) -> Option<Micros> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
     let n: Micros = num.parse().ok()?;
+    // Checked: the number is the client's, and an overflow must be a 400, not a panic or a zero width.
     let secs = match unit {
-        "" | "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        _ => return None,
-    };
-    (secs > 0).then_some(secs * MICROS_PER_SECOND)
+        "" | "s" => Some(n),
+        "m" => n.checked_mul(60),
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }?;
+    secs.checked_mul(MICROS_PER_SECOND).filter(|_| secs > 0)
+}
+
+/// The smallest bucket width from [`WIDTHS`] that gives at most [`MAX_BUCKETS`] buckets over `span`.
+pub fn default_width(span: Micros) -> Micros {
+    WIDTHS
+        .iter()
+        .map(|s| s * MICROS_PER_SECOND)
+        .find(|w| span / w <= MAX_BUCKETS)
+        .unwrap_or(7 * 86_400 * MICROS_PER_SECOND)
 }
 
 pub async fn histogram(
@@ -235,11 +245,7 @@ pub async fn histogram(
                 .with_field("interval"));
         }
         Some(w) => w,
-        None => WIDTHS
-            .iter()
-            .map(|s| s * MICROS_PER_SECOND)
-            .find(|w| span / w <= MAX_BUCKETS)
-            .unwrap_or(7 * 86_400 * MICROS_PER_SECOND),
+        None => default_width(span),
     };
     let got = state.store.histogram(&org, &filter, width).await?;
     let mut counts = got.into_iter().peekable();
@@ -248,7 +254,11 @@ pub async fn histogram(
     while start < filter.to {
         let count = counts.next_if(|b| b.start == start).map_or(0, |b| b.count);
         buckets.push(json!({"start": format_rfc3339(start), "count": count}));
-        start += width;
+        // A bucket as wide as the client asked may end past the largest instant.
+        let Some(next) = start.checked_add(width) else {
+            break;
+        };
+        start = next;
     }
     Ok(Json(json!({
         "from": format_rfc3339(filter.from),

@@ -1,7 +1,7 @@
 //! Route table and the request-body extractor shared by handlers.
 
 mod access;
-mod events;
+pub mod events;
 mod exports;
 mod health;
 mod integrity;
@@ -131,8 +131,21 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/orgs/{org}/settings", get(retention::get).patch(retention::update))
         .route("/v1/orgs/{org}/archives", get(retention::list))
         .route("/v1/orgs/{org}/archives/restore", post(retention::restore))
+        .route_layer(axum::middleware::from_fn(utf8_path))
         // Bodies are read by `JsonBody` with this limit; axum's default (2 MiB) would cut in first.
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
+}
+
+/// Path parameters must be UTF-8 once percent-decoded (`/v1/orgs/%FF/events`); checked before the
+/// handler because axum's own `Path` rejection is plain text, not the JSON error every answer has.
+async fn utf8_path(req: Request, next: axum::middleware::Next) -> axum::response::Response {
+    if !percent_decodes_to_utf8(req.uri().path()) {
+        return axum::response::IntoResponse::into_response(ApiError::bad_request(
+            "invalid_path",
+            "the path is malformed: percent-encoded bytes must be UTF-8",
+        ));
+    }
+    next.run(req).await
 }
 
 /// A JSON request body: checks the content type, the size limit and the syntax, each with its own
@@ -174,8 +187,49 @@ impl FromRequest<AppState> for JsonBody {
     }
 }
 
-/// Query-string pairs in order, with repeats (`actor=a&actor=b`).
+/// Query-string pairs in order, with repeats (`actor=a&actor=b`). Percent-encoded bytes must be
+/// UTF-8: decoding them lossily (as `serde_urlencoded` does) would silently turn `actor=%FF` into a
+/// filter for `U+FFFD`.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
-    serde_urlencoded::from_str(raw.unwrap_or(""))
+    let raw = raw.unwrap_or("");
+    if !percent_decodes_to_utf8(raw) {
+        return Err(ApiError::bad_request(
+            "invalid_query",
+            "the query string is malformed: percent-encoded bytes must be UTF-8",
+        ));
+    }
+    serde_urlencoded::from_str(raw)
         .map_err(|e| ApiError::bad_request("invalid_query", format!("the query string is malformed: {e}")))
+}
+
+/// Whether `raw` is UTF-8 once its `%XX` escapes are decoded (a `%` without two hex digits is kept).
+fn percent_decodes_to_utf8(raw: &str) -> bool {
+    let b = raw.as_bytes();
+    let hex = |i: usize| b.get(i).and_then(|&c| char::from(c).to_digit(16));
+    let mut decoded = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while let Some(&c) = b.get(i) {
+        match (c, hex(i + 1), hex(i + 2)) {
+            (b'%', Some(high), Some(low)) => {
+                decoded.push((high * 16 + low) as u8);
+                i += 3;
+            }
+            _ => {
+                decoded.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::str::from_utf8(&decoded).is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_strings_must_be_utf8_once_decoded() {
+        assert!(super::percent_decodes_to_utf8("actor=Z%C3%BCrich&q=a+b%20c&odd=%&x=%4"));
+        assert!(!super::percent_decodes_to_utf8("actor=%FF%FE"));
+        assert!(!super::percent_decodes_to_utf8("%C0%AF=1"));
+        assert!(!super::percent_decodes_to_utf8("q=%ED%A0%80"));
+    }
 }

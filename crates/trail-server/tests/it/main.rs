@@ -8,6 +8,7 @@ mod api;
 mod authz;
 mod disk_full;
 mod exports;
+mod hostile;
 mod ingest;
 mod integrity;
 mod query;

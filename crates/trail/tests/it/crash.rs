@@ -77,23 +77,53 @@ async fn sigterm_shuts_down_gracefully() {
     assert_eq!(all.iter().filter(|e| e["source"] != "trail").count(), 100);
 }
 
-/// Many rounds of: start, ingest from several clients, SIGKILL at a random moment (often during group
-/// commits and checkpoint signing), restart. Afterwards every acknowledged event is present with its
-/// seq and exactly the content sent, the log has no gap, and `trail verify` passes.
+/// Many rounds of: start, ingest from several clients, request an export, SIGKILL at a random moment
+/// (during group commits, checkpoint signing, export runs and retention passes, which start with the
+/// server and archive the old events ingested first), restart. Afterwards every acknowledged event is
+/// present — hot or archived, exactly once — with its seq and exactly the content sent, the log has no
+/// gap, `trail verify` passes on the hot store and the archive, and every export completed and verifies.
 /// `TRAIL_CRASH_ROUNDS` sets the number of rounds (CI: 50; by hand: 1000).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_kill_restart_rounds_lose_nothing_acknowledged() {
     let rounds: usize = std::env::var("TRAIL_CRASH_ROUNDS").ok().and_then(|v| v.parse().ok()).unwrap_or(50);
     let dir = tempfile::tempdir().unwrap();
-    let secret = {
-        let _first = Served::start(dir.path(), &[]);
-        create_key(dir.path(), "events:write,events:read")
-    };
     let acked: Arc<Mutex<Vec<(String, u64, usize)>>> = Arc::default();
+    // Old events first (accepted while hot retention is 400 days); the rounds run with 30 days, so each
+    // start's retention pass archives them, and is killed doing so.
+    let secret = {
+        let first = Served::start(dir.path(), &[("TRAIL_RETENTION__HOT_DAYS", "400")]);
+        let secret = create_key(dir.path(), "events:write,events:read");
+        let key = Client::new(&first.base).with_token(&secret);
+        let now = trail_model::time::now();
+        let old: Vec<Value> = (0..6000usize)
+            .map(|i| {
+                let mut e = event(900_000_000 + i);
+                e["time"] =
+                    json!(trail_model::time::format_rfc3339(now - (40 + (i as i64 % 300)) * 86_400_000_000));
+                e
+            })
+            .collect();
+        for chunk in old.chunks(500) {
+            let r = key.ingest_batch("default", chunk).await.unwrap();
+            let base = chunk[0]["id"].as_str().unwrap()[4..].parse::<usize>().unwrap();
+            acked.lock().unwrap().extend(
+                r.results.into_iter().enumerate().map(|(i, x)| (x.id.unwrap(), x.seq.unwrap(), base + i)),
+            );
+        }
+        secret
+    };
+    let env = [("TRAIL_RETENTION__HOT_DAYS", "30"), ("TRAIL_RETENTION__INTERVAL_SECS", "1")];
+    let mut exports: Vec<String> = Vec::new();
     let mut next = 0usize;
     for round in 0..rounds {
-        let mut served = Served::start(dir.path(), &[]);
+        let mut served = Served::start(dir.path(), &env);
         let key = Client::new(&served.base).with_token(&secret);
+        if let Ok(e) = key
+            .post("/v1/orgs/default/exports", &json!({"name": format!("round {round}"), "format": "json"}))
+            .await
+        {
+            exports.push(e["id"].as_str().unwrap().to_string());
+        }
         let mut writers = Vec::new();
         for w in 0..3 {
             let (key, acked) = (key.clone(), acked.clone());
@@ -126,13 +156,47 @@ async fn many_kill_restart_rounds_lose_nothing_acknowledged() {
     let acked = acked.lock().unwrap().clone();
     assert!(acked.len() > rounds * 10, "the rounds must ingest for real (acked {})", acked.len());
 
-    let served = Served::start(dir.path(), &[]);
+    // Finish whatever retention pass the last kill interrupted, then read the archive back.
+    let out = crate::trail()
+        .env("TRAIL_RETENTION__HOT_DAYS", "30")
+        .args(["archive", "run", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let restored = dir.path().join("restored.jsonl");
+    let to = trail_model::time::format_rfc3339(trail_model::time::now() - 25 * 86_400_000_000);
+    let out = crate::trail()
+        .env("TRAIL_RETENTION__HOT_DAYS", "30")
+        .args(["archive", "restore", "--org", "default", "--from", "2020-01-01T00:00:00Z", "--to", &to, "-o"])
+        .arg(&restored)
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let archived: Vec<Value> = std::fs::read_to_string(&restored)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(archived.len() >= 4500, "the old events went to the archive ({})", archived.len());
+
+    let served = Served::start(dir.path(), &env);
     let admin = Client::new(&served.base).login("admin@localhost", PASSWORD).await.unwrap();
     let all = admin.query_all("default", &[("limit", "1000")]).await.unwrap();
-    let stored: std::collections::HashMap<String, (u64, Value)> = all
-        .iter()
-        .map(|e| (e["id"].as_str().unwrap().to_string(), (e["seq"].as_u64().unwrap(), e.clone())))
-        .collect();
+    let mut stored: std::collections::HashMap<String, (u64, Value)> = std::collections::HashMap::new();
+    for e in all.iter().chain(&archived) {
+        let prev =
+            stored.insert(e["id"].as_str().unwrap().to_string(), (e["seq"].as_u64().unwrap(), e.clone()));
+        assert!(prev.is_none(), "event {} is both hot and archived, or archived twice", e["id"]);
+    }
+
     for (id, seq, n) in &acked {
         let (got_seq, e) = stored.get(id).unwrap_or_else(|| panic!("acknowledged event {id} was lost"));
         assert_eq!(got_seq, seq, "event {id} moved");
@@ -141,7 +205,59 @@ async fn many_kill_restart_rounds_lose_nothing_acknowledged() {
     let mut seqs: Vec<u64> = stored.values().map(|(s, _)| *s).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "the log has no gap");
+
+    // Every export requested before a kill ran to completion after a restart.
+    assert!(exports.len() >= rounds / 2, "exports were requested ({})", exports.len());
+    for id in &exports {
+        let mut status = Value::Null;
+        for _ in 0..600 {
+            status = admin.get(&format!("/v1/orgs/default/exports/{id}")).await.unwrap();
+            if status["status"] == "completed" || status["status"] == "failed" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        assert_eq!(status["status"], "completed", "export {id}: {status}");
+    }
+    let last = exports.last().unwrap();
+    let file = dir.path().join("last-export.jsonl");
+    let body = admin
+        .request(reqwest::Method::GET, &format!("/v1/orgs/default/exports/{last}/download"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    std::fs::write(&file, &body).unwrap();
+    let manifest = admin
+        .request(reqwest::Method::GET, &format!("/v1/orgs/default/exports/{last}/manifest"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    std::fs::write(dir.path().join("last-export.manifest"), manifest).unwrap();
     drop(served);
+    let out = crate::trail()
+        .args(["verify", "--export"])
+        .arg(&file)
+        .arg("--manifest")
+        .arg(dir.path().join("last-export.manifest"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the last export verifies: {}", String::from_utf8_lossy(&out.stdout));
+    let out = crate::trail()
+        .args(["verify", "--archive"])
+        .arg(dir.path().join("archive"))
+        .arg("--data-dir")
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "the archive verifies: {}", String::from_utf8_lossy(&out.stdout));
     let out = crate::trail().args(["verify", "--data-dir"]).arg(dir.path()).output().unwrap();
     assert!(
         out.status.success(),

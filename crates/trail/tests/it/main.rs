@@ -2,9 +2,12 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
 
 mod archive;
+mod browser;
 mod cli;
+mod console;
 mod crash;
 mod export;
+mod postgres;
 mod sink;
 mod tamper;
 

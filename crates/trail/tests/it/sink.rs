@@ -95,7 +95,10 @@ fn sink_lines(dir: &Path) -> Vec<String> {
     files.sort_by_key(|p| (p.file_name().unwrap() == "audit.log", n(p)));
     files
         .iter()
-        .flat_map(|p| std::fs::read_to_string(p).unwrap().lines().map(str::to_string).collect::<Vec<_>>())
+        // A file rolled away between listing and reading is read on the next poll.
+        .flat_map(|p| {
+            std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect::<Vec<_>>()
+        })
         .collect()
 }
 

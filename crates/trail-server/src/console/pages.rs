@@ -1,0 +1,873 @@
+//! Page handlers: resolve the session cookie, check the permission the page needs, read through the
+//! store, render a template.
+
+use std::collections::BTreeMap;
+
+use askama::Template;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use trail_model::catalog::{self, CATALOG};
+use trail_model::query::{Filter, Query, QueryContext, parse_query};
+use trail_model::time::{MICROS_PER_SECOND, Micros, format_rfc3339, now};
+use trail_store::{Permission, Record, User};
+
+use super::Page;
+use crate::AppState;
+use crate::auth::cookie_session;
+use crate::routes::events::default_width;
+
+/// Rows per page of the log table.
+const PAGE_ROWS: usize = 50;
+
+/// What the layout needs on every signed-in page.
+pub struct Nav {
+    pub user: String,
+    pub csrf: String,
+    pub org: String,
+    pub org_name: String,
+    /// (slug, name) of every org of the user, for the switcher.
+    pub orgs: Vec<(String, String)>,
+    pub can_logs: bool,
+    pub can_users: bool,
+    pub can_keys: bool,
+    pub can_settings: bool,
+    /// Which nav entry is current.
+    pub current: &'static str,
+}
+
+impl Nav {
+    pub fn is(&self, name: &str) -> bool {
+        self.current == name
+    }
+}
+
+fn login_redirect(next: &str) -> Page {
+    let encoded: String = serde_urlencoded::to_string([("next", next)]).unwrap_or_default();
+    Page::Redirect(format!("/login?{encoded}"))
+}
+
+fn render(t: &impl Template) -> Page {
+    match t.render() {
+        Ok(html) => Page::Html(html),
+        Err(e) => {
+            tracing::error!(error = %e, "a console template failed to render");
+            Page::Status(StatusCode::INTERNAL_SERVER_ERROR, "internal error".into())
+        }
+    }
+}
+
+#[derive(Template)]
+#[template(path = "message.html")]
+struct Message<'a> {
+    nav: Option<Nav>,
+    title: &'a str,
+    text: String,
+}
+
+fn message(code: StatusCode, nav: Option<Nav>, title: &str, text: impl Into<String>) -> Page {
+    match (Message { nav, title, text: text.into() }).render() {
+        Ok(html) => Page::Status(code, html),
+        Err(_) => Page::Status(code, title.to_string()),
+    }
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Page {
+    tracing::error!(error = %e, "console page failed");
+    message(
+        StatusCode::SERVICE_UNAVAILABLE,
+        None,
+        "Something went wrong",
+        "The server could not load this page. Try again in a moment.",
+    )
+}
+
+/// Resolves the signed-in user and their standing in `org`; the page needs `need` (or redirects to
+/// sign-in / answers 403).
+async fn nav_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    org: &str,
+    need: Option<Permission>,
+    current: &'static str,
+    here: &str,
+) -> Result<(User, Nav), Page> {
+    let Some((user, _, csrf)) = cookie_session(state, headers).await.map_err(|e| unavailable(e.message))?
+    else {
+        return Err(login_redirect(here));
+    };
+    let memberships = state.store.user_orgs(&user.id).await.map_err(unavailable)?;
+    let orgs: Vec<(String, String)> =
+        memberships.iter().map(|(o, _)| (o.slug.clone(), o.name.clone())).collect();
+    let Some((this, perms)) = memberships.into_iter().find(|(o, _)| o.slug == org) else {
+        return Err(message(
+            StatusCode::FORBIDDEN,
+            None,
+            "Not a member",
+            format!("You are not a member of organization {org}."),
+        ));
+    };
+    let has = |p: Permission| perms.contains(&p);
+    let nav = Nav {
+        user: user.email.clone(),
+        csrf,
+        org: this.slug.clone(),
+        org_name: this.name.clone(),
+        orgs,
+        can_logs: has(Permission::LogManagement),
+        can_users: has(Permission::UserManagement),
+        can_keys: has(Permission::KeyManagement),
+        can_settings: has(Permission::OrgSettings),
+        current,
+    };
+    if let Some(p) = need
+        && !has(p)
+    {
+        let text = format!("This page needs the {} permission in {}.", p.as_str(), this.name);
+        return Err(message(StatusCode::FORBIDDEN, Some(nav), "Not allowed", text));
+    }
+    Ok((user, nav))
+}
+
+pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Page {
+    let session = match cookie_session(&state, &headers).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(e.message),
+    };
+    let Some((user, _, _)) = session else { return Page::Redirect("/login".into()) };
+    match state.store.user_orgs(&user.id).await {
+        Ok(orgs) => match orgs.first() {
+            Some((o, perms)) if perms.contains(&Permission::LogManagement) => {
+                Page::Redirect(format!("/orgs/{}/logs", o.slug))
+            }
+            Some((o, _)) => Page::Redirect(format!("/orgs/{}/admin/users", o.slug)),
+            None => message(
+                StatusCode::OK,
+                None,
+                "No organization yet",
+                "You are not a member of any organization. Ask an administrator for an invitation.",
+            ),
+        },
+        Err(e) => unavailable(e),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct Login {
+    nav: Option<Nav>,
+    next: String,
+}
+
+pub async fn login(RawQuery(raw): RawQuery) -> Page {
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    // Only same-site paths: never an open redirect.
+    let next = pairs
+        .into_iter()
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v)
+        .filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+        .unwrap_or_else(|| "/".into());
+    render(&Login { nav: None, next })
+}
+
+#[derive(Template)]
+#[template(path = "accept.html")]
+struct Accept {
+    nav: Option<Nav>,
+    token: String,
+    /// (email, CSRF token) when someone is signed in: they may accept as themselves.
+    signed_in: Option<(String, String)>,
+}
+
+pub async fn accept_invitation(
+    State(state): State<AppState>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+) -> Page {
+    let signed_in = match cookie_session(&state, &headers).await {
+        Ok(s) => s.map(|(u, _, csrf)| (u.email, csrf)),
+        Err(e) => return unavailable(e.message),
+    };
+    render(&Accept { nav: None, token, signed_in })
+}
+
+// --- Audit Logs ---------------------------------------------------------------------------------
+
+/// The time range presets, and what each means in the API's terms.
+const PRESETS: &[(&str, &str, i64)] = &[
+    ("1h", "Last hour", 3600),
+    ("24h", "Last 24 hours", 86_400),
+    ("7d", "Last 7 days", 7 * 86_400),
+    ("30d", "Last 30 days", 30 * 86_400),
+    ("90d", "Last 90 days", 90 * 86_400),
+];
+
+/// Filter fields the page passes to the API as they are.
+const PASSED: &[&str] = &["actor", "action", "target_type", "target_id", "project", "outcome", "source", "q"];
+
+/// The page's form state, read from its query string.
+#[derive(Debug, Default, Clone)]
+pub struct Form {
+    pub range: String,
+    pub from_local: String,
+    pub to_local: String,
+    /// Minutes east of UTC the custom range was entered in (set by the script; 0 without it).
+    pub tz_offset: i64,
+    pub fields: BTreeMap<String, String>,
+    pub cursor: Option<String>,
+}
+
+impl Form {
+    fn parse(raw: Option<&str>) -> Self {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).unwrap_or_default();
+        let mut f = Form { range: "24h".into(), ..Form::default() };
+        for (k, v) in pairs {
+            let v = v.trim().to_string();
+            match k.as_str() {
+                "range" if !v.is_empty() => f.range = v,
+                "from_local" => f.from_local = v,
+                "to_local" => f.to_local = v,
+                "tz_offset" => f.tz_offset = v.parse().unwrap_or(0),
+                "cursor" if !v.is_empty() => f.cursor = Some(v),
+                k if PASSED.contains(&k) && !v.is_empty() => {
+                    f.fields.insert(k.to_string(), v);
+                }
+                _ => {}
+            }
+        }
+        f
+    }
+
+    pub fn get(&self, k: &str) -> &str {
+        self.fields.get(k).map_or("", String::as_str)
+    }
+
+    /// `datetime-local` text (`2026-11-20T13:45`) entered at `tz_offset` to an instant.
+    fn local(&self, s: &str) -> Option<Micros> {
+        let t = trail_model::time::parse_rfc3339(&format!("{}:00Z", s.get(..16)?))?;
+        Some(t - self.tz_offset * 60 * MICROS_PER_SECOND)
+    }
+
+    /// The API's query parameters for this form, or the message to show.
+    fn pairs(&self, now: Micros) -> Result<Vec<(String, String)>, String> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        let (from, to) = match PRESETS.iter().find(|p| p.0 == self.range) {
+            Some((_, _, secs)) => (now - secs * MICROS_PER_SECOND, now + 1),
+            None if self.range == "custom" => {
+                let from = self
+                    .local(&self.from_local)
+                    .ok_or("Enter a start date and time for the custom range.")?;
+                let to =
+                    self.local(&self.to_local).ok_or("Enter an end date and time for the custom range.")?;
+                (from, to)
+            }
+            None => return Err(format!("Unknown time range {:?}.", self.range)),
+        };
+        out.push(("from".into(), format_rfc3339(from)));
+        out.push(("to".into(), format_rfc3339(to)));
+        for (k, v) in &self.fields {
+            out.push((k.clone(), v.clone()));
+        }
+        Ok(out)
+    }
+
+    /// This form as a query string, with or without a cursor.
+    pub fn query_string(&self, cursor: Option<&str>) -> String {
+        let mut pairs: Vec<(&str, &str)> = vec![("range", &self.range)];
+        let offset = self.tz_offset.to_string();
+        if self.range == "custom" {
+            pairs.extend([
+                ("from_local", self.from_local.as_str()),
+                ("to_local", self.to_local.as_str()),
+                ("tz_offset", &offset),
+            ]);
+        }
+        for (k, v) in &self.fields {
+            pairs.push((k, v));
+        }
+        if let Some(c) = cursor {
+            pairs.push(("cursor", c));
+        }
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+}
+
+/// One table row.
+pub struct Row {
+    pub id: String,
+    pub time: String,
+    pub actor: String,
+    pub action: String,
+    pub action_label: String,
+    pub target: String,
+    pub project: String,
+    pub outcome: String,
+    pub source: String,
+}
+
+impl Row {
+    fn of(r: &Record) -> Self {
+        let e = &r.event;
+        let target = match (&e.target.id, &e.target.name) {
+            (Some(id), Some(name)) if id != name => format!("{}: {name} ({id})", e.target.kind),
+            (Some(id), _) => format!("{}: {id}", e.target.kind),
+            (None, Some(name)) => format!("{}: {name}", e.target.kind),
+            (None, None) => e.target.kind.clone(),
+        };
+        Row {
+            id: e.id.clone(),
+            time: format_rfc3339(e.time),
+            actor: e.actor.name.clone().map_or(e.actor.id.clone(), |n| format!("{n} ({})", e.actor.id)),
+            action: e.action.clone(),
+            action_label: catalog::label(&e.action).unwrap_or(&e.action).to_string(),
+            target,
+            project: e.project.clone().unwrap_or_default(),
+            outcome: e.outcome.as_str().to_string(),
+            source: e.source.clone().unwrap_or_default(),
+        }
+    }
+}
+
+/// One histogram bar, in SVG units (the chart is 1000 × 100).
+pub struct Bar {
+    pub x: f64,
+    pub y: f64,
+    pub w: f64,
+    pub h: f64,
+    pub title: String,
+}
+
+/// (category, [(action, label)]) for the action filter.
+pub fn catalog_groups() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
+    let mut groups: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
+    for a in CATALOG {
+        groups.entry(a.category).or_default().push((a.name, a.label));
+    }
+    groups
+        .into_iter()
+        .map(|(k, mut v)| {
+            v.sort_by_key(|x| x.1);
+            (k, v)
+        })
+        .collect()
+}
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+struct Logs {
+    nav: Option<Nav>,
+    org: String,
+    form: Form,
+    presets: &'static [(&'static str, &'static str, i64)],
+    groups: Vec<(&'static str, Vec<(&'static str, &'static str)>)>,
+    error: Option<String>,
+    rows: Vec<Row>,
+    next: Option<String>,
+    /// Why nothing matched, when nothing did.
+    empty: Option<String>,
+    bars: Vec<Bar>,
+    window: (String, String),
+    total: u64,
+    /// The export request's filters (the API's parameters) as JSON.
+    export_filters: String,
+    query: String,
+}
+
+fn describe_filters(form: &Form, window: &str) -> String {
+    let active: Vec<String> =
+        form.fields.iter().map(|(k, v)| format!("{} “{v}”", k.replace('_', " "))).collect();
+    if active.is_empty() {
+        format!("No events were recorded {window}. Try a longer time range.")
+    } else {
+        format!("No events {window} match {}. Remove a filter or widen the time range.", active.join(", "))
+    }
+}
+
+pub async fn logs(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Page {
+    let here = format!("/orgs/{org}/logs{}", raw.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
+    let (_, nav) = match nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", &here).await
+    {
+        Ok(x) => x,
+        Err(p) => return p,
+    };
+    let form = Form::parse(raw.as_deref());
+    let mut page = Logs {
+        nav: None,
+        org: org.clone(),
+        presets: PRESETS,
+        groups: catalog_groups(),
+        error: None,
+        rows: Vec::new(),
+        next: None,
+        empty: None,
+        bars: Vec::new(),
+        window: (String::new(), String::new()),
+        total: 0,
+        export_filters: "{}".into(),
+        query: form.query_string(None),
+        form,
+    };
+    match load(&state, &org, &page.form).await {
+        Ok(Loaded { query, rows, next, bars, total }) => {
+            let f = &query.filter;
+            page.window = (format_rfc3339(f.from), format_rfc3339(f.to));
+            let preset = PRESETS.iter().find(|p| p.0 == page.form.range).map(|p| p.1.to_lowercase());
+            let window = preset.map_or_else(|| "in the chosen range".to_string(), |p| format!("in the {p}"));
+            if rows.is_empty() {
+                page.empty = Some(describe_filters(&page.form, &window));
+            }
+            let mut filters = serde_json::Map::new();
+            for (k, v) in page.form.pairs(now()).unwrap_or_default() {
+                filters.insert(k, Value::String(v));
+            }
+            filters.insert("from".into(), Value::String(page.window.0.clone()));
+            filters.insert("to".into(), Value::String(page.window.1.clone()));
+            page.export_filters = Value::Object(filters).to_string();
+            page.rows = rows;
+            page.next = next;
+            page.bars = bars;
+            page.total = total;
+        }
+        Err(LoadError::Invalid(m)) => page.error = Some(m),
+        Err(LoadError::Failed(p)) => return p,
+    }
+    page.nav = Some(nav);
+    render(&page)
+}
+
+struct Loaded {
+    query: Query,
+    rows: Vec<Row>,
+    next: Option<String>,
+    bars: Vec<Bar>,
+    total: u64,
+}
+
+enum LoadError {
+    /// The form asks for something the API refuses: the message is for the user.
+    Invalid(String),
+    Failed(Page),
+}
+
+async fn load(state: &AppState, org: &str, form: &Form) -> Result<Loaded, LoadError> {
+    let now = now();
+    let mut pairs = form.pairs(now).map_err(LoadError::Invalid)?;
+    pairs.push(("limit".into(), PAGE_ROWS.to_string()));
+    if let Some(c) = &form.cursor {
+        pairs.push(("cursor".into(), c.clone()));
+    }
+    let oldest = state.hot_start(org, now).await.map_err(|e| LoadError::Failed(unavailable(e.message)))?;
+    let query = parse_query(&pairs, QueryContext { now, oldest })
+        .map_err(|e| LoadError::Invalid(capitalize(&e.message)))?;
+    let page = state.store.query(org, &query).await.map_err(|e| LoadError::Failed(unavailable(e)))?;
+    let rows = page.records.iter().map(Row::of).collect();
+    let (bars, total) =
+        if form.cursor.is_none() { histogram(state, org, &query.filter).await? } else { (Vec::new(), 0) };
+    Ok(Loaded { rows, next: page.next.map(|c| c.encode()), bars, total, query })
+}
+
+fn capitalize(s: &str) -> String {
+    let mut c = s.chars();
+    c.next().map_or_else(String::new, |f| f.to_uppercase().collect::<String>() + c.as_str())
+}
+
+async fn histogram(state: &AppState, org: &str, f: &Filter) -> Result<(Vec<Bar>, u64), LoadError> {
+    let width = default_width(f.to - f.from);
+    let buckets =
+        state.store.histogram(org, f, width).await.map_err(|e| LoadError::Failed(unavailable(e)))?;
+    let n = ((f.to - f.from + width - 1) / width).max(1) as f64;
+    let max = buckets.iter().map(|b| b.count).max().unwrap_or(0).max(1) as f64;
+    let total = buckets.iter().map(|b| b.count).sum();
+    let bw = 1000.0 / n;
+    let bars = buckets
+        .iter()
+        .map(|b| {
+            let i = ((b.start - f.from) / width) as f64;
+            let h = (b.count as f64 / max * 96.0).max(2.0);
+            Bar {
+                x: i * bw + bw * 0.1,
+                y: 100.0 - h,
+                w: (bw * 0.8).max(0.5),
+                h,
+                title: format!("{} events from {}", b.count, format_rfc3339(b.start)),
+            }
+        })
+        .collect();
+    Ok((bars, total))
+}
+
+#[derive(Template)]
+#[template(path = "rows.html")]
+struct Rows {
+    org: String,
+    rows: Vec<Row>,
+}
+
+/// More rows of the table for the script's "load more": HTML rows, the next cursor in a header.
+pub async fn log_rows(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if let Err(p) = nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", "/").await {
+        return p.into_response();
+    }
+    let form = Form::parse(raw.as_deref());
+    match load(&state, &org, &form).await {
+        Ok(l) => {
+            let mut r = render(&Rows { org: org.clone(), rows: l.rows }).into_response();
+            if let Some(next) = l.next.and_then(|n| axum::http::HeaderValue::from_str(&n).ok()) {
+                r.headers_mut().insert("x-next-cursor", next);
+            }
+            r
+        }
+        Err(LoadError::Invalid(m)) => Page::Status(StatusCode::BAD_REQUEST, m).into_response(),
+        Err(LoadError::Failed(p)) => p.into_response(),
+    }
+}
+
+// --- Event detail ---------------------------------------------------------------------------------
+
+#[derive(Template)]
+#[template(path = "event.html")]
+struct EventPage {
+    nav: Option<Nav>,
+    row: Row,
+    seq: u64,
+    received_at: String,
+    actor: Vec<(&'static str, String)>,
+    target: Vec<(&'static str, String)>,
+    reason: String,
+    info: String,
+    leaf: String,
+    back: String,
+}
+
+pub async fn event(
+    State(state): State<AppState>,
+    Path((org, id)): Path<(String, String)>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Page {
+    let here = format!("/orgs/{org}/logs/{id}");
+    let (_, nav) = match nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", &here).await
+    {
+        Ok(x) => x,
+        Err(p) => return p,
+    };
+    let record = match state.store.event(&org, &id).await {
+        Ok(Some(r)) => r,
+        Ok(None) => {
+            return message(
+                StatusCode::NOT_FOUND,
+                Some(nav),
+                "No such event",
+                format!("There is no event {id} in {org} (it may have been archived)."),
+            );
+        }
+        Err(e) => return unavailable(e),
+    };
+    let e = &record.event;
+    let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+    let json = record.to_json();
+    let info =
+        e.info.as_ref().map_or_else(String::new, |m| serde_json::to_string_pretty(m).unwrap_or_default());
+    let page = EventPage {
+        row: Row::of(&record),
+        seq: e.seq,
+        received_at: format_rfc3339(e.received_at),
+        actor: vec![
+            ("Id", e.actor.id.clone()),
+            ("Type", e.actor.kind.as_str().into()),
+            ("Name", opt(&e.actor.name)),
+            ("IP address", opt(&e.actor.ip)),
+            ("User agent", opt(&e.actor.user_agent)),
+        ],
+        target: vec![
+            ("Type", e.target.kind.clone()),
+            ("Id", opt(&e.target.id)),
+            ("Name", opt(&e.target.name)),
+        ],
+        reason: opt(&e.reason),
+        info,
+        leaf: json["leaf_hash"].as_str().unwrap_or_default().to_string(),
+        back: format!("/orgs/{org}/logs{}", raw.map(|q| format!("?{q}")).unwrap_or_default()),
+        nav: Some(nav),
+    };
+    render(&page)
+}
+
+// --- Export history -------------------------------------------------------------------------------
+
+pub struct ExportRow {
+    pub id: String,
+    pub name: String,
+    pub format: String,
+    pub requested_by: String,
+    pub status: String,
+    pub rows: u64,
+    pub size: String,
+    pub created: String,
+    pub error: String,
+}
+
+pub fn human_size(b: u64) -> String {
+    match b {
+        b if b >= 1 << 30 => format!("{:.1} GB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+#[derive(Template)]
+#[template(path = "exports.html")]
+struct Exports {
+    nav: Option<Nav>,
+    exports: Vec<ExportRow>,
+}
+
+pub async fn exports(State(state): State<AppState>, Path(org): Path<String>, headers: HeaderMap) -> Page {
+    let (_, nav) = match nav_for(
+        &state,
+        &headers,
+        &org,
+        Some(Permission::LogManagement),
+        "exports",
+        &format!("/orgs/{org}/exports"),
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(p) => return p,
+    };
+    let list = match state.store.exports(&org).await {
+        Ok(l) => l,
+        Err(e) => return unavailable(e),
+    };
+    let exports = list
+        .iter()
+        .map(|e| ExportRow {
+            id: e.id.clone(),
+            name: e.name.clone(),
+            format: if crate::exports::is_restore(e) {
+                "NDJSON (restored from archive)".into()
+            } else {
+                e.format.to_uppercase()
+            },
+            requested_by: e.requested_by.clone(),
+            status: e.status.as_str().to_string(),
+            rows: e.row_count,
+            size: human_size(e.size_bytes),
+            created: format_rfc3339(e.created_at),
+            error: e.error.clone().unwrap_or_default(),
+        })
+        .collect();
+    render(&Exports { nav: Some(nav), exports })
+}
+
+// --- Administration -------------------------------------------------------------------------------
+
+pub struct UserRow {
+    pub id: String,
+    pub email: String,
+    pub groups: Vec<String>,
+}
+
+pub struct GroupView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub builtin: bool,
+    /// (role id, role name)
+    pub roles: Vec<(String, String)>,
+    /// (user id, email)
+    pub members: Vec<(String, String)>,
+}
+
+pub struct RoleView {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub builtin: bool,
+    pub permissions: Vec<String>,
+}
+
+pub struct InvitationView {
+    pub id: String,
+    pub email: String,
+    pub groups: String,
+    pub status: String,
+    pub expires: String,
+}
+
+pub struct KeyView {
+    pub id: String,
+    pub name: String,
+    pub scopes: String,
+    pub created: String,
+    pub last_used: String,
+    pub status: String,
+}
+
+pub const PERMISSIONS: &[(&str, &str)] = &[
+    ("LOG-MANAGEMENT", "View, search and export audit logs"),
+    ("USER-MANAGEMENT", "Manage users, groups, roles and invitations"),
+    ("KEY-MANAGEMENT", "Create and revoke API keys"),
+    ("ORG-SETTINGS", "Change retention and legal hold"),
+];
+
+#[derive(Template)]
+#[template(path = "admin.html")]
+struct Admin {
+    nav: Option<Nav>,
+    page: String,
+    title: &'static str,
+    users: Vec<UserRow>,
+    groups: Vec<GroupView>,
+    roles: Vec<RoleView>,
+    invitations: Vec<InvitationView>,
+    keys: Vec<KeyView>,
+    settings: Value,
+    permissions: &'static [(&'static str, &'static str)],
+}
+
+pub async fn admin(
+    State(state): State<AppState>,
+    Path((org, page)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Page {
+    let (need, title, current): (Permission, &'static str, &'static str) = match page.as_str() {
+        "users" => (Permission::UserManagement, "Users", "users"),
+        "groups" => (Permission::UserManagement, "Groups", "groups"),
+        "roles" => (Permission::UserManagement, "Roles", "roles"),
+        "invitations" => (Permission::UserManagement, "Invitations", "invitations"),
+        "keys" => (Permission::KeyManagement, "API keys", "keys"),
+        "settings" => (Permission::OrgSettings, "Settings", "settings"),
+        _ => return message(StatusCode::NOT_FOUND, None, "Not found", "There is no such page."),
+    };
+    let here = format!("/orgs/{org}/admin/{page}");
+    let (_, nav) = match nav_for(&state, &headers, &org, Some(need), current, &here).await {
+        Ok(x) => x,
+        Err(p) => return p,
+    };
+    let mut a = Admin {
+        nav: None,
+        page: page.clone(),
+        title,
+        users: Vec::new(),
+        groups: Vec::new(),
+        roles: Vec::new(),
+        invitations: Vec::new(),
+        keys: Vec::new(),
+        settings: Value::Null,
+        permissions: PERMISSIONS,
+    };
+    let loaded: Result<(), trail_store::StoreError> = async {
+        match page.as_str() {
+            "users" | "groups" | "invitations" => {
+                let users = state.store.org_users(&org).await?;
+                let groups = state.store.groups(&org).await?;
+                let roles = state.store.roles(&org).await?;
+                let email_of = |id: &str| users.iter().find(|(u, _)| u.id == id).map_or(id.to_string(), |(u, _)| u.email.clone());
+                let group_name = |id: &str| groups.iter().find(|g| g.id == id).map_or(id.to_string(), |g| g.name.clone());
+                a.users = users
+                    .iter()
+                    .map(|(u, gs)| UserRow { id: u.id.clone(), email: u.email.clone(), groups: gs.iter().map(|g| group_name(g)).collect() })
+                    .collect();
+                a.groups = groups
+                    .iter()
+                    .map(|g| GroupView {
+                        id: g.id.clone(),
+                        name: g.name.clone(),
+                        description: g.description.clone(),
+                        builtin: g.builtin,
+                        roles: g.roles.iter().map(|r| (r.clone(), roles.iter().find(|x| &x.id == r).map_or(r.clone(), |x| x.name.clone()))).collect(),
+                        members: g.members.iter().map(|m| (m.clone(), email_of(m))).collect(),
+                    })
+                    .collect();
+                a.roles = roles.iter().map(role_view).collect();
+                if page == "invitations" {
+                    let now = now();
+                    a.invitations = state
+                        .store
+                        .invitations(&org)
+                        .await?
+                        .iter()
+                        .map(|i| InvitationView {
+                            id: i.id.clone(),
+                            email: i.email.clone(),
+                            groups: i.groups.iter().map(|g| group_name(g)).collect::<Vec<_>>().join(", "),
+                            status: match (i.accepted_at, i.revoked_at) {
+                                (Some(_), _) => "accepted",
+                                (_, Some(_)) => "revoked",
+                                _ if i.expires_at <= now => "expired",
+                                _ => "pending",
+                            }
+                            .into(),
+                            expires: format_rfc3339(i.expires_at),
+                        })
+                        .collect();
+                }
+            }
+            "roles" => a.roles = state.store.roles(&org).await?.iter().map(role_view).collect(),
+            "keys" => {
+                a.keys = state
+                    .store
+                    .api_keys(&org)
+                    .await?
+                    .iter()
+                    .map(|k| KeyView {
+                        id: k.id.clone(),
+                        name: k.name.clone(),
+                        scopes: k.scopes.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "),
+                        created: format_rfc3339(k.created_at),
+                        last_used: k.last_used_at.map(format_rfc3339).unwrap_or_default(),
+                        status: if k.revoked_at.is_some() {
+                            "revoked".into()
+                        } else if k.expires_at.is_some_and(|t| t <= now()) {
+                            "expired".into()
+                        } else {
+                            "active".into()
+                        },
+                    })
+                    .collect();
+            }
+            _ => {
+                let s = state.store.org_settings(&org).await?;
+                let p = crate::retention::Policy::of(&state.settings.retention, s.as_ref());
+                a.settings = serde_json::json!({
+                    "hot_days": p.hot_days, "archive_days": p.archive_days, "legal_hold": p.legal_hold,
+                    "legal_hold_reason": s.and_then(|s| s.legal_hold_reason).unwrap_or_default(),
+                    "min_days": state.settings.retention.min_days, "max_days": state.settings.retention.max_days,
+                });
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(e) = loaded {
+        return unavailable(e);
+    }
+    a.nav = Some(nav);
+    render(&a)
+}
+
+fn role_view(r: &trail_store::Role) -> RoleView {
+    RoleView {
+        id: r.id.clone(),
+        name: r.name.clone(),
+        description: r.description.clone(),
+        builtin: r.builtin,
+        permissions: r.permissions.iter().map(|p| p.as_str().to_string()).collect(),
+    }
+}

@@ -1,0 +1,401 @@
+// Trail console: the few things pages cannot do without a script. Pages work and read fine before
+// it runs; it never builds a page from data, only enhances server-rendered HTML.
+"use strict";
+
+const meta = (name) => document.querySelector(`meta[name="${name}"]`)?.content ?? "";
+const csrf = meta("csrf-token");
+
+async function api(method, url, body, extraHeaders) {
+  const headers = { "x-csrf-token": csrf, ...extraHeaders };
+  const init = { method, headers, credentials: "same-origin" };
+  if (body !== undefined) {
+    headers["content-type"] = "application/json";
+    init.body = JSON.stringify(body);
+  }
+  const r = await fetch(url, init);
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!r.ok) {
+    const message = data?.error?.message || `The server answered ${r.status}.`;
+    throw new Error(message.charAt(0).toUpperCase() + message.slice(1));
+  }
+  return data;
+}
+
+function showError(form, e) {
+  const slot = form.querySelector("[data-error]");
+  if (slot) slot.textContent = e ? e.message || String(e) : "";
+}
+
+// --- Time zone: the viewer's zone by default, UTC on request, remembered. ------------------------
+
+const zoneKey = "trail.timezone";
+const useUtc = () => localStorage.getItem(zoneKey) === "utc";
+const localZone = Intl.DateTimeFormat().resolvedOptions().timeZone || "local";
+
+function formatTime(iso, utc) {
+  const d = new Date(iso);
+  if (Number.isNaN(d.getTime())) return iso;
+  const opts = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" };
+  if (utc) opts.timeZone = "UTC";
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", opts).formatToParts(d).map((p) => [p.type, p.value]));
+  return `${parts.year}-${parts.month}-${parts.day} ${parts.hour}:${parts.minute}:${parts.second}`;
+}
+
+function renderTimes(root = document) {
+  const utc = useUtc();
+  for (const t of root.querySelectorAll("time[datetime]")) {
+    const iso = t.getAttribute("datetime");
+    const shown = `${formatTime(iso, utc)} ${utc ? "UTC" : localZone}`;
+    const sameAsUtc = formatTime(iso, false) === formatTime(iso, true);
+    t.textContent = t.hasAttribute("data-both") && !utc && !sameAsUtc ? `${shown} (${formatTime(iso, true)} UTC)` : shown;
+    t.title = `${formatTime(iso, true)} UTC`;
+  }
+  const toggle = document.querySelector("[data-tz-toggle]");
+  if (toggle) toggle.textContent = utc ? `Times in UTC · show ${localZone}` : `Times in ${localZone} · show UTC`;
+}
+
+document.querySelector("[data-tz-toggle]")?.addEventListener("click", () => {
+  localStorage.setItem(zoneKey, useUtc() ? "local" : "utc");
+  renderTimes();
+});
+
+// --- Header: org switcher and sign-out. ---------------------------------------------------------
+
+const orgSelect = document.querySelector("[data-org-switch] select");
+orgSelect?.addEventListener("change", () => {
+  const section = location.pathname.split("/").slice(3).join("/") || "logs";
+  const keep = section.startsWith("logs/") ? "logs" : section;
+  location.href = `/orgs/${encodeURIComponent(orgSelect.value)}/${keep}`;
+});
+document.querySelector("[data-org-switch]")?.addEventListener("submit", (e) => e.preventDefault());
+
+document.querySelector("[data-logout]")?.addEventListener("click", async () => {
+  try { await api("POST", "/v1/auth/logout"); } catch { /* already signed out */ }
+  location.href = "/login";
+});
+
+// --- Sign-in and invitations. -------------------------------------------------------------------
+
+document.querySelector("[data-login]")?.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  showError(f, null);
+  try {
+    await api("POST", "/v1/auth/login", { email: f.email.value, password: f.password.value });
+    location.href = f.dataset.next || "/";
+  } catch (err) {
+    showError(f, err);
+    f.password.focus();
+  }
+});
+
+document.querySelector("[data-accept]")?.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  showError(f, null);
+  let body = {};
+  let headers = {};
+  if (f.dataset.csrf) {
+    headers = { "x-csrf-token": f.dataset.csrf };
+  } else {
+    if (f.password.value !== f.confirm.value) {
+      showError(f, new Error("The two passwords differ."));
+      return;
+    }
+    body = { password: f.password.value };
+  }
+  try {
+    await api("POST", `/v1/invitations/${encodeURIComponent(f.dataset.token)}/accept`, body, headers);
+    f.hidden = true;
+    const done = document.querySelector("[data-done]");
+    done.hidden = false;
+    done.querySelector("a")?.focus();
+  } catch (err) {
+    showError(f, err);
+  }
+});
+
+// --- Audit Logs: custom range, load more, export. -----------------------------------------------
+
+const filters = document.querySelector("[data-filters]");
+if (filters) {
+  const range = filters.querySelector("[data-range]");
+  const sync = () => filters.querySelectorAll("[data-custom]").forEach((el) => { el.hidden = range.value !== "custom"; });
+  range.addEventListener("change", sync);
+  filters.addEventListener("submit", () => {
+    // Custom times are entered in the zone the page shows; the server needs the offset.
+    const offset = useUtc() ? 0 : -new Date().getTimezoneOffset();
+    filters.querySelector("[data-tz-offset]").value = String(offset);
+    // Empty fields stay out of the URL, so shared links are short.
+    for (const el of filters.elements) {
+      if (el.name && el.value === "" && el.type !== "hidden") el.disabled = true;
+    }
+    if (range.value !== "custom") filters.querySelectorAll("[data-custom] input, [data-tz-offset]").forEach((el) => { el.disabled = true; });
+  });
+}
+
+document.querySelector("[data-load-more]")?.addEventListener("click", async (e) => {
+  e.preventDefault();
+  const button = e.currentTarget;
+  const org = meta("org");
+  const tbody = document.querySelector("[data-rows]");
+  button.setAttribute("aria-busy", "true");
+  try {
+    const r = await fetch(`/orgs/${encodeURIComponent(org)}/logs/rows?${button.dataset.query}&cursor=${encodeURIComponent(button.dataset.cursor)}`, { credentials: "same-origin" });
+    if (!r.ok) throw new Error(await r.text());
+    const before = tbody.rows.length;
+    tbody.insertAdjacentHTML("beforeend", await r.text());
+    renderTimes(tbody);
+    tbody.rows[before]?.querySelector("a")?.focus();
+    const next = r.headers.get("x-next-cursor");
+    if (next) {
+      button.dataset.cursor = next;
+      button.href = `?${button.dataset.query}&cursor=${encodeURIComponent(next)}`;
+    } else {
+      button.closest("p").remove();
+    }
+  } catch (err) {
+    button.textContent = `Could not load more: ${err.message}`;
+  } finally {
+    button.removeAttribute("aria-busy");
+  }
+});
+
+const exportDialog = document.querySelector("[data-export-dialog]");
+document.querySelector("[data-open-export]")?.addEventListener("click", () => {
+  exportDialog.showModal();
+  exportDialog.querySelector("input[name=name]").focus();
+});
+exportDialog?.querySelector("[data-close]").addEventListener("click", () => exportDialog.close());
+exportDialog?.querySelector("[data-export]").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  showError(f, null);
+  const body = { name: f.elements.name.value, format: f.elements.format.value, filters: JSON.parse(f.dataset.filtersJson) };
+  try {
+    await api("POST", `/v1/orgs/${encodeURIComponent(f.dataset.org)}/exports`, body);
+    location.href = `/orgs/${encodeURIComponent(f.dataset.org)}/exports`;
+  } catch (err) {
+    showError(f, err);
+  }
+});
+
+// --- Export History: status without a reload. ---------------------------------------------------
+
+const exportsTable = document.querySelector("[data-exports]");
+function humanSize(b) {
+  if (b >= 1 << 30) return `${(b / (1 << 30)).toFixed(1)} GB`;
+  if (b >= 1 << 20) return `${(b / (1 << 20)).toFixed(1)} MB`;
+  if (b >= 1 << 10) return `${(b / 1024).toFixed(1)} KB`;
+  return `${b} B`;
+}
+async function pollExports() {
+  const org = exportsTable.dataset.org;
+  const busy = () => [...exportsTable.querySelectorAll("tr[data-status]")].some((tr) => ["pending", "running"].includes(tr.dataset.status));
+  while (busy()) {
+    await new Promise((ok) => setTimeout(ok, 1000));
+    let list;
+    try { list = (await api("GET", `/v1/orgs/${encodeURIComponent(org)}/exports`)).exports; } catch { continue; }
+    for (const x of list) {
+      const tr = exportsTable.querySelector(`tr[data-export-id="${CSS.escape(x.id)}"]`);
+      if (!tr || tr.dataset.status === x.status) continue;
+      tr.dataset.status = x.status;
+      const status = tr.querySelector("[data-cell=status]");
+      status.textContent = x.status;
+      status.className = `status ${x.status}`;
+      tr.querySelector("[data-cell=rows]").textContent = String(x.row_count);
+      tr.querySelector("[data-cell=size]").textContent = humanSize(x.size_bytes);
+      if (x.status === "completed") {
+        const a = document.createElement("a");
+        a.className = "button";
+        a.href = `/v1/orgs/${encodeURIComponent(org)}/exports/${encodeURIComponent(x.id)}/download`;
+        a.setAttribute("download", "");
+        a.textContent = "Download";
+        const hidden = document.createElement("span");
+        hidden.className = "visually-hidden";
+        hidden.textContent = ` ${x.name}`;
+        a.append(hidden);
+        tr.querySelector("[data-cell=download]").replaceChildren(a);
+      }
+      document.querySelector("[data-exports-live]").textContent = `Export “${x.name}” is ${x.status}.`;
+    }
+  }
+}
+if (exportsTable) pollExports();
+
+// --- Event detail: the integrity badge. ---------------------------------------------------------
+
+const b64 = (s) => Uint8Array.from(atob(s), (c) => c.charCodeAt(0));
+const concat = (...parts) => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const p of parts) { out.set(p, at); at += p.length; }
+  return out;
+};
+const sha256 = async (bytes) => new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+const equal = (a, b) => a.length === b.length && a.every((x, i) => x === b[i]);
+
+// RFC 9162 §2.1.3.2: the root an inclusion proof leads to.
+async function rootFromInclusion(leaf, index, size, path) {
+  if (index >= size) throw new Error("the proof's index lies beyond the tree");
+  let fn = BigInt(index);
+  let sn = BigInt(size - 1);
+  let r = leaf;
+  for (const p of path) {
+    if (sn === 0n) throw new Error("the proof is too long");
+    if ((fn & 1n) === 1n || fn === sn) {
+      r = await sha256(concat([1], p, r));
+      if ((fn & 1n) === 0n) {
+        while ((fn & 1n) === 0n && fn !== 0n) { fn >>= 1n; sn >>= 1n; }
+      }
+    } else {
+      r = await sha256(concat([1], r, p));
+    }
+    fn >>= 1n;
+    sn >>= 1n;
+  }
+  if (sn !== 0n) throw new Error("the proof is too short");
+  return r;
+}
+
+// The checkpoint's signature against the log key, where the browser has Ed25519 in WebCrypto.
+async function checkSignature(note) {
+  const vkey = (await (await fetch("/v1/log-key")).text()).trim();
+  const [name, , keyB64] = vkey.split("+");
+  const key = b64(keyB64).slice(1);
+  const split = note.indexOf("\n\n");
+  const text = new TextEncoder().encode(note.slice(0, split + 1));
+  const line = note.slice(split + 2).split("\n").find((l) => l.startsWith(`\u2014 ${name} `));
+  if (!line) return "no signature by the log key";
+  const sig = b64(line.split(" ")[2]).slice(4);
+  let k;
+  try {
+    k = await crypto.subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]);
+  } catch {
+    return "unsupported";
+  }
+  return (await crypto.subtle.verify({ name: "Ed25519" }, k, sig, text)) ? "ok" : "bad signature";
+}
+
+async function checkBadge(badge, attempt = 0) {
+  const set = (cls, text) => { badge.className = `badge ${cls}`; badge.textContent = text; };
+  if (!window.crypto?.subtle) {
+    set("pending", "Integrity: this browser cannot verify here (needs HTTPS or localhost)");
+    return;
+  }
+  try {
+    const ev = await api("GET", `/v1/orgs/${encodeURIComponent(badge.dataset.org)}/events/${encodeURIComponent(badge.dataset.id)}`);
+    if (ev.proof_pending) {
+      if (attempt < 30) {
+        set("pending", "Integrity: waiting for the next signed checkpoint…");
+        setTimeout(() => checkBadge(badge, attempt + 1), 1000);
+      } else {
+        set("pending", "Integrity: not yet in a signed checkpoint");
+      }
+      return;
+    }
+    const note = ev.proof.checkpoint;
+    const body = note.split("\n");
+    const size = Number(body[1]);
+    const root = b64(body[2]);
+    if (size !== ev.proof.tree_size) throw new Error("the proof is for another tree size than the checkpoint");
+    const computed = await rootFromInclusion(b64(ev.leaf_hash), ev.seq, size, ev.proof.hashes.map(b64));
+    if (!equal(computed, root)) throw new Error("the inclusion proof does not lead to the checkpoint's root");
+    const sig = await checkSignature(note);
+    if (sig === "ok") {
+      set("ok", `Integrity verified: event ${ev.seq} is in the signed log of ${size} events`);
+    } else if (sig === "unsupported") {
+      set("ok", `Integrity: inclusion in the log of ${size} events verified (signature not checkable in this browser)`);
+    } else {
+      throw new Error(sig);
+    }
+  } catch (err) {
+    set("bad", `Integrity check FAILED: ${err.message}`);
+  }
+}
+const badge = document.querySelector("[data-badge]");
+if (badge) checkBadge(badge);
+
+// --- Administration forms: sent to the JSON API, one source of validation and audit. ------------
+
+function bodyOf(form) {
+  const body = {};
+  let url = form.dataset.api;
+  for (const el of form.elements) {
+    if (!el.name || el.disabled) continue;
+    if (url.includes(`{${el.name}}`)) {
+      url = url.replace(`{${el.name}}`, encodeURIComponent(el.value));
+      continue;
+    }
+    if (el.hasAttribute("data-array")) {
+      body[el.name] ??= [];
+      if (el.checked) body[el.name].push(el.value);
+    } else if (el.hasAttribute("data-bool")) {
+      body[el.name] = el.checked;
+    } else if (el.hasAttribute("data-int")) {
+      body[el.name] = Number.parseInt(el.value, 10);
+    } else if (el.hasAttribute("data-split")) {
+      body[el.name] = el.value.split(/[\s,;]+/).filter(Boolean);
+    } else if (el.type !== "submit" && el.type !== "button") {
+      body[el.name] = el.value;
+    }
+  }
+  return { url, body };
+}
+
+function copyButton(text, label) {
+  const b = document.createElement("button");
+  b.type = "button";
+  b.textContent = label;
+  b.addEventListener("click", async () => {
+    try { await navigator.clipboard.writeText(text); b.textContent = "Copied"; } catch { b.textContent = "Select and copy the text above"; }
+  });
+  return b;
+}
+
+function showResult(kind, data) {
+  const panel = document.querySelector("[data-result]");
+  panel.replaceChildren();
+  const add = (tag, text) => { const el = document.createElement(tag); el.textContent = text; panel.append(el); return el; };
+  if (kind === "secret") {
+    add("p", `API key “${data.name}” created. Copy its secret now: it is not shown again.`);
+    add("code", data.secret).dataset.secret = "";
+    panel.append(copyButton(data.secret, "Copy the key"));
+  } else if (kind === "links") {
+    add("p", "Invitations created. Send each person their link (it works once, until it expires):");
+    for (const i of data.invitations) {
+      add("p", i.email);
+      add("code", i.accept_url).dataset.acceptUrl = "";
+      panel.append(copyButton(i.accept_url, `Copy the link for ${i.email}`));
+    }
+  }
+  panel.hidden = false;
+  panel.setAttribute("tabindex", "-1");
+  panel.focus();
+}
+
+for (const form of document.querySelectorAll("form[data-api]")) {
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+    showError(form, null);
+    const method = form.dataset.method || "POST";
+    const { url, body } = bodyOf(form);
+    const send = Object.keys(body).length > 0 || method === "POST" || method === "PATCH";
+    try {
+      const data = await api(method, url, send ? body : undefined);
+      if (form.dataset.show) {
+        showResult(form.dataset.show, data);
+        form.reset();
+      } else {
+        location.reload();
+      }
+    } catch (err) {
+      showError(form, err);
+    }
+  });
+}
+
+renderTimes();

@@ -1,0 +1,297 @@
+//! Appending events: one transaction per call, serialized per org across every node by a row lock
+//! on the org's log head, never by anything shared between orgs.
+//!
+//! Inside the transaction: lock `log_heads` (`FOR UPDATE`), find duplicates among the batch's ids,
+//! take the Merkle frontier (this node's cached one if the head still has its size, else reloaded from
+//! at most 64 stored nodes), stamp each new event's `seq` into its canonical bytes, hash it, and write
+//! the events, their ids, the completed tree nodes of level 2 and up, and the new head. COMMIT returns
+//! after the WAL is flushed (`synchronous_commit`), and only then does the caller get its answer.
+//!
+//! Everything that does not depend on the log head (ids, canonical bytes, search text) is computed
+//! before the lock is taken. This module must never write an event outside that locked transaction.
+
+use std::collections::{BTreeSet, HashMap};
+
+use deadpool_postgres::{GenericClient, Object, Transaction};
+use tokio_postgres::error::SqlState;
+use trail_merkle::leaf_hash;
+use trail_model::time::{Micros, month_of};
+use trail_model::{NewEvent, Outcome, StoredEvent, canonical, text};
+use trail_store::{Appended, Result, StoreError, mint_event_id};
+
+use crate::integrity::{MIN_STORED_LEVEL, load_frontier};
+use crate::{Inner, pg_error, schema, signed, unsigned};
+
+/// An event made ready before the lock is taken; the transaction only stamps `seq` and hashes.
+#[derive(Debug)]
+pub(crate) struct Prepared {
+    id: String,
+    time: Micros,
+    month: u32,
+    /// Canonical bytes; `seq` is stamped at append (overwritten, so a retried append may restamp).
+    body: Vec<u8>,
+    /// The searchable text's tokens joined by single spaces (`trail_model::text`).
+    search: String,
+    actor: String,
+    action: String,
+    target_type: String,
+    target_id: Option<String>,
+    project: Option<String>,
+    source: Option<String>,
+    failure: bool,
+}
+
+impl Prepared {
+    pub(crate) fn new(org: &str, e: NewEvent, received_at: Micros) -> Self {
+        let id = e.id.clone().unwrap_or_else(mint_event_id);
+        let s = StoredEvent::accept(e, org, 0, id, received_at);
+        let body = canonical::encode(&s);
+        let search = text::tokens(&text::searchable_text(&s)).join(" ");
+        Self {
+            time: s.time,
+            month: month_of(s.time),
+            body,
+            search,
+            failure: s.outcome == Outcome::Failure,
+            id: s.id,
+            actor: s.actor.id,
+            action: s.action,
+            target_type: s.target.kind,
+            target_id: s.target.id,
+            project: s.project,
+            source: s.source,
+        }
+    }
+}
+
+/// Appends to an org's log; see the module documentation.
+pub(crate) async fn append(inner: &Inner, slug: &str, mut events: Vec<Prepared>) -> Result<Vec<Appended>> {
+    let org = inner.org_id(slug).await?;
+    if events.is_empty() {
+        return Ok(Vec::new());
+    }
+    let months: BTreeSet<u32> = events.iter().map(|e| e.month).collect();
+    let queue = match inner.appending.lock() {
+        Ok(mut q) => q.entry(org).or_default().clone(),
+        Err(_) => return Err(StoreError::Internal("the append queue lock is poisoned".into())),
+    };
+    let _turn = queue.lock().await;
+    let mut client = inner.conn().await?;
+    ensure_partitions(inner, &mut client, &months).await?;
+    match write(inner, &mut client, org, &mut events).await? {
+        Some(done) => Ok(done),
+        None => {
+            // Another node's retention dropped a month this node thought existed: forget what it
+            // knows of partitions, create the missing one and try once more.
+            if let Ok(mut p) = inner.partitions.lock() {
+                p.clear();
+            }
+            ensure_partitions(inner, &mut client, &months).await?;
+            write(inner, &mut client, org, &mut events)
+                .await?
+                .ok_or_else(|| StoreError::Unavailable("an event partition keeps disappearing".into()))
+        }
+    }
+}
+
+async fn ensure_partitions(inner: &Inner, client: &mut Object, months: &BTreeSet<u32>) -> Result<()> {
+    for &month in months {
+        let known = inner.partitions.lock().map(|p| p.contains(&month)).unwrap_or(false);
+        if !known {
+            schema::create_partition(client, month).await?;
+            if let Ok(mut p) = inner.partitions.lock() {
+                p.insert(month);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Column arrays of the new events, inserted with one statement.
+#[derive(Debug, Default)]
+struct Columns<'a> {
+    ts: Vec<i64>,
+    seq: Vec<i64>,
+    actor: Vec<&'a str>,
+    action: Vec<&'a str>,
+    target_type: Vec<&'a str>,
+    target_id: Vec<Option<&'a str>>,
+    project: Vec<Option<&'a str>>,
+    failure: Vec<bool>,
+    source: Vec<Option<&'a str>>,
+    leaf: Vec<&'a [u8]>,
+    search: Vec<&'a str>,
+    body: Vec<&'a [u8]>,
+    id: Vec<&'a str>,
+}
+
+/// One attempt; `None` when an insert found no partition for its month.
+async fn write(
+    inner: &Inner,
+    client: &mut Object,
+    org: i64,
+    events: &mut [Prepared],
+) -> Result<Option<Vec<Appended>>> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    let head = tx
+        .prepare_cached("SELECT tree_size FROM log_heads WHERE org = $1 FOR UPDATE")
+        .await
+        .map_err(pg_error)?;
+    let start: i64 = tx
+        .query_opt(&head, &[&org])
+        .await
+        .map_err(pg_error)?
+        .ok_or_else(|| StoreError::NotFound(format!("log of organization {org}")))?
+        .try_get(0)
+        .map_err(pg_error)?;
+    let start = unsigned(start, "tree size")?;
+
+    let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    let st = tx
+        .prepare_cached("SELECT id, seq FROM event_ids WHERE org = $1 AND id = ANY($2)")
+        .await
+        .map_err(pg_error)?;
+    let mut known: HashMap<String, u64> = HashMap::new();
+    for r in tx.query(&st, &[&org, &ids]).await.map_err(pg_error)? {
+        known.insert(r.try_get(0).map_err(pg_error)?, unsigned(r.try_get(1).map_err(pg_error)?, "seq")?);
+    }
+
+    let cached = inner.frontiers.lock().ok().and_then(|mut f| f.remove(&org)).filter(|f| f.size() == start);
+    let mut frontier = match cached {
+        Some(f) => f,
+        None => load_frontier(&tx, org, start).await?,
+    };
+
+    // Stamp, hash and fold every new event into the tree.
+    let mut size = start;
+    let mut out = Vec::with_capacity(events.len());
+    let mut leaves: Vec<[u8; 32]> = Vec::with_capacity(events.len());
+    let mut new: Vec<usize> = Vec::with_capacity(events.len());
+    let (mut levels, mut indexes, mut hashes): (Vec<i16>, Vec<i64>, Vec<Vec<u8>>) = Default::default();
+    for (i, e) in events.iter_mut().enumerate() {
+        if let Some(&seq) = known.get(&e.id) {
+            out.push(Appended::Duplicate { id: e.id.clone(), seq });
+            continue;
+        }
+        canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
+        let leaf = leaf_hash(&e.body);
+        for n in frontier.append(leaf).into_iter().filter(|n| n.level >= MIN_STORED_LEVEL) {
+            levels.push(i16::from(n.level));
+            indexes.push(signed(n.index, "node index")?);
+            hashes.push(n.hash.to_vec());
+        }
+        leaves.push(leaf);
+        new.push(i);
+        known.insert(e.id.clone(), size);
+        out.push(Appended::Created { id: e.id.clone(), seq: size });
+        size += 1;
+    }
+
+    if !new.is_empty() {
+        let mut c = Columns::default();
+        for (n, &i) in new.iter().enumerate() {
+            let e = &events[i];
+            c.ts.push(e.time);
+            c.seq.push(signed(start + n as u64, "seq")?);
+            c.actor.push(&e.actor);
+            c.action.push(&e.action);
+            c.target_type.push(&e.target_type);
+            c.target_id.push(e.target_id.as_deref());
+            c.project.push(e.project.as_deref());
+            c.failure.push(e.failure);
+            c.source.push(e.source.as_deref());
+            c.leaf.push(&leaves[n]);
+            c.search.push(&e.search);
+            c.body.push(&e.body);
+            c.id.push(&e.id);
+        }
+        // EXPERIMENT-TEMP
+        let inserted = if std::env::var("TRAIL_PG_EXP_INGEST").as_deref() == Ok("copy") {
+            copy_events(&tx, org, &c).await
+        } else {
+            insert_events(&tx, org, &c).await
+        };
+        match inserted {
+            Ok(()) => {}
+            Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => return Ok(None),
+            Err(e) => return Err(pg_error(e)),
+        }
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO event_ids(org, id, seq, ts) SELECT $1::int8, * FROM unnest($2::text[], $3::int8[], $4::int8[])",
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&st, &[&org, &c.id, &c.seq, &c.ts]).await.map_err(pg_error)?;
+        if !levels.is_empty() {
+            let st = tx
+                .prepare_cached(
+                    "INSERT INTO tree_nodes(org, level, idx, hash)
+                     SELECT $1::int8, * FROM unnest($2::int2[], $3::int8[], $4::bytea[])",
+                )
+                .await
+                .map_err(pg_error)?;
+            tx.execute(&st, &[&org, &levels, &indexes, &hashes]).await.map_err(pg_error)?;
+        }
+        let st = tx
+            .prepare_cached("UPDATE log_heads SET tree_size = $2 WHERE org = $1")
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&st, &[&org, &signed(size, "tree size")?]).await.map_err(pg_error)?;
+    }
+    tx.commit().await.map_err(pg_error)?;
+    // Only a committed frontier is kept: after a failure the next append reloads it.
+    if let Ok(mut f) = inner.frontiers.lock() {
+        f.insert(org, frontier);
+    }
+    Ok(Some(out))
+}
+
+/// The events' rows, as one multi-row `INSERT … SELECT FROM unnest(…)` (see ARCHITECTURE.md for the
+/// measurement against binary COPY).
+async fn insert_events(tx: &Transaction<'_>, org: i64, c: &Columns<'_>) -> Result<(), tokio_postgres::Error> {
+    let st = tx
+        .prepare_cached(
+            "INSERT INTO events(org, ts, seq, actor, action, target_type, target_id, project, failure, source,
+                                leaf, search, body)
+             SELECT $1::int8, * FROM unnest($2::int8[], $3::int8[], $4::text[], $5::text[], $6::text[],
+                 $7::text[], $8::text[], $9::bool[], $10::text[], $11::bytea[], $12::text[], $13::bytea[])",
+        )
+        .await?;
+    tx.execute(
+        &st,
+        &[
+            &org,
+            &c.ts,
+            &c.seq,
+            &c.actor,
+            &c.action,
+            &c.target_type,
+            &c.target_id,
+            &c.project,
+            &c.failure,
+            &c.source,
+            &c.leaf,
+            &c.search,
+            &c.body,
+        ],
+    )
+    .await
+    .map(|_| ())
+}
+
+// EXPERIMENT-TEMP
+async fn copy_events(tx: &Transaction<'_>, org: i64, c: &Columns<'_>) -> Result<(), tokio_postgres::Error> {
+    use tokio_postgres::binary_copy::BinaryCopyInWriter;
+    use tokio_postgres::types::Type;
+    let sink = tx
+        .copy_in("COPY events(org, ts, seq, actor, action, target_type, target_id, project, failure, source, leaf, search, body) FROM STDIN BINARY")
+        .await?;
+    let types = [Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL, Type::TEXT, Type::BYTEA, Type::TEXT, Type::BYTEA];
+    let writer = BinaryCopyInWriter::new(sink, &types);
+    let mut writer = std::pin::pin!(writer);
+    for i in 0..c.ts.len() {
+        writer.as_mut().write(&[&org, &c.ts[i], &c.seq[i], &c.actor[i], &c.action[i], &c.target_type[i], &c.target_id[i], &c.project[i], &c.failure[i], &c.source[i], &c.leaf[i], &c.search[i], &c.body[i]]).await?;
+    }
+    writer.finish().await.map(|_| ())
+}

@@ -1,0 +1,333 @@
+//! The web console end to end in headless Chromium (Debian's `chromium`): sign in, the default view,
+//! filters and search, the event detail with its integrity badge, a CSV export followed to completion
+//! and compared with the API, and the administrator's role → group → invitation path to an invited
+//! auditor who sees logs but no administration. Every page passes the accessibility basics check and a
+//! keyboard focus-order walk; screenshots go to `target/tmp/console-screenshots/` (not committed).
+
+use std::path::PathBuf;
+
+use serde_json::{Value, json};
+use trail_client::Client;
+
+use crate::browser::{A11Y_CHECK, Browser};
+use crate::{PASSWORD, Served, create_key};
+
+const REQUEST_ID: &str = "req-7f3a9c2e";
+
+fn shots() -> PathBuf {
+    PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("console-screenshots")
+}
+
+/// 30 events in the last 24 hours (alice, bob, carol; some failures; one with a request id) and 8 from
+/// three days ago, which the default view must not show.
+async fn seed(key: &Client) {
+    let now = trail_model::time::now();
+    let mut events = Vec::new();
+    for i in 0..30i64 {
+        let actor = ["alice@acme.io", "bob@acme.io", "carol@acme.io"][(i % 3) as usize];
+        let action = ["component.deployed", "project.updated", "api_key.created"][(i % 3) as usize];
+        let mut e = json!({
+            "time": trail_model::time::format_rfc3339(now - (i * 40 + 5) * 60_000_000),
+            "actor": {"id": actor, "type": "user", "ip": "10.0.0.7"},
+            "action": action,
+            "target": {"type": "component", "id": format!("c-{i}"), "name": format!("payments-{i}")},
+            "project": "payments",
+            "outcome": if i % 4 == 0 { "failure" } else { "success" },
+            "info": {"build": i, "region": "eu-west-1"},
+        });
+        if i == 7 {
+            e["info"]["request_id"] = json!(REQUEST_ID);
+        }
+        if i % 4 == 0 {
+            e["reason"] = json!("quota exceeded");
+        }
+        events.push(e);
+    }
+    for i in 0..8i64 {
+        events.push(json!({
+            "time": trail_model::time::format_rfc3339(now - 3 * 86_400_000_000 - i * 60_000_000),
+            "actor": {"id": "old@acme.io"}, "action": "project.created",
+            "target": {"type": "project", "id": format!("p-{i}")}, "outcome": "success"}));
+    }
+    key.ingest_batch("default", &events).await.unwrap();
+}
+
+async fn api_count(key: &Client, params: &[(&str, &str)]) -> Vec<Value> {
+    let mut p: Vec<(&str, &str)> = params.to_vec();
+    p.push(("limit", "1000"));
+    key.query("default", &p).await.unwrap().events
+}
+
+/// The accessibility basics and a keyboard walk: Tab moves through the focusable elements in document
+/// order, each with a visible focus outline.
+async fn check_accessibility(b: &mut Browser, page: &str) {
+    let problems = b.eval(A11Y_CHECK).await;
+    assert_eq!(problems, json!([]), "{page}: accessibility problems");
+    let n = b
+        .eval(
+            r#"(() => { const vis = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
+              const f = [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, [tabindex]')]
+                .filter((el) => !el.disabled && el.tabIndex >= 0 && vis(el) && !el.closest('dialog'));
+              f.forEach((el, i) => { el.dataset.a11yIdx = String(i); });
+              // Start the walk at the top, as a keyboard user arriving at the page does.
+              f[0].focus(); return f.length; })()"#,
+        )
+        .await
+        .as_u64()
+        .unwrap();
+    let steps = n.saturating_sub(1).min(25);
+    let mut last: i64 = 0;
+    for step in 0..steps {
+        b.press("Tab", 9).await;
+        let v = b
+            .eval(
+                r#"(() => { const el = document.activeElement; const st = getComputedStyle(el);
+                  return { idx: el.dataset.a11yIdx ?? null, outline: st.outlineStyle !== 'none' && parseFloat(st.outlineWidth) > 0,
+                           html: el.outerHTML.slice(0, 80) }; })()"#,
+            )
+            .await;
+        let idx: i64 = v["idx"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{page}: Tab {step} reached an unexpected element {v}"))
+            .parse()
+            .unwrap();
+        assert!(idx > last, "{page}: focus went backwards at Tab {step}: {v}");
+        assert!(v["outline"].as_bool().unwrap(), "{page}: no visible focus on {v}");
+        last = idx;
+    }
+}
+
+async fn shoot(b: &mut Browser, name: &str) {
+    b.viewport(1280, 900, false).await;
+    b.screenshot(&shots().join(format!("{name}-1280.png"))).await;
+    b.viewport(390, 844, true).await;
+    b.screenshot(&shots().join(format!("{name}-phone.png"))).await;
+    b.viewport(1280, 900, false).await;
+}
+
+async fn fill(b: &mut Browser, selector: &str, value: &str) {
+    let js = format!(
+        "(() => {{ const el = document.querySelector({sel}); el.value = {val}; el.dispatchEvent(new Event('input', {{bubbles: true}})); el.dispatchEvent(new Event('change', {{bubbles: true}})); return true; }})()",
+        sel = json!(selector),
+        val = json!(value)
+    );
+    b.eval(&js).await;
+}
+
+async fn submit(b: &mut Browser, form: &str) {
+    b.eval(&format!("document.querySelector({}).requestSubmit(), true", json!(form))).await;
+}
+
+async fn sign_in(b: &mut Browser, base: &str, email: &str, password: &str) {
+    b.goto(&format!("{base}/login")).await;
+    fill(b, "#email", email).await;
+    fill(b, "#password", password).await;
+    submit(b, "form[data-login]").await;
+    b.wait_for(
+        "location.pathname.startsWith('/orgs/') && document.readyState === 'complete'",
+        "the signed-in start page",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_end_to_end() {
+    let Some(mut b) = Browser::launch().await else {
+        eprintln!("SKIPPED console_end_to_end: Chromium is not installed (apt-get install -y chromium)");
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &[]);
+    let base = served.base.clone();
+    let key = Client::new(&base).with_token(create_key(dir.path(), "events:write,events:read"));
+    seed(&key).await;
+
+    // Sign in: the start page is the sign-in form, then the org's Audit Logs.
+    b.goto(&format!("{base}/")).await;
+    assert_eq!(b.eval("location.pathname").await, "/login");
+    check_accessibility(&mut b, "sign-in").await;
+    shoot(&mut b, "sign-in").await;
+    sign_in(&mut b, &base, "admin@localhost", PASSWORD).await;
+    assert_eq!(b.eval("location.pathname").await, "/orgs/default/logs");
+
+    // The default view: the last 24 hours, newest first (the seed's 30 events and the sign-in).
+    let day = api_count(&key, &[]).await;
+    assert_eq!(day.len(), 31, "30 seeded events and the admin's sign-in");
+    let rows = b.wait_for("document.querySelectorAll('[data-rows] tr').length", "rows").await;
+    assert_eq!(rows, json!(31));
+    let first = b.eval("document.querySelector('[data-rows] tr a').getAttribute('href')").await;
+    assert_eq!(first, json!(format!("/orgs/default/logs/{}", day[0]["id"].as_str().unwrap())));
+    assert_eq!(b.eval("document.querySelectorAll('.histogram rect').length > 0").await, json!(true));
+    check_accessibility(&mut b, "audit logs").await;
+
+    // Times show in the viewer's zone by default; UTC on request, remembered across pages.
+    b.call("Emulation.setTimezoneOverride", json!({"timezoneId": "Asia/Tokyo"})).await.unwrap();
+    b.goto(&format!("{base}/orgs/default/logs")).await;
+    let utc_time = day[1]["time"].as_str().unwrap().to_string();
+    let local = b.eval("document.querySelectorAll('[data-rows] time')[1].textContent").await;
+    let t = trail_model::time::parse_rfc3339(&utc_time).unwrap() + 9 * 3_600_000_000;
+    let expect = trail_model::time::format_rfc3339(t).replace('T', " ");
+    assert_eq!(local.as_str().unwrap(), format!("{} Asia/Tokyo", &expect[..19]), "the browser's zone");
+    b.eval("document.querySelector('[data-tz-toggle]').click(), true").await;
+    let utc = b.eval("document.querySelectorAll('[data-rows] time')[1].textContent").await;
+    assert_eq!(utc.as_str().unwrap(), format!("{} UTC", &utc_time.replace('T', " ")[..19]));
+    b.goto(&format!("{base}/orgs/default/exports")).await;
+    b.goto(&format!("{base}/orgs/default/logs")).await;
+    let kept = b.eval("document.querySelectorAll('[data-rows] time')[1].textContent").await;
+    assert!(kept.as_str().unwrap().ends_with(" UTC"), "UTC is remembered: {kept}");
+    b.eval("document.querySelector('[data-tz-toggle]').click(), true").await;
+    shoot(&mut b, "audit-logs").await;
+
+    // Filter by actor and outcome: the URL keeps the filters.
+    fill(&mut b, "#actor", "alice@acme.io").await;
+    fill(&mut b, "#outcome", "failure").await;
+    submit(&mut b, "form[data-filters]").await;
+    b.wait_for(
+        "location.search.includes('outcome=failure') && document.readyState === 'complete'",
+        "filtered page",
+    )
+    .await;
+    let want = api_count(&key, &[("actor", "alice@acme.io"), ("outcome", "failure")]).await;
+    assert!(!want.is_empty());
+    let shown = b
+        .eval("[...document.querySelectorAll('[data-rows] tr')].map((tr) => [tr.cells[1].textContent.trim(), tr.cells[5].textContent.trim()])")
+        .await;
+    let shown = shown.as_array().unwrap();
+    assert_eq!(shown.len(), want.len());
+    assert!(shown.iter().all(|r| r[0] == "alice@acme.io" && r[1] == "failure"), "{shown:?}");
+    let url = b.eval("location.href").await;
+    b.goto(url.as_str().unwrap()).await;
+    assert_eq!(
+        b.eval("document.querySelector('#actor').value").await,
+        "alice@acme.io",
+        "a shared URL restores the view"
+    );
+
+    // Nothing matches: the empty state says why.
+    fill(&mut b, "#actor", "nobody@acme.io").await;
+    submit(&mut b, "form[data-filters]").await;
+    b.wait_for("document.querySelector('.empty')", "empty state").await;
+    let why = b.eval("document.querySelector('.empty').textContent").await;
+    assert!(why.as_str().unwrap().contains("nobody@acme.io"), "{why}");
+
+    // A window the API refuses shows its message.
+    b.goto(&format!("{base}/orgs/default/logs?range=custom&from_local=2020-01-01T00:00&to_local=2020-12-31T00:00&tz_offset=0")).await;
+    let err = b.eval("document.querySelector('.banner').textContent").await;
+    assert!(err.as_str().unwrap().contains("92 days"), "{err}");
+
+    // Search a request id: exactly that event.
+    b.goto(&format!("{base}/orgs/default/logs?q={REQUEST_ID}")).await;
+    assert_eq!(b.eval("document.querySelectorAll('[data-rows] tr').length").await, json!(1));
+
+    // Its detail: every field, and the integrity badge checks the inclusion proof and the checkpoint.
+    b.eval("document.querySelector('[data-rows] tr a').click(), true").await;
+    b.wait_for(
+        "location.pathname.split('/').length === 5 && document.readyState === 'complete'",
+        "detail page",
+    )
+    .await;
+    let text = b.eval("document.querySelector('main').innerText").await;
+    for part in [REQUEST_ID, "payments-7", "10.0.0.7", "eu-west-1", "Sequence number"] {
+        assert!(text.as_str().unwrap().contains(part), "the detail shows {part}: {text}");
+    }
+    let badge = b
+        .wait_for(
+            "document.querySelector('[data-badge].ok, [data-badge].bad')?.textContent",
+            "the integrity badge",
+        )
+        .await;
+    assert!(badge.as_str().unwrap().starts_with("Integrity verified"), "{badge}");
+    check_accessibility(&mut b, "event detail").await;
+    shoot(&mut b, "event-detail").await;
+
+    // Export the default view as CSV, follow it in Export History, download it and compare.
+    b.goto(&format!("{base}/orgs/default/logs")).await;
+    b.eval("document.querySelector('[data-open-export]').click(), true").await;
+    fill(&mut b, "#export-name", "last day").await;
+    submit(&mut b, "form[data-export]").await;
+    b.wait_for("location.pathname === '/orgs/default/exports'", "export history").await;
+    b.wait_for("document.querySelector('tr[data-status=completed] a[download]')", "the export to complete")
+        .await;
+    check_accessibility(&mut b, "export history").await;
+    shoot(&mut b, "export-history").await;
+    let csv = b
+        .eval("(async () => { const a = document.querySelector('tr[data-status=completed] a[download]'); return await (await fetch(a.href)).text(); })()")
+        .await;
+    let lines: Vec<&str> = csv.as_str().unwrap().lines().collect();
+    assert!(lines[0].starts_with("time,"), "a header row: {}", lines[0]);
+    let in_window = api_count(&key, &[]).await;
+    // The export's window was fixed when it was requested: everything of the day the page showed.
+    let exported = lines.len() - 1;
+    assert!(exported >= day.len() && exported <= in_window.len(), "{exported} rows");
+    for e in &day {
+        assert!(csv.as_str().unwrap().contains(e["id"].as_str().unwrap()), "the CSV has event {}", e["id"]);
+    }
+
+    // Administration: a role with LOG-MANAGEMENT, a group with it, an invitation into the group.
+    b.goto(&format!("{base}/orgs/default/admin/roles")).await;
+    check_accessibility(&mut b, "roles").await;
+    fill(&mut b, "#role-name", "Auditor").await;
+    b.eval(
+        "document.querySelector('form[data-api$=\"/roles\"] input[value=\"LOG-MANAGEMENT\"]').checked = true",
+    )
+    .await;
+    submit(&mut b, "form[data-api$=\"/roles\"]").await;
+    b.wait_for(
+        "[...document.querySelectorAll('h2')].some((h) => h.textContent.trim() === 'Auditor')",
+        "the new role",
+    )
+    .await;
+    shoot(&mut b, "roles").await;
+
+    b.goto(&format!("{base}/orgs/default/admin/groups")).await;
+    fill(&mut b, "#group-name", "Auditors").await;
+    submit(&mut b, "form[data-api$=\"/groups\"]").await;
+    b.wait_for(
+        "[...document.querySelectorAll('section.group h2')].some((h) => h.textContent.trim() === 'Auditors')",
+        "the new group",
+    )
+    .await;
+    let form = b
+        .eval("(() => { const s = [...document.querySelectorAll('section.group')].find((s) => s.querySelector('h2').textContent.trim() === 'Auditors'); const f = s.querySelector('form[data-api$=\"{role_id}\"]'); const sel = f.querySelector('select'); sel.value = [...sel.options].find((o) => o.text === 'Auditor').value; f.id = 'add-auditor-role'; return true; })()")
+        .await;
+    assert_eq!(form, json!(true));
+    submit(&mut b, "#add-auditor-role").await;
+    b.wait_for("[...document.querySelectorAll('section.group')].some((s) => s.querySelector('h2').textContent.trim() === 'Auditors' && s.querySelector('.chips li')?.textContent.includes('Auditor'))", "the role in the group").await;
+    check_accessibility(&mut b, "groups").await;
+    shoot(&mut b, "groups").await;
+
+    b.goto(&format!("{base}/orgs/default/admin/invitations")).await;
+    fill(&mut b, "#invite-emails", "auditor@acme.io").await;
+    b.eval("(() => { const l = [...document.querySelectorAll('form[data-show=links] label.check')].find((l) => l.textContent.trim() === 'Auditors'); l.querySelector('input').checked = true; return true; })()").await;
+    submit(&mut b, "form[data-show=links]").await;
+    let link =
+        b.wait_for("document.querySelector('[data-accept-url]')?.textContent", "the accept link").await;
+    let link = link.as_str().unwrap().to_string();
+    assert!(link.starts_with(&format!("{base}/invitations/")), "{link}");
+    check_accessibility(&mut b, "invitations").await;
+    shoot(&mut b, "invitations").await;
+    for page in ["users", "keys", "settings"] {
+        b.goto(&format!("{base}/orgs/default/admin/{page}")).await;
+        check_accessibility(&mut b, page).await;
+        shoot(&mut b, page).await;
+    }
+
+    // The invited auditor accepts, signs in, sees the logs and no administration.
+    b.clear_cookies().await;
+    b.goto(&link).await;
+    check_accessibility(&mut b, "accept invitation").await;
+    fill(&mut b, "#new-password", "auditor-password-1").await;
+    fill(&mut b, "#confirm-password", "auditor-password-1").await;
+    submit(&mut b, "form[data-accept]").await;
+    b.wait_for("!document.querySelector('[data-done]').hidden", "the acceptance").await;
+    sign_in(&mut b, &base, "auditor@acme.io", "auditor-password-1").await;
+    assert_eq!(b.eval("location.pathname").await, "/orgs/default/logs");
+    assert!(b.eval("document.querySelectorAll('[data-rows] tr').length").await.as_u64().unwrap() >= 31);
+    let nav = b.eval("[...document.querySelectorAll('nav.tabs a')].map((a) => a.textContent.trim())").await;
+    assert_eq!(nav, json!(["Audit Logs", "Export History"]), "no admin pages for an auditor");
+    b.goto(&format!("{base}/orgs/default/admin/roles")).await;
+    assert_eq!(b.eval("document.querySelector('h1').textContent").await, "Not allowed");
+    let status = b.eval("(async () => (await fetch('/v1/orgs/default/roles')).status)()").await;
+    assert_eq!(status, json!(403), "and the API refuses it too");
+    drop(served);
+}
