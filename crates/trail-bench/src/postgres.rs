@@ -25,8 +25,25 @@ fn bench_config(url: &str) -> anyhow::Result<Config> {
 pub async fn fresh(url: &str) -> anyhow::Result<PgStore> {
     let admin: Config = url.parse().context("--postgres is not a PostgreSQL URL")?;
     let client = connect(&admin).await?;
-    client.batch_execute(&format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)")).await?;
-    client.batch_execute(&format!("CREATE DATABASE {DB} TEMPLATE template0 ENCODING 'UTF8'")).await?;
+    let run = |sql: String| {
+        let client = &client;
+        async move {
+            client.batch_execute(&sql).await.map_err(|e| match e.as_db_error() {
+                Some(db) => anyhow::anyhow!("{sql}: {}", db.message()),
+                None => anyhow::anyhow!("{sql}: {e}"),
+            })
+        }
+    };
+    // An autovacuum worker still busy with the last run's database cannot be terminated by FORCE
+    // (it is not ours); it finishes or yields within moments.
+    for attempt in 0.. {
+        match run(format!("DROP DATABASE IF EXISTS {DB} WITH (FORCE)")).await {
+            Ok(()) => break,
+            Err(e) if attempt >= 300 => return Err(e),
+            Err(_) => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+        }
+    }
+    run(format!("CREATE DATABASE {DB} TEMPLATE template0 ENCODING 'UTF8'")).await?;
     Ok(PgStore::from_config(bench_config(url)?, trail_store_postgres::DEFAULT_MAX_CONNECTIONS).await?)
 }
 

@@ -264,10 +264,22 @@ pub async fn bootstrap(store: &dyn Store, admin_password: Option<&str>) -> Resul
     let password = admin_password.or(generated.as_deref()).unwrap_or_default();
     let hash = auth::hash_password(password)?;
     let t = now();
-    store.create_org("default", "Default organization", t).await?;
+    match store.create_org("default", "Default organization", t).await {
+        Ok(_) => {}
+        // Another node sharing the database bootstrapped at the same moment.
+        Err(trail_store::StoreError::Conflict(_)) => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
     let user = match store.user_by_email("admin@localhost").await? {
         Some(u) => u,
-        None => store.create_user("admin@localhost", &hash, true, t).await?,
+        None => match store.create_user("admin@localhost", &hash, true, t).await {
+            Ok(u) => u,
+            Err(trail_store::StoreError::Conflict(_)) => store
+                .user_by_email("admin@localhost")
+                .await?
+                .ok_or_else(|| ApiError::internal("the first administrator vanished while being created"))?,
+            Err(e) => return Err(e.into()),
+        },
     };
     store.add_org_admin("default", &user.id).await?;
     Ok(generated)

@@ -205,13 +205,7 @@ async fn write(
             c.body.push(&e.body);
             c.id.push(&e.id);
         }
-        // EXPERIMENT-TEMP
-        let inserted = if std::env::var("TRAIL_PG_EXP_INGEST").as_deref() == Ok("copy") {
-            copy_events(&tx, org, &c).await
-        } else {
-            insert_events(&tx, org, &c).await
-        };
-        match inserted {
+        match insert_events(&tx, org, &c).await {
             Ok(()) => {}
             Err(e) if e.code() == Some(&SqlState::CHECK_VIOLATION) => return Ok(None),
             Err(e) => return Err(pg_error(e)),
@@ -278,20 +272,4 @@ async fn insert_events(tx: &Transaction<'_>, org: i64, c: &Columns<'_>) -> Resul
     )
     .await
     .map(|_| ())
-}
-
-// EXPERIMENT-TEMP
-async fn copy_events(tx: &Transaction<'_>, org: i64, c: &Columns<'_>) -> Result<(), tokio_postgres::Error> {
-    use tokio_postgres::binary_copy::BinaryCopyInWriter;
-    use tokio_postgres::types::Type;
-    let sink = tx
-        .copy_in("COPY events(org, ts, seq, actor, action, target_type, target_id, project, failure, source, leaf, search, body) FROM STDIN BINARY")
-        .await?;
-    let types = [Type::INT8, Type::INT8, Type::INT8, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::TEXT, Type::BOOL, Type::TEXT, Type::BYTEA, Type::TEXT, Type::BYTEA];
-    let writer = BinaryCopyInWriter::new(sink, &types);
-    let mut writer = std::pin::pin!(writer);
-    for i in 0..c.ts.len() {
-        writer.as_mut().write(&[&org, &c.ts[i], &c.seq[i], &c.actor[i], &c.action[i], &c.target_type[i], &c.target_id[i], &c.project[i], &c.failure[i], &c.source[i], &c.leaf[i], &c.search[i], &c.body[i]]).await?;
-    }
-    writer.finish().await.map(|_| ())
 }

@@ -8,8 +8,11 @@
 //! partitions; every table is keyed by `org` first so the schema can be distributed by org (Citus).
 //! See `schema.rs` for the tables and ARCHITECTURE.md for the choices.
 //!
-//! Connections are plain TCP (`NoTls`): run PostgreSQL on a trusted network or behind a TLS tunnel.
-//! This crate and `trail-store-sqlite` are the only ones that know SQL; none knows HTTP.
+//! Each store ("node") keeps a pool of connections (deadpool-postgres) and one more connection that
+//! holds an advisory lock for as long as the node runs, so other nodes can tell it is alive (see
+//! `requeue_running_exports`). Connections are plain TCP (`NoTls`): run PostgreSQL on a trusted
+//! network or behind a TLS tunnel. This crate and `trail-store-sqlite` are the only ones that know
+//! SQL; none knows HTTP. Only `append.rs` inserts events.
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
 
 mod access;
@@ -125,7 +128,8 @@ impl PgStore {
         }
         // Custom plans: every query's best index depends on its window and filters, which a generic
         // plan cannot see (a plan chosen for a 1-hour window is wrong for 90 days).
-        config.options("-c plan_cache_mode=force_custom_plan");
+        let options = format!("{} -c plan_cache_mode=force_custom_plan", config.get_options().unwrap_or(""));
+        config.options(options.trim_start());
         let (liveness, node) = liveness(&config).await?;
         let manager =
             Manager::from_config(config, NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
@@ -171,8 +175,11 @@ async fn liveness(config: &tokio_postgres::Config) -> Result<(tokio_postgres::Cl
             tracing::warn!(error = %e, "the PostgreSQL liveness connection failed");
         }
     });
-    let pid: i32 =
-        client.query_one("SELECT pg_backend_pid()", &[]).await.and_then(|r| r.try_get(0)).map_err(pg_error)?;
+    let pid: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(pg_error)?;
     client.execute("SELECT pg_advisory_lock($1, $2)", &[&schema::NODE_LOCK, &pid]).await.map_err(pg_error)?;
     Ok((client, pid))
 }
@@ -214,8 +221,7 @@ impl Inner {
 #[async_trait]
 impl Store for PgStore {
     async fn create_org(&self, slug: &str, name: &str, now: Micros) -> Result<Org> {
-        let org = access::create_org(&self.inner, slug, name, now).await?;
-        Ok(org)
+        access::create_org(&self.inner, slug, name, now).await
     }
 
     async fn org(&self, slug: &str) -> Result<Option<Org>> {

@@ -92,15 +92,6 @@ fn filters(c: &mut Conditions, f: &Filter) {
 /// Free text: the exact check first (cheap, and it short-circuits when the planner filters rows of a
 /// time-ordered scan), then the lexeme condition the GIN index answers.
 fn free_text(c: &mut Conditions, q: &Search) {
-    // EXPERIMENT-TEMP
-    if std::env::var("TRAIL_PG_EXP_TEXT").as_deref() == Ok("trgm") {
-        for term in &q.terms {
-            let t = like_escape(&term.join(" "));
-            let (p1, p2) = (c.param(format!("{t}%")), c.param(format!("% {t}%")));
-            c.and(&format!("(search LIKE {p1} OR search LIKE {p2})"));
-        }
-        return;
-    }
     for term in &q.terms {
         let pattern = format!("% {}%", like_escape(&term.join(" ")));
         let p = c.param(pattern);

@@ -237,12 +237,6 @@ pub async fn migrate(client: &mut Object) -> Result<()> {
     }
     for (version, description, sql) in MIGRATIONS.iter().filter(|m| !applied.contains(&m.0)) {
         tracing::info!(version, description, "applying database migration");
-        // EXPERIMENT-TEMP
-        let sql = if std::env::var("TRAIL_PG_EXP_TEXT").as_deref() == Ok("trgm") {
-            sql.replace("CREATE INDEX events_by_token ON events USING gin (array_to_tsvector(string_to_array(search, ' ')));",
-                "CREATE EXTENSION IF NOT EXISTS pg_trgm; CREATE INDEX events_by_token ON events USING gin (search gin_trgm_ops);")
-        } else { sql.to_string() };
-        let sql = &sql;
         tx.batch_execute(sql).await.map_err(pg_error)?;
         tx.execute(
             "INSERT INTO schema_migrations(version, description) VALUES ($1, $2)",

@@ -73,7 +73,10 @@ impl TestDb {
         client
             .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE template0 ENCODING 'UTF8'"))
             .await
-            .unwrap_or_else(|e| panic!("cannot create a test database on {}: {e}", describe(&admin)));
+            .unwrap_or_else(|e| {
+                let why = e.as_db_error().map_or_else(|| e.to_string(), |d| d.message().to_string());
+                panic!("cannot create a test database on {}: {why}", describe(&admin))
+            });
         let mut config = admin.clone();
         config.dbname(&name);
         Some(Self { admin, name, config })
@@ -108,7 +111,15 @@ impl Drop for TestDb {
             let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
             rt.block_on(async {
                 let client = connect(&admin).await.ok()?;
-                client.batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await.ok()
+                // FORCE cannot end an autovacuum worker (not ours) that is busy there: wait for it.
+                for _ in 0..50 {
+                    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    if client.batch_execute(&drop).await.is_ok() {
+                        return Some(());
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                }
+                None
             })
         })
         .join();

@@ -13,11 +13,16 @@ use trail_store_postgres::testing::TestDb;
 
 use crate::{PASSWORD, Served, trail};
 
-/// Starts a node on the database, with the log key and server name all nodes share.
+/// Starts a node on the database, with the log key, server name and export directory all nodes share.
 fn node(dir: &Path, url: &str, key_file: &Path) -> Served {
+    let exports = key_file.parent().unwrap().join("exports");
     Served::start(
         dir,
-        &[("TRAIL_STORAGE__URL", url), ("TRAIL_INTEGRITY__KEY_FILE", key_file.to_str().unwrap())],
+        &[
+            ("TRAIL_STORAGE__URL", url),
+            ("TRAIL_INTEGRITY__KEY_FILE", key_file.to_str().unwrap()),
+            ("TRAIL_EXPORTS__DIR", exports.to_str().unwrap()),
+        ],
     )
 }
 
@@ -80,8 +85,14 @@ async fn two_nodes_share_one_log() {
     let (dir_a, dir_b, shared) =
         (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let key_file = shared.path().join("log.key");
-    let a = node(dir_a.path(), &url, &key_file);
-    let b = node(dir_b.path(), &url, &key_file);
+    // The key exists before the nodes start (two nodes must not each create one).
+    trail_server::integrity::load_or_create_key(&key_file, "trail.localhost").unwrap();
+    // Both start at once on the empty database: one bootstraps, the other finds it done.
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| node(dir_a.path(), &url, &key_file));
+        let b = s.spawn(|| node(dir_b.path(), &url, &key_file));
+        (a.join().unwrap(), b.join().unwrap())
+    });
 
     // A session signed in on one node is valid on the other (sessions live in the database).
     let login = json!({"email": "admin@localhost", "password": PASSWORD});
@@ -125,6 +136,32 @@ async fn two_nodes_share_one_log() {
     let out = verify(&a.base, &secret, &trusted);
     assert!(out.contains("is consistent with the trusted one"), "{out}");
     assert_eq!(acked.len(), 2 * 3 * 15 * 10 + 3 * 5 * 10 + 3 * 5 * 10);
+
+    // An export requested on node A is run by whichever node claims it and downloads from node B.
+    let e = admin_a
+        .post("/v1/orgs/default/exports", &json!({"name": "both nodes", "format": "json"}))
+        .await
+        .unwrap();
+    let id = e["id"].as_str().unwrap();
+    let admin_b = Client::new(&b.base).with_token(&token);
+    let mut done = Value::Null;
+    for _ in 0..300 {
+        done = admin_b.get(&format!("/v1/orgs/default/exports/{id}")).await.unwrap();
+        if done["status"] == "completed" || done["status"] == "failed" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(done["status"], "completed", "{done}");
+    let body = admin_b
+        .request(reqwest::Method::GET, &format!("/v1/orgs/default/exports/{id}/download"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(body.status(), 200);
+    let text = body.text().await.unwrap();
+    assert_eq!(text.lines().count() as u64, done["row_count"].as_u64().unwrap());
+    assert!(text.lines().count() as u64 >= size, "the export holds the whole day: {}", text.lines().count());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
