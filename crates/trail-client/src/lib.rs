@@ -95,13 +95,20 @@ impl Client {
     }
 
     async fn send(&self, rb: reqwest::RequestBuilder) -> Result<Value> {
+        let (status, text) = Self::send_text(rb).await?;
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok(if status == StatusCode::NO_CONTENT { Value::Null } else { body })
+    }
+
+    /// The answer's status and text when it succeeded, else the API's error.
+    async fn send_text(rb: reqwest::RequestBuilder) -> Result<(StatusCode, String)> {
         let resp = rb.send().await?;
         let status = resp.status();
         let text = resp.text().await?;
-        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status.is_success() {
-            return Ok(if status == StatusCode::NO_CONTENT { Value::Null } else { body });
+            return Ok((status, text));
         }
+        let body: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         let err = &body["error"];
         Err(ClientError::Api {
             status: status.as_u16(),
@@ -118,6 +125,11 @@ impl Client {
 
     pub async fn post(&self, path: &str, body: &Value) -> Result<Value> {
         self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    /// A GET whose answer is text (checkpoints, manifests, downloads), or the API's error.
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        Self::send_text(self.request(Method::GET, path)).await.map(|(_, text)| text)
     }
 
     pub async fn patch(&self, path: &str, body: &Value) -> Result<Value> {

@@ -273,8 +273,9 @@ async function checkSignature(note) {
   let k;
   try {
     k = await crypto.subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]);
-  } catch {
-    return "unsupported";
+  } catch (e) {
+    console.warn("Ed25519 key import failed", e);
+    return e && e.name === "NotSupportedError" ? "unsupported" : `the log key cannot be used: ${e}`;
   }
   return (await crypto.subtle.verify({ name: "Ed25519" }, k, sig, text)) ? "ok" : "bad signature";
 }

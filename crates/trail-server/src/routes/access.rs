@@ -38,16 +38,7 @@ fn text_field(body: &Value, field: &str, required: bool, max: usize) -> ApiResul
 }
 
 fn reject_unknown(body: &Value, known: &[&str]) -> ApiResult<()> {
-    let Some(m) = body.as_object() else {
-        return Err(ApiError::bad_request("invalid_body", "send a JSON object"));
-    };
-    match m.keys().find(|k| !known.contains(&k.as_str())) {
-        Some(k) => {
-            Err(ApiError::bad_request("unknown_field", format!("{k} is not a field here"))
-                .with_field(k.as_str()))
-        }
-        None => Ok(()),
-    }
+    super::fields(body, known).map(|_| ())
 }
 
 fn permissions(body: &Value) -> ApiResult<Option<Vec<Permission>>> {

@@ -48,13 +48,7 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     p.require_read(&state, &org).await?;
-    let Some(m) = body.as_object() else {
-        return Err(ApiError::bad_request("invalid_body", "send a JSON object"));
-    };
-    if let Some(k) = m.keys().find(|k| !["name", "format", "filters"].contains(&k.as_str())) {
-        return Err(ApiError::bad_request("unknown_field", format!("{k} is not a field of an export"))
-            .with_field(k.as_str()));
-    }
+    let m = super::fields(&body, &["name", "format", "filters"])?;
     let name = m.get("name").and_then(Value::as_str).map(str::trim).unwrap_or("");
     if name.is_empty() || name.chars().count() > 200 {
         return Err(

@@ -148,6 +148,25 @@ async fn utf8_path(req: Request, next: axum::middleware::Next) -> axum::response
     next.run(req).await
 }
 
+/// The body as an object whose keys are all in `known` (else 400 `invalid_body` / `unknown_field`
+/// naming the key and the fields there are).
+pub(crate) fn fields<'a>(
+    body: &'a Value,
+    known: &[&str],
+) -> crate::error::ApiResult<&'a serde_json::Map<String, Value>> {
+    let Some(m) = body.as_object() else {
+        return Err(ApiError::bad_request("invalid_body", "send a JSON object"));
+    };
+    match m.keys().find(|k| !known.contains(&k.as_str())) {
+        Some(k) => Err(ApiError::bad_request(
+            "unknown_field",
+            format!("{k} is not a field here; the fields are {}", known.join(", ")),
+        )
+        .with_field(k.as_str())),
+        None => Ok(m),
+    }
+}
+
 /// A JSON request body: checks the content type, the size limit and the syntax, each with its own
 /// clear error, before any handler logic runs.
 #[derive(Debug)]

@@ -50,17 +50,8 @@ pub async fn update(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
-    let Some(m) = body.as_object() else {
-        return Err(ApiError::bad_request("invalid_body", "send a JSON object"));
-    };
     const FIELDS: [&str; 4] = ["hot_days", "archive_days", "legal_hold", "legal_hold_reason"];
-    if let Some(k) = m.keys().find(|k| !FIELDS.contains(&k.as_str())) {
-        return Err(ApiError::bad_request(
-            "unknown_field",
-            format!("{k} is not a setting; settings are {}", FIELDS.join(", ")),
-        )
-        .with_field(k.as_str()));
-    }
+    let m = super::fields(&body, &FIELDS)?;
     let old = state.store.org_settings(&org).await?;
     let current = Policy::of(&state.settings.retention, old.as_ref());
     let days = |k: &str, current: u32| -> ApiResult<u32> {
@@ -175,13 +166,7 @@ pub async fn restore(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     p.require_read(&state, &org).await?;
     archive(&state)?;
-    let Some(m) = body.as_object() else {
-        return Err(ApiError::bad_request("invalid_body", "send a JSON object"));
-    };
-    if let Some(k) = m.keys().find(|k| !["from", "to", "name"].contains(&k.as_str())) {
-        return Err(ApiError::bad_request("unknown_field", format!("{k} is not a field of a restore"))
-            .with_field(k.as_str()));
-    }
+    let m = super::fields(&body, &["from", "to", "name"])?;
     let time = |k: &str| -> ApiResult<i64> {
         m.get(k).and_then(Value::as_str).and_then(parse_rfc3339).ok_or_else(|| {
             ApiError::bad_request(

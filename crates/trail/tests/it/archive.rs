@@ -25,6 +25,27 @@ fn run(dir: &Path, args: &[&str]) -> (i32, String) {
     run_with(dir, &[], args)
 }
 
+/// `trail archive restore` of the days 120 to 90 ago into `file`; returns the window it asked for.
+fn restore_days_90_to_120(dir: &Path, env: &[(&str, String)], now: i64, file: &Path) -> (String, String) {
+    let from = trail_model::time::format_rfc3339(now - 120 * DAY);
+    let to = trail_model::time::format_rfc3339(now - 90 * DAY);
+    let args = [
+        "archive",
+        "restore",
+        "--org",
+        "default",
+        "--from",
+        &from,
+        "--to",
+        &to,
+        "-o",
+        file.to_str().unwrap(),
+    ];
+    let (code, out) = run_with(dir, env, &args);
+    assert_eq!(code, 0, "{out}");
+    (from, to)
+}
+
 /// A stopped server's data directory with one event a day for the last 200 days.
 async fn populated() -> (tempfile::TempDir, i64) {
     let dir = tempfile::tempdir().unwrap();
@@ -67,27 +88,10 @@ async fn archive_run_list_restore_and_verify() {
 
     // Restore a window back to a file that `trail verify --export` accepts.
     let file = dir.path().join("restored.jsonl");
-    let from = trail_model::time::format_rfc3339(now - 120 * DAY);
-    let to = trail_model::time::format_rfc3339(now - 90 * DAY);
-    let (code, out) = run(
-        dir.path(),
-        &[
-            "archive",
-            "restore",
-            "--org",
-            "default",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "-o",
-            file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
+    let (from, to) = restore_days_90_to_120(dir.path(), &[], now, &file);
     let lines: Vec<Value> =
         std::fs::read_to_string(&file).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
-    assert_eq!(lines.len(), 30, "{out}");
+    assert_eq!(lines.len(), 30);
     assert!(
         lines.iter().all(
             |e| e["time"].as_str().unwrap() >= from.as_str() && e["time"].as_str().unwrap() < to.as_str()
@@ -177,26 +181,8 @@ async fn archive_in_s3_compatible_storage() {
     let (code, out) = run_with(dir.path(), &env, &["verify"]);
     assert_eq!(code, 0, "{out}");
     let file = dir.path().join("from-s3.jsonl");
-    let from = trail_model::time::format_rfc3339(now - 120 * DAY);
-    let to = trail_model::time::format_rfc3339(now - 90 * DAY);
-    let (code, out) = run_with(
-        dir.path(),
-        &env,
-        &[
-            "archive",
-            "restore",
-            "--org",
-            "default",
-            "--from",
-            &from,
-            "--to",
-            &to,
-            "-o",
-            file.to_str().unwrap(),
-        ],
-    );
-    assert_eq!(code, 0, "{out}");
-    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 30, "{out}");
+    restore_days_90_to_120(dir.path(), &env, now, &file);
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 30);
     let _ = moto.kill();
     let _ = moto.wait();
 }

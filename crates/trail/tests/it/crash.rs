@@ -230,14 +230,7 @@ async fn many_kill_restart_rounds_lose_nothing_acknowledged() {
         .await
         .unwrap();
     std::fs::write(&file, &body).unwrap();
-    let manifest = admin
-        .request(reqwest::Method::GET, &format!("/v1/orgs/default/exports/{last}/manifest"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let manifest = admin.get_text(&format!("/v1/orgs/default/exports/{last}/manifest")).await.unwrap();
     std::fs::write(dir.path().join("last-export.manifest"), manifest).unwrap();
     drop(served);
     let out = crate::trail()

@@ -227,14 +227,7 @@ fn assert_exactly_once(dir: &Path, events: u64) {
 }
 
 async fn tree_size(key: &Client) -> u64 {
-    let cp = key
-        .request(reqwest::Method::GET, "/v1/orgs/default/checkpoint")
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let cp = key.get_text("/v1/orgs/default/checkpoint").await.unwrap();
     cp.lines().nth(1).and_then(|l| l.parse().ok()).unwrap_or(0)
 }
 
