@@ -263,7 +263,11 @@ async function rootFromInclusion(leaf, index, size, path) {
 // The checkpoint's signature against the log key, where the browser has Ed25519 in WebCrypto.
 async function checkSignature(note) {
   const vkey = (await (await fetch("/v1/log-key")).text()).trim();
-  const [name, , keyB64] = vkey.split("+");
+  // <name>+<key id>+<base64 key>: the base64 may itself contain '+'.
+  const first = vkey.indexOf("+");
+  const second = vkey.indexOf("+", first + 1);
+  const name = vkey.slice(0, first);
+  const keyB64 = vkey.slice(second + 1);
   const key = b64(keyB64).slice(1);
   const split = note.indexOf("\n\n");
   const text = new TextEncoder().encode(note.slice(0, split + 1));
@@ -275,6 +279,7 @@ async function checkSignature(note) {
     k = await crypto.subtle.importKey("raw", key, { name: "Ed25519" }, false, ["verify"]);
   } catch (e) {
     console.warn("Ed25519 key import failed", e);
+    window.trailSignatureError = `${e && e.name}: ${e && e.message}`;
     return e && e.name === "NotSupportedError" ? "unsupported" : `the log key cannot be used: ${e}`;
   }
   return (await crypto.subtle.verify({ name: "Ed25519" }, k, sig, text)) ? "ok" : "bad signature";
