@@ -97,7 +97,9 @@ async fn many_kill_restart_rounds_lose_nothing_acknowledged() {
         let now = trail_model::time::now();
         let old: Vec<Value> = (0..6000usize)
             .map(|i| {
-                let mut e = event(900_000_000 + i);
+                // Ids of their own: the rounds' ids (round × 1,000,000 + …) must never meet them.
+                let mut e = event(i);
+                e["id"] = json!(format!("old-{i}"));
                 e["time"] =
                     json!(trail_model::time::format_rfc3339(now - (40 + (i as i64 % 300)) * 86_400_000_000));
                 e
@@ -105,7 +107,7 @@ async fn many_kill_restart_rounds_lose_nothing_acknowledged() {
             .collect();
         for chunk in old.chunks(500) {
             let r = key.ingest_batch("default", chunk).await.unwrap();
-            let base = chunk[0]["id"].as_str().unwrap()[4..].parse::<usize>().unwrap();
+            let base = chunk[0]["info"]["n"].as_u64().unwrap() as usize;
             acked.lock().unwrap().extend(
                 r.results.into_iter().enumerate().map(|(i, x)| (x.id.unwrap(), x.seq.unwrap(), base + i)),
             );
