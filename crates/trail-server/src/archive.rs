@@ -310,10 +310,10 @@ fn frames(raw: &[u8]) -> Result<Vec<Vec<u8>>> {
     Ok(out)
 }
 
-/// Checks a part against its manifest and returns its events' canonical bytes in seq order. With a
-/// key, the manifest's signature and its checkpoint's are checked too; without, only that the content
-/// matches the manifest.
-pub fn check_part(entry: &Entry, data: &[u8], key: Option<&Verifier>) -> Result<Vec<Vec<u8>>> {
+/// Checks a part against its manifest and returns its events (time, seq, canonical bytes) in seq order.
+/// With a key, the manifest's signature and its checkpoint's are checked too; without, only that the
+/// content matches the manifest.
+pub fn check_part(entry: &Entry, data: &[u8], key: Option<&Verifier>) -> Result<Vec<RawRecord>> {
     let m = &entry.manifest;
     let bad = |why: String| Err(ArchiveError::Invalid(format!("{}: {why}", entry.manifest_path)));
     if let Some(key) = key {
@@ -348,24 +348,22 @@ pub fn check_part(entry: &Entry, data: &[u8], key: Option<&Verifier>) -> Result<
         return bad(format!("{} events, the manifest says {}", events.len(), m.row_count));
     }
     let month = m.month();
-    let mut previous: Option<u64> = None;
-    for bytes in &events {
-        let e = canonical::decode(bytes)
+    let mut out: Vec<RawRecord> = Vec::with_capacity(events.len());
+    for bytes in events {
+        let e = canonical::decode(&bytes)
             .map_err(|e| ArchiveError::Invalid(format!("{}: an event does not decode: {e}", m.file)))?;
         if e.org != m.org || Some(month_of(e.time)) != month {
             return bad(format!("seq {}: belongs to another org or month", e.seq));
         }
-        if previous.is_some_and(|p| e.seq <= p) || e.seq < m.first_seq || e.seq > m.last_seq {
+        if out.last().is_some_and(|p| e.seq <= p.seq) || e.seq < m.first_seq || e.seq > m.last_seq {
             return bad(format!("seq {}: out of order or outside the manifest's seq range", e.seq));
         }
-        previous = Some(e.seq);
+        out.push(RawRecord { time: e.time, seq: e.seq, bytes });
     }
-    if previous != Some(m.last_seq)
-        || events.first().and_then(|b| canonical::peek(b).ok()).map(|(_, s)| s) != Some(m.first_seq)
-    {
+    if out.first().map(|r| r.seq) != Some(m.first_seq) || out.last().map(|r| r.seq) != Some(m.last_seq) {
         return bad("the first or last seq differs from the manifest".into());
     }
-    Ok(events)
+    Ok(out)
 }
 
 /// What a restore wrote.
@@ -377,6 +375,21 @@ pub struct Restored {
     /// The newest checkpoint among the parts read: it covers every restored event.
     pub checkpoint: Option<String>,
     pub parts: usize,
+}
+
+impl Restored {
+    /// Writes one event as an NDJSON line (the API's form) and counts it.
+    fn write(&mut self, rec: &RawRecord, out: &mut impl std::io::Write) -> Result<()> {
+        let failed = |e: &dyn std::fmt::Display| {
+            ArchiveError::Storage(format!("cannot write the restored events: {e}"))
+        };
+        canonical::write_json(&rec.bytes, &trail_merkle::leaf_hash(&rec.bytes), &mut *out)
+            .map_err(|e| failed(&e))?;
+        out.write_all(b"\n").map_err(|e| failed(&e))?;
+        self.rows += 1;
+        self.seqs = Some(self.seqs.map_or((rec.seq, rec.seq), |(lo, hi)| (lo.min(rec.seq), hi.max(rec.seq))));
+        Ok(())
+    }
 }
 
 /// Writes the org's events with `time` in `[from, to)` that lie before its hot window (`hot_start`) as
@@ -419,22 +432,10 @@ pub async fn restore(
         };
         let events = check_part(&entry, &data, Some(key))?;
         r.parts += 1;
-        for bytes in events {
-            let (time, seq) = {
-                let e = canonical::decode(&bytes).map_err(|e| ArchiveError::Invalid(e.to_string()))?;
-                (e.time, e.seq)
-            };
-            if time < from || time >= to || !written.insert(seq) {
-                continue;
+        for rec in events {
+            if rec.time >= from && rec.time < to && written.insert(rec.seq) {
+                r.write(&rec, out)?;
             }
-            let failed = |e: &dyn std::fmt::Display| {
-                ArchiveError::Storage(format!("cannot write the restored events: {e}"))
-            };
-            canonical::write_json(&bytes, &trail_merkle::leaf_hash(&bytes), &mut *out)
-                .map_err(|e| failed(&e))?;
-            out.write_all(b"\n").map_err(|e| failed(&e))?;
-            r.rows += 1;
-            r.seqs = Some(r.seqs.map_or((seq, seq), |(lo, hi)| (lo.min(seq), hi.max(seq))));
         }
         let size =
             trail_merkle::checkpoint::open(&entry.manifest.checkpoint, key).map(|c| c.size).unwrap_or(0);
@@ -449,17 +450,9 @@ pub async fn restore(
     loop {
         let page = store.query_raw(org, &q).await.map_err(storage)?;
         for rec in &page.records {
-            if !written.insert(rec.seq) {
-                continue;
+            if written.insert(rec.seq) {
+                r.write(rec, out)?;
             }
-            let failed = |e: &dyn std::fmt::Display| {
-                ArchiveError::Storage(format!("cannot write the restored events: {e}"))
-            };
-            canonical::write_json(&rec.bytes, &trail_merkle::leaf_hash(&rec.bytes), &mut *out)
-                .map_err(|e| failed(&e))?;
-            out.write_all(b"\n").map_err(|e| failed(&e))?;
-            r.rows += 1;
-            r.seqs = Some(r.seqs.map_or((rec.seq, rec.seq), |(lo, hi)| (lo.min(rec.seq), hi.max(rec.seq))));
         }
         match page.next {
             Some(c) => q.cursor = Some(c),

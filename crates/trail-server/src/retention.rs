@@ -192,7 +192,7 @@ impl Retention {
             // Read back what the archive holds before anything relies on it.
             let stored = self.archive.data(&entry).await?;
             let events = archive::check_part(&entry, &stored, Some(&verifier))?;
-            if events.len() != records.len() || events.iter().zip(&records).any(|(a, b)| *a != b.bytes) {
+            if events.len() != records.len() || events.iter().zip(&records).any(|(a, b)| a.bytes != b.bytes) {
                 return Err(ArchiveError::Invalid(format!(
                     "{}: read back differs from what was written",
                     entry.manifest_path

@@ -351,8 +351,8 @@ pub async fn archive(
             Ok(d) => d,
             Err(e) => return fail(format!("cannot read the data file: {e}")),
         };
-        let bytes = match trail_server::archive::check_part(entry, &data, Some(key)) {
-            Ok(b) => b,
+        let records = match trail_server::archive::check_part(entry, &data, Some(key)) {
+            Ok(r) => r,
             Err(e) => return fail(e.to_string()),
         };
         if let Some(dir) = db {
@@ -360,15 +360,14 @@ pub async fn archive(
             if !kept.contains_key(org) {
                 kept.insert(org.clone(), trail_store_sqlite::verify::pruned_leaves(dir, org)?);
             }
-            for b in &bytes {
-                let (_, seq) = trail_model::canonical::peek(b).map_err(|e| anyhow::anyhow!("{e}"))?;
-                if kept[org].get(&seq) != Some(&trail_merkle::leaf_hash(b)) {
-                    return fail(format!("seq {seq}: not the event the log committed to at that seq"));
+            for r in &records {
+                if kept[org].get(&r.seq) != Some(&trail_merkle::leaf_hash(&r.bytes)) {
+                    return fail(format!("seq {}: not the event the log committed to at that seq", r.seq));
                 }
             }
         }
         parts += 1;
-        events += bytes.len() as u64;
+        events += records.len() as u64;
     }
     let scope = if db.is_some() { "; every event matches the leaf the log kept" } else { "" };
     println!(

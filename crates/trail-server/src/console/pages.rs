@@ -423,10 +423,9 @@ pub async fn logs(
             if rows.is_empty() {
                 page.empty = Some(describe_filters(&page.form, &window));
             }
-            let mut filters = serde_json::Map::new();
-            for (k, v) in page.form.pairs(now()).unwrap_or_default() {
-                filters.insert(k, Value::String(v));
-            }
+            // The export covers exactly the window this page resolved, with the same filters.
+            let mut filters: serde_json::Map<String, Value> =
+                page.form.fields.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
             filters.insert("from".into(), Value::String(page.window.0.clone()));
             filters.insert("to".into(), Value::String(page.window.1.clone()));
             page.export_filters = Value::Object(filters).to_string();

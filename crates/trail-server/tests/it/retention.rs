@@ -110,9 +110,8 @@ impl Fixture {
                 Err(archive::ArchiveError::Missing(_)) => continue,
                 other => other.unwrap(),
             };
-            for bytes in archive::check_part(&entry, &data, Some(&key)).unwrap() {
-                let (_, seq) = trail_model::canonical::peek(&bytes).unwrap();
-                assert!(out.insert(seq), "seq {seq} archived twice");
+            for r in archive::check_part(&entry, &data, Some(&key)).unwrap() {
+                assert!(out.insert(r.seq), "seq {} archived twice", r.seq);
             }
         }
         out

@@ -11,3 +11,4 @@ async fn make() -> (SqliteStore, tempfile::TempDir) {
 trail_store::conformance_suite!(make);
 
 mod durability;
+mod retention;
