@@ -102,6 +102,48 @@ async fn archive_run_list_restore_and_verify() {
         run(dir.path(), &["verify", "--export", file.to_str().unwrap(), "--manifest", &manifest]);
     assert_eq!(code, 0, "{out}");
 
+    // The same through a running server: the list, and a restore run as an export, downloaded and
+    // verified by the CLI, holding the same events.
+    {
+        let served = Served::start(dir.path(), &[("TRAIL_RETENTION__HOT_DAYS", "30")]);
+        let token = create_key(dir.path(), "events:read");
+        let remote = |args: &[&str]| {
+            let out =
+                trail().args(args).args(["--server", &served.base, "--token", &token]).output().unwrap();
+            (
+                out.status.code().unwrap_or(-1),
+                String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr),
+            )
+        };
+        let (code, listed) = remote(&["archive", "list", "--org", "default"]);
+        assert_eq!(code, 0, "{listed}");
+        assert!(listed.lines().count() >= 5, "{listed}");
+        let via_server = dir.path().join("via-server.jsonl");
+        let (code, out) = remote(&[
+            "archive",
+            "restore",
+            "--org",
+            "default",
+            "--from",
+            &from,
+            "--to",
+            &to,
+            "-o",
+            via_server.to_str().unwrap(),
+        ]);
+        assert_eq!(code, 0, "{out}");
+        let ids = |f: &Path| -> Vec<String> {
+            let mut v: Vec<String> = std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()["id"].as_str().unwrap().to_string())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(ids(&via_server), ids(&file), "the server's restore holds the same events");
+    }
+
     // A changed byte in an archived part is found and named.
     let part = walk(&archive).into_iter().find(|p| p.extension().is_some_and(|e| e == "zst")).unwrap();
     let mut bytes = std::fs::read(&part).unwrap();
