@@ -30,8 +30,9 @@ fn months(conn: &Connection, from: Micros, to: Micros) -> Result<Vec<u32>> {
     rows.collect::<rusqlite::Result<Vec<u32>>>().map_err(sql_error)
 }
 
-/// The WHERE clause (after `org = ? AND ts >= ? AND ts < ?`) for a filter, with its parameters.
-fn conditions(f: &Filter, fts: &str) -> (String, Vec<Sql>) {
+/// The WHERE clause (after `org = ? AND ts >= ? AND ts < ?`) for every filter but free text, with its
+/// parameters. Free text is applied by the caller: see [`Plan`].
+fn conditions(f: &Filter) -> (String, Vec<Sql>) {
     let mut sql = String::new();
     let mut args: Vec<Sql> = Vec::new();
     let mut interned = |col: &str, values: &[String]| {
@@ -70,11 +71,130 @@ fn conditions(f: &Filter, fts: &str) -> (String, Vec<Sql>) {
         sql.push_str(" AND outcome = ?");
         args.push(Sql::Integer(i64::from(failure)));
     }
-    if let Some(q) = &f.q {
-        sql.push_str(&format!(" AND k IN (SELECT rowid FROM {fts} WHERE {fts} MATCH ?)"));
-        args.push(Sql::Text(q.to_fts5()));
-    }
     (sql, args)
+}
+
+/// Rows a free-text page reads newest first and matches in Rust before it estimates how far the walk
+/// would have to go.
+const WALK_SAMPLE: usize = 500;
+/// Rows a free-text page may walk in all (about 4 µs a row, so ~80 ms at most) before the full-text
+/// index takes over for the rest of the window.
+const WALK_BUDGET: usize = 20_000;
+
+/// The free-text walk of one page so far: rows read, and how many of them matched.
+#[derive(Default)]
+struct Walk {
+    read: usize,
+    found: usize,
+}
+
+impl Walk {
+    /// How many more rows the walk may read for `missing` more matches; 0 hands over to the index.
+    fn allowance(&self, missing: usize) -> usize {
+        if self.read < WALK_SAMPLE {
+            return WALK_SAMPLE - self.read;
+        }
+        let left = WALK_BUDGET.saturating_sub(self.read);
+        if self.found == 0 || missing.saturating_mul(self.read).div_ceil(self.found) > left {
+            return 0;
+        }
+        left
+    }
+}
+
+/// How a month partition is read for a page.
+///
+/// Free text has two costs that pull in opposite directions. Driving from the FTS5 index costs one
+/// row lookup per match in the org's month, whatever the time window: cheap for a rare term, seconds
+/// for a term in every event (and a `k IN (SELECT rowid …)` semi-join would also hold every match in
+/// memory). Walking the `(org, ts)` index newest first and matching each row in Rust costs one decode
+/// per row until the page is full: cheap for a common term, the whole window for a rare one. (Asking
+/// FTS5 how common a term is costs as much as the search: the last token is a prefix, and FTS5 merges
+/// the doclists of every token with that prefix before returning the first row.) So a page first
+/// walks [`WALK_SAMPLE`] rows, and goes on walking, up to [`WALK_BUDGET`] rows, only while the matches
+/// seen so far say the page will fill within the budget; what the walk did not reach is read from the
+/// index. Both read in the same newest-first order with the same matching semantics
+/// (`trail_model::text`), so pages and cursors do not depend on the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Plan {
+    /// No free text: the `(org, ts)` index with the filters in SQL.
+    Time,
+    /// The `(org, ts)` index, free text matched in Rust.
+    Walk,
+    /// The FTS5 index drives; each match is looked up by key.
+    Index,
+}
+
+/// One month's rows for a page: `org`'s events with `lo <= ts < hi`, strictly before `before` in
+/// newest-first order when given, keys below `max_k`, newest first.
+struct Scan<'a> {
+    month: u32,
+    org: i64,
+    lo: Micros,
+    hi: Micros,
+    before: Option<(Micros, i64)>,
+    max_k: i64,
+    filter: &'a Filter,
+}
+
+impl Scan<'_> {
+    /// The statement and its parameters; `limit` rows at most.
+    fn sql(&self, plan: Plan, limit: usize) -> (String, Vec<Sql>) {
+        let (ev, fts) = (events_table(self.month), fts_table(self.month));
+        let (cond, cond_args) = conditions(self.filter);
+        let mut args = Vec::new();
+        let mut sql = match (plan, &self.filter.q) {
+            (Plan::Index, Some(q)) => {
+                args.push(Sql::Text(q.to_fts5()));
+                args.push(Sql::Integer(rowid(self.org, 0)));
+                format!(
+                    "SELECT e.ts, e.k, e.body FROM {fts} CROSS JOIN {ev} AS e ON e.k = {fts}.rowid \
+                     WHERE {fts} MATCH ? AND {fts}.rowid >= ? AND {fts}.rowid < ? AND e.ts >= ? AND e.ts < ?"
+                )
+            }
+            _ => {
+                args.push(Sql::Integer(self.org));
+                format!("SELECT ts, k, body FROM {ev} WHERE org = ? AND k < ? AND ts >= ? AND ts < ?")
+            }
+        };
+        args.extend([Sql::Integer(self.max_k), Sql::Integer(self.lo), Sql::Integer(self.hi)]);
+        sql.push_str(&cond);
+        args.extend(cond_args);
+        if let Some((ts, k)) = self.before {
+            sql.push_str(" AND (ts < ? OR k < ?)");
+            args.extend([Sql::Integer(ts), Sql::Integer(k)]);
+        }
+        sql.push_str(" ORDER BY ts DESC, k DESC LIMIT ?");
+        args.push(Sql::Integer(limit as i64));
+        (sql, args)
+    }
+
+    /// Up to `limit` rows in newest-first order, each passed to `keep`, which returns whether to go on.
+    /// Returns how many rows were read.
+    fn read(
+        &self,
+        conn: &Connection,
+        plan: Plan,
+        limit: usize,
+        mut keep: impl FnMut(RawRecord) -> Result<bool>,
+    ) -> Result<usize> {
+        let (sql, args) = self.sql(plan, limit);
+        let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
+        let mut rows = st.query(params_from_iter(args)).map_err(sql_error)?;
+        let mut read = 0;
+        while let Some(row) = rows.next().map_err(sql_error)? {
+            read += 1;
+            let r = RawRecord {
+                time: row.get(0).map_err(sql_error)?,
+                seq: crate::schema::seq_of(row.get(1).map_err(sql_error)?),
+                bytes: row.get(2).map_err(sql_error)?,
+            };
+            if !keep(r)? {
+                break;
+            }
+        }
+        Ok(read)
+    }
 }
 
 pub fn query(conn: &Connection, slug: &str, q: &Query) -> Result<Page> {
@@ -96,34 +216,52 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
     let to = q.cursor.map_or(f.to, |c| c.time + 1);
     let need = q.limit + 1;
     let mut records = Vec::with_capacity(need);
-    for month in months(conn, f.from, to)? {
-        let (ev, fts) = (events_table(month), fts_table(month));
-        let (cond, mut args) = conditions(f, &fts);
-        let mut sql =
-            format!("SELECT ts, k, body FROM {ev} WHERE org = ? AND ts >= ? AND ts < ? AND k < ?{cond}");
-        let mut head: Vec<Sql> = vec![
-            Sql::Integer(org),
-            Sql::Integer(f.from.max(month_start(month))),
-            Sql::Integer(to.min(month_start(next_month(month)))),
-            Sql::Integer(rowid(org, as_of)),
-        ];
-        if let Some(c) = &q.cursor {
-            sql.push_str(" AND (ts < ? OR k < ?)");
-            args.push(Sql::Integer(c.time));
-            args.push(Sql::Integer(rowid(org, c.seq)));
+    let mut walk = Walk::default();
+    'months: for month in months(conn, f.from, to)? {
+        let mut scan = Scan {
+            month,
+            org,
+            lo: f.from.max(month_start(month)),
+            hi: to.min(month_start(next_month(month))),
+            before: q.cursor.map(|c| (c.time, rowid(org, c.seq))),
+            max_k: rowid(org, as_of),
+            filter: f,
+        };
+        let mut plan = if f.q.is_some() { Plan::Walk } else { Plan::Time };
+        while plan == Plan::Walk {
+            let allowed = walk.allowance(need - records.len());
+            if allowed == 0 {
+                plan = Plan::Index;
+                break;
+            }
+            let search = f.q.as_ref().expect("a walk has free text");
+            let mut last = None;
+            let read = scan.read(conn, Plan::Walk, allowed, |r| {
+                last = Some((r.time, rowid(org, r.seq)));
+                let event = trail_model::canonical::decode(&r.bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("stored event does not decode: {e}")))?;
+                if search.matches(&event) {
+                    records.push(r);
+                    walk.found += 1;
+                }
+                Ok(records.len() < need)
+            })?;
+            walk.read += read;
+            if records.len() >= need {
+                break 'months;
+            }
+            if read < allowed {
+                continue 'months; // the walk read the whole month
+            }
+            if let Some((ts, k)) = last {
+                scan.before = Some((ts, k));
+                scan.hi = scan.hi.min(ts + 1);
+            }
         }
-        sql.push_str(" ORDER BY ts DESC, k DESC LIMIT ?");
-        args.push(Sql::Integer((need - records.len()) as i64));
-        head.append(&mut args);
-        let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
-        let mut rows = st.query(params_from_iter(head)).map_err(sql_error)?;
-        while let Some(row) = rows.next().map_err(sql_error)? {
-            records.push(RawRecord {
-                time: row.get(0).map_err(sql_error)?,
-                seq: crate::schema::seq_of(row.get(1).map_err(sql_error)?),
-                bytes: row.get(2).map_err(sql_error)?,
-            });
-        }
+        scan.read(conn, plan, need - records.len(), |r| {
+            records.push(r);
+            Ok(true)
+        })?;
         if records.len() >= need {
             break;
         }
@@ -132,21 +270,30 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
 }
 
 pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Result<Vec<Bucket>> {
-    let (org, _) = org_id(conn, slug)?;
+    let (org, size) = org_id(conn, slug)?;
     let mut counts = std::collections::BTreeMap::<i64, u64>::new();
     for month in months(conn, f.from, f.to)? {
         let (ev, fts) = (events_table(month), fts_table(month));
-        let (cond, args) = conditions(f, &fts);
-        let sql = format!(
-            "SELECT (ts - ?) / ? AS b, count(*) FROM {ev} WHERE org = ? AND ts >= ? AND ts < ?{cond} GROUP BY b"
-        );
-        let mut all: Vec<Sql> = vec![
-            Sql::Integer(f.from),
-            Sql::Integer(width),
-            Sql::Integer(org),
+        let (cond, args) = conditions(f);
+        // Free text drives from the FTS5 index joined to the rows, so memory stays bounded by the
+        // number of buckets rather than the number of matches.
+        let (from_sql, mut all) = match &f.q {
+            Some(q) => (
+                format!(
+                    "FROM {fts} CROSS JOIN {ev} AS e ON e.k = {fts}.rowid \
+                     WHERE {fts} MATCH ? AND {fts}.rowid >= ? AND {fts}.rowid < ? AND"
+                ),
+                vec![Sql::Text(q.to_fts5()), Sql::Integer(rowid(org, 0)), Sql::Integer(rowid(org, size))],
+            ),
+            None => (format!("FROM {ev} WHERE org = ? AND"), vec![Sql::Integer(org)]),
+        };
+        let sql =
+            format!("SELECT (ts - ?) / ? AS b, count(*) {from_sql} ts >= ? AND ts < ?{cond} GROUP BY b");
+        all.splice(0..0, [Sql::Integer(f.from), Sql::Integer(width)]);
+        all.extend([
             Sql::Integer(f.from.max(month_start(month))),
             Sql::Integer(f.to.min(month_start(next_month(month)))),
-        ];
+        ]);
         all.extend(args);
         let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
         let rows = st
