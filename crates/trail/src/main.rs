@@ -265,7 +265,24 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// SQLite allocates through the C library, not the Rust allocator above. glibc gives each thread that
+/// contends for `malloc` its own arena (up to 8 per core) and keeps what is freed in each: with SQLite
+/// caches used from many worker threads, a 30-minute soak held ~390 MB where two arenas hold ~210 MB
+/// for the same work (BENCHMARKS.md, "Soak"). An operator's `MALLOC_ARENA_MAX` still wins.
+#[allow(unsafe_code)]
+fn limit_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+        // SAFETY: called first thing in main, before any other thread exists; mallopt only sets a
+        // tuning parameter of the C allocator.
+        unsafe {
+            libc::mallopt(libc::M_ARENA_MAX, 2);
+        }
+    }
+}
+
 fn main() -> ExitCode {
+    limit_malloc_arenas();
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
