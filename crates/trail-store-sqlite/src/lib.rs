@@ -14,6 +14,7 @@ pub mod verify;
 mod writer;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
@@ -179,31 +180,82 @@ impl SqliteStore {
     }
 
     /// Runs `f` with a pooled read-only connection on a blocking thread.
+    /// Runs `f` on a reader connection on a blocking thread. Dropping the returned future (the client
+    /// went away, or the request's deadline passed) interrupts `f`'s statement within a few thousand
+    /// SQLite steps; the connection and its permit go back to the pool when the thread is done with
+    /// them, not when the future is dropped.
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        let _permit = self
-            .inner
+        self.inner
             .permits
             .acquire()
             .await
-            .map_err(|_| StoreError::Internal("reader pool closed".into()))?;
+            .map_err(|_| StoreError::Internal("reader pool closed".into()))?
+            .forget();
+        let cancelled = Arc::new(AtomicBool::new(false));
+        let on_drop = CancelOnDrop(Some(cancelled.clone()));
         let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let conn = inner.readers.lock().ok().and_then(|mut r| r.pop());
-            let Some(conn) = conn else {
+        let out = tokio::task::spawn_blocking(move || {
+            let mut lease =
+                Lease { conn: inner.readers.lock().ok().and_then(|mut r| r.pop()), inner: &inner };
+            let Some(conn) = lease.conn.as_mut() else {
                 return Err(StoreError::Internal("no reader connection free".into()));
             };
-            let out = f(&conn);
-            if let Ok(mut r) = inner.readers.lock() {
-                r.push(conn);
+            // Called every 10,000 virtual machine steps (well under a millisecond); `true` interrupts.
+            conn.progress_handler(10_000, Some(move || cancelled.load(Ordering::Relaxed)))
+                .map_err(sql_error)?;
+            let out = f(conn);
+            if let Err(e) = conn.progress_handler(0, None::<fn() -> bool>) {
+                // Never seen; but a connection that may still be interrupted must not serve again.
+                tracing::error!(error = %e, "cannot clear a reader's progress handler; closing it");
+                lease.conn = None;
             }
             out
         })
         .await
-        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?
+        .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?;
+        on_drop.disarm();
+        out
+    }
+}
+
+/// Tells a running read, when dropped before [`CancelOnDrop::disarm`], that nobody waits for its
+/// answer any more.
+struct CancelOnDrop(Option<Arc<AtomicBool>>);
+
+impl CancelOnDrop {
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if let Some(flag) = &self.0 {
+            flag.store(true, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A reader connection taken from the pool with its permit; both go back when it is dropped, even if
+/// the read panicked (a connection that was closed takes its permit with it, so permits always count
+/// the connections in the pool).
+struct Lease<'a> {
+    conn: Option<Connection>,
+    inner: &'a Inner,
+}
+
+impl Drop for Lease<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && let Ok(mut r) = self.inner.readers.lock()
+        {
+            r.push(conn);
+            self.inner.permits.add_permits(1);
+        }
     }
 }
 
@@ -628,4 +680,61 @@ fn checkpointer(path: &Path) -> Result<(mpsc::Sender<()>, std::thread::JoinHandl
         })
         .map_err(|e| StoreError::Internal(format!("cannot start the checkpoint thread: {e}")))?;
     Ok((tx, handle))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// A statement that runs for minutes unless interrupted (about three billion steps).
+    const ENDLESS: &str = "WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000000000) \
+                           SELECT count(*) FROM n";
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dropped_read_interrupts_its_statement_and_frees_its_connection() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for _ in 0..3 {
+            let endless = store.read(|c| c.query_row(ENDLESS, [], |r| r.get::<_, i64>(0)).map_err(sql_error));
+            // The caller gives up (a deadline, a client that went away).
+            assert!(tokio::time::timeout(Duration::from_millis(100), endless).await.is_err());
+        }
+        // Every connection serves again: as many reads as the pool has, each waiting (up to 30 s) until
+        // all of them hold a connection at the same time. Were a dropped statement still running on
+        // one, they could not.
+        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let reads: Vec<_> = (0..READERS)
+            .map(|_| {
+                let (store, holding) = (store.clone(), holding.clone());
+                tokio::spawn(async move {
+                    store
+                        .read(move |_| {
+                            holding.fetch_add(1, Ordering::SeqCst);
+                            let until = std::time::Instant::now() + Duration::from_secs(30);
+                            while holding.load(Ordering::SeqCst) < READERS
+                                && std::time::Instant::now() < until
+                            {
+                                std::thread::sleep(Duration::from_millis(5));
+                            }
+                            Ok(holding.load(Ordering::SeqCst) == READERS)
+                        })
+                        .await
+                })
+            })
+            .collect();
+        for r in reads {
+            assert!(r.await.unwrap().unwrap(), "a reader connection is still busy with a dropped statement");
+        }
+        // A read that is not dropped is not interrupted, and leaves nothing behind for the next one.
+        let n = store
+            .read(|c| {
+                c.query_row("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 200000) SELECT count(*) FROM n", [], |r| r.get::<_, i64>(0))
+                    .map_err(sql_error)
+            })
+            .await
+            .unwrap();
+        assert_eq!(n, 200_000);
+    }
 }

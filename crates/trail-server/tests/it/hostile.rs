@@ -163,11 +163,8 @@ async fn oversized_and_too_many_headers_are_refused_without_harm() {
 }
 
 /// A client that sends its request head one byte a second holds one connection, not the server:
-/// others are served meanwhile, and it is answered normally when it finally finishes.
-///
-/// Known limit: `axum::serve` sets no HTTP/1 header read timeout (hyper's needs a timer, which
-/// axum's builder does not install), so a client that never finishes its head keeps its connection
-/// open; see SECURITY.md.
+/// others are served meanwhile, and it is answered normally when it finally finishes (within the
+/// request deadline; see the next test for one that does not).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_loris_does_not_stop_other_clients() {
     let s = TestServer::start().await;
