@@ -1,8 +1,8 @@
 //! Read paths: queries, histograms and lookups, run on the reader pool's connections.
 //!
-//! Filters on interned columns become `col IN (SELECT id FROM dict WHERE …)`; free text becomes a
-//! rowid semi-join on the month's FTS5 index. Months are visited newest first, so a page usually
-//! touches one table.
+//! Filters on interned columns become `col IN (SELECT id FROM dict WHERE …)`; free text is matched
+//! while walking the time index or, for rare terms, read from the month's FTS5 index (see [`Plan`]).
+//! Months are visited newest first, so a page usually touches one table.
 
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
