@@ -167,6 +167,43 @@ impl PgStore {
     }
 }
 
+/// A connection lent to one read. [`Cancellable::finish`] gives it back to the pool. Dropped before
+/// that, the read was abandoned mid-statement: the statement is cancelled on the server, and the
+/// connection is closed rather than pooled, so the cancel request (which PostgreSQL applies to whatever
+/// the backend runs when it arrives) cannot hit the next user's statement.
+pub(crate) struct Cancellable {
+    client: Option<Object>,
+    token: tokio_postgres::CancelToken,
+}
+
+impl Cancellable {
+    pub(crate) fn client(&self) -> Result<&Object> {
+        self.client.as_ref().ok_or_else(|| StoreError::Internal("connection already given back".into()))
+    }
+
+    pub(crate) fn finish(mut self) {
+        self.client.take();
+    }
+}
+
+impl Drop for Cancellable {
+    fn drop(&mut self) {
+        let Some(object) = self.client.take() else {
+            return;
+        };
+        let client = Object::take(object);
+        let token = self.token.clone();
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if let Err(e) = token.cancel_query(NoTls).await {
+                    tracing::warn!(error = %e, "cannot cancel an abandoned PostgreSQL statement");
+                }
+                drop(client);
+            });
+        }
+    }
+}
+
 /// Opens this node's liveness connection and takes its advisory lock; returns it and its backend pid.
 async fn liveness(config: &tokio_postgres::Config) -> Result<(tokio_postgres::Client, i32)> {
     let (client, connection) = config.connect(NoTls).await.map_err(pg_error)?;
@@ -187,6 +224,14 @@ async fn liveness(config: &tokio_postgres::Config) -> Result<(tokio_postgres::Cl
 impl Inner {
     pub(crate) async fn conn(&self) -> Result<Object> {
         self.pool.get().await.map_err(pool_error)
+    }
+
+    /// A pooled connection for a read whose caller may give up (a request past its deadline, a client
+    /// that went away): see [`Cancellable`].
+    pub(crate) async fn cancellable(&self) -> Result<Cancellable> {
+        let client = self.conn().await?;
+        let token = client.cancel_token();
+        Ok(Cancellable { client: Some(client), token })
     }
 
     /// The org's numeric id; `NotFound` for an unknown slug.
@@ -437,12 +482,18 @@ impl Store for PgStore {
 
     async fn query(&self, org: &str, q: &Query) -> Result<Page> {
         let org = self.inner.org_id(org).await?;
-        read::query(&self.inner.conn().await?, org, q).await
+        let conn = self.inner.cancellable().await?;
+        let page = read::query(conn.client()?, org, q).await;
+        conn.finish();
+        page
     }
 
     async fn query_raw(&self, org: &str, q: &Query) -> Result<RawPage> {
         let org = self.inner.org_id(org).await?;
-        read::query_raw(&self.inner.conn().await?, org, q).await
+        let conn = self.inner.cancellable().await?;
+        let page = read::query_raw(conn.client()?, org, q).await;
+        conn.finish();
+        page
     }
 
     async fn event(&self, org: &str, id: &str) -> Result<Option<Record>> {
@@ -460,7 +511,10 @@ impl Store for PgStore {
             return Err(StoreError::Internal("histogram bucket width must be positive".into()));
         }
         let org = self.inner.org_id(org).await?;
-        read::histogram(&self.inner.conn().await?, org, filter, width).await
+        let conn = self.inner.cancellable().await?;
+        let buckets = read::histogram(conn.client()?, org, filter, width).await;
+        conn.finish();
+        buckets
     }
 
     async fn tree_size(&self, org: &str) -> Result<u64> {
@@ -584,5 +638,48 @@ mod tests {
         }
         assert!(matches!(class("XX001"), StoreError::Corrupt(_)));
         assert!(matches!(class("42P01"), StoreError::Internal(_)));
+    }
+
+    /// A read abandoned mid-statement is cancelled on the server, and its connection is not pooled.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_abandoned_read_is_cancelled_on_the_server() {
+        let Some(db) = crate::testing::TestDb::create().await else {
+            return;
+        };
+        let store = db.store().await;
+        let sleep = "SELECT pg_sleep(60) /* an_abandoned_read_is_cancelled_on_the_server */";
+        let read = async {
+            let conn = store.inner.cancellable().await?;
+            conn.client()?.execute(sleep, &[]).await.map_err(pg_error)?;
+            conn.finish();
+            Ok::<(), StoreError>(())
+        };
+        assert!(tokio::time::timeout(Duration::from_millis(500), read).await.is_err(), "the caller gave up");
+        let observer = db.client().await;
+        let running = || async {
+            let n: i64 = observer
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND state = 'active'",
+                    &[&sleep],
+                )
+                .await
+                .unwrap()
+                .get(0);
+            n
+        };
+        // Generous bound: the point is that the statement ends long before its 60 s.
+        let mut gone = false;
+        for _ in 0..200 {
+            if running().await == 0 {
+                gone = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(gone, "the abandoned statement is still running on the server");
+        // The store still reads.
+        assert!(
+            store.orgs().await.unwrap().iter().any(|o| o.slug == "default") || store.orgs().await.is_ok()
+        );
     }
 }
