@@ -522,6 +522,10 @@ impl Store for PgStore {
         read::tree_size(&self.inner.conn().await?, org).await
     }
 
+    async fn tree_sizes(&self) -> Result<Vec<(String, u64)>> {
+        read::tree_sizes(&self.inner.conn().await?).await
+    }
+
     async fn root(&self, org: &str, size: u64) -> Result<trail_merkle::Hash> {
         let org = self.inner.org_id(org).await?;
         integrity::root(&self.inner.conn().await?, org, size).await

@@ -131,6 +131,21 @@ pub(crate) async fn tree_size<C: GenericClient>(client: &C, org: i64) -> Result<
     unsigned(row.try_get(0).map_err(pg_error)?, "tree size")
 }
 
+pub(crate) async fn tree_sizes<C: GenericClient>(client: &C) -> Result<Vec<(String, u64)>> {
+    let st = client
+        .prepare_cached(
+            "SELECT o.slug, coalesce(h.tree_size, 0) FROM orgs o LEFT JOIN log_heads h ON h.org = o.org ORDER BY o.slug",
+        )
+        .await
+        .map_err(pg_error)?;
+    let rows = client.query(&st, &[]).await.map_err(pg_error)?;
+    rows.iter()
+        .map(|r| {
+            Ok((r.try_get(0).map_err(pg_error)?, unsigned(r.try_get(1).map_err(pg_error)?, "tree size")?))
+        })
+        .collect()
+}
+
 pub(crate) async fn query<C: GenericClient>(client: &C, org: i64, q: &Query) -> Result<Page> {
     let (rows, as_of) = rows(client, org, q).await?;
     let records = rows.into_iter().map(|r| Record::from_bytes(r.bytes)).collect::<Result<Vec<_>>>()?;

@@ -540,6 +540,10 @@ impl Store for SqliteStore {
         self.read(move |c| read::org_id(c, &org).map(|(_, size)| size)).await
     }
 
+    async fn tree_sizes(&self) -> Result<Vec<(String, u64)>> {
+        self.read(read::tree_sizes).await
+    }
+
     async fn root(&self, org: &str, size: u64) -> Result<trail_merkle::Hash> {
         let org = org.to_string();
         self.read(move |c| {

@@ -20,6 +20,12 @@ pub fn org_id(conn: &Connection, slug: &str) -> Result<(i64, u64)> {
         .ok_or_else(|| StoreError::NotFound(format!("organization {slug}")))
 }
 
+pub fn tree_sizes(conn: &Connection) -> Result<Vec<(String, u64)>> {
+    let mut st = conn.prepare_cached("SELECT slug, tree_size FROM orgs ORDER BY slug").map_err(sql_error)?;
+    let rows = st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).map_err(sql_error)?;
+    rows.collect::<rusqlite::Result<Vec<_>>>().map_err(sql_error)
+}
+
 /// Existing month partitions overlapping `[from, to)`, newest first.
 fn months(conn: &Connection, from: Micros, to: Micros) -> Result<Vec<u32>> {
     let (lo, hi) = (month_of(from), month_of(to - 1));

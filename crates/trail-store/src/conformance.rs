@@ -38,7 +38,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@$mode $make;
             append_assigns_gapless_seq, duplicates_answer_original_seq, stored_bytes_round_trip,
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
-            free_text_at_every_density,
+            free_text_at_every_density, tree_sizes_list_every_log,
             paging_is_stable_while_appending, histogram_matches_reference_model, access_records,
             concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
             checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations, exports_are_claimed_once,
@@ -367,6 +367,28 @@ pub async fn queries_match_reference_model<S: Store>(store: Arc<S>) {
             assert_eq!(decoded, raw);
         }
     }
+}
+
+/// `tree_sizes` lists every org, the empty ones too, with the same size `tree_size` gives, by slug.
+pub async fn tree_sizes_list_every_log<S: Store>(store: Arc<S>) {
+    for slug in ["zeta", "alpha", "mid"] {
+        org(&*store, slug).await;
+    }
+    let t = now() - MICROS_PER_DAY;
+    store.append("alpha", (0..3).map(|i| event("a", "user.invited", t + i)).collect(), now()).await.unwrap();
+    store.append("zeta", vec![event("z", "user.invited", t)], now()).await.unwrap();
+    let sizes = store.tree_sizes().await.unwrap();
+    let slugs: Vec<&str> = sizes.iter().map(|(s, _)| s.as_str()).collect();
+    let mut sorted = slugs.clone();
+    sorted.sort_unstable();
+    assert_eq!(slugs, sorted, "by slug");
+    let of = |slug: &str| sizes.iter().find(|(s, _)| s == slug).map(|(_, n)| *n);
+    assert_eq!((of("alpha"), of("mid"), of("zeta")), (Some(3), Some(0), Some(1)));
+    for (slug, n) in &sizes {
+        assert_eq!(store.tree_size(slug).await.unwrap(), *n, "{slug}");
+    }
+    let orgs: Vec<String> = store.orgs().await.unwrap().into_iter().map(|o| o.slug).collect();
+    assert_eq!(slugs, orgs.iter().map(String::as_str).collect::<Vec<_>>());
 }
 
 /// Free text over enough events that a backend cannot read them all for one page: terms in every

@@ -292,6 +292,10 @@ pub trait Store: Send + Sync + 'static {
     /// The number of events in the org's log (the next `seq`).
     async fn tree_size(&self, org: &str) -> Result<u64>;
 
+    /// Every org's slug and log size, by slug, in one read (for tasks that follow every log, such as
+    /// the `audit.log` sink, which asks several times a second).
+    async fn tree_sizes(&self) -> Result<Vec<(String, u64)>>;
+
     // --- integrity ------------------------------------------------------------------------------
 
     /// The Merkle root of the org's first `size` events; `OutOfRange` beyond the log.

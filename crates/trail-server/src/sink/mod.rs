@@ -281,13 +281,12 @@ async fn cycle(
     initialized: &mut bool,
     status: &SinkStatus,
 ) -> Result<bool, String> {
-    let orgs = store.orgs().await.map_err(|e| e.to_string())?;
+    // One read for every org's log size: this runs several times a second, idle or not.
+    let logs = store.tree_sizes().await.map_err(|e| e.to_string())?;
     if !*initialized {
         // First start without --from-start: begin at the current end of every existing log.
-        for o in &orgs {
-            let next =
-                if cfg.from_start { 0 } else { store.tree_size(&o.slug).await.map_err(|e| e.to_string())? };
-            pos.orgs.insert(o.slug.clone(), next);
+        for (slug, size) in &logs {
+            pos.orgs.insert(slug.clone(), if cfg.from_start { 0 } else { *size });
         }
         *initialized = true;
     }
@@ -298,16 +297,15 @@ async fn cycle(
     let offset_at = |t: trail_model::time::Micros, f: &RollingFile| {
         jiff::Timestamp::from_microsecond(t).map_or(0, |ts| f.utc_offset_seconds(ts))
     };
-    for o in &orgs {
-        let from = next.get(&o.slug).copied().unwrap_or(0);
-        let size = store.tree_size(&o.slug).await.map_err(|e| e.to_string())?;
+    for (slug, size) in &logs {
+        let (slug, size) = (slug.as_str(), *size);
+        let from = next.get(slug).copied().unwrap_or(0);
         lag += size.saturating_sub(from);
         if from >= size || lines.len() >= budget {
             more |= from < size;
             continue;
         }
-        let records =
-            store.events_after(&o.slug, from.checked_sub(1), 1000).await.map_err(|e| e.to_string())?;
+        let records = store.events_after(slug, from.checked_sub(1), 1000).await.map_err(|e| e.to_string())?;
         let guard = file.lock().map_err(|_| "sink file lock poisoned".to_string())?;
         for r in &records {
             if lines.len() >= budget {
@@ -320,12 +318,12 @@ async fn cycle(
                 Format::Json => auditlog::format_json_line(&e, &trail_merkle::leaf_hash(&r.bytes)),
             };
             lines.extend_from_slice(line.as_bytes());
-            next.insert(o.slug.clone(), r.seq + 1);
+            next.insert(slug.to_string(), r.seq + 1);
             count += 1;
         }
         drop(guard);
         // Archived events are never written; move past any gap they leave.
-        let reached = next.get(&o.slug).copied().unwrap_or(0);
+        let reached = next.get(slug).copied().unwrap_or(0);
         if records.len() == 1000 || reached < size {
             more = true;
         }
