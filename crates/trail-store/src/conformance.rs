@@ -415,7 +415,7 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
                 words.push("thousandth".into());
             }
             if i < 40 {
-                words.push("ancient".into());
+                words.push("ancient Zürich".into());
             }
             if i < N / 2 {
                 words.push("firsthalf".into());
@@ -432,8 +432,19 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
         model.record("acme", chunk, &r, now());
     }
     let all = Filter { from: start - MICROS_PER_DAY, to: now(), ..Filter::default() };
-    let terms =
-        ["every", "tenth", "thousandth", "ancient", "firsthalf", "newest", "nowhere", "req-00a", "req"];
+    let terms = [
+        "every",
+        "tenth",
+        "thousandth",
+        "ancient",
+        "firsthalf",
+        "newest",
+        "nowhere",
+        "req-00a",
+        "req",
+        "zür",
+        "ZÜRICH ancient",
+    ];
     for q in terms {
         for (limit, extra) in [(50, None), (7, None), (20, Some(ACTORS[1]))] {
             let mut f = all.clone();
