@@ -131,6 +131,16 @@ enum Plan {
     Index,
 }
 
+/// `FROM … WHERE …` of a month's rows driven by its FTS5 index: the parameters are the FTS5 query and
+/// the org's key range `[lo, hi)`. `CROSS JOIN` keeps FTS5 the outer loop, so SQLite never collects the
+/// matches into a temporary index; the rows are `e`, and their columns need no qualifier.
+fn fts_join(month: u32) -> String {
+    let (ev, fts) = (events_table(month), fts_table(month));
+    format!(
+        "FROM {fts} CROSS JOIN {ev} AS e ON e.k = {fts}.rowid WHERE {fts} MATCH ? AND {fts}.rowid >= ? AND {fts}.rowid < ?"
+    )
+}
+
 /// One month's rows for a page: `org`'s events with `lo <= ts < hi`, strictly before `before` in
 /// newest-first order when given, keys below `max_k`, newest first.
 struct Scan<'a> {
@@ -141,22 +151,21 @@ struct Scan<'a> {
     before: Option<(Micros, i64)>,
     max_k: i64,
     filter: &'a Filter,
+    /// `conditions(filter)`, built once per page.
+    cond: &'a (String, Vec<Sql>),
 }
 
 impl Scan<'_> {
     /// The statement and its parameters; `limit` rows at most.
     fn sql(&self, plan: Plan, limit: usize) -> (String, Vec<Sql>) {
-        let (ev, fts) = (events_table(self.month), fts_table(self.month));
-        let (cond, cond_args) = conditions(self.filter);
+        let ev = events_table(self.month);
+        let (cond, cond_args) = self.cond;
         let mut args = Vec::new();
         let mut sql = match (plan, &self.filter.q) {
             (Plan::Index, Some(q)) => {
                 args.push(Sql::Text(q.to_fts5()));
                 args.push(Sql::Integer(rowid(self.org, 0)));
-                format!(
-                    "SELECT e.ts, e.k, e.body FROM {fts} CROSS JOIN {ev} AS e ON e.k = {fts}.rowid \
-                     WHERE {fts} MATCH ? AND {fts}.rowid >= ? AND {fts}.rowid < ? AND e.ts >= ? AND e.ts < ?"
-                )
+                format!("SELECT e.ts, e.k, e.body {} AND ts >= ? AND ts < ?", fts_join(self.month))
             }
             _ => {
                 args.push(Sql::Integer(self.org));
@@ -164,8 +173,8 @@ impl Scan<'_> {
             }
         };
         args.extend([Sql::Integer(self.max_k), Sql::Integer(self.lo), Sql::Integer(self.hi)]);
-        sql.push_str(&cond);
-        args.extend(cond_args);
+        sql.push_str(cond);
+        args.extend(cond_args.iter().cloned());
         if let Some((ts, k)) = self.before {
             sql.push_str(" AND (ts < ? OR k < ?)");
             args.extend([Sql::Integer(ts), Sql::Integer(k)]);
@@ -223,6 +232,7 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
     let need = q.limit + 1;
     let mut records = Vec::with_capacity(need);
     let mut walk = Walk::default();
+    let cond = conditions(f);
     'months: for month in months(conn, f.from, to)? {
         let mut scan = Scan {
             month,
@@ -232,6 +242,7 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
             before: q.cursor.map(|c| (c.time, rowid(org, c.seq))),
             max_k: rowid(org, as_of),
             filter: f,
+            cond: &cond,
         };
         let mut plan = if f.q.is_some() { Plan::Walk } else { Plan::Time };
         while plan == Plan::Walk {
@@ -244,9 +255,7 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
             let mut last = None;
             let read = scan.read(conn, Plan::Walk, allowed, |r| {
                 last = Some((r.time, rowid(org, r.seq)));
-                let event = trail_model::canonical::decode(&r.bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("stored event does not decode: {e}")))?;
-                if search.matches(&event) {
+                if search.matches(&r.decode()?) {
                     records.push(r);
                     walk.found += 1;
                 }
@@ -285,7 +294,7 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
     let mut counts = std::collections::BTreeMap::<i64, u64>::new();
     let (cond, cond_args) = conditions(f);
     for month in months(conn, f.from, f.to)? {
-        let (ev, fts) = (events_table(month), fts_table(month));
+        let ev = events_table(month);
         let (lo, hi) = (f.from.max(month_start(month)), f.to.min(month_start(next_month(month))));
         let Some(q) = &f.q else {
             let sql = format!("SELECT count(*) FROM {ev} WHERE org = ? AND ts >= ? AND ts < ?{cond}");
@@ -306,8 +315,8 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
             continue;
         };
         let sql = format!(
-            "SELECT (ts - ?) / ? AS b, count(*) FROM {fts} CROSS JOIN {ev} AS e ON e.k = {fts}.rowid \
-             WHERE {fts} MATCH ? AND {fts}.rowid >= ? AND {fts}.rowid < ? AND ts >= ? AND ts < ?{cond} GROUP BY b"
+            "SELECT (ts - ?) / ? AS b, count(*) {} AND ts >= ? AND ts < ?{cond} GROUP BY b",
+            fts_join(month)
         );
         let mut args = vec![
             Sql::Integer(f.from),

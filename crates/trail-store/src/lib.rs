@@ -112,6 +112,14 @@ pub struct RawRecord {
     pub bytes: Vec<u8>,
 }
 
+impl RawRecord {
+    /// The event, decoded; `Corrupt` naming the seq when the stored bytes do not decode.
+    pub fn decode(&self) -> Result<StoredEvent> {
+        trail_model::canonical::decode(&self.bytes)
+            .map_err(|e| StoreError::Corrupt(format!("seq {}: stored event does not decode: {e}", self.seq)))
+    }
+}
+
 /// One page of undecoded query results.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RawPage {
