@@ -167,7 +167,13 @@ pub async fn login(RawQuery(raw): RawQuery) -> Page {
         .into_iter()
         .find(|(k, _)| k == "next")
         .map(|(_, v)| v)
-        .filter(|v| v.starts_with('/') && !v.starts_with("//") && !v.contains('\\'))
+        // Browsers drop tabs and newlines from URLs, so `/\t/evil.example` would become `//evil.example`.
+        .filter(|v| {
+            v.starts_with('/')
+                && !v.starts_with("//")
+                && !v.contains('\\')
+                && !v.chars().any(char::is_control)
+        })
         .unwrap_or_else(|| "/".into());
     render(&Login { nav: None, next })
 }
@@ -229,7 +235,8 @@ impl Form {
                 "range" if !v.is_empty() => f.range = v,
                 "from_local" => f.from_local = v,
                 "to_local" => f.to_local = v,
-                "tz_offset" => f.tz_offset = v.parse().unwrap_or(0),
+                // Real offsets only (UTC−12 to UTC+14): anything else could overflow the arithmetic.
+                "tz_offset" => f.tz_offset = v.parse().ok().filter(|m| (-720..=840).contains(m)).unwrap_or(0),
                 "cursor" if !v.is_empty() => f.cursor = Some(v),
                 k if PASSED.contains(&k) && !v.is_empty() => {
                     f.fields.insert(k.to_string(), v);
@@ -460,11 +467,14 @@ async fn load(state: &AppState, org: &str, form: &Form) -> Result<Loaded, LoadEr
     let mut pairs = form.pairs(now).map_err(LoadError::Invalid)?;
     pairs.push(("limit".into(), PAGE_ROWS.to_string()));
     if let Some(c) = &form.cursor {
+        // A cursor carries the window of its first page; a preset range read again now would be a
+        // different window, which the API refuses.
+        pairs.retain(|(k, _)| k != "from" && k != "to");
         pairs.push(("cursor".into(), c.clone()));
     }
     let oldest = state.hot_start(org, now).await.map_err(|e| LoadError::Failed(unavailable(e.message)))?;
     let query = parse_query(&pairs, QueryContext { now, oldest })
-        .map_err(|e| LoadError::Invalid(capitalize(&e.message)))?;
+        .map_err(|e| LoadError::Invalid(capitalize(&crate::error::ApiError::from(e).message)))?;
     let page = state.store.query(org, &query).await.map_err(|e| LoadError::Failed(unavailable(e)))?;
     let rows = page.records.iter().map(Row::of).collect();
     let (bars, total) =
@@ -529,7 +539,8 @@ pub async fn log_rows(
             }
             r
         }
-        Err(LoadError::Invalid(m)) => Page::Status(StatusCode::BAD_REQUEST, m).into_response(),
+        // Plain text: the message may quote the request, and the script shows it as text.
+        Err(LoadError::Invalid(m)) => (StatusCode::BAD_REQUEST, m).into_response(),
         Err(LoadError::Failed(p)) => p.into_response(),
     }
 }

@@ -6,6 +6,7 @@ mod access;
 mod access_control;
 mod api;
 mod authz;
+mod console;
 mod disk_full;
 mod exports;
 mod hostile;
