@@ -232,7 +232,7 @@ pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// Answers 408 with the usual JSON error when the handler is still running at
-/// `limits.request_timeout_secs`, and drops it (a blocking store call it started runs to its end).
+/// `limits.request_timeout_secs`, and drops it (the stores then interrupt the query it started).
 async fn deadline(State(limit): State<Duration>, req: Request, next: Next) -> Response {
     match tokio::time::timeout(limit, next.run(req)).await {
         Ok(resp) => resp,

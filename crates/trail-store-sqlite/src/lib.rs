@@ -179,7 +179,6 @@ impl SqliteStore {
         rx.await.map_err(|_| StoreError::Internal("the writer thread stopped".into()))?
     }
 
-    /// Runs `f` with a pooled read-only connection on a blocking thread.
     /// Runs `f` on a reader connection on a blocking thread. Dropping the returned future (the client
     /// went away, or the request's deadline passed) interrupts `f`'s statement within a few thousand
     /// SQLite steps; the connection and its permit go back to the pool when the thread is done with
@@ -208,11 +207,8 @@ impl SqliteStore {
             conn.progress_handler(10_000, Some(move || cancelled.load(Ordering::Relaxed)))
                 .map_err(sql_error)?;
             let out = f(conn);
-            if let Err(e) = conn.progress_handler(0, None::<fn() -> bool>) {
-                // Never seen; but a connection that may still be interrupted must not serve again.
-                tracing::error!(error = %e, "cannot clear a reader's progress handler; closing it");
-                lease.conn = None;
-            }
+            // Cannot fail but for lack of memory; the next read installs its own handler anyway.
+            let _ = conn.progress_handler(0, None::<fn() -> bool>);
             out
         })
         .await

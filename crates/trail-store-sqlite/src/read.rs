@@ -273,10 +273,31 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
                 scan.hi = scan.hi.min(ts + 1);
             }
         }
-        scan.read(conn, plan, need - records.len(), |r| {
-            records.push(r);
-            Ok(true)
-        })?;
+        // FTS5's unicode61 tokenizer splits a few scripts differently from `trail_model::text` (it
+        // breaks words at combining marks, e.g. Devanagari vowel signs), so what the index finds is
+        // checked against the reference too, reading on past what it drops.
+        loop {
+            let want = need - records.len();
+            let mut last = None;
+            let read = scan.read(conn, plan, want, |r| {
+                last = Some((r.time, rowid(org, r.seq)));
+                let keep = match &f.q {
+                    Some(search) if plan == Plan::Index => search.matches(&r.decode()?),
+                    _ => true,
+                };
+                if keep {
+                    records.push(r);
+                }
+                Ok(true)
+            })?;
+            if records.len() >= need || read < want {
+                break;
+            }
+            if let Some((ts, k)) = last {
+                scan.before = Some((ts, k));
+                scan.hi = scan.hi.min(ts + 1);
+            }
+        }
         if records.len() >= need {
             break;
         }

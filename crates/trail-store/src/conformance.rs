@@ -415,7 +415,7 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
                 words.push("thousandth".into());
             }
             if i < 40 {
-                words.push("ancient Zürich".into());
+                words.push("ancient Zürich काम".into());
             }
             if i < N / 2 {
                 words.push("firsthalf".into());
@@ -444,6 +444,10 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
         "req",
         "zür",
         "ZÜRICH ancient",
+        // One word to the reference (the vowel sign is part of it), two to FTS5's tokenizer: "म"
+        // matches nothing, whichever way a backend searches.
+        "काम",
+        "म",
     ];
     for q in terms {
         for (limit, extra) in [(50, None), (7, None), (20, Some(ACTORS[1]))] {
@@ -453,7 +457,11 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
             let want = model.select(&f);
             // Paging through a common term would take thousands of pages: compare the first 30.
             let got = page_first(&*store, "acme", &f, limit, 30).await;
-            assert_eq!(got, want[..got.len()], "q={q} limit={limit} actor={extra:?}");
+            assert_eq!(
+                got,
+                want.iter().take(got.len()).copied().collect::<Vec<_>>(),
+                "q={q} limit={limit} actor={extra:?}"
+            );
             assert!(
                 got.len() == want.len() || got.len() == 30 * limit,
                 "q={q}: {} of {}",
