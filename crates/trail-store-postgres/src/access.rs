@@ -805,10 +805,14 @@ fn export_row(r: &Row) -> Result<Export> {
     })
 }
 
+/// One statement, so an export is never stored half-written.
 pub(crate) async fn create_export<C: GenericClient>(c: &C, org: i64, e: &Export) -> Result<()> {
+    let row_count = i64::try_from(e.row_count).map_err(|_| StoreError::OutOfRange("row count".into()))?;
+    let size = i64::try_from(e.size_bytes).map_err(|_| StoreError::OutOfRange("export size".into()))?;
     c.execute(
-        "INSERT INTO exports(org, id, name, format, filters, status, requested_by, created_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO exports(org, id, name, format, filters, status, requested_by, created_at, error,
+                             started_at, finished_at, expires_at, row_count, size_bytes, sha256, manifest)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
         &[
             &org,
             &e.id,
@@ -818,11 +822,19 @@ pub(crate) async fn create_export<C: GenericClient>(c: &C, org: i64, e: &Export)
             &e.status.as_str(),
             &e.requested_by,
             &e.created_at,
+            &e.error,
+            &e.started_at,
+            &e.finished_at,
+            &e.expires_at,
+            &row_count,
+            &size,
+            &e.sha256,
+            &e.manifest,
         ],
     )
     .await
     .map_err(|err| conflict_as(err, || format!("export {} already exists", e.id)))?;
-    update_export(c, org, e).await
+    Ok(())
 }
 
 pub(crate) async fn export<C: GenericClient>(c: &C, org: i64, id: &str) -> Result<Option<Export>> {
