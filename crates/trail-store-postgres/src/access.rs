@@ -537,6 +537,7 @@ pub(crate) async fn update_group<C: GenericClient>(
 
 pub(crate) async fn delete_group(client: &mut Object, org: i64, id: &str) -> Result<()> {
     let tx = client.transaction().await.map_err(pg_error)?;
+    lock_administrators(&tx, org).await?; // see set_group_member
     require_custom(&tx, org, Kind::Group, id).await?;
     for table in ["group_roles", "group_members"] {
         tx.execute(&format!("DELETE FROM {table} WHERE org = $1 AND group_id = $2"), &[&org, &id])
@@ -584,30 +585,30 @@ pub(crate) async fn set_group_member(
     user: &str,
     present: bool,
 ) -> Result<()> {
-    if present {
-        if !exists(&*client, Kind::Group, org, group).await? {
-            return Err(StoreError::NotFound(format!("group {group}")));
-        }
-        // Only members move between groups; people join an org through an invitation they accept.
-        if !is_member(&*client, org, user).await? {
-            return Err(StoreError::NotFound(format!(
-                "user {user} in this organization (invite them first)"
-            )));
-        }
-        return add_member(&*client, org, group, user).await;
-    }
+    // Every membership change takes the same lock, so a user removed from the org or a group deleted
+    // on another node meanwhile cannot come back through an addition checked before it.
     let tx = client.transaction().await.map_err(pg_error)?;
     lock_administrators(&tx, org).await?;
     if !exists(&tx, Kind::Group, org, group).await? {
         return Err(StoreError::NotFound(format!("group {group}")));
     }
-    tx.execute(
-        "DELETE FROM group_members WHERE org = $1 AND group_id = $2 AND user_id = $3",
-        &[&org, &group, &user],
-    )
-    .await
-    .map_err(pg_error)?;
-    keep_an_administrator(&tx, org).await?;
+    if present {
+        // Only members move between groups; people join an org through an invitation they accept.
+        if !is_member(&tx, org, user).await? {
+            return Err(StoreError::NotFound(format!(
+                "user {user} in this organization (invite them first)"
+            )));
+        }
+        add_member(&tx, org, group, user).await?;
+    } else {
+        tx.execute(
+            "DELETE FROM group_members WHERE org = $1 AND group_id = $2 AND user_id = $3",
+            &[&org, &group, &user],
+        )
+        .await
+        .map_err(pg_error)?;
+        keep_an_administrator(&tx, org).await?;
+    }
     tx.commit().await.map_err(pg_error)
 }
 
