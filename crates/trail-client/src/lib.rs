@@ -63,11 +63,21 @@ pub struct EventPage {
 }
 
 /// A client bound to one server and (optionally) one credential.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Client {
     base: String,
     http: reqwest::Client,
     token: Option<String>,
+}
+
+/// The credential is a secret: `Debug` says whether there is one, never what it is.
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "[redacted]"))
+            .finish_non_exhaustive()
+    }
 }
 
 impl Client {
@@ -221,5 +231,16 @@ impl Client {
 
     pub async fn create_org(&self, slug: &str, name: &str) -> Result<Value> {
         self.post("/v1/orgs", &json!({"slug": slug, "name": name})).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_never_shows_the_token() {
+        let c = super::Client::new("http://127.0.0.1:1").with_token("trk_abc.s3cr3t-value");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("s3cr3t"), "{shown}");
+        assert!(shown.contains("[redacted]") && shown.contains("127.0.0.1:1"), "{shown}");
     }
 }

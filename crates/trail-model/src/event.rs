@@ -10,6 +10,15 @@ use crate::time::{MICROS_PER_SECOND, Micros, format_rfc3339, parse_rfc3339};
 
 /// Largest accepted event: the canonical bytes of one event must fit in 64 KiB.
 pub const MAX_EVENT_BYTES: usize = 64 * 1024;
+/// The `source` of Trail's own records (sign-ins, access changes). Only the server writes it: ingest
+/// and import refuse it (`reserved_source`), so an event with this source is Trail's own.
+pub const SELF_AUDIT_SOURCE: &str = "trail";
+
+/// Whether `source` would read as Trail's own (compared as people read it: case and surrounding
+/// whitespace ignored).
+pub fn is_reserved_source(source: &str) -> bool {
+    source.trim().eq_ignore_ascii_case(SELF_AUDIT_SOURCE)
+}
 /// How far in the future an event's `time` may lie (clock skew allowance).
 pub const MAX_FUTURE_SKEW: Micros = 5 * 60 * MICROS_PER_SECOND;
 
@@ -303,6 +312,13 @@ pub fn parse_event(v: &Value, bounds: TimeBounds) -> Result<NewEvent, FieldError
         .ok_or_else(|| FieldError::invalid("outcome", "must be \"success\" or \"failure\""))?;
     let reason = opt_str(m, "reason", "reason", 1024)?;
     let source = opt_str(m, "source", "source", 64)?;
+    if source.as_deref().is_some_and(is_reserved_source) {
+        return Err(FieldError::new(
+            "reserved_source",
+            "source",
+            "\"trail\" is reserved for Trail's own records and cannot be sent",
+        ));
+    }
     let info = match m.get("info") {
         None | Some(Value::Null) => None,
         Some(Value::Object(o)) => Some(o.clone()),
@@ -410,6 +426,21 @@ mod tests {
         assert_eq!(e.time, None);
         assert_eq!(e.id, None);
         assert_eq!(e.outcome, Outcome::Success);
+    }
+
+    #[test]
+    fn trails_own_source_is_refused_however_it_is_spelled() {
+        for source in ["trail", "Trail", " TRAIL ", "trail\t"] {
+            let mut v = ok();
+            v["source"] = json!(source);
+            let e = parse_event(&v, B).unwrap_err();
+            assert_eq!((e.code, e.field.as_str()), ("reserved_source", "source"), "{source:?}");
+        }
+        for source in ["trail-ci", "trails", "github"] {
+            let mut v = ok();
+            v["source"] = json!(source);
+            assert_eq!(parse_event(&v, B).unwrap().source.as_deref(), Some(source));
+        }
     }
 
     #[test]

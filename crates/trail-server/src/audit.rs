@@ -2,6 +2,7 @@
 //! the org's own log, with `source: "trail"`, stored through the same durable path as any event.
 
 use serde_json::{Map, Value};
+use trail_model::event::{SELF_AUDIT_SOURCE, StoredEvent};
 use trail_model::time::now;
 use trail_model::{Actor, ActorType, NewEvent, Outcome, Target};
 
@@ -79,7 +80,7 @@ impl Audit {
             project: None,
             outcome: self.outcome,
             reason: self.reason.clone(),
-            source: Some("trail".into()),
+            source: Some(SELF_AUDIT_SOURCE.into()),
             info: (!self.info.is_empty()).then(|| self.info.clone()),
         }
     }
@@ -96,5 +97,23 @@ impl Audit {
             state.store.append(org, vec![self.event()], now()).await?;
         }
         Ok(())
+    }
+}
+
+/// Whether a stored event is Trail's own record. Ingest and import refuse `source: "trail"`, so from
+/// the org's `self_audit_from` on (0 for orgs created since) that source is the server's alone;
+/// before it, a release that accepted the source from any key may have stored a look-alike.
+pub fn is_self_audit(e: &StoredEvent, self_audit_from: u64) -> bool {
+    e.source.as_deref() == Some(SELF_AUDIT_SOURCE) && e.seq >= self_audit_from
+}
+
+/// How the console names who recorded an event.
+pub fn recorded_by(e: &StoredEvent, self_audit_from: u64) -> &'static str {
+    if is_self_audit(e, self_audit_from) {
+        "Trail (its own record)"
+    } else if e.source.as_deref() == Some(SELF_AUDIT_SOURCE) {
+        "sent to the API before Trail reserved the source \"trail\": not proven to be Trail's own record"
+    } else {
+        "sent to the API"
     }
 }

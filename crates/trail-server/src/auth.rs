@@ -42,6 +42,60 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc).is_ok_and(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// The longest email address accepted anywhere (RFC 5321's path limit); longer ones are refused
+/// before any work is done for them.
+pub const MAX_EMAIL_LEN: usize = 254;
+/// The longest password taken at sign-in (new passwords are held to 256 characters).
+pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// How long a password check waits for one of the [`PasswordChecks`] permits before the request is
+/// answered 503 with `Retry-After`.
+const PASSWORD_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Permits for Argon2 work (19 MiB and tens of milliseconds of a core each): one per core, so a
+/// flood of sign-ins costs a fixed amount of memory and leaves the other cores' share to everyone
+/// else. Checks that cannot get a permit within [`PASSWORD_WAIT`] are refused before hashing.
+#[derive(Debug, Clone)]
+pub struct PasswordChecks(std::sync::Arc<tokio::sync::Semaphore>);
+
+impl Default for PasswordChecks {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        Self::new(cores.clamp(1, 8))
+    }
+}
+
+impl PasswordChecks {
+    pub fn new(permits: usize) -> Self {
+        Self(std::sync::Arc::new(tokio::sync::Semaphore::new(permits.max(1))))
+    }
+
+    /// Runs `work` (Argon2) on the blocking pool under a permit, or answers 503 `busy` when none
+    /// frees in time.
+    pub async fn run<T: Send + 'static>(&self, work: impl FnOnce() -> T + Send + 'static) -> ApiResult<T> {
+        let permit = match tokio::time::timeout(PASSWORD_WAIT, self.0.clone().acquire_owned()).await {
+            Ok(Ok(p)) => p,
+            _ => return Err(busy()),
+        };
+        tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            work()
+        })
+        .await
+        .map_err(ApiError::internal)
+    }
+}
+
+/// The answer when password checks are saturated: nothing was checked, so nothing is counted.
+pub fn busy() -> ApiError {
+    let mut e = ApiError::new(
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        "busy",
+        "too many password checks at once; nothing was checked, retry after the Retry-After delay",
+    );
+    e.retry_after = Some(1);
+    e
+}
+
 /// A PHC hash of a random password, verified against when the account does not exist, so a failed
 /// sign-in takes the same time either way.
 pub fn dummy_hash() -> &'static str {

@@ -56,6 +56,11 @@ pub fn filter_pairs(filters: &Value) -> Result<Vec<(String, String)>, ApiError> 
     Ok(pairs)
 }
 
+/// Bytes of an org's export files on disk (completed and not yet expired).
+pub fn kept_bytes(exports: &[Export]) -> u64 {
+    exports.iter().filter(|e| e.status == ExportStatus::Completed).map(|e| e.size_bytes).sum()
+}
+
 /// Runs the worker until the task is dropped: requeues interrupted exports, then claims pending ones
 /// up to `exports.max_running` at a time and deletes expired files.
 pub async fn run_exporter(state: AppState) {
@@ -73,7 +78,8 @@ pub async fn run_exporter(state: AppState) {
             tracing::warn!(error = %e, "cannot expire old exports; will retry");
         }
         while running.load(Ordering::SeqCst) < state.settings.exports.max_running.max(1) {
-            let claimed = match state.store.claim_export(now()).await {
+            let per_org = state.settings.exports.max_running_per_org.max(1);
+            let claimed = match state.store.claim_export(now(), per_org).await {
                 Ok(Some(e)) => e,
                 Ok(None) => break,
                 Err(e) => {
@@ -172,8 +178,19 @@ type Out = Tee<std::io::BufWriter<std::fs::File>>;
 fn open_out(state: &AppState, e: &Export) -> Result<Out, String> {
     let path = file_path(state, e);
     let dir = path.parent().ok_or("export directory")?.to_path_buf();
-    std::fs::create_dir_all(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
-    let file = std::fs::File::create(path.with_extension("partial"))
+    // Export files hold an org's events: readable by the server's user alone.
+    let mut dirs = std::fs::DirBuilder::new();
+    dirs.recursive(true);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        std::os::unix::fs::DirBuilderExt::mode(&mut dirs, 0o700);
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    }
+    dirs.create(&dir).map_err(|err| format!("cannot create {}: {err}", dir.display()))?;
+    let file = opts
+        .open(path.with_extension("partial"))
         .map_err(|err| format!("cannot create the export file: {err}"))?;
     Ok(Tee { inner: std::io::BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), bytes: 0 })
 }
@@ -192,6 +209,9 @@ async fn run_one(state: &AppState, e: Export) -> Result<Export, String> {
     let now = now();
     let oldest = state.hot_start(&e.org, now).await.map_err(|err| err.message)?;
     let filter = parse_filter(&pairs, QueryContext { now, oldest }).map_err(|err| err.message)?;
+    // The org's bound on bytes kept holds while the file grows, not only when the export is queued.
+    let kept = state.store.exports(&e.org).await.map_err(|err| err.to_string())?;
+    let budget = state.settings.exports.max_bytes_per_org.saturating_sub(kept_bytes(&kept));
     let mut out = open_out(state, &e)?;
     let csv = e.format == "csv";
     if csv {
@@ -228,6 +248,12 @@ async fn run_one(state: &AppState, e: Export) -> Result<Export, String> {
             max_seq = max_seq.max(r.seq);
         }
         rows += page.records.len() as u64;
+        if out.bytes > budget {
+            return Err(format!(
+                "the export passed this organization's {} bytes of export files (exports.max_bytes_per_org); narrow its filters or wait for older exports to expire",
+                state.settings.exports.max_bytes_per_org
+            ));
+        }
     }
     // The manifest names a checkpoint covering every exported event (one follows within a second).
     let needed = if rows == 0 { 0 } else { as_of.unwrap_or(max_seq + 1).max(max_seq + 1) };
@@ -247,7 +273,7 @@ async fn run_one(state: &AppState, e: Export) -> Result<Export, String> {
     }
     let seqs = (rows > 0).then_some((min_seq, max_seq));
     let window = (filter.from, filter.to);
-    seal(state, e, out, rows, seqs, checkpoint.map(|c| c.note), window, now)
+    seal(state, e, out, rows, seqs, checkpoint.map(|c| c.note), window, now).await
 }
 
 /// Restores archived events of a time window into an NDJSON export (PRODUCT.md §8), each part
@@ -268,7 +294,7 @@ async fn run_restore(state: &AppState, e: Export) -> Result<Export, String> {
         crate::archive::restore(archive, state.store.as_ref(), &e.org, from, to, hot_start, &key, &mut out)
             .await
             .map_err(|err| err.to_string())?;
-    seal(state, e, out, r.rows, r.seqs, r.checkpoint, (from, to), now())
+    seal(state, e, out, r.rows, r.seqs, r.checkpoint, (from, to), now()).await
 }
 
 /// Makes the file durable, moves it into place, and signs the manifest.
@@ -276,7 +302,7 @@ async fn run_restore(state: &AppState, e: Export) -> Result<Export, String> {
     clippy::too_many_arguments,
     reason = "one call site per kind of export; a struct would only rename them"
 )]
-fn seal(
+async fn seal(
     state: &AppState,
     mut e: Export,
     mut out: Out,
@@ -295,7 +321,16 @@ fn seal(
     // The rename must survive a power loss too before the export is called completed.
     std::fs::File::open(&dir).and_then(|d| d.sync_all()).map_err(|err| err.to_string())?;
     let sha256: String = hash.finalize().iter().map(|b| format!("{b:02x}")).collect();
-    let contents = Contents { window: (from, to), rows, bytes, sha256: sha256.clone(), seqs, checkpoint };
+    let self_audit_from = state.store.self_audit_from(&e.org).await.map_err(|err| err.to_string())?;
+    let contents = Contents {
+        window: (from, to),
+        rows,
+        bytes,
+        sha256: sha256.clone(),
+        seqs,
+        checkpoint,
+        self_audit_from,
+    };
     let signed = sign_manifest(&state.signer, &e, &contents, now)?;
     e.status = ExportStatus::Completed;
     e.row_count = rows;
@@ -318,6 +353,9 @@ pub struct Contents {
     pub seqs: Option<(u64, u64)>,
     /// A signed checkpoint covering every event in the file.
     pub checkpoint: Option<String>,
+    /// From this seq on, `source: "trail"` in the file is Trail's own record (see
+    /// [`crate::audit::is_self_audit`]).
+    pub self_audit_from: u64,
 }
 
 /// The export's signed manifest: a signed note whose text is JSON (`trail verify --export` reads it).
@@ -340,6 +378,7 @@ pub fn sign_manifest(
         "sha256": c.sha256,
         "seq": c.seqs.map(|(min, max)| json!({"min": min, "max": max})),
         "checkpoint": c.checkpoint,
+        "self_audit_from_seq": c.self_audit_from,
         "exported_at": format_rfc3339(now),
         "log_key": signer.verifier_key(),
     });

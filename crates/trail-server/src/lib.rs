@@ -54,6 +54,8 @@ pub struct AppState {
     /// Uses of sessions and API keys not yet written to the store (flushed every few seconds).
     pub activity: Arc<Activity>,
     pub throttle: Arc<throttle::Throttle>,
+    /// Permits for Argon2 work (sign-in, password changes, new accounts).
+    pub password_checks: auth::PasswordChecks,
     /// Permits for ingest requests in flight (`limits.max_concurrent_ingest`).
     pub ingest_permits: Arc<tokio::sync::Semaphore>,
     /// Where archived events are (`None` when the configured archive cannot be opened; `trail serve`
@@ -129,6 +131,7 @@ impl AppState {
             signer: Arc::new(signer),
             activity: Arc::default(),
             throttle: Arc::default(),
+            password_checks: auth::PasswordChecks::default(),
             ingest_permits: Arc::new(tokio::sync::Semaphore::new(settings_ingest_permits)),
             archive: match archive::Archive::open(&settings) {
                 Ok(a) => Some(a),
@@ -217,18 +220,27 @@ pub fn router(state: AppState) -> Router {
         }))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID))
         .layer(SetRequestIdLayer::new(REQUEST_ID, UuidRequestId))
+        .layer(middleware::map_response(nosniff))
         .with_state(state)
 }
 
-/// The request path as logged: an invitation token in the path is a secret and never reaches the log.
+/// Every answer — JSON, HTML, or a framework's text/plain rejection — is taken as the type it states.
+async fn nosniff(mut resp: Response) -> Response {
+    resp.headers_mut()
+        .insert(axum::http::header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    resp
+}
+
+/// The request path as logged: an invitation token in the path (the API's `/v1/invitations/{token}/…`
+/// or the console's `/invitations/{token}`) is a secret and never reaches the log.
 pub fn loggable_path(path: &str) -> std::borrow::Cow<'_, str> {
-    match path.strip_prefix("/v1/invitations/") {
-        Some(rest) => {
-            let tail = rest.split_once('/').map_or("", |(_, t)| t);
-            std::borrow::Cow::Owned(format!("/v1/invitations/[redacted]/{tail}"))
+    for prefix in ["/v1/invitations/", "/invitations/"] {
+        if let Some(rest) = path.strip_prefix(prefix) {
+            let tail = rest.split_once('/').map_or(String::new(), |(_, t)| format!("/{t}"));
+            return std::borrow::Cow::Owned(format!("{prefix}[redacted]{tail}"));
         }
-        None => std::borrow::Cow::Borrowed(path),
     }
+    std::borrow::Cow::Borrowed(path)
 }
 
 /// Answers 408 with the usual JSON error when the handler is still running at
@@ -444,6 +456,8 @@ mod tests {
     fn invitation_tokens_never_reach_the_log() {
         let logged = super::loggable_path("/v1/invitations/abc123.s3cr3t/accept");
         assert_eq!(logged, "/v1/invitations/[redacted]/accept");
+        assert_eq!(super::loggable_path("/invitations/abc123.s3cr3t"), "/invitations/[redacted]");
+        assert_eq!(super::loggable_path("/v1/invitations/abc.s3cr3t"), "/v1/invitations/[redacted]");
         assert_eq!(super::loggable_path("/v1/orgs/default/events"), "/v1/orgs/default/events");
     }
 }

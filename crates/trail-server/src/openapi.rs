@@ -97,7 +97,7 @@ pub fn document() -> Value {
             "/metrics": {"get": op("Prometheus metrics", &[], json!([]), None, json!({"200": {"description": "text exposition format", "content": {"text/plain": {}}}}))},
             "/v1/openapi.json": {"get": op("This document", &[], json!([]), None, json!({"200": {"description": "OpenAPI 3.1"}}))},
             "/v1/auth/login": {"post": op("Sign in; answers a session token and sets the session cookie", &[], json!([]), Some("Login"),
-                responses(("200", ok("signed in", "Session")), &[400, 401, 415, 429]))},
+                responses(("200", ok("signed in", "Session")), &[400, 401, 415, 429, 503]))},
             "/v1/auth/logout": {"post": op("Sign out: revokes the session", &session, json!([]), None,
                 responses(("204", json!({"description": "signed out"})), &[401, 403]))},
             "/v1/me": {"get": op("The signed-in user, their orgs and permissions", &session, json!([]), None,
@@ -129,7 +129,7 @@ pub fn document() -> Value {
                     responses(("201", ok("created", "ApiKeyWithSecret")), &[400, 401, 403, 404, 415]))
             },
             "/v1/me/password": {"post": op("Change your password; every other session ends", &session, json!([]), Some("PasswordChange"),
-                responses(("204", json!({"description": "changed"})), &[400, 401, 403, 415]))},
+                responses(("204", json!({"description": "changed"})), &[400, 401, 403, 415, 429, 503]))},
             "/v1/orgs/{org}/roles": {
                 "get": op("Roles of the org (USER-MANAGEMENT)", &session, org_only(), None, responses(("200", ok("roles", "RoleList")), &[401, 403, 404])),
                 "post": op("Create a custom role (USER-MANAGEMENT)", &session, org_only(), Some("NewRole"), responses(("201", ok("created", "Role")), &[400, 401, 403, 409, 415]))
@@ -170,13 +170,13 @@ pub fn document() -> Value {
             },
             "/v1/orgs/{org}/invitations/{id}": {"delete": op("Revoke an invitation", &session, org_and("id", "invitation id"), None,
                 responses(("204", json!({"description": "revoked"})), &[401, 403, 404]))},
-            "/v1/invitations/{token}/accept": {"post": op("Accept an invitation: with {\"password\"} for a new account, or signed in as the invited user", &[],
+            "/v1/invitations/{token}/accept": {"post": op("Accept an invitation: signed in as the invited user, or with {\"password\"} that creates the account or is the existing account's own", &[],
                 json!([path_param("token", "the token at the end of accept_url")]), None,
-                responses(("200", ok("the user", "UserRef")), &[400, 404, 409]))},
+                responses(("200", ok("the user", "UserRef")), &[400, 401, 404, 409, 429, 503]))},
             "/v1/orgs/{org}/exports": {
                 "get": op("Export history, newest first (LOG-MANAGEMENT or events:read)", &read, org_only(), None, responses(("200", ok("exports", "ExportList")), &[401, 403, 404])),
                 "post": op("Request an export of the events matching filters (the query parameters); runs in the background", &read, org_only(), Some("NewExport"),
-                    responses(("202", ok("accepted, pending", "Export")), &[400, 401, 403, 415]))
+                    responses(("202", ok("accepted, pending", "Export")), &[400, 401, 403, 415, 429]))
             },
             "/v1/orgs/{org}/exports/{id}": {"get": op("One export and its status", &read, org_and("id", "export id"), None,
                 responses(("200", ok("export", "Export")), &[401, 403, 404]))},
@@ -193,7 +193,7 @@ pub fn document() -> Value {
             "/v1/orgs/{org}/archives": {"get": op("Archived parts of the org (events past hot retention): period, seq range, rows, SHA-256", &read, org_only(), None,
                 responses(("200", ok("parts", "ArchiveList")), &[401, 403, 404, 503]))},
             "/v1/orgs/{org}/archives/restore": {"post": op("Bring archived events of a time window back as an NDJSON export with a signed manifest (see exports)", &read, org_only(), Some("NewRestore"),
-                responses(("202", ok("accepted, pending", "Export")), &[400, 401, 403, 415, 503]))},
+                responses(("202", ok("accepted, pending", "Export")), &[400, 401, 403, 415, 429, 503]))},
             "/v1/log-key": {"get": op("The log's public key, signed-note verifier format <name>+<key id>+<base64(0x01 ‖ Ed25519 key)>", &[], json!([]), None,
                 json!({"200": {"description": "verifier key", "content": {"text/plain": {}}}}))},
             "/v1/orgs/{org}/checkpoint": {"get": op("The latest signed checkpoint (C2SP tlog-checkpoint signed note, origin <server_name>/orgs/<org>)", &read,
@@ -248,6 +248,7 @@ pub fn document() -> Value {
                 "Event": {"allOf": [{"$ref": "#/components/schemas/NewEvent"}, {"type": "object", "properties": {
                     "org": {"type": "string"}, "seq": {"type": "integer"}, "received_at": {"type": "string", "format": "date-time"},
                     "action_label": {"type": "string"}, "leaf_hash": {"type": "string", "description": "base64 SHA-256(0x00 ‖ canonical bytes)"},
+                    "self_audit": {"type": "boolean", "description": "Trail's own record (source trail, which ingest refuses); false for every event sent to the API"},
                     "proof": {"description": "GET by id only: inclusion proof against the latest checkpoint", "type": ["object", "null"], "properties": {
                         "tree_size": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}, "checkpoint": {"type": "string"}}},
                     "proof_pending": {"type": "boolean", "description": "GET by id only: the event is newer than the latest checkpoint"}}}]},

@@ -78,6 +78,13 @@ pub struct ExportSettings {
     pub keep_hours: u64,
     /// Exports running at once; more wait as pending.
     pub max_running: usize,
+    /// Exports of one org running at once, so one org cannot take every place.
+    pub max_running_per_org: usize,
+    /// Exports of one org pending or running; more are refused (429 `too_many_exports`).
+    pub max_pending_per_org: usize,
+    /// Bytes of completed export files one org may keep; further exports are refused, and one that
+    /// would pass it while running fails.
+    pub max_bytes_per_org: u64,
     /// Where export files go: empty for `<data_dir>/exports`. Several nodes on one database must share
     /// it (a shared volume), so an export run by one node downloads from any.
     pub dir: String,
@@ -85,7 +92,14 @@ pub struct ExportSettings {
 
 impl Default for ExportSettings {
     fn default() -> Self {
-        Self { keep_hours: 7 * 24, max_running: 2, dir: String::new() }
+        Self {
+            keep_hours: 7 * 24,
+            max_running: 2,
+            max_running_per_org: 1,
+            max_pending_per_org: 10,
+            max_bytes_per_org: 5 << 30,
+            dir: String::new(),
+        }
     }
 }
 
@@ -231,16 +245,50 @@ impl RetentionSettings {
 
 impl fmt::Debug for StorageSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        // A database URL may carry a password.
-        let shown = match self.url.split_once('@') {
-            Some((scheme_user, host)) => match scheme_user.rsplit_once(':') {
-                Some((before, _)) if before.contains("://") => format!("{before}:***@{host}"),
-                _ => self.url.clone(),
-            },
-            None => self.url.clone(),
-        };
-        f.debug_struct("StorageSettings").field("url", &shown).finish()
+        f.debug_struct("StorageSettings").field("url", &redact_database_url(&self.url)).finish()
     }
+}
+
+/// A database connection string with every password replaced by `***`: in the URL's user info
+/// (`postgres://user:secret@host`), as a parameter (`?password=secret`), or in keyword form
+/// (`host=db password='secret'`).
+pub fn redact_database_url(url: &str) -> String {
+    let mut out = match url.split_once("://") {
+        Some((scheme, rest)) => {
+            let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+            match rest[..authority_end].rsplit_once('@') {
+                Some((userinfo, _)) if userinfo.contains(':') => {
+                    let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+                    format!("{scheme}://{user}:***@{}", &rest[userinfo.len() + 1..])
+                }
+                _ => url.to_string(),
+            }
+        }
+        None => url.to_string(),
+    };
+    // `password=…` anywhere (a query parameter or a keyword), its value up to `&` or whitespace, or
+    // to the closing quote when quoted.
+    let mut from = 0;
+    while let Some(i) = out[from..].to_ascii_lowercase().find("password").map(|i| i + from) {
+        let after = &out[i + "password".len()..];
+        let eq = after.len() - after.trim_start().len();
+        if !after.trim_start().starts_with('=') {
+            from = i + "password".len();
+            continue;
+        }
+        let value_start = i + "password".len() + eq + 1;
+        let value = &out[value_start..];
+        let skip = value.len() - value.trim_start().len();
+        let value = value.trim_start();
+        let len = match value.strip_prefix('\'') {
+            Some(quoted) => quoted.find('\'').map_or(value.len(), |e| e + 2),
+            None => value.find(|c: char| c == '&' || c.is_whitespace()).unwrap_or(value.len()),
+        };
+        let start = value_start + skip;
+        out.replace_range(start..start + len, "***");
+        from = start + 3;
+    }
+    out
 }
 
 impl fmt::Debug for Settings {
@@ -329,6 +377,8 @@ impl Settings {
              [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n\n\
              [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n\n\
              [exports]\n# Completed export files are deleted after this many hours (7 days).\nkeep_hours = {}\n# Exports running at once; more wait as pending.\nmax_running = {}\n\
+             # Per organization: exports running at once, pending or running (more: 429), and bytes of files kept.\n\
+             max_running_per_org = {}\nmax_pending_per_org = {}\nmax_bytes_per_org = {}\n\
              # Directory for export files; empty: <data_dir>/exports. Nodes sharing a database must share it.\ndir = \"\"\n\n\
              [sinks.file]\n# Also write every stored event to this audit.log (the integration runtime's format). Empty: off.\npath = \"\"\n\
              # Roll daily (at midnight in time_zone) and when the file would pass max_size; keep max_files rolled files.\n\
@@ -355,6 +405,9 @@ impl Settings {
             d.smtp.from,
             d.exports.keep_hours,
             d.exports.max_running,
+            d.exports.max_running_per_org,
+            d.exports.max_pending_per_org,
+            d.exports.max_bytes_per_org,
             d.sinks.file.max_size,
             d.sinks.file.max_files,
             d.sinks.file.format,
@@ -472,5 +525,25 @@ mod tests {
         let shown = format!("{s:?}");
         assert!(!shown.contains("hunter2"), "{shown}");
         assert!(shown.contains("db.internal"));
+    }
+
+    #[test]
+    fn database_passwords_are_redacted_in_every_form() {
+        for (url, shown) in [
+            ("postgres://trail:hunter2@db/trail", "postgres://trail:***@db/trail"),
+            (
+                "postgres://trail@db/trail?password=hunter2&sslmode=off",
+                "postgres://trail@db/trail?password=***&sslmode=off",
+            ),
+            ("postgresql://db/trail?user=t&PASSWORD=hunter2", "postgresql://db/trail?user=t&PASSWORD=***"),
+            (
+                "host=db user=trail password=hunter2 dbname=trail",
+                "host=db user=trail password=*** dbname=trail",
+            ),
+            ("host=db password = 'hunter 2' dbname=t", "host=db password = *** dbname=t"),
+            ("postgres://a:b@c/d?password=e", "postgres://a:***@c/d?password=***"),
+        ] {
+            assert_eq!(super::redact_database_url(url), shown, "{url}");
+        }
     }
 }

@@ -856,17 +856,26 @@ pub(crate) async fn exports<C: GenericClient>(c: &C, org: i64) -> Result<Vec<Exp
     c.query(&st, &[&org]).await.map_err(pg_error)?.iter().map(export_row).collect()
 }
 
-/// Takes the oldest pending export of any org. `SKIP LOCKED` lets two nodes claim at once without
-/// waiting for each other, and never the same export.
-pub(crate) async fn claim_export<C: GenericClient>(c: &C, now: Micros, node: i32) -> Result<Option<Export>> {
+/// Takes a pending export, fairly across orgs (see `Store::claim_export`). `SKIP LOCKED` lets two
+/// nodes claim at once without waiting for each other, and never the same export; two nodes claiming
+/// for one org at the same instant may each see it below its limit (a soft limit across nodes).
+pub(crate) async fn claim_export<C: GenericClient>(
+    c: &C,
+    now: Micros,
+    node: i32,
+    max_running_per_org: usize,
+) -> Result<Option<Export>> {
+    const RUNNING: &str = "(SELECT count(*) FROM exports r WHERE r.org = p.org AND r.status = 'running')";
+    let limit = i64::try_from(max_running_per_org).unwrap_or(i64::MAX);
     let sql = format!(
         "UPDATE exports e SET status = 'running', started_at = $1, claimed_by = $2
-         FROM (SELECT org, id FROM exports WHERE status = 'pending' ORDER BY created_at, id
-               LIMIT 1 FOR UPDATE SKIP LOCKED) AS next
+         FROM (SELECT p.org, p.id FROM exports p WHERE p.status = 'pending' AND {RUNNING} < $3
+               ORDER BY {RUNNING}, p.created_at, p.id
+               LIMIT 1 FOR UPDATE OF p SKIP LOCKED) AS next
          WHERE e.org = next.org AND e.id = next.id
          RETURNING {EXPORT_COLUMNS}"
     );
-    c.query_opt(&sql, &[&now, &node]).await.map_err(pg_error)?.as_ref().map(export_row).transpose()
+    c.query_opt(&sql, &[&now, &node, &limit]).await.map_err(pg_error)?.as_ref().map(export_row).transpose()
 }
 
 pub(crate) async fn update_export<C: GenericClient>(c: &C, org: i64, e: &Export) -> Result<()> {

@@ -466,8 +466,8 @@ impl Store for PgStore {
         access::exports(&self.inner.conn().await?, org).await
     }
 
-    async fn claim_export(&self, now: Micros) -> Result<Option<Export>> {
-        access::claim_export(&self.inner.conn().await?, now, self.inner.node).await
+    async fn claim_export(&self, now: Micros, max_running_per_org: usize) -> Result<Option<Export>> {
+        access::claim_export(&self.inner.conn().await?, now, self.inner.node, max_running_per_org).await
     }
 
     async fn update_export(&self, export: &Export) -> Result<()> {
@@ -528,6 +528,11 @@ impl Store for PgStore {
     async fn tree_size(&self, org: &str) -> Result<u64> {
         let org = self.inner.org_id(org).await?;
         read::tree_size(&self.inner.conn().await?, org).await
+    }
+
+    async fn self_audit_from(&self, org: &str) -> Result<u64> {
+        let org = self.inner.org_id(org).await?;
+        read::self_audit_from(&self.inner.conn().await?, org).await
     }
 
     async fn tree_sizes(&self) -> Result<Vec<(String, u64)>> {

@@ -131,6 +131,19 @@ pub(crate) async fn tree_size<C: GenericClient>(client: &C, org: i64) -> Result<
     unsigned(row.try_get(0).map_err(pg_error)?, "tree size")
 }
 
+pub(crate) async fn self_audit_from<C: GenericClient>(client: &C, org: i64) -> Result<u64> {
+    let st = client
+        .prepare_cached("SELECT self_audit_from FROM log_heads WHERE org = $1")
+        .await
+        .map_err(pg_error)?;
+    let row = client
+        .query_opt(&st, &[&org])
+        .await
+        .map_err(pg_error)?
+        .ok_or_else(|| StoreError::NotFound(format!("log of organization {org}")))?;
+    unsigned(row.try_get(0).map_err(pg_error)?, "self_audit_from")
+}
+
 pub(crate) async fn tree_sizes<C: GenericClient>(client: &C) -> Result<Vec<(String, u64)>> {
     let st = client
         .prepare_cached(

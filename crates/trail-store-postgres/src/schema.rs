@@ -30,7 +30,15 @@ pub(crate) const NODE_LOCK: i32 = 0x7472_6169;
 pub(crate) const PARTITION_LOCK_BASE: i64 = 0x7472_6169_6c01_0000;
 
 /// `(version, description, SQL)`, applied in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] = &[(1, "initial schema", V1)];
+pub const MIGRATIONS: &[(i32, &str, &str)] =
+    &[(1, "initial schema", V1), (2, "where source trail became the server's alone", V2)];
+
+/// Before version 2, ingest could write `source: "trail"`: Trail's own records are told apart from
+/// each org's current size onwards (new orgs: from 0).
+const V2: &str = r#"
+ALTER TABLE log_heads ADD COLUMN self_audit_from bigint NOT NULL DEFAULT 0;
+UPDATE log_heads SET self_audit_from = tree_size;
+"#;
 
 const V1: &str = r#"
 CREATE TABLE orgs(

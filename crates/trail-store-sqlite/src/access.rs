@@ -671,9 +671,13 @@ pub fn exports(c: &Connection, org_id: i64) -> Result<Vec<Export>> {
     exports_where(c, "e.org_id = ?1 ORDER BY e.created_at DESC, e.id DESC", [org_id])
 }
 
-pub fn claim_export(c: &Connection, now: Micros) -> Result<Option<Export>> {
-    let Some(mut e) = exports_where(c, "e.status = 'pending' ORDER BY e.created_at, e.id LIMIT 1", [])?.pop()
-    else {
+pub fn claim_export(c: &Connection, now: Micros, max_running_per_org: usize) -> Result<Option<Export>> {
+    const RUNNING: &str =
+        "(SELECT count(*) FROM exports r WHERE r.org_id = e.org_id AND r.status = 'running')";
+    let limit = i64::try_from(max_running_per_org).unwrap_or(i64::MAX);
+    let condition =
+        format!("e.status = 'pending' AND {RUNNING} < ?1 ORDER BY {RUNNING}, e.created_at, e.id LIMIT 1");
+    let Some(mut e) = exports_where(c, &condition, [limit])?.pop() else {
         return Ok(None);
     };
     e.status = ExportStatus::Running;

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, ErrorCode, OpenFlags};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension};
 use tokio::sync::{Semaphore, oneshot};
 use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
@@ -33,6 +33,9 @@ use crate::writer::{Job, Task, Writer};
 /// The database file inside the data directory.
 pub const DB_FILE: &str = "trail.db";
 const READERS: usize = 4;
+/// Connections for the control plane's point reads (sessions, API keys, users, permissions, roles,
+/// exports, settings): authentication never waits behind slow event queries holding every reader.
+const CONTROL_READERS: usize = 2;
 
 /// Maps SQLite errors to what callers act on: a full disk or read-only file is "unavailable"
 /// (retry later), a uniqueness violation a conflict, anything else internal.
@@ -71,14 +74,47 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Dropping the sender stops the checkpointer.
     checkpoints: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
-    readers: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    /// Event queries, histograms, proofs, retention reads.
+    readers: Pool,
+    /// Access and settings lookups (see [`CONTROL_READERS`]).
+    control: Pool,
 }
 
 impl std::fmt::Debug for dyn Job {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Job")
     }
+}
+
+/// Makes the data directory readable by its owner alone (0700) and the database with its WAL and
+/// shared-memory files 0600 — created so, and tightened in place for a directory an earlier release
+/// wrote with the umask's 0755/0644. SQLite gives the files it creates beside the database the
+/// database file's mode.
+fn private_files(dir: &Path, db: &Path) -> Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+        // A directory the process cannot chmod (another owner, a read-only disk) still opens: the
+        // write check below decides whether it is usable.
+        let tighten =
+            |p: &Path, mode: u32| match std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => tracing::warn!(path = %p.display(), error = %e, "cannot restrict to its owner"),
+            };
+        tighten(dir, 0o700);
+        // Created empty with 0600 when new; an existing file, or one that cannot be created (a
+        // read-only disk), is left to the open below, which says what is wrong.
+        let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(db);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = db.as_os_str().to_owned();
+            name.push(suffix);
+            tighten(Path::new(&name), 0o600);
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (dir, db);
+    Ok(())
 }
 
 impl SqliteStore {
@@ -88,6 +124,7 @@ impl SqliteStore {
             StoreError::Unavailable(format!("cannot create data directory {}: {e}", dir.display()))
         })?;
         let path = dir.join(DB_FILE);
+        private_files(dir, &path)?;
         let conn = Connection::open(&path).map_err(sql_error)?;
         schema::configure(&conn, 64 * 1024).map_err(sql_error)?;
         schema::create(&conn).map_err(|e| match e {
@@ -112,17 +149,8 @@ impl SqliteStore {
             other => other,
         })?;
         let w = Writer::new(conn).map_err(sql_error)?;
-        let mut readers = Vec::with_capacity(READERS);
-        for _ in 0..READERS {
-            let c = Connection::open_with_flags(
-                &path,
-                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-            )
-            .map_err(sql_error)?;
-            c.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql_error)?;
-            c.pragma_update(None, "cache_size", -16 * 1024).map_err(sql_error)?;
-            readers.push(c);
-        }
+        let readers = Pool::open(&path, READERS, 16 * 1024)?;
+        let control = Pool::open(&path, CONTROL_READERS, 2 * 1024)?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("trail-sqlite-writer".into())
@@ -135,8 +163,8 @@ impl SqliteStore {
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 checkpoints: Mutex::new(Some(checkpoints)),
-                readers: Mutex::new(readers),
-                permits: Semaphore::new(READERS),
+                readers,
+                control,
             }),
         })
     }
@@ -188,7 +216,25 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
+        self.read_on(Which::Readers, f).await
+    }
+
+    /// Like [`Self::read`], on the control plane's own connections.
+    async fn control<T, F>(&self, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
+        self.read_on(Which::Control, f).await
+    }
+
+    async fn read_on<T, F>(&self, which: Which, f: F) -> Result<T>
+    where
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+        T: Send + 'static,
+    {
         self.inner
+            .pool(which)
             .permits
             .acquire()
             .await
@@ -198,8 +244,8 @@ impl SqliteStore {
         let on_drop = CancelOnDrop(Some(cancelled.clone()));
         let inner = self.inner.clone();
         let out = tokio::task::spawn_blocking(move || {
-            let mut lease =
-                Lease { conn: inner.readers.lock().ok().and_then(|mut r| r.pop()), inner: &inner };
+            let pool = inner.pool(which);
+            let mut lease = Lease { conn: pool.conns.lock().ok().and_then(|mut r| r.pop()), pool };
             let Some(conn) = lease.conn.as_mut() else {
                 return Err(StoreError::Internal("no reader connection free".into()));
             };
@@ -215,6 +261,45 @@ impl SqliteStore {
         .map_err(|e| StoreError::Internal(format!("reader task failed: {e}")))?;
         on_drop.disarm();
         out
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Which {
+    Readers,
+    Control,
+}
+
+impl Inner {
+    fn pool(&self, which: Which) -> &Pool {
+        match which {
+            Which::Readers => &self.readers,
+            Which::Control => &self.control,
+        }
+    }
+}
+
+/// Read-only connections and a permit for each.
+#[derive(Debug)]
+struct Pool {
+    conns: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl Pool {
+    fn open(path: &Path, n: usize, cache_kib: i64) -> Result<Self> {
+        let mut conns = Vec::with_capacity(n);
+        for _ in 0..n {
+            let c = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(sql_error)?;
+            c.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql_error)?;
+            c.pragma_update(None, "cache_size", -cache_kib).map_err(sql_error)?;
+            conns.push(c);
+        }
+        Ok(Self { conns: Mutex::new(conns), permits: Semaphore::new(n) })
     }
 }
 
@@ -241,16 +326,16 @@ impl Drop for CancelOnDrop {
 /// the connections in the pool).
 struct Lease<'a> {
     conn: Option<Connection>,
-    inner: &'a Inner,
+    pool: &'a Pool,
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
         if let Some(conn) = self.conn.take()
-            && let Ok(mut r) = self.inner.readers.lock()
+            && let Ok(mut r) = self.pool.conns.lock()
         {
             r.push(conn);
-            self.inner.permits.add_permits(1);
+            self.pool.permits.add_permits(1);
         }
     }
 }
@@ -264,11 +349,11 @@ impl Store for SqliteStore {
 
     async fn org(&self, slug: &str) -> Result<Option<Org>> {
         let slug = slug.to_string();
-        self.read(move |c| access::org(c, &slug)).await
+        self.control(move |c| access::org(c, &slug)).await
     }
 
     async fn orgs(&self) -> Result<Vec<Org>> {
-        self.read(access::orgs).await
+        self.control(access::orgs).await
     }
 
     async fn create_user(
@@ -284,12 +369,12 @@ impl Store for SqliteStore {
 
     async fn user(&self, id: &str) -> Result<Option<User>> {
         let id = id.to_string();
-        self.read(move |c| access::user_where(c, "id", &id)).await
+        self.control(move |c| access::user_where(c, "id", &id)).await
     }
 
     async fn user_by_email(&self, email: &str) -> Result<Option<User>> {
         let email = email.to_lowercase();
-        self.read(move |c| access::user_where(c, "email", &email)).await
+        self.control(move |c| access::user_where(c, "email", &email)).await
     }
 
     async fn add_org_admin(&self, org: &str, user_id: &str) -> Result<()> {
@@ -303,7 +388,7 @@ impl Store for SqliteStore {
 
     async fn permissions(&self, org: &str, user_id: &str) -> Result<Option<Vec<Permission>>> {
         let (org, user) = (org.to_string(), user_id.to_string());
-        self.read(move |c| {
+        self.control(move |c| {
             let Ok((org_id, _)) = read::org_id(c, &org) else {
                 return Ok(None);
             };
@@ -314,7 +399,7 @@ impl Store for SqliteStore {
 
     async fn user_orgs(&self, user_id: &str) -> Result<Vec<(Org, Vec<Permission>)>> {
         let user = user_id.to_string();
-        self.read(move |c| access::user_orgs(c, &user)).await
+        self.control(move |c| access::user_orgs(c, &user)).await
     }
 
     async fn create_session(&self, session: &Session) -> Result<()> {
@@ -324,7 +409,7 @@ impl Store for SqliteStore {
 
     async fn session(&self, id: &str) -> Result<Option<Session>> {
         let id = id.to_string();
-        self.read(move |c| access::session(c, &id)).await
+        self.control(move |c| access::session(c, &id)).await
     }
 
     async fn delete_session(&self, id: &str) -> Result<()> {
@@ -343,12 +428,12 @@ impl Store for SqliteStore {
 
     async fn api_key(&self, id: &str) -> Result<Option<ApiKey>> {
         let id = id.to_string();
-        self.read(move |c| access::api_key(c, &id)).await
+        self.control(move |c| access::api_key(c, &id)).await
     }
 
     async fn api_keys(&self, org: &str) -> Result<Vec<ApiKey>> {
         let org = org.to_string();
-        self.read(move |c| access::api_keys(c, &org)).await
+        self.control(move |c| access::api_keys(c, &org)).await
     }
 
     async fn revoke_api_key(&self, org: &str, id: &str, now: Micros) -> Result<()> {
@@ -380,7 +465,7 @@ impl Store for SqliteStore {
 
     async fn roles(&self, org: &str) -> Result<Vec<Role>> {
         let org = org.to_string();
-        self.read(move |c| access::roles(c, read::org_id(c, &org)?.0)).await
+        self.control(move |c| access::roles(c, read::org_id(c, &org)?.0)).await
     }
 
     async fn create_role(&self, org: &str, role: &Role) -> Result<()> {
@@ -400,7 +485,7 @@ impl Store for SqliteStore {
 
     async fn groups(&self, org: &str) -> Result<Vec<Group>> {
         let org = org.to_string();
-        self.read(move |c| access::groups(c, read::org_id(c, &org)?.0)).await
+        self.control(move |c| access::groups(c, read::org_id(c, &org)?.0)).await
     }
 
     async fn create_group(&self, org: &str, group: &Group) -> Result<()> {
@@ -431,7 +516,7 @@ impl Store for SqliteStore {
 
     async fn org_users(&self, org: &str) -> Result<Vec<(User, Vec<String>)>> {
         let org = org.to_string();
-        self.read(move |c| access::org_users(c, read::org_id(c, &org)?.0)).await
+        self.control(move |c| access::org_users(c, read::org_id(c, &org)?.0)).await
     }
 
     async fn remove_org_user(&self, org: &str, user_id: &str) -> Result<()> {
@@ -446,12 +531,12 @@ impl Store for SqliteStore {
 
     async fn invitation(&self, id: &str) -> Result<Option<Invitation>> {
         let id = id.to_string();
-        self.read(move |c| access::invitation(c, &id)).await
+        self.control(move |c| access::invitation(c, &id)).await
     }
 
     async fn invitations(&self, org: &str) -> Result<Vec<Invitation>> {
         let org = org.to_string();
-        self.read(move |c| access::invitations(c, read::org_id(c, &org)?.0)).await
+        self.control(move |c| access::invitations(c, read::org_id(c, &org)?.0)).await
     }
 
     async fn revoke_invitation(&self, org: &str, id: &str, now: Micros) -> Result<()> {
@@ -471,16 +556,16 @@ impl Store for SqliteStore {
 
     async fn export(&self, org: &str, id: &str) -> Result<Option<Export>> {
         let (org, id) = (org.to_string(), id.to_string());
-        self.read(move |c| access::export(c, read::org_id(c, &org)?.0, &id)).await
+        self.control(move |c| access::export(c, read::org_id(c, &org)?.0, &id)).await
     }
 
     async fn exports(&self, org: &str) -> Result<Vec<Export>> {
         let org = org.to_string();
-        self.read(move |c| access::exports(c, read::org_id(c, &org)?.0)).await
+        self.control(move |c| access::exports(c, read::org_id(c, &org)?.0)).await
     }
 
-    async fn claim_export(&self, now: Micros) -> Result<Option<Export>> {
-        self.write(move |w| access::claim_export(&w.conn, now)).await
+    async fn claim_export(&self, now: Micros, max_running_per_org: usize) -> Result<Option<Export>> {
+        self.write(move |w| access::claim_export(&w.conn, now, max_running_per_org)).await
     }
 
     async fn update_export(&self, export: &Export) -> Result<()> {
@@ -493,7 +578,7 @@ impl Store for SqliteStore {
     }
 
     async fn expired_exports(&self, now: Micros) -> Result<Vec<Export>> {
-        self.read(move |c| access::expired_exports(c, now)).await
+        self.control(move |c| access::expired_exports(c, now)).await
     }
 
     async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {
@@ -534,6 +619,18 @@ impl Store for SqliteStore {
     async fn tree_size(&self, org: &str) -> Result<u64> {
         let org = org.to_string();
         self.read(move |c| read::org_id(c, &org).map(|(_, size)| size)).await
+    }
+
+    async fn self_audit_from(&self, org: &str) -> Result<u64> {
+        let org = org.to_string();
+        self.control(move |c| {
+            c.prepare_cached("SELECT self_audit_from FROM orgs WHERE slug = ?1")
+                .and_then(|mut st| st.query_row([&org], |r| r.get::<_, i64>(0)).optional())
+                .map_err(sql_error)?
+                .map(|from| from as u64)
+                .ok_or_else(|| StoreError::NotFound(format!("organization {org}")))
+        })
+        .await
     }
 
     async fn tree_sizes(&self) -> Result<Vec<(String, u64)>> {
@@ -597,7 +694,7 @@ impl Store for SqliteStore {
 
     async fn org_settings(&self, org: &str) -> Result<Option<OrgSettings>> {
         let org = org.to_string();
-        self.read(move |c| retention::org_settings(c, &org)).await
+        self.control(move |c| retention::org_settings(c, &org)).await
     }
 
     async fn set_org_settings(&self, org: &str, settings: &OrgSettings) -> Result<()> {
@@ -736,5 +833,48 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(n, 200_000);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn authentication_does_not_wait_behind_slow_event_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let session = Session {
+            id: "s1".into(),
+            user_id: "u1".into(),
+            secret_hash: [7; 32],
+            created_at: 1,
+            expires_at: i64::MAX,
+            last_seen: 1,
+        };
+        store.create_session(&session).await.unwrap();
+        // Every event reader busy with a statement that runs until interrupted (a 92-day histogram, a
+        // free-text scan: what matters is that they hold every connection).
+        let busy: Vec<_> = (0..READERS)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move {
+                    let endless =
+                        store.read(|c| c.query_row(ENDLESS, [], |r| r.get::<_, i64>(0)).map_err(sql_error));
+                    tokio::time::timeout(Duration::from_secs(60), endless).await.is_err()
+                })
+            })
+            .collect();
+        while store.inner.readers.permits.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // Sessions, keys and users are read beside them; the guard only keeps a failure from hanging.
+        let found = tokio::time::timeout(Duration::from_secs(30), store.session("s1")).await;
+        assert_eq!(found.expect("a session lookup waited for the event readers").unwrap(), Some(session));
+        assert!(tokio::time::timeout(Duration::from_secs(30), store.api_key("nope")).await.is_ok());
+        assert!(tokio::time::timeout(Duration::from_secs(30), store.user_by_email("a@b")).await.is_ok());
+        assert_eq!(
+            store.inner.readers.permits.available_permits(),
+            0,
+            "the event readers were busy throughout"
+        );
+        for b in busy {
+            b.abort();
+        }
     }
 }

@@ -18,7 +18,8 @@ pub const MIN_STORED_LEVEL: u8 = 2;
 
 use rusqlite::Connection;
 
-pub const SCHEMA_VERSION: i64 = 1;
+/// 2: `orgs.self_audit_from` (where `source: "trail"` became the server's alone).
+pub const SCHEMA_VERSION: i64 = 2;
 /// Bits of the rowid that hold `seq`; the org id sits above them.
 pub const SEQ_BITS: u32 = 40;
 
@@ -55,7 +56,8 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value ANY) STRICT;
         CREATE TABLE IF NOT EXISTS orgs(
             id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
-            created_at INTEGER NOT NULL, tree_size INTEGER NOT NULL DEFAULT 0) STRICT;
+            created_at INTEGER NOT NULL, tree_size INTEGER NOT NULL DEFAULT 0,
+            self_audit_from INTEGER NOT NULL DEFAULT 0) STRICT;
         CREATE TABLE IF NOT EXISTS dict(id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE) STRICT;
         CREATE TABLE IF NOT EXISTS partitions(month INTEGER PRIMARY KEY) STRICT;
         CREATE TABLE IF NOT EXISTS event_ids(
@@ -122,6 +124,18 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             conn.execute("INSERT INTO meta(key, value) VALUES ('schema_version', ?1)", [SCHEMA_VERSION])?;
         }
         Some(v) if v == SCHEMA_VERSION => {}
+        // Version 1 let ingest write `source: "trail"`: every event already in an org's log may be
+        // either, so Trail's own records are told apart from the current size onwards. One
+        // transaction: an interrupted migration leaves version 1 and runs again.
+        Some(1) => {
+            let tx = conn.unchecked_transaction()?;
+            tx.execute_batch(
+                "ALTER TABLE orgs ADD COLUMN self_audit_from INTEGER NOT NULL DEFAULT 0;
+                 UPDATE orgs SET self_audit_from = tree_size;
+                 UPDATE meta SET value = 2 WHERE key = 'schema_version';",
+            )?;
+            tx.commit()?;
+        }
         Some(v) => {
             return Err(rusqlite::Error::InvalidParameterName(format!(
                 "database schema version {v} is newer than this trail ({SCHEMA_VERSION})"

@@ -389,6 +389,9 @@ pub async fn tree_sizes_list_every_log<S: Store>(store: Arc<S>) {
     }
     let orgs: Vec<String> = store.orgs().await.unwrap().into_iter().map(|o| o.slug).collect();
     assert_eq!(slugs, orgs.iter().map(String::as_str).collect::<Vec<_>>());
+    // Orgs created by this release: `source: "trail"` is the server's from the first event on.
+    assert_eq!(store.self_audit_from("alpha").await.unwrap(), 0);
+    assert!(matches!(store.self_audit_from("nowhere").await, Err(StoreError::NotFound(_))));
 }
 
 /// Free text over enough events that a backend cannot read them all for one page: terms in every
@@ -936,13 +939,17 @@ pub async fn exports_are_claimed_once<S: Store>(store: Arc<S>) {
         ["e2", "e1"]
     );
     assert!(store.export("globex", "e1").await.unwrap().is_none(), "exports are per org");
-    let first = store.claim_export(now() + 5).await.unwrap().unwrap();
+    let first = store.claim_export(now() + 5, 1).await.unwrap().unwrap();
     assert_eq!(
         (first.id.as_str(), first.status, first.started_at),
         ("e1", ExportStatus::Running, Some(now() + 5))
     );
-    let second = store.claim_export(now() + 6).await.unwrap().unwrap();
-    assert_eq!(second.id, "e2", "a running export is never claimed twice");
+    let second = store.claim_export(now() + 6, 5).await.unwrap().unwrap();
+    assert_eq!(second.id, "g1", "the org with fewer exports running goes first, though e2 is older");
+    assert!(store.claim_export(now() + 6, 1).await.unwrap().is_none(), "both orgs are at their limit");
+    let third = store.claim_export(now() + 6, 2).await.unwrap().unwrap();
+    assert_eq!(third.id, "e2", "a running export is never claimed twice");
+    assert!(store.claim_export(now() + 6, 9).await.unwrap().is_none());
     let mut done = first.clone();
     done.status = ExportStatus::Completed;
     done.row_count = 10;
@@ -953,7 +960,7 @@ pub async fn exports_are_claimed_once<S: Store>(store: Arc<S>) {
     done.expires_at = Some(now() + 100);
     store.update_export(&done).await.unwrap();
     assert_eq!(store.export("acme", "e1").await.unwrap(), Some(done.clone()));
-    assert_eq!(store.requeue_running_exports().await.unwrap(), 1, "e2 was left running");
+    assert_eq!(store.requeue_running_exports().await.unwrap(), 2, "e2 and g1 were left running");
     assert_eq!(store.export("acme", "e2").await.unwrap().unwrap().status, ExportStatus::Pending);
     assert!(store.expired_exports(now() + 99).await.unwrap().is_empty());
     assert_eq!(

@@ -255,9 +255,11 @@ pub trait Store: Send + Sync + 'static {
     async fn export(&self, org: &str, id: &str) -> Result<Option<Export>>;
     /// The org's exports, newest first.
     async fn exports(&self, org: &str) -> Result<Vec<Export>>;
-    /// Takes the oldest pending export of any org and marks it running, atomically, so two workers
-    /// (or two nodes) never run the same export.
-    async fn claim_export(&self, now: Micros) -> Result<Option<Export>>;
+    /// Takes a pending export and marks it running, atomically, so two workers (or two nodes) never
+    /// run the same export. Fair across orgs: an org with `max_running_per_org` exports running is
+    /// skipped, and among the rest the org with the fewest running goes first (then the oldest
+    /// export), so one org's queue never makes another's wait behind it.
+    async fn claim_export(&self, now: Micros, max_running_per_org: usize) -> Result<Option<Export>>;
     /// Writes an export's status and results.
     async fn update_export(&self, export: &Export) -> Result<()>;
     /// Puts exports left running by a stopped server back to pending; returns how many.
@@ -299,6 +301,11 @@ pub trait Store: Send + Sync + 'static {
 
     /// The number of events in the org's log (the next `seq`).
     async fn tree_size(&self, org: &str) -> Result<u64>;
+
+    /// The first seq from which `source: "trail"` in the org's log is Trail's own record: events
+    /// before it were stored by a release whose ingest accepted that source from anyone. 0 for
+    /// every org created since.
+    async fn self_audit_from(&self, org: &str) -> Result<u64>;
 
     /// Every org's slug and log size, by slug, in one read (for tasks that follow every log, such as
     /// the `audit.log` sink, which asks several times a second).

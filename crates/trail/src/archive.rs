@@ -207,6 +207,7 @@ pub async fn run(cmd: ArchiveCommand) -> anyhow::Result<Verdict> {
                 sha256: hex::encode(sha2::Sha256::digest(&bytes)),
                 seqs: r.seqs,
                 checkpoint: r.checkpoint,
+                self_audit_from: store.self_audit_from(&org).await?,
             };
             let note = trail_server::exports::sign_manifest(&signer, &e, &contents, now())
                 .map_err(anyhow::Error::msg)?;

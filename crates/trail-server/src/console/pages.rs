@@ -559,6 +559,7 @@ struct EventPage {
     reason: String,
     info: String,
     leaf: String,
+    recorded_by: &'static str,
     back: String,
 }
 
@@ -586,6 +587,10 @@ pub async fn event(
         }
         Err(e) => return unavailable(e),
     };
+    let self_audit_from = match state.store.self_audit_from(&org).await {
+        Ok(from) => from,
+        Err(e) => return unavailable(e),
+    };
     let e = &record.event;
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let json = record.to_json();
@@ -610,6 +615,7 @@ pub async fn event(
         reason: opt(&e.reason),
         info,
         leaf: json["leaf_hash"].as_str().unwrap_or_default().to_string(),
+        recorded_by: crate::audit::recorded_by(e, self_audit_from),
         back: format!("/orgs/{org}/logs{}", raw.map(|q| format!("?{q}")).unwrap_or_default()),
         nav: Some(nav),
     };

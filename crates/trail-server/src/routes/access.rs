@@ -93,6 +93,41 @@ async fn find_group(state: &AppState, org: &str, id: &str) -> ApiResult<Group> {
         .ok_or_else(|| ApiError::not_found(format!("group {id}")))
 }
 
+/// The rule against privilege escalation: nobody grants — through a role's permissions, a group's
+/// roles, a group's members or an invitation — a permission they do not hold in the org themselves.
+pub async fn require_grantable(
+    state: &AppState,
+    org: &str,
+    p: &Principal,
+    granted: &[Permission],
+) -> ApiResult<()> {
+    let user = p.user()?;
+    let held = state.store.permissions(org, &user.id).await?.unwrap_or_default();
+    let missing: Vec<&str> = granted.iter().filter(|g| !held.contains(g)).map(Permission::as_str).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "cannot_grant",
+        format!("you cannot grant {} because you do not hold it yourself", missing.join(", ")),
+    ))
+}
+
+/// Every permission the groups give their members (the union over their roles).
+async fn group_permissions(state: &AppState, org: &str, groups: &[&Group]) -> ApiResult<Vec<Permission>> {
+    let roles = state.store.roles(org).await?;
+    let mut out: Vec<Permission> = groups
+        .iter()
+        .flat_map(|g| g.roles.iter())
+        .filter_map(|id| roles.iter().find(|r| &r.id == id))
+        .flat_map(|r| r.permissions.iter().copied())
+        .collect();
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 fn conflict(message: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::CONFLICT, "conflict", message)
 }
@@ -134,6 +169,7 @@ pub async fn create_role(
         permissions: permissions(&body)?.unwrap_or_default(),
         builtin: false,
     };
+    require_grantable(&state, &org, &p, &role.permissions).await?;
     state.store.create_role(&org, &role).await?;
     Audit::new(p.actor_id(), "role.created", "role")
         .target(&role.id, Some(role.name.clone()))
@@ -165,6 +201,8 @@ pub async fn update_role(
         role.description = d;
     }
     if let Some(ps) = permissions(&body)? {
+        let added: Vec<Permission> = ps.iter().filter(|p| !old.permissions.contains(p)).copied().collect();
+        require_grantable(&state, &org, &p, &added).await?;
         role.permissions = ps;
     }
     state.store.update_role(&org, &role).await?;
@@ -304,6 +342,9 @@ async fn group_role(
         return Err(conflict("the Administrators group always keeps the admin role"));
     }
     let g = find_group(&state, &org, &group).await?;
+    if present {
+        require_grantable(&state, &org, &p, &find_role(&state, &org, &role).await?.permissions).await?;
+    }
     state.store.set_group_role(&org, &group, &role, present).await?;
     let action = if present { "group.role_added" } else { "group.role_removed" };
     Audit::new(p.actor_id(), action, "group")
@@ -344,6 +385,12 @@ async fn group_member(
 ) -> ApiResult<StatusCode> {
     manage(&state, &org, &p).await?;
     let g = find_group(&state, &org, &group).await?;
+    if present {
+        require_grantable(&state, &org, &p, &group_permissions(&state, &org, &[&g]).await?).await?;
+    } else if !g.members.contains(&user) {
+        // Nothing to remove: say so, and write nothing (not even who was named) into the log.
+        return Err(ApiError::not_found(format!("user {user} in group {group}")));
+    }
     state.store.set_group_member(&org, &group, &user, present).await?;
     let email = state.store.user(&user).await?.map(|u| u.email);
     let action = if present { "group.member_added" } else { "group.member_removed" };
@@ -424,10 +471,18 @@ pub async fn change_password(
     let current = body.get("current_password").and_then(Value::as_str).unwrap_or("").to_string();
     let new = body.get("new_password").and_then(Value::as_str).unwrap_or("").to_string();
     check_password_strength(&new, "new_password")?;
+    // Throttled like a sign-in and on the same account budget: a stolen session must not become a
+    // way to guess the password without limit.
+    let reservation =
+        state.throttle.reserve(&user.email, addr.0, now()).map_err(super::session::throttled)?;
     let phc = user.password_hash.clone();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&current, &phc))
-        .await
-        .map_err(ApiError::internal)?;
+    let ok = match state.password_checks.run(move || auth::verify_password(&current, &phc)).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            state.throttle.cancelled(reservation);
+            return Err(e);
+        }
+    };
     if !ok {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
@@ -436,9 +491,8 @@ pub async fn change_password(
         )
         .with_field("current_password"));
     }
-    let hash = tokio::task::spawn_blocking(move || auth::hash_password(&new))
-        .await
-        .map_err(ApiError::internal)??;
+    state.throttle.succeeded(reservation);
+    let hash = state.password_checks.run(move || auth::hash_password(&new)).await??;
     state.store.set_password(&user.id, &hash).await?;
     state.store.delete_user_sessions(&user.id, Some(session_id)).await?;
     let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
@@ -525,6 +579,9 @@ pub async fn create_invitations(
         .map(|g| g.as_str().filter(|g| existing.iter().any(|e| e == g)).map(str::to_string))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("groups", "every entry of groups must be a group id of this organization"))?;
+    let all_groups = state.store.groups(&org).await?;
+    let invited_to: Vec<&Group> = all_groups.iter().filter(|g| groups.contains(&g.id)).collect();
+    require_grantable(&state, &org, &p, &group_permissions(&state, &org, &invited_to).await?).await?;
     let now = now();
     let expires_at = now + state.settings.auth.invitation_days as i64 * MICROS_PER_DAY;
     let mut out = Vec::with_capacity(emails.len());
@@ -613,23 +670,51 @@ pub async fn accept_invitation(
     if !valid {
         return Err(gone());
     }
-    let user = match state.store.user_by_email(&inv.email).await? {
-        Some(existing) => match &principal {
-            Some(Principal::User { user, .. }) if user.id == existing.id => existing,
-            _ => {
-                return Err(conflict(format!(
-                    "an account for {} exists: sign in as that user and accept again",
-                    inv.email
-                )));
-            }
-        },
+    let signed_in = match &principal {
+        Some(Principal::User { user, .. }) if user.email == inv.email => Some(user.clone()),
+        _ => None,
+    };
+    let user = match signed_in {
+        Some(user) => user,
+        // Without the invited user's session, the body's password decides: it creates the account,
+        // or it must be the existing account's own. Both ways answer alike and name no account,
+        // so the link does not tell whoever holds it that an account exists (and an existing
+        // account joins only with its owner's password, on the sign-in throttle's budget).
         None => {
             let password = body.get("password").and_then(Value::as_str).unwrap_or("").to_string();
             check_password_strength(&password, "password")?;
-            let hash = tokio::task::spawn_blocking(move || auth::hash_password(&password))
-                .await
-                .map_err(ApiError::internal)??;
-            state.store.create_user(&inv.email, &hash, false, now).await?
+            match state.store.user_by_email(&inv.email).await? {
+                Some(existing) => {
+                    let reservation = state
+                        .throttle
+                        .reserve(&existing.email, addr.0, now)
+                        .map_err(super::session::throttled)?;
+                    let phc = existing.password_hash.clone();
+                    let ok =
+                        match state.password_checks.run(move || auth::verify_password(&password, &phc)).await
+                        {
+                            Ok(ok) => ok,
+                            Err(e) => {
+                                state.throttle.cancelled(reservation);
+                                return Err(e);
+                            }
+                        };
+                    if !ok {
+                        return Err(ApiError::new(
+                            StatusCode::UNAUTHORIZED,
+                            "invalid_credentials",
+                            "the invitation cannot be accepted with this password; if you already have an account, sign in first and open the link again",
+                        )
+                        .with_field("password"));
+                    }
+                    state.throttle.succeeded(reservation);
+                    existing
+                }
+                None => {
+                    let hash = state.password_checks.run(move || auth::hash_password(&password)).await??;
+                    state.store.create_user(&inv.email, &hash, false, now).await?
+                }
+            }
         }
     };
     match state.store.accept_invitation(&inv.id, &user.id, now).await {

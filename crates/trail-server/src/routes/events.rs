@@ -175,7 +175,16 @@ pub async fn query(
     principal.require_read(&state, &org).await?;
     let q = parse_query(&query_pairs(raw.as_deref())?, context(&state, &org).await?)?;
     let page = state.store.query(&org, &q).await?;
-    let events: Vec<Value> = page.records.iter().map(|r| r.to_json()).collect();
+    let from = state.store.self_audit_from(&org).await?;
+    let events: Vec<Value> = page
+        .records
+        .iter()
+        .map(|r| {
+            let mut v = r.to_json();
+            v["self_audit"] = json!(crate::audit::is_self_audit(&r.event, from));
+            v
+        })
+        .collect();
     Ok(Json(json!({"events": events, "next_cursor": page.next.map(|c| c.encode())})))
 }
 
@@ -188,6 +197,8 @@ pub async fn one(
     let record =
         state.store.event(&org, &id).await?.ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
     let mut out = record.to_json();
+    out["self_audit"] =
+        json!(crate::audit::is_self_audit(&record.event, state.store.self_audit_from(&org).await?));
     let proof = super::integrity::proof_for(&state, &org, record.event.seq).await?;
     out["proof_pending"] = json!(proof.is_none());
     out["proof"] = proof.unwrap_or(Value::Null);

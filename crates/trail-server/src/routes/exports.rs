@@ -74,6 +74,7 @@ pub async fn create(
     // The window is fixed now, so an export run later covers what the caller saw.
     filters["from"] = json!(format_rfc3339(filter.from));
     filters["to"] = json!(format_rfc3339(filter.to));
+    admit(&state, &org).await?;
     let export = Export::pending(auth::random_id(), &org, name, format, filters, p.actor_id(), now);
     state.store.create_export(&export).await?;
     Audit::new(p.actor_id(), "export.created", "export")
@@ -84,6 +85,34 @@ pub async fn create(
         .record(&state, &org)
         .await?;
     Ok((StatusCode::ACCEPTED, Json(export_json(&export))))
+}
+
+/// The per-org bounds on exports (pending or running, and bytes of files kept), checked before an
+/// export or restore is queued: one org cannot fill the queue or the disk for the others.
+pub async fn admit(state: &AppState, org: &str) -> ApiResult<()> {
+    let limits = &state.settings.exports;
+    let exports = state.store.exports(org).await?;
+    let queued =
+        exports.iter().filter(|e| matches!(e.status, ExportStatus::Pending | ExportStatus::Running)).count();
+    let too_many = |message: String| {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "too_many_exports", message);
+        e.retry_after = Some(60);
+        e
+    };
+    if queued >= limits.max_pending_per_org {
+        return Err(too_many(format!(
+            "this organization has {queued} exports pending or running (at most {}); wait for one to finish",
+            limits.max_pending_per_org
+        )));
+    }
+    let kept = crate::exports::kept_bytes(&exports);
+    if kept >= limits.max_bytes_per_org {
+        return Err(too_many(format!(
+            "this organization keeps {kept} bytes of export files (at most {}); they are deleted when they expire",
+            limits.max_bytes_per_org
+        )));
+    }
+    Ok(())
 }
 
 pub async fn list(

@@ -62,6 +62,10 @@ pub async fn create(
                 .with_field("expires_at"));
         }
     };
+    // A key that reads events reads what LOG-MANAGEMENT reads: only a holder may hand one out.
+    if scopes.contains(&Scope::EventsRead) {
+        super::access::require_grantable(&state, &org, &principal, &[Permission::LogManagement]).await?;
+    }
     let (key, secret) = auth::new_api_key(&org, &name, scopes, Some(principal.actor_id()), expires_at);
     state.store.create_api_key(&key).await?;
     Audit::new(principal.actor_id(), "api_key.created", "api_key")

@@ -190,6 +190,7 @@ pub async fn restore(
         None => format!("restore {} to {}", format_rfc3339(from), format_rfc3339(to)),
     };
     let filters = json!({"archive": true, "from": format_rfc3339(from), "to": format_rfc3339(to)});
+    super::exports::admit(&state, &org).await?;
     let export = Export::pending(auth::random_id(), &org, &name, "json", filters, p.actor_id(), now());
     state.store.create_export(&export).await?;
     Audit::new(p.actor_id(), "export.created", "export")

@@ -29,38 +29,60 @@ pub async fn login(
 ) -> ApiResult<Response> {
     let email = string_field(&body, "email")?.trim().to_lowercase();
     let password = string_field(&body, "password")?.to_string();
-    let now = trail_model::time::now();
-    let (account_key, address_key) =
-        (format!("account:{email}"), format!("address:{}", addr.text().unwrap_or_default()));
-    let user = state.store.user_by_email(&email).await?;
-    let blocked = state
-        .throttle
-        .blocked(&account_key, throttle::ACCOUNT_LIMIT, now)
-        .or_else(|| state.throttle.blocked(&address_key, throttle::ADDRESS_LIMIT, now));
-    if let Some(wait) = blocked {
-        Metrics::add(&state.metrics.sign_in_failures, 1);
-        // Only the first refusal of a block is recorded: refused attempts must not let anyone grow
-        // an org's append-only log without limit.
-        if state.throttle.first_refusal(&account_key, now) {
-            record_failure(&state, &email, user.as_ref(), addr.text(), "too many failed attempts; throttled");
-        }
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_attempts",
-            format!("too many failed sign-ins; try again in {wait} seconds"),
-        );
-        e.retry_after = Some(wait);
-        return Err(e);
+    // Bounded before any work: neither reaches the throttle, the store or Argon2 when oversized.
+    if email.len() > auth::MAX_EMAIL_LEN {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("email must be at most {} characters", auth::MAX_EMAIL_LEN),
+        )
+        .with_field("email"));
     }
+    if password.len() > auth::MAX_PASSWORD_BYTES {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("password must be at most {} bytes", auth::MAX_PASSWORD_BYTES),
+        )
+        .with_field("password"));
+    }
+    let now = trail_model::time::now();
+    // The attempt is counted before its password is checked, so concurrent guesses cannot pass
+    // the limit; refused attempts cost no store read and no hashing.
+    let reservation = match state.throttle.reserve(&email, addr.0, now) {
+        Ok(r) => r,
+        Err(blocked) => {
+            Metrics::add(&state.metrics.sign_in_failures, 1);
+            // Only the first refusal of a block is recorded: refused attempts must not let anyone
+            // grow an org's append-only log without limit.
+            if blocked.first {
+                let user = state.store.user_by_email(&email).await?;
+                record_failure(
+                    &state,
+                    &email,
+                    user.as_ref(),
+                    addr.text(),
+                    "too many failed attempts; throttled",
+                );
+            }
+            return Err(throttled(blocked));
+        }
+    };
+    let user = match state.store.user_by_email(&email).await {
+        Ok(u) => u,
+        Err(e) => {
+            state.throttle.cancelled(reservation);
+            return Err(e.into());
+        }
+    };
     let phc = user.as_ref().map_or_else(|| auth::dummy_hash().to_string(), |u| u.password_hash.clone());
-    // Argon2 is deliberately slow: keep it off the async workers.
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc))
-        .await
-        .map_err(ApiError::internal)?;
+    let ok = match state.password_checks.run(move || auth::verify_password(&password, &phc)).await {
+        Ok(ok) => ok,
+        Err(e) => {
+            state.throttle.cancelled(reservation);
+            return Err(e);
+        }
+    };
     let Some(user) = user.as_ref().filter(|_| ok).cloned() else {
         Metrics::add(&state.metrics.sign_in_failures, 1);
-        state.throttle.fail(&account_key, now);
-        state.throttle.fail(&address_key, now);
         tracing::info!("sign-in failed");
         record_failure(&state, &email, user.as_ref(), addr.text(), "wrong email or password");
         return Err(ApiError::new(
@@ -69,7 +91,7 @@ pub async fn login(
             "wrong email or password",
         ));
     };
-    state.throttle.clear(&account_key);
+    state.throttle.succeeded(reservation);
     let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
     let issued = auth::issue_session(&user.id, &state);
     state.store.create_session(&issued.session).await?;
@@ -94,6 +116,18 @@ pub async fn login(
     resp.headers_mut()
         .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
     Ok(resp)
+}
+
+/// The 429 for an account or address that used up its failures.
+pub fn throttled(blocked: throttle::Blocked) -> ApiError {
+    let wait = blocked.retry_after;
+    let mut e = ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_attempts",
+        format!("too many failed attempts; try again in {wait} seconds"),
+    );
+    e.retry_after = Some(wait);
+    e
 }
 
 /// Records a failed sign-in in the orgs of the account, if it exists, without making the caller wait:

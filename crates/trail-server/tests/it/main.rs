@@ -14,6 +14,7 @@ mod ingest;
 mod integrity;
 mod query;
 mod retention;
+mod security;
 
 use std::sync::Arc;
 

@@ -135,7 +135,7 @@ async fn two_nodes_never_claim_one_export() {
     for node in [a.clone(), b.clone(), a.clone(), b.clone()] {
         workers.push(tokio::spawn(async move {
             let mut claimed = Vec::new();
-            while let Some(e) = node.claim_export(now()).await.unwrap() {
+            while let Some(e) = node.claim_export(now(), usize::MAX).await.unwrap() {
                 assert_eq!(e.status, ExportStatus::Running);
                 claimed.push(e.id);
             }
@@ -234,7 +234,7 @@ async fn a_starting_node_requeues_only_exports_of_nodes_that_are_gone() {
     let (a, b) = (db.store().await, db.store().await);
     a.create_org("acme", "Acme", now()).await.unwrap();
     a.create_export(&pending("e1", now())).await.unwrap();
-    assert_eq!(a.claim_export(now()).await.unwrap().map(|e| e.id), Some("e1".to_string()));
+    assert_eq!(a.claim_export(now(), usize::MAX).await.unwrap().map(|e| e.id), Some("e1".to_string()));
     assert_eq!(b.requeue_running_exports().await.unwrap(), 0, "a is alive and running e1");
     a.close();
     // a's liveness lock goes with its connection, asynchronously.
@@ -247,5 +247,5 @@ async fn a_starting_node_requeues_only_exports_of_nodes_that_are_gone() {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     assert_eq!(requeued, 1, "a is gone: its running export goes back to pending");
-    assert_eq!(b.claim_export(now()).await.unwrap().map(|e| e.id), Some("e1".to_string()));
+    assert_eq!(b.claim_export(now(), usize::MAX).await.unwrap().map(|e| e.id), Some("e1".to_string()));
 }

@@ -77,3 +77,44 @@ async fn opening_folds_the_previous_wal_into_the_database() {
     );
     assert_eq!(store.tree_size("acme").await.unwrap(), 2000, "and nothing was lost");
 }
+
+/// A data directory from the release before `source: "trail"` was reserved (schema version 1, whose
+/// ingest let any key write that source) opens in place: events already stored count as possibly
+/// sent, everything appended from then on is told apart, and the migration runs once.
+#[tokio::test]
+async fn a_version_1_directory_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    let mut forged = event("mallory", "api_key.revoked", now() - 10);
+    forged.source = Some("trail".into());
+    store.append("acme", vec![event("a", "x.y", now() - 10), forged], now()).await.unwrap();
+    store.close();
+    drop(store);
+    // What version 1 wrote: no column for it, and version 1 in meta.
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    c.execute_batch(
+        "ALTER TABLE orgs DROP COLUMN self_audit_from; UPDATE meta SET value = 1 WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.self_audit_from("acme").await.unwrap(), 2, "both stored events predate the reservation");
+    assert_eq!(store.tree_size("acme").await.unwrap(), 2, "nothing was lost");
+    store.create_org("globex", "Globex", now()).await.unwrap();
+    assert_eq!(
+        store.self_audit_from("globex").await.unwrap(),
+        0,
+        "a new org's log is Trail's from the start"
+    );
+    store.append("acme", vec![event("a", "x.y", now() - 5)], now()).await.unwrap();
+    store.close();
+    drop(store);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.self_audit_from("acme").await.unwrap(), 2, "opening again does not move it");
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    let version: i64 =
+        c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 2);
+}

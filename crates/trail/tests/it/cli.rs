@@ -138,3 +138,52 @@ fn a_read_only_data_directory_is_a_clear_error() {
     assert!(line.contains(d) && line.to_lowercase().contains("readonly database"), "{err}");
     assert!(!out.contains("listening on"));
 }
+
+/// `source: "trail"` marks Trail's own records: an offline import refuses it line by line, as ingest
+/// does, and imports the rest.
+#[test]
+fn import_refuses_trails_own_source_line_by_line() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(crate::Served::start(dir.path(), &[]));
+    let file = dir.path().join("events.ndjson");
+    let line = |actor: &str, source: &str| {
+        format!(
+            "{{\"actor\":{{\"id\":\"{actor}\"}},\"action\":\"api_key.revoked\",\"target\":{{\"type\":\"api_key\"}},\"outcome\":\"success\",\"source\":\"{source}\"}}\n"
+        )
+    };
+    std::fs::write(&file, line("alice", "ci") + &line("mallory", "trail")).unwrap();
+    let out = crate::trail()
+        .args(["import", "--org", "default", "--data-dir"])
+        .arg(dir.path())
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("events.ndjson:2: skipped: source: \"trail\" is reserved"), "{text}");
+    assert!(text.contains("1 imported"), "{text}");
+}
+
+/// A PostgreSQL password in the URL, as a parameter or in keyword form never reaches the log, even
+/// at debug level and when the connection fails.
+#[test]
+fn database_passwords_are_never_logged() {
+    for url in [
+        "postgres://trail:hunter2-secret@127.0.0.1:1/trail",
+        "postgres://trail@127.0.0.1:1/trail?password=hunter2-secret",
+        "host=127.0.0.1 port=1 user=trail password=hunter2-secret dbname=trail",
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = crate::trail()
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .env("TRAIL_STORAGE__URL", url)
+            .env("TRAIL_LOG", "debug")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "nothing listens on port 1: {text}");
+        assert!(text.contains("starting"), "the settings were logged: {text}");
+        assert!(!text.contains("hunter2"), "{url}: {text}");
+    }
+}

@@ -7,6 +7,7 @@ mod cli;
 mod console;
 mod crash;
 mod export;
+mod flood;
 mod postgres;
 mod sink;
 mod tamper;
