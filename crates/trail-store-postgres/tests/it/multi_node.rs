@@ -249,3 +249,24 @@ async fn a_starting_node_requeues_only_exports_of_nodes_that_are_gone() {
     assert_eq!(requeued, 1, "a is gone: its running export goes back to pending");
     assert_eq!(b.claim_export(now(), usize::MAX).await.unwrap().map(|e| e.id), Some("e1".to_string()));
 }
+
+/// A database at schema version 1 (whose ingest let any key write `source: "trail"`) is migrated in
+/// place: each org's events so far count as possibly sent, the rest are told apart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_1_database_records_where_the_reserved_source_begins() {
+    let Some(db) = TestDb::create().await else { return };
+    let store = db.store().await;
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    store.append("acme", vec![event("a", "x.y", now() - 10); 3], now()).await.unwrap();
+    drop(store);
+    let client = db.client().await;
+    client
+        .batch_execute("ALTER TABLE log_heads DROP COLUMN self_audit_from; DELETE FROM schema_migrations WHERE version = 2;")
+        .await
+        .unwrap();
+    let store = db.store().await;
+    assert_eq!(store.self_audit_from("acme").await.unwrap(), 3);
+    assert_eq!(store.tree_size("acme").await.unwrap(), 3, "nothing was lost");
+    store.create_org("globex", "Globex", now()).await.unwrap();
+    assert_eq!(store.self_audit_from("globex").await.unwrap(), 0);
+}
