@@ -7,6 +7,7 @@
 //! with their full-text entries. It never removes an event the caller did not say it archived.
 
 use rusqlite::{Connection, OptionalExtension, params};
+use trail_model::time::{month_start, next_month};
 use trail_model::{canonical, text};
 use trail_store::{MonthSummary, OrgSettings, RawRecord, Result, StoreError};
 
@@ -169,6 +170,16 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
     .map_err(sql_error)?;
     conn.execute("DELETE FROM event_ids WHERE org_id = ?1 AND month = ?2", params![org, month])
         .map_err(sql_error)?;
+    // Months are whole minutes: the month's counts go with its events.
+    conn.execute(
+        "DELETE FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3",
+        params![
+            org,
+            crate::schema::minute_of(month_start(month)),
+            crate::schema::minute_of(month_start(next_month(month)))
+        ],
+    )
+    .map_err(sql_error)?;
     let others: Option<i64> = conn
         .query_row(&format!("SELECT k FROM {ev} WHERE k < ?1 OR k >= ?2 LIMIT 1"), [lo, hi], |r| r.get(0))
         .optional()

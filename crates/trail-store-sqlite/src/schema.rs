@@ -18,8 +18,20 @@ pub const MIN_STORED_LEVEL: u8 = 2;
 
 use rusqlite::Connection;
 
-/// 2: `orgs.self_audit_from` (where `source: "trail"` became the server's alone).
+/// 2: `orgs.self_audit_from` (where `source: "trail"` became the server's alone) and `minute_counts`.
 pub const SCHEMA_VERSION: i64 = 2;
+/// The width of a `minute_counts` row.
+pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
+
+/// The minute an event time falls in (floor, also before 1970).
+pub fn minute_of(ts: i64) -> i64 {
+    ts.div_euclid(MINUTE)
+}
+
+/// SQL for [`minute_of`] over a column (SQLite's `/` truncates toward zero).
+fn minute_sql(col: &str) -> String {
+    format!("(CASE WHEN {col} >= 0 THEN {col} / {MINUTE} ELSE ({col} - {}) / {MINUTE} END)", MINUTE - 1)
+}
 /// Bits of the rowid that hold `seq`; the org id sits above them.
 pub const SEQ_BITS: u32 = 40;
 
@@ -115,6 +127,9 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             legal_hold INTEGER NOT NULL, legal_hold_reason TEXT, updated_at INTEGER NOT NULL,
             updated_by TEXT) STRICT;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
+        CREATE TABLE IF NOT EXISTS minute_counts(
+            org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
+            PRIMARY KEY(org_id, minute)) STRICT, WITHOUT ROWID;
         ",
     )?;
     let version: Option<i64> =
@@ -127,13 +142,22 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // Version 1 let ingest write `source: "trail"`: every event already in an org's log may be
         // either, so Trail's own records are told apart from the current size onwards. One
         // transaction: an interrupted migration leaves version 1 and runs again.
+        // The histogram's per-minute counts are built from the events already stored, month by month,
+        // in the same transaction.
         Some(1) => {
             let tx = conn.unchecked_transaction()?;
             tx.execute_batch(
                 "ALTER TABLE orgs ADD COLUMN self_audit_from INTEGER NOT NULL DEFAULT 0;
-                 UPDATE orgs SET self_audit_from = tree_size;
-                 UPDATE meta SET value = 2 WHERE key = 'schema_version';",
+                 UPDATE orgs SET self_audit_from = tree_size;",
             )?;
+            let months: Vec<u32> = tx
+                .prepare("SELECT month FROM partitions ORDER BY month")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for month in months {
+                tx.execute(&backfill_minute_counts(month), [])?;
+            }
+            tx.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'", [])?;
             tx.commit()?;
         }
         Some(v) => {
@@ -143,6 +167,17 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Adds one month partition's events to `minute_counts` (a migration; the writer keeps them after).
+pub fn backfill_minute_counts(month: u32) -> String {
+    let m = minute_sql("ts");
+    format!(
+        "INSERT INTO minute_counts(org_id, minute, n)
+         SELECT org, {m} AS minute, count(*) FROM {} WHERE true GROUP BY org, minute
+         ON CONFLICT(org_id, minute) DO UPDATE SET n = n + excluded.n",
+        events_table(month)
+    )
 }
 
 pub fn events_table(month: u32) -> String {

@@ -39,7 +39,8 @@ macro_rules! conformance_suite {
             append_assigns_gapless_seq, duplicates_answer_original_seq, stored_bytes_round_trip,
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
             free_text_at_every_density, tree_sizes_list_every_log,
-            paging_is_stable_while_appending, histogram_matches_reference_model, access_records,
+            paging_is_stable_while_appending, histogram_matches_reference_model,
+            histograms_of_whole_logs_at_every_width_and_alignment, access_records,
             concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
             checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations, exports_are_claimed_once,
             retention_prunes_months_and_keeps_proofs, events_after_follow_the_log_in_seq_order);
@@ -521,6 +522,61 @@ pub async fn histogram_matches_reference_model<S: Store>(store: Arc<S>) {
         let got: std::collections::BTreeMap<Micros, u64> =
             got.into_iter().map(|b| (b.start, b.count)).collect();
         assert_eq!(got, want, "filter {filter:?}, width {width}");
+    }
+}
+
+/// Histograms without filters, which a backend may answer from per-minute counts: events on minute
+/// boundaries and a microsecond either side, across a month boundary, late (out of time order),
+/// repeated (duplicates count once) and beside another org's; windows starting on a minute, just
+/// after it and mid-minute; widths below, at and above a minute, and not multiples of one.
+pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "globex").await;
+    let minute = 60 * 1_000_000;
+    let boundary = trail_model::time::month_start(trail_model::time::month_of(now()));
+    let mut model = Model::default();
+    let mut times = Vec::new();
+    for i in 0..600i64 {
+        // Spread over a day either side of the month boundary, some exactly on minutes.
+        let t = boundary - MICROS_PER_DAY + i * 4 * minute + [0, 1, -1, 37_500_000, minute / 2][i as usize % 5];
+        times.push(t);
+    }
+    let (early, late) = times.split_at(400);
+    for batch in [late, early] {
+        let events: Vec<NewEvent> = batch
+            .iter()
+            .map(|t| {
+                let mut e = event("a", "x.y", *t);
+                e.id = Some(format!("e{t}"));
+                e
+            })
+            .collect();
+        let r = store.append("acme", events.clone(), now()).await.unwrap();
+        model.record("acme", &events, &r, now());
+        let again = store.append("acme", events[..50].to_vec(), now()).await.unwrap();
+        assert!(again.iter().all(|a| matches!(a, Appended::Duplicate { .. })));
+    }
+    store.append("globex", times.iter().map(|t| event("g", "x.y", *t)).collect(), now()).await.unwrap();
+    let starts = [boundary - MICROS_PER_DAY, boundary - 3 * 3_600_000_000 + 1, boundary - 7 * minute - 123_456];
+    let widths = [30_000_000, minute, 90_000_000, 5 * minute, 3_600_000_000, MICROS_PER_DAY, 7 * MICROS_PER_DAY];
+    for from in starts {
+        for to in [boundary + MICROS_PER_DAY + 1, boundary + 17 * minute + 5_000_000] {
+            for width in widths {
+                let filter = window(from, to);
+                let mut want: std::collections::BTreeMap<Micros, u64> = Default::default();
+                for (t, _) in model.select(&filter) {
+                    *want.entry(from + (t - from) / width * width).or_default() += 1;
+                }
+                let got: std::collections::BTreeMap<Micros, u64> = store
+                    .histogram("acme", &filter, width)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|b| (b.start, b.count))
+                    .collect();
+                assert_eq!(got, want, "from {from}, to {to}, width {width}");
+            }
+        }
     }
 }
 
@@ -1030,6 +1086,15 @@ pub async fn retention_prunes_months_and_keeps_proofs<S: Store>(store: Arc<S>) {
     assert_eq!(store.event_months("acme").await.unwrap(), [202602, 202603]);
     assert!(month_all(&*store, "acme", 202601).await.is_empty());
     assert!(store.event("acme", "e-0").await.unwrap().is_none(), "pruned events are gone");
+    let whole = |org: &'static str| {
+        let store = store.clone();
+        async move {
+            let f = window(jan - MICROS_PER_DAY, mar + MICROS_PER_DAY);
+            store.histogram(org, &f, 7 * MICROS_PER_DAY).await.unwrap().iter().map(|b| b.count).sum::<u64>()
+        }
+    };
+    assert_eq!(whole("acme").await, 40 - january.len() as u64, "a pruned month leaves histograms too");
+    assert_eq!(whole("other").await, 2, "another org's counts stay");
     assert!(store.event("acme", "e-1").await.unwrap().is_some());
     let pruned = store.pruned_leaves("acme", 0, size).await.unwrap();
     assert_eq!(pruned, expected.iter().map(|&s| (s, leaves[s as usize])).collect::<Vec<_>>());

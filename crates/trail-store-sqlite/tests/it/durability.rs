@@ -94,7 +94,8 @@ async fn a_version_1_directory_is_migrated_in_place() {
     // What version 1 wrote: no column for it, and version 1 in meta.
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     c.execute_batch(
-        "ALTER TABLE orgs DROP COLUMN self_audit_from; UPDATE meta SET value = 1 WHERE key = 'schema_version';",
+        "ALTER TABLE orgs DROP COLUMN self_audit_from; DROP TABLE minute_counts;
+         UPDATE meta SET value = 1 WHERE key = 'schema_version';",
     )
     .unwrap();
     drop(c);
@@ -102,6 +103,11 @@ async fn a_version_1_directory_is_migrated_in_place() {
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.self_audit_from("acme").await.unwrap(), 2, "both stored events predate the reservation");
     assert_eq!(store.tree_size("acme").await.unwrap(), 2, "nothing was lost");
+    // The histogram's per-minute counts were built from the stored events.
+    let day = trail_model::time::MICROS_PER_DAY;
+    let whole = trail_model::query::Filter { from: now() - day, to: now(), ..Default::default() };
+    let counted = |h: Vec<trail_store::Bucket>| h.iter().map(|b| b.count).sum::<u64>();
+    assert_eq!(counted(store.histogram("acme", &whole, 3_600_000_000).await.unwrap()), 2);
     store.create_org("globex", "Globex", now()).await.unwrap();
     assert_eq!(
         store.self_audit_from("globex").await.unwrap(),
@@ -113,6 +119,7 @@ async fn a_version_1_directory_is_migrated_in_place() {
     drop(store);
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.self_audit_from("acme").await.unwrap(), 2, "opening again does not move it");
+    assert_eq!(counted(store.histogram("acme", &whole, 3_600_000_000).await.unwrap()), 3, "and counts nothing twice");
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     let version: i64 =
         c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
