@@ -52,6 +52,19 @@ pub struct Filter {
 }
 
 impl Filter {
+    /// True when the filter selects every event of its window (no field filter, no free text): what
+    /// a backend can answer from per-time counts.
+    pub fn is_window_only(&self) -> bool {
+        self.actor.is_empty()
+            && self.action.is_empty()
+            && self.target_type.is_empty()
+            && self.target_id.is_empty()
+            && self.project.is_empty()
+            && self.outcome.is_empty()
+            && self.source.is_empty()
+            && self.q.is_none()
+    }
+
     /// The reference semantics every backend must reproduce.
     pub fn matches(&self, e: &StoredEvent) -> bool {
         fn any_of(list: &[String], v: Option<&String>) -> bool {

@@ -217,6 +217,17 @@ async fn write(
             .await
             .map_err(pg_error)?;
         tx.execute(&st, &[&org, &c.id, &c.seq, &c.ts]).await.map_err(pg_error)?;
+        // Appends to one org are serialized by the log head's lock, so these upserts never race.
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO minute_counts(org, minute, n)
+                 SELECT $1::int8, floor(ts / 60000000.0)::int8 AS m, count(*) FROM unnest($2::int8[]) AS t(ts)
+                 GROUP BY m ORDER BY m
+                 ON CONFLICT (org, minute) DO UPDATE SET n = minute_counts.n + excluded.n",
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&st, &[&org, &c.ts]).await.map_err(pg_error)?;
         if !levels.is_empty() {
             let st = tx
                 .prepare_cached(

@@ -12,7 +12,7 @@ use deadpool_postgres::{GenericClient, Object};
 use trail_model::time::{month_start, next_month};
 use trail_store::{MonthSummary, OrgSettings, RawRecord, Result, StoreError};
 
-use crate::schema::{PARTITION_LOCK_BASE, partition, partitions};
+use crate::schema::{MINUTE, PARTITION_LOCK_BASE, partition, partitions};
 use crate::{hash32, pg_error, signed, unsigned};
 
 pub(crate) async fn org_settings<C: GenericClient>(c: &C, org: i64) -> Result<Option<OrgSettings>> {
@@ -182,6 +182,14 @@ pub(crate) async fn prune_month(
     tx.execute(
         "DELETE FROM event_ids WHERE org = $1 AND ts >= $2 AND ts < $3",
         &[&org, &month_start(month), &month_start(next_month(month))],
+    )
+    .await
+    .map_err(pg_error)?;
+    // Months are whole minutes: the month's counts go with its events.
+    let minutes = (month_start(month).div_euclid(MINUTE), month_start(next_month(month)).div_euclid(MINUTE));
+    tx.execute(
+        "DELETE FROM minute_counts WHERE org = $1 AND minute >= $2 AND minute < $3",
+        &[&org, &minutes.0, &minutes.1],
     )
     .await
     .map_err(pg_error)?;

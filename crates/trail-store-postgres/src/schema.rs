@@ -30,14 +30,28 @@ pub(crate) const NODE_LOCK: i32 = 0x7472_6169;
 pub(crate) const PARTITION_LOCK_BASE: i64 = 0x7472_6169_6c01_0000;
 
 /// `(version, description, SQL)`, applied in order.
-pub const MIGRATIONS: &[(i32, &str, &str)] =
-    &[(1, "initial schema", V1), (2, "where source trail became the server's alone", V2)];
+/// The width of a `minute_counts` row, in microseconds.
+pub(crate) const MINUTE: i64 = 60_000_000;
+
+pub const MIGRATIONS: &[(i32, &str, &str)] = &[
+    (1, "initial schema", V1),
+    (2, "where source trail became the server's alone; per-minute event counts", V2),
+];
 
 /// Before version 2, ingest could write `source: "trail"`: Trail's own records are told apart from
-/// each org's current size onwards (new orgs: from 0).
+/// each org's current size onwards (new orgs: from 0). `minute_counts` holds each org's events per
+/// minute of `ts` (histograms without filters read it), built here from the events already stored
+/// and kept by every append in its transaction.
 const V2: &str = r#"
 ALTER TABLE log_heads ADD COLUMN self_audit_from bigint NOT NULL DEFAULT 0;
 UPDATE log_heads SET self_audit_from = tree_size;
+CREATE TABLE minute_counts(
+    org bigint NOT NULL,
+    minute bigint NOT NULL,
+    n bigint NOT NULL,
+    PRIMARY KEY (org, minute));
+INSERT INTO minute_counts(org, minute, n)
+    SELECT org, floor(ts / 60000000.0)::bigint AS minute, count(*) FROM events GROUP BY org, minute;
 "#;
 
 const V1: &str = r#"

@@ -314,7 +314,7 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
     let (org, size) = org_id(conn, slug)?;
     let mut counts = std::collections::BTreeMap::<i64, u64>::new();
     let (cond, cond_args) = conditions(f);
-    if cond.is_empty() && f.q.is_none() && width >= MINUTE {
+    if f.is_window_only() && width >= MINUTE {
         return histogram_from_minutes(conn, org, f, width);
     }
     for month in months(conn, f.from, f.to)? {
@@ -399,7 +399,9 @@ fn histogram_from_minutes(conn: &Connection, org: i64, f: &Filter, width: Micros
         }
     }
     let mut st = conn
-        .prepare_cached("SELECT minute, n FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3")
+        .prepare_cached(
+            "SELECT minute, n FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3",
+        )
         .map_err(sql_error)?;
     let rows = st
         .query_map(params![org, minute_of(f.from + MINUTE - 1), minute_of(f.to)], |r| {
@@ -429,8 +431,10 @@ fn count_rows(conn: &Connection, org: i64, lo: Micros, hi: Micros) -> Result<u64
             .and_then(|mut st| st.query_row([month], |r| r.get(0)).optional())
             .map_err(sql_error)?;
         if exists.is_some() {
-            let sql =
-                format!("SELECT count(*) FROM {} WHERE org = ?1 AND ts >= ?2 AND ts < ?3", events_table(month));
+            let sql = format!(
+                "SELECT count(*) FROM {} WHERE org = ?1 AND ts >= ?2 AND ts < ?3",
+                events_table(month)
+            );
             let n: i64 = conn
                 .prepare_cached(&sql)
                 .and_then(|mut st| st.query_row(params![org, lo, hi], |r| r.get(0)))

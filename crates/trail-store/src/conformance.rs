@@ -538,7 +538,8 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
     let mut times = Vec::new();
     for i in 0..600i64 {
         // Spread over a day either side of the month boundary, some exactly on minutes.
-        let t = boundary - MICROS_PER_DAY + i * 4 * minute + [0, 1, -1, 37_500_000, minute / 2][i as usize % 5];
+        let t =
+            boundary - MICROS_PER_DAY + i * 4 * minute + [0, 1, -1, 37_500_000, minute / 2][i as usize % 5];
         times.push(t);
     }
     let (early, late) = times.split_at(400);
@@ -557,8 +558,10 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
         assert!(again.iter().all(|a| matches!(a, Appended::Duplicate { .. })));
     }
     store.append("globex", times.iter().map(|t| event("g", "x.y", *t)).collect(), now()).await.unwrap();
-    let starts = [boundary - MICROS_PER_DAY, boundary - 3 * 3_600_000_000 + 1, boundary - 7 * minute - 123_456];
-    let widths = [30_000_000, minute, 90_000_000, 5 * minute, 3_600_000_000, MICROS_PER_DAY, 7 * MICROS_PER_DAY];
+    let starts =
+        [boundary - MICROS_PER_DAY, boundary - 3 * 3_600_000_000 + 1, boundary - 7 * minute - 123_456];
+    let widths =
+        [30_000_000, minute, 90_000_000, 5 * minute, 3_600_000_000, MICROS_PER_DAY, 7 * MICROS_PER_DAY];
     for from in starts {
         for to in [boundary + MICROS_PER_DAY + 1, boundary + 17 * minute + 5_000_000] {
             for width in widths {

@@ -261,12 +261,23 @@ async fn a_version_1_database_records_where_the_reserved_source_begins() {
     drop(store);
     let client = db.client().await;
     client
-        .batch_execute("ALTER TABLE log_heads DROP COLUMN self_audit_from; DELETE FROM schema_migrations WHERE version = 2;")
+        .batch_execute(
+            "ALTER TABLE log_heads DROP COLUMN self_audit_from; DROP TABLE minute_counts;
+             DELETE FROM schema_migrations WHERE version = 2;",
+        )
         .await
         .unwrap();
     let store = db.store().await;
     assert_eq!(store.self_audit_from("acme").await.unwrap(), 3);
     assert_eq!(store.tree_size("acme").await.unwrap(), 3, "nothing was lost");
+    let day = trail_model::time::MICROS_PER_DAY;
+    let whole = trail_model::query::Filter { from: now() - day, to: now(), ..Default::default() };
+    let buckets = store.histogram("acme", &whole, 3_600_000_000).await.unwrap();
+    assert_eq!(
+        buckets.iter().map(|b| b.count).sum::<u64>(),
+        3,
+        "per-minute counts were built from the events"
+    );
     store.create_org("globex", "Globex", now()).await.unwrap();
     assert_eq!(store.self_audit_from("globex").await.unwrap(), 0);
 }

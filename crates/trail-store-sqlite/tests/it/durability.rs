@@ -119,7 +119,11 @@ async fn a_version_1_directory_is_migrated_in_place() {
     drop(store);
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.self_audit_from("acme").await.unwrap(), 2, "opening again does not move it");
-    assert_eq!(counted(store.histogram("acme", &whole, 3_600_000_000).await.unwrap()), 3, "and counts nothing twice");
+    assert_eq!(
+        counted(store.histogram("acme", &whole, 3_600_000_000).await.unwrap()),
+        3,
+        "and counts nothing twice"
+    );
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     let version: i64 =
         c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
