@@ -280,18 +280,42 @@ async fn histogram_from_minutes<C: GenericClient>(
         let (b, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
         *counts.entry(b).or_default() += unsigned(n, "count")?;
     }
+    // Every whole minute of the window, summed per bucket by the bucket its start falls in…
+    let range = ((f.from + MINUTE - 1).div_euclid(MINUTE), f.to.div_euclid(MINUTE));
     let st = client
-        .prepare_cached("SELECT minute, n FROM minute_counts WHERE org = $1 AND minute >= $2 AND minute < $3")
+        .prepare_cached(
+            "SELECT (minute * $2 - $3) / $4 AS b, sum(n)::int8 FROM minute_counts
+             WHERE org = $1 AND minute >= $5 AND minute < $6 GROUP BY b",
+        )
         .await
         .map_err(pg_error)?;
-    let range = ((f.from + MINUTE - 1).div_euclid(MINUTE), f.to.div_euclid(MINUTE));
-    for r in client.query(&st, &[&org, &range.0, &range.1]).await.map_err(pg_error)? {
+    for r in
+        client.query(&st, &[&org, &MINUTE, &f.from, &width, &range.0, &range.1]).await.map_err(pg_error)?
+    {
+        let (b, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
+        *counts.entry(b).or_default() += unsigned(n, "count")?;
+    }
+    // …less the minutes a bucket boundary cuts, which were counted from the index above.
+    let mut owners = std::collections::HashMap::new();
+    for b in 1..buckets {
+        let boundary = f.from + b * width;
+        let minute = boundary.div_euclid(MINUTE);
+        if boundary % MINUTE != 0 && minute >= range.0 && minute < range.1 {
+            owners.insert(minute, b - 1);
+        }
+    }
+    let minutes: Vec<i64> = owners.keys().copied().collect();
+    let st = client
+        .prepare_cached("SELECT minute, n FROM minute_counts WHERE org = $1 AND minute = ANY($2)")
+        .await
+        .map_err(pg_error)?;
+    for r in client.query(&st, &[&org, &minutes]).await.map_err(pg_error)? {
         let (minute, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
-        let b = (minute * MINUTE - f.from) / width;
-        let (first, last) = whole(b);
-        // A minute a boundary cuts was counted from the index above.
-        if minute >= first && minute < last {
-            *counts.entry(b).or_default() += unsigned(n, "count")?;
+        if let Some(b) = owners.get(&minute) {
+            let c = counts.entry(*b).or_default();
+            *c = c.checked_sub(unsigned(n, "count")?).ok_or_else(|| {
+                StoreError::Corrupt(format!("minute {minute} counts {n} events, more than its bucket holds"))
+            })?;
         }
     }
     Ok(counts

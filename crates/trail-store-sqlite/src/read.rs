@@ -398,25 +398,43 @@ fn histogram_from_minutes(conn: &Connection, org: i64, f: &Filter, width: Micros
             exact(last * MINUTE, end, b)?;
         }
     }
+    // Every whole minute of the window, summed per bucket by the bucket its start falls in…
+    let range = (minute_of(f.from + MINUTE - 1), minute_of(f.to));
     let mut st = conn
         .prepare_cached(
-            "SELECT minute, n FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3",
+            "SELECT (minute * ?1 - ?2) / ?3 AS b, sum(n) FROM minute_counts
+             WHERE org_id = ?4 AND minute >= ?5 AND minute < ?6 GROUP BY b",
         )
         .map_err(sql_error)?;
     let rows = st
-        .query_map(params![org, minute_of(f.from + MINUTE - 1), minute_of(f.to)], |r| {
+        .query_map(params![MINUTE, f.from, width, org, range.0, range.1], |r| {
             Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
         })
         .map_err(sql_error)?;
     for row in rows {
-        let (minute, n) = row.map_err(sql_error)?;
-        let b = (minute * MINUTE - f.from) / width;
-        let (first, last) = whole(b);
-        // A minute a boundary cuts was counted exactly above.
-        if minute >= first && minute < last {
-            *counts.entry(b).or_default() += n as u64;
+        let (b, n) = row.map_err(sql_error)?;
+        *counts.entry(b).or_default() += n as u64;
+    }
+    // …less the minutes a bucket boundary cuts, which were counted exactly above.
+    let mut cut = conn
+        .prepare_cached("SELECT n FROM minute_counts WHERE org_id = ?1 AND minute = ?2")
+        .map_err(sql_error)?;
+    for b in 1..buckets {
+        let boundary = f.from + b * width;
+        let minute = minute_of(boundary);
+        if boundary % MINUTE == 0 || minute < range.0 || minute >= range.1 {
+            continue;
+        }
+        let n: Option<i64> =
+            cut.query_row(params![org, minute], |r| r.get(0)).optional().map_err(sql_error)?;
+        if let Some(n) = n {
+            let c = counts.entry(b - 1).or_default();
+            *c = c.checked_sub(n as u64).ok_or_else(|| {
+                StoreError::Corrupt(format!("minute {minute} counts {n} events, more than its bucket holds"))
+            })?;
         }
     }
+    counts.retain(|_, n| *n > 0);
     Ok(counts.into_iter().map(|(b, count)| Bucket { start: f.from + b * width, count }).collect())
 }
 
