@@ -364,104 +364,62 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
     Ok(counts.into_iter().map(|(b, count)| Bucket { start: f.from + b * width, count }).collect())
 }
 
-/// A histogram of every event in the window, from `minute_counts`: whole minutes inside a bucket are
-/// read from their counts; the parts of the minutes that a bucket boundary (or the window's own
-/// start and end) cuts are counted from the time index, less than a minute of rows each. The cost
-/// is the window's minutes plus two short index ranges per bucket, whatever the number of events.
+/// A histogram of every event in the window, from `minute_counts`: the whole minutes inside each
+/// bucket are summed from their counts (one range of the primary key per bucket); the parts of the
+/// minutes that a bucket boundary (or the window's own start and end) cuts are counted from the time
+/// index, less than a minute of rows each. The cost grows with the window's minutes and buckets, not
+/// with the number of events.
 fn histogram_from_minutes(conn: &Connection, org: i64, f: &Filter, width: Micros) -> Result<Vec<Bucket>> {
-    let mut counts = std::collections::BTreeMap::<i64, u64>::new();
     let buckets = if f.to > f.from { (f.to - f.from - 1) / width + 1 } else { 0 };
-    // The whole minutes of bucket b: [ceil(start), floor(end)), in minutes.
-    let whole = |b: i64| {
-        let start = f.from + b * width;
-        let end = f.to.min(start.saturating_add(width));
-        (minute_of(start + MINUTE - 1), minute_of(end))
-    };
-    let mut exact = |lo: Micros, hi: Micros, b: i64| -> Result<()> {
-        if lo >= hi {
-            return Ok(());
+    let partitions: std::collections::HashSet<u32> = conn
+        .prepare_cached("SELECT month FROM partitions")
+        .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+        .map_err(sql_error)?;
+    let count_rows = |lo: Micros, hi: Micros| -> Result<u64> {
+        // A span of under two minutes: one month partition, or two when a month begins inside it.
+        let (mut total, mut month) = (0, month_of(lo));
+        loop {
+            if partitions.contains(&month) {
+                let (a, b) = (lo.max(month_start(month)), hi.min(month_start(next_month(month))));
+                let sql = format!(
+                    "SELECT count(*) FROM {} WHERE org = ?1 AND ts >= ?2 AND ts < ?3",
+                    events_table(month)
+                );
+                let n: i64 = conn
+                    .prepare_cached(&sql)
+                    .and_then(|mut st| st.query_row(params![org, a, b], |r| r.get(0)))
+                    .map_err(sql_error)?;
+                total += n as u64;
+            }
+            month = next_month(month);
+            if month_start(month) >= hi {
+                return Ok(total);
+            }
         }
-        let n = count_rows(conn, org, lo, hi)?;
-        if n > 0 {
-            *counts.entry(b).or_default() += n;
-        }
-        Ok(())
     };
+    let mut sum = conn
+        .prepare_cached("SELECT sum(n) FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3")
+        .map_err(sql_error)?;
+    let mut out = Vec::new();
     for b in 0..buckets {
         let start = f.from + b * width;
         let end = f.to.min(start.saturating_add(width));
-        let (first, last) = whole(b);
-        if first >= last {
-            exact(start, end, b)?;
+        // The whole minutes of the bucket: [ceil(start), floor(end)).
+        let (first, last) = (minute_of(start + MINUTE - 1), minute_of(end));
+        let n = if first >= last {
+            count_rows(start, end)?
         } else {
-            exact(start, first * MINUTE, b)?;
-            exact(last * MINUTE, end, b)?;
+            let whole: Option<i64> =
+                sum.query_row(params![org, first, last], |r| r.get(0)).map_err(sql_error)?;
+            let head = if start < first * MINUTE { count_rows(start, first * MINUTE)? } else { 0 };
+            let tail = if last * MINUTE < end { count_rows(last * MINUTE, end)? } else { 0 };
+            whole.unwrap_or(0) as u64 + head + tail
+        };
+        if n > 0 {
+            out.push(Bucket { start, count: n });
         }
     }
-    // Every whole minute of the window, summed per bucket by the bucket its start falls in…
-    let range = (minute_of(f.from + MINUTE - 1), minute_of(f.to));
-    let mut st = conn
-        .prepare_cached(
-            "SELECT (minute * ?1 - ?2) / ?3 AS b, sum(n) FROM minute_counts
-             WHERE org_id = ?4 AND minute >= ?5 AND minute < ?6 GROUP BY b",
-        )
-        .map_err(sql_error)?;
-    let rows = st
-        .query_map(params![MINUTE, f.from, width, org, range.0, range.1], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
-        })
-        .map_err(sql_error)?;
-    for row in rows {
-        let (b, n) = row.map_err(sql_error)?;
-        *counts.entry(b).or_default() += n as u64;
-    }
-    // …less the minutes a bucket boundary cuts, which were counted exactly above.
-    let mut cut = conn
-        .prepare_cached("SELECT n FROM minute_counts WHERE org_id = ?1 AND minute = ?2")
-        .map_err(sql_error)?;
-    for b in 1..buckets {
-        let boundary = f.from + b * width;
-        let minute = minute_of(boundary);
-        if boundary % MINUTE == 0 || minute < range.0 || minute >= range.1 {
-            continue;
-        }
-        let n: Option<i64> =
-            cut.query_row(params![org, minute], |r| r.get(0)).optional().map_err(sql_error)?;
-        if let Some(n) = n {
-            let c = counts.entry(b - 1).or_default();
-            *c = c.checked_sub(n as u64).ok_or_else(|| {
-                StoreError::Corrupt(format!("minute {minute} counts {n} events, more than its bucket holds"))
-            })?;
-        }
-    }
-    counts.retain(|_, n| *n > 0);
-    Ok(counts.into_iter().map(|(b, count)| Bucket { start: f.from + b * width, count }).collect())
-}
-
-/// Events of the org with `lo <= ts < hi` (a short span: at most two minutes), from the time index
-/// of each month partition it touches.
-fn count_rows(conn: &Connection, org: i64, lo: Micros, hi: Micros) -> Result<u64> {
-    let mut total = 0;
-    let mut month = month_of(lo);
-    while month_start(month) < hi {
-        let exists: Option<u32> = conn
-            .prepare_cached("SELECT month FROM partitions WHERE month = ?1")
-            .and_then(|mut st| st.query_row([month], |r| r.get(0)).optional())
-            .map_err(sql_error)?;
-        if exists.is_some() {
-            let sql = format!(
-                "SELECT count(*) FROM {} WHERE org = ?1 AND ts >= ?2 AND ts < ?3",
-                events_table(month)
-            );
-            let n: i64 = conn
-                .prepare_cached(&sql)
-                .and_then(|mut st| st.query_row(params![org, lo, hi], |r| r.get(0)))
-                .map_err(sql_error)?;
-            total += n as u64;
-        }
-        month = next_month(month);
-    }
-    Ok(total)
+    Ok(out)
 }
 
 pub fn event(conn: &Connection, slug: &str, id: &str) -> Result<Option<Record>> {
