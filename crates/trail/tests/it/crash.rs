@@ -47,6 +47,18 @@ async fn sigkill_during_ingest_loses_nothing_acknowledged() {
     let served = Served::start(dir.path(), &[]);
     let admin = Client::new(&served.base).login("admin@localhost", PASSWORD).await.unwrap();
     let all = admin.query_all("default", &[("limit", "1000")]).await.unwrap();
+    // The histogram's per-minute counts are written in the same transaction as the events: after
+    // every kill they still add up to what the log holds.
+    let (from, to) = (trail_model::time::now() - 86_400_000_000, trail_model::time::now() - 1_000_000);
+    let window =
+        [("from", trail_model::time::format_rfc3339(from)), ("to", trail_model::time::format_rfc3339(to))];
+    let window: Vec<(&str, &str)> = window.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let in_window =
+        admin.query_all("default", &[window.as_slice(), &[("limit", "1000")]].concat()).await.unwrap();
+    let histogram = admin.histogram("default", &window).await.unwrap();
+    let counted: u64 =
+        histogram["buckets"].as_array().unwrap().iter().map(|b| b["count"].as_u64().unwrap()).sum();
+    assert_eq!(counted, in_window.len() as u64, "the histogram counts every event of its window once");
     let stored: std::collections::HashMap<String, u64> =
         all.iter().map(|e| (e["id"].as_str().unwrap().to_string(), e["seq"].as_u64().unwrap())).collect();
     for (id, seq) in &acked {
