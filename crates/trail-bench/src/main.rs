@@ -1,5 +1,6 @@
-//! `trail-bench`: measures PRODUCT.md §12 workloads W1 (HTTP batch ingest), W3 (filtered query and
-//! free-text latency) and W6 (bytes on disk per event) on events from `shared/tools/gen_events.py`,
+//! `trail-bench`: measures PRODUCT.md §12 workloads W1 (HTTP batch ingest), W2 (single-event ingest
+//! from 32 clients), W3 (filtered query and free-text latency) and W6 (bytes on disk per event) on
+//! events from `shared/tools/gen_events.py`,
 //! and runs the PostgreSQL baseline (`shared/tools/pg_baseline.sh`) on the same file in the same run.
 //!
 //! usage: trail-bench [--events N] [--tools DIR] [--work DIR] [--no-pg] [--concurrency C] [--sink] [--w5]
@@ -41,6 +42,8 @@ struct Args {
     sink: bool,
     /// Run against the PostgreSQL store on this server instead of the embedded store.
     postgres: Option<String>,
+    /// Seconds of each W2 phase (0 skips W2).
+    w2_secs: u64,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -55,6 +58,7 @@ fn args() -> anyhow::Result<Args> {
         w5: false,
         sink: false,
         postgres: None,
+        w2_secs: 10,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +73,7 @@ fn args() -> anyhow::Result<Args> {
             "--w5" => a.w5 = true,
             "--sink" => a.sink = true,
             "--postgres" => a.postgres = Some(val()?),
+            "--w2-secs" => a.w2_secs = val()?.parse()?,
             other => bail!("unknown argument {other}; see the module docs for usage"),
         }
     }
@@ -413,6 +418,16 @@ async fn main() -> anyhow::Result<()> {
     proof_lat.sort_by(f64::total_cmp);
     by_id_lat.sort_by(f64::total_cmp);
 
+    // W2: single-event requests, after W1 (the store holds the whole file).
+    let w2 = if a.w2_secs > 0 {
+        let mut first = String::new();
+        std::io::BufReader::new(std::fs::File::open(&file)?).read_line(&mut first)?;
+        let template: Value = serde_json::from_str(&first)?;
+        Some(w2(&http, &base, &busiest, key, template, Duration::from_secs(a.w2_secs)).await?)
+    } else {
+        None
+    };
+
     let _ = stop_tx.send(());
     serving.await??;
     if let Some(s) = &sqlite {
@@ -465,7 +480,21 @@ async fn main() -> anyhow::Result<()> {
             n as f64 / s
         )?;
     }
-    let per_event = bytes as f64 / n as f64;
+    if let Some(w2) = &w2 {
+        writeln!(
+            o,
+            "| W2 single-event requests, 32 clients, durable | {:.0} req/s, p50 {:.1} ms, p99 {:.1} ms | | |",
+            w2.rate, w2.closed.0, w2.closed.1
+        )?;
+        writeln!(
+            o,
+            "| W2 at a fixed {} req/s (latency from the scheduled send) | {:.0} answered/s, p50 {:.1} ms, p99 {:.1} ms | | |",
+            W2_FIXED_RATE, w2.fixed_answered, w2.fixed.0, w2.fixed.1
+        )?;
+    }
+    // W2's events are on disk too.
+    let stored = n + w2.as_ref().map_or(0, |w| w.events);
+    let per_event = bytes as f64 / stored as f64;
     writeln!(
         o,
         "| W6 bytes on disk per event | {per_event:.0} B | {} B | {} |",
@@ -590,4 +619,102 @@ fn w5(dir: &Path, org: &str, key: &str, max_time: i64, o: &mut impl Write) -> an
     let _ = child.kill();
     let _ = child.wait();
     Ok(())
+}
+
+/// W2's fixed rate, requests per second (PRODUCT.md §12: p99 at 5,000/s).
+const W2_FIXED_RATE: u64 = 5_000;
+const W2_CLIENTS: u64 = 32;
+
+struct W2 {
+    /// Requests answered per second with 32 clients sending back to back.
+    rate: f64,
+    /// p50 and p99 of that phase, ms.
+    closed: (f64, f64),
+    /// p50 and p99 at [`W2_FIXED_RATE`], measured from when each request was due (so a server
+    /// falling behind shows in the figures), ms.
+    fixed: (f64, f64),
+    fixed_answered: f64,
+    /// Events the two phases added to the store.
+    events: usize,
+}
+
+/// W2: one event per request. First 32 clients send back to back for `secs`; then the same clients
+/// send at [`W2_FIXED_RATE`] in all for `secs`, each on its own schedule.
+async fn w2(
+    http: &reqwest::Client,
+    base: &str,
+    org: &str,
+    key: &str,
+    mut template: Value,
+    secs: Duration,
+) -> anyhow::Result<W2> {
+    eprintln!(
+        "W2: single-event requests from {W2_CLIENTS} clients, {} s back to back then {} s at {W2_FIXED_RATE}/s…",
+        secs.as_secs(),
+        secs.as_secs()
+    );
+    if let Some(m) = template.as_object_mut() {
+        m.remove("org");
+        m.remove("id");
+    }
+    let url = format!("{base}/v1/orgs/{org}/events");
+    let phase = |interval: Option<Duration>| {
+        let tasks: Vec<_> = (0..W2_CLIENTS)
+            .map(|c| {
+                let (http, url, key, mut event) =
+                    (http.clone(), url.clone(), key.to_string(), template.clone());
+                tokio::spawn(async move {
+                    let start = Instant::now();
+                    let mut lat = Vec::new();
+                    let mut i: u32 = 0;
+                    loop {
+                        // Each client starts its schedule at its own offset, so sends spread evenly.
+                        let due = interval.map(|d| start + d * i + d.mul_f64(c as f64 / W2_CLIENTS as f64));
+                        let began = due.unwrap_or_else(Instant::now);
+                        if began.duration_since(start) >= secs {
+                            return Ok::<_, anyhow::Error>(lat);
+                        }
+                        if let Some(due) = due {
+                            tokio::time::sleep_until(due.into()).await;
+                        }
+                        event["time"] = Value::String(format_rfc3339(trail_model::time::now()));
+                        let r = http
+                            .post(&url)
+                            .bearer_auth(&key)
+                            .json(&serde_json::json!({ "events": [&event] }))
+                            .send()
+                            .await?;
+                        if !r.status().is_success() {
+                            bail!("W2 ingest failed: {} {}", r.status(), r.text().await?);
+                        }
+                        r.bytes().await?;
+                        lat.push(began.elapsed().as_secs_f64() * 1000.0);
+                        i += 1;
+                    }
+                })
+            })
+            .collect();
+        async move {
+            let mut all = Vec::new();
+            for t in tasks {
+                all.extend(t.await??);
+            }
+            all.sort_by(f64::total_cmp);
+            Ok::<_, anyhow::Error>(all)
+        }
+    };
+    let t = Instant::now();
+    let closed = phase(None).await?;
+    let rate = closed.len() as f64 / t.elapsed().as_secs_f64();
+    let every = Duration::from_secs_f64(W2_CLIENTS as f64 / W2_FIXED_RATE as f64);
+    let t = Instant::now();
+    let fixed = phase(Some(every)).await?;
+    let fixed_answered = fixed.len() as f64 / t.elapsed().as_secs_f64();
+    Ok(W2 {
+        rate,
+        closed: (percentile(&closed, 0.5), percentile(&closed, 0.99)),
+        fixed: (percentile(&fixed, 0.5), percentile(&fixed, 0.99)),
+        fixed_answered,
+        events: closed.len() + fixed.len(),
+    })
 }

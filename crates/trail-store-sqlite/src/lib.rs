@@ -6,6 +6,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
 
 mod access;
+mod index;
 mod integrity;
 mod read;
 mod retention;

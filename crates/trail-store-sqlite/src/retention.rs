@@ -190,11 +190,13 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
         ))
         .map_err(sql_error)?;
     } else {
-        // A contentless FTS5 row is deleted by giving back the text it was indexed with.
+        // A contentless FTS5 row is deleted by giving back the text it was indexed with; rows the
+        // indexer has not reached are not in the index (and it skips them once they are gone).
+        let indexed = rowid(org, crate::index::indexed_size(conn, org)?).min(hi);
         let mut rows =
             conn.prepare(&format!("SELECT k, body FROM {ev} WHERE k >= ?1 AND k < ?2")).map_err(sql_error)?;
         let bodies: Vec<(i64, Vec<u8>)> = rows
-            .query_map([lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map([lo, indexed], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(sql_error)?
             .collect::<rusqlite::Result<_>>()
             .map_err(sql_error)?;

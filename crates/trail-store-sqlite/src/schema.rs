@@ -19,7 +19,9 @@ pub const MIN_STORED_LEVEL: u8 = 2;
 use rusqlite::Connection;
 
 /// 2: `orgs.self_audit_from` (where `source: "trail"` became the server's alone) and `minute_counts`.
-pub const SCHEMA_VERSION: i64 = 2;
+/// 3: `orgs.indexed_size`, how much of the org's log the full-text index holds (indexed after the
+/// acknowledgement, see `writer::Writer::index_step`).
+pub const SCHEMA_VERSION: i64 = 3;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
 
@@ -69,7 +71,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS orgs(
             id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
             created_at INTEGER NOT NULL, tree_size INTEGER NOT NULL DEFAULT 0,
-            self_audit_from INTEGER NOT NULL DEFAULT 0) STRICT;
+            self_audit_from INTEGER NOT NULL DEFAULT 0, indexed_size INTEGER NOT NULL DEFAULT 0) STRICT;
         CREATE TABLE IF NOT EXISTS dict(id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE) STRICT;
         CREATE TABLE IF NOT EXISTS partitions(month INTEGER PRIMARY KEY) STRICT;
         CREATE TABLE IF NOT EXISTS event_ids(
@@ -141,23 +143,30 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         Some(v) if v == SCHEMA_VERSION => {}
         // Version 1 let ingest write `source: "trail"`: every event already in an org's log may be
         // either, so Trail's own records are told apart from the current size onwards. One
-        // transaction: an interrupted migration leaves version 1 and runs again.
+        // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(1) => {
+        Some(v @ (1 | 2)) => {
             let tx = conn.unchecked_transaction()?;
-            tx.execute_batch(
-                "ALTER TABLE orgs ADD COLUMN self_audit_from INTEGER NOT NULL DEFAULT 0;
-                 UPDATE orgs SET self_audit_from = tree_size;",
-            )?;
-            let months: Vec<u32> = tx
-                .prepare("SELECT month FROM partitions ORDER BY month")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            for month in months {
-                tx.execute(&backfill_minute_counts(month), [])?;
+            if v == 1 {
+                tx.execute_batch(
+                    "ALTER TABLE orgs ADD COLUMN self_audit_from INTEGER NOT NULL DEFAULT 0;
+                     UPDATE orgs SET self_audit_from = tree_size;",
+                )?;
+                let months: Vec<u32> = tx
+                    .prepare("SELECT month FROM partitions ORDER BY month")?
+                    .query_map([], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?;
+                for month in months {
+                    tx.execute(&backfill_minute_counts(month), [])?;
+                }
             }
-            tx.execute("UPDATE meta SET value = 2 WHERE key = 'schema_version'", [])?;
+            // Versions 1 and 2 indexed every event in its append: the whole log is indexed.
+            tx.execute_batch(
+                "ALTER TABLE orgs ADD COLUMN indexed_size INTEGER NOT NULL DEFAULT 0;
+                 UPDATE orgs SET indexed_size = tree_size;",
+            )?;
+            tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
         }
         Some(v) => {

@@ -94,8 +94,8 @@ async fn a_version_1_directory_is_migrated_in_place() {
     // What version 1 wrote: no column for it, and version 1 in meta.
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     c.execute_batch(
-        "ALTER TABLE orgs DROP COLUMN self_audit_from; DROP TABLE minute_counts;
-         UPDATE meta SET value = 1 WHERE key = 'schema_version';",
+        "ALTER TABLE orgs DROP COLUMN self_audit_from; ALTER TABLE orgs DROP COLUMN indexed_size;
+         DROP TABLE minute_counts; UPDATE meta SET value = 1 WHERE key = 'schema_version';",
     )
     .unwrap();
     drop(c);
@@ -127,5 +127,47 @@ async fn a_version_1_directory_is_migrated_in_place() {
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     let version: i64 =
         c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 2);
+    assert_eq!(version, trail_store_sqlite::schema::SCHEMA_VERSION);
+    let free_text = trail_model::query::Filter {
+        q: Some(trail_model::text::Search::parse("mallory").unwrap()),
+        ..whole.clone()
+    };
+    assert_eq!(counted(store.histogram("acme", &free_text, 3_600_000_000).await.unwrap()), 1);
+}
+
+#[tokio::test]
+async fn a_version_2_directory_keeps_its_full_text_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    store
+        .append("acme", vec![event("alice", "x.y", now() - 10), event("bob", "x.y", now() - 9)], now())
+        .await
+        .unwrap();
+    store.close();
+    drop(store);
+    // Version 2 indexed every event in its append, and had no column for how far the index goes.
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    c.execute_batch(
+        "ALTER TABLE orgs DROP COLUMN indexed_size; UPDATE meta SET value = 2 WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.close();
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    let (indexed, size): (i64, i64) = c
+        .query_row("SELECT indexed_size, tree_size FROM orgs WHERE slug = 'acme'", [], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .unwrap();
+    assert_eq!((indexed, size), (2, 2), "the whole log counts as indexed, and nothing is indexed twice");
+    let month = trail_model::time::month_of(now() - 10);
+    let hits: i64 = c
+        .query_row(&format!("SELECT count(*) FROM fts_{month} WHERE fts_{month} MATCH 'bob'"), [], |r| {
+            r.get(0)
+        })
+        .unwrap();
+    assert_eq!(hits, 1);
 }

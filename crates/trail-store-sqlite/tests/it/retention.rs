@@ -45,6 +45,10 @@ async fn pruning_removes_full_text_entries_and_then_the_month() {
     store.create_org("other", "other", now).await.unwrap();
     store.append("acme", (0..5).map(|i| event("acmeonly", jan + i)).collect(), now).await.unwrap();
     store.append("other", vec![event("otheronly", jan)], now).await.unwrap();
+    // The index is written after the acknowledgement; closing the store completes it.
+    store.close();
+    drop(store);
+    let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!((fts_hits(dir.path(), "acmeonly"), fts_hits(dir.path(), "otheronly")), (5, 1));
 
     store.prune_month("acme", 202601, MonthSummary { count: 5, last_seq: 4 }).await.unwrap();
