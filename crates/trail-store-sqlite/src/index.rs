@@ -1,81 +1,347 @@
-//! The full-text index, kept behind the log instead of inside each append.
+//! The full-text index: a database file of its own (`trail-index.db`), kept by its own thread behind
+//! the log.
 //!
-//! An append used to insert every event's text into its month's FTS5 table in the acknowledging
-//! transaction; FTS5 then wrote its pending terms as a new segment at every commit and merged those
-//! segments inside later appends, so the cost of search fell on ingest, most of all for small
-//! requests. Now an append writes only the event, and the writer thread indexes afterwards, in
-//! transactions of its own (`Writer::index_step`): when no append is waiting, or when the unindexed
-//! tail grows past a bound. `orgs.indexed_size` records how much of each org's log the index holds:
-//! every event with `seq < indexed_size` is indexed, none above it is.
+//! Appends used to insert every event's text into its month's FTS5 table in the acknowledging
+//! transaction: FTS5 wrote its pending terms as a new segment at every commit and merged segments
+//! inside later appends, so search cost fell on ingest (most of all on small requests) and a large
+//! merge stalled it. Now an append writes only the event, and the indexer thread reads what was
+//! committed and indexes it in transactions of up to [`STEP`] events, on its own connection to its
+//! own file: it never holds the log's write lock, and runs on another core than the writer. Its
+//! `indexed` table says how much of each org's log the index holds (every event below `size`, none
+//! above), committed with the entries, so its commits need no fsync: a step lost to a power cut is
+//! redone. The file is derived data: deleted, it is rebuilt from the log.
 //!
 //! Readers stay exact without waiting for the indexer: a search driven by the index also reads the
-//! events from `indexed_size` on (a key range, bounded by the indexer's lag) and matches them in
-//! Rust, with the same matcher as every other plan. The index is derived data: a lost index
-//! transaction (they commit without fsync) is redone from `indexed_size`, which commits with it.
+//! org's events from `size` on by key and matches them in Rust, with the same matcher as every other
+//! plan (see `read.rs`). Entries of events that retention removed stay until their month leaves every
+//! org (the month's table is then dropped); queries never see them, since every match is joined to
+//! its event row.
 
-use rusqlite::{Connection, params};
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use trail_model::{canonical, text};
 use trail_store::{Result, StoreError};
 
 use crate::schema::{events_table, fts_table, rowid, seq_of};
 use crate::sql_error;
 
-/// Orgs whose index lags their log: `(org id, indexed_size, tree_size)`.
-pub fn lagging(conn: &Connection) -> Result<Vec<(i64, u64, u64)>> {
-    let mut st = conn
-        .prepare_cached(
-            "SELECT id, indexed_size, tree_size FROM orgs WHERE indexed_size < tree_size ORDER BY id",
-        )
-        .map_err(sql_error)?;
-    let rows = st
-        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))
-        .map_err(sql_error)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+/// The index's file inside the data directory.
+pub const INDEX_FILE: &str = "trail-index.db";
+/// Events indexed per transaction (one FTS5 segment).
+pub const STEP: u64 = 2_000;
+/// Steps the indexer still takes after the store closes, so a short lag is not left for the next
+/// start (a long one, as after an upgrade, is resumed then).
+const STEPS_AT_CLOSE: usize = 100;
+/// How long the indexer sleeps when nothing woke it (another process may have appended).
+const IDLE: Duration = Duration::from_secs(1);
+
+/// Creates (or opens) the index beside the log at `db` and checks that it describes this log: an
+/// index that holds more of an org's log than the log itself, or whose last indexed event is not the
+/// log's (a data directory restored from an older backup beside a newer index), is discarded and
+/// rebuilt.
+pub fn open(dir: &Path, db: &Path) -> Result<PathBuf> {
+    let path = dir.join(INDEX_FILE);
+    let log = open_log(db)?;
+    let idx = open_index(&path).map_err(sql_error)?;
+    if let Some(reason) = mismatch(&idx, &log)? {
+        tracing::warn!(reason, "the full-text index does not match the log; rebuilding it");
+        drop(idx);
+        for suffix in ["", "-wal", "-shm"] {
+            let mut name = path.as_os_str().to_owned();
+            name.push(suffix);
+            match std::fs::remove_file(&name) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(StoreError::Unavailable(format!("cannot remove {}: {e}", path.display())));
+                }
+                _ => {}
+            }
+        }
+        open_index(&path).map_err(sql_error)?;
+    }
+    Ok(path)
 }
 
-/// Where an org's index ends: every event below this seq is indexed.
-pub fn indexed_size(conn: &Connection, org: i64) -> Result<u64> {
-    conn.prepare_cached("SELECT indexed_size FROM orgs WHERE id = ?1")
-        .and_then(|mut st| st.query_row([org], |r| r.get::<_, i64>(0)))
-        .map(|n| n as u64)
+fn open_log(db: &Path) -> Result<Connection> {
+    let c =
+        Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
+            .map_err(sql_error)?;
+    c.busy_timeout(Duration::from_secs(10)).map_err(sql_error)?;
+    Ok(c)
+}
+
+fn open_index(path: &Path) -> rusqlite::Result<Connection> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
+    }
+    let c = Connection::open(path)?;
+    c.pragma_update(None, "journal_mode", "WAL")?;
+    c.pragma_update(None, "synchronous", "NORMAL")?;
+    c.busy_timeout(Duration::from_secs(10))?;
+    c.execute_batch(
+        "CREATE TABLE IF NOT EXISTS indexed(
+             org_id INTEGER PRIMARY KEY, size INTEGER NOT NULL, last_leaf BLOB) STRICT;
+         CREATE TABLE IF NOT EXISTS months(month INTEGER PRIMARY KEY) STRICT;",
+    )?;
+    Ok(c)
+}
+
+/// Why the index cannot be trusted for this log, if it cannot.
+fn mismatch(idx: &Connection, log: &Connection) -> Result<Option<String>> {
+    let mut st = idx.prepare("SELECT org_id, size, last_leaf FROM indexed").map_err(sql_error)?;
+    let rows: Vec<(i64, u64, Option<Vec<u8>>)> = st
+        .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get(2)?)))
+        .map_err(sql_error)?
+        .collect::<rusqlite::Result<_>>()
+        .map_err(sql_error)?;
+    for (org, size, last_leaf) in rows {
+        let tree_size: Option<i64> = log
+            .query_row("SELECT tree_size FROM orgs WHERE id = ?1", [org], |r| r.get(0))
+            .optional()
+            .map_err(sql_error)?;
+        match tree_size {
+            None => return Ok(Some(format!("org {org} is indexed but not in the log"))),
+            Some(t) if (t as u64) < size => {
+                return Ok(Some(format!("org {org}: {size} events indexed, {t} in the log")));
+            }
+            _ => {}
+        }
+        if let (Some(expected), Some(seq)) = (last_leaf, size.checked_sub(1))
+            && let Some(leaf) = leaf_at(log, org, seq)?
+            && leaf != expected
+        {
+            return Ok(Some(format!("org {org}: the event at seq {seq} is not the one indexed")));
+        }
+    }
+    Ok(None)
+}
+
+/// The leaf hash the log holds for an org's seq (hot or pruned), if any.
+fn leaf_at(log: &Connection, org: i64, seq: u64) -> Result<Option<Vec<u8>>> {
+    let k = rowid(org, seq);
+    for month in partitions(log)? {
+        let leaf = log
+            .prepare_cached(&format!("SELECT leaf FROM {} WHERE k = ?1", events_table(month)))
+            .and_then(|mut st| st.query_row([k], |r| r.get(0)).optional())
+            .map_err(sql_error)?;
+        if leaf.is_some() {
+            return Ok(leaf);
+        }
+    }
+    log.prepare_cached("SELECT leaf FROM pruned_leaves WHERE k = ?1")
+        .and_then(|mut st| st.query_row([k], |r| r.get(0)).optional())
         .map_err(sql_error)
 }
 
-/// Indexes the org's events with `from <= seq < to` (every month partition holding some) and moves
-/// its `indexed_size` to `to`, inside the caller's transaction. Returns how many events were indexed;
-/// fewer than `to - from` when retention removed some before they were indexed.
-pub fn index_range(conn: &Connection, org: i64, from: u64, to: u64) -> Result<usize> {
-    let months: Vec<u32> = conn
-        .prepare_cached("SELECT month FROM partitions")
+fn partitions(log: &Connection) -> Result<Vec<u32>> {
+    log.prepare_cached("SELECT month FROM partitions")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
-        .map_err(sql_error)?;
-    let mut indexed = 0;
-    for month in months {
-        let mut read = conn
-            .prepare_cached(&format!("SELECT k, body FROM {} WHERE k >= ?1 AND k < ?2", events_table(month)))
-            .map_err(sql_error)?;
-        let mut rows = read.query(params![rowid(org, from), rowid(org, to)]).map_err(sql_error)?;
-        let mut insert = conn
-            .prepare_cached(&format!("INSERT INTO {}(rowid, text) VALUES (?1, ?2)", fts_table(month)))
-            .map_err(sql_error)?;
-        while let Some(row) = rows.next().map_err(sql_error)? {
-            let k: i64 = row.get(0).map_err(sql_error)?;
-            let body = row
-                .get_ref(1)
-                .map_err(sql_error)?
-                .as_blob()
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
-            let event = canonical::decode(body).map_err(|e| {
-                StoreError::Corrupt(format!("seq {}: stored event does not decode: {e}", seq_of(k)))
-            })?;
-            insert.execute(params![k, text::searchable_text(&event)]).map_err(sql_error)?;
-            indexed += 1;
+        .map_err(sql_error)
+}
+
+/// Where an org's index ends, as a reader with the index attached as `idx` sees it: every event
+/// below this seq is indexed.
+pub fn indexed_size(conn: &Connection, org: i64) -> Result<u64> {
+    conn.prepare_cached("SELECT size FROM idx.indexed WHERE org_id = ?1")
+        .and_then(|mut st| st.query_row([org], |r| r.get::<_, i64>(0)).optional())
+        .map(|n| n.unwrap_or(0) as u64)
+        .map_err(sql_error)
+}
+
+/// Whether the index has a table for `month`, as a reader with the index attached sees it.
+pub fn has_month(conn: &Connection, month: u32) -> Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM idx.months WHERE month = ?1")
+        .and_then(|mut st| st.query_row([month], |_| Ok(())).optional())
+        .map(|found| found.is_some())
+        .map_err(sql_error)
+}
+
+/// Starts the indexer thread. It indexes whenever `wake` says something was appended, or every
+/// [`IDLE`]; when every sender of `wake` is gone it takes at most [`STEPS_AT_CLOSE`] more steps and
+/// returns.
+pub fn spawn(db: &Path, index: &Path, wake: mpsc::Receiver<()>) -> Result<std::thread::JoinHandle<()>> {
+    let mut ix = Indexer { log: open_log(db)?, idx: open_index(index).map_err(sql_error)? };
+    std::thread::Builder::new()
+        .name("trail-sqlite-indexer".into())
+        .spawn(move || {
+            loop {
+                let more = ix.step_logged();
+                match wake.try_recv() {
+                    Err(mpsc::TryRecvError::Disconnected) => break,
+                    _ if more => continue,
+                    _ => {}
+                }
+                ix.drop_dead_months_logged();
+                match wake.recv_timeout(IDLE) {
+                    Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
+                    Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                }
+            }
+            for _ in 0..STEPS_AT_CLOSE {
+                if !ix.step_logged() {
+                    break;
+                }
+            }
+            ix.drop_dead_months_logged();
+        })
+        .map_err(|e| StoreError::Internal(format!("cannot start the indexer thread: {e}")))
+}
+
+struct Indexer {
+    /// Read-only, on the log.
+    log: Connection,
+    /// The index's own file.
+    idx: Connection,
+}
+
+impl Indexer {
+    /// One step; whether more is waiting. A failure is logged and retried at the next wake-up
+    /// (queries stay exact meanwhile: they read what the index lacks).
+    fn step_logged(&mut self) -> bool {
+        self.step().unwrap_or_else(|e| {
+            tracing::error!(error = %e, "cannot index events for free-text search; will retry");
+            false
+        })
+    }
+
+    fn drop_dead_months_logged(&mut self) {
+        if let Err(e) = self.drop_dead_months() {
+            tracing::warn!(error = %e, "cannot drop the index of a removed month; will retry");
         }
     }
-    conn.prepare_cached("UPDATE orgs SET indexed_size = ?1 WHERE id = ?2")
-        .and_then(|mut st| st.execute(params![to as i64, org]))
-        .map_err(sql_error)?;
-    Ok(indexed)
+
+    /// Indexes up to [`STEP`] events of the orgs whose index lags their log, in one transaction.
+    fn step(&mut self) -> Result<bool> {
+        let mut heads: Vec<(i64, u64)> = self
+            .log
+            .prepare_cached("SELECT id, tree_size FROM orgs ORDER BY id")
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect())
+            .map_err(sql_error)?;
+        heads.retain(|(org, size)| self.size(*org).is_ok_and(|indexed| indexed < *size));
+        if heads.is_empty() {
+            return Ok(false);
+        }
+        let months = partitions(&self.log)?;
+        self.idx.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)?;
+        let result = self.index(&heads, &months);
+        let end = self.idx.execute_batch(if result.is_ok() { "COMMIT" } else { "ROLLBACK" });
+        if end.is_err() {
+            let _ = self.idx.execute_batch("ROLLBACK");
+        }
+        let more = result?;
+        end.map_err(sql_error)?;
+        Ok(more)
+    }
+
+    fn size(&self, org: i64) -> Result<u64> {
+        self.idx
+            .prepare_cached("SELECT size FROM indexed WHERE org_id = ?1")
+            .and_then(|mut st| st.query_row([org], |r| r.get::<_, i64>(0)).optional())
+            .map(|n| n.unwrap_or(0) as u64)
+            .map_err(sql_error)
+    }
+
+    /// Inside the step's transaction: indexes from each org's recorded size (read again here, as
+    /// another process's indexer may have moved it) towards its log head. Returns whether more remain.
+    fn index(&mut self, heads: &[(i64, u64)], months: &[u32]) -> Result<bool> {
+        let mut budget = STEP;
+        for &(org, head) in heads {
+            let from = self.size(org)?;
+            if from >= head {
+                continue;
+            }
+            if budget == 0 {
+                return Ok(true);
+            }
+            let to = head.min(from + budget);
+            let last_leaf = self.index_range(org, from, to, months)?;
+            self.idx
+                .prepare_cached(
+                    "INSERT INTO indexed(org_id, size, last_leaf) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(org_id) DO UPDATE SET size = excluded.size, last_leaf = excluded.last_leaf",
+                )
+                .and_then(|mut st| st.execute(params![org, to as i64, last_leaf]))
+                .map_err(sql_error)?;
+            budget -= to - from;
+            if to < head {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// Indexes the org's events with `from <= seq < to`; returns the leaf hash of seq `to - 1`
+    /// (`None` when retention removed it first).
+    fn index_range(&mut self, org: i64, from: u64, to: u64, months: &[u32]) -> Result<Option<Vec<u8>>> {
+        let mut last_leaf = None;
+        for &month in months {
+            let mut read = self
+                .log
+                .prepare_cached(&format!(
+                    "SELECT k, body, leaf FROM {} WHERE k >= ?1 AND k < ?2",
+                    events_table(month)
+                ))
+                .map_err(sql_error)?;
+            let mut rows = read.query(params![rowid(org, from), rowid(org, to)]).map_err(sql_error)?;
+            let mut created = false;
+            while let Some(row) = rows.next().map_err(sql_error)? {
+                if !created {
+                    self.create_month(month)?;
+                    created = true;
+                }
+                let k: i64 = row.get(0).map_err(sql_error)?;
+                let body: Vec<u8> = row.get(1).map_err(sql_error)?;
+                let event = canonical::decode(&body).map_err(|e| {
+                    StoreError::Corrupt(format!("seq {}: stored event does not decode: {e}", seq_of(k)))
+                })?;
+                self.idx
+                    .prepare_cached(&format!("INSERT INTO {}(rowid, text) VALUES (?1, ?2)", fts_table(month)))
+                    .and_then(|mut st| st.execute(params![k, text::searchable_text(&event)]))
+                    .map_err(sql_error)?;
+                if seq_of(k) + 1 == to {
+                    last_leaf = Some(row.get::<_, Vec<u8>>(2).map_err(sql_error)?);
+                }
+            }
+        }
+        Ok(last_leaf)
+    }
+
+    fn create_month(&self, month: u32) -> Result<()> {
+        let fts = fts_table(month);
+        self.idx
+            .execute_batch(&format!(
+                "CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
+                     text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
+                 INSERT OR IGNORE INTO months(month) VALUES ({month});"
+            ))
+            .map_err(sql_error)
+    }
+
+    /// Drops the index of months the log no longer has (retention removed them from every org).
+    fn drop_dead_months(&mut self) -> Result<()> {
+        let live = partitions(&self.log)?;
+        let indexed: Vec<u32> = self
+            .idx
+            .prepare_cached("SELECT month FROM months")
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
+            .map_err(sql_error)?;
+        for month in indexed.into_iter().filter(|m| !live.contains(m)) {
+            self.idx
+                .execute_batch(&format!(
+                    "BEGIN IMMEDIATE; DROP TABLE IF EXISTS {}; DELETE FROM months WHERE month = {month}; COMMIT;",
+                    fts_table(month)
+                ))
+                .map_err(|e| {
+                    let _ = self.idx.execute_batch("ROLLBACK");
+                    sql_error(e)
+                })?;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -89,10 +355,23 @@ mod tests {
     use super::*;
     use crate::{SqliteStore, read};
 
+    fn remove_index(dir: &Path) {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.join(format!("{INDEX_FILE}{suffix}")));
+        }
+    }
+
+    fn hits(dir: &Path, term: &str) -> i64 {
+        let c = Connection::open(dir.join(INDEX_FILE)).unwrap();
+        let fts = fts_table(202606);
+        c.query_row(&format!("SELECT count(*) FROM {fts} WHERE {fts} MATCH ?1"), [term], |r| r.get(0))
+            .unwrap()
+    }
+
     /// 1,200 events a millisecond apart in June 2026; "needle" is the actor of seqs 10, 300 and 650.
-    /// The index is then taken back to seq 600, as if the indexer had not reached the rest: queries
-    /// must find seq 650 by reading the tail, and the plan that drives from the index must run (the
-    /// newest 500 events hold no match, so the walk hands over to it).
+    /// The index is then rebuilt to hold only seqs 0..600, as if the indexer had not reached the
+    /// rest: queries must find seq 650 by reading the tail, through the plan that drives from the
+    /// index (the newest 500 events hold no match, so the walk hands over to it).
     #[tokio::test]
     async fn searches_read_what_the_index_does_not_hold_yet() {
         let dir = tempfile::tempdir().unwrap();
@@ -109,38 +388,20 @@ mod tests {
         store.append("acme", events, start).await.unwrap();
         store.close();
         drop(store);
+        assert_eq!(hits(dir.path(), "needle"), 3, "closing leaves the index whole");
 
-        let conn = Connection::open(dir.path().join(crate::DB_FILE)).unwrap();
-        let org: i64 = conn.query_row("SELECT id FROM orgs WHERE slug = 'acme'", [], |r| r.get(0)).unwrap();
-        assert_eq!(indexed_size(&conn, org).unwrap(), 1_200, "closing leaves the index whole");
-        let fts = fts_table(202606);
-        let hits = |conn: &Connection| -> i64 {
-            conn.query_row(&format!("SELECT count(*) FROM {fts} WHERE {fts} MATCH 'needle'"), [], |r| {
-                r.get(0)
-            })
-            .unwrap()
-        };
-        assert_eq!(hits(&conn), 3);
-        // Unindex seqs 600.. the way retention deletes from a contentless table.
-        let mut rows =
-            conn.prepare(&format!("SELECT k, body FROM {} WHERE k >= ?1", events_table(202606))).unwrap();
-        let tail: Vec<(i64, Vec<u8>)> = rows
-            .query_map([rowid(org, 600)], |r| Ok((r.get(0)?, r.get(1)?)))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        drop(rows);
-        for (k, body) in tail {
-            let text = text::searchable_text(&canonical::decode(&body).unwrap());
-            conn.execute(
-                &format!("INSERT INTO {fts}({fts}, rowid, text) VALUES ('delete', ?1, ?2)"),
-                params![k, text],
-            )
-            .unwrap();
-        }
-        conn.execute("UPDATE orgs SET indexed_size = 600 WHERE id = ?1", [org]).unwrap();
-        assert_eq!(hits(&conn), 2, "seq 650 is no longer in the index");
+        remove_index(dir.path());
+        let db = dir.path().join(crate::DB_FILE);
+        let path = open(dir.path(), &db).unwrap();
+        let mut ix = Indexer { log: open_log(&db).unwrap(), idx: open_index(&path).unwrap() };
+        let org: i64 = ix.log.query_row("SELECT id FROM orgs WHERE slug = 'acme'", [], |r| r.get(0)).unwrap();
+        assert!(!ix.index(&[(org, 600)], &[202606]).unwrap(), "600 events are one step");
+        drop(ix);
+        assert_eq!(hits(dir.path(), "needle"), 2, "seq 650 is not in the index");
 
+        let conn = Connection::open(&db).unwrap();
+        conn.execute("ATTACH DATABASE ?1 AS idx", [path.to_str().unwrap()]).unwrap();
+        assert_eq!(indexed_size(&conn, org).unwrap(), 600);
         let filter = Filter {
             from: start,
             to: start + 2_000_000,
@@ -169,12 +430,49 @@ mod tests {
         assert_eq!(seen, [650, 300, 10]);
         drop(conn);
 
-        // The writer indexes the rest once it is idle or closing, each event once.
+        // The indexer picks up from 600, each event once.
         let store = SqliteStore::open(dir.path()).unwrap();
         store.close();
         drop(store);
-        let conn = Connection::open(dir.path().join(crate::DB_FILE)).unwrap();
-        assert_eq!(indexed_size(&conn, org).unwrap(), 1_200);
-        assert_eq!(hits(&conn), 3);
+        assert_eq!(hits(dir.path(), "needle"), 3);
+        assert_eq!(hits(dir.path(), "y"), 1_200, "every event of action x.y, once");
+    }
+
+    /// Without its index file, or beside a log restored from an older backup, the store rebuilds the
+    /// index from the log instead of trusting it.
+    #[tokio::test]
+    async fn an_index_that_does_not_match_the_log_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.create_org("acme", "Acme", start).await.unwrap();
+        store.append("acme", vec![event("alice", "x.y", start)], start).await.unwrap();
+        store.close();
+        drop(store);
+        let db = dir.path().join(crate::DB_FILE);
+        let backup = std::fs::read(&db).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.append("acme", vec![event("bob", "x.y", start + 1)], start).await.unwrap();
+        store.close();
+        drop(store);
+        assert_eq!((hits(dir.path(), "alice"), hits(dir.path(), "bob")), (1, 1));
+
+        // The log goes back to one event; then another event takes seq 1.
+        std::fs::write(&db, backup).unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.append("acme", vec![event("carol", "x.y", start + 2)], start).await.unwrap();
+        store.close();
+        drop(store);
+        assert_eq!(
+            (hits(dir.path(), "alice"), hits(dir.path(), "bob"), hits(dir.path(), "carol")),
+            (1, 0, 1),
+            "bob's entry went with the index it was in"
+        );
+
+        remove_index(dir.path());
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.close();
+        drop(store);
+        assert_eq!((hits(dir.path(), "alice"), hits(dir.path(), "carol")), (1, 1), "rebuilt from the log");
     }
 }

@@ -73,6 +73,8 @@ struct Inner {
     path: PathBuf,
     jobs: Mutex<Option<mpsc::Sender<Box<dyn Job>>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// Ends when the writer (which holds the only sender that wakes it) has.
+    indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Dropping the sender stops the checkpointer.
     checkpoints: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     /// Event queries, histograms, proofs, retention reads.
@@ -149,9 +151,12 @@ impl SqliteStore {
             }
             other => other,
         })?;
-        let w = Writer::new(conn).map_err(sql_error)?;
-        let readers = Pool::open(&path, READERS, 16 * 1024)?;
-        let control = Pool::open(&path, CONTROL_READERS, 2 * 1024)?;
+        let index_path = index::open(dir, &path)?;
+        let (wake, woken) = mpsc::sync_channel(1);
+        let indexer = index::spawn(&path, &index_path, woken)?;
+        let w = Writer::new(conn, wake).map_err(sql_error)?;
+        let readers = Pool::open(&path, Some(&index_path), READERS, 16 * 1024)?;
+        let control = Pool::open(&path, None, CONTROL_READERS, 2 * 1024)?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("trail-sqlite-writer".into())
@@ -163,6 +168,7 @@ impl SqliteStore {
                 path,
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
+                indexer: Mutex::new(Some(indexer)),
                 checkpoints: Mutex::new(Some(checkpoints)),
                 readers,
                 control,
@@ -288,7 +294,9 @@ struct Pool {
 }
 
 impl Pool {
-    fn open(path: &Path, n: usize, cache_kib: i64) -> Result<Self> {
+    /// `n` read-only connections to the log, each with the full-text index attached as `idx` when
+    /// given.
+    fn open(path: &Path, index: Option<&Path>, n: usize, cache_kib: i64) -> Result<Self> {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
             let c = Connection::open_with_flags(
@@ -298,6 +306,12 @@ impl Pool {
             .map_err(sql_error)?;
             c.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql_error)?;
             c.pragma_update(None, "cache_size", -cache_kib).map_err(sql_error)?;
+            if let Some(index) = index {
+                let index = index.to_str().ok_or_else(|| {
+                    StoreError::Unavailable(format!("{} is not a UTF-8 path", index.display()))
+                })?;
+                c.execute("ATTACH DATABASE ?1 AS idx", [index]).map_err(sql_error)?;
+            }
             conns.push(c);
         }
         Ok(Self { conns: Mutex::new(conns), permits: Semaphore::new(n) })
@@ -743,6 +757,9 @@ impl Inner {
             jobs.take();
         }
         if let Some(h) = self.writer.lock().ok().and_then(|mut h| h.take()) {
+            let _ = h.join();
+        }
+        if let Some(h) = self.indexer.lock().ok().and_then(|mut h| h.take()) {
             let _ = h.join();
         }
         if let Some((tx, h)) = self.checkpoints.lock().ok().and_then(|mut c| c.take()) {

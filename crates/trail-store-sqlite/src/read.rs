@@ -133,13 +133,21 @@ enum Plan {
 
 /// `FROM … WHERE …` of a month's rows driven by its FTS5 index: the parameters are the FTS5 query and
 /// the org's key range `[lo, hi)`, which must end where the org's index does (see [`crate::index`]).
-/// `CROSS JOIN` keeps FTS5 the outer loop, so SQLite never collects the matches into a temporary
-/// index; the rows are `e`, and their columns need no qualifier.
+/// The index is the attached `idx` database, and holds a table for the month only once it indexed
+/// some of its events ([`crate::index::has_month`]). `CROSS JOIN` keeps FTS5 the outer loop, so
+/// SQLite never collects the matches into a temporary index; the rows are `e`, and their columns need
+/// no qualifier. A match whose row retention removed finds no `e` and drops out.
 fn fts_join(month: u32) -> String {
     let (ev, fts) = (events_table(month), fts_table(month));
     format!(
-        "FROM {fts} CROSS JOIN {ev} AS e ON e.k = {fts}.rowid WHERE {fts} MATCH ? AND {fts}.rowid >= ? AND {fts}.rowid < ?"
+        "FROM idx.{fts} CROSS JOIN {ev} AS e ON e.k = {fts}.rowid WHERE {fts} MATCH ? AND {fts}.rowid >= ? AND {fts}.rowid < ?"
     )
+}
+
+/// Where the index part of a month's search ends for `org`: its `indexed` size, or nothing when the
+/// index has no table for the month yet.
+fn indexed_in(conn: &Connection, org: i64, month: u32, indexed: u64) -> Result<i64> {
+    Ok(if crate::index::has_month(conn, month)? { rowid(org, indexed) } else { rowid(org, 0) })
 }
 
 /// One month's rows for a page: `org`'s events with `lo <= ts < hi`, strictly before `before` in
@@ -151,8 +159,8 @@ struct Scan<'a> {
     hi: Micros,
     before: Option<(Micros, i64)>,
     max_k: i64,
-    /// Where the org's full-text index ends: rows from here to `max_k` are read by key and matched in
-    /// Rust when the index drives.
+    /// Where the org's full-text index ends in this month: rows from here to `max_k` are read by key
+    /// and matched in Rust when the index drives.
     indexed_k: i64,
     filter: &'a Filter,
     /// `conditions(filter)`, built once per page.
@@ -168,17 +176,20 @@ impl Scan<'_> {
         let mut args = Vec::new();
         let mut sql = match (plan, &self.filter.q) {
             (Plan::Index, Some(q)) => {
-                args.extend([Sql::Text(q.to_fts5()), Sql::Integer(rowid(self.org, 0))]);
-                let indexed = format!("SELECT e.ts AS ts, e.k AS k, e.body AS body {}", fts_join(self.month));
-                let mut sql =
-                    format!("SELECT ts, k, body FROM ({}", self.rest(indexed, self.indexed_k, &mut args));
-                if self.indexed_k < self.max_k {
+                let mut parts = Vec::new();
+                if self.indexed_k > rowid(self.org, 0) {
+                    args.extend([Sql::Text(q.to_fts5()), Sql::Integer(rowid(self.org, 0))]);
+                    let indexed =
+                        format!("SELECT e.ts AS ts, e.k AS k, e.body AS body {}", fts_join(self.month));
+                    parts.push(self.rest(indexed, self.indexed_k.min(self.max_k), &mut args));
+                }
+                // (Also when it is empty and the index part is not there: the statement needs a part.)
+                if self.indexed_k < self.max_k || parts.is_empty() {
                     args.push(Sql::Integer(self.indexed_k));
                     let tail = format!("SELECT ts, k, body FROM {ev} WHERE k >= ? AND k < ?");
-                    sql.push_str(&format!(" UNION ALL {}", self.rest(tail, self.max_k, &mut args)));
+                    parts.push(self.rest(tail, self.max_k, &mut args));
                 }
-                sql.push(')');
-                sql
+                format!("SELECT ts, k, body FROM ({})", parts.join(" UNION ALL "))
             }
             _ => {
                 args.push(Sql::Integer(self.org));
@@ -265,7 +276,7 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
             hi: to.min(month_start(next_month(month))),
             before: q.cursor.map(|c| (c.time, rowid(org, c.seq))),
             max_k: rowid(org, as_of),
-            indexed_k: rowid(org, indexed),
+            indexed_k: indexed_in(conn, org, month, indexed)?,
             filter: f,
             cond: &cond,
         };
@@ -365,33 +376,36 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
             }
             continue;
         };
-        let sql = format!(
-            "SELECT (ts - ?) / ? AS b, count(*) {} AND ts >= ? AND ts < ?{cond} GROUP BY b",
-            fts_join(month)
-        );
-        let mut args = vec![
-            Sql::Integer(f.from),
-            Sql::Integer(width),
-            Sql::Text(q.to_fts5()),
-            Sql::Integer(rowid(org, 0)),
-            Sql::Integer(rowid(org, indexed)),
-            Sql::Integer(lo),
-            Sql::Integer(hi),
-        ];
-        args.extend(cond_args.iter().cloned());
-        let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
-        let rows = st
-            .query_map(params_from_iter(args), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(sql_error)?;
-        for row in rows {
-            let (b, n) = row.map_err(sql_error)?;
-            *counts.entry(b).or_default() += n as u64;
+        let indexed_k = indexed_in(conn, org, month, indexed)?;
+        if indexed_k > rowid(org, 0) {
+            let sql = format!(
+                "SELECT (ts - ?) / ? AS b, count(*) {} AND ts >= ? AND ts < ?{cond} GROUP BY b",
+                fts_join(month)
+            );
+            let mut args = vec![
+                Sql::Integer(f.from),
+                Sql::Integer(width),
+                Sql::Text(q.to_fts5()),
+                Sql::Integer(rowid(org, 0)),
+                Sql::Integer(indexed_k),
+                Sql::Integer(lo),
+                Sql::Integer(hi),
+            ];
+            args.extend(cond_args.iter().cloned());
+            let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
+            let rows = st
+                .query_map(params_from_iter(args), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                .map_err(sql_error)?;
+            for row in rows {
+                let (b, n) = row.map_err(sql_error)?;
+                *counts.entry(b).or_default() += n as u64;
+            }
         }
-        if indexed < size {
+        if indexed_k < rowid(org, size) {
             let sql =
                 format!("SELECT ts, k, body FROM {ev} WHERE k >= ? AND k < ? AND ts >= ? AND ts < ?{cond}");
             let mut args = vec![
-                Sql::Integer(rowid(org, indexed)),
+                Sql::Integer(indexed_k),
                 Sql::Integer(rowid(org, size)),
                 Sql::Integer(lo),
                 Sql::Integer(hi),

@@ -8,11 +8,10 @@
 
 use rusqlite::{Connection, OptionalExtension, params};
 use trail_model::time::{month_start, next_month};
-use trail_model::{canonical, text};
 use trail_store::{MonthSummary, OrgSettings, RawRecord, Result, StoreError};
 
 use crate::read::org_id;
-use crate::schema::{SEQ_BITS, events_table, fts_table, rowid, seq_of};
+use crate::schema::{SEQ_BITS, events_table, rowid, seq_of};
 use crate::sql_error;
 
 pub fn org_settings(conn: &Connection, slug: &str) -> Result<Option<OrgSettings>> {
@@ -141,7 +140,7 @@ pub fn pruned_leaves(
 /// Removes the org's rows of `month` (see the module doc). Returns whether the whole partition was
 /// dropped. Runs inside the writer's transaction.
 pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary) -> Result<bool> {
-    let (ev, fts) = (events_table(month), fts_table(month));
+    let ev = events_table(month);
     let (lo, hi) = org_range(org);
     let exists: Option<u32> = conn
         .query_row("SELECT month FROM partitions WHERE month = ?1", [month], |r| r.get(0))
@@ -184,31 +183,12 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
         .query_row(&format!("SELECT k FROM {ev} WHERE k < ?1 OR k >= ?2 LIMIT 1"), [lo, hi], |r| r.get(0))
         .optional()
         .map_err(sql_error)?;
+    // The month's full-text entries are the index's (see `index.rs`): dropped with the month once no
+    // org has rows in it; until then a pruned event's entry finds no row and drops out of searches.
     if others.is_none() {
-        conn.execute_batch(&format!(
-            "DROP TABLE {ev}; DROP TABLE {fts}; DELETE FROM partitions WHERE month = {month};"
-        ))
-        .map_err(sql_error)?;
+        conn.execute_batch(&format!("DROP TABLE {ev}; DELETE FROM partitions WHERE month = {month};"))
+            .map_err(sql_error)?;
     } else {
-        // A contentless FTS5 row is deleted by giving back the text it was indexed with; rows the
-        // indexer has not reached are not in the index (and it skips them once they are gone).
-        let indexed = rowid(org, crate::index::indexed_size(conn, org)?).min(hi);
-        let mut rows =
-            conn.prepare(&format!("SELECT k, body FROM {ev} WHERE k >= ?1 AND k < ?2")).map_err(sql_error)?;
-        let bodies: Vec<(i64, Vec<u8>)> = rows
-            .query_map([lo, indexed], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(sql_error)?
-            .collect::<rusqlite::Result<_>>()
-            .map_err(sql_error)?;
-        let mut del = conn
-            .prepare(&format!("INSERT INTO {fts}({fts}, rowid, text) VALUES ('delete', ?1, ?2)"))
-            .map_err(sql_error)?;
-        for (k, body) in bodies {
-            let e = canonical::decode(&body).map_err(|e| {
-                StoreError::Corrupt(format!("seq {}: stored event does not decode: {e}", seq_of(k)))
-            })?;
-            del.execute(params![k, text::searchable_text(&e)]).map_err(sql_error)?;
-        }
         conn.execute(&format!("DELETE FROM {ev} WHERE k >= ?1 AND k < ?2"), [lo, hi]).map_err(sql_error)?;
     }
     conn.execute_batch("PRAGMA incremental_vacuum").map_err(sql_error)?;

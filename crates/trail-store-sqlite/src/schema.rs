@@ -1,8 +1,8 @@
 //! The embedded store's schema.
 //!
-//! Events live in one table per UTC month of their `time` (`ev_YYYYMM`) with a contentless FTS5 index
-//! beside it (`fts_YYYYMM`), so retention drops a whole month with two `DROP TABLE`s instead of deleting
-//! rows one by one. An event's key `k` (its rowid) is `(org_id << 40) | seq`: within a month, rowid order is
+//! Events live in one table per UTC month of their `time` (`ev_YYYYMM`), so retention drops a whole
+//! month with a `DROP TABLE` instead of deleting rows one by one (the month's contentless FTS5 index,
+//! `fts_YYYYMM`, lives in `trail-index.db`: see [`crate::index`]). An event's key `k` (its rowid) is `(org_id << 40) | seq`: within a month, rowid order is
 //! `(org, seq)` order, a lookup by `seq` needs no extra index, and the `(org, ts)` index ends in the rowid,
 //! which is exactly the newest-first tie-break `(time, seq)`. Low-cardinality strings (actors, actions,
 //! target types and ids, projects, sources) are interned as integers in `dict`, keeping rows and the
@@ -19,8 +19,7 @@ pub const MIN_STORED_LEVEL: u8 = 2;
 use rusqlite::Connection;
 
 /// 2: `orgs.self_audit_from` (where `source: "trail"` became the server's alone) and `minute_counts`.
-/// 3: `orgs.indexed_size`, how much of the org's log the full-text index holds (indexed after the
-/// acknowledgement, see `writer::Writer::index_step`).
+/// 3: the full-text index left this file for `trail-index.db` (see [`crate::index`]).
 pub const SCHEMA_VERSION: i64 = 3;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
@@ -49,10 +48,13 @@ pub fn seq_of(rowid: i64) -> u64 {
 /// which is what makes "acknowledged" mean "durable".
 pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    // Checkpoints normally run on their own thread (see `checkpointer`), not inside the writer's
-    // commits. Should that thread fall behind, SQLite's own checkpoint after a commit bounds the WAL
-    // (~400 MB of 4 KiB pages), and the WAL file is cut back once reset.
-    conn.pragma_update(None, "wal_autocheckpoint", 100_000)?;
+    // Most of the checkpointing runs on its own thread (see `checkpointer`), but a passive checkpoint
+    // racing a steady stream of commits never finishes, so the WAL never starts over: it grew to the
+    // limit (400 MB) and the writer's own checkpoint then copied all of it inside one commit (110 ms
+    // stalls every 4 s under single-event load). At 16 MB the writer's checkpoint only copies what
+    // the thread has not, and the WAL wraps: p99 at 5,000 requests/s went from 105 ms to 15 ms with
+    // batch ingest unchanged (BENCHMARKS.md).
+    conn.pragma_update(None, "wal_autocheckpoint", 4_096)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -cache_kib)?;
@@ -71,7 +73,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS orgs(
             id INTEGER PRIMARY KEY, slug TEXT NOT NULL UNIQUE, name TEXT NOT NULL,
             created_at INTEGER NOT NULL, tree_size INTEGER NOT NULL DEFAULT 0,
-            self_audit_from INTEGER NOT NULL DEFAULT 0, indexed_size INTEGER NOT NULL DEFAULT 0) STRICT;
+            self_audit_from INTEGER NOT NULL DEFAULT 0) STRICT;
         CREATE TABLE IF NOT EXISTS dict(id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE) STRICT;
         CREATE TABLE IF NOT EXISTS partitions(month INTEGER PRIMARY KEY) STRICT;
         CREATE TABLE IF NOT EXISTS event_ids(
@@ -161,13 +163,19 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                     tx.execute(&backfill_minute_counts(month), [])?;
                 }
             }
-            // Versions 1 and 2 indexed every event in its append: the whole log is indexed.
-            tx.execute_batch(
-                "ALTER TABLE orgs ADD COLUMN indexed_size INTEGER NOT NULL DEFAULT 0;
-                 UPDATE orgs SET indexed_size = tree_size;",
-            )?;
+            // Versions 1 and 2 kept a month's full-text index beside its events; it is rebuilt in
+            // `trail-index.db` by the indexer, and queries stay exact while it catches up.
+            let months: Vec<u32> = tx
+                .prepare("SELECT month FROM partitions ORDER BY month")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
+            for month in months {
+                tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", fts_table(month)))?;
+            }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
+            // Give the dropped index's pages back to the filesystem.
+            conn.execute_batch("PRAGMA incremental_vacuum")?;
         }
         Some(v) => {
             return Err(rusqlite::Error::InvalidParameterName(format!(
@@ -197,9 +205,9 @@ pub fn fts_table(month: u32) -> String {
     format!("fts_{month}")
 }
 
-/// Creates one month's event table, its index and its FTS5 index.
+/// Creates one month's event table and its time index.
 pub fn create_partition(conn: &Connection, month: u32) -> rusqlite::Result<()> {
-    let (ev, fts) = (events_table(month), fts_table(month));
+    let ev = events_table(month);
     conn.execute_batch(&format!(
         "
         CREATE TABLE IF NOT EXISTS {ev}(
@@ -208,8 +216,6 @@ pub fn create_partition(conn: &Connection, month: u32) -> rusqlite::Result<()> {
             project INTEGER, outcome INTEGER NOT NULL, source INTEGER, body BLOB NOT NULL,
             leaf BLOB NOT NULL) STRICT;
         CREATE INDEX IF NOT EXISTS {ev}_time ON {ev}(org, ts);
-        CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
-            text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
         INSERT OR IGNORE INTO partitions(month) VALUES ({month});
         "
     ))

@@ -18,7 +18,7 @@ use trail_merkle::{Frontier, Hash, leaf_hash};
 
 use crate::integrity::Nodes;
 use crate::schema::{self, MIN_STORED_LEVEL, events_table, rowid};
-use crate::{classify, index, sql_error};
+use crate::{classify, sql_error};
 
 /// A unit of work for the writer thread.
 pub trait Job: Send {
@@ -72,7 +72,7 @@ where
 
 /// An event made ready for the writer on the caller's thread: everything that does not depend on the
 /// log head is computed before the writer sees it, so the single writer thread only checks for a
-/// duplicate, stamps `seq` into the bytes and inserts. (Its searchable text is indexed later, see
+/// duplicate, stamps `seq` into the bytes and inserts. (Its searchable text is indexed later, by
 /// [`crate::index`].)
 #[derive(Debug)]
 pub struct Prepared {
@@ -113,15 +113,6 @@ impl Prepared {
 
 /// Most jobs committed together: bounds latency of the first job in a group.
 const MAX_GROUP_JOBS: usize = 256;
-/// Events the full-text indexer adds in one transaction (one FTS5 segment, a few milliseconds that an
-/// append arriving meanwhile waits).
-const INDEX_STEP: u64 = 2_000;
-/// Events appended since the last index step after which the indexer runs even while appends wait,
-/// so the unindexed tail that free-text queries read row by row stays bounded under sustained load.
-const INDEX_BEHIND_MAX: u64 = 20_000;
-/// How long the writer waits idle before it looks for unindexed events written by another process
-/// (`trail import --data-dir`).
-const IDLE_CHECK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The writer's connection and the caches only it may change.
 #[derive(Debug)]
@@ -135,12 +126,14 @@ pub struct Writer {
     frontiers: HashMap<i64, Frontier>,
     /// Whether the current savepoint-less job has written anything.
     dirty: bool,
-    /// Events appended since the indexer last caught up; `u64::MAX` until it first looked.
-    unindexed: u64,
+    /// Whether the current group appended events (the indexer is woken after its COMMIT).
+    appended: bool,
+    /// Wakes the full-text indexer.
+    wake: mpsc::SyncSender<()>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection) -> rusqlite::Result<Self> {
+    pub fn new(conn: Connection, wake: mpsc::SyncSender<()>) -> rusqlite::Result<Self> {
         let mut w = Self {
             conn,
             orgs: HashMap::new(),
@@ -148,7 +141,8 @@ impl Writer {
             partitions: HashSet::new(),
             frontiers: HashMap::new(),
             dirty: false,
-            unindexed: u64::MAX,
+            appended: false,
+            wake,
         };
         w.reload()?;
         Ok(w)
@@ -260,6 +254,7 @@ impl Writer {
         let (org_id, mut size) =
             *self.orgs.get(org).ok_or_else(|| StoreError::NotFound(format!("organization {org}")))?;
         self.dirty = true;
+        self.appended = true;
         let mut out = Vec::with_capacity(events.len());
         // Per-minute counts of what this append creates, for histograms (a batch spans few minutes).
         let mut minutes = std::collections::BTreeMap::<i64, i64>::new();
@@ -298,7 +293,6 @@ impl Writer {
                     .map_err(sql_error)?;
             }
             *minutes.entry(schema::minute_of(e.time)).or_default() += 1;
-            self.unindexed = self.unindexed.saturating_add(1);
             out.push(Appended::Created { id: e.id, seq: size });
             size += 1;
             // Keep the cache in step so a duplicate later in the same batch is found by the query above.
@@ -354,91 +348,12 @@ impl Writer {
             ])?;
         Ok(())
     }
-
-    /// Whether the indexer should run now: something may be unindexed, and either no append is
-    /// waiting or the tail has grown past [`INDEX_BEHIND_MAX`].
-    fn index_due(&self, appends_waiting: bool) -> bool {
-        self.unindexed > 0 && (!appends_waiting || self.unindexed >= INDEX_BEHIND_MAX)
-    }
-
-    /// Adds up to [`INDEX_STEP`] unindexed events to the full-text index in a transaction of its own,
-    /// committed without fsync (the index is derived: a lost step is redone from `indexed_size`,
-    /// which commits with it). Records in `unindexed` whether more remain; returns whether the step
-    /// succeeded.
-    fn index_step(&mut self) -> bool {
-        match self.try_index_step() {
-            Ok(more) => {
-                self.unindexed = if more { self.unindexed.saturating_sub(INDEX_STEP).max(1) } else { 0 };
-                true
-            }
-            Err(e) => {
-                // Queries stay exact (they read the unindexed tail); a later step retries.
-                tracing::error!(error = %e, "cannot index events for free-text search");
-                self.unindexed = self.unindexed.max(1);
-                false
-            }
-        }
-    }
-
-    fn try_index_step(&mut self) -> Result<bool> {
-        if index::lagging(&self.conn)?.is_empty() {
-            return Ok(false);
-        }
-        self.conn.execute_batch("PRAGMA synchronous = NORMAL; BEGIN IMMEDIATE").map_err(sql_error)?;
-        let step = (|| {
-            let mut budget = INDEX_STEP;
-            let lagging = index::lagging(&self.conn)?;
-            let mut more = false;
-            for (org, from, size) in lagging {
-                if budget == 0 {
-                    more = true;
-                    break;
-                }
-                let to = size.min(from + budget);
-                index::index_range(&self.conn, org, from, to)?;
-                budget -= to - from;
-                more |= to < size;
-            }
-            Ok(more)
-        })();
-        let end = if step.is_ok() { "COMMIT" } else { "ROLLBACK" };
-        let ended = self.conn.execute_batch(end).map_err(sql_error);
-        if ended.is_err() {
-            let _ = self.conn.execute_batch("ROLLBACK");
-        }
-        self.conn.execute_batch("PRAGMA synchronous = FULL").map_err(sql_error)?;
-        ended?;
-        step
-    }
 }
 
 /// The writer thread's loop: take a group of jobs, run them in one transaction, commit, reply.
 /// Returns when every sender is gone and the queue is drained.
 pub fn run(mut w: Writer, jobs: mpsc::Receiver<Box<dyn Job>>) {
-    let mut next: Option<Box<dyn Job>> = None;
-    loop {
-        let first = match next.take() {
-            Some(job) => job,
-            None => match jobs.recv_timeout(IDLE_CHECK) {
-                Ok(job) => job,
-                Err(mpsc::RecvTimeoutError::Timeout) => {
-                    // Idle: catch up with the index, also for what another process appended.
-                    w.unindexed = w.unindexed.max(1);
-                    while w.unindexed > 0 && w.index_step() {
-                        if let Ok(job) = jobs.try_recv() {
-                            next = Some(job);
-                            break;
-                        }
-                    }
-                    continue;
-                }
-                Err(mpsc::RecvTimeoutError::Disconnected) => {
-                    // Closing: leave the index whole (its tail is bounded by INDEX_BEHIND_MAX).
-                    while w.unindexed > 0 && w.index_step() {}
-                    return;
-                }
-            },
-        };
+    while let Ok(first) = jobs.recv() {
         let mut group = vec![first];
         while group.len() < MAX_GROUP_JOBS {
             match jobs.try_recv() {
@@ -481,9 +396,9 @@ pub fn run(mut w: Writer, jobs: mpsc::Receiver<Box<dyn Job>>) {
         for f in finishers {
             f(outcome.as_ref().map(|_| ()).map_err(String::as_str));
         }
-        next = jobs.try_recv().ok();
-        if w.index_due(next.is_some()) {
-            w.index_step();
+        if std::mem::take(&mut w.appended) && outcome.is_ok() {
+            // A full channel means the indexer has a wake-up pending already.
+            let _ = w.wake.try_send(());
         }
     }
 }

@@ -94,8 +94,8 @@ async fn a_version_1_directory_is_migrated_in_place() {
     // What version 1 wrote: no column for it, and version 1 in meta.
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     c.execute_batch(
-        "ALTER TABLE orgs DROP COLUMN self_audit_from; ALTER TABLE orgs DROP COLUMN indexed_size;
-         DROP TABLE minute_counts; UPDATE meta SET value = 1 WHERE key = 'schema_version';",
+        "ALTER TABLE orgs DROP COLUMN self_audit_from; DROP TABLE minute_counts;
+         UPDATE meta SET value = 1 WHERE key = 'schema_version';",
     )
     .unwrap();
     drop(c);
@@ -135,8 +135,10 @@ async fn a_version_1_directory_is_migrated_in_place() {
     assert_eq!(counted(store.histogram("acme", &free_text, 3_600_000_000).await.unwrap()), 1);
 }
 
+/// Versions 1 and 2 kept each month's full-text index in `trail.db` and wrote it in the append; version
+/// 3 drops those tables and the indexer builds `trail-index.db` from the stored events.
 #[tokio::test]
-async fn a_version_2_directory_keeps_its_full_text_index() {
+async fn a_version_2_directory_moves_its_full_text_index_out() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     store.create_org("acme", "Acme", now()).await.unwrap();
@@ -146,28 +148,52 @@ async fn a_version_2_directory_keeps_its_full_text_index() {
         .unwrap();
     store.close();
     drop(store);
-    // Version 2 indexed every event in its append, and had no column for how far the index goes.
+    // What version 2 left: an FTS5 table beside the month's events, no index file.
+    let month = trail_model::time::month_of(now() - 10);
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
-    c.execute_batch(
-        "ALTER TABLE orgs DROP COLUMN indexed_size; UPDATE meta SET value = 2 WHERE key = 'schema_version';",
-    )
+    c.execute_batch(&format!(
+        "CREATE VIRTUAL TABLE fts_{month} USING fts5(text, content='', columnsize=0);
+         INSERT INTO fts_{month}(rowid, text) VALUES (1, 'stale');
+         UPDATE meta SET value = 2 WHERE key = 'schema_version';"
+    ))
     .unwrap();
     drop(c);
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.path().join(format!("trail-index.db{suffix}")));
+    }
 
     let store = SqliteStore::open(dir.path()).unwrap();
+    let q = |term: &str| trail_model::query::Query {
+        filter: trail_model::query::Filter {
+            from: now() - trail_model::time::MICROS_PER_DAY,
+            to: now(),
+            q: Some(trail_model::text::Search::parse(term).unwrap()),
+            ..Default::default()
+        },
+        limit: 10,
+        cursor: None,
+    };
+    assert_eq!(
+        store.query("acme", &q("bob")).await.unwrap().records.len(),
+        1,
+        "found while the index is rebuilt"
+    );
     store.close();
+    drop(store);
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
-    let (indexed, size): (i64, i64) = c
-        .query_row("SELECT indexed_size, tree_size FROM orgs WHERE slug = 'acme'", [], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .unwrap();
-    assert_eq!((indexed, size), (2, 2), "the whole log counts as indexed, and nothing is indexed twice");
-    let month = trail_model::time::month_of(now() - 10);
-    let hits: i64 = c
-        .query_row(&format!("SELECT count(*) FROM fts_{month} WHERE fts_{month} MATCH 'bob'"), [], |r| {
+    let tables: i64 = c
+        .query_row(&format!("SELECT count(*) FROM sqlite_master WHERE name = 'fts_{month}'"), [], |r| {
             r.get(0)
         })
         .unwrap();
-    assert_eq!(hits, 1);
+    assert_eq!(tables, 0, "the old index left the log's file");
+    let index = rusqlite::Connection::open(dir.path().join("trail-index.db")).unwrap();
+    let hits: i64 = index
+        .query_row(
+            &format!("SELECT count(*) FROM fts_{month} WHERE fts_{month} MATCH 'bob OR alice'"),
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(hits, 2, "and was rebuilt from the events");
 }

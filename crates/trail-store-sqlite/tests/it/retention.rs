@@ -1,6 +1,6 @@
 //! What the conformance suite cannot see from outside: pruning an org's month that another org still
-//! uses removes the pruned events' full-text entries (not only their rows), and pruning the last org of a
-//! month drops the month's tables.
+//! uses keeps the month (and its full-text index) for the other org while searches no longer find the
+//! pruned events, and pruning the last org of a month drops the month's tables in both files.
 
 use trail_model::time::parse_rfc3339;
 use trail_model::{Actor, ActorType, NewEvent, Outcome, Target};
@@ -22,21 +22,34 @@ fn event(reason: &str, time: i64) -> NewEvent {
     }
 }
 
-fn fts_hits(dir: &std::path::Path, term: &str) -> i64 {
-    let c = rusqlite::Connection::open(dir.join(trail_store_sqlite::DB_FILE)).unwrap();
-    c.query_row("SELECT count(*) FROM fts_202601 WHERE fts_202601 MATCH ?1", [term], |r| r.get(0)).unwrap()
+fn found(store: &SqliteStore, org: &str, term: &str) -> impl Future<Output = usize> {
+    let query = trail_model::query::Query {
+        filter: trail_model::query::Filter {
+            from: parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+            to: parse_rfc3339("2026-02-01T00:00:00Z").unwrap(),
+            q: Some(trail_model::text::Search::parse(term).unwrap()),
+            ..Default::default()
+        },
+        limit: 100,
+        cursor: None,
+    };
+    let (store, org) = (store.clone(), org.to_string());
+    async move { store.query(&org, &query).await.unwrap().records.len() }
 }
 
-fn tables(dir: &std::path::Path) -> i64 {
-    let c = rusqlite::Connection::open(dir.join(trail_store_sqlite::DB_FILE)).unwrap();
-    c.query_row("SELECT count(*) FROM sqlite_master WHERE name IN ('ev_202601', 'fts_202601')", [], |r| {
-        r.get(0)
-    })
-    .unwrap()
+/// Whether the month's table is in the log's file and its full-text table in the index's.
+fn tables(dir: &std::path::Path) -> (bool, bool) {
+    let has = |file: &str, name: &str| {
+        let c = rusqlite::Connection::open(dir.join(file)).unwrap();
+        c.query_row("SELECT count(*) FROM sqlite_master WHERE name = ?1", [name], |r| r.get::<_, i64>(0))
+            .unwrap()
+            == 1
+    };
+    (has(trail_store_sqlite::DB_FILE, "ev_202601"), has("trail-index.db", "fts_202601"))
 }
 
 #[tokio::test]
-async fn pruning_removes_full_text_entries_and_then_the_month() {
+async fn pruning_keeps_a_shared_month_searchable_and_then_drops_it() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let now = parse_rfc3339("2026-03-15T00:00:00Z").unwrap();
@@ -48,14 +61,20 @@ async fn pruning_removes_full_text_entries_and_then_the_month() {
     // The index is written after the acknowledgement; closing the store completes it.
     store.close();
     drop(store);
+    assert_eq!(tables(dir.path()), (true, true));
     let store = SqliteStore::open(dir.path()).unwrap();
-    assert_eq!((fts_hits(dir.path(), "acmeonly"), fts_hits(dir.path(), "otheronly")), (5, 1));
+    assert_eq!((found(&store, "acme", "acmeonly").await, found(&store, "other", "otheronly").await), (5, 1));
 
     store.prune_month("acme", 202601, MonthSummary { count: 5, last_seq: 4 }).await.unwrap();
-    assert_eq!(fts_hits(dir.path(), "acmeonly"), 0, "the pruned org's tokens left the shared index");
-    assert_eq!(fts_hits(dir.path(), "otheronly"), 1, "the other org's stay");
-    assert_eq!(tables(dir.path()), 2, "the month is still in use");
+    assert_eq!(found(&store, "acme", "acmeonly").await, 0, "the pruned org's events are not found");
+    assert_eq!(found(&store, "other", "otheronly").await, 1, "the other org's are");
+    store.close();
+    drop(store);
+    assert_eq!(tables(dir.path()), (true, true), "the month is still in use");
 
+    let store = SqliteStore::open(dir.path()).unwrap();
     store.prune_month("other", 202601, MonthSummary { count: 1, last_seq: 0 }).await.unwrap();
-    assert_eq!(tables(dir.path()), 0, "the last org gone: the month's tables are dropped");
+    store.close();
+    drop(store);
+    assert_eq!(tables(dir.path()), (false, false), "the last org gone: the month's tables are dropped");
 }
