@@ -67,6 +67,17 @@ async fn sigkill_during_ingest_loses_nothing_acknowledged() {
     let mut seqs: Vec<u64> = stored.values().copied().collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "seq has no gaps after a crash");
+    // The full-text index is written behind the log and was killed mid-step: search still finds every
+    // acknowledged event (a sample of writers 1–3, whose target ids no other id begins with).
+    let sample: Vec<&(String, u64)> =
+        acked.iter().filter(|(id, _)| id.len() == 11).step_by(acked.len() / 40 + 1).collect();
+    assert!(sample.len() > 10);
+    for (id, seq) in sample {
+        let target = format!("c-{}", &id[4..]);
+        let found = admin.query_all("default", &[("q", target.as_str()), ("limit", "10")]).await.unwrap();
+        let seqs: Vec<u64> = found.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert_eq!(seqs, [*seq], "a search for {target} finds its acknowledged event");
+    }
     // Sign-ins are in the log too (Trail audits itself); check the test's own events.
     for e in all.iter().filter(|e| e["source"] != "trail").take(50) {
         let i: usize = e["id"].as_str().unwrap()[4..].parse().unwrap();
@@ -230,6 +241,18 @@ async fn many_kill_restart_rounds_lose_nothing_acknowledged() {
     let mut seqs: Vec<u64> = stored.values().map(|(s, _)| *s).collect();
     seqs.sort_unstable();
     assert_eq!(seqs, (0..seqs.len() as u64).collect::<Vec<_>>(), "the log has no gap");
+    // The full-text index, written behind the log and killed mid-step in many rounds, finds the
+    // acknowledged events (a sample of the rounds' own, by the target id only they carry).
+    let hot: Vec<&(String, u64, usize)> = acked.iter().filter(|(_, _, n)| *n >= 1_000_000).collect();
+    for (id, seq, n) in hot.iter().step_by(hot.len() / 30 + 1) {
+        let target = format!("c-{n}");
+        let found = admin.query_all("default", &[("q", target.as_str()), ("limit", "100")]).await.unwrap();
+        assert!(found.iter().any(|e| e["seq"] == *seq), "a search for {target} finds event {id}");
+        for e in &found {
+            let t = e["target"]["id"].as_str().unwrap();
+            assert!(t.starts_with(&target), "a search for {target} found only what begins with it, not {t}");
+        }
+    }
 
     // Every export requested before a kill ran to completion after a restart.
     assert!(exports.len() >= rounds / 2, "exports were requested ({})", exports.len());
