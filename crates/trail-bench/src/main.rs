@@ -282,6 +282,13 @@ async fn main() -> anyhow::Result<()> {
     }
     let ingest_secs = started.elapsed().as_secs_f64();
     let w1 = n as f64 / ingest_secs;
+    // The full-text index follows the log: how far behind it was when W1 ended, and for how long.
+    let index_behind = store.search_index_lag().await?;
+    let caught_up = Instant::now();
+    while store.search_index_lag().await? > 0 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let index_secs = caught_up.elapsed().as_secs_f64();
     // With the sink: the time from the start of W1 until every event is in audit.log.
     let mut sink_secs = None;
     if a.sink {
@@ -472,6 +479,10 @@ async fn main() -> anyhow::Result<()> {
         "| W1 batch ingest over HTTP, durable | {w1:.0} events/s ({ingest_secs:.1} s) | {} events/s (COPY, no HTTP) | {} |",
         b("ingest_copy").map_or("n/a".into(), |v| format!("{v:.0}")),
         ratio(w1, b("ingest_copy"), true)
+    )?;
+    writeln!(
+        o,
+        "| full-text index behind when W1 ended | {index_behind} events, caught up {index_secs:.2} s later | | |"
     )?;
     if let Some(s) = sink_secs {
         writeln!(

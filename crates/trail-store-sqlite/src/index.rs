@@ -152,6 +152,18 @@ pub fn indexed_size(conn: &Connection, org: i64) -> Result<u64> {
         .map_err(sql_error)
 }
 
+/// Events in the log that the index does not hold yet, over every org, as a reader with the index
+/// attached sees it.
+pub fn lag(conn: &Connection) -> Result<u64> {
+    conn.prepare_cached(
+        "SELECT coalesce(sum(o.tree_size - min(o.tree_size, coalesce(i.size, 0))), 0)
+         FROM orgs o LEFT JOIN idx.indexed i ON i.org_id = o.id",
+    )
+    .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
+    .map(|n| n as u64)
+    .map_err(sql_error)
+}
+
 /// Whether the index has a table for `month`, as a reader with the index attached sees it.
 pub fn has_month(conn: &Connection, month: u32) -> Result<bool> {
     conn.prepare_cached("SELECT 1 FROM idx.months WHERE month = ?1")

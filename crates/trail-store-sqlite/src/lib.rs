@@ -128,6 +128,7 @@ impl SqliteStore {
         })?;
         let path = dir.join(DB_FILE);
         private_files(dir, &path)?;
+        private_files(dir, &dir.join(index::INDEX_FILE))?;
         let conn = Connection::open(&path).map_err(sql_error)?;
         schema::configure(&conn, 64 * 1024).map_err(sql_error)?;
         schema::create(&conn).map_err(|e| match e {
@@ -634,6 +635,10 @@ impl Store for SqliteStore {
     async fn tree_size(&self, org: &str) -> Result<u64> {
         let org = org.to_string();
         self.read(move |c| read::org_id(c, &org).map(|(_, size)| size)).await
+    }
+
+    async fn search_index_lag(&self) -> Result<u64> {
+        self.read(index::lag).await
     }
 
     async fn self_audit_from(&self, org: &str) -> Result<u64> {

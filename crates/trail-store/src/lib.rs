@@ -311,6 +311,13 @@ pub trait Store: Send + Sync + 'static {
     /// the `audit.log` sink, which asks several times a second).
     async fn tree_sizes(&self) -> Result<Vec<(String, u64)>>;
 
+    /// Events stored but not yet in the backend's full-text index, over every org. Searches stay
+    /// exact meanwhile (they read what the index lacks); this says how much they read that way. 0 for
+    /// a backend that indexes inside the append.
+    async fn search_index_lag(&self) -> Result<u64> {
+        Ok(0)
+    }
+
     // --- integrity ------------------------------------------------------------------------------
 
     /// The Merkle root of the org's first `size` events; `OutOfRange` beyond the log.

@@ -49,6 +49,13 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             u8::from(s.error().is_none()),
         );
     }
+    if let Ok(lag) = state.store.search_index_lag().await {
+        use std::fmt::Write;
+        let _ = write!(
+            text,
+            "# HELP trail_search_index_lag_events Events stored but not yet in the full-text index (searches read them row by row meanwhile).\n# TYPE trail_search_index_lag_events gauge\ntrail_search_index_lag_events {lag}\n"
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 

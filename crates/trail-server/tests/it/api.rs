@@ -42,6 +42,28 @@ async fn health_ready_metrics_and_errors() {
         "{m}"
     );
     assert!(m.contains("trail_events_created_total"));
+    // The full-text index follows ingest within moments, and says how far behind it is.
+    s.key
+        .ingest(
+            "default",
+            &serde_json::json!({"actor": {"id": "alice"}, "action": "x.y", "target": {"type": "t"}, "outcome": "success"}),
+        )
+        .await
+        .unwrap();
+    let mut lag = String::new();
+    for _ in 0..200 {
+        let m = http.get(format!("{}/metrics", s.base)).send().await.unwrap().text().await.unwrap();
+        lag = m
+            .lines()
+            .find(|l| l.starts_with("trail_search_index_lag_events "))
+            .unwrap_or_default()
+            .to_string();
+        if lag == "trail_search_index_lag_events 0" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(lag, "trail_search_index_lag_events 0");
 
     let r = http.get(format!("{}/v1/nothing-here", s.base)).send().await.unwrap();
     assert_eq!(r.status(), 404);

@@ -368,6 +368,7 @@ async fn the_data_directory_and_export_files_are_private() {
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode(s.dir.path()), 0o700);
     assert_eq!(mode(&s.dir.path().join("trail.db")), 0o600);
+    assert_eq!(mode(&s.dir.path().join("trail-index.db")), 0o600, "the full-text index holds event text");
     s.key.ingest("default", &ev("alice", "component.deployed", 1)).await.unwrap();
     let (_, e) = create_export(&s.key, "default", "private").await;
     let id = e["id"].as_str().unwrap();
@@ -387,9 +388,11 @@ async fn a_data_directory_written_with_the_umask_is_tightened_at_open() {
     };
     set(dir.path().to_path_buf(), 0o755);
     set(dir.path().join("trail.db"), 0o644);
+    set(dir.path().join("trail-index.db"), 0o644);
     drop(trail_store_sqlite::SqliteStore::open(dir.path()).unwrap());
     let mode = |p: std::path::PathBuf| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
     assert_eq!((mode(dir.path().to_path_buf()), mode(dir.path().join("trail.db"))), (0o700, 0o600));
+    assert_eq!(mode(dir.path().join("trail-index.db")), 0o600);
 }
 
 #[tokio::test]
