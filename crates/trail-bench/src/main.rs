@@ -4,6 +4,7 @@
 //! and runs the PostgreSQL baseline (`shared/tools/pg_baseline.sh`) on the same file in the same run.
 //!
 //! usage: trail-bench [--events N] [--tools DIR] [--work DIR] [--no-pg] [--concurrency C] [--sink] [--w5]
+//!        [--one-org] [--w2-secs S] [--samples N]
 //!        [--postgres URL]   (the PostgreSQL store on a fresh database `trail_bench` instead of the embedded one)
 //!        trail-bench soak [--rate EVENTS_PER_S] [--secs N] [--sample-secs N] [--work DIR] [--out FILE] [--ci]
 //!        (a long run of `trail serve` under mixed load, with a verdict; see `soak.rs`)
@@ -42,6 +43,8 @@ struct Args {
     sink: bool,
     /// Run against the PostgreSQL store on this server instead of the embedded store.
     postgres: Option<String>,
+    /// One org over 89 days (the shape W5 uses, and the 10M-event org), without running W5.
+    one_org: bool,
     /// Seconds of each W2 phase (0 skips W2).
     w2_secs: u64,
 }
@@ -59,6 +62,7 @@ fn args() -> anyhow::Result<Args> {
         sink: false,
         postgres: None,
         w2_secs: 10,
+        one_org: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -71,6 +75,7 @@ fn args() -> anyhow::Result<Args> {
             "--samples" => a.samples = val()?.parse()?,
             "--no-pg" => a.pg = false,
             "--w5" => a.w5 = true,
+            "--one-org" => a.one_org = true,
             "--sink" => a.sink = true,
             "--postgres" => a.postgres = Some(val()?),
             "--w2-secs" => a.w2_secs = val()?.parse()?,
@@ -105,7 +110,8 @@ fn dir_size(p: &Path) -> u64 {
 /// Generates the event file once per (N, end) and reuses it.
 fn generate(a: &Args, end: &str) -> anyhow::Result<PathBuf> {
     std::fs::create_dir_all(&a.work)?;
-    let kind = if a.w5 { "w5-" } else { "" };
+    let one_org = a.w5 || a.one_org;
+    let kind = if one_org { "w5-" } else { "" };
     let file = a.work.join(format!("events-{kind}{}-{}.ndjson", a.events, &end[..10]));
     if !file.exists() {
         eprintln!("generating {} events…", a.events);
@@ -113,7 +119,7 @@ fn generate(a: &Args, end: &str) -> anyhow::Result<PathBuf> {
         let st = std::process::Command::new("python3")
             .arg(a.tools.join("gen_events.py"))
             .arg(a.events.to_string())
-            .args(if a.w5 { ["--days", "89", "--orgs", "1"] } else { ["--days", "360", "--orgs", "50"] })
+            .args(if one_org { ["--days", "89", "--orgs", "1"] } else { ["--days", "360", "--orgs", "50"] })
             .args(["--end", end])
             .stdout(out)
             .status()?;
@@ -340,6 +346,11 @@ async fn main() -> anyhow::Result<()> {
         ("30d q=req-0", vec![("from", from(30)), ("q", "req-0".into())]),
         ("90d q=req-0", vec![("from", from(90)), ("q", "req-0".into())]),
         ("90d q=<one request id>", vec![("from", from(90)), ("q", "REQID".into())]),
+        // What the console asks for beside every page (rows: buckets).
+        ("histogram 30d", vec![("from", from(30))]),
+        ("histogram 90d", vec![("from", from(90))]),
+        ("histogram 90d outcome=failure", vec![("from", from(90)), ("outcome", "failure".into())]),
+        ("histogram 90d q=req-0", vec![("from", from(90)), ("q", "req-0".into())]),
     ];
     let reqid = {
         let v: Value = http
@@ -359,10 +370,15 @@ async fn main() -> anyhow::Result<()> {
         p.push(("to", to.clone()));
         let mut lat = Vec::with_capacity(a.samples);
         let mut rows = 0;
+        let (path, list) = if name.starts_with("histogram") {
+            ("events/histogram", "buckets")
+        } else {
+            ("events", "events")
+        };
         for i in 0..a.samples + 5 {
             let t = Instant::now();
             let r = http
-                .get(format!("{base}/v1/orgs/{busiest}/events"))
+                .get(format!("{base}/v1/orgs/{busiest}/{path}"))
                 .query(&p)
                 .bearer_auth(key)
                 .send()
@@ -374,7 +390,7 @@ async fn main() -> anyhow::Result<()> {
             if i >= 5 {
                 lat.push(t.elapsed().as_secs_f64() * 1000.0);
             }
-            rows = v["events"].as_array().map_or(0, Vec::len);
+            rows = v[list].as_array().map_or(0, Vec::len);
         }
         lat.sort_by(f64::total_cmp);
         w3.push((name.to_string(), percentile(&lat, 0.5), percentile(&lat, 0.99), rows));

@@ -85,6 +85,31 @@ impl PasswordChecks {
     }
 }
 
+impl PasswordChecks {
+    /// Checks `password` against `phc` for an attempt the throttle already counted: the count is given
+    /// back when nothing was checked (busy), cleared when the password is right, and stays when it is
+    /// wrong.
+    pub async fn verify_reserved(
+        &self,
+        throttle: &crate::throttle::Throttle,
+        reservation: crate::throttle::Reservation,
+        password: String,
+        phc: String,
+    ) -> ApiResult<bool> {
+        match self.run(move || verify_password(&password, &phc)).await {
+            Ok(true) => {
+                throttle.succeeded(reservation);
+                Ok(true)
+            }
+            Ok(false) => Ok(false),
+            Err(e) => {
+                throttle.cancelled(reservation);
+                Err(e)
+            }
+        }
+    }
+}
+
 /// The answer when password checks are saturated: nothing was checked, so nothing is counted.
 pub fn busy() -> ApiError {
     let mut e = ApiError::new(

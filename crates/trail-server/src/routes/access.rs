@@ -476,14 +476,7 @@ pub async fn change_password(
     let reservation =
         state.throttle.reserve(&user.email, addr.0, now()).map_err(super::session::throttled)?;
     let phc = user.password_hash.clone();
-    let ok = match state.password_checks.run(move || auth::verify_password(&current, &phc)).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            state.throttle.cancelled(reservation);
-            return Err(e);
-        }
-    };
-    if !ok {
+    if !state.password_checks.verify_reserved(&state.throttle, reservation, current, phc).await? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_credentials",
@@ -491,7 +484,6 @@ pub async fn change_password(
         )
         .with_field("current_password"));
     }
-    state.throttle.succeeded(reservation);
     let hash = state.password_checks.run(move || auth::hash_password(&new)).await??;
     state.store.set_password(&user.id, &hash).await?;
     state.store.delete_user_sessions(&user.id, Some(session_id)).await?;
@@ -690,16 +682,11 @@ pub async fn accept_invitation(
                         .reserve(&existing.email, addr.0, now)
                         .map_err(super::session::throttled)?;
                     let phc = existing.password_hash.clone();
-                    let ok =
-                        match state.password_checks.run(move || auth::verify_password(&password, &phc)).await
-                        {
-                            Ok(ok) => ok,
-                            Err(e) => {
-                                state.throttle.cancelled(reservation);
-                                return Err(e);
-                            }
-                        };
-                    if !ok {
+                    if !state
+                        .password_checks
+                        .verify_reserved(&state.throttle, reservation, password, phc)
+                        .await?
+                    {
                         return Err(ApiError::new(
                             StatusCode::UNAUTHORIZED,
                             "invalid_credentials",
@@ -707,7 +694,6 @@ pub async fn accept_invitation(
                         )
                         .with_field("password"));
                     }
-                    state.throttle.succeeded(reservation);
                     existing
                 }
                 None => {

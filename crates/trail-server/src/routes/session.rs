@@ -74,13 +74,8 @@ pub async fn login(
         }
     };
     let phc = user.as_ref().map_or_else(|| auth::dummy_hash().to_string(), |u| u.password_hash.clone());
-    let ok = match state.password_checks.run(move || auth::verify_password(&password, &phc)).await {
-        Ok(ok) => ok,
-        Err(e) => {
-            state.throttle.cancelled(reservation);
-            return Err(e);
-        }
-    };
+    // (An unknown account is checked against a dummy hash, which no password matches.)
+    let ok = state.password_checks.verify_reserved(&state.throttle, reservation, password, phc).await?;
     let Some(user) = user.as_ref().filter(|_| ok).cloned() else {
         Metrics::add(&state.metrics.sign_in_failures, 1);
         tracing::info!("sign-in failed");
@@ -91,7 +86,6 @@ pub async fn login(
             "wrong email or password",
         ));
     };
-    state.throttle.succeeded(reservation);
     let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
     let issued = auth::issue_session(&user.id, &state);
     state.store.create_session(&issued.session).await?;
