@@ -65,6 +65,22 @@ impl Filter {
             && self.q.is_none()
     }
 
+    /// What per-minute counts of every event and of failures can answer: `Some(None)` when the filter
+    /// selects every event of its window, `Some(Some(outcome))` when it selects one outcome and
+    /// nothing else, `None` for anything else.
+    pub fn counted_by_minute(&self) -> Option<Option<Outcome>> {
+        let only_outcome = Filter { outcome: Vec::new(), ..self.clone() };
+        if !only_outcome.is_window_only() {
+            return None;
+        }
+        let (s, f) = (self.outcome.contains(&Outcome::Success), self.outcome.contains(&Outcome::Failure));
+        Some(match (s, f) {
+            (true, false) => Some(Outcome::Success),
+            (false, true) => Some(Outcome::Failure),
+            _ => None,
+        })
+    }
+
     /// The reference semantics every backend must reproduce.
     pub fn matches(&self, e: &StoredEvent) -> bool {
         fn any_of(list: &[String], v: Option<&String>) -> bool {
@@ -330,6 +346,19 @@ mod tests {
 
     const NOW: Micros = 1_800_000_000_000_000;
     const CTX: QueryContext = QueryContext { now: NOW, oldest: NOW - 365 * MICROS_PER_DAY };
+
+    #[test]
+    fn what_per_minute_counts_can_answer() {
+        let f = |outcome: Vec<Outcome>| Filter { outcome, ..Filter::default() };
+        assert_eq!(f(vec![]).counted_by_minute(), Some(None));
+        assert_eq!(f(vec![Outcome::Failure]).counted_by_minute(), Some(Some(Outcome::Failure)));
+        assert_eq!(f(vec![Outcome::Success]).counted_by_minute(), Some(Some(Outcome::Success)));
+        assert_eq!(f(vec![Outcome::Failure, Outcome::Success]).counted_by_minute(), Some(None));
+        let by_actor = Filter { actor: vec!["alice".into()], ..f(vec![Outcome::Failure]) };
+        assert_eq!(by_actor.counted_by_minute(), None);
+        let text = Filter { q: Some(Search::parse("x").unwrap()), ..Filter::default() };
+        assert_eq!(text.counted_by_minute(), None);
+    }
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

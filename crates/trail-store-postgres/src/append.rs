@@ -220,14 +220,16 @@ async fn write(
         // Appends to one org are serialized by the log head's lock, so these upserts never race.
         let st = tx
             .prepare_cached(
-                "INSERT INTO minute_counts(org, minute, n)
-                 SELECT $1::int8, floor(ts / 60000000.0)::int8 AS m, count(*) FROM unnest($2::int8[]) AS t(ts)
+                "INSERT INTO minute_counts(org, minute, n, failures)
+                 SELECT $1::int8, floor(ts / 60000000.0)::int8 AS m, count(*), count(*) FILTER (WHERE failure)
+                 FROM unnest($2::int8[], $3::bool[]) AS t(ts, failure)
                  GROUP BY m ORDER BY m
-                 ON CONFLICT (org, minute) DO UPDATE SET n = minute_counts.n + excluded.n",
+                 ON CONFLICT (org, minute) DO UPDATE
+                 SET n = minute_counts.n + excluded.n, failures = minute_counts.failures + excluded.failures",
             )
             .await
             .map_err(pg_error)?;
-        tx.execute(&st, &[&org, &c.ts]).await.map_err(pg_error)?;
+        tx.execute(&st, &[&org, &c.ts, &c.failure]).await.map_err(pg_error)?;
         if !levels.is_empty() {
             let st = tx
                 .prepare_cached(

@@ -210,8 +210,10 @@ pub(crate) async fn histogram<C: GenericClient>(
     f: &Filter,
     width: Micros,
 ) -> Result<Vec<Bucket>> {
-    if f.is_window_only() && width >= MINUTE {
-        return histogram_from_minutes(client, org, f, width).await;
+    if let Some(outcome) = f.counted_by_minute()
+        && width >= MINUTE
+    {
+        return histogram_from_minutes(client, org, f, width, outcome).await;
     }
     let mut c = Conditions::new(org);
     let from = c.param(f.from);
@@ -236,12 +238,19 @@ pub(crate) async fn histogram<C: GenericClient>(
 /// A histogram of every event in the window from `minute_counts`, in two statements whatever the
 /// number of events: the whole minutes inside each bucket from their counts, and the parts of the
 /// minutes that a bucket boundary (or the window's start and end) cuts from the `(org, ts)` index.
+/// With `outcome`, only events of that outcome are counted (`failures`, or `n - failures`).
 async fn histogram_from_minutes<C: GenericClient>(
     client: &C,
     org: i64,
     f: &Filter,
     width: Micros,
+    outcome: Option<Outcome>,
 ) -> Result<Vec<Bucket>> {
+    let (measure, rows) = match outcome {
+        None => ("n", ""),
+        Some(Outcome::Failure) => ("failures", " AND e.failure"),
+        Some(Outcome::Success) => ("n - failures", " AND NOT e.failure"),
+    };
     let buckets = if f.to > f.from { (f.to - f.from - 1) / width + 1 } else { 0 };
     // The whole minutes of bucket b: [ceil(start), floor(end)), in minutes.
     let whole = |b: i64| {
@@ -270,10 +279,10 @@ async fn histogram_from_minutes<C: GenericClient>(
     }
     let mut counts = std::collections::BTreeMap::<i64, u64>::new();
     let st = client
-        .prepare_cached(
+        .prepare_cached(&format!(
             "SELECT s.b, count(*) FROM unnest($2::int8[], $3::int8[], $4::int8[]) AS s(lo, hi, b)
-             JOIN events e ON e.org = $1 AND e.ts >= s.lo AND e.ts < s.hi GROUP BY s.b",
-        )
+             JOIN events e ON e.org = $1 AND e.ts >= s.lo AND e.ts < s.hi{rows} GROUP BY s.b"
+        ))
         .await
         .map_err(pg_error)?;
     for r in client.query(&st, &[&org, &lo, &hi, &of]).await.map_err(pg_error)? {
@@ -283,10 +292,10 @@ async fn histogram_from_minutes<C: GenericClient>(
     // Every whole minute of the window, summed per bucket by the bucket its start falls in…
     let range = ((f.from + MINUTE - 1).div_euclid(MINUTE), f.to.div_euclid(MINUTE));
     let st = client
-        .prepare_cached(
-            "SELECT (minute * $2 - $3) / $4 AS b, sum(n)::int8 FROM minute_counts
-             WHERE org = $1 AND minute >= $5 AND minute < $6 GROUP BY b",
-        )
+        .prepare_cached(&format!(
+            "SELECT (minute * $2 - $3) / $4 AS b, sum({measure})::int8 FROM minute_counts
+             WHERE org = $1 AND minute >= $5 AND minute < $6 GROUP BY b"
+        ))
         .await
         .map_err(pg_error)?;
     for r in
@@ -306,7 +315,9 @@ async fn histogram_from_minutes<C: GenericClient>(
     }
     let minutes: Vec<i64> = owners.keys().copied().collect();
     let st = client
-        .prepare_cached("SELECT minute, n FROM minute_counts WHERE org = $1 AND minute = ANY($2)")
+        .prepare_cached(&format!(
+            "SELECT minute, ({measure})::int8 FROM minute_counts WHERE org = $1 AND minute = ANY($2)"
+        ))
         .await
         .map_err(pg_error)?;
     for r in client.query(&st, &[&org, &minutes]).await.map_err(pg_error)? {

@@ -39,9 +39,9 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 ];
 
 /// Before version 2, ingest could write `source: "trail"`: Trail's own records are told apart from
-/// each org's current size onwards (new orgs: from 0). `minute_counts` holds each org's events per
-/// minute of `ts` (histograms without filters read it), built here from the events already stored
-/// and kept by every append in its transaction.
+/// each org's current size onwards (new orgs: from 0). `minute_counts` holds each org's events and
+/// failures per minute of `ts` (histograms without filters, or by outcome alone, read it), built here
+/// from the events already stored and kept by every append in its transaction.
 const V2: &str = r#"
 ALTER TABLE log_heads ADD COLUMN self_audit_from bigint NOT NULL DEFAULT 0;
 UPDATE log_heads SET self_audit_from = tree_size;
@@ -49,9 +49,11 @@ CREATE TABLE minute_counts(
     org bigint NOT NULL,
     minute bigint NOT NULL,
     n bigint NOT NULL,
+    failures bigint NOT NULL,
     PRIMARY KEY (org, minute));
-INSERT INTO minute_counts(org, minute, n)
-    SELECT org, floor(ts / 60000000.0)::bigint AS minute, count(*) FROM events GROUP BY org, minute;
+INSERT INTO minute_counts(org, minute, n, failures)
+    SELECT org, floor(ts / 60000000.0)::bigint AS minute, count(*), count(*) FILTER (WHERE failure)
+    FROM events GROUP BY org, minute;
 "#;
 
 const V1: &str = r#"

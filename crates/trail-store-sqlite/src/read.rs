@@ -6,6 +6,7 @@
 
 use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use trail_model::Outcome;
 use trail_model::query::{ActionMatch, Filter, Query};
 use trail_model::time::{Micros, month_of, month_start, next_month};
 use trail_store::{Bucket, Page, RawPage, RawRecord, Record, Result, StoreError, page_from, raw_page_from};
@@ -352,8 +353,10 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
     let indexed = crate::index::indexed_size(conn, org)?.min(size);
     let mut counts = std::collections::BTreeMap::<i64, u64>::new();
     let (cond, cond_args) = conditions(f);
-    if f.is_window_only() && width >= MINUTE {
-        return histogram_from_minutes(conn, org, f, width);
+    if let Some(outcome) = f.counted_by_minute()
+        && width >= MINUTE
+    {
+        return histogram_from_minutes(conn, org, f, width, outcome);
     }
     for month in months(conn, f.from, f.to)? {
         let ev = events_table(month);
@@ -434,8 +437,20 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
 /// bucket are summed from their counts (one range of the primary key per bucket); the parts of the
 /// minutes that a bucket boundary (or the window's own start and end) cuts are counted from the time
 /// index, less than a minute of rows each. The cost grows with the window's minutes and buckets, not
-/// with the number of events.
-fn histogram_from_minutes(conn: &Connection, org: i64, f: &Filter, width: Micros) -> Result<Vec<Bucket>> {
+/// with the number of events. With `outcome`, only events of that outcome are counted (`failures`, or
+/// `n - failures`).
+fn histogram_from_minutes(
+    conn: &Connection,
+    org: i64,
+    f: &Filter,
+    width: Micros,
+    outcome: Option<Outcome>,
+) -> Result<Vec<Bucket>> {
+    let (measure, rows) = match outcome {
+        None => ("n", ""),
+        Some(Outcome::Failure) => ("failures", " AND outcome = 1"),
+        Some(Outcome::Success) => ("n - failures", " AND outcome = 0"),
+    };
     let buckets = if f.to > f.from { (f.to - f.from - 1) / width + 1 } else { 0 };
     let partitions: std::collections::HashSet<u32> = conn
         .prepare_cached("SELECT month FROM partitions")
@@ -448,7 +463,7 @@ fn histogram_from_minutes(conn: &Connection, org: i64, f: &Filter, width: Micros
             if partitions.contains(&month) {
                 let (a, b) = (lo.max(month_start(month)), hi.min(month_start(next_month(month))));
                 let sql = format!(
-                    "SELECT count(*) FROM {} WHERE org = ?1 AND ts >= ?2 AND ts < ?3",
+                    "SELECT count(*) FROM {} WHERE org = ?1 AND ts >= ?2 AND ts < ?3{rows}",
                     events_table(month)
                 );
                 let n: i64 = conn
@@ -464,7 +479,9 @@ fn histogram_from_minutes(conn: &Connection, org: i64, f: &Filter, width: Micros
         }
     };
     let mut sum = conn
-        .prepare_cached("SELECT sum(n) FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3")
+        .prepare_cached(&format!(
+            "SELECT sum({measure}) FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3"
+        ))
         .map_err(sql_error)?;
     let mut out = Vec::new();
     for b in 0..buckets {

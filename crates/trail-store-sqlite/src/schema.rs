@@ -18,7 +18,8 @@ pub const MIN_STORED_LEVEL: u8 = 2;
 
 use rusqlite::Connection;
 
-/// 2: `orgs.self_audit_from` (where `source: "trail"` became the server's alone) and `minute_counts`.
+/// 2: `orgs.self_audit_from` (where `source: "trail"` became the server's alone) and `minute_counts`
+/// (events and failures per minute of `time`, for histograms).
 /// 3: the full-text index left this file for `trail-index.db` (see [`crate::index`]).
 pub const SCHEMA_VERSION: i64 = 3;
 /// The width of a `minute_counts` row.
@@ -132,7 +133,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             updated_by TEXT) STRICT;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
         CREATE TABLE IF NOT EXISTS minute_counts(
-            org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL,
+            org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
             PRIMARY KEY(org_id, minute)) STRICT, WITHOUT ROWID;
         ",
     )?;
@@ -190,9 +191,9 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
 pub fn backfill_minute_counts(month: u32) -> String {
     let m = minute_sql("ts");
     format!(
-        "INSERT INTO minute_counts(org_id, minute, n)
-         SELECT org, {m} AS minute, count(*) FROM {} WHERE true GROUP BY org, minute
-         ON CONFLICT(org_id, minute) DO UPDATE SET n = n + excluded.n",
+        "INSERT INTO minute_counts(org_id, minute, n, failures)
+         SELECT org, {m} AS minute, count(*), sum(outcome) FROM {} WHERE true GROUP BY org, minute
+         ON CONFLICT(org_id, minute) DO UPDATE SET n = n + excluded.n, failures = failures + excluded.failures",
         events_table(month)
     )
 }

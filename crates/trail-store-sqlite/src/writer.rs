@@ -257,7 +257,7 @@ impl Writer {
         self.appended = true;
         let mut out = Vec::with_capacity(events.len());
         // Per-minute counts of what this append creates, for histograms (a batch spans few minutes).
-        let mut minutes = std::collections::BTreeMap::<i64, i64>::new();
+        let mut minutes = std::collections::BTreeMap::<i64, (i64, i64)>::new();
         for mut e in events {
             // Claim the id at the tentative seq; if it was taken, this is a duplicate.
             let claimed = self
@@ -292,7 +292,8 @@ impl Writer {
                     .and_then(|mut st| st.execute(params![org_id, n.level, n.index as i64, &n.hash[..]]))
                     .map_err(sql_error)?;
             }
-            *minutes.entry(schema::minute_of(e.time)).or_default() += 1;
+            let minute = minutes.entry(schema::minute_of(e.time)).or_default();
+            *minute = (minute.0 + 1, minute.1 + i64::from(e.failure));
             out.push(Appended::Created { id: e.id, seq: size });
             size += 1;
             // Keep the cache in step so a duplicate later in the same batch is found by the query above.
@@ -300,13 +301,14 @@ impl Writer {
                 head.1 = size;
             }
         }
-        for (minute, n) in minutes {
+        for (minute, (n, failures)) in minutes {
             self.conn
                 .prepare_cached(
-                    "INSERT INTO minute_counts(org_id, minute, n) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(org_id, minute) DO UPDATE SET n = n + excluded.n",
+                    "INSERT INTO minute_counts(org_id, minute, n, failures) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(org_id, minute) DO UPDATE
+                     SET n = n + excluded.n, failures = failures + excluded.failures",
                 )
-                .and_then(|mut st| st.execute(params![org_id, minute, n]))
+                .and_then(|mut st| st.execute(params![org_id, minute, n, failures]))
                 .map_err(sql_error)?;
         }
         // The log head is written with every job, so a later job's rollback can re-read it.

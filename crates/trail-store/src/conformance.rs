@@ -549,6 +549,10 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
             .map(|t| {
                 let mut e = event("a", "x.y", *t);
                 e.id = Some(format!("e{t}"));
+                // Failures too, unevenly: histograms by outcome are counted per minute as well.
+                if t.rem_euclid(7) < 3 {
+                    e.outcome = Outcome::Failure;
+                }
                 e
             })
             .collect();
@@ -564,8 +568,16 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
         [30_000_000, minute, 90_000_000, 5 * minute, 3_600_000_000, MICROS_PER_DAY, 7 * MICROS_PER_DAY];
     for from in starts {
         for to in [boundary + MICROS_PER_DAY + 1, boundary + 17 * minute + 5_000_000] {
-            for width in widths {
-                let filter = window(from, to);
+            for (width, outcome) in widths.into_iter().flat_map(|w| {
+                [
+                    vec![],
+                    vec![Outcome::Failure],
+                    vec![Outcome::Success],
+                    vec![Outcome::Success, Outcome::Failure],
+                ]
+                .map(|o| (w, o))
+            }) {
+                let filter = Filter { outcome: outcome.clone(), ..window(from, to) };
                 let mut want: std::collections::BTreeMap<Micros, u64> = Default::default();
                 for (t, _) in model.select(&filter) {
                     *want.entry(from + (t - from) / width * width).or_default() += 1;
@@ -577,7 +589,7 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
                     .into_iter()
                     .map(|b| (b.start, b.count))
                     .collect();
-                assert_eq!(got, want, "from {from}, to {to}, width {width}");
+                assert_eq!(got, want, "from {from}, to {to}, width {width}, outcome {outcome:?}");
             }
         }
     }
