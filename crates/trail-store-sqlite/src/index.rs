@@ -17,9 +17,12 @@
 //! org (the month's table is then dropped); queries never see them, since every match is joined to
 //! its event row.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 use trail_model::{canonical, text};
@@ -41,27 +44,35 @@ const IDLE: Duration = Duration::from_secs(1);
 /// Creates (or opens) the index beside the log at `db` and checks that it describes this log: an
 /// index that holds more of an org's log than the log itself, or whose last indexed event is not the
 /// log's (a data directory restored from an older backup beside a newer index), is discarded and
-/// rebuilt.
-pub fn open(dir: &Path, db: &Path) -> Result<PathBuf> {
+/// rebuilt. Returns the indexer, ready for [`spawn`], with its connections to both files.
+pub fn open(dir: &Path, db: &Path) -> Result<Indexer> {
     let path = dir.join(INDEX_FILE);
+    crate::private_files(dir, &path)?;
     let log = open_log(db)?;
-    let idx = open_index(&path).map_err(sql_error)?;
+    let mut idx = open_index(&path).map_err(sql_error)?;
     if let Some(reason) = mismatch(&idx, &log)? {
         tracing::warn!(reason, "the full-text index does not match the log; rebuilding it");
         drop(idx);
-        for suffix in ["", "-wal", "-shm"] {
-            let mut name = path.as_os_str().to_owned();
-            name.push(suffix);
-            match std::fs::remove_file(&name) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(StoreError::Unavailable(format!("cannot remove {}: {e}", path.display())));
-                }
-                _ => {}
-            }
-        }
-        open_index(&path).map_err(sql_error)?;
+        remove(&path)?;
+        crate::private_files(dir, &path)?;
+        idx = open_index(&path).map_err(sql_error)?;
     }
-    Ok(path)
+    Ok(Indexer { log, idx, lag: Arc::default(), dropped_dead_months: None })
+}
+
+/// Removes a database file and the WAL and shared-memory files beside it.
+fn remove(path: &Path) -> Result<()> {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut name = path.as_os_str().to_owned();
+        name.push(suffix);
+        match std::fs::remove_file(&name) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(StoreError::Unavailable(format!("cannot remove {}: {e}", path.display())));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn open_log(db: &Path) -> Result<Connection> {
@@ -73,11 +84,6 @@ fn open_log(db: &Path) -> Result<Connection> {
 }
 
 fn open_index(path: &Path) -> rusqlite::Result<Connection> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        let _ = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path);
-    }
     let c = Connection::open(path)?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
@@ -152,18 +158,6 @@ pub fn indexed_size(conn: &Connection, org: i64) -> Result<u64> {
         .map_err(sql_error)
 }
 
-/// Events in the log that the index does not hold yet, over every org, as a reader with the index
-/// attached sees it.
-pub fn lag(conn: &Connection) -> Result<u64> {
-    conn.prepare_cached(
-        "SELECT coalesce(sum(o.tree_size - min(o.tree_size, coalesce(i.size, 0))), 0)
-         FROM orgs o LEFT JOIN idx.indexed i ON i.org_id = o.id",
-    )
-    .and_then(|mut st| st.query_row([], |r| r.get::<_, i64>(0)))
-    .map(|n| n as u64)
-    .map_err(sql_error)
-}
-
 /// Whether the index has a table for `month`, as a reader with the index attached sees it.
 pub fn has_month(conn: &Connection, month: u32) -> Result<bool> {
     conn.prepare_cached("SELECT 1 FROM idx.months WHERE month = ?1")
@@ -175,8 +169,7 @@ pub fn has_month(conn: &Connection, month: u32) -> Result<bool> {
 /// Starts the indexer thread. It indexes whenever `wake` says something was appended, or every
 /// [`IDLE`]; when every sender of `wake` is gone it takes at most [`STEPS_AT_CLOSE`] more steps and
 /// returns.
-pub fn spawn(db: &Path, index: &Path, wake: mpsc::Receiver<()>) -> Result<std::thread::JoinHandle<()>> {
-    let mut ix = Indexer { log: open_log(db)?, idx: open_index(index).map_err(sql_error)? };
+pub fn spawn(mut ix: Indexer, wake: mpsc::Receiver<()>) -> Result<std::thread::JoinHandle<()>> {
     std::thread::Builder::new()
         .name("trail-sqlite-indexer".into())
         .spawn(move || {
@@ -198,19 +191,36 @@ pub fn spawn(db: &Path, index: &Path, wake: mpsc::Receiver<()>) -> Result<std::t
                     break;
                 }
             }
+            ix.dropped_dead_months = None;
             ix.drop_dead_months_logged();
         })
         .map_err(|e| StoreError::Internal(format!("cannot start the indexer thread: {e}")))
 }
 
-struct Indexer {
+pub struct Indexer {
     /// Read-only, on the log.
     log: Connection,
     /// The index's own file.
     idx: Connection,
+    /// Events the log holds and the index does not, as of the last step (`/metrics` reads it without
+    /// touching either file).
+    lag: Arc<AtomicU64>,
+    /// When months that retention removed were last looked for.
+    dropped_dead_months: Option<Instant>,
+}
+
+impl std::fmt::Debug for Indexer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indexer").field("lag", &self.lag).finish_non_exhaustive()
+    }
 }
 
 impl Indexer {
+    /// The indexer's lag, shared with the store.
+    pub fn lag(&self) -> Arc<AtomicU64> {
+        self.lag.clone()
+    }
+
     /// One step; whether more is waiting. A failure is logged and retried at the next wake-up
     /// (queries stay exact meanwhile: they read what the index lacks).
     fn step_logged(&mut self) -> bool {
@@ -220,7 +230,12 @@ impl Indexer {
         })
     }
 
+    /// At most once per [`IDLE`] (it reads both files' month lists; months leave only by retention).
     fn drop_dead_months_logged(&mut self) {
+        if self.dropped_dead_months.is_some_and(|at| at.elapsed() < IDLE) {
+            return;
+        }
+        self.dropped_dead_months = Some(Instant::now());
         if let Err(e) = self.drop_dead_months() {
             tracing::warn!(error = %e, "cannot drop the index of a removed month; will retry");
         }
@@ -228,12 +243,8 @@ impl Indexer {
 
     /// Indexes up to [`STEP`] events of the orgs whose index lags their log, in one transaction.
     fn step(&mut self) -> Result<bool> {
-        let mut heads: Vec<(i64, u64)> = self
-            .log
-            .prepare_cached("SELECT id, tree_size FROM orgs ORDER BY id")
-            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect())
-            .map_err(sql_error)?;
-        heads.retain(|(org, size)| self.size(*org).is_ok_and(|indexed| indexed < *size));
+        let (heads, behind) = self.behind()?;
+        self.lag.store(behind, Ordering::Relaxed);
         if heads.is_empty() {
             return Ok(false);
         }
@@ -244,30 +255,46 @@ impl Indexer {
         if end.is_err() {
             let _ = self.idx.execute_batch("ROLLBACK");
         }
-        let more = result?;
+        let (more, indexed) = result?;
         end.map_err(sql_error)?;
+        self.lag.store(behind.saturating_sub(indexed), Ordering::Relaxed);
         Ok(more)
     }
 
-    fn size(&self, org: i64) -> Result<u64> {
+    /// The orgs whose index lags their log, with their log heads, and how many events that is in all.
+    fn behind(&self) -> Result<(Vec<(i64, u64)>, u64)> {
+        let mut heads: Vec<(i64, u64)> = self
+            .log
+            .prepare_cached("SELECT id, tree_size FROM orgs ORDER BY id")
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect())
+            .map_err(sql_error)?;
+        let sizes = self.sizes()?;
+        heads.retain(|(org, head)| sizes.get(org).copied().unwrap_or(0) < *head);
+        let behind = heads.iter().map(|(org, head)| head - sizes.get(org).copied().unwrap_or(0)).sum();
+        Ok((heads, behind))
+    }
+
+    /// Every org's recorded size, in one read.
+    fn sizes(&self) -> Result<HashMap<i64, u64>> {
         self.idx
-            .prepare_cached("SELECT size FROM indexed WHERE org_id = ?1")
-            .and_then(|mut st| st.query_row([org], |r| r.get::<_, i64>(0)).optional())
-            .map(|n| n.unwrap_or(0) as u64)
+            .prepare_cached("SELECT org_id, size FROM indexed")
+            .and_then(|mut st| st.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect())
             .map_err(sql_error)
     }
 
     /// Inside the step's transaction: indexes from each org's recorded size (read again here, as
-    /// another process's indexer may have moved it) towards its log head. Returns whether more remain.
-    fn index(&mut self, heads: &[(i64, u64)], months: &[u32]) -> Result<bool> {
+    /// another process's indexer may have moved it) towards its log head. Returns whether more remain,
+    /// and how many seqs the recorded sizes moved.
+    fn index(&mut self, heads: &[(i64, u64)], months: &[u32]) -> Result<(bool, u64)> {
+        let sizes = self.sizes()?;
         let mut budget = STEP;
         for &(org, head) in heads {
-            let from = self.size(org)?;
+            let from = sizes.get(&org).copied().unwrap_or(0);
             if from >= head {
                 continue;
             }
             if budget == 0 {
-                return Ok(true);
+                return Ok((true, STEP));
             }
             let to = head.min(from + budget);
             let last_leaf = self.index_range(org, from, to, months)?;
@@ -280,10 +307,10 @@ impl Indexer {
                 .map_err(sql_error)?;
             budget -= to - from;
             if to < head {
-                return Ok(true);
+                return Ok((true, STEP - budget));
             }
         }
-        Ok(false)
+        Ok((false, STEP - budget))
     }
 
     /// Indexes the org's events with `from <= seq < to`; returns the leaf hash of seq `to - 1`
@@ -368,9 +395,13 @@ mod tests {
     use crate::{SqliteStore, read};
 
     fn remove_index(dir: &Path) {
-        for suffix in ["", "-wal", "-shm"] {
-            let _ = std::fs::remove_file(dir.join(format!("{INDEX_FILE}{suffix}")));
-        }
+        remove(&dir.join(INDEX_FILE)).unwrap();
+    }
+
+    /// Opens the store and closes it, which lets the indexer catch up.
+    fn open_and_close(dir: &Path) {
+        let store = SqliteStore::open(dir).unwrap();
+        store.close();
     }
 
     fn hits(dir: &Path, term: &str) -> i64 {
@@ -404,10 +435,11 @@ mod tests {
 
         remove_index(dir.path());
         let db = dir.path().join(crate::DB_FILE);
-        let path = open(dir.path(), &db).unwrap();
-        let mut ix = Indexer { log: open_log(&db).unwrap(), idx: open_index(&path).unwrap() };
+        let path = dir.path().join(INDEX_FILE);
+        let mut ix = open(dir.path(), &db).unwrap();
         let org: i64 = ix.log.query_row("SELECT id FROM orgs WHERE slug = 'acme'", [], |r| r.get(0)).unwrap();
-        assert!(!ix.index(&[(org, 600)], &[202606]).unwrap(), "600 events are one step");
+        assert_eq!(ix.index(&[(org, 600)], &[202606]).unwrap(), (false, 600), "600 events are one step");
+        assert_eq!(ix.behind().unwrap(), (vec![(org, 1_200)], 600), "what /metrics reports as lag");
         drop(ix);
         assert_eq!(hits(dir.path(), "needle"), 2, "seq 650 is not in the index");
 
@@ -443,9 +475,7 @@ mod tests {
         drop(conn);
 
         // The indexer picks up from 600, each event once.
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store.close();
-        drop(store);
+        open_and_close(dir.path());
         assert_eq!(hits(dir.path(), "needle"), 3);
         assert_eq!(hits(dir.path(), "y"), 1_200, "every event of action x.y, once");
     }
@@ -482,9 +512,7 @@ mod tests {
         );
 
         remove_index(dir.path());
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store.close();
-        drop(store);
+        open_and_close(dir.path());
         assert_eq!((hits(dir.path(), "alice"), hits(dir.path(), "carol")), (1, 1), "rebuilt from the log");
     }
 }

@@ -75,6 +75,8 @@ struct Inner {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// Ends when the writer (which holds the only sender that wakes it) has.
     indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// What the indexer last counted as not yet indexed.
+    index_lag: Arc<std::sync::atomic::AtomicU64>,
     /// Dropping the sender stops the checkpointer.
     checkpoints: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     /// Event queries, histograms, proofs, retention reads.
@@ -93,7 +95,7 @@ impl std::fmt::Debug for dyn Job {
 /// shared-memory files 0600 — created so, and tightened in place for a directory an earlier release
 /// wrote with the umask's 0755/0644. SQLite gives the files it creates beside the database the
 /// database file's mode.
-fn private_files(dir: &Path, db: &Path) -> Result<()> {
+pub(crate) fn private_files(dir: &Path, db: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -128,7 +130,6 @@ impl SqliteStore {
         })?;
         let path = dir.join(DB_FILE);
         private_files(dir, &path)?;
-        private_files(dir, &dir.join(index::INDEX_FILE))?;
         let conn = Connection::open(&path).map_err(sql_error)?;
         schema::configure(&conn, 64 * 1024).map_err(sql_error)?;
         schema::create(&conn).map_err(|e| match e {
@@ -152,9 +153,11 @@ impl SqliteStore {
             }
             other => other,
         })?;
-        let index_path = index::open(dir, &path)?;
+        let indexer = index::open(dir, &path)?;
+        let index_lag = indexer.lag();
+        let index_path = dir.join(index::INDEX_FILE);
         let (wake, woken) = mpsc::sync_channel(1);
-        let indexer = index::spawn(&path, &index_path, woken)?;
+        let indexer = index::spawn(indexer, woken)?;
         let w = Writer::new(conn, wake).map_err(sql_error)?;
         let readers = Pool::open(&path, Some(&index_path), READERS, 16 * 1024)?;
         let control = Pool::open(&path, None, CONTROL_READERS, 2 * 1024)?;
@@ -170,6 +173,7 @@ impl SqliteStore {
                 jobs: Mutex::new(Some(tx)),
                 writer: Mutex::new(Some(handle)),
                 indexer: Mutex::new(Some(indexer)),
+                index_lag,
                 checkpoints: Mutex::new(Some(checkpoints)),
                 readers,
                 control,
@@ -638,7 +642,7 @@ impl Store for SqliteStore {
     }
 
     async fn search_index_lag(&self) -> Result<u64> {
-        self.read(index::lag).await
+        Ok(self.inner.index_lag.load(Ordering::Relaxed))
     }
 
     async fn self_audit_from(&self, org: &str) -> Result<u64> {

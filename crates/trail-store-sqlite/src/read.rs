@@ -262,8 +262,12 @@ pub fn query_raw(conn: &Connection, slug: &str, q: &Query) -> Result<RawPage> {
 fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64)> {
     let (org, size) = org_id(conn, slug)?;
     let as_of = q.cursor.map_or(size, |c| c.as_of.min(size));
-    let indexed = crate::index::indexed_size(conn, org)?.min(as_of);
     let f = &q.filter;
+    // Only free text reads the index; other pages cost no lookup in it.
+    let indexed = match f.q {
+        Some(_) => crate::index::indexed_size(conn, org)?.min(as_of),
+        None => as_of,
+    };
     let to = q.cursor.map_or(f.to, |c| c.time + 1);
     let need = q.limit + 1;
     let mut records = Vec::with_capacity(need);
@@ -277,7 +281,10 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
             hi: to.min(month_start(next_month(month))),
             before: q.cursor.map(|c| (c.time, rowid(org, c.seq))),
             max_k: rowid(org, as_of),
-            indexed_k: indexed_in(conn, org, month, indexed)?,
+            indexed_k: match f.q {
+                Some(_) => indexed_in(conn, org, month, indexed)?,
+                None => rowid(org, as_of),
+            },
             filter: f,
             cond: &cond,
         };
@@ -350,7 +357,6 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
 /// and matched in Rust.
 pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Result<Vec<Bucket>> {
     let (org, size) = org_id(conn, slug)?;
-    let indexed = crate::index::indexed_size(conn, org)?.min(size);
     let mut counts = std::collections::BTreeMap::<i64, u64>::new();
     let (cond, cond_args) = conditions(f);
     if let Some(outcome) = f.counted_by_minute()
@@ -358,6 +364,10 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
     {
         return histogram_from_minutes(conn, org, f, width, outcome);
     }
+    let indexed = match f.q {
+        Some(_) => crate::index::indexed_size(conn, org)?.min(size),
+        None => size,
+    };
     for month in months(conn, f.from, f.to)? {
         let ev = events_table(month);
         let (lo, hi) = (f.from.max(month_start(month)), f.to.min(month_start(next_month(month))));

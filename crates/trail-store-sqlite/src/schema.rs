@@ -53,8 +53,9 @@ pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     // racing a steady stream of commits never finishes, so the WAL never starts over: it grew to the
     // limit (400 MB) and the writer's own checkpoint then copied all of it inside one commit (110 ms
     // stalls every 4 s under single-event load). At 16 MB the writer's checkpoint only copies what
-    // the thread has not, and the WAL wraps: p99 at 5,000 requests/s went from 105 ms to 15 ms with
-    // batch ingest unchanged (BENCHMARKS.md).
+    // the thread has not, and the WAL wraps: p99 at 5,000 requests/s went from 105 ms to 15 ms, at
+    // the price of 10–20% of batch ingest at 10M events, where the writer copies more of the WAL
+    // itself (BENCHMARKS.md measures the trade-off).
     conn.pragma_update(None, "wal_autocheckpoint", 4_096)?;
     conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     conn.pragma_update(None, "synchronous", "FULL")?;
@@ -151,25 +152,21 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // in the same transaction.
         Some(v @ (1 | 2)) => {
             let tx = conn.unchecked_transaction()?;
+            let months: Vec<u32> = tx
+                .prepare("SELECT month FROM partitions ORDER BY month")?
+                .query_map([], |r| r.get(0))?
+                .collect::<rusqlite::Result<_>>()?;
             if v == 1 {
                 tx.execute_batch(
                     "ALTER TABLE orgs ADD COLUMN self_audit_from INTEGER NOT NULL DEFAULT 0;
                      UPDATE orgs SET self_audit_from = tree_size;",
                 )?;
-                let months: Vec<u32> = tx
-                    .prepare("SELECT month FROM partitions ORDER BY month")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()?;
-                for month in months {
+                for &month in &months {
                     tx.execute(&backfill_minute_counts(month), [])?;
                 }
             }
             // Versions 1 and 2 kept a month's full-text index beside its events; it is rebuilt in
             // `trail-index.db` by the indexer, and queries stay exact while it catches up.
-            let months: Vec<u32> = tx
-                .prepare("SELECT month FROM partitions ORDER BY month")?
-                .query_map([], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
             for month in months {
                 tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", fts_table(month)))?;
             }

@@ -68,8 +68,23 @@ async fn pruning_keeps_a_shared_month_searchable_and_then_drops_it() {
     store.prune_month("acme", 202601, MonthSummary { count: 5, last_seq: 4 }).await.unwrap();
     assert_eq!(found(&store, "acme", "acmeonly").await, 0, "the pruned org's events are not found");
     assert_eq!(found(&store, "other", "otheronly").await, 1, "the other org's are");
+    // Their full-text entries stay in the shared month's index, but a free-text histogram, which FTS5
+    // drives, joins each to its row and finds none.
+    let histogram = trail_model::query::Filter {
+        from: parse_rfc3339("2026-01-01T00:00:00Z").unwrap(),
+        to: parse_rfc3339("2026-02-01T00:00:00Z").unwrap(),
+        q: Some(trail_model::text::Search::parse("acmeonly").unwrap()),
+        ..Default::default()
+    };
+    assert_eq!(store.histogram("acme", &histogram, trail_model::time::MICROS_PER_DAY).await.unwrap(), vec![]);
     store.close();
     drop(store);
+    let index = rusqlite::Connection::open(dir.path().join("trail-index.db")).unwrap();
+    let stale: i64 = index
+        .query_row("SELECT count(*) FROM fts_202601 WHERE fts_202601 MATCH 'acmeonly'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(stale, 5, "the entries the histogram had to skip");
+    drop(index);
     assert_eq!(tables(dir.path()), (true, true), "the month is still in use");
 
     let store = SqliteStore::open(dir.path()).unwrap();
