@@ -333,7 +333,7 @@ impl Indexer {
                     created = true;
                 }
                 let k: i64 = row.get(0).map_err(sql_error)?;
-                let body: Vec<u8> = row.get(1).map_err(sql_error)?;
+                let body = crate::body::unpack(&self.log, row.get(1).map_err(sql_error)?, seq_of(k))?;
                 let event = canonical::decode(&body).map_err(|e| {
                     StoreError::Corrupt(format!("seq {}: stored event does not decode: {e}", seq_of(k)))
                 })?;

@@ -6,6 +6,8 @@
 #![cfg_attr(test, allow(clippy::unwrap_used, reason = "tests fail loudly on purpose"))]
 
 mod access;
+mod body;
+mod ids;
 mod index;
 mod integrity;
 mod read;
@@ -77,6 +79,10 @@ struct Inner {
     indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// What the indexer last counted as not yet indexed.
     index_lag: Arc<std::sync::atomic::AtomicU64>,
+    /// The id map's run filters, shared by the writer and the readers.
+    id_filters: Arc<ids::Filters>,
+    /// The dictionary appends pack bodies with (made by the writer).
+    body_dict: Arc<body::Current>,
     /// Dropping the sender stops the checkpointer.
     checkpoints: Mutex<Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>>,
     /// Event queries, histograms, proofs, retention reads.
@@ -158,7 +164,9 @@ impl SqliteStore {
         let index_path = dir.join(index::INDEX_FILE);
         let (wake, woken) = mpsc::sync_channel(1);
         let indexer = index::spawn(indexer, woken)?;
-        let w = Writer::new(conn, wake).map_err(sql_error)?;
+        let id_filters = Arc::new(ids::Filters::default());
+        let body_dict = Arc::new(body::Current::default());
+        let w = Writer::new(conn, wake, id_filters.clone(), body_dict.clone()).map_err(sql_error)?;
         let readers = Pool::open(&path, Some(&index_path), READERS, 16 * 1024)?;
         let control = Pool::open(&path, None, CONTROL_READERS, 2 * 1024)?;
         let (tx, rx) = mpsc::channel();
@@ -174,6 +182,8 @@ impl SqliteStore {
                 writer: Mutex::new(Some(handle)),
                 indexer: Mutex::new(Some(indexer)),
                 index_lag,
+                id_filters,
+                body_dict,
                 checkpoints: Mutex::new(Some(checkpoints)),
                 readers,
                 control,
@@ -602,8 +612,9 @@ impl Store for SqliteStore {
     }
 
     async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>> {
+        let dict = self.inner.body_dict.get();
         let prepared: Vec<writer::Prepared> =
-            events.into_iter().map(|e| writer::Prepared::new(org, e, received_at)).collect();
+            events.into_iter().map(|e| writer::Prepared::new(org, e, received_at, dict.as_deref())).collect();
         let org = org.to_string();
         self.submit(move |w| w.append(&org, prepared), false).await
     }
@@ -620,7 +631,8 @@ impl Store for SqliteStore {
 
     async fn event(&self, org: &str, id: &str) -> Result<Option<Record>> {
         let (org, id) = (org.to_string(), id.to_string());
-        self.read(move |c| read::event(c, &org, &id)).await
+        let filters = self.inner.id_filters.clone();
+        self.read(move |c| read::event(c, &filters, &org, &id)).await
     }
 
     async fn events_after(&self, org: &str, after: Option<u64>, limit: usize) -> Result<Vec<RawRecord>> {

@@ -12,7 +12,7 @@ use trail_model::time::{Micros, month_of, month_start, next_month};
 use trail_store::{Bucket, Page, RawPage, RawRecord, Record, Result, StoreError, page_from, raw_page_from};
 
 use crate::schema::{MINUTE, SEQ_BITS, events_table, fts_table, minute_of, rowid};
-use crate::sql_error;
+use crate::{body, ids, sql_error};
 
 pub fn org_id(conn: &Connection, slug: &str) -> Result<(i64, u64)> {
     conn.prepare_cached("SELECT id, tree_size FROM orgs WHERE slug = ?1")
@@ -234,10 +234,11 @@ impl Scan<'_> {
         let mut read = 0;
         while let Some(row) = rows.next().map_err(sql_error)? {
             read += 1;
+            let seq = crate::schema::seq_of(row.get(1).map_err(sql_error)?);
             let r = RawRecord {
                 time: row.get(0).map_err(sql_error)?,
-                seq: crate::schema::seq_of(row.get(1).map_err(sql_error)?),
-                bytes: row.get(2).map_err(sql_error)?,
+                seq,
+                bytes: body::unpack(conn, row.get(2).map_err(sql_error)?, seq)?,
             };
             if !keep(r)? {
                 break;
@@ -429,10 +430,11 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
             while let Some(row) = rows.next().map_err(sql_error)? {
                 let ts: Micros = row.get(0).map_err(sql_error)?;
                 let k: i64 = row.get(1).map_err(sql_error)?;
+                let seq = crate::schema::seq_of(k);
                 let record = RawRecord {
                     time: ts,
-                    seq: crate::schema::seq_of(k),
-                    bytes: row.get(2).map_err(sql_error)?,
+                    seq,
+                    bytes: body::unpack(conn, row.get(2).map_err(sql_error)?, seq)?,
                 };
                 if q.matches(&record.decode()?) {
                     *counts.entry((ts - f.from) / width).or_default() += 1;
@@ -515,24 +517,41 @@ fn histogram_from_minutes(
     Ok(out)
 }
 
-pub fn event(conn: &Connection, slug: &str, id: &str) -> Result<Option<Record>> {
-    let (org, _) = org_id(conn, slug)?;
-    let found: Option<(i64, u32)> = conn
-        .prepare_cached("SELECT seq, month FROM event_ids WHERE org_id = ?1 AND id = ?2")
-        .and_then(|mut st| st.query_row(params![org, id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
-        .map_err(sql_error)?;
-    let Some((seq, month)) = found else {
+pub fn event(conn: &Connection, filters: &ids::Filters, slug: &str, id: &str) -> Result<Option<Record>> {
+    // One snapshot: the run list and the runs it names (a merge may drop runs meanwhile).
+    let tx = conn.unchecked_transaction().map_err(sql_error)?;
+    let (org, _) = org_id(&tx, slug)?;
+    let mut runs = ids::Runs::default();
+    runs.refresh(&tx, filters).map_err(sql_error)?;
+    let Some((seq, month)) = ids::find(&tx, &runs, org, id).map_err(sql_error)? else {
         return Ok(None);
     };
-    let body: Option<Vec<u8>> = conn
-        .prepare_cached(&format!("SELECT body FROM {} WHERE k = ?1", events_table(month)))
-        .and_then(|mut st| st.query_row([rowid(org, seq as u64)], |r| r.get(0)).optional())
-        .map_err(sql_error)?;
-    match body {
-        Some(b) => Record::from_bytes(b).map(Some),
-        None => {
-            Err(StoreError::Corrupt(format!("event {id} is indexed at seq {seq} but its row is missing")))
-        }
+    let partition: bool = tx
+        .query_row("SELECT 1 FROM partitions WHERE month = ?1", [month], |_| Ok(()))
+        .optional()
+        .map_err(sql_error)?
+        .is_some();
+    let k = rowid(org, seq);
+    let body: Option<Vec<u8>> = if partition {
+        tx.prepare_cached(&format!("SELECT body FROM {} WHERE k = ?1", events_table(month)))
+            .and_then(|mut st| st.query_row([k], |r| r.get(0)).optional())
+            .map_err(sql_error)?
+    } else {
+        None
+    };
+    if let Some(stored) = body {
+        return Record::from_bytes(body::unpack(&tx, stored, seq)?).map(Some);
+    }
+    // Retention leaves the id map's entries behind; a pruned event's leaf hash is kept.
+    let pruned = tx
+        .query_row("SELECT 1 FROM pruned_leaves WHERE k = ?1", [k], |_| Ok(()))
+        .optional()
+        .map_err(sql_error)?
+        .is_some();
+    if pruned {
+        Ok(None)
+    } else {
+        Err(StoreError::Corrupt(format!("event {id} is indexed at seq {seq} but its row is missing")))
     }
 }
 
@@ -565,11 +584,12 @@ pub fn events_after(
             .map_err(sql_error)?;
         let rows = st
             .query_map(params![lo, hi, limit as i64], |r| {
-                Ok(RawRecord { time: r.get(0)?, seq: crate::schema::seq_of(r.get(1)?), bytes: r.get(2)? })
+                Ok((r.get(0)?, crate::schema::seq_of(r.get(1)?), r.get::<_, Vec<u8>>(2)?))
             })
             .map_err(sql_error)?;
         for row in rows {
-            out.push(row.map_err(sql_error)?);
+            let (time, seq, stored) = row.map_err(sql_error)?;
+            out.push(RawRecord { time, seq, bytes: body::unpack(conn, stored, seq)? });
         }
     }
     out.sort_by_key(|r| r.seq);

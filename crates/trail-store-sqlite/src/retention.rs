@@ -105,10 +105,15 @@ pub fn month_events(
         .map_err(sql_error)?;
     let rows = st
         .query_map(params![lo, hi, limit as i64], |r| {
-            Ok(RawRecord { time: r.get(0)?, seq: seq_of(r.get(1)?), bytes: r.get(2)? })
+            Ok((r.get(0)?, seq_of(r.get(1)?), r.get::<_, Vec<u8>>(2)?))
         })
         .map_err(sql_error)?;
-    rows.collect::<rusqlite::Result<_>>().map_err(sql_error)
+    let mut out = Vec::new();
+    for row in rows {
+        let (time, seq, stored) = row.map_err(sql_error)?;
+        out.push(RawRecord { time, seq, bytes: crate::body::unpack(conn, stored, seq)? });
+    }
+    Ok(out)
 }
 
 pub fn pruned_leaves(
@@ -167,8 +172,7 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
         [lo, hi],
     )
     .map_err(sql_error)?;
-    conn.execute("DELETE FROM event_ids WHERE org_id = ?1 AND month = ?2", params![org, month])
-        .map_err(sql_error)?;
+    // The id map keeps the month's ids: stale entries, which lookups skip (see `ids.rs`).
     // Months are whole minutes: the month's counts go with its events.
     conn.execute(
         "DELETE FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3",

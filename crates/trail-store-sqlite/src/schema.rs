@@ -21,7 +21,9 @@ use rusqlite::Connection;
 /// 2: `orgs.self_audit_from` (where `source: "trail"` became the server's alone) and `minute_counts`
 /// (events and failures per minute of `time`, for histograms).
 /// 3: the full-text index left this file for `trail-index.db` (see [`crate::index`]).
-pub const SCHEMA_VERSION: i64 = 3;
+/// 4: the id map became log-structured (`ids_tail` and runs, see [`crate::ids`]); `event_ids` is its
+/// first run.
+pub const SCHEMA_VERSION: i64 = 4;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
 
@@ -78,9 +80,6 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             self_audit_from INTEGER NOT NULL DEFAULT 0) STRICT;
         CREATE TABLE IF NOT EXISTS dict(id INTEGER PRIMARY KEY, value TEXT NOT NULL UNIQUE) STRICT;
         CREATE TABLE IF NOT EXISTS partitions(month INTEGER PRIMARY KEY) STRICT;
-        CREATE TABLE IF NOT EXISTS event_ids(
-            org_id INTEGER NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, month INTEGER NOT NULL,
-            PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID;
 
         CREATE TABLE IF NOT EXISTS tree_nodes(
             org_id INTEGER NOT NULL, level INTEGER NOT NULL, idx INTEGER NOT NULL, hash BLOB NOT NULL,
@@ -138,6 +137,8 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             PRIMARY KEY(org_id, minute)) STRICT, WITHOUT ROWID;
         ",
     )?;
+    conn.execute_batch(crate::ids::CREATE)?;
+    conn.execute_batch(crate::body::CREATE)?;
     let version: Option<i64> =
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).ok();
     match version {
@@ -150,7 +151,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ (1 | 2)) => {
+        Some(v @ 1..=3) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -167,9 +168,13 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             }
             // Versions 1 and 2 kept a month's full-text index beside its events; it is rebuilt in
             // `trail-index.db` by the indexer, and queries stay exact while it catches up.
-            for month in months {
-                tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", fts_table(month)))?;
+            if v <= 2 {
+                for month in months {
+                    tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", fts_table(month)))?;
+                }
             }
+            // Versions 1 to 3 kept every id in one B-tree: it becomes the id map's first run.
+            crate::ids::adopt_event_ids(&tx)?;
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.

@@ -333,13 +333,13 @@ fn verify_org(
     let mut heap = BinaryHeap::with_capacity(cursors.len());
     let next = |cursors: &mut Vec<rusqlite::Rows<'_>>, i: usize| -> Result<Option<Row>> {
         match cursors[i].next().map_err(sql_error)? {
-            Some(r) => Ok(Some(Row {
-                seq: (r.get::<_, i64>(0).map_err(sql_error)? - lo) as u64,
-                body: r.get(1).map_err(sql_error)?,
-                leaf: r.get(2).map_err(sql_error)?,
-                source: i,
-                pruned: i == 0,
-            })),
+            Some(r) => {
+                let seq = (r.get::<_, i64>(0).map_err(sql_error)? - lo) as u64;
+                // A body that does not expand is reported like one that does not decode.
+                let stored: Vec<u8> = r.get(1).map_err(sql_error)?;
+                let body = crate::body::unpack(conn, stored, seq).unwrap_or_default();
+                Ok(Some(Row { seq, body, leaf: r.get(2).map_err(sql_error)?, source: i, pruned: i == 0 }))
+            }
             None => Ok(None),
         }
     };

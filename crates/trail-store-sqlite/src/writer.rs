@@ -7,7 +7,7 @@
 //! caches are reloaded from the database, so nothing acknowledged is ever lost or half-written.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
 use trail_model::time::{Micros, month_of};
@@ -18,6 +18,7 @@ use trail_merkle::{Frontier, Hash, leaf_hash};
 
 use crate::integrity::Nodes;
 use crate::schema::{self, MIN_STORED_LEVEL, events_table, rowid};
+use crate::{body, ids};
 use crate::{classify, sql_error};
 
 /// A unit of work for the writer thread.
@@ -81,6 +82,8 @@ pub struct Prepared {
     month: u32,
     /// Canonical bytes with `seq` 0, stamped by the writer.
     body: Vec<u8>,
+    /// The same bytes packed against the store's dictionary, when it has one (see [`crate::body`]).
+    packed: Option<Vec<u8>>,
     actor: String,
     action: String,
     target_type: String,
@@ -91,11 +94,12 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(org: &str, e: NewEvent, received_at: Micros) -> Self {
+    pub fn new(org: &str, e: NewEvent, received_at: Micros, dict: Option<&body::Dict>) -> Self {
         let id = e.id.clone().unwrap_or_else(mint_event_id);
         let s = StoredEvent::accept(e, org, 0, id, received_at);
         let body = canonical::encode(&s);
         Self {
+            packed: dict.map(|d| body::pack(d, &body)),
             time: s.time,
             month: month_of(s.time),
             body,
@@ -128,12 +132,32 @@ pub struct Writer {
     dirty: bool,
     /// Whether the current group appended events (the indexer is woken after its COMMIT).
     appended: bool,
+    /// Events the current group created: the id map's upkeep does work in proportion.
+    created: usize,
+    /// What the id map's tail holds, as far as this writer knows (see [`ids::upkeep`]).
+    id_tail: Option<i64>,
     /// Wakes the full-text indexer.
     wake: mpsc::SyncSender<()>,
+    /// The id map's runs as this connection last read them, and every connection's filters.
+    runs: ids::Runs,
+    filters: Arc<ids::Filters>,
+    /// The dictionary appends pack with; until the store has one, bodies sampled to make it, and
+    /// one made in the current group (published after its COMMIT).
+    body_dict: Arc<body::Current>,
+    sample: Vec<Vec<u8>>,
+    made: Option<Arc<body::Dict>>,
 }
 
 impl Writer {
-    pub fn new(conn: Connection, wake: mpsc::SyncSender<()>) -> rusqlite::Result<Self> {
+    pub fn new(
+        conn: Connection,
+        wake: mpsc::SyncSender<()>,
+        filters: Arc<ids::Filters>,
+        body_dict: Arc<body::Current>,
+    ) -> rusqlite::Result<Self> {
+        if let Some(d) = body::newest(&conn)? {
+            body_dict.set(d);
+        }
         let mut w = Self {
             conn,
             orgs: HashMap::new(),
@@ -142,7 +166,14 @@ impl Writer {
             frontiers: HashMap::new(),
             dirty: false,
             appended: false,
+            created: 0,
+            id_tail: None,
             wake,
+            runs: ids::Runs::default(),
+            filters,
+            body_dict,
+            sample: Vec::new(),
+            made: None,
         };
         w.reload()?;
         Ok(w)
@@ -253,28 +284,25 @@ impl Writer {
         self.sync_head(org)?;
         let (org_id, mut size) =
             *self.orgs.get(org).ok_or_else(|| StoreError::NotFound(format!("organization {org}")))?;
+        self.runs.refresh(&self.conn, &self.filters).map_err(sql_error)?;
         self.dirty = true;
         self.appended = true;
         let mut out = Vec::with_capacity(events.len());
         // Per-minute counts of what this append creates, for histograms (a batch spans few minutes).
         let mut minutes = std::collections::BTreeMap::<i64, (i64, i64)>::new();
         for mut e in events {
-            // Claim the id at the tentative seq; if it was taken, this is a duplicate.
-            let claimed = self
-                .conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO event_ids(org_id, id, seq, month) VALUES (?1, ?2, ?3, ?4)",
-                )
-                .and_then(|mut st| st.execute(params![org_id, e.id, size as i64, e.month]))
-                .map_err(sql_error)?;
-            if claimed == 0 {
-                let seq: i64 = self
-                    .conn
-                    .prepare_cached("SELECT seq FROM event_ids WHERE org_id = ?1 AND id = ?2")
-                    .and_then(|mut st| st.query_row(params![org_id, e.id], |r| r.get(0)))
-                    .map_err(sql_error)?;
-                out.push(Appended::Duplicate { id: e.id, seq: seq as u64 });
+            // An id whose event is still stored is a duplicate (retention leaves stale entries).
+            let found = ids::find(&self.conn, &self.runs, org_id, &e.id).map_err(sql_error)?;
+            if let Some((seq, month)) = found
+                && self.stored(org_id, seq, month).map_err(sql_error)?
+            {
+                out.push(Appended::Duplicate { id: e.id, seq });
                 continue;
+            }
+            ids::insert(&self.conn, org_id, &e.id, size, e.month).map_err(sql_error)?;
+            self.created += 1;
+            if self.sample.len() < body::SAMPLE && self.made.is_none() && self.body_dict.get().is_none() {
+                self.sample.push(e.body.clone());
             }
             canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
             let leaf = leaf_hash(&e.body);
@@ -319,6 +347,79 @@ impl Writer {
         Ok(out)
     }
 
+    /// Whether the event at `seq` (in `month`'s partition) still exists.
+    fn stored(&self, org_id: i64, seq: u64, month: u32) -> rusqlite::Result<bool> {
+        if !self.partitions.contains(&month) {
+            return Ok(false);
+        }
+        self.conn
+            .prepare_cached(&format!("SELECT 1 FROM {} WHERE k = ?1", events_table(month)))?
+            .query_row([rowid(org_id, seq)], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+    }
+
+    /// Makes the store's first body dictionary once enough bodies were sampled (in its own savepoint;
+    /// published after the group's COMMIT).
+    fn make_dict(&mut self) {
+        if self.sample.len() < body::SAMPLE || self.made.is_some() || self.body_dict.get().is_some() {
+            return;
+        }
+        let made = self.conn.execute_batch("SAVEPOINT dict").and_then(|()| {
+            match body::make(&self.conn, &self.sample, trail_model::time::now()) {
+                Ok(d) => self.conn.execute_batch("RELEASE dict").map(|()| d),
+                Err(e) => {
+                    self.conn.execute_batch("ROLLBACK TO dict; RELEASE dict")?;
+                    Err(e)
+                }
+            }
+        });
+        match made {
+            Ok(d) => self.made = Some(d),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make the body dictionary; bodies stay uncompressed")
+            }
+        }
+    }
+
+    /// After a COMMIT: a dictionary made in it is what appends pack with from now on.
+    fn committed(&mut self, ok: bool) {
+        if let Some(d) = self.made.take()
+            && ok
+        {
+            tracing::info!(
+                dictionary = d.id,
+                bytes = d.bytes.len(),
+                "event bodies are compressed from now on"
+            );
+            self.body_dict.set(d);
+            self.sample = Vec::new();
+        }
+    }
+
+    /// The id map's upkeep for the group's appends, in its own savepoint: a failure is logged and
+    /// undone without failing the appends (the map stays correct, only not yet compacted).
+    fn id_map_upkeep(&mut self) {
+        let created = std::mem::take(&mut self.created);
+        if created == 0 {
+            return;
+        }
+        let step = |conn: &Connection, tail: &mut Option<i64>| -> rusqlite::Result<()> {
+            conn.execute_batch("SAVEPOINT ids")?;
+            match ids::upkeep(conn, &ids::TUNING, created, tail) {
+                Ok(()) => conn.execute_batch("RELEASE ids"),
+                Err(e) => {
+                    conn.execute_batch("ROLLBACK TO ids; RELEASE ids")?;
+                    Err(e)
+                }
+            }
+        };
+        if let Err(e) = step(&self.conn, &mut self.id_tail) {
+            self.id_tail = None;
+            tracing::error!(error = %e, "the id map's upkeep failed; it is retried with the next appends");
+        }
+    }
+
     fn insert(&mut self, org_id: i64, seq: u64, e: &Prepared, leaf: &Hash) -> rusqlite::Result<()> {
         self.ensure_partition(e.month)?;
         let k = rowid(org_id, seq);
@@ -345,7 +446,7 @@ impl Writer {
                 project,
                 e.failure,
                 source,
-                e.body,
+                e.packed.as_ref().unwrap_or(&e.body),
                 &leaf[..]
             ])?;
         Ok(())
@@ -380,6 +481,11 @@ pub fn run(mut w: Writer, jobs: mpsc::Receiver<Box<dyn Job>>) {
             finishers.push(finish);
             poisoned = poison;
         }
+        if poisoned.is_none() {
+            w.id_map_upkeep();
+            w.make_dict();
+        }
+        w.created = 0;
         let commit = match &poisoned {
             None => w.conn.execute_batch("COMMIT").map_err(|e| describe(&e)),
             Some(msg) => Err(msg.clone()),
@@ -395,6 +501,7 @@ pub fn run(mut w: Writer, jobs: mpsc::Receiver<Box<dyn Job>>) {
                 Err(msg)
             }
         };
+        w.committed(outcome.is_ok());
         for f in finishers {
             f(outcome.as_ref().map(|_| ()).map_err(String::as_str));
         }

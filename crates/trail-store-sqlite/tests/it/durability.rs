@@ -4,6 +4,20 @@ use trail_store::Store;
 use trail_store::conformance::{event, now};
 use trail_store_sqlite::SqliteStore;
 
+/// Turns this release's id map back into schema 3's single `event_ids` table (the simulated old
+/// directories below are made by this release).
+pub fn old_id_table(c: &rusqlite::Connection) {
+    c.execute_batch(
+        "CREATE TABLE event_ids(
+             org_id INTEGER NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, month INTEGER NOT NULL,
+             PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID;
+         INSERT INTO event_ids SELECT org_id, id, seq, month FROM ids_tail;
+         DROP TABLE ids_tail; DROP TABLE id_runs; DROP TABLE id_run_hashes;
+         DELETE FROM meta WHERE key = 'ids_generation';",
+    )
+    .unwrap();
+}
+
 #[tokio::test]
 async fn reopen_keeps_everything_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
@@ -93,6 +107,7 @@ async fn a_version_1_directory_is_migrated_in_place() {
     drop(store);
     // What version 1 wrote: no column for it, and version 1 in meta.
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    old_id_table(&c);
     c.execute_batch(
         "ALTER TABLE orgs DROP COLUMN self_audit_from; DROP TABLE minute_counts;
          UPDATE meta SET value = 1 WHERE key = 'schema_version';",
@@ -151,6 +166,7 @@ async fn a_version_2_directory_moves_its_full_text_index_out() {
     // What version 2 left: an FTS5 table beside the month's events, no index file.
     let month = trail_model::time::month_of(now() - 10);
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    old_id_table(&c);
     c.execute_batch(&format!(
         "CREATE VIRTUAL TABLE fts_{month} USING fts5(text, content='', columnsize=0);
          INSERT INTO fts_{month}(rowid, text) VALUES (1, 'stale');

@@ -1,0 +1,115 @@
+//! The id map through the store: duplicates are found wherever the id sits (the tail, a flushed run,
+//! a merged run), an id pruned by retention may be used again, and the single `event_ids` table of
+//! schema 3 becomes the map's first run in place.
+
+use trail_model::time::parse_rfc3339;
+use trail_store::conformance::{event, now};
+use trail_store::{Appended, MonthSummary, Store};
+use trail_store_sqlite::SqliteStore;
+
+fn with_id(id: String, time: i64) -> trail_model::NewEvent {
+    trail_model::NewEvent { id: Some(id), ..event("a", "x.y", time) }
+}
+
+fn sql(dir: &std::path::Path, query: &str) -> i64 {
+    let c = rusqlite::Connection::open(dir.join(trail_store_sqlite::DB_FILE)).unwrap();
+    c.query_row(query, [], |r| r.get(0)).unwrap()
+}
+
+/// 90,000 ids in batches of 2,000: the tail is flushed when it passes 16,384 (at 18,000, 36,000,
+/// 54,000 and 72,000 events), and the four runs are merged (at the store's own sizes).
+#[tokio::test]
+async fn every_id_is_a_duplicate_wherever_it_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    store.create_org("globex", "Globex", now()).await.unwrap();
+    let t = now() - 10;
+    for batch in 0..45 {
+        let events = (batch * 2_000..(batch + 1) * 2_000).map(|n| with_id(format!("e-{n}"), t)).collect();
+        let r = store.append("acme", events, now()).await.unwrap();
+        assert!(r.iter().all(|a| matches!(a, Appended::Created { .. })), "batch {batch}");
+    }
+    let merged: i64 = sql(dir.path(), "SELECT count(*) FROM id_runs WHERE state = 'live' AND rows >= 65536");
+    assert_eq!(merged, 1, "the four flushed runs were merged into one");
+    // Ids from the merged run and from the tail.
+    let probes = [0u64, 17_999, 18_000, 50_000, 71_999, 72_000, 89_999];
+    let again: Vec<_> = probes.iter().map(|n| with_id(format!("e-{n}"), t)).collect();
+    let r = store.append("acme", again, now()).await.unwrap();
+    for (n, a) in probes.iter().zip(&r) {
+        assert_eq!(*a, Appended::Duplicate { id: format!("e-{n}"), seq: *n }, "e-{n}");
+        assert_eq!(store.event("acme", &format!("e-{n}")).await.unwrap().unwrap().event.seq, *n);
+    }
+    assert_eq!(store.tree_size("acme").await.unwrap(), 90_000, "nothing stored twice");
+    // Ids are per org.
+    let r = store.append("globex", vec![with_id("e-0".into(), t)], now()).await.unwrap();
+    assert_eq!(r[0], Appended::Created { id: "e-0".into(), seq: 0 });
+    assert!(store.event("acme", "e-90000").await.unwrap().is_none());
+    // Reopened, the map is read from the database alone.
+    store.close();
+    drop(store);
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let r = store.append("acme", vec![with_id("e-123".into(), t), with_id("e-90000".into(), t)], now()).await;
+    assert_eq!(
+        r.unwrap(),
+        vec![
+            Appended::Duplicate { id: "e-123".into(), seq: 123 },
+            Appended::Created { id: "e-90000".into(), seq: 90_000 }
+        ]
+    );
+}
+
+/// Retention leaves the map's entries behind: the pruned id is neither found nor a duplicate, and it
+/// may be used again.
+#[tokio::test]
+async fn an_id_pruned_by_retention_may_be_used_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let now = parse_rfc3339("2026-03-15T00:00:00Z").unwrap();
+    let jan = parse_rfc3339("2026-01-10T00:00:00Z").unwrap();
+    store.create_org("acme", "Acme", now).await.unwrap();
+    store.append("acme", vec![with_id("old".into(), jan)], now).await.unwrap();
+    store.prune_month("acme", 202601, MonthSummary { count: 1, last_seq: 0 }).await.unwrap();
+    assert!(store.event("acme", "old").await.unwrap().is_none(), "a pruned event is gone, not corrupt");
+    let r = store.append("acme", vec![with_id("old".into(), now - 10)], now).await.unwrap();
+    assert_eq!(r[0], Appended::Created { id: "old".into(), seq: 1 });
+    assert_eq!(store.event("acme", "old").await.unwrap().unwrap().event.seq, 1);
+}
+
+/// Schema 3 kept every id in one B-tree, `event_ids`: opened by this release it becomes the first
+/// run (with a filter built from its keys), and its ids stay duplicates.
+#[tokio::test]
+async fn a_version_3_directory_keeps_its_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    let t = now() - 10;
+    store.append("acme", (0..300).map(|n| with_id(format!("e-{n}"), t)).collect(), now()).await.unwrap();
+    store.close();
+    drop(store);
+    // What version 3 had: the ids in `event_ids`, no tail, runs or generation.
+    let c = rusqlite::Connection::open(dir.path().join(trail_store_sqlite::DB_FILE)).unwrap();
+    crate::durability::old_id_table(&c);
+    c.execute("UPDATE meta SET value = 3 WHERE key = 'schema_version'", []).unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let r = store.append("acme", vec![with_id("e-7".into(), t), with_id("e-300".into(), t)], now()).await;
+    assert_eq!(
+        r.unwrap(),
+        vec![
+            Appended::Duplicate { id: "e-7".into(), seq: 7 },
+            Appended::Created { id: "e-300".into(), seq: 300 }
+        ]
+    );
+    assert_eq!(store.event("acme", "e-299").await.unwrap().unwrap().event.seq, 299);
+    store.close();
+    drop(store);
+    assert_eq!(sql(dir.path(), "SELECT count(*) FROM sqlite_master WHERE name = 'event_ids'"), 0);
+    assert_eq!(
+        sql(dir.path(), "SELECT rows FROM id_runs WHERE state = 'live'"),
+        300,
+        "one run, every old id"
+    );
+    assert_eq!(sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
+}
