@@ -95,16 +95,17 @@ pub fn pack(dict: &Dict, canonical: &[u8]) -> Vec<u8> {
 
 /// Dictionaries read by any connection of the process, by database file and id (a dictionary never
 /// changes once written; tests open many stores in one process).
-type DictCache = HashMap<(String, i64), Arc<[u8]>>;
+type DictCache = HashMap<String, HashMap<i64, Arc<[u8]>>>;
 static DICTS: LazyLock<Mutex<DictCache>> = LazyLock::new(Default::default);
 
 fn dict(conn: &Connection, id: i64) -> Result<Arc<[u8]>, StoreError> {
-    // An in-memory database has no name to tell it from another: not cached.
-    let key = conn.path().filter(|p| !p.is_empty()).map(|p| (p.to_string(), id));
-    if let Some(d) =
-        key.as_ref().and_then(|k| DICTS.lock().unwrap_or_else(|p| p.into_inner()).get(k).cloned())
+    // An in-memory database has no name to tell it from another: not cached. (Looked up by `&str`:
+    // this runs for every packed row a query or `trail verify` reads.)
+    let path = conn.path().filter(|p| !p.is_empty());
+    if let Some(path) = path
+        && let Some(d) = DICTS.lock().unwrap_or_else(|p| p.into_inner()).get(path).and_then(|m| m.get(&id))
     {
-        return Ok(d);
+        return Ok(d.clone());
     }
     let bytes: Option<Vec<u8>> = conn
         .prepare_cached("SELECT dict FROM main.body_dicts WHERE id = ?1")
@@ -115,8 +116,13 @@ fn dict(conn: &Connection, id: i64) -> Result<Arc<[u8]>, StoreError> {
             StoreError::Corrupt(format!("a stored event names compression dictionary {id}, which is missing"))
         })?
         .into();
-    if let Some(key) = key {
-        DICTS.lock().unwrap_or_else(|p| p.into_inner()).insert(key, bytes.clone());
+    if let Some(path) = path {
+        DICTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(path.to_string())
+            .or_default()
+            .insert(id, bytes.clone());
     }
     Ok(bytes)
 }

@@ -137,7 +137,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             PRIMARY KEY(org_id, minute)) STRICT, WITHOUT ROWID;
         ",
     )?;
-    conn.execute_batch(crate::ids::CREATE)?;
+    crate::ids::create(conn)?;
     conn.execute_batch(crate::body::CREATE)?;
     let version: Option<i64> =
         conn.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).ok();

@@ -134,8 +134,10 @@ pub struct Writer {
     appended: bool,
     /// Events the current group created: the id map's upkeep does work in proportion.
     created: usize,
-    /// What the id map's tail holds, as far as this writer knows (see [`ids::upkeep`]).
+    /// What the id map's tail holds, as far as this writer knows, and the merge rows earned by
+    /// groups since the last step (see [`ids::upkeep`]).
     id_tail: Option<i64>,
+    id_credit: usize,
     /// Wakes the full-text indexer.
     wake: mpsc::SyncSender<()>,
     /// The id map's runs as this connection last read them, and every connection's filters.
@@ -168,6 +170,7 @@ impl Writer {
             appended: false,
             created: 0,
             id_tail: None,
+            id_credit: 0,
             wake,
             runs: ids::Runs::default(),
             filters,
@@ -404,9 +407,9 @@ impl Writer {
         if created == 0 {
             return;
         }
-        let step = |conn: &Connection, tail: &mut Option<i64>| -> rusqlite::Result<()> {
+        let step = |conn: &Connection, tail: &mut Option<i64>, credit: &mut usize| -> rusqlite::Result<()> {
             conn.execute_batch("SAVEPOINT ids")?;
-            match ids::upkeep(conn, &ids::TUNING, created, tail) {
+            match ids::upkeep(conn, &ids::TUNING, created, tail, credit) {
                 Ok(()) => conn.execute_batch("RELEASE ids"),
                 Err(e) => {
                     conn.execute_batch("ROLLBACK TO ids; RELEASE ids")?;
@@ -414,7 +417,7 @@ impl Writer {
                 }
             }
         };
-        if let Err(e) = step(&self.conn, &mut self.id_tail) {
+        if let Err(e) = step(&self.conn, &mut self.id_tail, &mut self.id_credit) {
             self.id_tail = None;
             tracing::error!(error = %e, "the id map's upkeep failed; it is retried with the next appends");
         }
