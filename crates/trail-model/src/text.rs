@@ -55,44 +55,11 @@ impl Search {
         self.matches_text(&searchable_text(e))
     }
 
-    /// The tokens an index without positions (FTS5 `detail=none`, which cannot match phrases) can
-    /// look up, the last of each term as a prefix, in FTS5 syntax: `"tok1" AND "tok2"* AND …`; `None`
-    /// when there are none. Only tokens FTS5's `unicode61` tokenizer is sure to keep whole are used
-    /// ([`fts_safe`]): elsewhere it splits at combining marks that [`tokens`] keeps, and a split token
-    /// would be a phrase. The lookup finds a superset of [`Search::matches`] unless
-    /// [`Search::tokens_are_exact`].
-    pub fn to_fts5_tokens(&self) -> Option<String> {
-        let mut out: Vec<String> = Vec::new();
-        for term in &self.terms {
-            let last = term.len() - 1;
-            for (i, t) in term.iter().enumerate().filter(|(_, t)| fts_safe(t)) {
-                out.push(if i == last { format!("\"{t}\"*") } else { format!("\"{t}\"") });
-            }
-        }
-        (!out.is_empty()).then(|| out.join(" AND "))
+    /// The same query in SQLite FTS5 syntax: `"tok1 tok2"* AND …`. Tokens are alphanumeric, so quoting
+    /// them is always safe.
+    pub fn to_fts5(&self) -> String {
+        self.terms.iter().map(|t| format!("\"{}\"*", t.join(" "))).collect::<Vec<_>>().join(" AND ")
     }
-
-    /// Whether [`Search::to_fts5_tokens`] means exactly this search: every term is one token, and
-    /// every token is looked up.
-    pub fn tokens_are_exact(&self) -> bool {
-        self.terms.iter().all(|t| t.len() == 1 && fts_safe(&t[0]))
-    }
-}
-
-/// Whether FTS5's `unicode61` tokenizer keeps `token` (one of [`tokens`]) as one token: its letters
-/// and digits are from scripts without combining marks (ASCII, Latin, Greek, Cyrillic, CJK ideographs,
-/// kana, Hangul syllables). Conservative: other scripts are matched in Rust instead.
-pub fn fts_safe(token: &str) -> bool {
-    token.chars().all(|c| {
-        c.is_ascii_alphanumeric()
-            || matches!(c as u32,
-                0xC0..=0xD6 | 0xD8..=0xF6 | 0xF8..=0x24F  // Latin-1 letters, Latin Extended-A and -B
-                | 0x386 | 0x388..=0x3FF                      // Greek
-                | 0x400..=0x481 | 0x48A..=0x52F              // Cyrillic (without its combining marks)
-                | 0x3041..=0x3096 | 0x30A1..=0x30FA          // kana (without the voicing marks)
-                | 0x4E00..=0x9FFF                            // CJK unified ideographs
-                | 0xAC00..=0xD7A3) // Hangul syllables
-    })
 }
 
 fn phrase_in(term: &[String], toks: &[String]) -> bool {
@@ -168,14 +135,6 @@ mod tests {
         assert!(s.matches_text("component.deployed alice@x"));
         assert!(!s.matches_text("component.deployed bob"));
         assert_eq!(Search::parse("--- ").unwrap_err().field, "q");
-        let s = Search::parse("req-5f2 Bob").unwrap();
-        assert_eq!(s.to_fts5_tokens().unwrap(), "\"req\" AND \"5f2\"* AND \"bob\"*");
-        assert!(!s.tokens_are_exact());
-        assert!(Search::parse("alice Zürich 東京").unwrap().tokens_are_exact());
-        // Devanagari vowel signs are letters to `tokens` but separators to FTS5's tokenizer.
-        let s = Search::parse("नमस्ते deploy").unwrap();
-        assert_eq!(s.to_fts5_tokens().unwrap(), "\"deploy\"*");
-        assert!(!s.tokens_are_exact());
-        assert_eq!(Search::parse("नमस्ते").unwrap().to_fts5_tokens(), None);
+        assert_eq!(Search::parse("req-5f2 Bob").unwrap().to_fts5(), "\"req 5f2\"* AND \"bob\"*");
     }
 }

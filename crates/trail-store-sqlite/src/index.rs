@@ -50,13 +50,12 @@ pub fn open(dir: &Path, db: &Path) -> Result<Indexer> {
     crate::private_files(dir, &path)?;
     let log = open_log(db)?;
     let mut idx = open_index(&path).map_err(sql_error)?;
-    if let Some(reason) = outdated(&idx)?.or(mismatch(&idx, &log)?) {
+    if let Some(reason) = mismatch(&idx, &log)? {
         tracing::warn!(reason, "the full-text index does not match the log; rebuilding it");
         drop(idx);
         remove(&path)?;
         crate::private_files(dir, &path)?;
         idx = open_index(&path).map_err(sql_error)?;
-        outdated(&idx)?;
     }
     Ok(Indexer { log, idx, lag: Arc::default(), dropped_dead_months: None })
 }
@@ -95,27 +94,6 @@ fn open_index(path: &Path) -> rusqlite::Result<Connection> {
          CREATE TABLE IF NOT EXISTS months(month INTEGER PRIMARY KEY) STRICT;",
     )?;
     Ok(c)
-}
-
-/// The index's own format, in its `user_version`. 1 (0 in the file: it was not written) kept term
-/// positions (FTS5 `detail=full`): 101 bytes an event against 42 without them, for phrases that the
-/// store checks in Rust anyway. A new file gets this version; one of another version is rebuilt.
-const FORMAT: i64 = 2;
-
-/// Why an index written in another format must be rebuilt, if it must.
-fn outdated(idx: &Connection) -> Result<Option<String>> {
-    let version: i64 = idx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_error)?;
-    if version == FORMAT {
-        return Ok(None);
-    }
-    let used: bool = idx
-        .query_row("SELECT EXISTS(SELECT 1 FROM indexed) OR EXISTS(SELECT 1 FROM months)", [], |r| r.get(0))
-        .map_err(sql_error)?;
-    if version == 0 && !used {
-        idx.pragma_update(None, "user_version", FORMAT).map_err(sql_error)?;
-        return Ok(None);
-    }
-    Ok(Some(format!("the index is in format {}, this release writes {FORMAT}", version.max(1))))
 }
 
 /// Why the index cannot be trusted for this log, if it cannot.
@@ -376,7 +354,7 @@ impl Indexer {
         self.idx
             .execute_batch(&format!(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
-                     text, content='', columnsize=0, detail=none, tokenize='unicode61 remove_diacritics 0');
+                     text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
                  INSERT OR IGNORE INTO months(month) VALUES ({month});"
             ))
             .map_err(sql_error)
@@ -504,44 +482,6 @@ mod tests {
 
     /// Without its index file, or beside a log restored from an older backup, the store rebuilds the
     /// index from the log instead of trusting it.
-    /// An index written with term positions (format 1, before `user_version` was set) is rebuilt
-    /// without them at open; a new file is marked with the current format and kept.
-    #[tokio::test]
-    async fn an_index_of_an_older_format_is_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
-        let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store.create_org("acme", "Acme", start).await.unwrap();
-        store.append("acme", vec![event("needle", "x.y", start)], start).await.unwrap();
-        store.close();
-        drop(store);
-        let format = |dir: &Path| -> (i64, String) {
-            let c = Connection::open(dir.join(INDEX_FILE)).unwrap();
-            let version = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-            let sql = c
-                .query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [fts_table(202606)], |r| r.get(0))
-                .unwrap();
-            (version, sql)
-        };
-        let (version, sql) = format(dir.path());
-        assert_eq!(version, FORMAT);
-        assert!(sql.contains("detail=none"), "{sql}");
-        // What format 1 left: positions kept, no version written.
-        let c = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
-        c.execute_batch(&format!(
-            "DROP TABLE {fts}; CREATE VIRTUAL TABLE {fts} USING fts5(text, content='', columnsize=0);
-             INSERT INTO {fts}(rowid, text) VALUES (1, 'stale'); PRAGMA user_version = 0;",
-            fts = fts_table(202606)
-        ))
-        .unwrap();
-        drop(c);
-        open_and_close(dir.path());
-        let (version, sql) = format(dir.path());
-        assert_eq!(version, FORMAT, "rebuilt in this release's format");
-        assert!(sql.contains("detail=none"), "{sql}");
-        assert_eq!((hits(dir.path(), "needle"), hits(dir.path(), "stale")), (1, 0), "from the log alone");
-    }
-
     #[tokio::test]
     async fn an_index_that_does_not_match_the_log_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();

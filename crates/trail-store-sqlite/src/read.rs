@@ -179,8 +179,7 @@ impl Scan<'_> {
             (Plan::Index, Some(q)) => {
                 let mut parts = Vec::new();
                 if self.indexed_k > rowid(self.org, 0) {
-                    let expr = q.to_fts5_tokens().unwrap_or_default();
-                    args.extend([Sql::Text(expr), Sql::Integer(rowid(self.org, 0))]);
+                    args.extend([Sql::Text(q.to_fts5()), Sql::Integer(rowid(self.org, 0))]);
                     let indexed =
                         format!("SELECT e.ts AS ts, e.k AS k, e.body AS body {}", fts_join(self.month));
                     parts.push(self.rest(indexed, self.indexed_k.min(self.max_k), &mut args));
@@ -283,10 +282,8 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
             hi: to.min(month_start(next_month(month))),
             before: q.cursor.map(|c| (c.time, rowid(org, c.seq))),
             max_k: rowid(org, as_of),
-            indexed_k: match &f.q {
-                Some(q) if q.to_fts5_tokens().is_some() => indexed_in(conn, org, month, indexed)?,
-                // Nothing the index can look up: every row is read by key and matched in Rust.
-                Some(_) => rowid(org, 0),
+            indexed_k: match f.q {
+                Some(_) => indexed_in(conn, org, month, indexed)?,
                 None => rowid(org, as_of),
             },
             filter: f,
@@ -393,12 +390,8 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
             }
             continue;
         };
-        let indexed_k =
-            if q.to_fts5_tokens().is_some() { indexed_in(conn, org, month, indexed)? } else { rowid(org, 0) };
-        // The index keeps no positions: a term of one token is matched exactly by it and its matches
-        // are counted in SQL; a term of several (`req-5f2`) is matched token by token, a superset,
-        // and each candidate is checked in Rust like the rows the index does not hold yet.
-        if indexed_k > rowid(org, 0) && q.tokens_are_exact() {
+        let indexed_k = indexed_in(conn, org, month, indexed)?;
+        if indexed_k > rowid(org, 0) {
             let sql = format!(
                 "SELECT (ts - ?) / ? AS b, count(*) {} AND ts >= ? AND ts < ?{cond} GROUP BY b",
                 fts_join(month)
@@ -406,7 +399,7 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
             let mut args = vec![
                 Sql::Integer(f.from),
                 Sql::Integer(width),
-                Sql::Text(q.to_fts5_tokens().unwrap_or_default()),
+                Sql::Text(q.to_fts5()),
                 Sql::Integer(rowid(org, 0)),
                 Sql::Integer(indexed_k),
                 Sql::Integer(lo),
@@ -420,30 +413,6 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
             for row in rows {
                 let (b, n) = row.map_err(sql_error)?;
                 *counts.entry(b).or_default() += n as u64;
-            }
-        } else if indexed_k > rowid(org, 0) {
-            let sql = format!("SELECT e.ts, e.k, e.body {} AND ts >= ? AND ts < ?{cond}", fts_join(month));
-            let mut args = vec![
-                Sql::Text(q.to_fts5_tokens().unwrap_or_default()),
-                Sql::Integer(rowid(org, 0)),
-                Sql::Integer(indexed_k),
-                Sql::Integer(lo),
-                Sql::Integer(hi),
-            ];
-            args.extend(cond_args.iter().cloned());
-            let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
-            let mut rows = st.query(params_from_iter(args)).map_err(sql_error)?;
-            while let Some(row) = rows.next().map_err(sql_error)? {
-                let ts: Micros = row.get(0).map_err(sql_error)?;
-                let seq = crate::schema::seq_of(row.get(1).map_err(sql_error)?);
-                let record = RawRecord {
-                    time: ts,
-                    seq,
-                    bytes: body::unpack(conn, row.get(2).map_err(sql_error)?, seq)?,
-                };
-                if q.matches(&record.decode()?) {
-                    *counts.entry((ts - f.from) / width).or_default() += 1;
-                }
             }
         }
         if indexed_k < rowid(org, size) {
