@@ -302,53 +302,13 @@ fn verify_org(
         );
     }
 
-    // One cursor per month partition, merged by seq.
-    let (lo, hi) = (org_id << SEQ_BITS, (org_id + 1) << SEQ_BITS);
-    let mut statements = Vec::with_capacity(months.len() + 1);
-    // A data directory from before retention existed has no `pruned_leaves`: nothing was archived.
-    let has_pruned: bool = conn
-        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'pruned_leaves'", [], |r| r.get(0))
-        .map_err(sql_error)?;
-    statements.push(
-        conn.prepare(if has_pruned {
-            "SELECT k, x'', leaf FROM pruned_leaves WHERE k >= ?1 AND k < ?2 ORDER BY k"
-        } else {
-            "SELECT 0, x'', x'' WHERE ?1 < 0 AND ?2 < 0"
-        })
-        .map_err(sql_error)?,
-    );
-    for m in months {
-        statements.push(
-            conn.prepare(&format!(
-                "SELECT k, body, leaf FROM {} WHERE k >= ?1 AND k < ?2 ORDER BY k",
-                events_table(*m)
-            ))
-            .map_err(sql_error)?,
-        );
-    }
-    let mut cursors = Vec::with_capacity(statements.len());
-    for st in &mut statements {
-        cursors.push(st.query(params![lo, hi]).map_err(sql_error)?);
-    }
-    let mut heap = BinaryHeap::with_capacity(cursors.len());
-    let next = |cursors: &mut Vec<rusqlite::Rows<'_>>, i: usize| -> Result<Option<Row>> {
-        match cursors[i].next().map_err(sql_error)? {
-            Some(r) => {
-                let seq = (r.get::<_, i64>(0).map_err(sql_error)? - lo) as u64;
-                // A body that does not expand is reported like one that does not decode.
-                let stored: Vec<u8> = r.get(1).map_err(sql_error)?;
-                let body = crate::body::unpack(conn, stored, seq).unwrap_or_default();
-                Ok(Some(Row { seq, body, leaf: r.get(2).map_err(sql_error)?, source: i, pruned: i == 0 }))
-            }
-            None => Ok(None),
-        }
-    };
-    for i in 0..cursors.len() {
-        if let Some(r) = next(&mut cursors, i)? {
-            heap.push(r);
-        }
-    }
-
+    // The rows are read, expanded and hashed on a thread of their own (with its own connection),
+    // while this one checks them in order and rebuilds the tree: one org's log was verified at
+    // 0.77M events/s on one core once bodies were compressed, 1M/s before.
+    let path = conn.path().filter(|p| !p.is_empty()).map(std::path::PathBuf::from);
+    let path =
+        path.ok_or_else(|| StoreError::Internal("the database has no file to read in parallel".into()))?;
+    let (rows_tx, rows_rx) = std::sync::mpsc::sync_channel::<Result<Vec<(Checked, bool)>>>(8);
     let mut frontier = Frontier::new();
     let mut nodes = NodeCheck { pending: BTreeMap::new(), count: 0 };
     let checkpoint_sizes: Vec<u64> = checkpoints.iter().map(|c| c.0).collect();
@@ -396,39 +356,49 @@ fn verify_org(
     }
 
     let mut expected = 0u64;
-    let outcome = (|| -> Result<Option<Problem>> {
-        while let Some(row) = heap.pop() {
-            if let Some(r) = next(&mut cursors, row.source)? {
-                heap.push(r);
+    let outcome = std::thread::scope(|scope| {
+        let path = &path;
+        scope.spawn(move || {
+            if let Err(e) = read_rows(path, org_id, months, slug, &rows_tx) {
+                let _ = rows_tx.send(Err(e));
             }
-            report.archived += u64::from(row.pruned);
-            let c = Checked::of(row, slug);
-            if let Some(p) = check_one(c, expected, tree_size)? {
-                return Ok(Some(p));
-            }
-            for n in frontier.append(c.leaf) {
-                if n.level >= MIN_STORED_LEVEL {
-                    nodes.pending.entry(n.level).or_default().push((n.index, n.hash));
-                    nodes.count += 1;
+        });
+        // Returning drops the receiver, which stops the reader before the scope waits for it.
+        let rows_rx = rows_rx;
+        let mut check = || -> Result<Option<Problem>> {
+            for batch in rows_rx.iter() {
+                for (c, pruned) in batch? {
+                    report.archived += u64::from(pruned);
+                    if let Some(p) = check_one(c, expected, tree_size)? {
+                        return Ok(Some(p));
+                    }
+                    for n in frontier.append(c.leaf) {
+                        if n.level >= MIN_STORED_LEVEL {
+                            nodes.pending.entry(n.level).or_default().push((n.index, n.hash));
+                            nodes.count += 1;
+                        }
+                    }
+                    // Compare stored nodes before a checkpoint's root, so a finer position is
+                    // reported first.
+                    let at_checkpoint = checkpoint_sizes.binary_search(&frontier.size()).is_ok();
+                    if (nodes.count >= NodeCheck::BATCH || (at_checkpoint && nodes.count > 0))
+                        && let Some(p) = nodes.flush(conn, org_id)?
+                    {
+                        return Ok(Some(p));
+                    }
+                    if let Some(p) = check_checkpoints(&frontier, &mut report) {
+                        return Ok(Some(p));
+                    }
+                    expected += 1;
+                    if expected.is_multiple_of(65_536) {
+                        progress(slug, expected, tree_size);
+                    }
                 }
             }
-            // Compare stored nodes before a checkpoint's root, so a finer position is reported first.
-            let at_checkpoint = checkpoint_sizes.binary_search(&frontier.size()).is_ok();
-            if (nodes.count >= NodeCheck::BATCH || (at_checkpoint && nodes.count > 0))
-                && let Some(p) = nodes.flush(conn, org_id)?
-            {
-                return Ok(Some(p));
-            }
-            if let Some(p) = check_checkpoints(&frontier, &mut report) {
-                return Ok(Some(p));
-            }
-            expected += 1;
-            if expected.is_multiple_of(65_536) {
-                progress(slug, expected, tree_size);
-            }
-        }
-        Ok(None)
-    })()?;
+            Ok(None)
+        };
+        check()
+    })?;
     report.events = expected;
     if let Some(p) = outcome {
         return fail(report, p.seq, p.reason);
@@ -447,6 +417,84 @@ fn verify_org(
     }
     progress(slug, expected, tree_size);
     Ok(report)
+}
+
+/// Reads an org's rows (`pruned_leaves` and every month partition, merged by seq), expands and
+/// hashes them, and sends them in batches until the receiver hangs up.
+fn read_rows(
+    path: &Path,
+    org_id: i64,
+    months: &[u32],
+    slug: &str,
+    out: &std::sync::mpsc::SyncSender<Result<Vec<(Checked, bool)>>>,
+) -> Result<()> {
+    const BATCH: usize = 1_024;
+    let conn = open_read_only(path)?;
+    let conn = &conn;
+    // One cursor per month partition, merged by seq.
+    let (lo, hi) = (org_id << SEQ_BITS, (org_id + 1) << SEQ_BITS);
+    let mut statements = Vec::with_capacity(months.len() + 1);
+    // A data directory from before retention existed has no `pruned_leaves`: nothing was archived.
+    let has_pruned: bool = conn
+        .query_row("SELECT count(*) FROM sqlite_master WHERE name = 'pruned_leaves'", [], |r| r.get(0))
+        .map_err(sql_error)?;
+    statements.push(
+        conn.prepare(if has_pruned {
+            "SELECT k, x'', leaf FROM pruned_leaves WHERE k >= ?1 AND k < ?2 ORDER BY k"
+        } else {
+            "SELECT 0, x'', x'' WHERE ?1 < 0 AND ?2 < 0"
+        })
+        .map_err(sql_error)?,
+    );
+    for m in months {
+        statements.push(
+            conn.prepare(&format!(
+                "SELECT k, body, leaf FROM {} WHERE k >= ?1 AND k < ?2 ORDER BY k",
+                events_table(*m)
+            ))
+            .map_err(sql_error)?,
+        );
+    }
+    let mut cursors = Vec::with_capacity(statements.len());
+    for st in &mut statements {
+        cursors.push(st.query(params![lo, hi]).map_err(sql_error)?);
+    }
+    let mut heap = BinaryHeap::with_capacity(cursors.len());
+    let next = |cursors: &mut Vec<rusqlite::Rows<'_>>, i: usize| -> Result<Option<Row>> {
+        match cursors[i].next().map_err(sql_error)? {
+            Some(r) => {
+                let seq = (r.get::<_, i64>(0).map_err(sql_error)? - lo) as u64;
+                // A body that does not expand is reported like one that does not decode.
+                let stored: Vec<u8> = r.get(1).map_err(sql_error)?;
+                let body = crate::body::unpack(conn, stored, seq).unwrap_or_default();
+                Ok(Some(Row { seq, body, leaf: r.get(2).map_err(sql_error)?, source: i, pruned: i == 0 }))
+            }
+            None => Ok(None),
+        }
+    };
+    for i in 0..cursors.len() {
+        if let Some(r) = next(&mut cursors, i)? {
+            heap.push(r);
+        }
+    }
+
+    let mut batch = Vec::with_capacity(BATCH);
+    while let Some(row) = heap.pop() {
+        if let Some(r) = next(&mut cursors, row.source)? {
+            heap.push(r);
+        }
+        let pruned = row.pruned;
+        batch.push((Checked::of(row, slug), pruned));
+        if batch.len() == BATCH
+            && out.send(Ok(std::mem::replace(&mut batch, Vec::with_capacity(BATCH)))).is_err()
+        {
+            return Ok(());
+        }
+    }
+    if !batch.is_empty() {
+        let _ = out.send(Ok(batch));
+    }
+    Ok(())
 }
 
 /// The leaf hashes the hot store kept for an org's archived events (`seq` → leaf), read-only: `trail
