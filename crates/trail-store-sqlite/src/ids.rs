@@ -12,7 +12,9 @@
 //!   in key order) in the same transaction, and a new tail is started. Each run has a binary fuse filter (xorf, 9 bits a key, < 0.4% false
 //!   positives) stored beside it in `id_runs`, so a lookup probes only the runs that may hold the id.
 //! - Runs of the same size tier are merged, [`Tuning::fan_in`] at a time, into one run of the next
-//!   tier, a few rows per group ([`upkeep`]), so no commit waits for a whole merge. The merge's cursor
+//!   tier, a few rows per group ([`upkeep`]), so no commit waits for a whole merge; the merged runs
+//!   are then emptied a few rows per group and dropped once empty (dropping a full one held a commit
+//!   for seconds). The merge's cursor
 //!   and its key hashes are stored as it goes: any process can continue it after a crash. Runs above
 //!   [`Tuning::max_merge_tier`] are left alone, which bounds the largest merge and filter build.
 //!
@@ -254,6 +256,7 @@ pub fn upkeep(
         return Ok(());
     }
     let limit = std::mem::take(credit);
+    clear_dead(conn, limit)?;
     let building: Option<i64> = conn
         .prepare_cached("SELECT run FROM id_runs WHERE state = 'building' ORDER BY run LIMIT 1")?
         .query_row([], |r| r.get(0))
@@ -413,11 +416,38 @@ fn finish_merge(conn: &Connection, run: i64, sources: &[i64]) -> rusqlite::Resul
         params![filter, run],
     )?;
     conn.execute("DELETE FROM id_run_hashes WHERE run = ?1", [run])?;
+    // Dropping a run frees its pages inside the commit (2.2 s for 4.5M rows, 1 s for 284k, with
+    // the file's incremental auto-vacuum), so merged runs are only marked dead here and emptied a
+    // few rows per step by `clear_dead`.
     for source in sources {
-        conn.execute("DELETE FROM id_runs WHERE run = ?1", [source])?;
-        conn.execute_batch(&format!("DROP TABLE {}", run_table(*source)))?;
+        conn.execute("UPDATE id_runs SET state = 'dead' WHERE run = ?1", [source])?;
     }
     bump_generation(conn)
+}
+
+/// Deletes up to `limit` rows of a dead run (merged into another) in key order, and drops it once
+/// it is empty. Returns whether there was one.
+fn clear_dead(conn: &Connection, limit: usize) -> rusqlite::Result<bool> {
+    let dead: Option<i64> = conn
+        .prepare_cached("SELECT run FROM id_runs WHERE state = 'dead' ORDER BY run LIMIT 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?;
+    let Some(run) = dead else {
+        return Ok(false);
+    };
+    let table = run_table(run);
+    let deleted = conn.execute(
+        &format!(
+            "DELETE FROM {table} WHERE (org_id, id) IN
+             (SELECT org_id, id FROM {table} ORDER BY org_id, id LIMIT ?1)"
+        ),
+        [limit as i64],
+    )?;
+    if deleted < limit {
+        conn.execute_batch(&format!("DROP TABLE {table}"))?;
+        conn.execute("DELETE FROM id_runs WHERE run = ?1", [run])?;
+    }
+    Ok(true)
 }
 
 /// Migration from schema 3: the old single `event_ids` table becomes the first run, with a filter
@@ -498,9 +528,13 @@ mod tests {
         let total: i64 = live.iter().map(|(_, rows)| rows).sum::<i64>()
             + conn.query_row("SELECT count(*) FROM ids_tail", [], |r| r.get::<_, i64>(0)).unwrap();
         assert_eq!(total, 500, "every id once");
-        let building: i64 =
+        let others: i64 =
             conn.query_row("SELECT count(*) FROM id_runs WHERE state != 'live'", [], |r| r.get(0)).unwrap();
-        assert_eq!(building, 0);
+        assert_eq!(others, 0, "no merge under way, every merged run emptied and dropped");
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master WHERE name GLOB 'ids_[0-9]*'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables as usize, live.len(), "one table per live run");
         let leftovers: i64 = conn.query_row("SELECT count(*) FROM id_run_hashes", [], |r| r.get(0)).unwrap();
         assert_eq!(leftovers, 0, "a finished merge keeps no hashes");
     }

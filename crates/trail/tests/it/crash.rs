@@ -78,6 +78,16 @@ async fn sigkill_during_ingest_loses_nothing_acknowledged() {
         let seqs: Vec<u64> = found.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
         assert_eq!(seqs, [*seq], "a search for {target} finds its acknowledged event");
     }
+    // The id map (its tail, runs and any merge) was killed mid-write too: every acknowledged event
+    // sent again is a duplicate answered with its original seq.
+    let key = Client::new(&served.base).with_token(&secret);
+    for chunk in acked.chunks(500) {
+        let again: Vec<Value> = chunk.iter().map(|(id, _)| event(id[4..].parse().unwrap())).collect();
+        let r = key.ingest_batch("default", &again).await.unwrap();
+        for ((id, seq), x) in chunk.iter().zip(&r.results) {
+            assert_eq!((x.status.as_str(), x.seq), ("duplicate", Some(*seq)), "{id} sent again");
+        }
+    }
     // Sign-ins are in the log too (Trail audits itself); check the test's own events.
     for e in all.iter().filter(|e| e["source"] != "trail").take(50) {
         let i: usize = e["id"].as_str().unwrap()[4..].parse().unwrap();
