@@ -41,7 +41,7 @@ pub struct Tuning {
     /// Runs of a higher tier are never merged (tier `t` holds `flush_at * fan_in^t` up to
     /// `flush_at * fan_in^(t+1)` rows).
     pub max_merge_tier: u32,
-    /// Rows a merge step takes from each source at least: groups earn four rows per event they
+    /// Rows a merge step takes from each source at least: groups earn eight rows per event they
     /// created, and a step runs once they add up to this, so small groups (single-event requests)
     /// do not each pay a step's fixed cost.
     pub min_step: usize,
@@ -229,7 +229,7 @@ fn bump_generation(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// The map's upkeep for a group that created `created` events, inside the writer's transaction:
-/// flushes a full tail into a new run, else, once `credit` (four rows per created event, kept by
+/// flushes a full tail into a new run, else, once `credit` (eight rows per created event, kept by
 /// the caller across groups) reaches [`Tuning::min_step`], spends it advancing the merge under way or
 /// starting one when a tier is full. `tail` is the caller's estimate of the tail's rows (counted only
 /// when it may be full: counting walks the whole tail, too much for every group of a few events).
@@ -251,12 +251,17 @@ pub fn upkeep(
             return Ok(());
         }
     }
-    *credit = credit.saturating_add(4 * created);
+    // A step emits at least `limit` rows (more when the sources' keys interleave; exactly that when
+    // they do not, as with time-ordered ids), and each id is merged about three times: eight rows an
+    // event keeps merges ahead of ingest.
+    *credit = credit.saturating_add(8 * created);
     if *credit < t.min_step {
         return Ok(());
     }
     let limit = std::mem::take(credit);
-    clear_dead(conn, limit)?;
+    // A merge step writes two to three times `limit` rows (every source gives up to `limit`): the
+    // runs it empties are cleared at the same pace.
+    clear_dead(conn, 3 * limit)?;
     let building: Option<i64> = conn
         .prepare_cached("SELECT run FROM id_runs WHERE state = 'building' ORDER BY run LIMIT 1")?
         .query_row([], |r| r.get(0))
@@ -425,29 +430,43 @@ fn finish_merge(conn: &Connection, run: i64, sources: &[i64]) -> rusqlite::Resul
     bump_generation(conn)
 }
 
-/// Deletes up to `limit` rows of a dead run (merged into another) in key order, and drops it once
-/// it is empty. Returns whether there was one.
-fn clear_dead(conn: &Connection, limit: usize) -> rusqlite::Result<bool> {
-    let dead: Option<i64> = conn
-        .prepare_cached("SELECT run FROM id_runs WHERE state = 'dead' ORDER BY run LIMIT 1")?
-        .query_row([], |r| r.get(0))
-        .optional()?;
-    let Some(run) = dead else {
-        return Ok(false);
-    };
-    let table = run_table(run);
-    let deleted = conn.execute(
-        &format!(
-            "DELETE FROM {table} WHERE (org_id, id) IN
-             (SELECT org_id, id FROM {table} ORDER BY org_id, id LIMIT ?1)"
-        ),
-        [limit as i64],
-    )?;
-    if deleted < limit {
-        conn.execute_batch(&format!("DROP TABLE {table}"))?;
-        conn.execute("DELETE FROM id_runs WHERE run = ?1", [run])?;
+/// Deletes about `limit` rows of dead runs (merged into another), oldest run first and in key order,
+/// dropping each once what is left of it is smaller than what the budget still allows.
+fn clear_dead(conn: &Connection, limit: usize) -> rusqlite::Result<()> {
+    let mut budget = limit;
+    while budget > 0 {
+        let dead: Option<(i64, i64)> = conn
+            .prepare_cached("SELECT run, rows FROM id_runs WHERE state = 'dead' ORDER BY run LIMIT 1")?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((run, rows)) = dead else {
+            return Ok(());
+        };
+        let table = run_table(run);
+        // The key `budget` rows in: everything up to it goes, as one range of the primary key.
+        let bound: Option<(i64, String)> = conn
+            .prepare_cached(&format!("SELECT org_id, id FROM {table} ORDER BY org_id, id LIMIT 1 OFFSET ?1"))?
+            .query_row([budget.saturating_sub(1) as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match bound {
+            Some((org, id)) => {
+                conn.prepare_cached(&format!("DELETE FROM {table} WHERE (org_id, id) <= (?1, ?2)"))?
+                    .execute(params![org, id])?;
+                conn.execute(
+                    "UPDATE id_runs SET rows = max(rows - ?1, 0) WHERE run = ?2",
+                    params![budget as i64, run],
+                )?;
+                return Ok(());
+            }
+            // Fewer rows left than the budget: dropping them is cheap.
+            None => {
+                conn.execute_batch(&format!("DROP TABLE {table}"))?;
+                conn.execute("DELETE FROM id_runs WHERE run = ?1", [run])?;
+                budget = budget.saturating_sub(rows.max(1) as usize);
+            }
+        }
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Migration from schema 3: the old single `event_ids` table becomes the first run, with a filter

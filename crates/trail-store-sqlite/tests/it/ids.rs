@@ -32,6 +32,8 @@ async fn every_id_is_a_duplicate_wherever_it_is_kept() {
     }
     let merged: i64 = sql(dir.path(), "SELECT count(*) FROM id_runs WHERE state = 'live' AND rows >= 65536");
     assert_eq!(merged, 1, "the four flushed runs were merged into one");
+    let dead: i64 = sql(dir.path(), "SELECT count(*) FROM id_runs WHERE state != 'live'");
+    assert_eq!(dead, 0, "and emptied and dropped as ingest went on");
     // Ids from the merged run and from the tail.
     let probes = [0u64, 17_999, 18_000, 50_000, 71_999, 72_000, 89_999];
     let again: Vec<_> = probes.iter().map(|n| with_id(format!("e-{n}"), t)).collect();
