@@ -233,17 +233,36 @@ pub fn info_bytes(info: &Map<String, Value>) -> Vec<u8> {
 
 fn put(out: &mut Vec<u8>, tag: u8, value: &[u8]) {
     out.push(tag);
-    let mut n = value.len() as u64;
+    put_varint(out, value.len() as u64);
+    out.extend_from_slice(value);
+}
+
+/// Appends `n` as an unsigned LEB128 varint (the lengths of the canonical format).
+pub fn put_varint(out: &mut Vec<u8>, mut n: u64) {
     loop {
         let byte = (n & 0x7f) as u8;
         n >>= 7;
         if n == 0 {
             out.push(byte);
-            break;
+            return;
         }
         out.push(byte | 0x80);
     }
-    out.extend_from_slice(value);
+}
+
+/// Reads an unsigned LEB128 varint of at most 64 bits; returns it and the bytes after it.
+pub fn read_varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
+    let mut n: u64 = 0;
+    let mut rest = bytes;
+    for shift in (0..64).step_by(7) {
+        let (&b, r) = rest.split_first()?;
+        rest = r;
+        n |= u64::from(b & 0x7f) << shift;
+        if b & 0x80 == 0 {
+            return Some((n, rest));
+        }
+    }
+    None
 }
 
 fn put_opt(out: &mut Vec<u8>, tag: u8, value: &Option<String>) {
@@ -394,6 +413,22 @@ mod tests {
     use super::*;
     use crate::event::{NewEvent, TimeBounds, parse_event};
     use proptest::prelude::*;
+
+    #[test]
+    fn varints_round_trip_and_refuse_overlong_or_cut_input() {
+        for n in [0u64, 1, 127, 128, 300, 16_384, u32::MAX as u64, u64::MAX] {
+            let mut out = vec![];
+            put_varint(&mut out, n);
+            out.push(0xAB);
+            assert_eq!(read_varint(&out), Some((n, &[0xAB][..])), "{n}");
+        }
+        // LEB128, low group first: 300 is 0xAC 0x02.
+        let mut out = vec![];
+        put_varint(&mut out, 300);
+        assert_eq!(out, [0xAC, 0x02]);
+        assert_eq!(read_varint(&[0x80, 0x80]), None, "cut short");
+        assert_eq!(read_varint(&[0xFF; 11]), None, "longer than 64 bits");
+    }
     use serde_json::json;
 
     fn sample() -> NewEvent {

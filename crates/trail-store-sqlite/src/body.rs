@@ -59,36 +59,13 @@ impl Current {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
-}
-
-fn varint(bytes: &[u8]) -> Option<(u64, &[u8])> {
-    let mut n: u64 = 0;
-    for (i, b) in bytes.iter().enumerate().take(10) {
-        n |= u64::from(b & 0x7f) << (7 * i);
-        if b & 0x80 == 0 {
-            return Some((n, &bytes[i + 1..]));
-        }
-    }
-    None
-}
-
 /// Packs canonical bytes whose `seq` is 0.
-pub fn pack(dict: &Dict, canonical: &[u8]) -> Vec<u8> {
-    let block = lz4_flex::block::compress_with_dict(canonical, &dict.bytes);
+pub fn pack(dict: &Dict, bytes: &[u8]) -> Vec<u8> {
+    let block = lz4_flex::block::compress_with_dict(bytes, &dict.bytes);
     let mut out = Vec::with_capacity(block.len() + 6);
     out.push(MARKER);
-    put_varint(&mut out, dict.id as u64);
-    put_varint(&mut out, canonical.len() as u64);
+    canonical::put_varint(&mut out, dict.id as u64);
+    canonical::put_varint(&mut out, bytes.len() as u64);
     out.extend_from_slice(&block);
     out
 }
@@ -133,8 +110,8 @@ pub fn unpack(conn: &Connection, stored: Vec<u8>, seq: u64) -> Result<Vec<u8>, S
         return Ok(stored);
     }
     let damaged = || StoreError::Corrupt(format!("the stored body of seq {seq} does not expand"));
-    let (id, rest) = varint(&stored[1..]).ok_or_else(damaged)?;
-    let (len, block) = varint(rest).ok_or_else(damaged)?;
+    let (id, rest) = canonical::read_varint(&stored[1..]).ok_or_else(damaged)?;
+    let (len, block) = canonical::read_varint(rest).ok_or_else(damaged)?;
     let dict = dict(conn, id as i64)?;
     let mut bytes =
         lz4_flex::block::decompress_with_dict(block, len as usize, &dict).map_err(|_| damaged())?;
