@@ -143,10 +143,10 @@ pub struct Writer {
     /// The id map's runs as this connection last read them, and every connection's filters.
     runs: ids::Runs,
     filters: Arc<ids::Filters>,
-    /// The dictionary appends pack with; until the store has one, bodies sampled to make it, and
-    /// one made in the current group (published after its COMMIT).
+    /// The dictionary appends pack with; while the store has none (`sample` is `Some`), bodies
+    /// sampled to make it, and one made in the current group (published after its COMMIT).
     body_dict: Arc<body::Current>,
-    sample: Vec<Vec<u8>>,
+    sample: Option<Vec<Vec<u8>>>,
     made: Option<Arc<body::Dict>>,
 }
 
@@ -157,7 +157,9 @@ impl Writer {
         filters: Arc<ids::Filters>,
         body_dict: Arc<body::Current>,
     ) -> rusqlite::Result<Self> {
-        if let Some(d) = body::newest(&conn)? {
+        let newest = body::newest(&conn)?;
+        let sample = newest.is_none().then(Vec::new);
+        if let Some(d) = newest {
             body_dict.set(d);
         }
         let mut w = Self {
@@ -175,7 +177,7 @@ impl Writer {
             runs: ids::Runs::default(),
             filters,
             body_dict,
-            sample: Vec::new(),
+            sample,
             made: None,
         };
         w.reload()?;
@@ -304,8 +306,10 @@ impl Writer {
             }
             ids::insert(&self.conn, org_id, &e.id, size, e.month).map_err(sql_error)?;
             self.created += 1;
-            if self.sample.len() < body::SAMPLE && self.made.is_none() && self.body_dict.get().is_none() {
-                self.sample.push(e.body.clone());
+            if let Some(sample) = &mut self.sample
+                && sample.len() < body::SAMPLE
+            {
+                sample.push(e.body.clone());
             }
             canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
             let leaf = leaf_hash(&e.body);
@@ -365,11 +369,14 @@ impl Writer {
     /// Makes the store's first body dictionary once enough bodies were sampled (in its own savepoint;
     /// published after the group's COMMIT).
     fn make_dict(&mut self) {
-        if self.sample.len() < body::SAMPLE || self.made.is_some() || self.body_dict.get().is_some() {
+        let Some(sample) = &self.sample else {
+            return;
+        };
+        if sample.len() < body::SAMPLE || self.made.is_some() {
             return;
         }
         let made = self.conn.execute_batch("SAVEPOINT dict").and_then(|()| {
-            match body::make(&self.conn, &self.sample, trail_model::time::now()) {
+            match body::make(&self.conn, sample, trail_model::time::now()) {
                 Ok(d) => self.conn.execute_batch("RELEASE dict").map(|()| d),
                 Err(e) => {
                     self.conn.execute_batch("ROLLBACK TO dict; RELEASE dict")?;
@@ -396,7 +403,7 @@ impl Writer {
                 "event bodies are compressed from now on"
             );
             self.body_dict.set(d);
-            self.sample = Vec::new();
+            self.sample = None;
         }
     }
 
