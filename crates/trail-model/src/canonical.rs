@@ -225,6 +225,21 @@ pub fn set_seq(bytes: &mut [u8], seq: u64) -> Result<(), DecodeError> {
     Ok(())
 }
 
+/// Whether `retry`, encoded for an id the org already has, carries the same content as the `stored`
+/// bytes: equal apart from what the store assigns (`seq`, `received_at`). A retry that left `time` out
+/// matches only an original that left it out too (its `time` is then its `received_at`). Different
+/// content under a reused id is a client bug, answered `conflict` rather than hidden as a duplicate.
+pub fn same_content(stored: &[u8], retry: &[u8], retry_time_given: bool) -> Result<bool, DecodeError> {
+    let mut original = decode(stored)?;
+    let mut again = decode(retry)?;
+    if !retry_time_given {
+        again.time = original.received_at;
+    }
+    original.seq = again.seq;
+    original.received_at = again.received_at;
+    Ok(original == again)
+}
+
 /// The canonical JSON of an `info` object: compact, keys ascending (serde_json's map is ordered).
 pub fn info_bytes(info: &Map<String, Value>) -> Vec<u8> {
     // A Map of Values always serializes; an error here would be a serde_json bug.
@@ -473,6 +488,52 @@ mod tests {
                 "4307 636f6e736f6c65"
             )
             .replace(' ', "")
+        );
+    }
+
+    #[test]
+    fn same_content_ignores_what_the_store_assigns_and_nothing_else() {
+        let received = 1_631_018_580_000_000;
+        let original = encode(&StoredEvent::accept(sample(), "acme", 7, "evt-1".into(), received));
+        let retry =
+            |e: NewEvent| encode(&StoredEvent::accept(e, "acme", 0, "evt-1".into(), received + 5_000_000));
+        assert_eq!(
+            same_content(&original, &retry(sample()), false),
+            Ok(true),
+            "another seq and receipt time"
+        );
+        let changed = NewEvent { reason: Some("a different reason".into()), ..sample() };
+        assert_eq!(same_content(&original, &retry(changed), false), Ok(false));
+        let mut info = sample();
+        info.info.as_mut().unwrap().insert("z".into(), json!(2));
+        assert_eq!(same_content(&original, &retry(info), false), Ok(false), "info is content");
+        // Time: given on both sides it must be equal; left out on both sides it is no difference.
+        let timed = |t| {
+            encode(&StoredEvent::accept(
+                NewEvent { time: Some(t), ..sample() },
+                "acme",
+                7,
+                "evt-1".into(),
+                received,
+            ))
+        };
+        let t = received - 60_000_000;
+        let retry_timed = |t| {
+            encode(&StoredEvent::accept(
+                NewEvent { time: Some(t), ..sample() },
+                "acme",
+                0,
+                "evt-1".into(),
+                received + 1,
+            ))
+        };
+        assert_eq!(same_content(&timed(t), &retry_timed(t), true), Ok(true));
+        assert_eq!(same_content(&timed(t), &retry_timed(t + 1), true), Ok(false));
+        assert_eq!(same_content(&timed(t), &retry(sample()), false), Ok(false), "the original had a time");
+        assert_eq!(
+            same_content(&original, &retry_timed(received + 1), true),
+            Ok(false),
+            "the original had none"
         );
     }
 

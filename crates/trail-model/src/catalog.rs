@@ -76,9 +76,17 @@ pub const CATALOG: &[Action] = &[
         "Integration runtime",
     ),
     a("inbound_endpoint.tracing_enabled", "Inbound endpoint message tracing enabled", "Integration runtime"),
+    a("integration.access_mode_updated", "Integration as API access mode updated", "Integrations"),
+    a("integration.auto_deploy_disabled", "Integration auto-deploy on commit disabled", "Integrations"),
+    a("integration.auto_deploy_enabled", "Integration auto-deploy on commit enabled", "Integrations"),
     a("integration.created", "Integration created", "Integrations"),
     a("integration.deleted", "Integration deleted", "Integrations"),
+    a("integration.deployed", "Integration deployment initiated", "Integrations"),
+    a("integration.promoted", "Integration promotion initiated", "Integrations"),
+    a("integration.redeployed", "Integration redeployment initiated", "Integrations"),
+    a("integration.undeployed", "Integration undeployment initiated", "Integrations"),
     a("integration.updated", "Integration updated", "Integrations"),
+    a("integration.version_created", "Integration version created", "Integrations"),
     a("invitation.accepted", "Invitation accepted", "Organization users"),
     a("invitation.revoked", "Invitation revoked", "Organization users"),
     a("log_level.updated", "Log level updated", "Integration runtime"),
@@ -146,6 +154,30 @@ pub fn label(name: &str) -> Option<&'static str> {
     lookup(name).map(|a| a.label)
 }
 
+/// One choice of the console's action filter: the catalogued actions of a category that read the same
+/// (`user.logged_in` and `user.signed_in` are both "User signed in"), so choosing it finds them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Choice {
+    pub label: &'static str,
+    pub category: &'static str,
+    /// Sorted by name; never empty.
+    pub actions: Vec<&'static str>,
+}
+
+/// The action filter's choices, by category and then label.
+pub fn choices() -> Vec<Choice> {
+    let mut out: Vec<Choice> = Vec::new();
+    let mut sorted: Vec<&Action> = CATALOG.iter().collect();
+    sorted.sort_by_key(|a| (a.category, a.label, a.name));
+    for a in sorted {
+        match out.last_mut() {
+            Some(c) if c.category == a.category && c.label == a.label => c.actions.push(a.name),
+            _ => out.push(Choice { label: a.label, category: a.category, actions: vec![a.name] }),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +189,89 @@ mod tests {
         }
         for a in CATALOG {
             assert!(crate::event::is_dotted_name(a.name), "{}", a.name);
+        }
+    }
+
+    #[test]
+    fn one_choice_finds_every_name_of_an_operation() {
+        let all = choices();
+        let signed_in: Vec<_> = all.iter().filter(|c| c.label == "User signed in").collect();
+        assert_eq!(signed_in.len(), 1);
+        assert_eq!(signed_in[0].actions, ["user.logged_in", "user.signed_in"]);
+        let signed_out = all.iter().find(|c| c.label == "User signed out").map(|c| c.actions.clone());
+        assert_eq!(signed_out, Some(vec!["user.logged_out", "user.signed_out"]));
+        // Every catalogued action is in exactly one choice.
+        let mut names: Vec<&str> = all.iter().flat_map(|c| c.actions.iter().copied()).collect();
+        names.sort_unstable();
+        assert_eq!(names, CATALOG.iter().map(|a| a.name).collect::<Vec<_>>());
+    }
+
+    /// Every operation the seed product documents list (`shared/seeds/`) has its catalog entries.
+    #[test]
+    fn covers_the_seed_documents() {
+        let seeds: &[(&str, &[&str])] = &[
+            (
+                "Project creation, update, and deletion",
+                &["project.created", "project.updated", "project.deleted"],
+            ),
+            (
+                "Integration creation, update, and deletion",
+                &["integration.created", "integration.updated", "integration.deleted"],
+            ),
+            ("Integration promotion initiation", &["integration.promoted"]),
+            ("Integration version creation", &["integration.version_created"]),
+            (
+                "Integration deployment, redeployment, and undeployment initiation",
+                &["integration.deployed", "integration.redeployed", "integration.undeployed"],
+            ),
+            ("Integration as API access mode update", &["integration.access_mode_updated"]),
+            (
+                "Enabling and disabling integration auto-deployment on commit",
+                &["integration.auto_deploy_enabled", "integration.auto_deploy_disabled"],
+            ),
+            (
+                "Integration endpoint creation, update, and deletion",
+                &["endpoint.created", "endpoint.updated", "endpoint.deleted"],
+            ),
+            (
+                "API Proxy creation, update, and deletion",
+                &["api_proxy.created", "api_proxy.updated", "api_proxy.deleted"],
+            ),
+            ("API Proxy promotion initiation", &["api_proxy.promoted"]),
+            ("API Proxy version creation", &["api_proxy.version_created"]),
+            (
+                "Component creation, update, and deletion",
+                &["component.created", "component.updated", "component.deleted"],
+            ),
+            ("Component promotion initiation", &["component.promoted"]),
+            ("Component version creation", &["component.version_created"]),
+            (
+                "Component deployment, redeployment, and undeployment initiation",
+                &["component.deployed", "component.redeployed", "component.undeployed"],
+            ),
+            ("Component API access mode update", &["component.access_mode_updated"]),
+            (
+                "Enabling and disabling component auto-deployment on commit",
+                &["component.auto_deploy_enabled", "component.auto_deploy_disabled"],
+            ),
+            ("Component build configuration update", &["component.build_config_updated"]),
+            (
+                "Organization user management",
+                &["user.invited", "user.created", "user.deleted", "user.role_assigned", "user.role_revoked"],
+            ),
+            (
+                "On-premises key management",
+                &["onprem_key.created", "onprem_key.rotated", "onprem_key.revoked"],
+            ),
+            (
+                "Project-level configuration management",
+                &["project_config.created", "project_config.updated", "project_config.deleted"],
+            ),
+        ];
+        for (operation, actions) in seeds {
+            for name in *actions {
+                assert!(lookup(name).is_some(), "{operation}: {name} is not catalogued");
+            }
         }
     }
 

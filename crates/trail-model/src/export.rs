@@ -6,8 +6,9 @@
 use crate::event::StoredEvent;
 use crate::time::format_rfc3339;
 
-/// The CSV columns, in order. Adding a column is an interface change.
-pub const CSV_COLUMNS: [&str; 17] = [
+/// The CSV columns, in order. Adding a column is an interface change: new columns are appended, so
+/// readers that take columns by position keep working.
+pub const CSV_COLUMNS: [&str; 18] = [
     "time",
     "org",
     "seq",
@@ -25,6 +26,7 @@ pub const CSV_COLUMNS: [&str; 17] = [
     "reason",
     "source",
     "info",
+    "action_label",
 ];
 
 /// Appends one CSV cell, quoted when needed and neutralised when it looks like a formula.
@@ -60,7 +62,8 @@ pub fn csv_row(e: &StoredEvent) -> String {
         e.info.as_ref().map(crate::canonical::info_bytes).map(|b| String::from_utf8(b).unwrap_or_default());
     let seq = e.seq.to_string();
     let time = format_rfc3339(e.time);
-    let cells: [&str; 17] = [
+    let label = crate::catalog::label(&e.action).unwrap_or("");
+    let cells: [&str; 18] = [
         &time,
         &e.org,
         &seq,
@@ -78,6 +81,7 @@ pub fn csv_row(e: &StoredEvent) -> String {
         e.reason.as_deref().unwrap_or(""),
         e.source.as_deref().unwrap_or(""),
         info.as_deref().unwrap_or(""),
+        label,
     ];
     let mut out = String::with_capacity(256);
     for (i, c) in cells.iter().enumerate() {
@@ -120,7 +124,7 @@ mod tests {
         assert_eq!(cell("-cmd"), "\"'-cmd\"");
         assert_eq!(cell("@x"), "\"'@x\"");
         assert_eq!(cell("Zürich 東京"), "Zürich 東京");
-        assert_eq!(csv_header().trim_end().split(',').count(), 17);
+        assert_eq!(csv_header().trim_end().split(',').count(), 18);
     }
 
     proptest! {

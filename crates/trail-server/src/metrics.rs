@@ -24,6 +24,7 @@ pub struct Metrics {
     latency: Mutex<BTreeMap<(String, String), Histogram>>,
     pub events_created: AtomicU64,
     pub events_duplicate: AtomicU64,
+    pub events_conflict: AtomicU64,
     pub events_rejected: AtomicU64,
     pub sign_in_failures: AtomicU64,
 }
@@ -83,6 +84,11 @@ impl Metrics {
         for (name, help, c) in [
             ("trail_events_created_total", "Events stored.", &self.events_created),
             ("trail_events_duplicate_total", "Events answered as duplicates.", &self.events_duplicate),
+            (
+                "trail_events_conflict_total",
+                "Events refused because their id is stored with different content.",
+                &self.events_conflict,
+            ),
             ("trail_events_rejected_total", "Events rejected by validation.", &self.events_rejected),
             ("trail_sign_in_failures_total", "Failed sign-in attempts.", &self.sign_in_failures),
         ] {

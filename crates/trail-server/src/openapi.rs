@@ -96,6 +96,8 @@ pub fn document() -> Value {
             "/readyz": {"get": op("Readiness: the store answers reads and writes", &[], json!([]), None, json!({"200": {"description": "ready"}, "503": {"$ref": "#/components/responses/Error"}}))},
             "/metrics": {"get": op("Prometheus metrics", &[], json!([]), None, json!({"200": {"description": "text exposition format", "content": {"text/plain": {}}}}))},
             "/v1/openapi.json": {"get": op("This document", &[], json!([]), None, json!({"200": {"description": "OpenAPI 3.1"}}))},
+            "/v1/actions": {"get": op("The action catalog: each catalogued action with the label the console shows and its category", &[], json!([]), None,
+                json!({"200": ok("the catalog, sorted by action", "ActionList")}))},
             "/v1/auth/login": {"post": op("Sign in; answers a session token and sets the session cookie", &[], json!([]), Some("Login"),
                 responses(("200", ok("signed in", "Session")), &[400, 401, 415, 429, 503]))},
             "/v1/auth/logout": {"post": op("Sign out: revokes the session", &session, json!([]), None,
@@ -221,6 +223,8 @@ pub fn document() -> Value {
             "schemas": {
                 "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}},
+                "ActionList": {"type": "object", "required": ["actions"], "properties": {"actions": {"type": "array", "items": {"type": "object",
+                    "required": ["action", "label", "category"], "properties": {"action": {"type": "string"}, "label": {"type": "string"}, "category": {"type": "string"}}}}}},
                 "Login": {"type": "object", "required": ["email", "password"], "properties": {"email": {"type": "string"}, "password": {"type": "string"}}},
                 "Session": {"type": "object", "properties": {"token": {"type": "string"}, "csrf_token": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
                     "user": {"type": "object", "properties": {"id": {"type": "string"}, "email": {"type": "string"}}}}},

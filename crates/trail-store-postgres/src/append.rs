@@ -27,6 +27,8 @@ use crate::{Inner, pg_error, schema, signed, unsigned};
 pub(crate) struct Prepared {
     id: String,
     time: Micros,
+    /// Whether the client gave `time` (else it is `received_at`), for telling a retry from a conflict.
+    time_given: bool,
     month: u32,
     /// Canonical bytes; `seq` is stamped at append (overwritten, so a retried append may restamp).
     body: Vec<u8>,
@@ -44,10 +46,12 @@ pub(crate) struct Prepared {
 impl Prepared {
     pub(crate) fn new(org: &str, e: NewEvent, received_at: Micros) -> Self {
         let id = e.id.clone().unwrap_or_else(mint_event_id);
+        let time_given = e.time.is_some();
         let s = StoredEvent::accept(e, org, 0, id, received_at);
         let body = canonical::encode(&s);
         let search = text::tokens(&text::searchable_text(&s)).join(" ");
         Self {
+            time_given,
             time: s.time,
             month: month_of(s.time),
             body,
@@ -107,6 +111,13 @@ async fn ensure_partitions(inner: &Inner, client: &mut Object, months: &BTreeSet
     Ok(())
 }
 
+/// Where the bytes of an id the org has are, for comparing a retry with them.
+enum Known {
+    Stored(Vec<u8>),
+    /// An earlier event of the batch being appended (its bytes already stamped with its seq).
+    Batch(usize),
+}
+
 /// Column arrays of the new events, inserted with one statement.
 #[derive(Debug, Default)]
 struct Columns<'a> {
@@ -147,13 +158,26 @@ async fn write(
     let start = unsigned(start, "tree size")?;
 
     let ids: Vec<&str> = events.iter().map(|e| e.id.as_str()).collect();
+    // Ids the org already has, with the stored bytes (a retry or a conflict is told by content). The
+    // id's time names the partition, so the join probes one month's (org, ts, seq) key.
     let st = tx
-        .prepare_cached("SELECT id, seq FROM event_ids WHERE org = $1 AND id = ANY($2)")
+        .prepare_cached(
+            "SELECT i.id, i.seq, e.body FROM event_ids i
+             LEFT JOIN events e ON e.org = i.org AND e.ts = i.ts AND e.seq = i.seq
+             WHERE i.org = $1 AND i.id = ANY($2)",
+        )
         .await
         .map_err(pg_error)?;
-    let mut known: HashMap<String, u64> = HashMap::new();
+    // id → (seq, where its bytes are: stored, or this batch's event at an index)
+    let mut known: HashMap<String, (u64, Known)> = HashMap::new();
     for r in tx.query(&st, &[&org, &ids]).await.map_err(pg_error)? {
-        known.insert(r.try_get(0).map_err(pg_error)?, unsigned(r.try_get(1).map_err(pg_error)?, "seq")?);
+        let id: String = r.try_get(0).map_err(pg_error)?;
+        let seq = unsigned(r.try_get(1).map_err(pg_error)?, "seq")?;
+        let body: Option<Vec<u8>> = r.try_get(2).map_err(pg_error)?;
+        let body = body.ok_or_else(|| {
+            StoreError::Corrupt(format!("event {id} is indexed at seq {seq} but its row is missing"))
+        })?;
+        known.insert(id, (seq, Known::Stored(body)));
     }
 
     let cached = inner.frontiers.lock().ok().and_then(|mut f| f.remove(&org)).filter(|f| f.size() == start);
@@ -168,11 +192,20 @@ async fn write(
     let mut leaves: Vec<[u8; 32]> = Vec::with_capacity(events.len());
     let mut new: Vec<usize> = Vec::with_capacity(events.len());
     let (mut levels, mut indexes, mut hashes): (Vec<i16>, Vec<i64>, Vec<Vec<u8>>) = Default::default();
-    for (i, e) in events.iter_mut().enumerate() {
-        if let Some(&seq) = known.get(&e.id) {
-            out.push(Appended::Duplicate { id: e.id.clone(), seq });
+    for i in 0..events.len() {
+        if let Some((seq, at)) = known.get(&events[i].id) {
+            let e = &events[i];
+            let stored = match at {
+                Known::Stored(body) => body.as_slice(),
+                Known::Batch(j) => events[*j].body.as_slice(),
+            };
+            let same = canonical::same_content(stored, &e.body, e.time_given)
+                .map_err(|err| StoreError::Corrupt(format!("the stored event at seq {seq}: {err}")))?;
+            let (id, seq) = (e.id.clone(), *seq);
+            out.push(if same { Appended::Duplicate { id, seq } } else { Appended::Conflict { id, seq } });
             continue;
         }
+        let e = &mut events[i];
         canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
         let leaf = leaf_hash(&e.body);
         for n in frontier.append(leaf).into_iter().filter(|n| n.level >= MIN_STORED_LEVEL) {
@@ -182,7 +215,7 @@ async fn write(
         }
         leaves.push(leaf);
         new.push(i);
-        known.insert(e.id.clone(), size);
+        known.insert(e.id.clone(), (size, Known::Batch(i)));
         out.push(Appended::Created { id: e.id.clone(), seq: size });
         size += 1;
     }

@@ -79,6 +79,8 @@ where
 pub struct Prepared {
     id: String,
     time: Micros,
+    /// Whether the client gave `time` (else it is `received_at`), for telling a retry from a conflict.
+    time_given: bool,
     month: u32,
     /// Canonical bytes with `seq` 0, stamped by the writer.
     body: Vec<u8>,
@@ -96,9 +98,11 @@ pub struct Prepared {
 impl Prepared {
     pub fn new(org: &str, e: NewEvent, received_at: Micros, dict: Option<&body::Dict>) -> Self {
         let id = e.id.clone().unwrap_or_else(mint_event_id);
+        let time_given = e.time.is_some();
         let s = StoredEvent::accept(e, org, 0, id, received_at);
         let body = canonical::encode(&s);
         Self {
+            time_given,
             packed: dict.map(|d| body::pack(d, &body)),
             time: s.time,
             month: month_of(s.time),
@@ -296,12 +300,19 @@ impl Writer {
         // Per-minute counts of what this append creates, for histograms (a batch spans few minutes).
         let mut minutes = std::collections::BTreeMap::<i64, (i64, i64)>::new();
         for mut e in events {
-            // An id whose event is still stored is a duplicate (retention leaves stale entries).
+            // An id whose event is still stored is a duplicate or a conflict (retention leaves stale
+            // entries).
             let found = ids::find(&self.conn, &self.runs, org_id, &e.id).map_err(sql_error)?;
             if let Some((seq, month)) = found
-                && self.stored(org_id, seq, month).map_err(sql_error)?
+                && let Some(stored) = self.stored(org_id, seq, month)?
             {
-                out.push(Appended::Duplicate { id: e.id, seq });
+                let same = canonical::same_content(&stored, &e.body, e.time_given)
+                    .map_err(|err| StoreError::Corrupt(format!("the stored event at seq {seq}: {err}")))?;
+                out.push(if same {
+                    Appended::Duplicate { id: e.id, seq }
+                } else {
+                    Appended::Conflict { id: e.id, seq }
+                });
                 continue;
             }
             ids::insert(&self.conn, org_id, &e.id, size, e.month).map_err(sql_error)?;
@@ -355,15 +366,17 @@ impl Writer {
     }
 
     /// Whether the event at `seq` (in `month`'s partition) still exists.
-    fn stored(&self, org_id: i64, seq: u64, month: u32) -> rusqlite::Result<bool> {
+    /// The canonical bytes of an event the id map points at, if it is still stored.
+    fn stored(&self, org_id: i64, seq: u64, month: u32) -> Result<Option<Vec<u8>>> {
         if !self.partitions.contains(&month) {
-            return Ok(false);
+            return Ok(None);
         }
-        self.conn
-            .prepare_cached(&format!("SELECT 1 FROM {} WHERE k = ?1", events_table(month)))?
-            .query_row([rowid(org_id, seq)], |_| Ok(()))
-            .optional()
-            .map(|found| found.is_some())
+        let packed: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached(&format!("SELECT body FROM {} WHERE k = ?1", events_table(month)))
+            .and_then(|mut st| st.query_row([rowid(org_id, seq)], |r| r.get(0)).optional())
+            .map_err(sql_error)?;
+        packed.map(|b| body::unpack(&self.conn, b, seq)).transpose()
     }
 
     /// Makes the store's first body dictionary once enough bodies were sampled (in its own savepoint;

@@ -96,7 +96,7 @@ fn created_seqs(r: &[Appended]) -> Vec<u64> {
     r.iter()
         .map(|a| match a {
             Appended::Created { seq, .. } => *seq,
-            Appended::Duplicate { .. } => panic!("unexpected duplicate: {a:?}"),
+            Appended::Duplicate { .. } | Appended::Conflict { .. } => panic!("not created: {a:?}"),
         })
         .collect()
 }
@@ -127,13 +127,36 @@ pub async fn duplicates_answer_original_seq<S: Store>(store: Arc<S>) {
     let r = store.append("acme", vec![event("a", "x.y", t), e.clone(), e.clone()], now()).await.unwrap();
     assert_eq!(r[1], Appended::Created { id: "evt-1".into(), seq: 1 });
     assert_eq!(r[2], Appended::Duplicate { id: "evt-1".into(), seq: 1 }, "duplicate within one batch");
-    let r = store.append("acme", vec![changed], now()).await.unwrap();
+    let mut changed_in_batch = changed.clone();
+    changed_in_batch.reason = Some("other".into());
+    let r = store.append("acme", vec![changed, e.clone(), changed_in_batch], now()).await.unwrap();
     assert_eq!(
-        r[0],
-        Appended::Duplicate { id: "evt-1".into(), seq: 1 },
-        "a later duplicate keeps the original"
+        r,
+        [
+            Appended::Conflict { id: "evt-1".into(), seq: 1 },
+            Appended::Duplicate { id: "evt-1".into(), seq: 1 },
+            Appended::Conflict { id: "evt-1".into(), seq: 1 },
+        ],
+        "a reused id with other content is a conflict; the same content again is a duplicate"
     );
-    assert_eq!(store.tree_size("acme").await.unwrap(), 2);
+    // Without a time, a retry is a duplicate when the original had none either (its time was its
+    // receipt), whatever the retry's receipt time.
+    let mut untimed = event("a", "x.y", t);
+    untimed.id = Some("evt-2".into());
+    untimed.time = None;
+    let first = store.append("acme", vec![untimed.clone()], now() - 5_000_000).await.unwrap();
+    assert_eq!(first[0], Appended::Created { id: "evt-2".into(), seq: 2 });
+    let mut timed = untimed.clone();
+    timed.time = Some(t);
+    let r = store.append("acme", vec![untimed, timed], now()).await.unwrap();
+    assert_eq!(
+        r,
+        [
+            Appended::Duplicate { id: "evt-2".into(), seq: 2 },
+            Appended::Conflict { id: "evt-2".into(), seq: 2 }
+        ]
+    );
+    assert_eq!(store.tree_size("acme").await.unwrap(), 3);
     let stored = store.event("acme", "evt-1").await.unwrap().unwrap();
     assert_eq!(stored.event.actor.id, "a", "the original bytes are never replaced");
     let r = store.append("other", vec![e], now()).await.unwrap();

@@ -53,20 +53,29 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 pub enum Appended {
     /// Stored now at `seq`.
     Created { id: String, seq: u64 },
-    /// An event with this `id` was already stored in this org at `seq`; nothing new was stored.
+    /// An event with this `id` and the same content was already stored in this org at `seq`; nothing
+    /// new was stored (a retry).
     Duplicate { id: String, seq: u64 },
+    /// An event with this `id` but different content is stored at `seq`; nothing new was stored, and
+    /// the caller is told, since a reused id with new content is a bug a retry would hide
+    /// (see `trail_model::canonical::same_content`).
+    Conflict { id: String, seq: u64 },
 }
 
 impl Appended {
     pub fn seq(&self) -> u64 {
         match self {
-            Appended::Created { seq, .. } | Appended::Duplicate { seq, .. } => *seq,
+            Appended::Created { seq, .. }
+            | Appended::Duplicate { seq, .. }
+            | Appended::Conflict { seq, .. } => *seq,
         }
     }
 
     pub fn id(&self) -> &str {
         match self {
-            Appended::Created { id, .. } | Appended::Duplicate { id, .. } => id,
+            Appended::Created { id, .. } | Appended::Duplicate { id, .. } | Appended::Conflict { id, .. } => {
+                id
+            }
         }
     }
 }
@@ -270,7 +279,8 @@ pub trait Store: Send + Sync + 'static {
     // --- events ---------------------------------------------------------------------------------
 
     /// Appends validated events to an org's log, in order, and returns once they are durable.
-    /// An event whose `id` the org already has is not stored again (answered `Duplicate`).
+    /// An event whose `id` the org already has is not stored again: answered `Duplicate` when its
+    /// content is the same, `Conflict` when it is not.
     /// Events without an `id` get a minted one; without a `time`, `received_at`.
     async fn append(&self, org: &str, events: Vec<NewEvent>, received_at: Micros) -> Result<Vec<Appended>>;
 

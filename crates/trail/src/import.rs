@@ -297,6 +297,13 @@ async fn send(
                     match a {
                         trail_store::Appended::Created { .. } => tally.created += 1,
                         trail_store::Appended::Duplicate { .. } => tally.duplicate += 1,
+                        trail_store::Appended::Conflict { id, seq } => {
+                            eprintln!(
+                                "{}: skipped: id {id} is stored at seq {seq} with different content",
+                                path.display()
+                            );
+                            tally.skipped += 1;
+                        }
                     }
                 }
             }

@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use askama::Template;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
-use serde_json::Value;
-use trail_model::catalog::{self, CATALOG};
+use serde_json::{Value, json};
+use trail_model::catalog::{self, Choice};
 use trail_model::query::{Filter, Query, QueryContext, parse_query};
 use trail_model::time::{MICROS_PER_SECOND, Micros, format_rfc3339, now};
 use trail_store::{Permission, Record, User};
@@ -213,6 +213,10 @@ const PRESETS: &[(&str, &str, i64)] = &[
 /// Filter fields the page passes to the API as they are.
 const PASSED: &[&str] = &["actor", "action", "target_type", "target_id", "project", "outcome", "source", "q"];
 
+/// Filters whose inputs take several values, separated by commas, matched with OR (as the API's
+/// repeated parameters are). Free text is one value: its words must all match.
+const SEVERAL: &[&str] = &["actor", "action", "target_type", "target_id", "project", "outcome", "source"];
+
 /// The page's form state, read from its query string.
 #[derive(Debug, Default, Clone)]
 pub struct Form {
@@ -221,7 +225,8 @@ pub struct Form {
     pub to_local: String,
     /// Minutes east of UTC the custom range was entered in (set by the script; 0 without it).
     pub tz_offset: i64,
-    pub fields: BTreeMap<String, String>,
+    /// Filter → its values (OR), in the order given, without repeats.
+    pub fields: BTreeMap<String, Vec<String>>,
     pub cursor: Option<String>,
 }
 
@@ -238,17 +243,55 @@ impl Form {
                 // Real offsets only (UTC−12 to UTC+14): anything else could overflow the arithmetic.
                 "tz_offset" => f.tz_offset = v.parse().ok().filter(|m| (-720..=840).contains(m)).unwrap_or(0),
                 "cursor" if !v.is_empty() => f.cursor = Some(v),
-                k if PASSED.contains(&k) && !v.is_empty() => {
-                    f.fields.insert(k.to_string(), v);
+                k if PASSED.contains(&k) => {
+                    let values = f.fields.entry(k.to_string()).or_default();
+                    let parts: Vec<&str> = if SEVERAL.contains(&k) {
+                        v.split(',').map(str::trim).collect()
+                    } else {
+                        vec![v.as_str()]
+                    };
+                    for p in parts {
+                        if !p.is_empty() && !values.iter().any(|x| x == p) {
+                            values.push(p.to_string());
+                        }
+                    }
                 }
                 _ => {}
             }
         }
+        f.fields.retain(|_, v| !v.is_empty());
         f
     }
 
-    pub fn get(&self, k: &str) -> &str {
-        self.fields.get(k).map_or("", String::as_str)
+    /// A filter's values as its text input shows them.
+    pub fn get(&self, k: &str) -> String {
+        self.fields.get(k).map(|v| v.join(", ")).unwrap_or_default()
+    }
+
+    /// Whether a value is among a filter's values.
+    pub fn has(&self, k: &str, value: &str) -> bool {
+        self.fields.get(k).is_some_and(|v| v.iter().any(|x| x == value))
+    }
+
+    /// The action filter's choice is selected when every action it stands for is asked for.
+    pub fn chosen(&self, choice: &Choice) -> bool {
+        choice.actions.iter().all(|a| self.has("action", a))
+    }
+
+    /// Actions asked for that no selected choice covers (prefixes, uncatalogued names, a second
+    /// choice), for the "more actions" input.
+    pub fn other_actions(&self, choices: &[Choice]) -> String {
+        let covered: Vec<&str> =
+            choices.iter().find(|c| self.chosen(c)).map(|c| c.actions.clone()).unwrap_or_default();
+        let rest: Vec<&str> = self
+            .fields
+            .get("action")
+            .into_iter()
+            .flatten()
+            .map(String::as_str)
+            .filter(|a| !covered.contains(a))
+            .collect();
+        rest.join(", ")
     }
 
     /// `datetime-local` text (`2026-11-20T13:45`) entered at `tz_offset` to an instant.
@@ -274,8 +317,8 @@ impl Form {
         };
         out.push(("from".into(), format_rfc3339(from)));
         out.push(("to".into(), format_rfc3339(to)));
-        for (k, v) in &self.fields {
-            out.push((k.clone(), v.clone()));
+        for (k, values) in &self.fields {
+            out.extend(values.iter().map(|v| (k.clone(), v.clone())));
         }
         Ok(out)
     }
@@ -291,8 +334,8 @@ impl Form {
                 ("tz_offset", &offset),
             ]);
         }
-        for (k, v) in &self.fields {
-            pairs.push((k, v));
+        for (k, values) in &self.fields {
+            pairs.extend(values.iter().map(|v| (k.as_str(), v.as_str())));
         }
         if let Some(c) = cursor {
             pairs.push(("cursor", c));
@@ -346,19 +389,16 @@ pub struct Bar {
     pub title: String,
 }
 
-/// (category, [(action, label)]) for the action filter.
-pub fn catalog_groups() -> Vec<(&'static str, Vec<(&'static str, &'static str)>)> {
-    let mut groups: BTreeMap<&str, Vec<(&str, &str)>> = BTreeMap::new();
-    for a in CATALOG {
-        groups.entry(a.category).or_default().push((a.name, a.label));
+/// The action filter's choices by category (one choice may stand for several names of an operation).
+pub fn catalog_groups() -> Vec<(&'static str, Vec<Choice>)> {
+    let mut groups: Vec<(&'static str, Vec<Choice>)> = Vec::new();
+    for c in catalog::choices() {
+        match groups.last_mut() {
+            Some((category, v)) if *category == c.category => v.push(c),
+            _ => groups.push((c.category, vec![c])),
+        }
     }
     groups
-        .into_iter()
-        .map(|(k, mut v)| {
-            v.sort_by_key(|x| x.1);
-            (k, v)
-        })
-        .collect()
 }
 
 #[derive(Template)]
@@ -368,7 +408,9 @@ struct Logs {
     org: String,
     form: Form,
     presets: &'static [(&'static str, &'static str, i64)],
-    groups: Vec<(&'static str, Vec<(&'static str, &'static str)>)>,
+    groups: Vec<(&'static str, Vec<Choice>)>,
+    /// Every choice, for `Form::other_actions`.
+    choices: Vec<Choice>,
     error: Option<String>,
     rows: Vec<Row>,
     next: Option<String>,
@@ -384,7 +426,7 @@ struct Logs {
 
 fn describe_filters(form: &Form, window: &str) -> String {
     let active: Vec<String> =
-        form.fields.iter().map(|(k, v)| format!("{} “{v}”", k.replace('_', " "))).collect();
+        form.fields.iter().map(|(k, v)| format!("{} “{}”", k.replace('_', " "), v.join("” or “"))).collect();
     if active.is_empty() {
         format!("No events were recorded {window}. Try a longer time range.")
     } else {
@@ -410,6 +452,7 @@ pub async fn logs(
         org: org.clone(),
         presets: PRESETS,
         groups: catalog_groups(),
+        choices: catalog::choices(),
         error: None,
         rows: Vec::new(),
         next: None,
@@ -432,7 +475,7 @@ pub async fn logs(
             }
             // The export covers exactly the window this page resolved, with the same filters.
             let mut filters: serde_json::Map<String, Value> =
-                page.form.fields.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
+                page.form.fields.iter().map(|(k, v)| (k.clone(), json!(v))).collect();
             filters.insert("from".into(), Value::String(page.window.0.clone()));
             filters.insert("to".into(), Value::String(page.window.1.clone()));
             page.export_filters = Value::Object(filters).to_string();

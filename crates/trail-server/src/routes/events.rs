@@ -139,24 +139,35 @@ pub async fn ingest(
     let rejected_n = items.len() - valid.len();
     Metrics::add(&state.metrics.events_rejected, rejected_n as u64);
 
+    let mut conflicts = 0;
     if !valid.is_empty() {
         let appended = state.store.append(&org, valid, received_at).await?;
         for (pos, a) in positions.into_iter().zip(appended) {
             let (status, counter) = match &a {
                 Appended::Created { .. } => ("created", &state.metrics.events_created),
                 Appended::Duplicate { .. } => ("duplicate", &state.metrics.events_duplicate),
+                Appended::Conflict { .. } => ("conflict", &state.metrics.events_conflict),
             };
             Metrics::add(counter, 1);
-            results[pos] = Some(json!({"id": a.id(), "seq": a.seq(), "status": status}));
+            let mut result = json!({"index": pos, "id": a.id(), "seq": a.seq(), "status": status});
+            if let Appended::Conflict { seq, .. } = a {
+                conflicts += 1;
+                result["error"] = json!({
+                    "code": "conflict",
+                    "message": format!("an event with this id and different content is stored at seq {seq}; nothing was stored"),
+                    "field": "id",
+                });
+            }
+            results[pos] = Some(result);
         }
     }
     let results: Vec<Value> = results.into_iter().flatten().collect();
-    // A lone event that was rejected is a client error; a batch reports per item and answers 200.
-    if single && rejected_n == 1 {
+    // A lone event that was rejected or conflicts is a client error; a batch reports per item and
+    // answers 200.
+    if single && (rejected_n == 1 || conflicts == 1) {
         let error = results[0]["error"].clone();
-        return Ok(
-            (StatusCode::BAD_REQUEST, Json(json!({"error": error, "results": results}))).into_response()
-        );
+        let status = if conflicts == 1 { StatusCode::CONFLICT } else { StatusCode::BAD_REQUEST };
+        return Ok((status, Json(json!({"error": error, "results": results}))).into_response());
     }
     Ok(Json(json!({ "results": results })).into_response())
 }

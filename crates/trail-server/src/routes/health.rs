@@ -59,6 +59,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
 }
 
+/// The action catalog: what each `resource.verb` means and where the console files it. Static and
+/// public, like the document that describes it.
+pub async fn actions() -> Json<serde_json::Value> {
+    let actions: Vec<_> = trail_model::catalog::CATALOG
+        .iter()
+        .map(|a| json!({"action": a.name, "label": a.label, "category": a.category}))
+        .collect();
+    Json(json!({ "actions": actions }))
+}
+
 pub async fn openapi() -> Json<serde_json::Value> {
     Json(crate::openapi::document())
 }

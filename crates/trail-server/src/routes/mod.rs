@@ -27,6 +27,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/readyz"),
     ("GET", "/metrics"),
     ("GET", "/v1/openapi.json"),
+    ("GET", "/v1/actions"),
     ("POST", "/v1/auth/login"),
     ("POST", "/v1/auth/logout"),
     ("GET", "/v1/me"),
@@ -82,6 +83,7 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/v1/openapi.json", get(health::openapi))
+        .route("/v1/actions", get(health::actions))
         .route("/v1/auth/login", post(session::login))
         .route("/v1/auth/logout", post(session::logout))
         .route("/v1/me", get(session::me))

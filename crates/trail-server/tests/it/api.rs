@@ -30,6 +30,20 @@ async fn openapi_describes_exactly_the_served_routes() {
     }
 }
 
+/// The catalog is served as it is compiled in, for anyone (it names operations, nothing of an org).
+#[tokio::test]
+async fn the_action_catalog_is_served() {
+    let s = TestServer::start().await;
+    let doc = s.anon.get("/v1/actions").await.unwrap();
+    let actions = doc["actions"].as_array().unwrap();
+    assert_eq!(actions.len(), trail_model::catalog::CATALOG.len());
+    for (a, c) in actions.iter().zip(trail_model::catalog::CATALOG) {
+        assert_eq!(a, &serde_json::json!({"action": c.name, "label": c.label, "category": c.category}));
+    }
+    let promoted = actions.iter().find(|a| a["action"] == "integration.promoted").unwrap();
+    assert_eq!(promoted["label"], "Integration promotion initiated");
+}
+
 #[tokio::test]
 async fn health_ready_metrics_and_errors() {
     let s = TestServer::start().await;

@@ -29,9 +29,11 @@ enum Rule {
 fn rule(method: &str, path: &str) -> Rule {
     use Permission::*;
     match (method, path) {
-        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json" | "/v1/log-key" | "/v1/auth/login") => {
-            Rule::Public
-        }
+        (
+            _,
+            "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json" | "/v1/actions" | "/v1/log-key"
+            | "/v1/auth/login",
+        ) => Rule::Public,
         ("POST", "/v1/invitations/{token}/accept") => Rule::Public,
         (_, "/v1/auth/logout" | "/v1/me" | "/v1/me/password") | ("GET", "/v1/orgs") => Rule::Session,
         ("POST", "/v1/orgs") => Rule::ServerAdmin,

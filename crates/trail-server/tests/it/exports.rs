@@ -27,7 +27,14 @@ async fn seed(s: &TestServer) -> Vec<Value> {
     for (i, a) in awkward.iter().cycle().take(120).enumerate() {
         let mut e = ev(
             &format!("user-{}", i % 4),
-            if i % 2 == 0 { "component.deployed" } else { "project.updated" },
+            // Every fourth exported event has an action the catalog does not know.
+            if i % 8 == 6 {
+                "component.spun_up"
+            } else if i % 2 == 0 {
+                "component.deployed"
+            } else {
+                "project.updated"
+            },
             i as i64 + 1,
         );
         e["target"]["name"] = json!(a);
@@ -159,7 +166,13 @@ async fn both_formats_hold_exactly_what_the_query_returns() {
             assert_eq!(rows[0], trail_model::export::CSV_COLUMNS.map(str::to_string));
             assert_eq!(rows.len() - 1, expected.len());
             for (row, e) in rows[1..].iter().zip(&expected) {
-                assert_eq!(row.len(), 17);
+                assert_eq!(row.len(), 18);
+                assert_eq!(row[8], e["action"].as_str().unwrap());
+                assert_eq!(
+                    row[17],
+                    e["action_label"].as_str().unwrap_or(""),
+                    "the last column is the catalog label, empty for an uncatalogued action"
+                );
                 assert_eq!(
                     (row[2].as_str(), row[3].as_str()),
                     (e["seq"].to_string().as_str(), e["id"].as_str().unwrap())
@@ -178,6 +191,8 @@ async fn both_formats_hold_exactly_what_the_query_returns() {
                 );
                 assert_eq!(row[0], e["time"].as_str().unwrap());
             }
+            let labels: Vec<&str> = rows[1..].iter().map(|r| r[17].as_str()).collect();
+            assert!(labels.contains(&"") && labels.contains(&"Component deployment initiated"), "{labels:?}");
         }
 
         // The manifest is signed with the log key and describes exactly this file.

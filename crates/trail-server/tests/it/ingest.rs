@@ -45,23 +45,41 @@ async fn a_lone_invalid_event_is_a_400_naming_the_field() {
 }
 
 #[tokio::test]
-async fn duplicates_are_answered_with_the_original_seq() {
+async fn a_retry_is_a_duplicate_and_a_reused_id_a_conflict() {
     let s = TestServer::start().await;
     let mut e = ev("alice", "component.deployed", 1);
     e["id"] = json!("deploy-42");
     s.key.ingest_batch("default", &[ev("x", "a.b", 1), ev("y", "a.b", 1)]).await.unwrap();
     let first = s.key.ingest("default", &e).await.unwrap().results;
     assert_eq!((first[0].status.as_str(), first[0].seq), ("created", Some(2)));
+    // The same event again (another receipt time) is a retry.
+    let retry = s.key.ingest("default", &e).await.unwrap().results;
+    assert_eq!((retry[0].status.as_str(), retry[0].seq), ("duplicate", Some(2)));
+    // The same id with other content: in a batch, that item is `conflict` with the original seq.
     let mut changed = e.clone();
     changed["actor"]["id"] = json!("mallory");
-    let again = s.key.ingest_batch("default", &[changed, ev("z", "a.b", 1)]).await.unwrap().results;
+    let again =
+        s.key.ingest_batch("default", &[changed.clone(), ev("z", "a.b", 1), e.clone()]).await.unwrap();
+    let r = &again.results;
     assert_eq!(
-        (again[0].status.as_str(), again[0].seq, again[0].id.as_deref()),
-        ("duplicate", Some(2), Some("deploy-42"))
+        (r[0].status.as_str(), r[0].seq, r[0].id.as_deref(), r[0].index),
+        ("conflict", Some(2), Some("deploy-42"), Some(0))
     );
-    assert_eq!(again[1].seq, Some(3));
+    let err = r[0].error.as_ref().unwrap();
+    assert_eq!((err["code"].as_str(), err["field"].as_str()), (Some("conflict"), Some("id")));
+    assert!(err["message"].as_str().unwrap().contains("seq 2"), "{err}");
+    assert_eq!((r[1].status.as_str(), r[1].seq), ("created", Some(3)));
+    assert_eq!((r[2].status.as_str(), r[2].seq), ("duplicate", Some(2)));
+    // Alone, it is a 409 naming the id.
+    let err = s.key.ingest("default", &changed).await.unwrap_err();
+    assert_eq!((err.status(), err.code(), err.field()), (Some(409), Some("conflict"), Some("id")));
     let stored = s.admin.event("default", "deploy-42").await.unwrap();
-    assert_eq!(stored["actor"]["id"], "alice", "a duplicate never replaces the original");
+    assert_eq!(stored["actor"]["id"], "alice", "a conflict never replaces the original");
+    assert_eq!(s.admin.query("default", &[]).await.unwrap().events.len(), 4, "nothing else was stored");
+    let url = format!("{}/metrics", s.base);
+    let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("trail_events_conflict_total 2\n"), "{metrics}");
+    assert!(metrics.contains("trail_events_duplicate_total 2\n"), "{metrics}");
 }
 
 #[tokio::test]

@@ -334,3 +334,99 @@ async fn console_end_to_end() {
     assert_eq!(status, json!(403), "and the API refuses it too");
     drop(served);
 }
+
+/// The ids of the rows the Audit Logs page shows, in order.
+async fn shown_ids(b: &mut Browser) -> Vec<String> {
+    let ids = b
+        .eval("[...document.querySelectorAll('[data-rows] tr a')].map((a) => a.getAttribute('href').split('/').pop())")
+        .await;
+    ids.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+}
+
+fn ids_of(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["id"].as_str().unwrap().to_string()).collect()
+}
+
+async fn apply(b: &mut Browser) {
+    b.eval("window.__applied = true, true").await;
+    submit(b, "form[data-filters]").await;
+    b.wait_for("!window.__applied && document.readyState === 'complete'", "the filtered page").await;
+}
+
+/// The console filters as the API does: one action choice finds every name of an operation
+/// (`user.logged_in` and `user.signed_in`), several values of a filter are ORed, and prefixes and
+/// uncatalogued actions can be asked for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_filters_like_the_api() {
+    let Some(mut b) = Browser::launch().await else {
+        eprintln!(
+            "SKIPPED console_filters_like_the_api: Chromium is not installed (apt-get install -y chromium)"
+        );
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &[]);
+    let base = served.base.clone();
+    let key = Client::new(&base).with_token(create_key(dir.path(), "events:write,events:read"));
+    seed(&key).await;
+    let now = trail_model::time::now();
+    let extra: Vec<Value> =
+        ["user.logged_in", "user.logged_out", "component.spun_up", "custom.widget_turned"]
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                json!({"time": trail_model::time::format_rfc3339(now - (i as i64 + 1) * 60_000_000),
+                   "actor": {"id": "dave@acme.io"}, "action": a, "target": {"type": "user", "id": "dave"},
+                   "outcome": "success", "source": "integration-runtime"})
+            })
+            .collect();
+    key.ingest_batch("default", &extra).await.unwrap();
+    sign_in(&mut b, &base, "admin@localhost", PASSWORD).await;
+
+    // "User signed in" is one choice standing for both names: the runtime's and the console's own.
+    let choice = b
+        .eval("[...document.querySelectorAll('#action option')].filter((o) => o.text === 'User signed in').map((o) => o.value)")
+        .await;
+    assert_eq!(choice, json!(["user.logged_in,user.signed_in"]));
+    fill(&mut b, "#action", "user.logged_in,user.signed_in").await;
+    apply(&mut b).await;
+    let want = api_count(&key, &[("action", "user.logged_in"), ("action", "user.signed_in")]).await;
+    let actions: Vec<&str> = want.iter().map(|e| e["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"user.logged_in") && actions.contains(&"user.signed_in"), "{actions:?}");
+    assert_eq!(shown_ids(&mut b).await, ids_of(&want));
+    assert_eq!(
+        b.eval("document.querySelector('#action').selectedOptions[0].text").await,
+        "User signed in",
+        "the page keeps the choice"
+    );
+
+    // Prefixes and uncatalogued names in "More actions", ORed with the chosen action.
+    fill(&mut b, "#action_more", "component.*, custom.widget_turned").await;
+    apply(&mut b).await;
+    let want = api_count(
+        &key,
+        &[
+            ("action", "user.logged_in"),
+            ("action", "user.signed_in"),
+            ("action", "component.*"),
+            ("action", "custom.widget_turned"),
+        ],
+    )
+    .await;
+    assert!(want.iter().any(|e| e["action"] == "component.spun_up"));
+    assert_eq!(shown_ids(&mut b).await, ids_of(&want));
+    assert_eq!(
+        b.eval("document.querySelector('#action_more').value").await,
+        "component.*, custom.widget_turned"
+    );
+
+    // Several actors, separated by commas, are ORed.
+    fill(&mut b, "#action", "").await;
+    fill(&mut b, "#action_more", "").await;
+    fill(&mut b, "#actor", "dave@acme.io, bob@acme.io").await;
+    apply(&mut b).await;
+    let want = api_count(&key, &[("actor", "dave@acme.io"), ("actor", "bob@acme.io")]).await;
+    assert_eq!(want.len(), 4 + 10);
+    assert_eq!(shown_ids(&mut b).await, ids_of(&want));
+    assert_eq!(b.eval("document.querySelector('#actor').value").await, "dave@acme.io, bob@acme.io");
+}
