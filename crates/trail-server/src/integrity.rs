@@ -109,17 +109,23 @@ pub async fn checkpoint_once(
 }
 
 /// Runs [`checkpoint_once`] every [`CHECKPOINT_INTERVAL`] until the task is dropped.
+/// Each pass that signs every log records when it began (`Metrics::checkpoint_covered_at`).
 pub async fn run_checkpointer(
     store: std::sync::Arc<dyn Store>,
     signer: std::sync::Arc<Signer>,
     server_name: String,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
 ) {
     let mut tick = tokio::time::interval(CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        if let Err(e) = checkpoint_once(store.as_ref(), &signer, &server_name).await {
-            tracing::warn!(error = %e, "checkpointing failed; will retry");
+        let began = now();
+        match checkpoint_once(store.as_ref(), &signer, &server_name).await {
+            Ok(_) => {
+                metrics.checkpoint_covered_at.store(began.max(0) as u64, std::sync::atomic::Ordering::Relaxed)
+            }
+            Err(e) => tracing::warn!(error = %e, "checkpointing failed; will retry"),
         }
     }
 }

@@ -336,8 +336,12 @@ impl Server {
         };
         let (store, signer, name) =
             (self.state.store.clone(), self.state.signer.clone(), self.state.settings.server_name.clone());
-        let checkpointer =
-            tokio::spawn(integrity::run_checkpointer(store.clone(), signer.clone(), name.clone()));
+        let checkpointer = tokio::spawn(integrity::run_checkpointer(
+            store.clone(),
+            signer.clone(),
+            name.clone(),
+            self.state.metrics.clone(),
+        ));
         let activity = self.state.activity.clone();
         let flusher = tokio::spawn({
             let (activity, store) = (activity.clone(), store.clone());
@@ -361,7 +365,7 @@ impl Server {
                 &settings.server_name,
                 settings.retention.clone(),
             );
-            tokio::spawn(retention::run_job(r, settings.retention.interval_secs))
+            tokio::spawn(retention::run_job(r, settings.retention.interval_secs, self.state.metrics.clone()))
         });
         let header_timeout = Duration::from_secs(self.state.settings.limits.request_timeout_secs.max(1));
         let served = serve_connections(self.listener, router(self.state), header_timeout, shutdown).await;

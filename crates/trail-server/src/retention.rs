@@ -263,7 +263,7 @@ impl Retention {
 }
 
 /// Runs a pass every `retention.interval_secs` until the task is dropped.
-pub async fn run_job(retention: Retention, interval_secs: u64) {
+pub async fn run_job(retention: Retention, interval_secs: u64, metrics: Arc<crate::metrics::Metrics>) {
     if interval_secs == 0 {
         return;
     }
@@ -271,7 +271,9 @@ pub async fn run_job(retention: Retention, interval_secs: u64) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        match retention.run_pass(now()).await {
+        let result = retention.run_pass(now()).await;
+        metrics.retention_ran(result.is_ok(), now());
+        match result {
             Ok(r) if r.archived_events > 0 || r.deleted_parts > 0 => tracing::info!(
                 archived_events = r.archived_events,
                 parts_written = r.parts_written,

@@ -38,7 +38,7 @@ use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
     ApiKey, Appended, Bucket, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
-    RawPage, RawRecord, Record, Result, Role, Session, Store, StoreError, StoredCheckpoint, User,
+    RawPage, RawRecord, Record, Result, Role, Session, Store, StoreError, StoreStats, StoredCheckpoint, User,
 };
 
 /// Connections one store keeps at most.
@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     /// One queue per org for this node's appends: they wait here, holding no connection, rather than
     /// each holding a pooled connection while waiting for the org's row lock.
     appending: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+    /// Requests that found every pooled connection taken.
+    waits: trail_store::WaitCounter,
 }
 
 impl PgStore {
@@ -154,6 +156,7 @@ impl PgStore {
                 partitions: Mutex::new(HashSet::new()),
                 frontiers: Mutex::new(HashMap::new()),
                 appending: Mutex::new(HashMap::new()),
+                waits: trail_store::WaitCounter::default(),
                 liveness: Mutex::new(Some(liveness)),
                 node,
             }),
@@ -231,7 +234,14 @@ async fn liveness(config: &tokio_postgres::Config) -> Result<(tokio_postgres::Cl
 
 impl Inner {
     pub(crate) async fn conn(&self) -> Result<Object> {
-        self.pool.get().await.map_err(pool_error)
+        let status = self.pool.status();
+        if status.available > 0 || status.size < status.max_size {
+            return self.pool.get().await.map_err(pool_error);
+        }
+        let started = std::time::Instant::now();
+        let conn = self.pool.get().await.map_err(pool_error);
+        self.waits.add(started.elapsed());
+        conn
     }
 
     /// A pooled connection for a read whose caller may give up (a request past its deadline, a client
@@ -273,6 +283,28 @@ impl Inner {
 
 #[async_trait]
 impl Store for PgStore {
+    async fn stats(&self) -> Result<StoreStats> {
+        let c = self.inner.conn().await?;
+        let row = c
+            .query_one(
+                "SELECT pg_database_size(current_database()),
+                        (SELECT coalesce(sum(n), 0)::bigint FROM minute_counts),
+                        (SELECT count(*) FROM exports WHERE status = 'pending'),
+                        (SELECT count(*) FROM exports WHERE status = 'running')",
+                &[],
+            )
+            .await
+            .map_err(pg_error)?;
+        let n = |i: usize| -> Result<u64> { unsigned(row.try_get(i).map_err(pg_error)?, "a count") };
+        Ok(StoreStats {
+            size_bytes: n(0)?,
+            events: n(1)?,
+            exports_pending: n(2)?,
+            exports_running: n(3)?,
+            pools: vec![self.inner.waits.stats("postgres")],
+        })
+    }
+
     async fn create_org(&self, slug: &str, name: &str, now: Micros) -> Result<Org> {
         access::create_org(&self.inner, slug, name, now).await
     }

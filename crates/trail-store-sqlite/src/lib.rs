@@ -28,7 +28,7 @@ use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
     ApiKey, Appended, Bucket, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
-    RawRecord, Record, Result, Role, Session, Store, StoreError, StoredCheckpoint, User,
+    RawRecord, Record, Result, Role, Session, Store, StoreError, StoreStats, StoredCheckpoint, User,
 };
 
 use crate::writer::{Job, Task, Writer};
@@ -255,13 +255,17 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
         T: Send + 'static,
     {
-        self.inner
-            .pool(which)
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Internal("reader pool closed".into()))?
-            .forget();
+        let pool = self.inner.pool(which);
+        let permit = match pool.permits.try_acquire() {
+            Ok(p) => p,
+            Err(_) => {
+                let started = std::time::Instant::now();
+                let p = pool.permits.acquire().await;
+                pool.waits.add(started.elapsed());
+                p.map_err(|_| StoreError::Internal("reader pool closed".into()))?
+            }
+        };
+        permit.forget();
         let cancelled = Arc::new(AtomicBool::new(false));
         let on_drop = CancelOnDrop(Some(cancelled.clone()));
         let inner = self.inner.clone();
@@ -306,6 +310,8 @@ impl Inner {
 struct Pool {
     conns: Mutex<Vec<Connection>>,
     permits: Semaphore,
+    /// Reads that found every connection taken.
+    waits: trail_store::WaitCounter,
 }
 
 impl Pool {
@@ -329,7 +335,7 @@ impl Pool {
             }
             conns.push(c);
         }
-        Ok(Self { conns: Mutex::new(conns), permits: Semaphore::new(n) })
+        Ok(Self { conns: Mutex::new(conns), permits: Semaphore::new(n), waits: Default::default() })
     }
 }
 
@@ -372,6 +378,42 @@ impl Drop for Lease<'_> {
 
 #[async_trait]
 impl Store for SqliteStore {
+    async fn stats(&self) -> Result<StoreStats> {
+        let dir = self.inner.path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let (events, exports_pending, exports_running) = self
+            .control(|c| {
+                c.query_row(
+                    "SELECT (SELECT coalesce(sum(n), 0) FROM minute_counts),
+                            (SELECT count(*) FROM exports WHERE status = 'pending'),
+                            (SELECT count(*) FROM exports WHERE status = 'running')",
+                    [],
+                    |r| {
+                        Ok((
+                            r.get::<_, i64>(0)? as u64,
+                            r.get::<_, i64>(1)? as u64,
+                            r.get::<_, i64>(2)? as u64,
+                        ))
+                    },
+                )
+                .map_err(sql_error)
+            })
+            .await?;
+        // The log and the full-text index, each with its write-ahead log and shared memory.
+        let size_bytes = [DB_FILE, index::INDEX_FILE]
+            .iter()
+            .flat_map(|f| ["", "-wal", "-shm"].map(|suffix| dir.join(format!("{f}{suffix}"))))
+            .filter_map(|p| std::fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum();
+        Ok(StoreStats {
+            events,
+            size_bytes,
+            exports_pending,
+            exports_running,
+            pools: vec![self.inner.readers.waits.stats("events"), self.inner.control.waits.stats("control")],
+        })
+    }
+
     async fn create_org(&self, slug: &str, name: &str, now: Micros) -> Result<Org> {
         let (slug, name) = (slug.to_string(), name.to_string());
         self.write(move |w| access::create_org(w, &slug, &name, now)).await

@@ -80,6 +80,52 @@ impl Appended {
     }
 }
 
+/// What `/metrics` reports about a store: cheap enough to read at every scrape.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct StoreStats {
+    /// Events in hot storage, every org.
+    pub events: u64,
+    /// Bytes the store takes on disk (SQLite: its database files; PostgreSQL: its database).
+    pub size_bytes: u64,
+    pub exports_pending: u64,
+    pub exports_running: u64,
+    /// Per connection pool of this process: requests that found no connection free and waited.
+    pub pools: Vec<PoolStats>,
+}
+
+/// Waits for one connection pool.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct PoolStats {
+    /// A fixed name (`events`, `control`, `postgres`): a bounded label.
+    pub name: &'static str,
+    pub waits: u64,
+    pub wait_seconds: f64,
+}
+
+/// Counts waits for a pool's connections (one per pool, updated without locks).
+#[derive(Debug, Default)]
+pub struct WaitCounter {
+    waits: std::sync::atomic::AtomicU64,
+    micros: std::sync::atomic::AtomicU64,
+}
+
+impl WaitCounter {
+    pub fn add(&self, waited: std::time::Duration) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.waits.fetch_add(1, Relaxed);
+        self.micros.fetch_add(waited.as_micros() as u64, Relaxed);
+    }
+
+    pub fn stats(&self, name: &'static str) -> PoolStats {
+        use std::sync::atomic::Ordering::Relaxed;
+        PoolStats {
+            name,
+            waits: self.waits.load(Relaxed),
+            wait_seconds: self.micros.load(Relaxed) as f64 / 1e6,
+        }
+    }
+}
+
 /// A stored event together with its canonical bytes (from which its leaf hash is computed).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
@@ -327,6 +373,9 @@ pub trait Store: Send + Sync + 'static {
     async fn search_index_lag(&self) -> Result<u64> {
         Ok(0)
     }
+
+    /// Sizes, counts and pool waits for `/metrics`.
+    async fn stats(&self) -> Result<StoreStats>;
 
     // --- integrity ------------------------------------------------------------------------------
 

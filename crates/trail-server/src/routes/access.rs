@@ -473,8 +473,10 @@ pub async fn change_password(
     check_password_strength(&new, "new_password")?;
     // Throttled like a sign-in and on the same account budget: a stolen session must not become a
     // way to guess the password without limit.
-    let reservation =
-        state.throttle.reserve(&user.email, addr.0, now()).map_err(super::session::throttled)?;
+    let reservation = state.throttle.reserve(&user.email, addr.0, now()).map_err(|blocked| {
+        crate::metrics::Metrics::add(&state.metrics.sign_in_throttled, 1);
+        super::session::throttled(blocked)
+    })?;
     let phc = user.password_hash.clone();
     if !state.password_checks.verify_reserved(&state.throttle, reservation, current, phc).await? {
         return Err(ApiError::new(

@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering;
 use serde_json::json;
 
 use crate::AppState;
+use crate::metrics::{self, Exposition};
 
 pub async fn healthz() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
@@ -33,30 +34,67 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
+/// Every family `/metrics` serves (README lists them). A store that cannot answer leaves its
+/// families out for this scrape rather than failing it.
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let mut text = state.metrics.render();
+    let mut out = Exposition::new();
+    state.metrics.render(&mut out);
+    metrics::render_process(&mut out);
     if let Some(s) = &state.sink {
-        use std::fmt::Write;
-        let _ = write!(
-            text,
-            "# HELP trail_sink_lines_total Lines written to audit.log.\n# TYPE trail_sink_lines_total counter\ntrail_sink_lines_total {}\n\
-             # HELP trail_sink_errors_total Failed audit.log write attempts.\n# TYPE trail_sink_errors_total counter\ntrail_sink_errors_total {}\n\
-             # HELP trail_sink_lag_events Events stored but not yet in audit.log.\n# TYPE trail_sink_lag_events gauge\ntrail_sink_lag_events {}\n\
-             # HELP trail_sink_up Whether the last audit.log write succeeded.\n# TYPE trail_sink_up gauge\ntrail_sink_up {}\n",
+        out.one(
+            "trail_sink_lines_total",
+            "counter",
+            "Lines written to audit.log.",
             s.lines.load(Ordering::Relaxed),
+        );
+        out.one(
+            "trail_sink_errors_total",
+            "counter",
+            "Failed audit.log write attempts.",
             s.errors.load(Ordering::Relaxed),
+        );
+        out.one(
+            "trail_sink_lag_events",
+            "gauge",
+            "Events stored but not yet in audit.log.",
             s.lag.load(Ordering::Relaxed),
+        );
+        out.one(
+            "trail_sink_up",
+            "gauge",
+            "Whether the last audit.log write succeeded.",
             u8::from(s.error().is_none()),
         );
     }
     if let Ok(lag) = state.store.search_index_lag().await {
-        use std::fmt::Write;
-        let _ = write!(
-            text,
-            "# HELP trail_search_index_lag_events Events stored but not yet in the full-text index (searches read them row by row meanwhile).\n# TYPE trail_search_index_lag_events gauge\ntrail_search_index_lag_events {lag}\n"
+        out.one(
+            "trail_search_index_lag_events",
+            "gauge",
+            "Events stored but not yet in the full-text index (searches read them row by row meanwhile).",
+            lag,
         );
     }
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    match state.store.stats().await {
+        Ok(stats) => metrics::render_store(&mut out, &stats),
+        Err(e) => tracing::warn!(error = %e, "the store's metrics are unavailable for this scrape"),
+    }
+    // Every append before the last complete checkpoint pass is signed; while some log has unsigned
+    // appends, the oldest of them is at most this old.
+    if let Ok(unsigned) = state.store.unsigned_heads().await {
+        let covered = state.metrics.checkpoint_covered_at.load(Ordering::Relaxed);
+        let lag = if unsigned.is_empty() || covered == 0 {
+            0.0
+        } else {
+            (trail_model::time::now() - covered as i64).max(0) as f64 / 1e6
+        };
+        out.one(
+            "trail_checkpoint_lag_seconds",
+            "gauge",
+            "How long the oldest append not yet covered by a signed checkpoint has waited (at most; 0 when every log is signed).",
+            lag,
+        );
+    }
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.finish()).into_response()
 }
 
 /// The action catalog: what each `resource.verb` means and where the console files it. Static and

@@ -51,6 +51,7 @@ pub async fn login(
         Ok(r) => r,
         Err(blocked) => {
             Metrics::add(&state.metrics.sign_in_failures, 1);
+            Metrics::add(&state.metrics.sign_in_throttled, 1);
             // Only the first refusal of a block is recorded: refused attempts must not let anyone
             // grow an org's append-only log without limit.
             if blocked.first {

@@ -162,6 +162,16 @@ async fn two_nodes_share_one_log() {
     let text = body.text().await.unwrap();
     assert_eq!(text.lines().count() as u64, done["row_count"].as_u64().unwrap());
     assert!(text.lines().count() as u64 >= size, "the export holds the whole day: {}", text.lines().count());
+
+    // The store's metrics come from the database the nodes share.
+    let metrics = reqwest::get(format!("{}/metrics", b.base)).await.unwrap().text().await.unwrap();
+    let value = |series: &str| -> f64 {
+        metrics.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok()).unwrap()
+    };
+    assert!(value("trail_events_stored") >= size as f64, "{metrics}");
+    assert!(value("trail_store_size_bytes") > 1e6, "{metrics}");
+    assert_eq!(value("trail_exports{state=\"running\"}"), 0.0);
+    assert!(value("trail_store_pool_waits_total{pool=\"postgres\"}") >= 0.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
