@@ -45,8 +45,9 @@ pub fn verify_password(password: &str, phc: &str) -> bool {
 /// The longest email address accepted anywhere (RFC 5321's path limit); longer ones are refused
 /// before any work is done for them.
 pub const MAX_EMAIL_LEN: usize = 254;
-/// The longest password taken at sign-in (new passwords are held to 256 characters).
-pub const MAX_PASSWORD_BYTES: usize = 1024;
+/// The longest password taken at sign-in (new passwords are held to 256 characters): at most 4 KiB
+/// of UTF-8 for Argon2. Counted in characters, as the document's `maxLength` is.
+pub const MAX_PASSWORD_CHARS: usize = 1024;
 /// How long a password check waits for one of the [`PasswordChecks`] permits before the request is
 /// answered 503 with `Retry-After`.
 const PASSWORD_WAIT: std::time::Duration = std::time::Duration::from_millis(500);

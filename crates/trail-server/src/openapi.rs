@@ -87,7 +87,7 @@ fn responses(success: (&str, Value), codes: &[u16]) -> Value {
 pub fn document() -> Value {
     let session = ["session", "cookie"];
     let read = ["session", "cookie", "apiKey"];
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "Trail", "version": env!("CARGO_PKG_VERSION"),
                  "description": "Self-hosted, tamper-evident audit log. Errors are {\"error\": {\"code\", \"message\", \"field\"?}}."},
@@ -138,7 +138,7 @@ pub fn document() -> Value {
             },
             "/v1/orgs/{org}/roles/{id}": {
                 "get": op("One role", &session, org_and("id", "role id"), None, responses(("200", ok("role", "Role")), &[401, 403, 404])),
-                "patch": op("Change a custom role's name, description or permissions", &session, org_and("id", "role id"), Some("NewRole"),
+                "patch": op("Change a custom role's name, description or permissions", &session, org_and("id", "role id"), Some("RoleChange"),
                     responses(("200", ok("changed", "Role")), &[400, 401, 403, 404, 409, 415])),
                 "delete": op("Delete a custom role (the built-in admin role cannot be deleted)", &session, org_and("id", "role id"), None,
                     responses(("204", json!({"description": "deleted"})), &[401, 403, 404, 409]))
@@ -149,7 +149,7 @@ pub fn document() -> Value {
             },
             "/v1/orgs/{org}/groups/{id}": {
                 "get": op("One group", &session, org_and("id", "group id"), None, responses(("200", ok("group", "Group")), &[401, 403, 404])),
-                "patch": op("Rename or describe a group", &session, org_and("id", "group id"), Some("NewGroup"), responses(("200", ok("changed", "Group")), &[400, 401, 403, 404, 409, 415])),
+                "patch": op("Rename or describe a group", &session, org_and("id", "group id"), Some("GroupChange"), responses(("200", ok("changed", "Group")), &[400, 401, 403, 404, 409, 415])),
                 "delete": op("Delete a group (not Administrators)", &session, org_and("id", "group id"), None, responses(("204", json!({"description": "deleted"})), &[401, 403, 404, 409]))
             },
             "/v1/orgs/{org}/groups/{id}/roles/{role_id}": {
@@ -225,12 +225,10 @@ pub fn document() -> Value {
                     "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}},
                 "ActionList": {"type": "object", "required": ["actions"], "properties": {"actions": {"type": "array", "items": {"type": "object",
                     "required": ["action", "label", "category"], "properties": {"action": {"type": "string"}, "label": {"type": "string"}, "category": {"type": "string"}}}}}},
-                "Login": {"type": "object", "required": ["email", "password"], "properties": {"email": {"type": "string"}, "password": {"type": "string"}}},
                 "Session": {"type": "object", "properties": {"token": {"type": "string"}, "csrf_token": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
                     "user": {"type": "object", "properties": {"id": {"type": "string"}, "email": {"type": "string"}}}}},
                 "Me": {"type": "object", "properties": {"id": {"type": "string"}, "email": {"type": "string"}, "server_admin": {"type": "boolean"},
                     "orgs": {"type": "array", "items": {"type": "object", "properties": {"slug": {"type": "string"}, "name": {"type": "string"}, "permissions": {"type": "array", "items": {"type": "string"}}}}}}},
-                "NewOrg": {"type": "object", "required": ["slug"], "properties": {"slug": {"type": "string", "pattern": "^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"}, "name": {"type": "string"}}},
                 "Org": {"type": "object", "properties": {"slug": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}},
                 "OrgList": {"type": "object", "properties": {"orgs": {"type": "array", "items": {"$ref": "#/components/schemas/Org"}}}},
                 "NewEvent": {"type": "object", "additionalProperties": false, "required": ["actor", "action", "target", "outcome"], "properties": {
@@ -256,13 +254,9 @@ pub fn document() -> Value {
                     "proof": {"description": "GET by id only: inclusion proof against the latest checkpoint", "type": ["object", "null"], "properties": {
                         "tree_size": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}, "checkpoint": {"type": "string"}}},
                     "proof_pending": {"type": "boolean", "description": "GET by id only: the event is newer than the latest checkpoint"}}}]},
-                "PasswordChange": {"type": "object", "required": ["current_password", "new_password"], "properties": {"current_password": {"type": "string"}, "new_password": {"type": "string", "minLength": 10}}},
-                "NewRole": {"type": "object", "properties": {"name": {"type": "string"}, "description": {"type": "string"},
-                    "permissions": {"type": "array", "items": {"enum": ["LOG-MANAGEMENT", "USER-MANAGEMENT", "KEY-MANAGEMENT", "ORG-SETTINGS"]}}}},
                 "Role": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
                     "permissions": {"type": "array", "items": {"type": "string"}}, "builtin": {"type": "boolean"}}},
                 "RoleList": {"type": "object", "properties": {"roles": {"type": "array", "items": {"$ref": "#/components/schemas/Role"}}}},
-                "NewGroup": {"type": "object", "properties": {"name": {"type": "string"}, "description": {"type": "string"}}},
                 "Group": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
                     "roles": {"type": "array", "items": {"type": "string"}}, "members": {"type": "array", "items": {"type": "string"}}, "builtin": {"type": "boolean"}}},
                 "GroupList": {"type": "object", "properties": {"groups": {"type": "array", "items": {"$ref": "#/components/schemas/Group"}}}},
@@ -270,16 +264,12 @@ pub fn document() -> Value {
                     "id": {"type": "string"}, "email": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}},
                     "permissions": {"type": "array", "items": {"type": "string"}}}}}}},
                 "UserRef": {"type": "object", "properties": {"id": {"type": "string"}, "email": {"type": "string"}}},
-                "NewInvitations": {"type": "object", "required": ["emails", "groups"], "properties": {"emails": {"type": "array", "items": {"type": "string"}},
-                    "groups": {"type": "array", "items": {"type": "string"}}}},
                 "CreatedInvitations": {"type": "object", "properties": {"invitations": {"type": "array", "items": {"type": "object", "properties": {
                     "id": {"type": "string"}, "email": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}},
                     "expires_at": {"type": "string"}, "accept_url": {"type": "string"}}}}}},
                 "InvitationList": {"type": "object", "properties": {"invitations": {"type": "array", "items": {"type": "object", "properties": {
                     "id": {"type": "string"}, "email": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}}, "created_by": {"type": "string"},
                     "created_at": {"type": "string"}, "expires_at": {"type": "string"}, "status": {"enum": ["pending", "accepted", "revoked", "expired"]}}}}}},
-                "NewExport": {"type": "object", "required": ["name", "format"], "properties": {"name": {"type": "string"}, "format": {"enum": ["csv", "json"]},
-                    "filters": {"type": "object", "description": "query parameters of GET /events: strings, or lists of strings for repeats"}}},
                 "Export": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "format": {"type": "string"}, "filters": {"type": "object"},
                     "status": {"enum": ["pending", "running", "completed", "failed", "expired"]}, "error": {"type": ["string", "null"]},
                     "requested_by": {"type": "string"}, "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
@@ -291,8 +281,6 @@ pub fn document() -> Value {
                 "EventPage": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}}, "next_cursor": {"type": ["string", "null"]}}},
                 "Histogram": {"type": "object", "properties": {"from": {"type": "string"}, "to": {"type": "string"}, "interval_seconds": {"type": "integer"},
                     "buckets": {"type": "array", "items": {"type": "object", "properties": {"start": {"type": "string"}, "count": {"type": "integer"}}}}}},
-                "NewApiKey": {"type": "object", "required": ["name", "scopes"], "properties": {"name": {"type": "string"},
-                    "scopes": {"type": "array", "items": {"enum": ["events:write", "events:read"]}}, "expires_at": {"type": "string", "format": "date-time"}}},
                 "ApiKey": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "scopes": {"type": "array", "items": {"type": "string"}},
                     "created_by": {"type": ["string", "null"]}, "created_at": {"type": "string"}, "expires_at": {"type": ["string", "null"]}, "revoked_at": {"type": ["string", "null"]}}},
                 "ApiKeyWithSecret": {"allOf": [{"$ref": "#/components/schemas/ApiKey"}, {"type": "object", "properties": {"secret": {"type": "string"}}}]},
@@ -300,15 +288,50 @@ pub fn document() -> Value {
                 "OrgSettings": {"type": "object", "properties": {"hot_days": {"type": "integer"}, "archive_days": {"type": "integer"}, "legal_hold": {"type": "boolean"},
                     "legal_hold_reason": {"type": ["string", "null"]}, "updated_at": {"type": ["string", "null"]}, "updated_by": {"type": ["string", "null"]},
                     "server_defaults": {"type": "boolean"}, "bounds": {"type": "object", "properties": {"min_days": {"type": "integer"}, "max_days": {"type": "integer"}}}}},
-                "OrgSettingsChange": {"type": "object", "additionalProperties": false, "properties": {"hot_days": {"type": "integer"}, "archive_days": {"type": "integer"},
-                    "legal_hold": {"type": "boolean"}, "legal_hold_reason": {"type": ["string", "null"], "maxLength": 500}}},
                 "ArchiveList": {"type": "object", "properties": {"parts": {"type": "array", "items": {"type": "object", "properties": {
                     "period": {"type": "string"}, "first_seq": {"type": "integer"}, "last_seq": {"type": "integer"}, "row_count": {"type": "integer"},
                     "time_min": {"type": "string"}, "time_max": {"type": "string"}, "size_bytes": {"type": "integer"}, "sha256": {"type": "string"},
                     "archived_at": {"type": "string"}, "file": {"type": "string"}, "manifest": {"type": "string"}}}}}},
-                "NewRestore": {"type": "object", "required": ["from", "to"], "additionalProperties": false, "properties": {
-                    "from": {"type": "string", "format": "date-time"}, "to": {"type": "string", "format": "date-time"}, "name": {"type": "string"}}}
             }
         }
-    })
+    });
+    // Request bodies: the schemas of the types the handlers deserialize into.
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        schemas.extend(crate::routes::bodies::schemas());
+    }
+    doc["paths"]["/v1/invitations/{token}/accept"]["post"]["requestBody"] = json!({"required": false,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AcceptInvitation"}}}});
+    doc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refs(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::String(r)) = m.get("$ref") {
+                    out.push(r.clone());
+                }
+                m.values().for_each(|x| refs(x, out));
+            }
+            Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
+            _ => {}
+        }
+    }
+
+    /// Every reference points at something the document defines (a generated schema referring to a
+    /// type that was not collected would otherwise only fail in a client generator).
+    #[test]
+    fn every_reference_resolves() {
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(all.len() > 50);
+        for r in all {
+            let pointer = r.strip_prefix('#').unwrap_or_else(|| panic!("{r} is not local"));
+            assert!(doc.pointer(pointer).is_some(), "{r} does not resolve");
+        }
+    }
 }

@@ -9,6 +9,10 @@ use trail_model::time::{MICROS_PER_DAY, format_rfc3339, now};
 use trail_store::{Group, Invitation, Permission, Role, StoreError};
 
 use super::JsonBody;
+use super::bodies::{
+    AcceptInvitation, GroupChange, NewGroup, NewInvitations, NewRole, PasswordChange, PermissionName,
+    RoleChange, typed,
+};
 use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{self, ClientAddr, Principal};
@@ -22,42 +26,28 @@ fn bad(field: &str, message: impl Into<String>) -> ApiError {
     ApiError::bad_request("invalid_field", message).with_field(field)
 }
 
-fn text_field(body: &Value, field: &str, required: bool, max: usize) -> ApiResult<Option<String>> {
-    match body.get(field) {
-        None | Some(Value::Null) if required => Err(bad(field, format!("{field} is required"))),
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if required && s.trim().is_empty() => {
-            Err(bad(field, format!("{field} must not be empty")))
-        }
-        Some(Value::String(s)) if s.chars().count() > max => {
+/// Text a person typed, trimmed: `None` when absent; an error when required and empty, or longer
+/// than `max` characters.
+fn text(value: Option<&str>, field: &str, required: bool, max: usize) -> ApiResult<Option<String>> {
+    match value {
+        None if required => Err(bad(field, format!("{field} is required"))),
+        None => Ok(None),
+        Some(s) if required && s.trim().is_empty() => Err(bad(field, format!("{field} must not be empty"))),
+        Some(s) if s.chars().count() > max => {
             Err(bad(field, format!("{field} must be at most {max} characters")))
         }
-        Some(Value::String(s)) => Ok(Some(s.trim().to_string())),
-        Some(_) => Err(bad(field, format!("{field} must be a string"))),
+        Some(s) => Ok(Some(s.trim().to_string())),
     }
 }
 
-fn reject_unknown(body: &Value, known: &[&str]) -> ApiResult<()> {
-    super::fields(body, known).map(|_| ())
-}
-
-fn permissions(body: &Value) -> ApiResult<Option<Vec<Permission>>> {
-    let Some(v) = body.get("permissions") else { return Ok(None) };
-    let list = v.as_array().ok_or_else(|| bad("permissions", "permissions must be a list"))?;
-    let mut out = Vec::new();
-    for p in list {
-        let p = p.as_str().and_then(Permission::parse).ok_or_else(|| {
-            bad(
-                "permissions",
-                "permissions are LOG-MANAGEMENT, USER-MANAGEMENT, KEY-MANAGEMENT and ORG-SETTINGS",
-            )
-        })?;
-        if !out.contains(&p) {
-            out.push(p);
-        }
-    }
-    out.sort();
-    Ok(Some(out))
+/// Permissions as the store keeps them: sorted, each once.
+fn permissions(names: Option<&[PermissionName]>) -> Option<Vec<Permission>> {
+    names.map(|names| {
+        let mut out: Vec<Permission> = names.iter().map(|p| Permission::from(*p)).collect();
+        out.sort();
+        out.dedup();
+        out
+    })
 }
 
 fn role_json(r: &Role) -> Value {
@@ -161,12 +151,12 @@ pub async fn create_role(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     manage(&state, &org, &p).await?;
-    reject_unknown(&body, &["name", "description", "permissions"])?;
+    let body: NewRole = typed(body)?;
     let role = Role {
         id: auth::random_id(),
-        name: text_field(&body, "name", true, 100)?.unwrap_or_default(),
-        description: text_field(&body, "description", false, 500)?.unwrap_or_default(),
-        permissions: permissions(&body)?.unwrap_or_default(),
+        name: text(Some(&body.name), "name", true, 100)?.unwrap_or_default(),
+        description: text(body.description.as_deref(), "description", false, 500)?.unwrap_or_default(),
+        permissions: permissions(body.permissions.as_deref()).unwrap_or_default(),
         builtin: false,
     };
     require_grantable(&state, &org, &p, &role.permissions).await?;
@@ -188,19 +178,19 @@ pub async fn update_role(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     manage(&state, &org, &p).await?;
-    reject_unknown(&body, &["name", "description", "permissions"])?;
+    let body: RoleChange = typed(body)?;
     let old = find_role(&state, &org, &id).await?;
     let mut role = old.clone();
-    if let Some(n) = text_field(&body, "name", false, 100)? {
+    if let Some(n) = text(body.name.as_deref(), "name", false, 100)? {
         if n.is_empty() {
             return Err(bad("name", "name must not be empty"));
         }
         role.name = n;
     }
-    if let Some(d) = text_field(&body, "description", false, 500)? {
+    if let Some(d) = text(body.description.as_deref(), "description", false, 500)? {
         role.description = d;
     }
-    if let Some(ps) = permissions(&body)? {
+    if let Some(ps) = permissions(body.permissions.as_deref()) {
         let added: Vec<Permission> = ps.iter().filter(|p| !old.permissions.contains(p)).copied().collect();
         require_grantable(&state, &org, &p, &added).await?;
         role.permissions = ps;
@@ -262,11 +252,11 @@ pub async fn create_group(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     manage(&state, &org, &p).await?;
-    reject_unknown(&body, &["name", "description"])?;
+    let body: NewGroup = typed(body)?;
     let group = Group {
         id: auth::random_id(),
-        name: text_field(&body, "name", true, 100)?.unwrap_or_default(),
-        description: text_field(&body, "description", false, 500)?.unwrap_or_default(),
+        name: text(Some(&body.name), "name", true, 100)?.unwrap_or_default(),
+        description: text(body.description.as_deref(), "description", false, 500)?.unwrap_or_default(),
         roles: vec![],
         members: vec![],
         builtin: false,
@@ -288,16 +278,16 @@ pub async fn update_group(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     manage(&state, &org, &p).await?;
-    reject_unknown(&body, &["name", "description"])?;
+    let body: GroupChange = typed(body)?;
     let mut group = find_group(&state, &org, &id).await?;
     let before = group_json(&group);
-    if let Some(n) = text_field(&body, "name", false, 100)? {
+    if let Some(n) = text(body.name.as_deref(), "name", false, 100)? {
         if n.is_empty() {
             return Err(bad("name", "name must not be empty"));
         }
         group.name = n;
     }
-    if let Some(d) = text_field(&body, "description", false, 500)? {
+    if let Some(d) = text(body.description.as_deref(), "description", false, 500)? {
         group.description = d;
     }
     state.store.update_group(&org, &id, &group.name, &group.description).await?;
@@ -467,9 +457,15 @@ pub async fn change_password(
     let Principal::User { user, session_id } = &p else {
         return Err(ApiError::forbidden("only signed-in users have a password"));
     };
+    let body: PasswordChange = typed(body)?;
     // Passwords are taken exactly as typed: never trimmed.
-    let current = body.get("current_password").and_then(Value::as_str).unwrap_or("").to_string();
-    let new = body.get("new_password").and_then(Value::as_str).unwrap_or("").to_string();
+    let (current, new) = (body.current_password, body.new_password);
+    if current.chars().count() > auth::MAX_PASSWORD_CHARS {
+        return Err(bad(
+            "current_password",
+            format!("current_password must be at most {} characters", auth::MAX_PASSWORD_CHARS),
+        ));
+    }
     check_password_strength(&new, "new_password")?;
     // Throttled like a sign-in and on the same account budget: a stolen session must not become a
     // way to guess the password without limit.
@@ -554,25 +550,21 @@ pub async fn create_invitations(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     manage(&state, &org, &p).await?;
-    reject_unknown(&body, &["emails", "groups"])?;
+    let body: NewInvitations = typed(body)?;
+    if body.emails.is_empty() || body.emails.len() > 100 {
+        return Err(bad("emails", "emails must be a list of 1 to 100 addresses"));
+    }
     let emails: Vec<String> = body
-        .get("emails")
-        .and_then(Value::as_array)
-        .filter(|a| !a.is_empty() && a.len() <= 100)
-        .ok_or_else(|| bad("emails", "emails must be a list of 1 to 100 addresses"))?
+        .emails
         .iter()
-        .map(|e| e.as_str().map(|s| s.trim().to_lowercase()).filter(|s| valid_email(s)))
+        .map(|e| Some(e.trim().to_lowercase()).filter(|s| valid_email(s)))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("emails", "every entry of emails must be an email address"))?;
     let existing: Vec<String> = state.store.groups(&org).await?.into_iter().map(|g| g.id).collect();
-    let groups: Vec<String> = body
-        .get("groups")
-        .and_then(Value::as_array)
-        .ok_or_else(|| bad("groups", "groups must be a list of group ids"))?
-        .iter()
-        .map(|g| g.as_str().filter(|g| existing.iter().any(|e| e == g)).map(str::to_string))
-        .collect::<Option<_>>()
-        .ok_or_else(|| bad("groups", "every entry of groups must be a group id of this organization"))?;
+    if !body.groups.iter().all(|g| existing.contains(g)) {
+        return Err(bad("groups", "every entry of groups must be a group id of this organization"));
+    }
+    let groups = body.groups;
     let all_groups = state.store.groups(&org).await?;
     let invited_to: Vec<&Group> = all_groups.iter().filter(|g| groups.contains(&g.id)).collect();
     require_grantable(&state, &org, &p, &group_permissions(&state, &org, &invited_to).await?).await?;
@@ -647,12 +639,13 @@ pub async fn accept_invitation(
     addr: ClientAddr,
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Value>> {
-    let body: Value = if body.is_empty() {
-        Value::Null
+    // The body is optional (signed in as the invited user, there is nothing to send).
+    let body: AcceptInvitation = if body.is_empty() {
+        AcceptInvitation::default()
     } else {
-        serde_json::from_slice(&body).map_err(|e| {
+        super::bodies::typed(serde_json::from_slice(&body).map_err(|e| {
             ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {e}"))
-        })?
+        })?)?
     };
     let gone = || ApiError::not_found("invitation (the link is wrong, used, revoked or expired)");
     let (id, secret) = token.split_once('.').ok_or_else(gone)?;
@@ -675,14 +668,14 @@ pub async fn accept_invitation(
         // so the link does not tell whoever holds it that an account exists (and an existing
         // account joins only with its owner's password, on the sign-in throttle's budget).
         None => {
-            let password = body.get("password").and_then(Value::as_str).unwrap_or("").to_string();
+            let password = body.password.unwrap_or_default();
             check_password_strength(&password, "password")?;
             match state.store.user_by_email(&inv.email).await? {
                 Some(existing) => {
-                    let reservation = state
-                        .throttle
-                        .reserve(&existing.email, addr.0, now)
-                        .map_err(super::session::throttled)?;
+                    let reservation = state.throttle.reserve(&existing.email, addr.0, now).map_err(|b| {
+                        crate::metrics::Metrics::add(&state.metrics.sign_in_throttled, 1);
+                        super::session::throttled(b)
+                    })?;
                     let phc = existing.password_hash.clone();
                     if !state
                         .password_checks

@@ -11,6 +11,7 @@ use trail_model::time::{format_rfc3339, now};
 use trail_store::{Export, ExportStatus};
 
 use super::JsonBody;
+use super::bodies::{ExportFormatName, NewExport, typed};
 use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{self, ClientAddr, Principal};
@@ -48,21 +49,18 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     p.require_read(&state, &org).await?;
-    let m = super::fields(&body, &["name", "format", "filters"])?;
-    let name = m.get("name").and_then(Value::as_str).map(str::trim).unwrap_or("");
-    if name.is_empty() || name.chars().count() > 200 {
+    let body: NewExport = typed(body)?;
+    let name = body.name.trim();
+    if name.is_empty() || body.name.chars().count() > 200 {
         return Err(
             ApiError::bad_request("invalid_field", "name must be 1-200 characters").with_field("name")
         );
     }
-    let format = match m.get("format").and_then(Value::as_str) {
-        Some(f @ ("csv" | "json")) => f,
-        _ => {
-            return Err(ApiError::bad_request("invalid_field", "format must be \"csv\" or \"json\"")
-                .with_field("format"));
-        }
+    let format = match body.format {
+        ExportFormatName::Csv => "csv",
+        ExportFormatName::Json => "json",
     };
-    let mut filters = m.get("filters").cloned().unwrap_or_else(|| json!({}));
+    let mut filters = Value::Object(body.filters.unwrap_or_default());
     let pairs = filter_pairs(&filters)?;
     let now = now();
     let filter = parse_filter(&pairs, QueryContext { now, oldest: state.hot_start(&org, now).await? })

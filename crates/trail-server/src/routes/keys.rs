@@ -8,6 +8,7 @@ use trail_model::time::{format_rfc3339, now, parse_rfc3339};
 use trail_store::{ApiKey, Permission, Scope};
 
 use super::JsonBody;
+use super::bodies::{NewApiKey, typed};
 use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{self, ClientAddr, Principal};
@@ -44,23 +45,29 @@ pub async fn create(
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     principal.require_permission(&state, &org, Permission::KeyManagement).await?;
-    let name = body.get("name").and_then(Value::as_str).unwrap_or("").trim().to_string();
-    if name.is_empty() || name.chars().count() > 100 {
+    let body: NewApiKey = typed(body)?;
+    let name = body.name.trim().to_string();
+    if name.is_empty() || body.name.chars().count() > 100 {
         return Err(
             ApiError::bad_request("invalid_field", "name must be 1-100 characters").with_field("name")
         );
     }
-    let scopes = parse_scopes(body.get("scopes"))?;
-    let expires_at = match body.get("expires_at") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => Some(parse_rfc3339(s).filter(|t| *t > now()).ok_or_else(|| {
+    if body.scopes.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "scopes must be a non-empty list of \"events:write\" and \"events:read\"",
+        )
+        .with_field("scopes"));
+    }
+    let mut scopes: Vec<Scope> = body.scopes.iter().map(|s| Scope::from(*s)).collect();
+    scopes.sort();
+    scopes.dedup();
+    let expires_at = match &body.expires_at {
+        None => None,
+        Some(s) => Some(parse_rfc3339(s).filter(|t| *t > now()).ok_or_else(|| {
             ApiError::bad_request("invalid_field", "expires_at must be a future RFC 3339 time")
                 .with_field("expires_at")
         })?),
-        Some(_) => {
-            return Err(ApiError::bad_request("invalid_field", "expires_at must be a string")
-                .with_field("expires_at"));
-        }
     };
     // A key that reads events reads what LOG-MANAGEMENT reads: only a holder may hand one out.
     if scopes.contains(&Scope::EventsRead) {
@@ -78,26 +85,6 @@ pub async fn create(
     let mut out = key_json(&key);
     out["secret"] = json!(secret);
     Ok((StatusCode::CREATED, Json(out)))
-}
-
-pub fn parse_scopes(v: Option<&Value>) -> ApiResult<Vec<Scope>> {
-    let bad = || {
-        ApiError::bad_request(
-            "invalid_field",
-            "scopes must be a non-empty list of \"events:write\" and \"events:read\"",
-        )
-        .with_field("scopes")
-    };
-    let list = v.and_then(Value::as_array).filter(|l| !l.is_empty()).ok_or_else(bad)?;
-    let mut scopes = Vec::new();
-    for s in list {
-        let scope = s.as_str().and_then(Scope::parse).ok_or_else(bad)?;
-        if !scopes.contains(&scope) {
-            scopes.push(scope);
-        }
-    }
-    scopes.sort();
-    Ok(scopes)
 }
 
 pub async fn revoke(

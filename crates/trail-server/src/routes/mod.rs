@@ -1,6 +1,7 @@
 //! Route table and the request-body extractor shared by handlers.
 
 mod access;
+pub mod bodies;
 pub mod events;
 mod exports;
 mod health;

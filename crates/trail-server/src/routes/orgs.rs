@@ -8,6 +8,7 @@ use trail_model::time::{format_rfc3339, now};
 use trail_store::Org;
 
 use super::JsonBody;
+use super::bodies::{NewOrg, typed};
 use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{ClientAddr, Principal};
@@ -42,7 +43,8 @@ pub async fn create(
     if !user.server_admin {
         return Err(ApiError::forbidden("only server administrators can create organizations"));
     }
-    let slug = body.get("slug").and_then(Value::as_str).unwrap_or("");
+    let body: NewOrg = typed(body)?;
+    let slug = body.slug.as_str();
     if !valid_slug(slug) {
         return Err(ApiError::bad_request(
             "invalid_field",
@@ -50,7 +52,7 @@ pub async fn create(
         )
         .with_field("slug"));
     }
-    let name = body.get("name").and_then(Value::as_str).unwrap_or(slug);
+    let name = body.name.as_deref().unwrap_or(slug);
     if name.trim().is_empty() || name.chars().count() > 200 {
         return Err(
             ApiError::bad_request("invalid_field", "name must be 1-200 characters").with_field("name")

@@ -3,11 +3,12 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use trail_model::time::{format_rfc3339, now, parse_rfc3339};
 use trail_store::{Export, OrgSettings, Permission};
 
 use super::JsonBody;
+use super::bodies::{NewRestore, OrgSettingsChange, typed};
 use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{self, ClientAddr, Principal};
@@ -38,10 +39,6 @@ pub async fn get(
     Ok(Json(settings_json(&state, s.as_ref())))
 }
 
-fn field<'a>(m: &'a Map<String, Value>, k: &str) -> Option<&'a Value> {
-    m.get(k).filter(|v| !v.is_null() || k == "legal_hold_reason")
-}
-
 pub async fn update(
     State(state): State<AppState>,
     Path(org): Path<String>,
@@ -50,16 +47,12 @@ pub async fn update(
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
+    let body: OrgSettingsChange = typed(body)?;
     const FIELDS: [&str; 4] = ["hot_days", "archive_days", "legal_hold", "legal_hold_reason"];
-    let m = super::fields(&body, &FIELDS)?;
     let old = state.store.org_settings(&org).await?;
     let current = Policy::of(&state.settings.retention, old.as_ref());
-    let days = |k: &str, current: u32| -> ApiResult<u32> {
-        let Some(v) = field(m, k) else { return Ok(current) };
-        let n = v.as_u64().and_then(|n| u32::try_from(n).ok()).ok_or_else(|| {
-            ApiError::bad_request("invalid_field", format!("{k} must be a whole number of days"))
-                .with_field(k)
-        })?;
+    let days = |k: &str, given: Option<u32>, current: u32| -> ApiResult<u32> {
+        let Some(n) = given else { return Ok(current) };
         state
             .settings
             .retention
@@ -67,22 +60,14 @@ pub async fn update(
             .map_err(|e| ApiError::bad_request("invalid_field", e).with_field(k))?;
         Ok(n)
     };
-    let hot_days = days("hot_days", current.hot_days)?;
-    let archive_days = days("archive_days", current.archive_days)?;
-    let legal_hold = match field(m, "legal_hold") {
-        None => current.legal_hold,
-        Some(v) => v.as_bool().ok_or_else(|| {
-            ApiError::bad_request("invalid_field", "legal_hold must be true or false")
-                .with_field("legal_hold")
-        })?,
-    };
-    let reason = match m.get("legal_hold_reason") {
+    let hot_days = days("hot_days", body.hot_days, current.hot_days)?;
+    let archive_days = days("archive_days", body.archive_days, current.archive_days)?;
+    let legal_hold = body.legal_hold.unwrap_or(current.legal_hold);
+    let reason = match body.legal_hold_reason {
         None => old.as_ref().and_then(|s| s.legal_hold_reason.clone()),
-        Some(Value::Null) => None,
-        Some(Value::String(s)) if s.trim().chars().count() <= 500 => {
-            Some(s.trim().to_string()).filter(|s| !s.is_empty())
-        }
-        Some(_) => {
+        Some(None) => None,
+        Some(Some(s)) if s.chars().count() <= 500 => Some(s.trim().to_string()).filter(|s| !s.is_empty()),
+        Some(Some(_)) => {
             return Err(ApiError::bad_request(
                 "invalid_field",
                 "legal_hold_reason must be text of at most 500 characters",
@@ -166,9 +151,9 @@ pub async fn restore(
 ) -> ApiResult<(StatusCode, Json<Value>)> {
     p.require_read(&state, &org).await?;
     archive(&state)?;
-    let m = super::fields(&body, &["from", "to", "name"])?;
-    let time = |k: &str| -> ApiResult<i64> {
-        m.get(k).and_then(Value::as_str).and_then(parse_rfc3339).ok_or_else(|| {
+    let body: NewRestore = typed(body)?;
+    let time = |k: &str, v: &str| -> ApiResult<i64> {
+        parse_rfc3339(v).ok_or_else(|| {
             ApiError::bad_request(
                 "invalid_field",
                 format!("{k} must be an RFC 3339 time, e.g. 2025-01-01T00:00:00Z"),
@@ -176,12 +161,12 @@ pub async fn restore(
             .with_field(k)
         })
     };
-    let (from, to) = (time("from")?, time("to")?);
+    let (from, to) = (time("from", &body.from)?, time("to", &body.to)?);
     if from >= to {
         return Err(ApiError::bad_request("invalid_window", "from must be before to").with_field("from"));
     }
-    let name = match m.get("name").and_then(Value::as_str).map(str::trim) {
-        Some(n) if !n.is_empty() && n.chars().count() <= 200 => n.to_string(),
+    let name = match body.name.as_deref() {
+        Some(n) if !n.trim().is_empty() && n.chars().count() <= 200 => n.trim().to_string(),
         Some(_) => {
             return Err(
                 ApiError::bad_request("invalid_field", "name must be 1-200 characters").with_field("name")

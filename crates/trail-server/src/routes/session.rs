@@ -7,7 +7,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use trail_model::time::format_rfc3339;
 
-use super::JsonBody;
+use super::bodies::{self, Typed};
 use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{self, ClientAddr, Principal, SESSION_COOKIE};
@@ -15,32 +15,25 @@ use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::throttle;
 
-fn string_field<'a>(body: &'a Value, name: &str) -> ApiResult<&'a str> {
-    body.get(name).and_then(Value::as_str).ok_or_else(|| {
-        ApiError::bad_request("invalid_field", format!("{name} is required and must be a string"))
-            .with_field(name)
-    })
-}
-
 pub async fn login(
     State(state): State<AppState>,
     addr: ClientAddr,
-    JsonBody(body): JsonBody,
+    Typed(body): Typed<bodies::Login>,
 ) -> ApiResult<Response> {
-    let email = string_field(&body, "email")?.trim().to_lowercase();
-    let password = string_field(&body, "password")?.to_string();
+    let email = body.email.trim().to_lowercase();
+    let password = body.password;
     // Bounded before any work: neither reaches the throttle, the store or Argon2 when oversized.
-    if email.len() > auth::MAX_EMAIL_LEN {
+    if body.email.chars().count() > auth::MAX_EMAIL_LEN {
         return Err(ApiError::bad_request(
             "invalid_field",
             format!("email must be at most {} characters", auth::MAX_EMAIL_LEN),
         )
         .with_field("email"));
     }
-    if password.len() > auth::MAX_PASSWORD_BYTES {
+    if password.chars().count() > auth::MAX_PASSWORD_CHARS {
         return Err(ApiError::bad_request(
             "invalid_field",
-            format!("password must be at most {} bytes", auth::MAX_PASSWORD_BYTES),
+            format!("password must be at most {} characters", auth::MAX_PASSWORD_CHARS),
         )
         .with_field("password"));
     }

@@ -1,0 +1,358 @@
+//! Request bodies as types: each handler deserializes its body into one of these structs (unknown
+//! fields refused, the failing field named), and the OpenAPI document's request schemas are derived
+//! from the same structs ([`schemas`]), so the two cannot drift. What a type cannot say (trimming, a
+//! time in the future, a group of this org) the handler checks and the document's description states.
+//!
+//! Events are not here: an event is Trail's own model, parsed by `trail_model::event::parse_event`
+//! with per-item results, and described by the hand-written `NewEvent` schema it is tested against.
+
+use axum::extract::{FromRequest, Request};
+use schemars::JsonSchema;
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use super::JsonBody;
+use crate::AppState;
+use crate::error::{ApiError, ApiResult};
+
+/// A JSON body of type `T` (see [`typed`] for its errors).
+#[derive(Debug)]
+pub struct Typed<T>(pub T);
+
+impl<T: DeserializeOwned + JsonSchema> FromRequest<AppState> for Typed<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Self::Rejection> {
+        let JsonBody(value) = JsonBody::from_request(req, state).await?;
+        typed(value).map(Typed)
+    }
+}
+
+/// `value` as a `T`: 400 `unknown_field` naming a key the type does not have (and the fields there
+/// are), else 400 `invalid_field` naming the top-level field that failed and why.
+pub fn typed<T: DeserializeOwned + JsonSchema>(value: Value) -> ApiResult<T> {
+    let schema = schemars::schema_for!(T);
+    let known: Vec<&str> = schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|m| m.keys().map(String::as_str).collect())
+        .unwrap_or_default();
+    super::fields(&value, &known)?;
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let why = e.into_inner().to_string();
+        // A missing field is reported at its parent: name the field itself.
+        let missing = why.strip_prefix("missing field `").and_then(|r| r.split('`').next());
+        let field = match missing {
+            Some(m) if path == "." => m.to_string(),
+            _ => path.split(['.', '[']).next().unwrap_or_default().to_string(),
+        };
+        let message = if path == "." { why } else { format!("{path}: {why}") };
+        ApiError::bad_request("invalid_field", message).with_field(field)
+    })
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    #[schemars(length(max = 254))]
+    pub email: String,
+    #[schemars(length(max = 1024))]
+    pub password: String,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrg {
+    /// 2-63 lowercase letters, digits or hyphens, not starting or ending with a hyphen.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9-]{0,61}[a-z0-9]$"))]
+    pub slug: String,
+    /// Shown in the console; the slug when left out.
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"\S"))]
+    pub name: Option<String>,
+}
+
+/// A scope of an API key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum ScopeName {
+    #[serde(rename = "events:write")]
+    EventsWrite,
+    #[serde(rename = "events:read")]
+    EventsRead,
+}
+
+impl From<ScopeName> for trail_store::Scope {
+    fn from(s: ScopeName) -> Self {
+        match s {
+            ScopeName::EventsWrite => trail_store::Scope::EventsWrite,
+            ScopeName::EventsRead => trail_store::Scope::EventsRead,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewApiKey {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: String,
+    #[schemars(length(min = 1))]
+    pub scopes: Vec<ScopeName>,
+    /// When the key stops working: an RFC 3339 time in the future; never when left out.
+    #[schemars(extend("format" = "date-time"))]
+    pub expires_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordChange {
+    #[schemars(length(max = 1024))]
+    pub current_password: String,
+    /// Taken exactly as typed.
+    #[schemars(length(min = 10, max = 256))]
+    pub new_password: String,
+}
+
+/// A permission a role grants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum PermissionName {
+    #[serde(rename = "LOG-MANAGEMENT")]
+    LogManagement,
+    #[serde(rename = "USER-MANAGEMENT")]
+    UserManagement,
+    #[serde(rename = "KEY-MANAGEMENT")]
+    KeyManagement,
+    #[serde(rename = "ORG-SETTINGS")]
+    OrgSettings,
+}
+
+impl From<PermissionName> for trail_store::Permission {
+    fn from(p: PermissionName) -> Self {
+        use trail_store::Permission as P;
+        match p {
+            PermissionName::LogManagement => P::LogManagement,
+            PermissionName::UserManagement => P::UserManagement,
+            PermissionName::KeyManagement => P::KeyManagement,
+            PermissionName::OrgSettings => P::OrgSettings,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRole {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: String,
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+    pub permissions: Option<Vec<PermissionName>>,
+}
+
+/// The fields to change; those left out (or null) keep their value.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleChange {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: Option<String>,
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+    pub permissions: Option<Vec<PermissionName>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewGroup {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: String,
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+}
+
+/// The fields to change; those left out (or null) keep their value.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupChange {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: Option<String>,
+    #[schemars(length(max = 500))]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewInvitations {
+    /// Email addresses (each with an `@`, no spaces or angle brackets).
+    #[schemars(
+        length(min = 1, max = 100),
+        inner(length(min = 3, max = 254), regex(pattern = r"^[^\s<>@]+@[^\s<>]+$"))
+    )]
+    pub emails: Vec<String>,
+    /// Ids of this organization's groups.
+    pub groups: Vec<String>,
+}
+
+/// Without the invited user's session, the password creates the account (or is the existing
+/// account's own). May be sent as an empty body when signed in as the invited user.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AcceptInvitation {
+    #[schemars(length(min = 10, max = 256))]
+    pub password: Option<String>,
+}
+
+/// An export file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormatName {
+    Csv,
+    Json,
+}
+
+/// One filter value, or several (ORed), as the query parameter would repeat.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "describes the document; the handler reads filters as query pairs")]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// The query parameters of `GET /v1/orgs/{org}/events` as an object.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "describes the document; the handler reads filters as query pairs")]
+pub struct ExportFilters {
+    #[schemars(extend("format" = "date-time"))]
+    from: Option<String>,
+    #[schemars(extend("format" = "date-time"))]
+    to: Option<String>,
+    actor: Option<OneOrMany>,
+    action: Option<OneOrMany>,
+    target_type: Option<OneOrMany>,
+    target_id: Option<OneOrMany>,
+    project: Option<OneOrMany>,
+    outcome: Option<OneOrMany>,
+    source: Option<OneOrMany>,
+    q: Option<String>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewExport {
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"\S"))]
+    pub name: String,
+    pub format: ExportFormatName,
+    /// The events to export: the query's filters (from and to default to the last 24 hours).
+    #[schemars(with = "Option<ExportFilters>")]
+    pub filters: Option<Map<String, Value>>,
+}
+
+/// Reads `null` as "set to nothing" and a missing field as "leave alone" (`None`).
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// The settings to change; those left out keep their value.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OrgSettingsChange {
+    /// Days events stay queryable, within the server's bounds (`bounds` in the answer).
+    pub hot_days: Option<u32>,
+    /// Days events stay in the archive after that, within the same bounds.
+    pub archive_days: Option<u32>,
+    pub legal_hold: Option<bool>,
+    /// Why the hold is placed (required with one); null clears it.
+    #[serde(default, deserialize_with = "present")]
+    #[schemars(length(max = 500))]
+    pub legal_hold_reason: Option<Option<String>>,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewRestore {
+    #[schemars(extend("format" = "date-time"))]
+    pub from: String,
+    #[schemars(extend("format" = "date-time"))]
+    pub to: String,
+    #[schemars(length(min = 1, max = 200), regex(pattern = r"\S"))]
+    pub name: Option<String>,
+}
+
+/// The request schemas by component name, for the OpenAPI document (references between them point
+/// into `#/components/schemas/`).
+pub fn schemas() -> Map<String, Value> {
+    let mut generator = schemars::generate::SchemaSettings::draft2020_12()
+        .with(|s| s.definitions_path = "#/components/schemas/".into())
+        .into_generator();
+    let mut out = Map::new();
+    macro_rules! add {
+        ($($t:ty),*) => {$(
+            let schema = generator.root_schema_for::<$t>();
+            let mut v = schema.to_value();
+            if let Some(m) = v.as_object_mut() {
+                m.remove("$schema");
+                m.remove("title");
+            }
+            out.insert(stringify!($t).to_string(), v);
+        )*};
+    }
+    add!(
+        Login,
+        NewOrg,
+        NewApiKey,
+        PasswordChange,
+        NewRole,
+        RoleChange,
+        NewGroup,
+        GroupChange,
+        NewInvitations,
+        AcceptInvitation,
+        NewExport,
+        OrgSettingsChange,
+        NewRestore
+    );
+    out.extend(generator.take_definitions(true));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = typed::<NewGroup>(json!({"name": "a", "colour": "blue"})).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("unknown_field", Some("colour")));
+        assert!(e.message.ends_with("the fields are description, name"), "{}", e.message);
+        let e = typed::<NewGroup>(json!({"description": "x"})).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("invalid_field", Some("name")));
+        let e = typed::<NewApiKey>(json!({"name": "k", "scopes": ["events:write", "nope"]})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("scopes"));
+        assert!(e.message.starts_with("scopes[1]: unknown variant"), "{}", e.message);
+        let e = typed::<NewOrg>(json!({"slug": "acme", "name": {}})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("name"));
+        let e = typed::<NewOrg>(json!(["slug"])).unwrap_err();
+        assert_eq!(e.code, "invalid_body");
+    }
+
+    #[test]
+    fn null_and_absent_differ_where_it_matters() {
+        let c: OrgSettingsChange = typed(json!({"legal_hold_reason": null})).unwrap();
+        assert_eq!(c.legal_hold_reason, Some(None));
+        let c: OrgSettingsChange = typed(json!({})).unwrap();
+        assert_eq!(c.legal_hold_reason, None);
+    }
+
+    #[test]
+    fn schemas_come_from_the_types() {
+        let s = schemas();
+        assert_eq!(s["NewGroup"]["additionalProperties"], json!(false));
+        assert_eq!(s["NewGroup"]["required"], json!(["name"]));
+        assert_eq!(s["NewApiKey"]["properties"]["scopes"]["items"]["$ref"], "#/components/schemas/ScopeName");
+        assert_eq!(s["ScopeName"]["enum"], json!(["events:write", "events:read"]));
+        assert_eq!(s["PasswordChange"]["properties"]["new_password"]["minLength"], 10);
+    }
+}
