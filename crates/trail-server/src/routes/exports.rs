@@ -62,6 +62,9 @@ pub async fn create(
     };
     let mut filters = Value::Object(body.filters.unwrap_or_default());
     let pairs = filter_pairs(&filters)?;
+    if let Some((k, _)) = pairs.iter().find(|(_, v)| v.is_empty()) {
+        return Err(super::empty_parameter(&format!("filters.{k}")));
+    }
     let now = now();
     let filter = parse_filter(&pairs, QueryContext { now, oldest: state.hot_start(&org, now).await? })
         .map_err(|e| {

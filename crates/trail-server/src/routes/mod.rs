@@ -211,7 +211,8 @@ impl FromRequest<AppState> for JsonBody {
 
 /// Query-string pairs in order, with repeats (`actor=a&actor=b`). Percent-encoded bytes must be
 /// UTF-8: decoding them lossily (as `serde_urlencoded` does) would silently turn `actor=%FF` into a
-/// filter for `U+FFFD`.
+/// filter for `U+FFFD`. An empty value (`limit=`) is refused everywhere, naming the parameter: it
+/// is neither a value nor clearly "absent", and guessing would hide a client's bug.
 pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError> {
     let raw = raw.unwrap_or("");
     if !percent_decodes_to_utf8(raw) {
@@ -220,8 +221,21 @@ pub fn query_pairs(raw: Option<&str>) -> Result<Vec<(String, String)>, ApiError>
             "the query string is malformed: percent-encoded bytes must be UTF-8",
         ));
     }
-    serde_urlencoded::from_str(raw)
-        .map_err(|e| ApiError::bad_request("invalid_query", format!("the query string is malformed: {e}")))
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("the query string is malformed: {e}")))?;
+    if let Some((k, _)) = pairs.iter().find(|(_, v)| v.is_empty()) {
+        return Err(empty_parameter(k));
+    }
+    Ok(pairs)
+}
+
+/// The one answer to an empty parameter, in a query string or an export's filters.
+pub fn empty_parameter(name: &str) -> ApiError {
+    ApiError::bad_request(
+        "empty_parameter",
+        format!("{name} is empty: leave the parameter out, or give it a value"),
+    )
+    .with_field(name)
 }
 
 /// Whether `raw` is UTF-8 once its `%XX` escapes are decoded (a `%` without two hex digits is kept).

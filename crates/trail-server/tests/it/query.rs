@@ -206,6 +206,23 @@ async fn windows_and_parameters_are_checked() {
     check(vec![("cursor", "AAAA".into())], "invalid_cursor", "cursor").await;
     check(vec![("bogus", "1".into())], "unknown_parameter", "bogus").await;
     check(vec![("outcome", "perhaps".into())], "invalid_field", "outcome").await;
+    // An empty value is refused everywhere, naming the parameter.
+    check(vec![("limit", String::new())], "empty_parameter", "limit").await;
+    check(vec![("actor", String::new())], "empty_parameter", "actor").await;
+    check(vec![("actor", "a".into()), ("q", String::new())], "empty_parameter", "q").await;
+    let e = s.admin.histogram("default", &[("interval", "")]).await.unwrap_err();
+    assert_eq!((e.code(), e.field()), (Some("empty_parameter"), Some("interval")));
+    let e = s.key.get("/v1/orgs/default/proofs/inclusion?seq=&tree_size=1").await.unwrap_err();
+    assert_eq!((e.code(), e.field()), (Some("empty_parameter"), Some("seq")));
+    let e = s
+        .admin
+        .post(
+            "/v1/orgs/default/exports",
+            &json!({"name": "x", "format": "csv", "filters": {"actor": ["a", ""]}}),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!((e.code(), e.field()), (Some("empty_parameter"), Some("filters.actor")));
     // A 92-day window is fine.
     s.admin.query("default", &[("from", &t(now - 92 * day)), ("to", &t(now))]).await.unwrap();
     let e = s.admin.histogram("default", &[("from", &t(now - 100 * day))]).await.unwrap_err();
