@@ -13,6 +13,9 @@ use crate::error::ApiResult;
 #[derive(Debug)]
 pub struct Audit {
     pub actor: String,
+    /// `service` for an API key or the command line; a person otherwise.
+    pub actor_kind: ActorType,
+    pub actor_name: Option<String>,
     pub ip: Option<String>,
     pub action: &'static str,
     pub target_type: &'static str,
@@ -27,6 +30,8 @@ impl Audit {
     pub fn new(actor: impl Into<String>, action: &'static str, target_type: &'static str) -> Self {
         Self {
             actor: actor.into(),
+            actor_kind: ActorType::User,
+            actor_name: None,
             ip: None,
             action,
             target_type,
@@ -36,6 +41,13 @@ impl Audit {
             reason: None,
             info: Map::new(),
         }
+    }
+
+    /// The actor is not a person (an API key, the command line), with a name to show.
+    pub fn service(mut self, name: Option<String>) -> Self {
+        self.actor_kind = ActorType::Service;
+        self.actor_name = name;
+        self
     }
 
     pub fn target(mut self, id: impl Into<String>, name: Option<String>) -> Self {
@@ -66,8 +78,8 @@ impl Audit {
             time: None,
             actor: Actor {
                 id: self.actor.clone(),
-                kind: ActorType::User,
-                name: None,
+                kind: self.actor_kind.clone(),
+                name: self.actor_name.clone(),
                 ip: self.ip.clone(),
                 user_agent: None,
             },
@@ -89,6 +101,15 @@ impl Audit {
     pub async fn record(self, state: &AppState, org: &str) -> ApiResult<()> {
         state.store.append(org, vec![self.event()], now()).await?;
         Ok(())
+    }
+
+    /// Appends the event straight to a store (the command line, background jobs).
+    pub async fn append(
+        self,
+        store: &dyn trail_store::Store,
+        org: &str,
+    ) -> Result<(), trail_store::StoreError> {
+        store.append(org, vec![self.event()], now()).await.map(|_| ())
     }
 
     /// Appends the event to several orgs' logs (a sign-in concerns every org of the user).

@@ -17,6 +17,7 @@ pub mod integrity;
 pub mod mail;
 pub mod metrics;
 pub mod openapi;
+pub mod reads;
 pub mod retention;
 pub mod routes;
 pub mod settings;
@@ -53,6 +54,8 @@ pub struct AppState {
     pub signer: Arc<trail_merkle::Signer>,
     /// Uses of sessions and API keys not yet written to the store (flushed every few seconds).
     pub activity: Arc<Activity>,
+    /// API keys' reads, recorded once per key and hour (see [`reads`]).
+    pub key_reads: Arc<reads::KeyReads>,
     pub throttle: Arc<throttle::Throttle>,
     /// Permits for Argon2 work (sign-in, password changes, new accounts).
     pub password_checks: auth::PasswordChecks,
@@ -130,6 +133,7 @@ impl AppState {
             metrics: Arc::new(Metrics::default()),
             signer: Arc::new(signer),
             activity: Arc::default(),
+            key_reads: Arc::default(),
             throttle: Arc::default(),
             password_checks: auth::PasswordChecks::default(),
             ingest_permits: Arc::new(tokio::sync::Semaphore::new(settings_ingest_permits)),
@@ -343,14 +347,18 @@ impl Server {
             self.state.metrics.clone(),
         ));
         let activity = self.state.activity.clone();
+        let key_reads = self.state.key_reads.clone();
         let flusher = tokio::spawn({
-            let (activity, store) = (activity.clone(), store.clone());
+            let (activity, key_reads, store) = (activity.clone(), key_reads.clone(), store.clone());
             async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(5));
                 loop {
                     tick.tick().await;
                     if let Err(e) = activity.flush(store.as_ref()).await {
                         tracing::warn!(error = %e, "cannot record session and key activity; will retry");
+                    }
+                    if let Err(e) = key_reads.flush(store.as_ref(), trail_model::time::now(), false).await {
+                        tracing::warn!(error = %e, "cannot record API keys' reads; will retry");
                     }
                 }
             }
@@ -381,6 +389,9 @@ impl Server {
         }
         if let Err(e) = activity.flush(store.as_ref()).await {
             tracing::warn!(error = %e, "cannot record session and key activity at shutdown");
+        }
+        if let Err(e) = key_reads.flush(store.as_ref(), trail_model::time::now(), true).await {
+            tracing::warn!(error = %e, "cannot record API keys' reads at shutdown");
         }
         if let Err(e) = integrity::checkpoint_once(store.as_ref(), &signer, &name).await {
             tracing::warn!(error = %e, "final checkpoint failed");

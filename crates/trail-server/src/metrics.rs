@@ -36,6 +36,8 @@ pub struct Metrics {
     pub sign_in_failures: AtomicU64,
     /// Sign-ins and password checks refused by the throttle without checking the password.
     pub sign_in_throttled: AtomicU64,
+    /// People's reads answered without their self-audit record (the store refused it).
+    pub read_audit_failures: AtomicU64,
     /// Unix time (µs) the last checkpoint pass that signed every log began: every append before it
     /// is covered by a signed checkpoint.
     pub checkpoint_covered_at: AtomicU64,
@@ -191,6 +193,12 @@ impl Metrics {
             "counter",
             "Sign-ins and password checks refused by the throttle, before any password was checked.",
             load(&self.sign_in_throttled),
+        );
+        out.one(
+            "trail_read_audit_failures_total",
+            "counter",
+            "Searches and event views answered although their record in the log could not be written.",
+            load(&self.read_audit_failures),
         );
         out.one(
             "trail_retention_last_run_timestamp_seconds",

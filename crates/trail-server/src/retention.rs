@@ -28,15 +28,25 @@ pub struct Policy {
     pub hot_days: u32,
     pub archive_days: u32,
     pub legal_hold: bool,
+    /// Whether reads of the log are recorded in it (on unless the org turned it off).
+    pub read_audit: bool,
 }
 
 impl Policy {
     pub fn of(defaults: &RetentionSettings, org: Option<&OrgSettings>) -> Self {
         match org {
-            Some(s) => Self { hot_days: s.hot_days, archive_days: s.archive_days, legal_hold: s.legal_hold },
-            None => {
-                Self { hot_days: defaults.hot_days, archive_days: defaults.archive_days, legal_hold: false }
-            }
+            Some(s) => Self {
+                hot_days: s.hot_days,
+                archive_days: s.archive_days,
+                legal_hold: s.legal_hold,
+                read_audit: s.read_audit,
+            },
+            None => Self {
+                hot_days: defaults.hot_days,
+                archive_days: defaults.archive_days,
+                legal_hold: false,
+                read_audit: true,
+            },
         }
     }
 

@@ -17,7 +17,7 @@ use crate::sql_error;
 pub fn org_settings(conn: &Connection, slug: &str) -> Result<Option<OrgSettings>> {
     let (org, _) = org_id(conn, slug)?;
     conn.prepare_cached(
-        "SELECT hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by
+        "SELECT hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by, read_audit
          FROM org_settings WHERE org_id = ?1",
     )
     .and_then(|mut st| {
@@ -29,6 +29,7 @@ pub fn org_settings(conn: &Connection, slug: &str) -> Result<Option<OrgSettings>
                 legal_hold_reason: r.get(3)?,
                 updated_at: r.get(4)?,
                 updated_by: r.get(5)?,
+                read_audit: r.get(6)?,
             })
         })
         .optional()
@@ -38,10 +39,10 @@ pub fn org_settings(conn: &Connection, slug: &str) -> Result<Option<OrgSettings>
 
 pub fn set_org_settings(conn: &Connection, org: i64, s: &OrgSettings) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO org_settings(org_id, hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO org_settings(org_id, hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by, read_audit)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT(org_id) DO UPDATE SET hot_days = ?2, archive_days = ?3, legal_hold = ?4,
-             legal_hold_reason = ?5, updated_at = ?6, updated_by = ?7",
+             legal_hold_reason = ?5, updated_at = ?6, updated_by = ?7, read_audit = ?8",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -51,7 +52,8 @@ pub fn set_org_settings(conn: &Connection, org: i64, s: &OrgSettings) -> Result<
             s.legal_hold,
             s.legal_hold_reason,
             s.updated_at,
-            s.updated_by
+            s.updated_by,
+            s.read_audit
         ])
     })
     .map_err(sql_error)?;

@@ -23,7 +23,8 @@ use rusqlite::Connection;
 /// 3: the full-text index left this file for `trail-index.db` (see [`crate::index`]).
 /// 4: the id map became log-structured (`ids_tail` and runs, see [`crate::ids`]); `event_ids` is its
 /// first run.
-pub const SCHEMA_VERSION: i64 = 4;
+/// 5: `org_settings.read_audit` (whether reads of the log are recorded in it).
+pub const SCHEMA_VERSION: i64 = 5;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
 
@@ -130,7 +131,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS org_settings(
             org_id INTEGER PRIMARY KEY, hot_days INTEGER NOT NULL, archive_days INTEGER NOT NULL,
             legal_hold INTEGER NOT NULL, legal_hold_reason TEXT, updated_at INTEGER NOT NULL,
-            updated_by TEXT) STRICT;
+            updated_by TEXT, read_audit INTEGER NOT NULL DEFAULT 1) STRICT;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
@@ -151,7 +152,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=3) => {
+        Some(v @ 1..=4) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -174,7 +175,15 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                 }
             }
             // Versions 1 to 3 kept every id in one B-tree: it becomes the id map's first run.
-            crate::ids::adopt_event_ids(&tx)?;
+            if v <= 3 {
+                crate::ids::adopt_event_ids(&tx)?;
+            }
+            // Version 5 records reads of the log, unless an org turns it off.
+            if v <= 4 && !has_column(&tx, "org_settings", "read_audit")? {
+                tx.execute_batch(
+                    "ALTER TABLE org_settings ADD COLUMN read_audit INTEGER NOT NULL DEFAULT 1",
+                )?;
+            }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.
@@ -187,6 +196,12 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether a table has a column (a migration that adds one may meet a table created with it).
+fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+    let mut st = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
+    st.exists([column])
 }
 
 /// Adds one month partition's events to `minute_counts` (a migration; the writer keeps them after).

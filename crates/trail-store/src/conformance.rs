@@ -1084,11 +1084,16 @@ pub async fn retention_prunes_months_and_keeps_proofs<S: Store>(store: Arc<S>) {
         archive_days: 400,
         legal_hold: true,
         legal_hold_reason: Some("case 7".into()),
+        read_audit: false,
         updated_at: now(),
         updated_by: Some("u-1".into()),
     };
     store.set_org_settings("acme", &settings).await.unwrap();
-    assert_eq!(store.org_settings("acme").await.unwrap(), Some(settings));
+    assert_eq!(store.org_settings("acme").await.unwrap(), Some(settings.clone()));
+    let read_again = OrgSettings { read_audit: true, ..settings.clone() };
+    store.set_org_settings("acme", &read_again).await.unwrap();
+    assert_eq!(store.org_settings("acme").await.unwrap(), Some(read_again));
+    store.set_org_settings("acme", &settings).await.unwrap();
     assert_eq!(store.org_settings("other").await.unwrap(), None, "settings are per org");
 
     // acme: January, February and March, interleaved in seq order; other: January only.

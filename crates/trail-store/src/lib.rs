@@ -433,6 +433,8 @@ pub struct OrgSettings {
     /// While set, nothing of the org is deleted (archiving still happens).
     pub legal_hold: bool,
     pub legal_hold_reason: Option<String>,
+    /// Whether reads of the log (searches, event views, API keys' reads) are recorded in it.
+    pub read_audit: bool,
     pub updated_at: Micros,
     pub updated_by: Option<String>,
 }

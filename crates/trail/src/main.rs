@@ -251,6 +251,11 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
             let (key, secret) =
                 trail_server::auth::new_api_key(&org, &name, parsed, Some("trail admin".into()), None);
             store.create_api_key(&key).await?;
+            cli_audit("api_key.created", "api_key")
+                .target(&key.id, Some(key.name.clone()))
+                .info("scopes", serde_json::json!(key.scopes.iter().map(Scope::as_str).collect::<Vec<_>>()))
+                .append(store.as_ref(), &org)
+                .await?;
             println!("{secret}");
         }
         AdminCommand::CreateOrg { config, slug, name } => {
@@ -258,11 +263,25 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 bail!("invalid slug {slug:?}: use 2-63 lowercase letters, digits or hyphens");
             }
             let store = open_store(&settings(&config, None)?)?;
-            store.create_org(&slug, name.as_deref().unwrap_or(&slug), now).await?;
+            let name = name.as_deref().unwrap_or(&slug);
+            store.create_org(&slug, name, now).await?;
+            cli_audit("org.created", "org")
+                .target(&slug, Some(name.to_string()))
+                .append(store.as_ref(), &slug)
+                .await?;
             println!("created organization {slug}");
         }
     }
     Ok(())
+}
+
+/// A self-audit event for a change made with `trail admin`: the actor is the command line, named
+/// with the operating-system user who ran it.
+fn cli_audit(action: &'static str, target_type: &'static str) -> trail_server::audit::Audit {
+    let who =
+        std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".into());
+    trail_server::audit::Audit::new("trail admin", action, target_type)
+        .service(Some(format!("trail admin on the command line (OS user {who})")))
 }
 
 /// SQLite allocates through the C library, not the Rust allocator above. glibc gives each thread that

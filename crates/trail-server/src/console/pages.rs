@@ -14,7 +14,8 @@ use trail_store::{Permission, Record, User};
 
 use super::Page;
 use crate::AppState;
-use crate::auth::cookie_session;
+use crate::auth::{ClientAddr, cookie_session};
+use crate::reads::{self, Reader};
 use crate::routes::events::default_width;
 
 /// Rows per page of the log table.
@@ -438,14 +439,15 @@ pub async fn logs(
     State(state): State<AppState>,
     Path(org): Path<String>,
     headers: HeaderMap,
+    addr: ClientAddr,
     RawQuery(raw): RawQuery,
 ) -> Page {
     let here = format!("/orgs/{org}/logs{}", raw.as_deref().map(|q| format!("?{q}")).unwrap_or_default());
-    let (_, nav) = match nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", &here).await
-    {
-        Ok(x) => x,
-        Err(p) => return p,
-    };
+    let (user, nav) =
+        match nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", &here).await {
+            Ok(x) => x,
+            Err(p) => return p,
+        };
     let form = Form::parse(raw.as_deref());
     let mut page = Logs {
         nav: None,
@@ -467,6 +469,16 @@ pub async fn logs(
     match load(&state, &org, &page.form).await {
         Ok(Loaded { query, rows, next, bars, total }) => {
             let f = &query.filter;
+            let pairs = page.form.pairs(f.to).unwrap_or_default();
+            let search = reads::Search {
+                pairs: &pairs,
+                filter: f,
+                returned: rows.len(),
+                paged: page.form.cursor.is_some(),
+            };
+            if let Err(e) = reads::searched(&state, &org, Reader::Person(&user), &addr, search).await {
+                return unavailable(e.message);
+            }
             page.window = (format_rfc3339(f.from), format_rfc3339(f.to));
             let preset = PRESETS.iter().find(|p| p.0 == page.form.range).map(|p| p.1.to_lowercase());
             let window = preset.map_or_else(|| "in the chosen range".to_string(), |p| format!("in the {p}"));
@@ -610,14 +622,15 @@ pub async fn event(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
     headers: HeaderMap,
+    addr: ClientAddr,
     RawQuery(raw): RawQuery,
 ) -> Page {
     let here = format!("/orgs/{org}/logs/{id}");
-    let (_, nav) = match nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", &here).await
-    {
-        Ok(x) => x,
-        Err(p) => return p,
-    };
+    let (user, nav) =
+        match nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", &here).await {
+            Ok(x) => x,
+            Err(p) => return p,
+        };
     let record = match state.store.event(&org, &id).await {
         Ok(Some(r)) => r,
         Ok(None) => {
@@ -630,6 +643,9 @@ pub async fn event(
         }
         Err(e) => return unavailable(e),
     };
+    if let Err(e) = reads::viewed(&state, &org, Reader::Person(&user), &addr, &id, record.event.seq).await {
+        return unavailable(e.message);
+    }
     let self_audit_from = match state.store.self_audit_from(&org).await {
         Ok(from) => from,
         Err(e) => return unavailable(e),

@@ -267,6 +267,9 @@ pub struct OrgSettingsChange {
     #[serde(default, deserialize_with = "present")]
     #[schemars(length(max = 500))]
     pub legal_hold_reason: Option<Option<String>>,
+    /// Whether searches, event views and API keys' reads are recorded in the org's log (on by
+    /// default; turning it off is itself recorded).
+    pub read_audit: Option<bool>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -286,16 +289,10 @@ pub fn schemas() -> Map<String, Value> {
     let mut generator = schemars::generate::SchemaSettings::draft2020_12()
         .with(|s| s.definitions_path = "#/components/schemas/".into())
         .into_generator();
-    let mut out = Map::new();
+    // Each type becomes a named definition (referenced by the document's operations).
     macro_rules! add {
         ($($t:ty),*) => {$(
-            let schema = generator.root_schema_for::<$t>();
-            let mut v = schema.to_value();
-            if let Some(m) = v.as_object_mut() {
-                m.remove("$schema");
-                m.remove("title");
-            }
-            out.insert(stringify!($t).to_string(), v);
+            generator.subschema_for::<$t>();
         )*};
     }
     add!(
@@ -313,8 +310,7 @@ pub fn schemas() -> Map<String, Value> {
         OrgSettingsChange,
         NewRestore
     );
-    out.extend(generator.take_definitions(true));
-    out
+    generator.take_definitions(true)
 }
 
 #[cfg(test)]

@@ -13,9 +13,10 @@ use trail_store::{Appended, Scope};
 
 use super::{JsonBody, query_pairs};
 use crate::AppState;
-use crate::auth::Principal;
+use crate::auth::{ClientAddr, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
+use crate::reads;
 
 fn rejected(index: usize, item: &Value, e: FieldError) -> Value {
     let mut err = json!({"code": e.code, "message": format!("{}: {}", if e.field.is_empty() { "event" } else { &e.field }, e.message)});
@@ -181,11 +182,16 @@ pub async fn query(
     State(state): State<AppState>,
     Path(org): Path<String>,
     principal: Principal,
+    addr: ClientAddr,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
     principal.require_read(&state, &org).await?;
-    let q = parse_query(&query_pairs(raw.as_deref())?, context(&state, &org).await?)?;
+    let pairs = query_pairs(raw.as_deref())?;
+    let q = parse_query(&pairs, context(&state, &org).await?)?;
     let page = state.store.query(&org, &q).await?;
+    let paged = q.cursor.is_some();
+    let search = reads::Search { pairs: &pairs, filter: &q.filter, returned: page.records.len(), paged };
+    reads::searched(&state, &org, (&principal).into(), &addr, search).await?;
     let from = state.store.self_audit_from(&org).await?;
     let events: Vec<Value> = page
         .records
@@ -203,10 +209,12 @@ pub async fn one(
     State(state): State<AppState>,
     Path((org, id)): Path<(String, String)>,
     principal: Principal,
+    addr: ClientAddr,
 ) -> ApiResult<Json<Value>> {
     principal.require_read(&state, &org).await?;
     let record =
         state.store.event(&org, &id).await?.ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
+    reads::viewed(&state, &org, (&principal).into(), &addr, &id, record.event.seq).await?;
     let mut out = record.to_json();
     out["self_audit"] =
         json!(crate::audit::is_self_audit(&record.event, state.store.self_audit_from(&org).await?));
@@ -270,6 +278,7 @@ pub async fn histogram(
         None => default_width(span),
     };
     let got = state.store.histogram(&org, &filter, width).await?;
+    reads::counted(&state, &org, &principal).await?;
     let mut counts = got.into_iter().peekable();
     let mut buckets = Vec::new();
     let mut start = filter.from;

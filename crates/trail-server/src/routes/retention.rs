@@ -22,6 +22,7 @@ fn settings_json(state: &AppState, s: Option<&OrgSettings>) -> Value {
         "archive_days": p.archive_days,
         "legal_hold": p.legal_hold,
         "legal_hold_reason": s.and_then(|s| s.legal_hold_reason.clone()),
+        "read_audit": p.read_audit,
         "updated_at": s.map(|s| format_rfc3339(s.updated_at)),
         "updated_by": s.and_then(|s| s.updated_by.clone()),
         "server_defaults": s.is_none(),
@@ -48,7 +49,7 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
     let body: OrgSettingsChange = typed(body)?;
-    const FIELDS: [&str; 4] = ["hot_days", "archive_days", "legal_hold", "legal_hold_reason"];
+    const FIELDS: [&str; 5] = ["hot_days", "archive_days", "legal_hold", "legal_hold_reason", "read_audit"];
     let old = state.store.org_settings(&org).await?;
     let current = Policy::of(&state.settings.retention, old.as_ref());
     let days = |k: &str, given: Option<u32>, current: u32| -> ApiResult<u32> {
@@ -87,6 +88,7 @@ pub async fn update(
         archive_days,
         legal_hold,
         legal_hold_reason: if legal_hold { reason } else { None },
+        read_audit: body.read_audit.unwrap_or(current.read_audit),
         updated_at: now(),
         updated_by: Some(p.actor_id()),
     };
@@ -102,6 +104,15 @@ pub async fn update(
         .info("after", pick(&after))
         .record(&state, &org)
         .await?;
+    // Turning read auditing off (or on) is its own event, easy to find and to alert on.
+    if current.read_audit != new.read_audit {
+        let action = if new.read_audit { "log.read_audit_enabled" } else { "log.read_audit_disabled" };
+        Audit::new(p.actor_id(), action, "organization")
+            .target(&org, None)
+            .ip(addr.text())
+            .record(&state, &org)
+            .await?;
+    }
     Ok(Json(after))
 }
 

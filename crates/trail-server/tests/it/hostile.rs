@@ -296,7 +296,7 @@ async fn invalid_utf8_in_bodies_query_strings_and_paths_is_400() {
 async fn huge_numbers_in_parameters_are_400() {
     let s = TestServer::start().await;
     s.key.ingest("default", &ev("a", "a.b", 1)).await.unwrap();
-    for limit in ["18446744073709551616", "99999999999", "-1", "1e3", "0x10", ""] {
+    for limit in ["18446744073709551616", "99999999999", "-1", "1e3", "0x10"] {
         let e = s.key.query("default", &[("limit", limit)]).await.unwrap_err();
         assert_eq!(
             (e.status(), e.code(), e.field()),
@@ -359,8 +359,7 @@ async fn forged_and_altered_cursors_are_400_and_never_cross_orgs() {
         URL_SAFE_NO_PAD.encode(b)
     };
     let forged = [
-        String::new(),
-        "!!!".into(),
+        "!!!".to_string(),
         "AAAA".into(),
         format!("{cursor}="),
         format!("{cursor}A"),

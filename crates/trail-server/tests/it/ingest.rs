@@ -73,9 +73,9 @@ async fn a_retry_is_a_duplicate_and_a_reused_id_a_conflict() {
     // Alone, it is a 409 naming the id.
     let err = s.key.ingest("default", &changed).await.unwrap_err();
     assert_eq!((err.status(), err.code(), err.field()), (Some(409), Some("conflict"), Some("id")));
-    let stored = s.admin.event("default", "deploy-42").await.unwrap();
+    let stored = s.key.event("default", "deploy-42").await.unwrap();
     assert_eq!(stored["actor"]["id"], "alice", "a conflict never replaces the original");
-    assert_eq!(s.admin.query("default", &[]).await.unwrap().events.len(), 4, "nothing else was stored");
+    assert_eq!(s.key.query("default", &[]).await.unwrap().events.len(), 4, "nothing else was stored");
     let url = format!("{}/metrics", s.base);
     let metrics = reqwest::get(url).await.unwrap().text().await.unwrap();
     assert!(metrics.contains("trail_events_conflict_total 2\n"), "{metrics}");

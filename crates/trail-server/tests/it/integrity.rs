@@ -65,7 +65,7 @@ async fn checkpoints_are_signed_and_proofs_verify() {
 
     // Every event's own proof verifies against the checkpoint it names.
     for res in r.results.iter().step_by(5) {
-        let e = s.admin.event("default", res.id.as_deref().unwrap()).await.unwrap();
+        let e = s.key.event("default", res.id.as_deref().unwrap()).await.unwrap();
         assert_eq!(e["proof_pending"], false);
         let proof = &e["proof"];
         let signed = open(proof["checkpoint"].as_str().unwrap(), &v).unwrap();
@@ -84,7 +84,7 @@ async fn checkpoints_are_signed_and_proofs_verify() {
     let root20 = root_of(&s.store, 20).await;
     let leaf3: Hash = STANDARD
         .decode(
-            s.admin.event("default", r.results[3].id.as_deref().unwrap()).await.unwrap()["leaf_hash"]
+            s.key.event("default", r.results[3].id.as_deref().unwrap()).await.unwrap()["leaf_hash"]
                 .as_str()
                 .unwrap(),
         )

@@ -13,6 +13,7 @@ mod hostile;
 mod ingest;
 mod integrity;
 mod query;
+mod reads;
 mod retention;
 mod security;
 

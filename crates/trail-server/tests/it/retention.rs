@@ -198,6 +198,7 @@ async fn legal_hold_deletes_nothing() {
         archive_days: 365,
         legal_hold: true,
         legal_hold_reason: Some("litigation 42".into()),
+        read_audit: true,
         updated_at: now(),
         updated_by: None,
     };

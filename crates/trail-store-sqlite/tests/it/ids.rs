@@ -113,5 +113,5 @@ async fn a_version_3_directory_keeps_its_ids() {
         300,
         "one run, every old id"
     );
-    assert_eq!(sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"), 4);
+    assert_eq!(sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
 }

@@ -150,13 +150,20 @@ async fn console_end_to_end() {
     sign_in(&mut b, &base, "admin@localhost", PASSWORD).await;
     assert_eq!(b.eval("location.pathname").await, "/orgs/default/logs");
 
-    // The default view: the last 24 hours, newest first (the seed's 30 events and the sign-in).
+    // The default view: the last 24 hours, newest first (the seed's 30 events, Trail's records of the
+    // key's creation and of the sign-in). The search that loaded the page is recorded once it was
+    // answered: the newest event, not on the page it produced.
     let day = api_count(&key, &[]).await;
-    assert_eq!(day.len(), 31, "30 seeded events and the admin's sign-in");
+    assert_eq!(day.len(), 33, "30 seeded events, the key's creation, the sign-in and the search");
+    assert_eq!(
+        (day[0]["action"].as_str(), day[0]["actor"]["id"].as_str()),
+        (Some("log.searched"), Some("admin@localhost"))
+    );
+    assert_eq!(day[0]["info"]["returned"], 32, "{}", day[0]);
     let rows = b.wait_for("document.querySelectorAll('[data-rows] tr').length", "rows").await;
-    assert_eq!(rows, json!(31));
+    assert_eq!(rows, json!(32));
     let first = b.eval("document.querySelector('[data-rows] tr a').getAttribute('href')").await;
-    assert_eq!(first, json!(format!("/orgs/default/logs/{}", day[0]["id"].as_str().unwrap())));
+    assert_eq!(first, json!(format!("/orgs/default/logs/{}", day[1]["id"].as_str().unwrap())));
     assert_eq!(b.eval("document.querySelectorAll('.histogram rect').length > 0").await, json!(true));
     check_accessibility(&mut b, "audit logs").await;
 
@@ -240,6 +247,12 @@ async fn console_end_to_end() {
     // the browser (Chromium has Ed25519 in WebCrypto since version 137).
     let why = b.eval("window.trailSignatureError || ''").await;
     assert!(badge.as_str().unwrap().starts_with("Integrity verified"), "{badge} {why}");
+    // Who read the log is in the log: the search and the opened event, as the admin's own records.
+    let opened = b.eval("location.pathname.split('/').pop()").await;
+    let viewed = api_count(&key, &[("action", "log.event_viewed")]).await;
+    assert_eq!((&viewed[0]["actor"]["id"], &viewed[0]["target"]["id"]), (&json!("admin@localhost"), &opened));
+    let searches = api_count(&key, &[("action", "log.searched")]).await;
+    assert!(searches.iter().any(|e| e["info"]["filters"]["q"] == REQUEST_ID), "{searches:?}");
     check_accessibility(&mut b, "event detail").await;
     shoot(&mut b, "event-detail").await;
 

@@ -196,9 +196,12 @@ async fn seed_lines_import_and_come_back_through_the_sink() {
     assert_eq!(events[2]["actor"]["id"], "admin");
     assert_eq!(events[15]["info"]["loggingLevel"], "WARN");
 
-    // The sink writes them back in the runtime's format; each line parses back to its event.
-    let lines = wait_for_lines(dir.path(), 17).await;
-    assert_eq!(lines.len(), 17);
+    // The sink writes them back in the runtime's format; each line parses back to its event. The
+    // first line is Trail's own record of `trail admin create-key`.
+    let lines = wait_for_lines(dir.path(), 18).await;
+    assert_eq!(lines.len(), 18);
+    assert!(lines[0].contains("api_key.created") || lines[0].contains("\"created\""), "{}", lines[0]);
+    let lines = &lines[1..];
     for (line, stored) in lines.iter().zip(&events) {
         assert!(log4j2_accepts(line), "{line}");
         let parsed = auditlog::parse_line(line).unwrap().unwrap();
@@ -215,14 +218,18 @@ fn ev(i: usize) -> Value {
            "info": {"n": i, "text": "x".repeat(i % 50)}})
 }
 
-/// Every event of org default appears in the sink's files exactly once, in seq order.
+/// Every event of org default appears in the sink's files exactly once, in seq order: Trail's
+/// record of the key's creation (seq 0, which import would refuse as `source: "trail"`), then the
+/// events sent.
 fn assert_exactly_once(dir: &Path, events: u64) {
+    let lines = sink_lines(dir);
+    assert!(auditlog::parse_line(&lines[0]).is_err(), "Trail's own record first: {}", lines[0]);
     let mut seqs = Vec::new();
-    for line in sink_lines(dir) {
-        let p = auditlog::parse_line(&line).unwrap().unwrap();
+    for line in &lines[1..] {
+        let p = auditlog::parse_line(line).unwrap().unwrap();
         seqs.push(p.seq.unwrap());
     }
-    let want: Vec<u64> = (0..events).collect();
+    let want: Vec<u64> = (1..=events).collect();
     assert_eq!(seqs, want, "each event once, in order ({} lines)", seqs.len());
 }
 
@@ -249,7 +256,7 @@ async fn sink_survives_kill_rotation_and_a_missing_directory() {
     for chunk in (400..600).map(ev).collect::<Vec<_>>().chunks(50) {
         key.ingest_batch("default", chunk).await.unwrap();
     }
-    wait_for_lines(dir.path(), 600).await;
+    wait_for_lines(dir.path(), 601).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_exactly_once(dir.path(), 600);
     let rolled = std::fs::read_dir(dir.path().join("logs")).unwrap().count();
@@ -272,7 +279,7 @@ async fn sink_survives_kill_rotation_and_a_missing_directory() {
     let fresh = std::fs::read_to_string(logs.join("audit.log")).unwrap();
     let seqs: Vec<u64> =
         fresh.lines().map(|l| auditlog::parse_line(l).unwrap().unwrap().seq.unwrap()).collect();
-    assert_eq!(seqs, (600..610).collect::<Vec<_>>(), "after SIGHUP the new file holds exactly the new lines");
+    assert_eq!(seqs, (601..611).collect::<Vec<_>>(), "after SIGHUP the new file holds exactly the new lines");
 
     // The directory disappears (a file in its way): readyz and metrics say so, ingest goes on, and
     // the sink catches up once the directory is back.
@@ -305,13 +312,18 @@ async fn sink_survives_kill_rotation_and_a_missing_directory() {
     }
     assert_eq!(anon.get("/readyz").await.unwrap()["sink"]["status"], "ok");
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(tree_size(&key).await, 650);
+    assert_eq!(tree_size(&key).await, 651, "the key's creation and 650 events");
     let mut by_seq: BTreeMap<u64, usize> = BTreeMap::new();
     let rotated = std::fs::read_to_string(dir.path().join("rotated-away.log")).unwrap();
-    for line in sink_lines(dir.path()).into_iter().chain(rotated.lines().map(str::to_string)) {
+    // (Trail's record of the key's creation, seq 0, is a line import would refuse.)
+    for line in sink_lines(dir.path()).into_iter().chain(rotated.lines().map(str::to_string)).skip(1) {
         *by_seq.entry(auditlog::parse_line(&line).unwrap().unwrap().seq.unwrap()).or_default() += 1;
     }
-    assert_eq!(by_seq.len(), 650, "every event written");
+    assert_eq!(
+        by_seq.keys().copied().collect::<Vec<_>>(),
+        (1..=650).collect::<Vec<_>>(),
+        "every event written"
+    );
     assert!(by_seq.values().all(|n| *n == 1), "none twice");
     served.signal("-TERM");
 }

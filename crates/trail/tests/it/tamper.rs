@@ -10,6 +10,8 @@ use trail_client::Client;
 use crate::{Served, create_key, trail};
 
 const EVENTS: u64 = 300;
+/// The log's size: Trail's record of `trail admin create-key` (seq 0) and the events.
+const LOGGED: u64 = EVENTS + 1;
 
 /// A stopped server's data directory holding 300 events spread over three months, all checkpointed.
 async fn populated() -> tempfile::TempDir {
@@ -27,7 +29,7 @@ async fn populated() -> tempfile::TempDir {
     for chunk in events.chunks(70) {
         key.ingest_batch("default", chunk).await.unwrap();
     }
-    wait_for_checkpoint(&key, EVENTS).await;
+    wait_for_checkpoint(&key, LOGGED).await;
     assert!(served.signal("-TERM").success());
     dir
 }
@@ -157,7 +159,7 @@ async fn every_kind_of_tampering_is_reported() {
     let dir = populated().await;
     let (code, out) = verify(dir.path());
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("default: ok, {EVENTS} events")), "{out}");
+    assert!(out.contains(&format!("default: ok, {LOGGED} events")), "{out}");
     let months: i64 = db(dir.path()).query_row("SELECT count(*) FROM partitions", [], |r| r.get(0)).unwrap();
     assert!(months >= 3, "the events must span several month partitions, got {months}");
 
@@ -225,7 +227,7 @@ async fn every_kind_of_tampering_is_reported() {
         "the log truncated",
         &|d| {
             let c = db(d);
-            for seq in 250..EVENTS {
+            for seq in 250..LOGGED {
                 let (t, k) = locate(&c, seq);
                 c.execute(&format!("DELETE FROM {t} WHERE k = ?1"), [k]).unwrap();
             }
@@ -258,7 +260,7 @@ async fn every_kind_of_tampering_is_reported() {
             let c = db(d);
             rewrite_with_leaf(&c, 77);
             let leaves: Vec<trail_merkle::Hash> =
-                (0..EVENTS).map(|s| body(&c, s).3.try_into().unwrap()).collect();
+                (0..LOGGED).map(|s| body(&c, s).3.try_into().unwrap()).collect();
             let mut f = trail_merkle::Frontier::new();
             c.execute("DELETE FROM tree_nodes", []).unwrap();
             for l in leaves {
@@ -302,7 +304,7 @@ async fn an_auditor_with_a_trusted_checkpoint_detects_a_rewrite() {
     let key = Client::new(&served.base).with_token(&secret);
     let ev = |i: usize| json!({"actor": {"id": format!("u{i}")}, "action": "a.b", "target": {"type": "t"}, "outcome": "success"});
     key.ingest_batch("default", &(0..20).map(ev).collect::<Vec<_>>()).await.unwrap();
-    wait_for_checkpoint(&key, 20).await;
+    wait_for_checkpoint(&key, 21).await;
     let trusted = dir.path().join("trusted.checkpoint");
     let audit = || {
         trail()
@@ -316,12 +318,12 @@ async fn an_auditor_with_a_trusted_checkpoint_detects_a_rewrite() {
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("saved as the first trusted checkpoint"));
     key.ingest_batch("default", &(20..45).map(ev).collect::<Vec<_>>()).await.unwrap();
-    wait_for_checkpoint(&key, 45).await;
+    wait_for_checkpoint(&key, 46).await;
     let out = audit();
     assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("consistent with the trusted one of 20 events"));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("consistent with the trusted one of 21 events"));
     assert!(
-        std::fs::read_to_string(&trusted).unwrap().contains("\n45\n"),
+        std::fs::read_to_string(&trusted).unwrap().contains("\n46\n"),
         "the new checkpoint is now trusted"
     );
 
