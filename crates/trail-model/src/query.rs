@@ -198,6 +198,18 @@ pub struct QueryContext {
 pub fn parse_filter(pairs: &[(String, String)], ctx: QueryContext) -> Result<Filter, FieldError> {
     let mut f = Filter::default();
     let (mut from, mut to, mut q) = (None, None, None);
+    // Every repeat counts, the same value twice included (as the document's maxItems does).
+    let mut repeats: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (k, _) in pairs {
+        let n = repeats.entry(k.as_str()).or_default();
+        *n += 1;
+        if *n > MAX_VALUES {
+            return Err(FieldError::invalid(
+                k.as_str(),
+                format!("may be repeated at most {MAX_VALUES} times"),
+            ));
+        }
+    }
     for (k, v) in pairs {
         let single = |slot: &Option<Micros>| {
             if slot.is_some() {
@@ -221,7 +233,7 @@ pub fn parse_filter(pairs: &[(String, String)], ctx: QueryContext) -> Result<Fil
                     _ if !v.contains('*') => ActionMatch::Exact(v.clone()),
                     _ => return Err(FieldError::invalid("action", "may only end with a single *")),
                 };
-                if v.len() > 129 || f.action.len() >= MAX_VALUES {
+                if v.chars().count() > 129 || f.action.len() >= MAX_VALUES {
                     return Err(FieldError::invalid("action", "is too long or repeated too often"));
                 }
                 f.action.push(m);
@@ -237,14 +249,14 @@ pub fn parse_filter(pairs: &[(String, String)], ctx: QueryContext) -> Result<Fil
                 if q.is_some() {
                     return Err(FieldError::invalid("q", "may be given only once"));
                 }
-                q = Some(Search::parse(v)?);
+                q = Some(Search::parse_param(v)?);
             }
             other => {
                 return Err(FieldError::new("unknown_parameter", other, "is not a query parameter"));
             }
         }
     }
-    f.q = q;
+    f.q = q.flatten();
     let to = to.unwrap_or(ctx.now);
     let from = from.unwrap_or(to.saturating_sub(DEFAULT_WINDOW));
     if from >= to {

@@ -4,9 +4,11 @@
 //! `info`), joined by spaces in a fixed order. The id is left out on purpose: a generated UUID adds five
 //! unique tokens per event, the costliest part of a full-text index, and `GET …/events/{id}` finds an
 //! event by id directly. Text is split into tokens: maximal runs of Unicode letters and digits,
-//! lowercased. A query is split on whitespace into terms; each term is itself tokenized, and matches
-//! when its tokens occur consecutively in the event's text with the last token matching as a prefix
-//! (so `req-5f2` finds `req-5f2a9c…`). All terms must match.
+//! lowercased. A query is split on ASCII white space (space, tab, CR, LF: what the API document's
+//! pattern can state exactly) into words, at most [`MAX_TERMS`]; each word is itself tokenized and
+//! matches when its tokens occur consecutively in the event's text with the last token matching as a
+//! prefix (so `req-5f2` finds `req-5f2a9c…`). All words must match; a word without letters or digits
+//! (`--`) has nothing to match and is ignored, so a `q` of such words alone filters nothing.
 
 use serde_json::Value;
 
@@ -29,20 +31,33 @@ pub struct Search {
     pub terms: Vec<Vec<String>>,
 }
 
+/// The words of a query: split on ASCII white space.
+fn words(q: &str) -> impl Iterator<Item = &str> {
+    q.split([' ', '\t', '\n', '\r']).filter(|w| !w.is_empty())
+}
+
 impl Search {
-    pub fn parse(q: &str) -> Result<Self, FieldError> {
+    /// The `q` parameter: 1 to [`MAX_TERMS`] words in at most [`MAX_QUERY_CHARS`] characters. `None`
+    /// when no word has a letter or digit (nothing to search for).
+    pub fn parse_param(q: &str) -> Result<Option<Self>, FieldError> {
         if q.chars().count() > MAX_QUERY_CHARS {
             return Err(FieldError::invalid("q", format!("must be at most {MAX_QUERY_CHARS} characters")));
         }
-        let terms: Vec<Vec<String>> =
-            q.split_whitespace().map(tokens).filter(|t: &Vec<String>| !t.is_empty()).collect();
-        if terms.is_empty() {
-            return Err(FieldError::invalid("q", "must contain at least one letter or digit"));
+        let n = words(q).count();
+        if n == 0 {
+            return Err(FieldError::invalid("q", "must contain a word"));
         }
-        if terms.len() > MAX_TERMS {
+        if n > MAX_TERMS {
             return Err(FieldError::invalid("q", format!("must have at most {MAX_TERMS} words")));
         }
-        Ok(Self { terms })
+        let terms: Vec<Vec<String>> = words(q).map(tokens).filter(|t| !t.is_empty()).collect();
+        Ok((!terms.is_empty()).then_some(Self { terms }))
+    }
+
+    /// A query that must search for something.
+    pub fn parse(q: &str) -> Result<Self, FieldError> {
+        Self::parse_param(q)?
+            .ok_or_else(|| FieldError::invalid("q", "must contain at least one letter or digit"))
     }
 
     /// Whether an event's searchable text matches (the reference semantics).
@@ -135,6 +150,13 @@ mod tests {
         assert!(s.matches_text("component.deployed alice@x"));
         assert!(!s.matches_text("component.deployed bob"));
         assert_eq!(Search::parse("--- ").unwrap_err().field, "q");
+        assert_eq!(Search::parse_param("--- !!"), Ok(None), "words without letters or digits are ignored");
+        assert_eq!(Search::parse_param(" \t ").unwrap_err().message, "must contain a word");
+        let seventeen = vec!["a"; 17].join(" ");
+        assert_eq!(Search::parse_param(&seventeen).unwrap_err().message, "must have at most 16 words");
+        assert_eq!(Search::parse_param(&format!("{seventeen}-")[1..]).unwrap().unwrap().terms.len(), 16);
+        // Only ASCII white space separates words; other separators are inside a word's tokens.
+        assert_eq!(Search::parse("a\u{2003}b").unwrap().terms, [vec!["a".to_string(), "b".to_string()]]);
         assert_eq!(Search::parse("req-5f2 Bob").unwrap().to_fts5(), "\"req 5f2\"* AND \"bob\"*");
     }
 }

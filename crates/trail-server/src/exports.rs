@@ -44,6 +44,8 @@ pub fn filter_pairs(filters: &Value) -> Result<Vec<(String, String)>, ApiError> 
     let mut pairs = Vec::new();
     for (k, v) in m {
         match v {
+            // Null is absent, as everywhere in request bodies.
+            Value::Null => {}
             Value::String(s) => pairs.push((k.clone(), s.clone())),
             Value::Array(items) => {
                 for i in items {

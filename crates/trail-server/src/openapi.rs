@@ -34,31 +34,64 @@ fn group_and(name: &str, description: &str) -> Value {
     ])
 }
 
-fn query_param(name: &str, description: &str, repeat: bool) -> Value {
-    let schema = if repeat {
-        json!({"type": "array", "items": {"type": "string"}})
-    } else {
-        json!({"type": "string"})
-    };
-    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema, "explode": true})
+/// An optional query parameter with its value's schema. An empty value (`limit=`) is refused
+/// everywhere (400 `empty_parameter`), which `minLength` / the value schemas state.
+fn query_param(name: &str, description: &str, schema: Value) -> Value {
+    json!({"name": name, "in": "query", "required": false, "description": description, "schema": schema})
+}
+
+/// A parameter that may repeat (ORed): at most [`trail_model::query::MAX_VALUES`] times.
+fn repeated(name: &str, description: &str, item: Value) -> Value {
+    let schema = json!({"type": "array", "items": item, "maxItems": trail_model::query::MAX_VALUES});
+    let mut p = query_param(name, description, schema);
+    p["explode"] = json!(true);
+    p["style"] = json!("form");
+    p
+}
+
+fn text(max: usize) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": max})
+}
+
+/// A required non-negative integer query parameter (proofs).
+fn index_param(name: &str, description: &str) -> Value {
+    json!({"name": name, "in": "query", "required": true, "description": description,
+           "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}})
 }
 
 fn filter_params(extra: &[Value]) -> Value {
+    use trail_model::text::{MAX_QUERY_CHARS, MAX_TERMS};
+    let time = json!({"type": "string", "format": "date-time"});
+    // 1 to MAX_TERMS words separated by ASCII white space (see trail_model::text).
+    let words = format!(
+        "^[ \\t\\n\\r]*[^ \\t\\n\\r]+([ \\t\\n\\r]+[^ \\t\\n\\r]+){{0,{}}}[ \\t\\n\\r]*$",
+        MAX_TERMS - 1
+    );
     let mut p = vec![
         path_param("org", "organization slug"),
-        query_param("from", "RFC 3339 start (inclusive); default: to minus 24 hours", false),
-        query_param("to", "RFC 3339 end (exclusive); default: now", false),
-        query_param("actor", "actor id; repeat for OR", true),
-        query_param("action", "action, exact or prefix with trailing *; repeat for OR", true),
-        query_param("target_type", "target type; repeat for OR", true),
-        query_param("target_id", "target id; repeat for OR", true),
-        query_param("project", "project; repeat for OR", true),
-        query_param("outcome", "success or failure", true),
-        query_param("source", "source; repeat for OR", true),
+        query_param(
+            "from",
+            "RFC 3339 start (inclusive); default: to minus 24 hours. The window is at most 92 days, and not older than the org's hot retention",
+            time.clone(),
+        ),
+        query_param("to", "RFC 3339 end (exclusive); default: now", time),
+        repeated("actor", "actor id; repeat for OR", text(256)),
+        repeated(
+            "action",
+            "action, exact, or a prefix ending in a single * (component.*); repeat for OR",
+            json!({"type": "string", "minLength": 1, "maxLength": 129, "pattern": "^[^*]*\\*?$"}),
+        ),
+        repeated("target_type", "target type; repeat for OR", text(64)),
+        repeated("target_id", "target id; repeat for OR", text(256)),
+        repeated("project", "project; repeat for OR", text(128)),
+        repeated("outcome", "success or failure; repeat for OR", json!({"enum": ["success", "failure"]})),
+        repeated("source", "source; repeat for OR", text(64)),
         query_param(
             "q",
-            "free text: words must all match; the last token of each word matches as a prefix",
-            false,
+            &format!(
+                "free text: 1 to {MAX_TERMS} words (split on spaces, tabs and line breaks) that must all match; the last token of each word matches as a prefix; words without letters or digits are ignored"
+            ),
+            json!({"type": "string", "maxLength": MAX_QUERY_CHARS, "pattern": words}),
         ),
     ];
     p.extend(extra.iter().cloned());
@@ -83,6 +116,194 @@ fn responses(success: (&str, Value), codes: &[u16]) -> Value {
     r
 }
 
+/// `T` or null: optional event fields may be sent as null, which means absent.
+fn nullable(schema: Value) -> Value {
+    json!({"anyOf": [schema, {"type": "null"}]})
+}
+
+fn string(max: usize) -> Value {
+    json!({"type": "string", "maxLength": max})
+}
+
+/// The fields an event is sent with, as `parse_event` checks them.
+fn event_fields() -> serde_json::Map<String, Value> {
+    let ip = json!({"anyOf": [{"type": "string", "format": "ipv4"}, {"type": "string", "format": "ipv6"}]});
+    let actor = json!({"type": "object", "additionalProperties": false, "required": ["id"], "properties": {
+        "id": string(256),
+        "type": nullable(json!({"enum": ["user", "service", "system"]})),
+        "name": nullable(string(256)),
+        "ip": nullable(ip),
+        "user_agent": nullable(string(512))}});
+    let target = json!({"type": "object", "additionalProperties": false, "required": ["type"], "properties": {
+        "type": {"type": "string", "pattern": "^[a-z0-9_]+$", "maxLength": 64},
+        "id": nullable(string(256)),
+        "name": nullable(string(256))}});
+    let source = json!({"type": "string", "maxLength": 64, "not": {"pattern": "^\\s*[Tt][Rr][Aa][Ii][Ll]\\s*$"},
+        "description": "where the operation came from; \"trail\" (in any case) is reserved for Trail's own records"});
+    let fields = json!({
+        "id": nullable(json!({"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$",
+            "description": "idempotency key: the same id with the same content is a duplicate, with other content a conflict; minted when absent"})),
+        "time": nullable(json!({"type": "string", "format": "date-time",
+            "description": "when it happened: within the org's hot retention and at most 5 minutes ahead; the receipt time when absent"})),
+        "actor": actor,
+        "action": {"type": "string", "pattern": "^[a-z0-9_]+(\\.[a-z0-9_]+)+$", "maxLength": 128,
+            "description": "resource.verb; GET /v1/actions lists the catalogued ones"},
+        "target": target,
+        "project": nullable(string(128)),
+        "outcome": {"enum": ["success", "failure"]},
+        "reason": nullable(string(1024)),
+        "source": nullable(source),
+        "info": nullable(json!({"type": "object"}))
+    });
+    match fields {
+        Value::Object(m) => m,
+        _ => serde_json::Map::new(),
+    }
+}
+
+/// An event as sent to ingest.
+fn new_event() -> Value {
+    json!({"type": "object", "additionalProperties": false, "required": ["actor", "action", "target", "outcome"],
+           "properties": event_fields()})
+}
+
+/// An event as the API answers it: what was sent (absent fields left out), what the store added, and
+/// the fields reads add.
+fn stored_event() -> Value {
+    let mut props = event_fields();
+    for k in ["id", "time"] {
+        props.insert(k.into(), props[k]["anyOf"][0].clone());
+    }
+    let extra = json!({
+        "org": {"type": "string"},
+        "seq": {"type": "integer", "minimum": 0},
+        "received_at": {"type": "string", "format": "date-time"},
+        "action_label": {"type": "string", "description": "the catalog's label, for catalogued actions"},
+        "leaf_hash": {"type": "string", "description": "base64 SHA-256(0x00 ‖ canonical bytes)"},
+        "self_audit": {"type": "boolean", "description": "Trail's own record (source trail, which ingest refuses)"},
+        "proof": {"description": "GET by id only: inclusion proof against the latest checkpoint (null while pending)",
+            "anyOf": [{"type": "object", "required": ["tree_size", "hashes", "checkpoint"], "properties": {
+                "tree_size": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}},
+                "checkpoint": {"type": "string"}}}, {"type": "null"}]},
+        "proof_pending": {"type": "boolean", "description": "GET by id only: the event is newer than the latest checkpoint"}
+    });
+    if let Value::Object(m) = extra {
+        props.extend(m);
+    }
+    // Trail's own records carry source "trail".
+    props.insert("source".into(), string(64));
+    json!({"type": "object", "additionalProperties": false,
+           "required": ["org", "seq", "id", "time", "received_at", "actor", "action", "target", "outcome", "leaf_hash", "self_audit"],
+           "properties": props})
+}
+
+/// Each operation's stable name (what generated clients call their functions).
+const OPERATION_IDS: &[(&str, &str, &str)] = &[
+    ("get", "/healthz", "healthz"),
+    ("get", "/readyz", "readyz"),
+    ("get", "/metrics", "metrics"),
+    ("get", "/v1/openapi.json", "openapi"),
+    ("get", "/v1/actions", "list_actions"),
+    ("post", "/v1/auth/login", "login"),
+    ("post", "/v1/auth/logout", "logout"),
+    ("get", "/v1/me", "me"),
+    ("post", "/v1/me/password", "change_password"),
+    ("get", "/v1/orgs", "list_orgs"),
+    ("post", "/v1/orgs", "create_org"),
+    ("post", "/v1/orgs/{org}/events", "ingest_events"),
+    ("get", "/v1/orgs/{org}/events", "query_events"),
+    ("get", "/v1/orgs/{org}/events/histogram", "event_histogram"),
+    ("get", "/v1/orgs/{org}/events/{id}", "get_event"),
+    ("get", "/v1/orgs/{org}/api-keys", "list_api_keys"),
+    ("post", "/v1/orgs/{org}/api-keys", "create_api_key"),
+    ("delete", "/v1/orgs/{org}/api-keys/{id}", "revoke_api_key"),
+    ("get", "/v1/log-key", "log_key"),
+    ("get", "/v1/orgs/{org}/checkpoint", "checkpoint"),
+    ("get", "/v1/orgs/{org}/proofs/inclusion", "inclusion_proof"),
+    ("get", "/v1/orgs/{org}/proofs/consistency", "consistency_proof"),
+    ("get", "/v1/orgs/{org}/roles", "list_roles"),
+    ("post", "/v1/orgs/{org}/roles", "create_role"),
+    ("get", "/v1/orgs/{org}/roles/{id}", "get_role"),
+    ("patch", "/v1/orgs/{org}/roles/{id}", "update_role"),
+    ("delete", "/v1/orgs/{org}/roles/{id}", "delete_role"),
+    ("get", "/v1/orgs/{org}/groups", "list_groups"),
+    ("post", "/v1/orgs/{org}/groups", "create_group"),
+    ("get", "/v1/orgs/{org}/groups/{id}", "get_group"),
+    ("patch", "/v1/orgs/{org}/groups/{id}", "update_group"),
+    ("delete", "/v1/orgs/{org}/groups/{id}", "delete_group"),
+    ("put", "/v1/orgs/{org}/groups/{id}/roles/{role_id}", "add_group_role"),
+    ("delete", "/v1/orgs/{org}/groups/{id}/roles/{role_id}", "remove_group_role"),
+    ("put", "/v1/orgs/{org}/groups/{id}/members/{user_id}", "add_group_member"),
+    ("delete", "/v1/orgs/{org}/groups/{id}/members/{user_id}", "remove_group_member"),
+    ("get", "/v1/orgs/{org}/users", "list_users"),
+    ("delete", "/v1/orgs/{org}/users/{id}", "remove_user"),
+    ("get", "/v1/orgs/{org}/invitations", "list_invitations"),
+    ("post", "/v1/orgs/{org}/invitations", "create_invitations"),
+    ("delete", "/v1/orgs/{org}/invitations/{id}", "revoke_invitation"),
+    ("post", "/v1/invitations/{token}/accept", "accept_invitation"),
+    ("get", "/v1/orgs/{org}/exports", "list_exports"),
+    ("post", "/v1/orgs/{org}/exports", "create_export"),
+    ("get", "/v1/orgs/{org}/exports/{id}", "get_export"),
+    ("get", "/v1/orgs/{org}/exports/{id}/download", "download_export"),
+    ("get", "/v1/orgs/{org}/exports/{id}/manifest", "export_manifest"),
+    ("get", "/v1/orgs/{org}/settings", "get_settings"),
+    ("patch", "/v1/orgs/{org}/settings", "update_settings"),
+    ("get", "/v1/orgs/{org}/archives", "list_archives"),
+    ("post", "/v1/orgs/{org}/archives/restore", "restore_archive"),
+];
+
+/// Response schemas whose every listed property is always sent (checked by schemathesis' response
+/// conformance in CI), so generated clients need not treat each as optional.
+const RESPONSES: &[&str] = &[
+    "Session",
+    "Me",
+    "Org",
+    "OrgList",
+    "Role",
+    "RoleList",
+    "Group",
+    "GroupList",
+    "UserList",
+    "UserRef",
+    "CreatedInvitations",
+    "InvitationList",
+    "Export",
+    "ExportList",
+    "InclusionProof",
+    "ConsistencyProof",
+    "EventPage",
+    "Histogram",
+    "ApiKey",
+    "ApiKeyList",
+    "OrgSettings",
+    "ArchiveList",
+    "ActionList",
+];
+
+/// Marks every property of an object schema (and of the objects inside it) required, unless the
+/// schema lists its own, and gives timestamps (`*_at`, `time_min`, `time_max`, a histogram's
+/// `from`, `to`, `start`) the date-time format.
+fn tighten(schema: &mut Value) {
+    if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+        for (k, v) in props.iter_mut() {
+            let timestamp =
+                k.ends_with("_at") || matches!(k.as_str(), "time_min" | "time_max" | "from" | "to" | "start");
+            let is_string = v["type"] == "string" || v["type"] == json!(["string", "null"]);
+            if timestamp && is_string && v.get("format").is_none() {
+                v["format"] = json!("date-time");
+            }
+            tighten(v);
+        }
+        let names: Vec<Value> = props.keys().map(|k| json!(k)).collect();
+        if schema.get("required").is_none() {
+            schema["required"] = Value::Array(names);
+        }
+    }
+    if let Some(items) = schema.get_mut("items") {
+        tighten(items);
+    }
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let session = ["session", "cookie"];
@@ -94,7 +315,7 @@ pub fn document() -> Value {
         "paths": {
             "/healthz": {"get": op("Liveness", &[], json!([]), None, json!({"200": {"description": "alive"}}))},
             "/readyz": {"get": op("Readiness: the store answers reads and writes", &[], json!([]), None, json!({"200": {"description": "ready"}, "503": {"$ref": "#/components/responses/Error"}}))},
-            "/metrics": {"get": op("Prometheus metrics", &[], json!([]), None, json!({"200": {"description": "text exposition format", "content": {"text/plain": {}}}}))},
+            "/metrics": {"get": op("Prometheus metrics", &[], json!([]), None, json!({"200": {"description": "text exposition format", "content": {"text/plain": {"schema": {"type": "string"}}}}}))},
             "/v1/openapi.json": {"get": op("This document", &[], json!([]), None, json!({"200": {"description": "OpenAPI 3.1"}}))},
             "/v1/actions": {"get": op("The action catalog: each catalogued action with the label the console shows and its category", &[], json!([]), None,
                 json!({"200": ok("the catalog, sorted by action", "ActionList")}))},
@@ -112,13 +333,15 @@ pub fn document() -> Value {
             "/v1/orgs/{org}/events": {
                 "post": op("Ingest one event or a batch of up to 1000 (API key with events:write). Acknowledged means durable.",
                     &["apiKey"], json!([path_param("org", "organization slug")]), Some("IngestBody"),
-                    responses(("200", ok("per-item results; valid items are stored even when others are rejected", "IngestResults")), &[400, 401, 403, 404, 413, 415, 503])),
+                    responses(("200", ok("per-item results; valid items are stored even when others are rejected", "IngestResults")), &[400, 401, 403, 404, 409, 413, 415, 503])),
                 "get": op("Query events, newest first (LOG-MANAGEMENT or events:read)", &read,
-                    filter_params(&[query_param("limit", "1-1000, default 50", false), query_param("cursor", "next_cursor of the previous page", false)]),
+                    filter_params(&[query_param("limit", "page size, default 50", json!({"type": "integer", "minimum": 1, "maximum": 1000})),
+                        query_param("cursor", "next_cursor of the previous page, with the same filters", json!({"type": "string", "minLength": 1}))]),
                     None, responses(("200", ok("a page of events", "EventPage")), &[400, 401, 403, 404]))
             },
             "/v1/orgs/{org}/events/histogram": {"get": op("Event counts per time bucket for the same filters", &read,
-                filter_params(&[query_param("interval", "bucket width: seconds, or 5m, 1h, 1d; default picked from the window", false)]),
+                filter_params(&[query_param("interval", "bucket width: seconds, or 5m, 1h, 1d; default picked from the window; at most 1,200 buckets",
+                    json!({"type": "string", "pattern": "^0*[1-9][0-9]{0,6}[smhd]?$"}))]),
                 None, responses(("200", ok("buckets", "Histogram")), &[400, 401, 403, 404]))},
             "/v1/orgs/{org}/events/{id}": {"get": op("One event by id, with its seq and leaf hash", &read,
                 json!([path_param("org", "organization slug"), path_param("id", "event id")]), None,
@@ -183,9 +406,9 @@ pub fn document() -> Value {
             "/v1/orgs/{org}/exports/{id}": {"get": op("One export and its status", &read, org_and("id", "export id"), None,
                 responses(("200", ok("export", "Export")), &[401, 403, 404]))},
             "/v1/orgs/{org}/exports/{id}/download": {"get": op("The export file (CSV or NDJSON), streamed; 409 until completed, 410 once expired", &read,
-                org_and("id", "export id"), None, responses(("200", json!({"description": "the file", "content": {"text/csv": {}, "application/x-ndjson": {}}})), &[401, 403, 404, 409, 410]))},
+                org_and("id", "export id"), None, responses(("200", json!({"description": "the file", "content": {"text/csv": {"schema": {"type": "string"}}, "application/x-ndjson": {"schema": {"type": "string"}}}})), &[401, 403, 404, 409, 410]))},
             "/v1/orgs/{org}/exports/{id}/manifest": {"get": op("The signed manifest: a signed note whose text is JSON with the filters, window, row count, SHA-256 and a covering checkpoint", &read,
-                org_and("id", "export id"), None, responses(("200", json!({"description": "signed note", "content": {"text/plain": {}}})), &[401, 403, 404, 409]))},
+                org_and("id", "export id"), None, responses(("200", json!({"description": "signed note", "content": {"text/plain": {"schema": {"type": "string"}}}})), &[401, 403, 404, 409]))},
             "/v1/orgs/{org}/settings": {
                 "get": op("Retention settings (ORG-SETTINGS): hot_days, archive_days, legal hold, and the server's bounds", &session, org_only(), None,
                     responses(("200", ok("settings", "OrgSettings")), &[401, 403, 404])),
@@ -197,17 +420,17 @@ pub fn document() -> Value {
             "/v1/orgs/{org}/archives/restore": {"post": op("Bring archived events of a time window back as an NDJSON export with a signed manifest (see exports)", &read, org_only(), Some("NewRestore"),
                 responses(("202", ok("accepted, pending", "Export")), &[400, 401, 403, 415, 429, 503]))},
             "/v1/log-key": {"get": op("The log's public key, signed-note verifier format <name>+<key id>+<base64(0x01 ‖ Ed25519 key)>", &[], json!([]), None,
-                json!({"200": {"description": "verifier key", "content": {"text/plain": {}}}}))},
+                json!({"200": {"description": "verifier key", "content": {"text/plain": {"schema": {"type": "string"}}}}}))},
             "/v1/orgs/{org}/checkpoint": {"get": op("The latest signed checkpoint (C2SP tlog-checkpoint signed note, origin <server_name>/orgs/<org>)", &read,
                 json!([path_param("org", "organization slug")]), None,
-                responses(("200", json!({"description": "signed note", "content": {"text/plain": {}}})), &[401, 403, 404]))},
+                responses(("200", json!({"description": "signed note", "content": {"text/plain": {"schema": {"type": "string"}}}})), &[401, 403, 404]))},
             "/v1/orgs/{org}/proofs/inclusion": {"get": op("RFC 9162 inclusion proof of one event in a tree size", &read,
-                json!([path_param("org", "organization slug"), {"name": "seq", "in": "query", "required": true, "schema": {"type": "integer"}},
-                       {"name": "tree_size", "in": "query", "required": true, "schema": {"type": "integer"}}]), None,
+                json!([path_param("org", "organization slug"), index_param("seq", "the event's seq, below tree_size"),
+                       index_param("tree_size", "a tree size the log has reached")]), None,
                 responses(("200", ok("base64 hashes, RFC 9162 order", "InclusionProof")), &[400, 401, 403, 404]))},
             "/v1/orgs/{org}/proofs/consistency": {"get": op("RFC 9162 consistency proof between two tree sizes", &read,
-                json!([path_param("org", "organization slug"), {"name": "from", "in": "query", "required": true, "schema": {"type": "integer"}},
-                       {"name": "to", "in": "query", "required": true, "schema": {"type": "integer"}}]), None,
+                json!([path_param("org", "organization slug"), index_param("from", "the older tree size, at most to"),
+                       index_param("to", "a tree size the log has reached")]), None,
                 responses(("200", ok("base64 hashes, RFC 9162 order", "ConsistencyProof")), &[400, 401, 403, 404]))},
             "/v1/orgs/{org}/api-keys/{id}": {"delete": op("Revoke an API key (KEY-MANAGEMENT)", &session,
                 json!([path_param("org", "organization slug"), path_param("id", "key id")]), None,
@@ -221,8 +444,9 @@ pub fn document() -> Value {
             },
             "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
             "schemas": {
-                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "object", "required": ["code", "message"],
-                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}}}},
+                "Error": {"type": "object", "required": ["error"], "properties": {"error": {"$ref": "#/components/schemas/ErrorBody"}}},
+                "ErrorBody": {"type": "object", "required": ["code", "message"], "additionalProperties": false,
+                    "properties": {"code": {"type": "string"}, "message": {"type": "string"}, "field": {"type": "string"}}},
                 "ActionList": {"type": "object", "required": ["actions"], "properties": {"actions": {"type": "array", "items": {"type": "object",
                     "required": ["action", "label", "category"], "properties": {"action": {"type": "string"}, "label": {"type": "string"}, "category": {"type": "string"}}}}}},
                 "Session": {"type": "object", "properties": {"token": {"type": "string"}, "csrf_token": {"type": "string"}, "expires_at": {"type": "string", "format": "date-time"},
@@ -231,29 +455,15 @@ pub fn document() -> Value {
                     "orgs": {"type": "array", "items": {"type": "object", "properties": {"slug": {"type": "string"}, "name": {"type": "string"}, "permissions": {"type": "array", "items": {"type": "string"}}}}}}},
                 "Org": {"type": "object", "properties": {"slug": {"type": "string"}, "name": {"type": "string"}, "created_at": {"type": "string", "format": "date-time"}}},
                 "OrgList": {"type": "object", "properties": {"orgs": {"type": "array", "items": {"$ref": "#/components/schemas/Org"}}}},
-                "NewEvent": {"type": "object", "additionalProperties": false, "required": ["actor", "action", "target", "outcome"], "properties": {
-                    "id": {"type": "string", "pattern": "^[A-Za-z0-9._:-]{1,128}$"},
-                    "time": {"type": "string", "format": "date-time"},
-                    "actor": {"type": "object", "additionalProperties": false, "required": ["id"], "properties": {
-                        "id": {"type": "string", "maxLength": 256}, "type": {"enum": ["user", "service", "system"]}, "name": {"type": "string", "maxLength": 256},
-                        "ip": {"type": "string"}, "user_agent": {"type": "string", "maxLength": 512}}},
-                    "action": {"type": "string", "pattern": "^[a-z0-9_]+(\\.[a-z0-9_]+)+$", "maxLength": 128},
-                    "target": {"type": "object", "additionalProperties": false, "required": ["type"], "properties": {
-                        "type": {"type": "string", "pattern": "^[a-z0-9_]+$", "maxLength": 64}, "id": {"type": "string", "maxLength": 256}, "name": {"type": "string", "maxLength": 256}}},
-                    "project": {"type": "string", "maxLength": 128}, "outcome": {"enum": ["success", "failure"]},
-                    "reason": {"type": "string", "maxLength": 1024}, "source": {"type": "string", "maxLength": 64}, "info": {"type": "object"}}},
+                "NewEvent": new_event(),
                 "IngestBody": {"oneOf": [{"$ref": "#/components/schemas/NewEvent"},
-                    {"type": "object", "additionalProperties": false, "required": ["events"], "properties": {"events": {"type": "array", "maxItems": 1000, "items": {"$ref": "#/components/schemas/NewEvent"}}}}]},
-                "IngestResults": {"type": "object", "properties": {"results": {"type": "array", "items": {"type": "object", "properties": {
-                    "index": {"type": "integer"}, "id": {"type": "string"}, "seq": {"type": "integer"}, "status": {"enum": ["created", "duplicate", "rejected"]},
-                    "error": {"type": "object"}}}}}},
-                "Event": {"allOf": [{"$ref": "#/components/schemas/NewEvent"}, {"type": "object", "properties": {
-                    "org": {"type": "string"}, "seq": {"type": "integer"}, "received_at": {"type": "string", "format": "date-time"},
-                    "action_label": {"type": "string"}, "leaf_hash": {"type": "string", "description": "base64 SHA-256(0x00 ‖ canonical bytes)"},
-                    "self_audit": {"type": "boolean", "description": "Trail's own record (source trail, which ingest refuses); false for every event sent to the API"},
-                    "proof": {"description": "GET by id only: inclusion proof against the latest checkpoint", "type": ["object", "null"], "properties": {
-                        "tree_size": {"type": "integer"}, "hashes": {"type": "array", "items": {"type": "string"}}, "checkpoint": {"type": "string"}}},
-                    "proof_pending": {"type": "boolean", "description": "GET by id only: the event is newer than the latest checkpoint"}}}]},
+                    {"type": "object", "additionalProperties": false, "required": ["events"], "properties": {"events": {"type": "array", "minItems": 1, "maxItems": 1000, "items": {"$ref": "#/components/schemas/NewEvent"}}}}]},
+                "IngestResults": {"type": "object", "required": ["results"], "properties": {"results": {"type": "array", "items": {"type": "object",
+                    "required": ["index", "status"], "properties": {
+                    "index": {"type": "integer", "minimum": 0}, "id": {"type": "string"}, "seq": {"type": "integer", "minimum": 0},
+                    "status": {"enum": ["created", "duplicate", "conflict", "rejected"], "description": "conflict: the id is stored (at seq) with different content; nothing was stored"},
+                    "error": {"$ref": "#/components/schemas/ErrorBody"}}}}}},
+                "Event": stored_event(),
                 "Role": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"},
                     "permissions": {"type": "array", "items": {"type": "string"}}, "builtin": {"type": "boolean"}}},
                 "RoleList": {"type": "object", "properties": {"roles": {"type": "array", "items": {"$ref": "#/components/schemas/Role"}}}},
@@ -299,6 +509,16 @@ pub fn document() -> Value {
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.extend(crate::routes::bodies::schemas());
     }
+    for (method, path, id) in OPERATION_IDS {
+        doc["paths"][*path][*method]["operationId"] = json!(id);
+    }
+    if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
+        for name in RESPONSES {
+            if let Some(schema) = schemas.get_mut(*name) {
+                tighten(schema);
+            }
+        }
+    }
     doc["paths"]["/v1/invitations/{token}/accept"]["post"]["requestBody"] = json!({"required": false,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AcceptInvitation"}}}});
     doc
@@ -319,6 +539,23 @@ mod tests {
             Value::Array(a) => a.iter().for_each(|x| refs(x, out)),
             _ => {}
         }
+    }
+
+    /// Every operation has its own operationId.
+    #[test]
+    fn every_operation_is_named_once() {
+        let doc = document();
+        let mut ids = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                ids.push(op["operationId"].as_str().unwrap_or_else(|| panic!("{method} {path}")).to_string());
+            }
+        }
+        let n = ids.len();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), n);
+        assert_eq!(n, OPERATION_IDS.len());
     }
 
     /// Every reference points at something the document defines (a generated schema referring to a

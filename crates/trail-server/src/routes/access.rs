@@ -668,7 +668,14 @@ pub async fn accept_invitation(
         // so the link does not tell whoever holds it that an account exists (and an existing
         // account joins only with its owner's password, on the sign-in throttle's budget).
         None => {
-            let password = body.password.unwrap_or_default();
+            let Some(password) = body.password else {
+                return Err(ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "password_required",
+                    "sign in as the invited user and open the link again, or send {\"password\"} (10 to 256 characters)",
+                )
+                .with_field("password"));
+            };
             check_password_strength(&password, "password")?;
             match state.store.user_by_email(&inv.email).await? {
                 Some(existing) => {

@@ -221,7 +221,7 @@ pub enum OneOrMany {
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code, reason = "describes the document; the handler reads filters as query pairs")]
-pub struct ExportFilters {
+pub struct EventFilters {
     #[schemars(extend("format" = "date-time"))]
     from: Option<String>,
     #[schemars(extend("format" = "date-time"))]
@@ -243,7 +243,7 @@ pub struct NewExport {
     pub name: String,
     pub format: ExportFormatName,
     /// The events to export: the query's filters (from and to default to the last 24 hours).
-    #[schemars(with = "Option<ExportFilters>")]
+    #[schemars(with = "Option<EventFilters>")]
     pub filters: Option<Map<String, Value>>,
 }
 
@@ -254,13 +254,25 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A whole number as JSON Schema's `integer` means it: `30` or `30.0`, not `30.5`.
+fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+    use serde::de::Error;
+    match Option::<f64>::deserialize(d)? {
+        None => Ok(None),
+        Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
+        Some(n) => Err(D::Error::custom(format!("{n} is not a whole number of days"))),
+    }
+}
+
 /// The settings to change; those left out keep their value.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OrgSettingsChange {
     /// Days events stay queryable, within the server's bounds (`bounds` in the answer).
+    #[serde(default, deserialize_with = "whole")]
     pub hot_days: Option<u32>,
     /// Days events stay in the archive after that, within the same bounds.
+    #[serde(default, deserialize_with = "whole")]
     pub archive_days: Option<u32>,
     pub legal_hold: Option<bool>,
     /// Why the hold is placed (required with one); null clears it.

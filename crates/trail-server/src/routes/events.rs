@@ -231,7 +231,8 @@ const MAX_BUCKETS: Micros = 120;
 
 fn parse_interval(s: &str) -> Option<Micros> {
     let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: Micros = num.parse().ok()?;
+    // At most seven digits (leading zeros aside), as the document's pattern says.
+    let n: Micros = num.parse().ok().filter(|n| (1..10_000_000).contains(n))?;
     // Checked: the number is the client's, and an overflow must be a 400, not a panic or a zero width.
     let secs = match unit {
         "" | "s" => Some(n),

@@ -149,7 +149,12 @@ async fn free_text_search() {
     let combined =
         ids(&s.admin.query_all("default", &[("q", "east"), ("outcome", "failure")]).await.unwrap());
     assert_eq!(combined, expect(&events, |e| e["info"]["region"] == "east-1" && e["outcome"] == "failure"));
-    let err = s.admin.query("default", &[("q", "---")]).await.unwrap_err();
+    // Words without letters or digits have nothing to match and are ignored.
+    let punctuation = s.key.query_all("default", &[("q", "--- east")]).await.unwrap();
+    assert_eq!(ids(&punctuation), ids(&s.key.query_all("default", &[("q", "east")]).await.unwrap()));
+    let all = s.key.query("default", &[("q", "--- !!"), ("limit", "1000")]).await.unwrap();
+    assert_eq!(all.events.len(), s.key.query("default", &[("limit", "1000")]).await.unwrap().events.len());
+    let err = s.key.query("default", &[("q", &vec!["a"; 17].join(" "))]).await.unwrap_err();
     assert_eq!((err.status(), err.field()), (Some(400), Some("q")));
 }
 
