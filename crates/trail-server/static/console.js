@@ -47,6 +47,11 @@ function renderTimes(root = document) {
   const utc = useUtc();
   for (const t of root.querySelectorAll("time[datetime]")) {
     const iso = t.getAttribute("datetime");
+    if (t.hasAttribute("data-short")) {
+      // An axis tick: month, day and minute in the chosen zone.
+      t.textContent = formatTime(iso, utc).slice(5, 16);
+      continue;
+    }
     const shown = `${formatTime(iso, utc)} ${utc ? "UTC" : localZone}`;
     const sameAsUtc = formatTime(iso, false) === formatTime(iso, true);
     t.textContent = t.hasAttribute("data-both") && !utc && !sameAsUtc ? `${shown} (${formatTime(iso, true)} UTC)` : shown;
@@ -60,6 +65,17 @@ document.querySelector("[data-tz-toggle]")?.addEventListener("click", () => {
   localStorage.setItem(zoneKey, useUtc() ? "local" : "utc");
   renderTimes();
 });
+
+// --- Histogram: a bar's count and start on hover. ------------------------------------------------
+
+const hover = document.querySelector("[data-hover]");
+for (const bar of document.querySelectorAll(".histogram rect[data-count]")) {
+  bar.addEventListener("mouseenter", () => {
+    const n = Number(bar.dataset.count);
+    const zone = useUtc() ? "UTC" : localZone;
+    hover.textContent = `${n} ${n === 1 ? "event" : "events"} from ${formatTime(bar.dataset.start, useUtc())} ${zone}`;
+  });
+}
 
 // --- Header: org switcher and sign-out. ---------------------------------------------------------
 
@@ -395,6 +411,8 @@ for (const form of document.querySelectorAll("form[data-api]")) {
       if (form.dataset.show) {
         showResult(form.dataset.show, data);
         form.reset();
+      } else if (form.dataset.redirect) {
+        location.href = form.dataset.redirect;
       } else {
         location.reload();
       }

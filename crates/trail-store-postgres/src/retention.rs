@@ -18,7 +18,8 @@ use crate::{hash32, pg_error, signed, unsigned};
 pub(crate) async fn org_settings<C: GenericClient>(c: &C, org: i64) -> Result<Option<OrgSettings>> {
     let row = c
         .query_opt(
-            "SELECT hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by, read_audit
+            "SELECT hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by, read_audit,
+                    default_range
              FROM org_settings WHERE org = $1",
             &[&org],
         )
@@ -39,6 +40,7 @@ pub(crate) async fn org_settings<C: GenericClient>(c: &C, org: i64) -> Result<Op
         updated_at: r.try_get(4).map_err(pg_error)?,
         updated_by: r.try_get(5).map_err(pg_error)?,
         read_audit: r.try_get(6).map_err(pg_error)?,
+        default_range: r.try_get(7).map_err(pg_error)?,
     }))
 }
 
@@ -46,10 +48,11 @@ pub(crate) async fn set_org_settings<C: GenericClient>(c: &C, org: i64, s: &OrgS
     let days =
         |d: u32| i32::try_from(d).map_err(|_| StoreError::OutOfRange(format!("retention of {d} days")));
     c.execute(
-        "INSERT INTO org_settings(org, hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by, read_audit)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+        "INSERT INTO org_settings(org, hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by,
+                                  read_audit, default_range)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
          ON CONFLICT (org) DO UPDATE SET hot_days = $2, archive_days = $3, legal_hold = $4,
-             legal_hold_reason = $5, updated_at = $6, updated_by = $7, read_audit = $8",
+             legal_hold_reason = $5, updated_at = $6, updated_by = $7, read_audit = $8, default_range = $9",
         &[
             &org,
             &days(s.hot_days)?,
@@ -59,6 +62,7 @@ pub(crate) async fn set_org_settings<C: GenericClient>(c: &C, org: i64, s: &OrgS
             &s.updated_at,
             &s.updated_by,
             &s.read_audit,
+            &s.default_range,
         ],
     )
     .await

@@ -17,7 +17,8 @@ use crate::sql_error;
 pub fn org_settings(conn: &Connection, slug: &str) -> Result<Option<OrgSettings>> {
     let (org, _) = org_id(conn, slug)?;
     conn.prepare_cached(
-        "SELECT hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by, read_audit
+        "SELECT hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by, read_audit,
+                default_range
          FROM org_settings WHERE org_id = ?1",
     )
     .and_then(|mut st| {
@@ -30,6 +31,7 @@ pub fn org_settings(conn: &Connection, slug: &str) -> Result<Option<OrgSettings>
                 updated_at: r.get(4)?,
                 updated_by: r.get(5)?,
                 read_audit: r.get(6)?,
+                default_range: r.get(7)?,
             })
         })
         .optional()
@@ -39,10 +41,11 @@ pub fn org_settings(conn: &Connection, slug: &str) -> Result<Option<OrgSettings>
 
 pub fn set_org_settings(conn: &Connection, org: i64, s: &OrgSettings) -> Result<()> {
     conn.prepare_cached(
-        "INSERT INTO org_settings(org_id, hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by, read_audit)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+        "INSERT INTO org_settings(org_id, hot_days, archive_days, legal_hold, legal_hold_reason, updated_at, updated_by,
+                                  read_audit, default_range)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
          ON CONFLICT(org_id) DO UPDATE SET hot_days = ?2, archive_days = ?3, legal_hold = ?4,
-             legal_hold_reason = ?5, updated_at = ?6, updated_by = ?7, read_audit = ?8",
+             legal_hold_reason = ?5, updated_at = ?6, updated_by = ?7, read_audit = ?8, default_range = ?9",
     )
     .and_then(|mut st| {
         st.execute(params![
@@ -53,7 +56,8 @@ pub fn set_org_settings(conn: &Connection, org: i64, s: &OrgSettings) -> Result<
             s.legal_hold_reason,
             s.updated_at,
             s.updated_by,
-            s.read_audit
+            s.read_audit,
+            s.default_range
         ])
     })
     .map_err(sql_error)?;

@@ -23,7 +23,8 @@ use rusqlite::Connection;
 /// 3: the full-text index left this file for `trail-index.db` (see [`crate::index`]).
 /// 4: the id map became log-structured (`ids_tail` and runs, see [`crate::ids`]); `event_ids` is its
 /// first run.
-/// 5: `org_settings.read_audit` (whether reads of the log are recorded in it).
+/// 5: `org_settings.read_audit` (whether reads of the log are recorded in it) and
+/// `org_settings.default_range` (the console's opening time range).
 pub const SCHEMA_VERSION: i64 = 5;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
@@ -131,7 +132,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS org_settings(
             org_id INTEGER PRIMARY KEY, hot_days INTEGER NOT NULL, archive_days INTEGER NOT NULL,
             legal_hold INTEGER NOT NULL, legal_hold_reason TEXT, updated_at INTEGER NOT NULL,
-            updated_by TEXT, read_audit INTEGER NOT NULL DEFAULT 1) STRICT;
+            updated_by TEXT, read_audit INTEGER NOT NULL DEFAULT 1, default_range TEXT) STRICT;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
@@ -178,11 +179,15 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             if v <= 3 {
                 crate::ids::adopt_event_ids(&tx)?;
             }
-            // Version 5 records reads of the log, unless an org turns it off.
+            // Version 5 records reads of the log, unless an org turns it off, and lets an org choose
+            // the console's opening time range.
             if v <= 4 && !has_column(&tx, "org_settings", "read_audit")? {
                 tx.execute_batch(
                     "ALTER TABLE org_settings ADD COLUMN read_audit INTEGER NOT NULL DEFAULT 1",
                 )?;
+            }
+            if v <= 4 && !has_column(&tx, "org_settings", "default_range")? {
+                tx.execute_batch("ALTER TABLE org_settings ADD COLUMN default_range TEXT")?;
             }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;

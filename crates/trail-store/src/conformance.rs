@@ -1085,6 +1085,7 @@ pub async fn retention_prunes_months_and_keeps_proofs<S: Store>(store: Arc<S>) {
         legal_hold: true,
         legal_hold_reason: Some("case 7".into()),
         read_audit: false,
+        default_range: Some("30d".into()),
         updated_at: now(),
         updated_by: Some("u-1".into()),
     };

@@ -435,6 +435,8 @@ pub struct OrgSettings {
     pub legal_hold_reason: Option<String>,
     /// Whether reads of the log (searches, event views, API keys' reads) are recorded in it.
     pub read_audit: bool,
+    /// The time range the console's Audit Logs page opens with (`24h`, `30d`, …); `None`: 24 hours.
+    pub default_range: Option<String>,
     pub updated_at: Micros,
     pub updated_by: Option<String>,
 }

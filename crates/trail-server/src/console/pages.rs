@@ -232,9 +232,10 @@ pub struct Form {
 }
 
 impl Form {
-    fn parse(raw: Option<&str>) -> Self {
+    /// The form of a URL; without a `range`, the org's opening range (`default_range`).
+    fn parse(raw: Option<&str>, default_range: &str) -> Self {
         let pairs: Vec<(String, String)> = serde_urlencoded::from_str(raw.unwrap_or("")).unwrap_or_default();
-        let mut f = Form { range: "24h".into(), ..Form::default() };
+        let mut f = Form { range: default_range.into(), ..Form::default() };
         for (k, v) in pairs {
             let v = v.trim().to_string();
             match k.as_str() {
@@ -388,6 +389,32 @@ pub struct Bar {
     pub w: f64,
     pub h: f64,
     pub title: String,
+    /// The bucket's events and start (RFC 3339), shown on hover by the script.
+    pub count: u64,
+    pub start: String,
+}
+
+/// The histogram's axes: the largest bucket's count, and five evenly spaced instants of the window.
+#[derive(Debug, Default)]
+pub struct Axes {
+    pub max: u64,
+    pub ticks: Vec<String>,
+}
+
+impl Axes {
+    fn of(f: &Filter, bars: &[Bar]) -> Self {
+        let span = f.to - f.from;
+        Self {
+            max: bars.iter().map(|b| b.count).max().unwrap_or(0),
+            ticks: (0..5).map(|i| format_rfc3339(f.from + span / 4 * i)).collect(),
+        }
+    }
+}
+
+/// The range the org's Audit Logs page opens with (Settings; 24 hours unless chosen).
+async fn opening_range(state: &AppState, org: &str) -> String {
+    let chosen = state.store.org_settings(org).await.ok().flatten().and_then(|s| s.default_range);
+    chosen.filter(|r| PRESETS.iter().any(|p| p.0 == r)).unwrap_or_else(|| "24h".into())
 }
 
 /// The action filter's choices by category (one choice may stand for several names of an operation).
@@ -418,6 +445,7 @@ struct Logs {
     /// Why nothing matched, when nothing did.
     empty: Option<String>,
     bars: Vec<Bar>,
+    axes: Axes,
     window: (String, String),
     total: u64,
     /// The export request's filters (the API's parameters) as JSON.
@@ -448,7 +476,7 @@ pub async fn logs(
             Ok(x) => x,
             Err(p) => return p,
         };
-    let form = Form::parse(raw.as_deref());
+    let form = Form::parse(raw.as_deref(), &opening_range(&state, &org).await);
     let mut page = Logs {
         nav: None,
         org: org.clone(),
@@ -460,6 +488,7 @@ pub async fn logs(
         next: None,
         empty: None,
         bars: Vec::new(),
+        axes: Axes::default(),
         window: (String::new(), String::new()),
         total: 0,
         export_filters: "{}".into(),
@@ -493,6 +522,7 @@ pub async fn logs(
             page.export_filters = Value::Object(filters).to_string();
             page.rows = rows;
             page.next = next;
+            page.axes = Axes::of(f, &bars);
             page.bars = bars;
             page.total = total;
         }
@@ -561,6 +591,8 @@ async fn histogram(state: &AppState, org: &str, f: &Filter) -> Result<(Vec<Bar>,
                 w: (bw * 0.8).max(0.5),
                 h,
                 title: format!("{} events from {}", b.count, format_rfc3339(b.start)),
+                count: b.count,
+                start: format_rfc3339(b.start),
             }
         })
         .collect();
@@ -585,7 +617,7 @@ pub async fn log_rows(
     if let Err(p) = nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", "/").await {
         return p.into_response();
     }
-    let form = Form::parse(raw.as_deref());
+    let form = Form::parse(raw.as_deref(), &opening_range(&state, &org).await);
     match load(&state, &org, &form).await {
         Ok(l) => {
             let mut r = render(&Rows { org: org.clone(), rows: l.rows }).into_response();
@@ -750,6 +782,101 @@ pub async fn exports(State(state): State<AppState>, Path(org): Path<String>, hea
     render(&Exports { nav: Some(nav), exports })
 }
 
+// --- Archive ----------------------------------------------------------------------------------------
+
+/// One archived month (its parts together).
+struct ArchivedMonth {
+    period: String,
+    rows: u64,
+    first_seq: u64,
+    last_seq: u64,
+    time_min: String,
+    time_max: String,
+    bytes: u64,
+    size: String,
+    /// The month's window, for its restore.
+    from: String,
+    to: String,
+}
+
+#[derive(Template)]
+#[template(path = "archive.html")]
+struct Archive {
+    nav: Option<Nav>,
+    months: Vec<ArchivedMonth>,
+    unavailable: Option<String>,
+}
+
+/// `YYYY-MM` → the first instant of that month and of the next.
+fn month_window(period: &str) -> Option<(Micros, Micros)> {
+    let (y, m) = period.split_once('-')?;
+    let (y, m): (u32, u32) = (y.parse().ok()?, m.parse().ok()?);
+    if !(1..=12).contains(&m) {
+        return None;
+    }
+    let next = if m == 12 { (y + 1) * 100 + 1 } else { y * 100 + m + 1 };
+    Some((trail_model::time::month_start(y * 100 + m), trail_model::time::month_start(next)))
+}
+
+/// The org's archived months, newest first, each with a Restore button (LOG-MANAGEMENT, as restores).
+pub async fn archive(State(state): State<AppState>, Path(org): Path<String>, headers: HeaderMap) -> Page {
+    let here = format!("/orgs/{org}/archive");
+    let (_, nav) =
+        match nav_for(&state, &headers, &org, Some(Permission::LogManagement), "archive", &here).await {
+            Ok(x) => x,
+            Err(p) => return p,
+        };
+    let mut page = Archive { nav: Some(nav), months: Vec::new(), unavailable: None };
+    let listed = match &state.archive {
+        Some(a) => a.list(Some(&org)).await.map_err(|e| e.to_string()),
+        None => Err("the archive storage is not available on this server".into()),
+    };
+    let entries = match listed {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot list the archive");
+            page.unavailable = Some("The archive cannot be read right now.".into());
+            return render(&page);
+        }
+    };
+    let mut months: BTreeMap<String, ArchivedMonth> = BTreeMap::new();
+    for e in entries.iter().filter(|e| e.manifest.org == org) {
+        let m = &e.manifest;
+        let Some((from, to)) = month_window(&m.period) else { continue };
+        let month = months.entry(m.period.clone()).or_insert_with(|| ArchivedMonth {
+            period: m.period.clone(),
+            rows: 0,
+            first_seq: m.first_seq,
+            last_seq: m.last_seq,
+            time_min: m.time_min.clone(),
+            time_max: m.time_max.clone(),
+            bytes: 0,
+            size: String::new(),
+            from: format_rfc3339(from),
+            to: format_rfc3339(to),
+        });
+        month.rows += m.row_count;
+        month.bytes += m.size_bytes;
+        month.first_seq = month.first_seq.min(m.first_seq);
+        month.last_seq = month.last_seq.max(m.last_seq);
+        if m.time_min < month.time_min {
+            month.time_min.clone_from(&m.time_min);
+        }
+        if m.time_max > month.time_max {
+            month.time_max.clone_from(&m.time_max);
+        }
+    }
+    page.months = months
+        .into_values()
+        .rev()
+        .map(|mut m| {
+            m.size = human_size(m.bytes);
+            m
+        })
+        .collect();
+    render(&page)
+}
+
 // --- Administration -------------------------------------------------------------------------------
 
 pub struct UserRow {
@@ -814,6 +941,8 @@ struct Admin {
     keys: Vec<KeyView>,
     settings: Value,
     permissions: &'static [(&'static str, &'static str)],
+    /// The ranges Audit Logs may open with (Settings).
+    ranges: &'static [(&'static str, &'static str, i64)],
 }
 
 pub async fn admin(
@@ -846,6 +975,7 @@ pub async fn admin(
         keys: Vec::new(),
         settings: Value::Null,
         permissions: PERMISSIONS,
+        ranges: PRESETS,
     };
     let loaded: Result<(), trail_store::StoreError> = async {
         match page.as_str() {
@@ -922,6 +1052,8 @@ pub async fn admin(
                 let p = crate::retention::Policy::of(&state.settings.retention, s.as_ref());
                 a.settings = serde_json::json!({
                     "hot_days": p.hot_days, "archive_days": p.archive_days, "legal_hold": p.legal_hold,
+                    "read_audit": p.read_audit,
+                    "default_range": s.as_ref().and_then(|s| s.default_range.clone()).unwrap_or_else(|| "24h".into()),
                     "legal_hold_reason": s.and_then(|s| s.legal_hold_reason).unwrap_or_default(),
                     "min_days": state.settings.retention.min_days, "max_days": state.settings.retention.max_days,
                 });

@@ -254,6 +254,33 @@ fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     Option::<T>::deserialize(d).map(Some)
 }
 
+/// A time range the console's Audit Logs page can open with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+pub enum RangeName {
+    #[serde(rename = "1h")]
+    Hour,
+    #[serde(rename = "24h")]
+    Day,
+    #[serde(rename = "7d")]
+    Week,
+    #[serde(rename = "30d")]
+    Month,
+    #[serde(rename = "90d")]
+    Quarter,
+}
+
+impl RangeName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RangeName::Hour => "1h",
+            RangeName::Day => "24h",
+            RangeName::Week => "7d",
+            RangeName::Month => "30d",
+            RangeName::Quarter => "90d",
+        }
+    }
+}
+
 /// A whole number as JSON Schema's `integer` means it: `30` or `30.0`, not `30.5`.
 fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
     use serde::de::Error;
@@ -282,6 +309,8 @@ pub struct OrgSettingsChange {
     /// Whether searches, event views and API keys' reads are recorded in the org's log (on by
     /// default; turning it off is itself recorded).
     pub read_audit: Option<bool>,
+    /// The time range the console's Audit Logs page opens with (24 hours unless chosen).
+    pub default_range: Option<RangeName>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]

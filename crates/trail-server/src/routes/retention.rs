@@ -23,6 +23,7 @@ fn settings_json(state: &AppState, s: Option<&OrgSettings>) -> Value {
         "legal_hold": p.legal_hold,
         "legal_hold_reason": s.and_then(|s| s.legal_hold_reason.clone()),
         "read_audit": p.read_audit,
+        "default_range": s.and_then(|s| s.default_range.clone()).unwrap_or_else(|| "24h".into()),
         "updated_at": s.map(|s| format_rfc3339(s.updated_at)),
         "updated_by": s.and_then(|s| s.updated_by.clone()),
         "server_defaults": s.is_none(),
@@ -49,7 +50,8 @@ pub async fn update(
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
     let body: OrgSettingsChange = typed(body)?;
-    const FIELDS: [&str; 5] = ["hot_days", "archive_days", "legal_hold", "legal_hold_reason", "read_audit"];
+    const FIELDS: [&str; 6] =
+        ["hot_days", "archive_days", "legal_hold", "legal_hold_reason", "read_audit", "default_range"];
     let old = state.store.org_settings(&org).await?;
     let current = Policy::of(&state.settings.retention, old.as_ref());
     let days = |k: &str, given: Option<u32>, current: u32| -> ApiResult<u32> {
@@ -89,6 +91,10 @@ pub async fn update(
         legal_hold,
         legal_hold_reason: if legal_hold { reason } else { None },
         read_audit: body.read_audit.unwrap_or(current.read_audit),
+        default_range: match body.default_range {
+            Some(r) => Some(r.as_str().to_string()),
+            None => old.as_ref().and_then(|s| s.default_range.clone()),
+        },
         updated_at: now(),
         updated_by: Some(p.actor_id()),
     };

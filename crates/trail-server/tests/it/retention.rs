@@ -199,6 +199,7 @@ async fn legal_hold_deletes_nothing() {
         legal_hold: true,
         legal_hold_reason: Some("litigation 42".into()),
         read_audit: true,
+        default_range: None,
         updated_at: now(),
         updated_by: None,
     };
@@ -291,6 +292,15 @@ async fn settings_are_bounded_audited_and_drive_queries_and_restores() {
     bad(json!({"hot_days": "ten"}), "hot_days").await;
     bad(json!({"legal_hold": true}), "legal_hold_reason").await;
     bad(json!({"retention": 3}), "retention").await;
+    bad(json!({"default_range": "2w"}), "default_range").await;
+    bad(json!({"hot_days": 30.5}), "hot_days").await;
+    assert_eq!(settings["default_range"], "24h");
+    let opened = s
+        .admin
+        .patch("/v1/orgs/default/settings", &json!({"default_range": "30d", "hot_days": 365.0}))
+        .await
+        .unwrap();
+    assert_eq!((opened["default_range"].as_str(), opened["hot_days"].as_u64()), (Some("30d"), Some(365)));
 
     let changed = s
         .admin

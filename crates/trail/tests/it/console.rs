@@ -340,7 +340,7 @@ async fn console_end_to_end() {
     assert_eq!(b.eval("location.pathname").await, "/orgs/default/logs");
     assert!(b.eval("document.querySelectorAll('[data-rows] tr').length").await.as_u64().unwrap() >= 31);
     let nav = b.eval("[...document.querySelectorAll('nav.tabs a')].map((a) => a.textContent.trim())").await;
-    assert_eq!(nav, json!(["Audit Logs", "Export History"]), "no admin pages for an auditor");
+    assert_eq!(nav, json!(["Audit Logs", "Export History", "Archive"]), "no admin pages for an auditor");
     b.goto(&format!("{base}/orgs/default/admin/roles")).await;
     assert_eq!(b.eval("document.querySelector('h1').textContent").await, "Not allowed");
     let status = b.eval("(async () => (await fetch('/v1/orgs/default/roles')).status)()").await;
@@ -442,4 +442,102 @@ async fn console_filters_like_the_api() {
     assert_eq!(want.len(), 4 + 10);
     assert_eq!(shown_ids(&mut b).await, ids_of(&want));
     assert_eq!(b.eval("document.querySelector('#actor').value").await, "dave@acme.io, bob@acme.io");
+}
+
+/// The histogram's axes and hover, the org's opening time range (Settings), and the Archive page
+/// restoring an archived month into Export History.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_histogram_settings_and_archive() {
+    let Some(mut b) = Browser::launch().await else {
+        eprintln!(
+            "SKIPPED console_histogram_settings_and_archive: Chromium is not installed (apt-get install -y chromium)"
+        );
+        return;
+    };
+    // Events of the last 100 days; then a retention pass with 30 hot days archives the older months.
+    let dir = tempfile::tempdir().unwrap();
+    let day = 86_400_000_000i64;
+    {
+        let mut served = Served::start(dir.path(), &[]);
+        let key = Client::new(&served.base).with_token(create_key(dir.path(), "events:write,events:read"));
+        let now = trail_model::time::now();
+        let events: Vec<Value> = (0..100i64)
+            .map(|i| {
+                json!({"time": trail_model::time::format_rfc3339(now - i * day - 3_600_000_000 * (i % 5) - 60_000_000),
+                       "actor": {"id": format!("user-{}", i % 3)}, "action": "project.updated",
+                       "target": {"type": "project", "id": format!("p-{i}")}, "outcome": "success"})
+            })
+            .collect();
+        key.ingest_batch("default", &events).await.unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(600)).await;
+        assert!(served.signal("-TERM").success());
+    }
+    let env = [("TRAIL_RETENTION__HOT_DAYS", "30")];
+    let out =
+        crate::trail().envs(env).args(["archive", "run", "--data-dir"]).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let served = Served::start(dir.path(), &env);
+    let base = served.base.clone();
+    let key = Client::new(&base).with_token(create_key(dir.path(), "events:write,events:read"));
+    sign_in(&mut b, &base, "admin@localhost", PASSWORD).await;
+
+    // The histogram of the last 30 days: a count axis topped by the largest bar, five time ticks, and
+    // a bar's count shown on hover.
+    b.goto(&format!("{base}/orgs/default/logs?range=30d")).await;
+    let counts =
+        b.eval("[...document.querySelectorAll('.histogram rect')].map((r) => Number(r.dataset.count))").await;
+    let max = counts.as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).max().unwrap();
+    assert!(max >= 1);
+    assert_eq!(
+        b.eval("document.querySelector('.histogram .y-axis span').textContent").await,
+        json!(max.to_string())
+    );
+    let ticks =
+        b.eval("[...document.querySelectorAll('.histogram .x-axis time')].map((t) => t.textContent)").await;
+    let ticks = ticks.as_array().unwrap();
+    assert_eq!(ticks.len(), 5);
+    assert!(ticks.iter().all(|t| t.as_str().unwrap().len() == 11), "MM-DD HH:MM: {ticks:?}");
+    let hovered = b
+        .eval("(() => { const r = [...document.querySelectorAll('.histogram rect')].find((r) => Number(r.dataset.count) > 0); r.dispatchEvent(new MouseEvent('mouseenter')); return [r.dataset.count, document.querySelector('[data-hover]').textContent]; })()")
+        .await;
+    let count = hovered[0].as_str().unwrap();
+    assert!(hovered[1].as_str().unwrap().starts_with(&format!("{count} event")), "{hovered}");
+    check_accessibility(&mut b, "audit logs with a histogram").await;
+
+    // Settings: Audit Logs opens with the last 7 days from now on.
+    b.goto(&format!("{base}/orgs/default/admin/settings")).await;
+    fill(&mut b, "#default-range", "7d").await;
+    b.eval("window.__saved = true, true").await;
+    submit(&mut b, "form[data-api]").await;
+    b.wait_for("!window.__saved && document.readyState === 'complete'", "the saved settings").await;
+    b.goto(&format!("{base}/orgs/default/logs")).await;
+    assert_eq!(b.eval("document.querySelector('#range').value").await, "7d");
+    let week =
+        api_count(&key, &[("from", &trail_model::time::format_rfc3339(trail_model::time::now() - 7 * day))])
+            .await;
+    let shown = b.eval("document.querySelectorAll('[data-rows] tr').length").await.as_u64().unwrap();
+    assert!(shown as usize >= week.len().saturating_sub(1), "{shown} rows for {} events", week.len());
+
+    // The Archive page lists the archived months; restoring one leads to Export History, where it
+    // completes with that month's events.
+    b.goto(&format!("{base}/orgs/default/archive")).await;
+    check_accessibility(&mut b, "archive").await;
+    shoot(&mut b, "archive").await;
+    let periods = b.eval("[...document.querySelectorAll('[data-period]')].map((tr) => [tr.dataset.period, Number(tr.cells[1].textContent)])").await;
+    let periods = periods.as_array().unwrap();
+    assert!(periods.len() >= 2, "{periods:?}");
+    let (period, rows) = (periods[0][0].as_str().unwrap().to_string(), periods[0][1].as_u64().unwrap());
+    assert!(rows > 0);
+    b.eval(&format!("document.querySelector('[data-period=\"{period}\"] button').click(), true")).await;
+    b.wait_for("location.pathname === '/orgs/default/exports'", "export history").await;
+    b.wait_for("document.querySelector('tr[data-status=completed]')", "the restore to complete").await;
+    let restored = b.eval("document.querySelector('tr[data-status=completed]').cells[4].textContent").await;
+    assert_eq!(restored, json!(rows.to_string()), "the month's events, all restored");
+    assert!(
+        b.eval("document.querySelector('tr[data-status=completed]').cells[0].textContent")
+            .await
+            .as_str()
+            .unwrap()
+            .contains(&period)
+    );
 }
