@@ -97,6 +97,15 @@ async fn check_accessibility(b: &mut Browser, page: &str) {
     }
 }
 
+/// Headless Chromium, or `None` (the test says SKIPPED) where it is not installed.
+async fn browser(test: &str) -> Option<Browser> {
+    let b = Browser::launch().await;
+    if b.is_none() {
+        eprintln!("SKIPPED {test}: Chromium is not installed (apt-get install -y chromium)");
+    }
+    b
+}
+
 async fn shoot(b: &mut Browser, name: &str) {
     b.viewport(1280, 900, false).await;
     b.screenshot(&shots().join(format!("{name}-1280.png"))).await;
@@ -132,10 +141,7 @@ async fn sign_in(b: &mut Browser, base: &str, email: &str, password: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_end_to_end() {
-    let Some(mut b) = Browser::launch().await else {
-        eprintln!("SKIPPED console_end_to_end: Chromium is not installed (apt-get install -y chromium)");
-        return;
-    };
+    let Some(mut b) = browser("console_end_to_end").await else { return };
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), &[]);
     let base = served.base.clone();
@@ -371,12 +377,7 @@ async fn apply(b: &mut Browser) {
 /// uncatalogued actions can be asked for.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_filters_like_the_api() {
-    let Some(mut b) = Browser::launch().await else {
-        eprintln!(
-            "SKIPPED console_filters_like_the_api: Chromium is not installed (apt-get install -y chromium)"
-        );
-        return;
-    };
+    let Some(mut b) = browser("console_filters_like_the_api").await else { return };
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), &[]);
     let base = served.base.clone();
@@ -448,12 +449,7 @@ async fn console_filters_like_the_api() {
 /// restoring an archived month into Export History.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn console_histogram_settings_and_archive() {
-    let Some(mut b) = Browser::launch().await else {
-        eprintln!(
-            "SKIPPED console_histogram_settings_and_archive: Chromium is not installed (apt-get install -y chromium)"
-        );
-        return;
-    };
+    let Some(mut b) = browser("console_histogram_settings_and_archive").await else { return };
     // Events of the last 100 days; then a retention pass with 30 hot days archives the older months.
     let dir = tempfile::tempdir().unwrap();
     let day = 86_400_000_000i64;
