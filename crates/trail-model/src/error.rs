@@ -2,7 +2,7 @@
 
 /// A rejected input, naming the field (dotted path, e.g. `actor.ip`) and saying what is wrong.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
+#[error("{}{message}", if field.is_empty() { String::new() } else { format!("{field}: ") })]
 pub struct FieldError {
     /// Machine-readable reason, snake_case (`invalid_field`, `unknown_field`, `window_too_large`, …).
     pub code: &'static str,

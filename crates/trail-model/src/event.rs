@@ -249,6 +249,38 @@ const TOP_FIELDS: &[&str] =
 const ACTOR_FIELDS: &[&str] = &["id", "type", "name", "ip", "user_agent"];
 const TARGET_FIELDS: &[&str] = &["type", "id", "name"];
 
+/// Admits one event, the same way wherever it comes from (HTTP ingest, `trail import`): at most
+/// [`MAX_EVENT_BYTES`] of compact JSON, then [`parse_event`] (fields, the retention window, the
+/// reserved source).
+pub fn admit_event(v: &Value, bounds: TimeBounds) -> Result<NewEvent, FieldError> {
+    let e = parse_event(v, bounds)?;
+    if json_len(v) > MAX_EVENT_BYTES {
+        return Err(FieldError::new(
+            "event_too_large",
+            "",
+            format!("an event may be at most {MAX_EVENT_BYTES} bytes"),
+        ));
+    }
+    Ok(e)
+}
+
+/// Serialized (compact) size of a JSON value, without building the string.
+pub fn json_len(v: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0 += b.len();
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut c = Count(0);
+    let _ = serde_json::to_writer(&mut c, v);
+    c.0
+}
+
 /// Validates one event in ingest form. Every error names the field it is about.
 pub fn parse_event(v: &Value, bounds: TimeBounds) -> Result<NewEvent, FieldError> {
     let Value::Object(m) = v else {

@@ -284,7 +284,7 @@ async fn send(
             let bounds = trail_model::event::TimeBounds { now: now(), oldest: *oldest };
             let mut valid = Vec::with_capacity(batch.len());
             for p in &batch {
-                match trail_model::event::parse_event(&p.event, bounds) {
+                match trail_model::event::admit_event(&p.event, bounds) {
                     Ok(e) => valid.push(e),
                     Err(e) => {
                         eprintln!("{}:{}: skipped: {e}", path.display(), p.line);

@@ -5,7 +5,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use trail_model::event::{MAX_EVENT_BYTES, TimeBounds, parse_event};
+use trail_model::event::{TimeBounds, admit_event};
 use trail_model::query::{QueryContext, parse_filter, parse_query};
 use trail_model::time::{MICROS_PER_SECOND, Micros, format_rfc3339, now};
 use trail_model::{FieldError, NewEvent};
@@ -28,23 +28,6 @@ fn rejected(index: usize, item: &Value, e: FieldError) -> Value {
         r["id"] = json!(id);
     }
     r
-}
-
-/// Serialized size of a JSON value without building the string.
-fn json_len(v: &Value) -> usize {
-    struct Count(usize);
-    impl std::io::Write for Count {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0 += b.len();
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let mut c = Count(0);
-    let _ = serde_json::to_writer(&mut c, v);
-    c.0
 }
 
 /// Admission for ingest, before the body is read: at most `limits.max_concurrent_ingest` requests are
@@ -118,17 +101,7 @@ pub async fn ingest(
     let mut valid: Vec<NewEvent> = Vec::with_capacity(items.len());
     let mut positions = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let parsed = parse_event(item, bounds).and_then(|e| {
-            if json_len(item) > MAX_EVENT_BYTES {
-                Err(FieldError::new(
-                    "event_too_large",
-                    "",
-                    format!("an event may be at most {MAX_EVENT_BYTES} bytes"),
-                ))
-            } else {
-                Ok(e)
-            }
-        });
+        let parsed = admit_event(item, bounds);
         match parsed {
             Ok(e) => {
                 valid.push(e);

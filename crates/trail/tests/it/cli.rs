@@ -164,6 +164,31 @@ fn import_refuses_trails_own_source_line_by_line() {
     assert!(text.contains("1 imported"), "{text}");
 }
 
+/// Import admits events exactly as ingest does (`trail_model::event::admit_event`): a 70 KiB event
+/// is refused with the ingest's message, the rest imported.
+#[test]
+fn import_refuses_an_event_larger_than_ingest_takes() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(crate::Served::start(dir.path(), &[]));
+    let file = dir.path().join("events.ndjson");
+    let line = |actor: &str, note: &str| {
+        format!(
+            "{{\"actor\":{{\"id\":\"{actor}\"}},\"action\":\"project.updated\",\"target\":{{\"type\":\"project\"}},\"outcome\":\"success\",\"info\":{{\"note\":\"{note}\"}}}}\n"
+        )
+    };
+    std::fs::write(&file, line("alice", "small") + &line("bob", &"x".repeat(70 * 1024))).unwrap();
+    let out = crate::trail()
+        .args(["import", "--org", "default", "--data-dir"])
+        .arg(dir.path())
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("events.ndjson:2: skipped: an event may be at most 65536 bytes"), "{text}");
+    assert!(text.contains("1 imported"), "{text}");
+}
+
 /// A PostgreSQL password in the URL, as a parameter or in keyword form never reaches the log, even
 /// at debug level and when the connection fails.
 #[test]
