@@ -13,7 +13,7 @@ use sha2::{Digest, Sha256};
 use trail_model::export::{csv_header, csv_row};
 use trail_model::query::{Query, QueryContext, parse_filter};
 use trail_model::time::{MICROS_PER_SECOND, format_rfc3339, now};
-use trail_store::{Export, ExportStatus};
+use trail_store::{Export, ExportFormat, ExportKind, ExportStatus};
 
 use crate::AppState;
 use crate::error::ApiError;
@@ -23,7 +23,7 @@ const PAGE: usize = 1000;
 
 /// Where an export's file lives.
 pub fn file_path(state: &AppState, e: &Export) -> PathBuf {
-    let ext = if e.format == "csv" { "csv" } else { "jsonl" };
+    let ext = e.format.extension();
     let dir = match state.settings.exports.dir.trim() {
         "" => state.settings.data_dir.join("exports"),
         d => PathBuf::from(d),
@@ -197,14 +197,9 @@ fn open_out(state: &AppState, e: &Export) -> Result<Out, String> {
     Ok(Tee { inner: std::io::BufWriter::with_capacity(1 << 20, file), hash: Sha256::new(), bytes: 0 })
 }
 
-/// Whether an export is a restore from the archive (`POST …/archives/restore`).
-pub fn is_restore(e: &Export) -> bool {
-    e.filters.get("archive") == Some(&Value::Bool(true))
-}
-
 /// Runs one export to completion; the error is the reason shown in the history.
 async fn run_one(state: &AppState, e: Export) -> Result<Export, String> {
-    if is_restore(&e) {
+    if e.kind == ExportKind::Restore {
         return run_restore(state, e).await;
     }
     let pairs = filter_pairs(&e.filters).map_err(|err| err.message)?;
@@ -215,7 +210,7 @@ async fn run_one(state: &AppState, e: Export) -> Result<Export, String> {
     let kept = state.store.exports(&e.org).await.map_err(|err| err.to_string())?;
     let budget = state.settings.exports.max_bytes_per_org.saturating_sub(kept_bytes(&kept));
     let mut out = open_out(state, &e)?;
-    let csv = e.format == "csv";
+    let csv = e.format == ExportFormat::Csv;
     if csv {
         out.write_all(csv_header().as_bytes()).map_err(|err| err.to_string())?;
     }
@@ -372,7 +367,8 @@ pub fn sign_manifest(
         "export_id": e.id,
         "org": e.org,
         "name": e.name,
-        "format": e.format,
+        "format": e.format.as_str(),
+        "kind": e.kind.as_str(),
         "filters": e.filters,
         "window": {"from": format_rfc3339(c.window.0), "to": format_rfc3339(c.window.1)},
         "row_count": c.rows,

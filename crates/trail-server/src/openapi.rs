@@ -480,7 +480,7 @@ pub fn document() -> Value {
                 "InvitationList": {"type": "object", "properties": {"invitations": {"type": "array", "items": {"type": "object", "properties": {
                     "id": {"type": "string"}, "email": {"type": "string"}, "groups": {"type": "array", "items": {"type": "string"}}, "created_by": {"type": "string"},
                     "created_at": {"type": "string"}, "expires_at": {"type": "string"}, "status": {"enum": ["pending", "accepted", "revoked", "expired"]}}}}}},
-                "Export": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "format": {"type": "string"}, "filters": {"type": "object"},
+                "Export": {"type": "object", "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "format": {"enum": ["csv", "json"]}, "kind": {"enum": ["query", "restore"], "description": "restore: archived events brought back (NDJSON)"}, "filters": {"type": "object"},
                     "status": {"enum": ["pending", "running", "completed", "failed", "expired"]}, "error": {"type": ["string", "null"]},
                     "requested_by": {"type": "string"}, "created_at": {"type": "string"}, "started_at": {"type": ["string", "null"]},
                     "finished_at": {"type": ["string", "null"]}, "expires_at": {"type": ["string", "null"]}, "row_count": {"type": "integer"},

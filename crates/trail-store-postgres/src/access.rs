@@ -13,8 +13,8 @@ use deadpool_postgres::{GenericClient, Object};
 use tokio_postgres::Row;
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Export, ExportStatus, Group, Invitation, Org, Permission, Result, Role, Scope, Session,
-    StoreError, User,
+    ApiKey, Export, ExportFormat, ExportKind, ExportStatus, Group, Invitation, Org, Permission, Result, Role,
+    Scope, Session, StoreError, User,
 };
 
 use crate::{Inner, hash32, pg_error, unsigned};
@@ -779,16 +779,20 @@ pub(crate) async fn accept_invitation(client: &mut Object, id: &str, user: &str,
 
 const EXPORT_COLUMNS: &str = "e.id, (SELECT slug FROM orgs o WHERE o.org = e.org), e.name, e.format, e.filters, \
      e.status, e.error, e.requested_by, e.created_at, e.started_at, e.finished_at, e.expires_at, e.row_count, \
-     e.size_bytes, e.sha256, e.manifest";
+     e.size_bytes, e.sha256, e.manifest, e.kind";
 
 fn export_row(r: &Row) -> Result<Export> {
     let filters: String = get(r, 4)?;
     let status: String = get(r, 5)?;
+    let (format, kind): (String, String) = (get(r, 3)?, get(r, 16)?);
     Ok(Export {
         id: get(r, 0)?,
         org: get(r, 1)?,
         name: get(r, 2)?,
-        format: get(r, 3)?,
+        format: ExportFormat::parse(&format)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown export format {format:?}")))?,
+        kind: ExportKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("unknown export kind {kind:?}")))?,
         filters: serde_json::from_str(&filters)
             .map_err(|e| StoreError::Corrupt(format!("an export's filters are not JSON: {e}")))?,
         status: ExportStatus::parse(&status)
@@ -812,13 +816,13 @@ pub(crate) async fn create_export<C: GenericClient>(c: &C, org: i64, e: &Export)
     let size = i64::try_from(e.size_bytes).map_err(|_| StoreError::OutOfRange("export size".into()))?;
     c.execute(
         "INSERT INTO exports(org, id, name, format, filters, status, requested_by, created_at, error,
-                             started_at, finished_at, expires_at, row_count, size_bytes, sha256, manifest)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                             started_at, finished_at, expires_at, row_count, size_bytes, sha256, manifest, kind)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
         &[
             &org,
             &e.id,
             &e.name,
-            &e.format,
+            &e.format.as_str(),
             &e.filters.to_string(),
             &e.status.as_str(),
             &e.requested_by,
@@ -831,6 +835,7 @@ pub(crate) async fn create_export<C: GenericClient>(c: &C, org: i64, e: &Export)
             &size,
             &e.sha256,
             &e.manifest,
+            &e.kind.as_str(),
         ],
     )
     .await

@@ -36,7 +36,7 @@ pub(crate) const MINUTE: i64 = 60_000_000;
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", V1),
     (2, "where source trail became the server's alone; per-minute event counts", V2),
-    (3, "read auditing and the console's opening time range, org settings", V3),
+    (3, "read auditing and the console's opening time range, org settings; an export's kind", V3),
 ];
 
 /// Before version 2, ingest could write `source: "trail"`: Trail's own records are told apart from
@@ -44,7 +44,9 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
 /// failures per minute of `ts` (histograms without filters, or by outcome alone, read it), built here
 /// from the events already stored and kept by every append in its transaction.
 const V3: &str = "ALTER TABLE org_settings ADD COLUMN read_audit boolean NOT NULL DEFAULT true;
-ALTER TABLE org_settings ADD COLUMN default_range text;";
+ALTER TABLE org_settings ADD COLUMN default_range text;
+ALTER TABLE exports ADD COLUMN kind text NOT NULL DEFAULT 'query';
+UPDATE exports SET kind = 'restore' WHERE filters::jsonb ->> 'archive' = 'true';";
 
 const V2: &str = r#"
 ALTER TABLE log_heads ADD COLUMN self_audit_from bigint NOT NULL DEFAULT 0;

@@ -3,8 +3,8 @@
 use rusqlite::{Connection, OptionalExtension, Row, params};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Export, ExportStatus, Group, Invitation, Org, Permission, Result, Role, Scope, Session,
-    StoreError, User,
+    ApiKey, Export, ExportFormat, ExportKind, ExportStatus, Group, Invitation, Org, Permission, Result, Role,
+    Scope, Session, StoreError, User,
 };
 
 use crate::sql_error;
@@ -616,7 +616,7 @@ pub fn accept_invitation(c: &Connection, id: &str, user: &str, now: Micros) -> R
 }
 
 const EXPORT_COLUMNS: &str = "e.id, o.slug, e.name, e.format, e.filters, e.status, e.error, e.requested_by, e.created_at, \
-     e.started_at, e.finished_at, e.expires_at, e.row_count, e.size_bytes, e.sha256, e.manifest";
+     e.started_at, e.finished_at, e.expires_at, e.row_count, e.size_bytes, e.sha256, e.manifest, e.kind";
 
 fn export_row(r: &Row<'_>) -> rusqlite::Result<Export> {
     let bad = |i: usize, what: &str| {
@@ -624,11 +624,13 @@ fn export_row(r: &Row<'_>) -> rusqlite::Result<Export> {
     };
     let filters: String = r.get(4)?;
     let status: String = r.get(5)?;
+    let (format, kind): (String, String) = (r.get(3)?, r.get(16)?);
     Ok(Export {
         id: r.get(0)?,
         org: r.get(1)?,
         name: r.get(2)?,
-        format: r.get(3)?,
+        format: ExportFormat::parse(&format).ok_or_else(|| bad(3, "format"))?,
+        kind: ExportKind::parse(&kind).ok_or_else(|| bad(16, "kind"))?,
         filters: serde_json::from_str(&filters).map_err(|_| bad(4, "filters"))?,
         status: ExportStatus::parse(&status).ok_or_else(|| bad(5, "status"))?,
         error: r.get(6)?,
@@ -656,8 +658,8 @@ fn exports_where(c: &Connection, condition: &str, args: impl rusqlite::Params) -
 
 pub fn create_export(c: &Connection, org_id: i64, e: &Export) -> Result<()> {
     c.execute(
-        "INSERT INTO exports(id, org_id, name, format, filters, status, requested_by, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![e.id, org_id, e.name, e.format, e.filters.to_string(), e.status.as_str(), e.requested_by, e.created_at],
+        "INSERT INTO exports(id, org_id, name, format, filters, status, requested_by, created_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![e.id, org_id, e.name, e.format.as_str(), e.filters.to_string(), e.status.as_str(), e.requested_by, e.created_at, e.kind.as_str()],
     )
     .map_err(sql_error)?;
     update_export(c, e)

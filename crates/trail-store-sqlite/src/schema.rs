@@ -24,7 +24,7 @@ use rusqlite::Connection;
 /// 4: the id map became log-structured (`ids_tail` and runs, see [`crate::ids`]); `event_ids` is its
 /// first run.
 /// 5: `org_settings.read_audit` (whether reads of the log are recorded in it) and
-/// `org_settings.default_range` (the console's opening time range).
+/// `org_settings.default_range` (the console's opening time range); `exports.kind` (query or restore).
 pub const SCHEMA_VERSION: i64 = 5;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
@@ -125,7 +125,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             filters TEXT NOT NULL, status TEXT NOT NULL, error TEXT, requested_by TEXT NOT NULL,
             created_at INTEGER NOT NULL, started_at INTEGER, finished_at INTEGER, expires_at INTEGER,
             row_count INTEGER NOT NULL DEFAULT 0, size_bytes INTEGER NOT NULL DEFAULT 0, sha256 TEXT,
-            manifest TEXT) STRICT;
+            manifest TEXT, kind TEXT NOT NULL DEFAULT 'query') STRICT;
         CREATE INDEX IF NOT EXISTS exports_by_org ON exports(org_id, created_at);
         CREATE INDEX IF NOT EXISTS exports_by_status ON exports(status, created_at);
         CREATE INDEX IF NOT EXISTS api_keys_by_org ON api_keys(org_id, created_at);
@@ -188,6 +188,14 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             }
             if v <= 4 && !has_column(&tx, "org_settings", "default_range")? {
                 tx.execute_batch("ALTER TABLE org_settings ADD COLUMN default_range TEXT")?;
+            }
+            // Version 5 names an export's kind; before, a restore was marked by `"archive": true` in
+            // its filters (which stays in the old rows, and in their signed manifests).
+            if v <= 4 && !has_column(&tx, "exports", "kind")? {
+                tx.execute_batch(
+                    "ALTER TABLE exports ADD COLUMN kind TEXT NOT NULL DEFAULT 'query';
+                     UPDATE exports SET kind = 'restore' WHERE json_extract(filters, '$.archive') = 1;",
+                )?;
             }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;

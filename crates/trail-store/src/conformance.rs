@@ -16,8 +16,8 @@ use trail_model::time::{MICROS_PER_DAY, Micros, parse_rfc3339};
 use trail_model::{Actor, ActorType, NewEvent, Outcome, StoredEvent, Target};
 
 use crate::{
-    ApiKey, Appended, Export, ExportStatus, Group, Invitation, MonthSummary, OrgSettings, Permission, Record,
-    Role, Scope, Session, Store, StoreError, StoredCheckpoint,
+    ApiKey, Appended, Export, ExportFormat, ExportKind, ExportStatus, Group, Invitation, MonthSummary,
+    OrgSettings, Permission, Record, Role, Scope, Session, Store, StoreError, StoredCheckpoint,
 };
 
 /// Generates one `#[tokio::test]` per check for a backend. `$make` is an async closure returning
@@ -1011,7 +1011,9 @@ pub async fn exports_are_claimed_once<S: Store>(store: Arc<S>) {
         id: id.into(),
         org: org.into(),
         name: format!("export {id}"),
-        format: "csv".into(),
+        // The second of each org is a restore, in NDJSON: format and kind read back as written.
+        format: if id.ends_with('2') { ExportFormat::Json } else { ExportFormat::Csv },
+        kind: if id.ends_with('2') { ExportKind::Restore } else { ExportKind::Query },
         filters: json!({"from": "2026-03-01T00:00:00Z", "actor": ["a"]}),
         status: ExportStatus::Pending,
         error: None,
@@ -1033,6 +1035,10 @@ pub async fn exports_are_claimed_once<S: Store>(store: Arc<S>) {
         ["e2", "e1"]
     );
     assert!(store.export("globex", "e1").await.unwrap().is_none(), "exports are per org");
+    let e2 = store.export("acme", "e2").await.unwrap().unwrap();
+    assert_eq!((e2.format, e2.kind), (ExportFormat::Json, ExportKind::Restore));
+    let e1 = store.export("acme", "e1").await.unwrap().unwrap();
+    assert_eq!((e1.format, e1.kind), (ExportFormat::Csv, ExportKind::Query));
     let first = store.claim_export(now() + 5, 1).await.unwrap().unwrap();
     assert_eq!(
         (first.id.as_str(), first.status, first.started_at),

@@ -20,7 +20,8 @@ pub mod access;
 pub mod conformance;
 
 pub use access::{
-    ApiKey, Export, ExportStatus, Group, Invitation, Org, Permission, Role, Scope, Session, User,
+    ApiKey, Export, ExportFormat, ExportKind, ExportStatus, Group, Invitation, Org, Permission, Role, Scope,
+    Session, User,
 };
 
 /// What can go wrong in a store, in the terms callers act on.

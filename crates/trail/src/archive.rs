@@ -188,14 +188,14 @@ pub async fn run(cmd: ArchiveCommand) -> anyhow::Result<Verdict> {
             .await?;
             file.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             let bytes = std::fs::read(&output)?;
-            let filters =
-                json!({"archive": true, "from": format_rfc3339(from_t), "to": format_rfc3339(to_t)});
+            let filters = json!({"from": format_rfc3339(from_t), "to": format_rfc3339(to_t)});
             let name = output.file_name().map_or("restore".into(), |n| n.to_string_lossy().into_owned());
             let e = Export::pending(
                 trail_server::auth::random_id(),
                 &org,
                 &name,
-                "json",
+                trail_store::ExportFormat::Json,
+                trail_store::ExportKind::Restore,
                 filters,
                 "trail archive restore".into(),
                 now(),

@@ -766,10 +766,10 @@ pub async fn exports(State(state): State<AppState>, Path(org): Path<String>, hea
         .map(|e| ExportRow {
             id: e.id.clone(),
             name: e.name.clone(),
-            format: if crate::exports::is_restore(e) {
-                "NDJSON (restored from archive)".into()
-            } else {
-                e.format.to_uppercase()
+            format: match (e.kind, e.format) {
+                (trail_store::ExportKind::Restore, _) => "NDJSON (restored from archive)".into(),
+                (_, trail_store::ExportFormat::Csv) => "CSV".into(),
+                (_, trail_store::ExportFormat::Json) => "NDJSON".into(),
             },
             requested_by: e.requested_by.clone(),
             status: e.status.as_str().to_string(),

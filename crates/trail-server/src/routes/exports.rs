@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use trail_model::query::{QueryContext, parse_filter};
 use trail_model::time::{format_rfc3339, now};
-use trail_store::{Export, ExportStatus};
+use trail_store::{Export, ExportFormat, ExportKind, ExportStatus};
 
 use super::JsonBody;
 use super::bodies::{ExportFormatName, NewExport, typed};
@@ -20,7 +20,7 @@ use crate::exports::{file_path, filter_pairs};
 
 pub fn export_json(e: &Export) -> Value {
     json!({
-        "id": e.id, "name": e.name, "format": e.format, "filters": e.filters, "status": e.status.as_str(),
+        "id": e.id, "name": e.name, "format": e.format.as_str(), "kind": e.kind.as_str(), "filters": e.filters, "status": e.status.as_str(),
         "error": e.error, "requested_by": e.requested_by, "created_at": format_rfc3339(e.created_at),
         "started_at": e.started_at.map(format_rfc3339), "finished_at": e.finished_at.map(format_rfc3339),
         "expires_at": e.expires_at.map(format_rfc3339), "row_count": e.row_count, "size_bytes": e.size_bytes,
@@ -30,7 +30,7 @@ pub fn export_json(e: &Export) -> Value {
 
 /// A file name for `Content-Disposition`: the export's name with anything outside a safe set replaced,
 /// so a name can never traverse paths or break the header.
-pub fn download_name(name: &str, format: &str) -> String {
+pub fn download_name(name: &str, format: ExportFormat) -> String {
     let base: String = name
         .chars()
         .take(100)
@@ -38,7 +38,7 @@ pub fn download_name(name: &str, format: &str) -> String {
         .collect();
     let base = base.trim_matches(['.', ' ']);
     let base = if base.is_empty() { "export" } else { base };
-    format!("{base}.{}", if format == "csv" { "csv" } else { "jsonl" })
+    format!("{base}.{}", format.extension())
 }
 
 pub async fn create(
@@ -57,8 +57,8 @@ pub async fn create(
         );
     }
     let format = match body.format {
-        ExportFormatName::Csv => "csv",
-        ExportFormatName::Json => "json",
+        ExportFormatName::Csv => ExportFormat::Csv,
+        ExportFormatName::Json => ExportFormat::Json,
     };
     let mut filters = Value::Object(body.filters.unwrap_or_default());
     let pairs = filter_pairs(&filters)?;
@@ -76,12 +76,13 @@ pub async fn create(
     filters["from"] = json!(format_rfc3339(filter.from));
     filters["to"] = json!(format_rfc3339(filter.to));
     admit(&state, &org).await?;
-    let export = Export::pending(auth::random_id(), &org, name, format, filters, p.actor_id(), now);
+    let export =
+        Export::pending(auth::random_id(), &org, name, format, ExportKind::Query, filters, p.actor_id(), now);
     state.store.create_export(&export).await?;
     Audit::new(p.actor_id(), "export.created", "export")
         .target(&export.id, Some(export.name.clone()))
         .ip(addr.text())
-        .info("format", format)
+        .info("format", format.as_str())
         .info("filters", export.filters.clone())
         .record(&state, &org)
         .await?;
@@ -181,8 +182,8 @@ pub async fn download(
         .ip(addr.text())
         .record(&state, &org)
         .await?;
-    let ctype = if e.format == "csv" { "text/csv; charset=utf-8" } else { "application/x-ndjson" };
-    let disposition = format!("attachment; filename=\"{}\"", download_name(&e.name, &e.format));
+    let ctype = e.format.content_type();
+    let disposition = format!("attachment; filename=\"{}\"", download_name(&e.name, e.format));
     let body = Body::from_stream(tokio_util::io::ReaderStream::with_capacity(file, 1 << 16));
     Ok((
         [
@@ -215,9 +216,10 @@ pub async fn manifest(
 mod tests {
     #[test]
     fn download_names_cannot_traverse_or_break_headers() {
-        assert_eq!(super::download_name("Q3 audit", "csv"), "Q3 audit.csv");
-        assert_eq!(super::download_name("../../etc/passwd", "json"), "_.._etc_passwd.jsonl");
-        assert_eq!(super::download_name("a\"b\r\nc", "csv"), "a_b__c.csv");
-        assert_eq!(super::download_name("..", "csv"), "export.csv");
+        use trail_store::ExportFormat::{Csv, Json};
+        assert_eq!(super::download_name("Q3 audit", Csv), "Q3 audit.csv");
+        assert_eq!(super::download_name("../../etc/passwd", Json), "_.._etc_passwd.jsonl");
+        assert_eq!(super::download_name("a\"b\r\nc", Csv), "a_b__c.csv");
+        assert_eq!(super::download_name("..", Csv), "export.csv");
     }
 }

@@ -5,7 +5,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use trail_model::time::{format_rfc3339, now, parse_rfc3339};
-use trail_store::{Export, OrgSettings, Permission};
+use trail_store::{Export, ExportFormat, ExportKind, OrgSettings, Permission};
 
 use super::JsonBody;
 use super::bodies::{NewRestore, OrgSettingsChange, typed};
@@ -191,9 +191,18 @@ pub async fn restore(
         }
         None => format!("restore {} to {}", format_rfc3339(from), format_rfc3339(to)),
     };
-    let filters = json!({"archive": true, "from": format_rfc3339(from), "to": format_rfc3339(to)});
+    let filters = json!({"from": format_rfc3339(from), "to": format_rfc3339(to)});
     super::exports::admit(&state, &org).await?;
-    let export = Export::pending(auth::random_id(), &org, &name, "json", filters, p.actor_id(), now());
+    let export = Export::pending(
+        auth::random_id(),
+        &org,
+        &name,
+        ExportFormat::Json,
+        ExportKind::Restore,
+        filters,
+        p.actor_id(),
+        now(),
+    );
     state.store.create_export(&export).await?;
     Audit::new(p.actor_id(), "export.created", "export")
         .target(&export.id, Some(export.name.clone()))

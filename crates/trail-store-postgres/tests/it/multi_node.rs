@@ -120,7 +120,8 @@ async fn checkpoints_never_contradict_across_nodes() {
 }
 
 fn pending(id: &str, at: i64) -> Export {
-    Export::pending(id.into(), "acme", id, "csv", serde_json::json!({}), "u".into(), at)
+    let (csv, query) = (trail_store::ExportFormat::Csv, trail_store::ExportKind::Query);
+    Export::pending(id.into(), "acme", id, csv, query, serde_json::json!({}), "u".into(), at)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -115,3 +115,65 @@ async fn a_version_3_directory_keeps_its_ids() {
     );
     assert_eq!(sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
 }
+
+/// Version 4 marked a restore by `"archive": true` in its filters; version 5 names the kind, and the
+/// migration reads the old mark (and settings gain their new columns with defaults).
+#[tokio::test]
+async fn a_version_4_directory_names_its_restores() {
+    use trail_store::{Export, ExportFormat, ExportKind};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    let old = |id: &str, filters: serde_json::Value| {
+        Export::pending(
+            id.into(),
+            "acme",
+            id,
+            ExportFormat::Json,
+            ExportKind::Query,
+            filters,
+            "u".into(),
+            now(),
+        )
+    };
+    store.create_export(&old("query", serde_json::json!({"actor": "a"}))).await.unwrap();
+    let marked =
+        serde_json::json!({"archive": true, "from": "2025-01-01T00:00:00Z", "to": "2025-02-01T00:00:00Z"});
+    store.create_export(&old("restore", marked)).await.unwrap();
+    let settings = trail_store::OrgSettings {
+        hot_days: 90,
+        archive_days: 365,
+        legal_hold: false,
+        legal_hold_reason: None,
+        read_audit: false,
+        default_range: Some("7d".into()),
+        updated_at: now(),
+        updated_by: None,
+    };
+    store.set_org_settings("acme", &settings).await.unwrap();
+    store.close();
+    drop(store);
+    // What version 4 had: no kind, no read_audit, no default_range.
+    let c = rusqlite::Connection::open(dir.path().join(trail_store_sqlite::DB_FILE)).unwrap();
+    c.execute_batch(
+        "ALTER TABLE exports DROP COLUMN kind;
+         ALTER TABLE org_settings DROP COLUMN read_audit;
+         ALTER TABLE org_settings DROP COLUMN default_range;
+         UPDATE meta SET value = 4 WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.export("acme", "restore").await.unwrap().unwrap().kind, ExportKind::Restore);
+    assert_eq!(store.export("acme", "query").await.unwrap().unwrap().kind, ExportKind::Query);
+    let migrated = store.org_settings("acme").await.unwrap().unwrap();
+    assert_eq!(
+        (migrated.hot_days, migrated.read_audit, migrated.default_range),
+        (90, true, None),
+        "kept settings, reads audited, the default opening range"
+    );
+    store.close();
+    drop(store);
+    assert_eq!(sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
+}
