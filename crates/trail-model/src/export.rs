@@ -6,6 +6,145 @@
 use crate::event::StoredEvent;
 use crate::time::format_rfc3339;
 
+/// An export file's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportFormat {
+    /// RFC 4180 with a header row (`trail_model::export`).
+    Csv,
+    /// One event per line, as the query API returns it (NDJSON).
+    Json,
+}
+
+impl ExportFormat {
+    pub const ALL: [ExportFormat; 2] = [ExportFormat::Csv, ExportFormat::Json];
+
+    /// The name requests and stores use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Json => "json",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == s)
+    }
+
+    /// The file name's extension.
+    pub fn extension(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "csv",
+            ExportFormat::Json => "jsonl",
+        }
+    }
+
+    /// The download's `Content-Type`.
+    pub fn content_type(self) -> &'static str {
+        match self {
+            ExportFormat::Csv => "text/csv; charset=utf-8",
+            ExportFormat::Json => "application/x-ndjson",
+        }
+    }
+}
+
+/// What an export holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExportKind {
+    /// The hot events matching a query's filters.
+    #[default]
+    Query,
+    /// Archived events of a window, brought back from the archive (always NDJSON).
+    Restore,
+}
+
+impl ExportKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExportKind::Query => "query",
+            ExportKind::Restore => "restore",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [ExportKind::Query, ExportKind::Restore].into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+/// The signed manifest of an export (the text of a signed note; `trail verify --export` reads it).
+/// Version 1; a reader refuses another version. Every later release must read the golden file
+/// `tests/golden/export-manifest-v1.json`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ExportManifest {
+    pub version: u32,
+    pub export_id: String,
+    pub org: String,
+    pub name: String,
+    pub format: ExportFormat,
+    /// Absent in manifests written before it was named (a restore was marked in `filters` then).
+    #[serde(default)]
+    pub kind: ExportKind,
+    /// The query parameters (or, for a restore, the window), as requested with the window resolved.
+    pub filters: serde_json::Value,
+    pub window: ManifestWindow,
+    pub row_count: u64,
+    pub size_bytes: u64,
+    /// Hex SHA-256 of the file.
+    pub sha256: String,
+    /// The smallest and largest `seq` in the file (absent when it is empty).
+    pub seq: Option<SeqRange>,
+    /// A signed checkpoint covering every event in the file.
+    pub checkpoint: Option<String>,
+    /// From this seq on, `source: "trail"` is Trail's own record.
+    pub self_audit_from_seq: u64,
+    pub exported_at: String,
+    /// The verifier key of the log key that signed it.
+    pub log_key: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ManifestWindow {
+    pub from: String,
+    pub to: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SeqRange {
+    pub min: u64,
+    pub max: u64,
+}
+
+/// Why a persisted or signed format could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum FormatError {
+    #[error("{what} version {found} is not one this trail reads (it reads version {reads})")]
+    Version { what: &'static str, found: u64, reads: u32 },
+    #[error("{what} is malformed: {why}")]
+    Malformed { what: &'static str, why: String },
+}
+
+impl ExportManifest {
+    pub const VERSION: u32 = 1;
+
+    /// The manifest's JSON text (one line, as signed).
+    pub fn to_text(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Reads a manifest's JSON text, refusing a version this release does not know.
+    pub fn parse(text: &str) -> Result<Self, FormatError> {
+        let what = "export manifest";
+        let v: serde_json::Value = serde_json::from_str(text.trim_end())
+            .map_err(|e| FormatError::Malformed { what, why: e.to_string() })?;
+        let found = v["version"].as_u64().unwrap_or(0);
+        if found != u64::from(Self::VERSION) {
+            return Err(FormatError::Version { what, found, reads: Self::VERSION });
+        }
+        serde_json::from_value(v).map_err(|e| FormatError::Malformed { what, why: e.to_string() })
+    }
+}
+
 /// The CSV columns, in order. Adding a column is an interface change: new columns are appended, so
 /// readers that take columns by position keep working.
 pub const CSV_COLUMNS: [&str; 18] = [

@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
-use trail_model::export::{csv_header, csv_row};
+use trail_model::export::{ExportManifest, ManifestWindow, SeqRange, csv_header, csv_row};
 use trail_model::query::{Query, QueryContext, parse_filter};
 use trail_model::time::{MICROS_PER_SECOND, format_rfc3339, now};
 use trail_store::{Export, ExportFormat, ExportKind, ExportStatus};
@@ -362,23 +362,23 @@ pub fn sign_manifest(
     c: &Contents,
     now: trail_model::time::Micros,
 ) -> Result<String, String> {
-    let manifest = json!({
-        "version": 1,
-        "export_id": e.id,
-        "org": e.org,
-        "name": e.name,
-        "format": e.format.as_str(),
-        "kind": e.kind.as_str(),
-        "filters": e.filters,
-        "window": {"from": format_rfc3339(c.window.0), "to": format_rfc3339(c.window.1)},
-        "row_count": c.rows,
-        "size_bytes": c.bytes,
-        "sha256": c.sha256,
-        "seq": c.seqs.map(|(min, max)| json!({"min": min, "max": max})),
-        "checkpoint": c.checkpoint,
-        "self_audit_from_seq": c.self_audit_from,
-        "exported_at": format_rfc3339(now),
-        "log_key": signer.verifier_key(),
-    });
-    signer.sign_note(&format!("{manifest}\n")).map_err(|err| err.to_string())
+    let manifest = ExportManifest {
+        version: ExportManifest::VERSION,
+        export_id: e.id.clone(),
+        org: e.org.clone(),
+        name: e.name.clone(),
+        format: e.format,
+        kind: e.kind,
+        filters: e.filters.clone(),
+        window: ManifestWindow { from: format_rfc3339(c.window.0), to: format_rfc3339(c.window.1) },
+        row_count: c.rows,
+        size_bytes: c.bytes,
+        sha256: c.sha256.clone(),
+        seq: c.seqs.map(|(min, max)| SeqRange { min, max }),
+        checkpoint: c.checkpoint.clone(),
+        self_audit_from_seq: c.self_audit_from,
+        exported_at: format_rfc3339(now),
+        log_key: signer.verifier_key(),
+    };
+    signer.sign_note(&format!("{}\n", manifest.to_text())).map_err(|err| err.to_string())
 }

@@ -239,68 +239,7 @@ pub struct Export {
     pub manifest: Option<String>,
 }
 
-/// An export file's format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExportFormat {
-    /// RFC 4180 with a header row (`trail_model::export`).
-    Csv,
-    /// One event per line, as the query API returns it (NDJSON).
-    Json,
-}
-
-impl ExportFormat {
-    pub const ALL: [ExportFormat; 2] = [ExportFormat::Csv, ExportFormat::Json];
-
-    /// The name requests and stores use.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExportFormat::Csv => "csv",
-            ExportFormat::Json => "json",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|f| f.as_str() == s)
-    }
-
-    /// The file name's extension.
-    pub fn extension(self) -> &'static str {
-        match self {
-            ExportFormat::Csv => "csv",
-            ExportFormat::Json => "jsonl",
-        }
-    }
-
-    /// The download's `Content-Type`.
-    pub fn content_type(self) -> &'static str {
-        match self {
-            ExportFormat::Csv => "text/csv; charset=utf-8",
-            ExportFormat::Json => "application/x-ndjson",
-        }
-    }
-}
-
-/// What an export holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ExportKind {
-    /// The hot events matching a query's filters.
-    Query,
-    /// Archived events of a window, brought back from the archive (always NDJSON).
-    Restore,
-}
-
-impl ExportKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ExportKind::Query => "query",
-            ExportKind::Restore => "restore",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [ExportKind::Query, ExportKind::Restore].into_iter().find(|k| k.as_str() == s)
-    }
-}
+pub use trail_model::export::{ExportFormat, ExportKind};
 
 impl Export {
     /// A new request, waiting for the worker.

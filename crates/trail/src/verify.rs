@@ -229,29 +229,29 @@ pub async fn export(
         Ok(t) => t,
         Err(e) => return fail(format!("the manifest's signature does not verify with the log key: {e}")),
     };
-    let m: serde_json::Value = serde_json::from_str(text.trim_end()).context("the manifest is not JSON")?;
+    let m = trail_model::export::ExportManifest::parse(&text).context("cannot read the manifest")?;
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
-    if m["size_bytes"].as_u64() != Some(bytes.len() as u64) {
-        return fail(format!("the file has {} bytes, the manifest says {}", bytes.len(), m["size_bytes"]));
+    if m.size_bytes != bytes.len() as u64 {
+        return fail(format!("the file has {} bytes, the manifest says {}", bytes.len(), m.size_bytes));
     }
     let sha: String = sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-    if m["sha256"].as_str() != Some(sha.as_str()) {
+    if m.sha256 != sha {
         return fail("the file's SHA-256 differs from the manifest's: it was altered".into());
     }
-    let checkpoint = match m["checkpoint"].as_str() {
+    let checkpoint = match m.checkpoint.as_deref() {
         Some(n) => match open(n, key) {
             Ok(c) => Some(c),
             Err(e) => return fail(format!("the manifest's checkpoint does not verify: {e}")),
         },
         None => None,
     };
-    let rows = m["row_count"].as_u64().unwrap_or(u64::MAX);
-    if m["format"] != "json" {
+    let rows = m.row_count;
+    if m.format != trail_model::export::ExportFormat::Json {
         println!("{}: ok, {rows} rows; size, SHA-256 and signature match the manifest", file.display());
         return Ok(Verdict::Verified);
     }
     let text = String::from_utf8(bytes).context("the export is not UTF-8")?;
-    let org = m["org"].as_str().unwrap_or_default();
+    let org = m.org.as_str();
     let client = server.map(|(url, token)| {
         let c = trail_client::Client::new(url);
         token.map_or(c.clone(), |t| c.with_token(t))

@@ -3,3 +3,4 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
 
 mod fuzz;
+mod golden;
