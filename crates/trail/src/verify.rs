@@ -229,7 +229,7 @@ pub async fn export(
         Ok(t) => t,
         Err(e) => return fail(format!("the manifest's signature does not verify with the log key: {e}")),
     };
-    let m = trail_model::export::ExportManifest::parse(&text).context("cannot read the manifest")?;
+    let m = trail_model::export::ExportManifest::parse(text).context("cannot read the manifest")?;
     let bytes = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
     if m.size_bytes != bytes.len() as u64 {
         return fail(format!("the file has {} bytes, the manifest says {}", bytes.len(), m.size_bytes));
