@@ -78,6 +78,24 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    pub const VERSION: u32 = 1;
+
+    /// Reads a part's manifest text, refusing a version this release does not know. Every later
+    /// release must read `tests/golden/archive-manifest-v1.json`.
+    pub fn parse(text: &str) -> Result<Self, trail_model::export::FormatError> {
+        use trail_model::export::FormatError;
+        let what = "archive part manifest";
+        let v: serde_json::Value = serde_json::from_str(text.trim_end())
+            .map_err(|e| FormatError::Malformed { what, why: e.to_string() })?;
+        let found = v["version"].as_u64().unwrap_or(0);
+        if found != u64::from(Self::VERSION) {
+            return Err(FormatError::Version { what, found, reads: Self::VERSION });
+        }
+        serde_json::from_value(v).map_err(|e| FormatError::Malformed { what, why: e.to_string() })
+    }
+}
+
+impl Manifest {
     pub fn month(&self) -> Option<u32> {
         let (y, m) = self.period.split_once('-')?;
         Some(y.parse::<u32>().ok()? * 100 + m.parse::<u32>().ok()?)
@@ -199,8 +217,8 @@ impl Archive {
                 Err(object_store::Error::NotFound { .. }) => continue,
                 Err(e) => return Err(e.into()),
             };
-            let manifest: Manifest = serde_json::from_str(note_text(&note).trim_end())
-                .map_err(|e| ArchiveError::Invalid(format!("{path}: the manifest is not valid: {e}")))?;
+            let manifest = Manifest::parse(note_text(&note))
+                .map_err(|e| ArchiveError::Invalid(format!("{path}: {e}")))?;
             out.push(Entry { manifest_path: path, note, manifest });
         }
         out.sort_by(|a, b| {
@@ -267,7 +285,7 @@ pub fn build_part(
     let period = format!("{:04}-{:02}", month / 100, month % 100);
     let file = format!("{first:012}-{last:012}.events.zst");
     let manifest = Manifest {
-        version: 1,
+        version: Manifest::VERSION,
         kind: "trail-archive".into(),
         org: org.to_string(),
         period: period.clone(),
@@ -318,7 +336,7 @@ pub fn check_part(entry: &Entry, data: &[u8], key: Option<&Verifier>) -> Result<
     let bad = |why: String| Err(ArchiveError::Invalid(format!("{}: {why}", entry.manifest_path)));
     if let Some(key) = key {
         match key.open_note(&entry.note) {
-            Ok(text) if serde_json::from_str::<Manifest>(text.trim_end()).ok().as_ref() == Some(m) => {}
+            Ok(text) if Manifest::parse(&text).ok().as_ref() == Some(m) => {}
             Ok(_) => return bad("the manifest's text differs from what was signed".into()),
             Err(e) => return bad(format!("the manifest's signature does not verify with the log key: {e}")),
         }
@@ -475,4 +493,26 @@ pub async fn restore(
     }
     r.checkpoint = best.map(|(_, note)| note);
     Ok(r)
+}
+
+#[cfg(test)]
+mod golden {
+    use super::Manifest;
+
+    /// A part's manifest written by this release: every later release must read it.
+    #[test]
+    fn archive_manifest_v1_reads_and_writes_back() {
+        let text = include_str!("../tests/golden/archive-manifest-v1.json");
+        let m = Manifest::parse(text).unwrap();
+        assert_eq!(
+            (m.org.as_str(), m.period.as_str(), m.first_seq, m.last_seq),
+            ("acme", "2025-01", 17, 342)
+        );
+        assert_eq!(format!("{}\n", serde_json::to_string(&m).unwrap()), text, "written back byte for byte");
+        let newer = text.replacen("\"version\":1", "\"version\":2", 1);
+        assert_eq!(
+            Manifest::parse(&newer).unwrap_err().to_string(),
+            "archive part manifest version 2 is not one this trail reads (it reads version 1)"
+        );
+    }
 }

@@ -169,9 +169,27 @@ fn file_id(path: &Path) -> io::Result<(u64, u64, u64)> {
     Ok((0, 0, std::fs::metadata(path)?.len()))
 }
 
+impl Position {
+    const VERSION: u32 = 1;
+
+    /// Reads a position file, refusing a version this release does not know. Every later release must
+    /// read `tests/golden/sink-position-v1.json`.
+    fn parse(bytes: &[u8]) -> Result<Self, trail_model::export::FormatError> {
+        use trail_model::export::FormatError;
+        let what = "sink position file";
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| FormatError::Malformed { what, why: e.to_string() })?;
+        let found = v["version"].as_u64().unwrap_or(0);
+        if found != u64::from(Self::VERSION) {
+            return Err(FormatError::Version { what, found, reads: Self::VERSION });
+        }
+        serde_json::from_value(v).map_err(|e| FormatError::Malformed { what, why: e.to_string() })
+    }
+}
+
 fn load_position(cfg: &RollingConfig) -> io::Result<Option<Position>> {
     match std::fs::read(position_path(cfg)) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| {
+        Ok(b) => Position::parse(&b).map(Some).map_err(|e| {
             io::Error::new(io::ErrorKind::InvalidData, format!("{}: {e}", position_path(cfg).display()))
         }),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
@@ -234,7 +252,7 @@ async fn run(
     status: Arc<SinkStatus>,
 ) {
     let first_start = saved.is_none();
-    let mut pos = saved.unwrap_or(Position { version: 1, ..Position::default() });
+    let mut pos = saved.unwrap_or(Position { version: Position::VERSION, ..Position::default() });
     let mut initialized = !first_start;
     let mut failing = false;
     loop {
@@ -334,7 +352,8 @@ async fn cycle(
         return Ok(more);
     }
     let (f, c) = (file.clone(), cfg.rolling.clone());
-    let mut saved = Position { version: 1, file_id: pos.file_id, file_len: pos.file_len, orgs: next };
+    let mut saved =
+        Position { version: Position::VERSION, file_id: pos.file_id, file_len: pos.file_len, orgs: next };
     let written = tokio::task::spawn_blocking(move || -> io::Result<Position> {
         let mut f = f.lock().map_err(|_| io::Error::other("sink file lock poisoned"))?;
         if reopen {
@@ -359,4 +378,26 @@ async fn cycle(
 /// A clock for the sink: the system's.
 pub fn system_clock() -> Arc<dyn Clock> {
     Arc::new(rolling::SystemClock)
+}
+
+#[cfg(test)]
+mod golden {
+    use super::Position;
+
+    /// A position file written by this release: every later release must read it.
+    #[test]
+    fn sink_position_v1_reads_and_writes_back() {
+        let text = include_str!("../../tests/golden/sink-position-v1.json");
+        let p = Position::parse(text.as_bytes()).unwrap();
+        assert_eq!(
+            (p.file_id, p.file_len, p.orgs["acme"], p.orgs["globex"]),
+            ((2049, 1_835_012), 1_048_123, 1201, 17)
+        );
+        assert_eq!(serde_json::to_string(&p).unwrap(), text, "written back byte for byte");
+        let newer = text.replacen("\"version\":1", "\"version\":2", 1);
+        assert_eq!(
+            Position::parse(newer.as_bytes()).unwrap_err().to_string(),
+            "sink position file version 2 is not one this trail reads (it reads version 1)"
+        );
+    }
 }
