@@ -336,7 +336,7 @@ pub fn check_part(entry: &Entry, data: &[u8], key: Option<&Verifier>) -> Result<
     let bad = |why: String| Err(ArchiveError::Invalid(format!("{}: {why}", entry.manifest_path)));
     if let Some(key) = key {
         match key.open_note(&entry.note) {
-            Ok(text) if Manifest::parse(&text).ok().as_ref() == Some(m) => {}
+            Ok(text) if Manifest::parse(text).ok().as_ref() == Some(m) => {}
             Ok(_) => return bad("the manifest's text differs from what was signed".into()),
             Err(e) => return bad(format!("the manifest's signature does not verify with the log key: {e}")),
         }
