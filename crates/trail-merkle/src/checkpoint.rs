@@ -160,6 +160,20 @@ impl Signer {
         Self::new(name, SigningKey::generate(rng))
     }
 
+    /// A signer from the text of a log key file: the 32-byte seed as 64 hex digits (surrounding white
+    /// space ignored). `None` when the text is not such a key.
+    pub fn from_key_file(name: &str, text: &str) -> Option<Self> {
+        let hex = text.trim();
+        if hex.len() != 64 {
+            return None;
+        }
+        let mut seed = [0u8; 32];
+        for (i, byte) in seed.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+        }
+        Self::from_secret_bytes(name, &seed).ok()
+    }
+
     /// Rebuilds a signer from the 32-byte Ed25519 private key (RFC 8032 seed) of [`Signer::secret_bytes`].
     pub fn from_secret_bytes(name: &str, secret: &[u8; 32]) -> Result<Self, NoteError> {
         Self::new(name, SigningKey::from_bytes(secret))

@@ -32,13 +32,11 @@ pub fn key_path(settings: &Settings) -> PathBuf {
 #[error("{0}")]
 pub struct KeyError(String);
 
-/// Reads an existing signing key.
+/// Reads an existing signing key (the file format is `Signer::from_key_file`'s).
 pub fn read_key(path: &Path, name: &str) -> Result<Signer, KeyError> {
     let bad = |m: String| KeyError(format!("{}: {m}", path.display()));
     let text = std::fs::read_to_string(path).map_err(|e| bad(format!("cannot read: {e}")))?;
-    let seed =
-        decode_seed(text.trim()).ok_or_else(|| bad("is not a Trail log key (64 hex digits)".into()))?;
-    Signer::from_secret_bytes(name, &seed).map_err(|e| bad(e.to_string()))
+    Signer::from_key_file(name, &text).ok_or_else(|| bad("is not a Trail log key (64 hex digits)".into()))
 }
 
 /// Reads the signing key, creating it (mode 0600) when the file does not exist.
@@ -65,17 +63,6 @@ pub fn load_or_create_key(path: &Path, name: &str) -> Result<Signer, KeyError> {
         }
         Err(e) => Err(bad(format!("cannot read: {e}"))),
     }
-}
-
-fn decode_seed(hex: &str) -> Option<[u8; 32]> {
-    if hex.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// The checkpoint origin of an org: `<server_name>/orgs/<org>`.

@@ -107,7 +107,7 @@ impl AppState {
             throttle: Arc::default(),
             password_checks: auth::PasswordChecks::default(),
             ingest_permits: Arc::new(tokio::sync::Semaphore::new(settings_ingest_permits)),
-            archive: match archive::Archive::open(&settings) {
+            archive: match archive::open(&settings) {
                 Ok(a) => Some(a),
                 Err(e) => {
                     tracing::error!(error = %e, "the archive cannot be opened; retention and restores are off");

@@ -10,7 +10,6 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use sha2::Digest;
 use trail_model::time::{format_rfc3339, now, parse_rfc3339};
-use trail_server::archive::Archive;
 use trail_server::retention::Retention;
 use trail_store::Export;
 
@@ -82,7 +81,7 @@ pub async fn run(cmd: ArchiveCommand) -> anyhow::Result<Verdict> {
                 &trail_server::integrity::key_path(&s),
                 &s.server_name,
             )?;
-            let archive = Archive::open(&s).context("cannot open the archive")?;
+            let archive = trail_server::archive::open(&s).context("cannot open the archive")?;
             let r = Retention::new(store, archive, Arc::new(signer), &s.server_name, s.retention.clone());
             let report =
                 r.run_pass(now()).await.context("the retention pass stopped; run it again to finish")?;
@@ -110,7 +109,7 @@ pub async fn run(cmd: ArchiveCommand) -> anyhow::Result<Verdict> {
                 }
                 None => {
                     let s = settings(&source.config, None)?;
-                    let archive = Archive::open(&s).context("cannot open the archive")?;
+                    let archive = trail_server::archive::open(&s).context("cannot open the archive")?;
                     archive
                         .list(Some(&org))
                         .await?
@@ -165,7 +164,7 @@ pub async fn run(cmd: ArchiveCommand) -> anyhow::Result<Verdict> {
             let s = settings(&source.config, None)?;
             let signer =
                 trail_server::integrity::read_key(&trail_server::integrity::key_path(&s), &s.server_name)?;
-            let archive = Archive::open(&s).context("cannot open the archive")?;
+            let archive = trail_server::archive::open(&s).context("cannot open the archive")?;
             let mut file = std::io::BufWriter::new(
                 std::fs::File::create(&output)
                     .with_context(|| format!("cannot create {}", output.display()))?,

@@ -194,7 +194,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let key_file = trail_server::integrity::key_path(&settings);
     let signer = trail_server::integrity::load_or_create_key(&key_file, &settings.server_name)?;
-    trail_server::archive::Archive::open(&settings).context("cannot open the archive (retention.archive)")?;
+    trail_server::archive::open(&settings).context("cannot open the archive (retention.archive)")?;
     let server = Server::bind(AppState::new(store.clone(), settings.clone(), signer))
         .await
         .with_context(|| format!("cannot listen on {}", settings.listen))?;

@@ -71,8 +71,11 @@ pub fn key_from(given: Option<&str>, key_file: &std::path::Path, name: &str) -> 
     if let Some(k) = given {
         return parse_key(k);
     }
-    let signer = trail_server::integrity::read_key(key_file, name)
-        .with_context(|| "no log key to verify with; pass --key with the server's /v1/log-key")?;
+    let none = "no log key to verify with; pass --key with the server's /v1/log-key";
+    let text = std::fs::read_to_string(key_file)
+        .with_context(|| format!("{}: cannot read; {none}", key_file.display()))?;
+    let signer = trail_merkle::Signer::from_key_file(name, &text)
+        .with_context(|| format!("{}: is not a Trail log key (64 hex digits); {none}", key_file.display()))?;
     Ok(signer.verifier())
 }
 
@@ -328,7 +331,7 @@ pub async fn archive(
     } else {
         (path.to_path_buf(), None)
     };
-    let archive = trail_server::archive::Archive::local(&root)?;
+    let archive = trail_archive::Archive::local(&root)?;
     let entries: Vec<_> = archive
         .list(None)
         .await?
@@ -351,7 +354,7 @@ pub async fn archive(
             Ok(d) => d,
             Err(e) => return fail(format!("cannot read the data file: {e}")),
         };
-        let records = match trail_server::archive::check_part(entry, &data, Some(key)) {
+        let records = match trail_archive::check_part(entry, &data, Some(key)) {
             Ok(r) => r,
             Err(e) => return fail(e.to_string()),
         };
