@@ -168,6 +168,43 @@ pub fn catalog_action(rt_type: &str, verb: &str) -> (String, String) {
 
 /// The civil time, to the millisecond, that `micros` reads as at `utc_offset_seconds`. Times outside
 /// the years ±9999 (which validation never lets in) saturate.
+/// A sign-in, sign-out or failed sign-in in the runtime's older line shape, which existing log parsers
+/// read: `[2017-06-07 22:26:22,506]  INFO -  admin logged in at [2017-06-07 22:26:22,501+0530]`
+/// (`Failed Administrator login attempt 'bob' at […]` for a failure). `None` for any other event.
+/// [`parse_line`] reads it back as the same action, user and time (to the millisecond); the other
+/// fields (the address, the org, the seq) are what this shape cannot carry.
+pub fn format_sign_in_line(e: &StoredEvent, utc_offset_seconds: i32) -> Option<String> {
+    let user = e.actor.id.as_str();
+    let message = match e.action.as_str() {
+        "user.logged_in" | "user.signed_in" if e.outcome == crate::event::Outcome::Success => {
+            format!("{user} logged in")
+        }
+        "user.logged_out" | "user.signed_out" => format!("{user} logged out"),
+        "user.sign_in_failed" | "user.logged_in" | "user.signed_in" => {
+            format!("Failed Administrator login attempt '{user}'")
+        }
+        _ => return None,
+    };
+    // The shape has no quoting: a user that would read as another line or phrase keeps the JSON line.
+    if user.is_empty() || user.contains(['\n', '\r', '\'', '[', ']']) || user.contains(" at ") {
+        return None;
+    }
+    let t = local_time_of(e.time, utc_offset_seconds);
+    let stamp = format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    );
+    let sign = if utc_offset_seconds < 0 { '-' } else { '+' };
+    let off = utc_offset_seconds.unsigned_abs();
+    Some(format!("[{stamp}]  INFO -  {message} at [{stamp}{sign}{:02}{:02}]\n", off / 3600, off % 3600 / 60))
+}
+
 fn local_time_of(micros: Micros, utc_offset_seconds: i32) -> PrimitiveDateTime {
     let millis = i128::from(micros.div_euclid(1_000)) + i128::from(utc_offset_seconds) * 1_000;
     let nanos = millis * 1_000_000;
@@ -846,6 +883,57 @@ mod tests {
     use crate::time::{MICROS_PER_SECOND, parse_rfc3339};
     use proptest::prelude::*;
     use time::macros::datetime;
+
+    /// Sign-ins written in the runtime's older shape read back as the same action, user and instant;
+    /// the documentation's own sample is what the writer produces for its event.
+    #[test]
+    fn sign_in_lines_in_the_runtimes_shape_round_trip() {
+        let at = parse_rfc3339("2017-06-07T16:56:22.501Z").unwrap();
+        let ev = |action: &str, outcome: Outcome, user: &str| StoredEvent {
+            org: "acme".into(),
+            seq: 4,
+            id: "e".into(),
+            time: at,
+            received_at: at,
+            actor: Actor {
+                id: user.into(),
+                kind: ActorType::User,
+                name: None,
+                ip: Some("10.0.0.1".into()),
+                user_agent: None,
+            },
+            action: action.into(),
+            target: Target { kind: "user".into(), id: Some(user.into()), name: None },
+            project: None,
+            outcome,
+            reason: None,
+            source: Some("trail".into()),
+            info: None,
+        };
+        let line = format_sign_in_line(&ev("user.logged_in", Outcome::Success, "admin"), 19_800).unwrap();
+        assert_eq!(
+            line,
+            "[2017-06-07 22:26:22,501]  INFO -  admin logged in at [2017-06-07 22:26:22,501+0530]\n"
+        );
+        for (action, outcome, read) in [
+            ("user.signed_in", Outcome::Success, "user.logged_in"),
+            ("user.signed_out", Outcome::Success, "user.logged_out"),
+            ("user.sign_in_failed", Outcome::Failure, "user.sign_in_failed"),
+            ("user.signed_in", Outcome::Failure, "user.sign_in_failed"),
+        ] {
+            let line = format_sign_in_line(&ev(action, outcome, "bob@acme.io"), -18_000).unwrap();
+            let parsed = parse_line(line.trim_end()).unwrap().unwrap();
+            assert_eq!(parsed.event["action"], read, "{line}");
+            assert_eq!(parsed.event["actor"]["id"], "bob@acme.io", "{line}");
+            assert_eq!(parsed.absolute_time, Some(at), "{line}");
+        }
+        assert_eq!(format_sign_in_line(&ev("project.created", Outcome::Success, "a"), 0), None);
+        assert_eq!(
+            format_sign_in_line(&ev("user.signed_in", Outcome::Success, "eve] at [x"), 0),
+            None,
+            "kept as JSON"
+        );
+    }
 
     /// The sample lines of the runtime's documentation (shared/seeds/003, "Audit log actions"), verbatim.
     const SIGN_IN: &str =

@@ -55,6 +55,10 @@ pub struct FileSinkSettings {
     pub time_zone: String,
     /// On the sink's first start, also write every event already stored (else start at the end).
     pub from_start: bool,
+    /// With `format = "runtime"`: `audit_log` writes sign-ins like every event (an `{AUDIT_LOG}`
+    /// JSON line); `carbon` writes them in the runtime's older shape (`admin logged in at […]`), which
+    /// existing log parsers read.
+    pub sign_in_lines: String,
 }
 
 impl Default for FileSinkSettings {
@@ -67,6 +71,7 @@ impl Default for FileSinkSettings {
             compress: "none".into(),
             time_zone: String::new(),
             from_start: false,
+            sign_in_lines: "audit_log".into(),
         }
     }
 }
@@ -384,7 +389,9 @@ impl Settings {
              # Roll daily (at midnight in time_zone) and when the file would pass max_size; keep max_files rolled files.\n\
              max_size = \"{}\"\nmax_files = {}\n# runtime ([time]  INFO {{AUDIT_LOG}} - {{json}}) or json (one full event per line).\nformat = \"{}\"\n\
              # Compress rolled files: none, gzip or zstd.\ncompress = \"{}\"\n# IANA zone for line times and the midnight roll; empty: the system's zone.\ntime_zone = \"\"\n\
-             # On the sink's first start, also write the events already stored (else start at the end of each log).\nfrom_start = {}\n",
+             # On the sink's first start, also write the events already stored (else start at the end of each log).\nfrom_start = {}\n\
+             # Sign-ins with format = runtime: audit_log (an {{AUDIT_LOG}} line like every event) or carbon\n\
+             # (the runtime's older `admin logged in at [...]` lines, for parsers that expect them).\nsign_in_lines = \"audit_log\"\n",
             d.listen,
             d.data_dir.display(),
             d.server_name,

@@ -73,6 +73,8 @@ pub enum Format {
 pub struct SinkConfig {
     pub rolling: RollingConfig,
     pub format: Format,
+    /// Sign-ins, sign-outs and failed sign-ins in the runtime's older line shape (`sign_in_lines`).
+    pub carbon_sign_ins: bool,
     /// On first start, write every event already stored (else start at the current end of each log).
     pub from_start: bool,
 }
@@ -116,7 +118,15 @@ impl SinkConfig {
             "json" => Format::Json,
             other => return Err(format!("sinks.file.format must be runtime or json, not {other:?}")),
         };
-        Ok(Some(Self { rolling, format, from_start: s.from_start }))
+        let carbon_sign_ins = match s.sign_in_lines.as_str() {
+            "" | "audit_log" => false,
+            "carbon" if format == Format::Runtime => true,
+            "carbon" => return Err("sinks.file.sign_in_lines = \"carbon\" needs format = \"runtime\"".into()),
+            other => {
+                return Err(format!("sinks.file.sign_in_lines must be audit_log or carbon, not {other:?}"));
+            }
+        };
+        Ok(Some(Self { rolling, format, carbon_sign_ins, from_start: s.from_start }))
     }
 }
 
@@ -332,7 +342,12 @@ async fn cycle(
             }
             let e = trail_model::canonical::decode(&r.bytes).map_err(|e| format!("seq {}: {e}", r.seq))?;
             let line = match cfg.format {
-                Format::Runtime => auditlog::format_line(&e, offset_at(e.time, &guard)),
+                Format::Runtime => {
+                    let offset = offset_at(e.time, &guard);
+                    let carbon =
+                        if cfg.carbon_sign_ins { auditlog::format_sign_in_line(&e, offset) } else { None };
+                    carbon.unwrap_or_else(|| auditlog::format_line(&e, offset))
+                }
                 Format::Json => auditlog::format_json_line(&e, &trail_merkle::leaf_hash(&r.bytes)),
             };
             lines.extend_from_slice(line.as_bytes());

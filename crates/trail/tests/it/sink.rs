@@ -327,3 +327,40 @@ async fn sink_survives_kill_rotation_and_a_missing_directory() {
     assert!(by_seq.values().all(|n| *n == 1), "none twice");
     served.signal("-TERM");
 }
+
+/// `sign_in_lines = "carbon"`: sign-ins, sign-outs and failed sign-ins are written in the runtime's
+/// older shape (`admin logged in at […]`) that existing parsers read; everything else stays an
+/// `{AUDIT_LOG}` line. Both read back through the same parser `trail import` uses.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sign_ins_in_the_runtimes_own_line_shape() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = sink_env(dir.path(), "10MB");
+    env.push(("TRAIL_SINKS__FILE__SIGN_IN_LINES".into(), "carbon".into()));
+    let served = serve(dir.path(), &env);
+    create_key(dir.path(), "events:read");
+    let anon = Client::new(&served.base);
+    let login = |password: &str| json!({"email": "admin@localhost", "password": password});
+    assert!(anon.post("/v1/auth/login", &login("not the password")).await.is_err());
+    let token = anon.post("/v1/auth/login", &login(crate::PASSWORD)).await.unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    anon.with_token(&token).post("/v1/auth/logout", &json!({})).await.ok();
+    // The key's creation (seq 0), the failed sign-in, the sign-in and the sign-out.
+    let lines = wait_for_lines(dir.path(), 4).await;
+    assert!(lines[0].contains("{AUDIT_LOG}"), "other events keep the JSON line: {}", lines[0]);
+    let carbon: Vec<&String> = lines.iter().filter(|l| !l.contains("{AUDIT_LOG}")).collect();
+    assert_eq!(carbon.len(), 3, "{lines:#?}");
+    assert!(
+        carbon[0].contains("INFO -  Failed Administrator login attempt 'admin@localhost' at ["),
+        "{}",
+        carbon[0]
+    );
+    assert!(carbon[1].contains("INFO -  admin@localhost logged in at ["), "{}", carbon[1]);
+    assert!(carbon[2].contains("INFO -  admin@localhost logged out at ["), "{}", carbon[2]);
+    let actions: Vec<String> = carbon
+        .iter()
+        .map(|l| auditlog::parse_line(l).unwrap().unwrap().event["action"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(actions, ["user.sign_in_failed", "user.logged_in", "user.logged_out"]);
+}
