@@ -86,15 +86,7 @@ impl Manifest {
     /// Reads a part's manifest text, refusing a version this release does not know. Every later
     /// release must read `tests/golden/archive-manifest-v1.json`.
     pub fn parse(text: &str) -> Result<Self, trail_model::export::FormatError> {
-        use trail_model::export::FormatError;
-        let what = "archive part manifest";
-        let v: serde_json::Value = serde_json::from_str(text.trim_end())
-            .map_err(|e| FormatError::Malformed { what, why: e.to_string() })?;
-        let found = v["version"].as_u64().unwrap_or(0);
-        if found != u64::from(Self::VERSION) {
-            return Err(FormatError::Version { what, found, reads: Self::VERSION });
-        }
-        serde_json::from_value(v).map_err(|e| FormatError::Malformed { what, why: e.to_string() })
+        trail_model::export::parse_versioned("archive part manifest", text.as_bytes(), Self::VERSION)
     }
 }
 

@@ -103,19 +103,11 @@ pub fn format_line(e: &StoredEvent, utc_offset_seconds: i32) -> String {
         info.insert("targetType".into(), e.target.kind.clone().into());
     }
 
-    let t = local_time_of(e.time, utc_offset_seconds);
     // `Value`'s Display is compact JSON and cannot fail; the outer object is written by hand only
     // because the runtime's key order (performedBy, action, type, info) is part of the format.
     format!(
-        "[{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}]  INFO {{AUDIT_LOG}} - \
-         {{\"performedBy\":{},\"action\":{},\"type\":{},\"info\":{}}}\n",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond(),
+        "[{}]  INFO {{AUDIT_LOG}} - {{\"performedBy\":{},\"action\":{},\"type\":{},\"info\":{}}}\n",
+        stamp(local_time_of(e.time, utc_offset_seconds)),
         Value::String(e.actor.id.clone()),
         Value::String(verb),
         Value::String(rt_type),
@@ -189,8 +181,15 @@ pub fn format_sign_in_line(e: &StoredEvent, utc_offset_seconds: i32) -> Option<S
     if user.is_empty() || user.contains(['\n', '\r', '\'', '[', ']']) || user.contains(" at ") {
         return None;
     }
-    let t = local_time_of(e.time, utc_offset_seconds);
-    let stamp = format!(
+    let stamp = stamp(local_time_of(e.time, utc_offset_seconds));
+    let sign = if utc_offset_seconds < 0 { '-' } else { '+' };
+    let off = utc_offset_seconds.unsigned_abs();
+    Some(format!("[{stamp}]  INFO -  {message} at [{stamp}{sign}{:02}{:02}]\n", off / 3600, off % 3600 / 60))
+}
+
+/// log4j2's `%d`: `2017-06-07 22:26:22,501`.
+fn stamp(t: PrimitiveDateTime) -> String {
+    format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02},{:03}",
         t.year(),
         u8::from(t.month()),
@@ -199,10 +198,7 @@ pub fn format_sign_in_line(e: &StoredEvent, utc_offset_seconds: i32) -> Option<S
         t.minute(),
         t.second(),
         t.millisecond()
-    );
-    let sign = if utc_offset_seconds < 0 { '-' } else { '+' };
-    let off = utc_offset_seconds.unsigned_abs();
-    Some(format!("[{stamp}]  INFO -  {message} at [{stamp}{sign}{:02}{:02}]\n", off / 3600, off % 3600 / 60))
+    )
 }
 
 fn local_time_of(micros: Micros, utc_offset_seconds: i32) -> PrimitiveDateTime {

@@ -124,6 +124,22 @@ pub enum FormatError {
     Malformed { what: &'static str, why: String },
 }
 
+/// Reads a JSON format whose `version` must be `reads`: the one check every versioned format makes
+/// before its fields are read, so an unknown version is refused by name rather than misread.
+pub fn parse_versioned<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    json: &[u8],
+    reads: u32,
+) -> Result<T, FormatError> {
+    let malformed = |e: serde_json::Error| FormatError::Malformed { what, why: e.to_string() };
+    let v: serde_json::Value = serde_json::from_slice(json.trim_ascii_end()).map_err(malformed)?;
+    let found = v["version"].as_u64().unwrap_or(0);
+    if found != u64::from(reads) {
+        return Err(FormatError::Version { what, found, reads });
+    }
+    serde_json::from_value(v).map_err(malformed)
+}
+
 impl ExportManifest {
     pub const VERSION: u32 = 1;
 
@@ -134,14 +150,7 @@ impl ExportManifest {
 
     /// Reads a manifest's JSON text, refusing a version this release does not know.
     pub fn parse(text: &str) -> Result<Self, FormatError> {
-        let what = "export manifest";
-        let v: serde_json::Value = serde_json::from_str(text.trim_end())
-            .map_err(|e| FormatError::Malformed { what, why: e.to_string() })?;
-        let found = v["version"].as_u64().unwrap_or(0);
-        if found != u64::from(Self::VERSION) {
-            return Err(FormatError::Version { what, found, reads: Self::VERSION });
-        }
-        serde_json::from_value(v).map_err(|e| FormatError::Malformed { what, why: e.to_string() })
+        parse_versioned("export manifest", text.as_bytes(), Self::VERSION)
     }
 }
 

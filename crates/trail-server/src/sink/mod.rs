@@ -185,15 +185,7 @@ impl Position {
     /// Reads a position file, refusing a version this release does not know. Every later release must
     /// read `tests/golden/sink-position-v1.json`.
     fn parse(bytes: &[u8]) -> Result<Self, trail_model::export::FormatError> {
-        use trail_model::export::FormatError;
-        let what = "sink position file";
-        let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| FormatError::Malformed { what, why: e.to_string() })?;
-        let found = v["version"].as_u64().unwrap_or(0);
-        if found != u64::from(Self::VERSION) {
-            return Err(FormatError::Version { what, found, reads: Self::VERSION });
-        }
-        serde_json::from_value(v).map_err(|e| FormatError::Malformed { what, why: e.to_string() })
+        trail_model::export::parse_versioned("sink position file", bytes, Self::VERSION)
     }
 }
 
