@@ -58,7 +58,11 @@ function renderTimes(root = document) {
     t.title = `${formatTime(iso, true)} UTC`;
   }
   const toggle = document.querySelector("[data-tz-toggle]");
-  if (toggle) toggle.textContent = utc ? `Times in UTC · show ${localZone}` : `Times in ${localZone} · show UTC`;
+  if (toggle) {
+    // A viewer whose zone is UTC has nothing to switch between.
+    toggle.hidden = ["UTC", "Etc/UTC", "Etc/GMT", "GMT"].includes(localZone);
+    toggle.textContent = utc ? `Times in UTC · show ${localZone}` : `Times in ${localZone} · show UTC`;
+  }
 }
 
 document.querySelector("[data-tz-toggle]")?.addEventListener("click", () => {
