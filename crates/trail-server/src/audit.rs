@@ -99,8 +99,7 @@ impl Audit {
 
     /// Appends the event to `org`'s log; the change is not acknowledged until its record is durable.
     pub async fn record(self, state: &AppState, org: &str) -> ApiResult<()> {
-        state.store.append(org, vec![self.event()], now()).await?;
-        Ok(())
+        Ok(self.append(state.store.as_ref(), org).await?)
     }
 
     /// Appends the event straight to a store (the command line, background jobs).
