@@ -498,7 +498,7 @@ pub fn document() -> Value {
                 "OrgSettings": {"type": "object", "properties": {"hot_days": {"type": "integer"}, "archive_days": {"type": "integer"}, "legal_hold": {"type": "boolean"},
                     "legal_hold_reason": {"type": ["string", "null"]}, "updated_at": {"type": ["string", "null"]}, "updated_by": {"type": ["string", "null"]},
                     "read_audit": {"type": "boolean", "description": "searches, event views and API keys' reads are recorded in the log"},
-                    "default_range": {"enum": ["1h", "24h", "7d", "30d", "90d"], "description": "the range the console's Audit Logs page opens with"},
+                    "default_range": {"$ref": "#/components/schemas/RangeName"},
                     "server_defaults": {"type": "boolean"}, "bounds": {"type": "object", "properties": {"min_days": {"type": "integer"}, "max_days": {"type": "integer"}}}}},
                 "ArchiveList": {"type": "object", "properties": {"parts": {"type": "array", "items": {"type": "object", "properties": {
                     "period": {"type": "string"}, "first_seq": {"type": "integer"}, "last_seq": {"type": "integer"}, "row_count": {"type": "integer"},

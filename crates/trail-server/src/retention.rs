@@ -22,6 +22,9 @@ use trail_store::{MonthSummary, OrgSettings, Store, StoreError};
 use crate::archive::{self, Archive, ArchiveError, PART_EVENTS};
 use crate::settings::RetentionSettings;
 
+/// The range Audit Logs opens with unless an org chooses another.
+pub const DEFAULT_RANGE: &str = "24h";
+
 /// An org's effective retention.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Policy {
@@ -30,6 +33,8 @@ pub struct Policy {
     pub legal_hold: bool,
     /// Whether reads of the log are recorded in it (on unless the org turned it off).
     pub read_audit: bool,
+    /// The range the console's Audit Logs page opens with (`24h` unless the org chose another).
+    pub default_range: &'static str,
 }
 
 impl Policy {
@@ -40,12 +45,18 @@ impl Policy {
                 archive_days: s.archive_days,
                 legal_hold: s.legal_hold,
                 read_audit: s.read_audit,
+                default_range: s
+                    .default_range
+                    .as_deref()
+                    .and_then(crate::routes::bodies::RangeName::parse)
+                    .map_or(DEFAULT_RANGE, |r| r.as_str()),
             },
             None => Self {
                 hot_days: defaults.hot_days,
                 archive_days: defaults.archive_days,
                 legal_hold: false,
                 read_audit: true,
+                default_range: DEFAULT_RANGE,
             },
         }
     }

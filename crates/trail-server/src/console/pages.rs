@@ -211,6 +211,18 @@ const PRESETS: &[(&str, &str, i64)] = &[
     ("90d", "Last 90 days", 90 * 86_400),
 ];
 
+#[cfg(test)]
+mod range_tests {
+    /// The presets are exactly the ranges an org may open with (`RangeName`, the settings' type).
+    #[test]
+    fn presets_are_the_settable_ranges() {
+        let presets: Vec<&str> = super::PRESETS.iter().map(|p| p.0).collect();
+        let settable: Vec<&str> = crate::routes::bodies::RangeName::ALL.iter().map(|r| r.as_str()).collect();
+        assert_eq!(presets, settable);
+        assert!(presets.contains(&crate::retention::DEFAULT_RANGE));
+    }
+}
+
 /// Filter fields the page passes to the API as they are.
 const PASSED: &[&str] = &["actor", "action", "target_type", "target_id", "project", "outcome", "source", "q"];
 
@@ -411,10 +423,9 @@ impl Axes {
     }
 }
 
-/// The range the org's Audit Logs page opens with (Settings; 24 hours unless chosen).
-async fn opening_range(state: &AppState, org: &str) -> String {
-    let chosen = state.store.org_settings(org).await.ok().flatten().and_then(|s| s.default_range);
-    chosen.filter(|r| PRESETS.iter().any(|p| p.0 == r)).unwrap_or_else(|| "24h".into())
+/// The range the org's Audit Logs page opens with (Settings), from the cached policy.
+async fn opening_range(state: &AppState, org: &str) -> &'static str {
+    state.policy(org).await.map_or(crate::retention::DEFAULT_RANGE, |p| p.default_range)
 }
 
 /// The action filter's choices by category (one choice may stand for several names of an operation).
@@ -476,7 +487,7 @@ pub async fn logs(
             Ok(x) => x,
             Err(p) => return p,
         };
-    let form = Form::parse(raw.as_deref(), &opening_range(&state, &org).await);
+    let form = Form::parse(raw.as_deref(), opening_range(&state, &org).await);
     let mut page = Logs {
         nav: None,
         org: org.clone(),
@@ -617,7 +628,7 @@ pub async fn log_rows(
     if let Err(p) = nav_for(&state, &headers, &org, Some(Permission::LogManagement), "logs", "/").await {
         return p.into_response();
     }
-    let form = Form::parse(raw.as_deref(), &opening_range(&state, &org).await);
+    let form = Form::parse(raw.as_deref(), opening_range(&state, &org).await);
     match load(&state, &org, &form).await {
         Ok(l) => {
             let mut r = render(&Rows { org: org.clone(), rows: l.rows }).into_response();
@@ -1053,7 +1064,7 @@ pub async fn admin(
                 a.settings = serde_json::json!({
                     "hot_days": p.hot_days, "archive_days": p.archive_days, "legal_hold": p.legal_hold,
                     "read_audit": p.read_audit,
-                    "default_range": s.as_ref().and_then(|s| s.default_range.clone()).unwrap_or_else(|| "24h".into()),
+                    "default_range": p.default_range,
                     "legal_hold_reason": s.and_then(|s| s.legal_hold_reason).unwrap_or_default(),
                     "min_days": state.settings.retention.min_days, "max_days": state.settings.retention.max_days,
                 });

@@ -270,6 +270,13 @@ pub enum RangeName {
 }
 
 impl RangeName {
+    pub const ALL: [RangeName; 5] =
+        [RangeName::Hour, RangeName::Day, RangeName::Week, RangeName::Month, RangeName::Quarter];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             RangeName::Hour => "1h",

@@ -23,7 +23,7 @@ fn settings_json(state: &AppState, s: Option<&OrgSettings>) -> Value {
         "legal_hold": p.legal_hold,
         "legal_hold_reason": s.and_then(|s| s.legal_hold_reason.clone()),
         "read_audit": p.read_audit,
-        "default_range": s.and_then(|s| s.default_range.clone()).unwrap_or_else(|| "24h".into()),
+        "default_range": p.default_range,
         "updated_at": s.map(|s| format_rfc3339(s.updated_at)),
         "updated_by": s.and_then(|s| s.updated_by.clone()),
         "server_defaults": s.is_none(),
