@@ -39,7 +39,8 @@ pub struct Metrics {
     /// People's reads answered without their self-audit record (the store refused it).
     pub read_audit_failures: AtomicU64,
     /// Unix time (µs) the last checkpoint pass that signed every log began: every append before it
-    /// is covered by a signed checkpoint.
+    /// is covered by a signed checkpoint. The process's start until the first such pass (see
+    /// `AppState::new`), so an unsigned log never reads as 0 s behind.
     pub checkpoint_covered_at: AtomicU64,
     /// Unix time (µs) of the last retention pass, and whether it succeeded (1) or failed (0).
     pub retention_last_run: AtomicU64,
@@ -115,6 +116,13 @@ impl Metrics {
             h.sum += seconds;
             h.count += 1;
         }
+    }
+
+    /// A process's metrics, started at `now` (the checkpoint lag counts from it until the first pass).
+    pub fn started(now: trail_model::time::Micros) -> Self {
+        let m = Self::default();
+        m.checkpoint_covered_at.store(now.max(0) as u64, Ordering::Relaxed);
+        m
     }
 
     pub fn add(counter: &AtomicU64, n: u64) {

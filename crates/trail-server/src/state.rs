@@ -100,7 +100,7 @@ impl AppState {
         let settings_ingest_permits = settings.limits.max_concurrent_ingest.max(1);
         Self {
             store,
-            metrics: Arc::new(Metrics::default()),
+            metrics: Arc::new(Metrics::started(trail_model::time::now())),
             signer: Arc::new(signer),
             activity: Arc::default(),
             key_reads: Arc::default(),

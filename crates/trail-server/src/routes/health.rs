@@ -82,7 +82,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     // appends, the oldest of them is at most this old.
     if let Ok(unsigned) = state.store.unsigned_heads().await {
         let covered = state.metrics.checkpoint_covered_at.load(Ordering::Relaxed);
-        let lag = if unsigned.is_empty() || covered == 0 {
+        let lag = if unsigned.is_empty() {
             0.0
         } else {
             (trail_model::time::now() - covered as i64).max(0) as f64 / 1e6

@@ -74,6 +74,13 @@ async fn a_full_disk_refuses_ingest_then_recovers() {
         assert_eq!(s.admin.event("default", id).await.unwrap()["seq"], *seq);
     }
     assert!(s.admin.get("/healthz").await.is_ok());
+    // Those views were answered although their self-audit records could not be written: counted.
+    let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
+    let failures: f64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("trail_read_audit_failures_total ")?.parse().ok())
+        .unwrap();
+    assert!(failures >= 1.0, "{failures}");
 
     // Space returns: ingest recovers without a restart, and seq continues without a gap.
     std::fs::remove_file(&filler).unwrap();
