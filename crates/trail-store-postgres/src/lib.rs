@@ -17,6 +17,7 @@
 
 mod access;
 mod append;
+mod destinations;
 mod integrity;
 mod read;
 mod retention;
@@ -37,7 +38,7 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
+    ApiKey, Appended, Bucket, Destination, DestinationProgress, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
     RawPage, RawRecord, Record, Result, Role, Session, Store, StoreError, StoreStats, StoredCheckpoint, User,
 };
 
@@ -643,6 +644,41 @@ impl Store for PgStore {
     async fn pruned_leaves(&self, org: &str, from: u64, to: u64) -> Result<Vec<(u64, trail_merkle::Hash)>> {
         let org = self.inner.org_id(org).await?;
         retention::pruned_leaves(&self.inner.conn().await?, org, from, to).await
+    }
+
+    async fn destinations(&self, org: Option<&str>) -> Result<Vec<Destination>> {
+        let org = match org {
+            Some(o) => Some(self.inner.org_id(o).await?),
+            None => None,
+        };
+        destinations::list(&self.inner.conn().await?, org).await
+    }
+
+    async fn put_destination(&self, destination: &Destination) -> Result<()> {
+        let org = self.inner.org_id(&destination.org).await?;
+        destinations::put(&self.inner.conn().await?, org, destination).await
+    }
+
+    async fn delete_destination(&self, org: &str, id: &str) -> Result<()> {
+        let org = self.inner.org_id(org).await?;
+        destinations::delete(&self.inner.conn().await?, org, id).await
+    }
+
+    async fn set_destination_progress(&self, org: &str, id: &str, progress: &DestinationProgress) -> Result<()> {
+        let org = self.inner.org_id(org).await?;
+        destinations::set_progress(&self.inner.conn().await?, org, id, progress).await
+    }
+
+    async fn lease_destination(
+        &self,
+        org: &str,
+        id: &str,
+        owner: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<bool> {
+        let org = self.inner.org_id(org).await?;
+        destinations::lease(&self.inner.conn().await?, org, id, owner, now, until).await
     }
 
     async fn ready(&self) -> Result<()> {

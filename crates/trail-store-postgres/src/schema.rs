@@ -37,7 +37,30 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", V1),
     (2, "where source trail became the server's alone; per-minute event counts", V2),
     (3, "read auditing and the console's opening time range, org settings; an export's kind", V3),
+    (4, "streaming destinations", V4),
 ];
+
+/// Where each org's log is streamed, with delivery progress and the lease that keeps one node
+/// delivering each destination.
+const V4: &str = r#"
+CREATE TABLE destinations(
+    org bigint NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    config text NOT NULL,
+    secret bytea,
+    created_by text NOT NULL,
+    created_at bigint NOT NULL,
+    updated_at bigint NOT NULL,
+    cursor bigint NOT NULL,
+    state text NOT NULL,
+    error text,
+    failing_since bigint,
+    delivered_at bigint,
+    delivered bigint NOT NULL DEFAULT 0,
+    lease_owner text,
+    lease_until bigint,
+    PRIMARY KEY (org, id));
+"#;
 
 /// Before version 2, ingest could write `source: "trail"`: Trail's own records are told apart from
 /// each org's current size onwards (new orgs: from 0). `minute_counts` holds each org's events and

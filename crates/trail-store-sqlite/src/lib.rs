@@ -7,6 +7,7 @@
 
 mod access;
 mod body;
+mod destinations;
 mod ids;
 mod index;
 mod integrity;
@@ -27,7 +28,7 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
+    ApiKey, Appended, Bucket, Destination, DestinationProgress, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
     RawRecord, Record, Result, Role, Session, Store, StoreError, StoreStats, StoredCheckpoint, User,
 };
 
@@ -763,6 +764,42 @@ impl Store for SqliteStore {
 
     async fn unsigned_heads(&self) -> Result<Vec<(String, u64)>> {
         self.read(integrity::unsigned_heads).await
+    }
+
+    async fn destinations(&self, org: Option<&str>) -> Result<Vec<Destination>> {
+        let org = org.map(str::to_string);
+        self.control(move |c| {
+            let id = org.map(|o| read::org_id(c, &o).map(|(id, _)| id)).transpose()?;
+            destinations::list(c, id)
+        })
+        .await
+    }
+
+    async fn put_destination(&self, destination: &Destination) -> Result<()> {
+        let d = destination.clone();
+        self.write(move |w| destinations::put(&w.conn, w.org_id(&d.org)?, &d)).await
+    }
+
+    async fn delete_destination(&self, org: &str, id: &str) -> Result<()> {
+        let (org, id) = (org.to_string(), id.to_string());
+        self.write(move |w| destinations::delete(&w.conn, w.org_id(&org)?, &id)).await
+    }
+
+    async fn set_destination_progress(&self, org: &str, id: &str, progress: &DestinationProgress) -> Result<()> {
+        let (org, id, p) = (org.to_string(), id.to_string(), progress.clone());
+        self.write(move |w| destinations::set_progress(&w.conn, w.org_id(&org)?, &id, &p)).await
+    }
+
+    async fn lease_destination(
+        &self,
+        org: &str,
+        id: &str,
+        owner: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<bool> {
+        let (org, id, owner) = (org.to_string(), id.to_string(), owner.to_string());
+        self.write(move |w| destinations::lease(&w.conn, w.org_id(&org)?, &id, &owner, now, until)).await
     }
 
     async fn ready(&self) -> Result<()> {

@@ -25,7 +25,7 @@ use rusqlite::Connection;
 /// first run.
 /// 5: `org_settings.read_audit` (whether reads of the log are recorded in it) and
 /// `org_settings.default_range` (the console's opening time range); `exports.kind` (query or restore).
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
 
@@ -133,6 +133,12 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             org_id INTEGER PRIMARY KEY, hot_days INTEGER NOT NULL, archive_days INTEGER NOT NULL,
             legal_hold INTEGER NOT NULL, legal_hold_reason TEXT, updated_at INTEGER NOT NULL,
             updated_by TEXT, read_audit INTEGER NOT NULL DEFAULT 1, default_range TEXT) STRICT;
+        CREATE TABLE IF NOT EXISTS destinations(
+            org_id INTEGER NOT NULL, id TEXT NOT NULL, config TEXT NOT NULL, secret BLOB,
+            created_by TEXT NOT NULL, created_at INTEGER NOT NULL, updated_at INTEGER NOT NULL,
+            cursor INTEGER NOT NULL, state TEXT NOT NULL, error TEXT, failing_since INTEGER,
+            delivered_at INTEGER, delivered INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until INTEGER,
+            PRIMARY KEY(org_id, id)) STRICT;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
@@ -153,7 +159,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=4) => {
+        Some(v @ 1..=5) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -197,6 +203,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                      UPDATE exports SET kind = 'restore' WHERE json_extract(filters, '$.archive') = 1;",
                 )?;
             }
+            // Version 6 streams logs to destinations: their table is created above, empty.
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.

@@ -43,7 +43,8 @@ macro_rules! conformance_suite {
             histograms_of_whole_logs_at_every_width_and_alignment, access_records,
             concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
             checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations, exports_are_claimed_once,
-            retention_prunes_months_and_keeps_proofs, events_after_follow_the_log_in_seq_order);
+            retention_prunes_months_and_keeps_proofs, events_after_follow_the_log_in_seq_order,
+            destinations_keep_config_progress_and_lease);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -1209,4 +1210,56 @@ pub async fn events_after_follow_the_log_in_seq_order<S: Store>(store: Arc<S>) {
     assert_eq!(seen, (0..50).collect::<Vec<u64>>());
     assert_eq!(store.events_after("acme", Some(49), 10).await.unwrap(), vec![]);
     assert_eq!(store.events_after("other", None, 10).await.unwrap().len(), 3, "orgs stay apart");
+}
+
+/// Destinations: configuration replaced without touching progress, progress recorded, one lease
+/// holder at a time, orgs apart.
+pub async fn destinations_keep_config_progress_and_lease<S: Store>(store: Arc<S>) {
+    use crate::{Destination, DestinationProgress};
+    org(&*store, "acme").await;
+    org(&*store, "other").await;
+    let mut d = Destination {
+        org: "acme".into(),
+        id: "d1".into(),
+        config: serde_json::json!({"kind": "webhook", "url": "https://siem.example/in"}),
+        sealed_secret: Some(vec![1, 2, 3]),
+        created_by: "u1".into(),
+        created_at: 10,
+        updated_at: 10,
+        progress: DestinationProgress { cursor: 7, state: "active".into(), ..Default::default() },
+    };
+    store.put_destination(&d).await.unwrap();
+    assert_eq!(store.destinations(Some("acme")).await.unwrap(), vec![d.clone()]);
+    assert_eq!(store.destinations(Some("other")).await.unwrap(), vec![]);
+    let progress = DestinationProgress {
+        cursor: 120,
+        state: "failing".into(),
+        error: Some("HTTP 503".into()),
+        failing_since: Some(50),
+        delivered_at: Some(40),
+        delivered: 113,
+    };
+    store.set_destination_progress("acme", "d1", &progress).await.unwrap();
+    d.config = serde_json::json!({"kind": "webhook", "url": "https://siem.example/v2"});
+    d.updated_at = 60;
+    d.progress = DestinationProgress::default();
+    store.put_destination(&d).await.unwrap();
+    let got = store.destinations(None).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!((&got[0].config, got[0].updated_at), (&d.config, 60), "configuration replaced");
+    assert_eq!(got[0].progress, progress, "progress kept by a configuration change");
+
+    assert!(store.lease_destination("acme", "d1", "node-a", 100, 200).await.unwrap());
+    assert!(store.lease_destination("acme", "d1", "node-a", 150, 250).await.unwrap(), "renewed");
+    assert!(!store.lease_destination("acme", "d1", "node-b", 200, 300).await.unwrap(), "held by a");
+    assert!(store.lease_destination("acme", "d1", "node-b", 251, 350).await.unwrap(), "a's ran out");
+    assert!(!store.lease_destination("other", "d1", "node-b", 251, 350).await.unwrap(), "orgs apart");
+
+    assert!(matches!(store.delete_destination("other", "d1").await, Err(StoreError::NotFound(_))));
+    store.delete_destination("acme", "d1").await.unwrap();
+    assert!(store.destinations(None).await.unwrap().is_empty());
+    assert!(matches!(
+        store.set_destination_progress("acme", "d1", &progress).await,
+        Err(StoreError::NotFound(_))
+    ));
 }

@@ -420,8 +420,58 @@ pub trait Store: Send + Sync + 'static {
     /// The leaf hashes kept for pruned events of the org with `seq` in `[from, to)`, in `seq` order.
     async fn pruned_leaves(&self, org: &str, from: u64, to: u64) -> Result<Vec<(u64, trail_merkle::Hash)>>;
 
+    // --- streaming destinations ------------------------------------------------------------------
+
+    /// The streaming destinations of an org, or of every org with `None`, oldest first.
+    async fn destinations(&self, org: Option<&str>) -> Result<Vec<Destination>>;
+    /// Creates the destination with its progress, or replaces an existing one's configuration, secret
+    /// and `updated_at` (its progress is kept: see [`Store::set_destination_progress`]).
+    async fn put_destination(&self, destination: &Destination) -> Result<()>;
+    /// `NotFound` when the org has no such destination.
+    async fn delete_destination(&self, org: &str, id: &str) -> Result<()>;
+    /// Records how far delivery got. `NotFound` when the destination was deleted meanwhile.
+    async fn set_destination_progress(&self, org: &str, id: &str, progress: &DestinationProgress) -> Result<()>;
+    /// Takes or renews the right to deliver to a destination until `until`, for the process `owner`:
+    /// granted when nobody holds it, `owner` does, or the holder's lease ran out before `now`. Several
+    /// servers on one database thus never deliver the same destination at once.
+    async fn lease_destination(&self, org: &str, id: &str, owner: &str, now: Micros, until: Micros)
+    -> Result<bool>;
+
     /// Whether the store can serve reads and take writes.
     async fn ready(&self) -> Result<()>;
+}
+
+/// Where an org's log is streamed (a SIEM's webhook, syslog collector or HTTP Event Collector) and how
+/// far delivery got. The store keeps the server's configuration whole, as JSON.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Destination {
+    pub org: String,
+    pub id: String,
+    /// The server's typed configuration (kind, endpoint, format, filters).
+    pub config: serde_json::Value,
+    /// The destination's secret (a webhook's signing key, a collector's token), sealed by the server.
+    pub sealed_secret: Option<Vec<u8>>,
+    pub created_by: String,
+    pub created_at: Micros,
+    pub updated_at: Micros,
+    pub progress: DestinationProgress,
+}
+
+/// How far a destination's delivery got.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DestinationProgress {
+    /// The next seq to deliver: every event below it was acknowledged by the receiver or filtered out.
+    pub cursor: u64,
+    /// `active`, `failing` or `paused`.
+    pub state: String,
+    /// Why the last attempt failed, or why delivery is paused.
+    pub error: Option<String>,
+    /// When the current run of failures began.
+    pub failing_since: Option<Micros>,
+    /// When a receiver last acknowledged a batch.
+    pub delivered_at: Option<Micros>,
+    /// Events acknowledged since the destination was created.
+    pub delivered: u64,
 }
 
 /// An org's retention settings (PRODUCT.md §8).
