@@ -13,6 +13,7 @@ pub mod error;
 pub mod event;
 pub mod export;
 pub mod query;
+pub mod siem;
 pub mod text;
 pub mod time;
 
