@@ -81,7 +81,10 @@ pub fn ocsf(e: &StoredEvent, api_json: &Value, product_version: &str) -> Value {
     m.insert("class_uid".into(), class_uid.into());
     m.insert("class_name".into(), class_name.into());
     m.insert("category_uid".into(), (class_uid / 1000).into());
-    m.insert("category_name".into(), if class_uid / 1000 == 3 { "Identity & Access Management" } else { "" }.into());
+    m.insert(
+        "category_name".into(),
+        if class_uid / 1000 == 3 { "Identity & Access Management" } else { "" }.into(),
+    );
     m.insert("activity_id".into(), activity_id.into());
     m.insert("activity_name".into(), activity_name.into());
     m.insert("type_uid".into(), (u64::from(class_uid) * 100 + u64::from(activity_id)).into());
@@ -186,11 +189,8 @@ fn cef_value(s: &str) -> String {
 pub fn cef(e: &StoredEvent, leaf_hash_b64: &str, product_version: &str) -> String {
     let name = catalog::label(&e.action).unwrap_or(&e.action);
     let severity = if e.outcome == Outcome::Failure { 6 } else { 3 };
-    let mut ext: Vec<(&str, String)> = vec![
-        ("rt", (e.time / 1000).to_string()),
-        ("externalId", e.id.clone()),
-        ("suid", e.actor.id.clone()),
-    ];
+    let mut ext: Vec<(&str, String)> =
+        vec![("rt", (e.time / 1000).to_string()), ("externalId", e.id.clone()), ("suid", e.actor.id.clone())];
     if let Some(n) = &e.actor.name {
         ext.push(("suser", n.clone()));
     }
@@ -364,7 +364,9 @@ mod tests {
     #[test]
     fn cef_escapes_header_and_extension_values() {
         let line = cef(&event("project.created"), "AAAA", "0.1.0");
-        assert!(line.starts_with("CEF:0|Trail|Trail|0.1.0|project.created|Project created|6|rt=1700000000123 "));
+        assert!(
+            line.starts_with("CEF:0|Trail|Trail|0.1.0|project.created|Project created|6|rt=1700000000123 ")
+        );
         assert!(line.contains(" suser=Ana \\= admin | ops "), "{line}");
         assert!(line.contains(" cs4=Web\\nshop "), "{line}");
         assert!(line.contains(" reason=bad \\\\ password "), "{line}");

@@ -76,7 +76,8 @@ fn check_object(schema: &Value, path: &str, def: &Value, v: &Value, errors: &mut
     // Present objects that the extract describes are checked too, required or not.
     if let Some(fields) = v.as_object() {
         for (k, x) in fields {
-            let known = schema["objects"].get(k).filter(|_| x.is_object() && def["required"].get(k).is_none());
+            let known =
+                schema["objects"].get(k).filter(|_| x.is_object() && def["required"].get(k).is_none());
             if let Some(obj) = known {
                 check_object(schema, &format!("{path}.{k}"), obj, x, errors);
             }
@@ -151,7 +152,10 @@ fn every_catalogued_action_meets_its_ocsf_class() {
 fn sign_ins_are_logons_and_failures_say_so() {
     let e = event("user.sign_in_failed", Outcome::Failure);
     let v = ocsf(&e, &e.to_json(&[0; 32]), "0.1.0");
-    assert_eq!((v["class_uid"].as_u64(), v["activity_id"].as_u64(), v["status_id"].as_u64()), (Some(3002), Some(1), Some(2)));
+    assert_eq!(
+        (v["class_uid"].as_u64(), v["activity_id"].as_u64(), v["status_id"].as_u64()),
+        (Some(3002), Some(1), Some(2))
+    );
     assert_eq!(v["user"]["uid"], "u-1");
     assert_eq!(v["src_endpoint"]["ip"], "192.0.2.4");
     assert_eq!(v["time"], 1_733_400_000_000i64);

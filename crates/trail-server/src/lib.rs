@@ -24,6 +24,7 @@ mod serve;
 pub mod settings;
 pub mod sink;
 mod state;
+pub mod stream;
 pub mod throttle;
 
 use std::time::{Duration, Instant};

@@ -1,5 +1,5 @@
 //! Serving: binding the listener, the background tasks that run beside the router (checkpointer,
-//! activity and key-read flusher, export worker, retention, the audit.log sink), connections with a
+//! activity and key-read flusher, export worker, retention, the audit.log sink, streaming), connections with a
 //! bounded request-head time, and graceful shutdown.
 
 use std::net::SocketAddr;
@@ -74,6 +74,7 @@ impl Server {
             }
         });
         let exporter = tokio::spawn(exports::run_exporter(self.state.clone()));
+        let streams = tokio::spawn(self.state.streams.clone().run());
         let retention = self.state.archive.clone().map(|archive| {
             let settings = &self.state.settings;
             let r = retention::Retention::new(
@@ -90,6 +91,7 @@ impl Server {
         checkpointer.abort();
         flusher.abort();
         exporter.abort();
+        streams.abort();
         if let Some((task, hup)) = sink {
             task.abort();
             hup.abort();

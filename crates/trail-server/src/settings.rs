@@ -28,6 +28,27 @@ pub struct Settings {
     pub smtp: SmtpSettings,
     pub exports: ExportSettings,
     pub sinks: SinksSettings,
+    pub streaming: StreamingSettings,
+}
+
+/// Streaming to destinations (README "Stream to your SIEM").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct StreamingSettings {
+    /// A destination failing for this long is paused (with the reason) until someone resumes it.
+    pub pause_after_secs: u64,
+    /// The longest wait between retries (they start at 1 s and double, with jitter).
+    pub max_backoff_secs: u64,
+    /// Most events in one batch (a webhook POST, a HEC request, a syslog write).
+    pub batch_max_events: usize,
+    /// Destinations one org may have.
+    pub max_per_org: usize,
+}
+
+impl Default for StreamingSettings {
+    fn default() -> Self {
+        Self { pause_after_secs: 24 * 3600, max_backoff_secs: 300, batch_max_events: 1000, max_per_org: 10 }
+    }
 }
 
 /// Copies of the log outside the store.
@@ -200,6 +221,7 @@ impl Default for Settings {
             smtp: SmtpSettings::default(),
             exports: ExportSettings::default(),
             sinks: SinksSettings::default(),
+            streaming: StreamingSettings::default(),
         }
     }
 }

@@ -12,7 +12,7 @@ use trail_store::Store;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::{archive, auth, reads, retention, sink, throttle};
+use crate::{archive, auth, reads, retention, sink, stream, throttle};
 
 /// Everything a handler can reach.
 #[derive(Clone)]
@@ -34,6 +34,8 @@ pub struct AppState {
     /// Where archived events are (`None` when the configured archive cannot be opened; `trail serve`
     /// refuses to start then, so only embedders see it).
     pub archive: Option<archive::Archive>,
+    /// Streaming to destinations (its tasks run while the server serves).
+    pub streams: Arc<stream::Streams>,
     /// The `audit.log` sink's health, while it runs.
     pub sink: Option<Arc<sink::SinkStatus>>,
     /// Orgs' retention policies, read from the store at most every few seconds.
@@ -98,7 +100,15 @@ impl std::fmt::Debug for AppState {
 impl AppState {
     pub fn new(store: Arc<dyn Store>, settings: Settings, signer: trail_merkle::Signer) -> Self {
         let settings_ingest_permits = settings.limits.max_concurrent_ingest.max(1);
+        let streams = stream::Streams::new(
+            store.clone(),
+            &signer,
+            settings.streaming.clone(),
+            &settings.server_name,
+            &settings.data_dir,
+        );
         Self {
+            streams,
             store,
             metrics: Arc::new(Metrics::started(trail_model::time::now())),
             signer: Arc::new(signer),

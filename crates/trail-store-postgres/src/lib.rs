@@ -38,8 +38,9 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Destination, DestinationProgress, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
-    RawPage, RawRecord, Record, Result, Role, Session, Store, StoreError, StoreStats, StoredCheckpoint, User,
+    ApiKey, Appended, Bucket, Destination, DestinationProgress, Export, Group, Invitation, MonthSummary, Org,
+    OrgSettings, Page, Permission, RawPage, RawRecord, Record, Result, Role, Session, Store, StoreError,
+    StoreStats, StoredCheckpoint, User,
 };
 
 /// Connections one store keeps at most.
@@ -664,7 +665,12 @@ impl Store for PgStore {
         destinations::delete(&self.inner.conn().await?, org, id).await
     }
 
-    async fn set_destination_progress(&self, org: &str, id: &str, progress: &DestinationProgress) -> Result<()> {
+    async fn set_destination_progress(
+        &self,
+        org: &str,
+        id: &str,
+        progress: &DestinationProgress,
+    ) -> Result<()> {
         let org = self.inner.org_id(org).await?;
         destinations::set_progress(&self.inner.conn().await?, org, id, progress).await
     }

@@ -28,8 +28,9 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Destination, DestinationProgress, Export, Group, Invitation, MonthSummary, Org, OrgSettings, Page, Permission,
-    RawRecord, Record, Result, Role, Session, Store, StoreError, StoreStats, StoredCheckpoint, User,
+    ApiKey, Appended, Bucket, Destination, DestinationProgress, Export, Group, Invitation, MonthSummary, Org,
+    OrgSettings, Page, Permission, RawRecord, Record, Result, Role, Session, Store, StoreError, StoreStats,
+    StoredCheckpoint, User,
 };
 
 use crate::writer::{Job, Task, Writer};
@@ -785,7 +786,12 @@ impl Store for SqliteStore {
         self.write(move |w| destinations::delete(&w.conn, w.org_id(&org)?, &id)).await
     }
 
-    async fn set_destination_progress(&self, org: &str, id: &str, progress: &DestinationProgress) -> Result<()> {
+    async fn set_destination_progress(
+        &self,
+        org: &str,
+        id: &str,
+        progress: &DestinationProgress,
+    ) -> Result<()> {
         let (org, id, p) = (org.to_string(), id.to_string(), progress.clone());
         self.write(move |w| destinations::set_progress(&w.conn, w.org_id(&org)?, &id, &p)).await
     }

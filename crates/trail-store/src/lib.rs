@@ -430,12 +430,23 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` when the org has no such destination.
     async fn delete_destination(&self, org: &str, id: &str) -> Result<()>;
     /// Records how far delivery got. `NotFound` when the destination was deleted meanwhile.
-    async fn set_destination_progress(&self, org: &str, id: &str, progress: &DestinationProgress) -> Result<()>;
+    async fn set_destination_progress(
+        &self,
+        org: &str,
+        id: &str,
+        progress: &DestinationProgress,
+    ) -> Result<()>;
     /// Takes or renews the right to deliver to a destination until `until`, for the process `owner`:
     /// granted when nobody holds it, `owner` does, or the holder's lease ran out before `now`. Several
     /// servers on one database thus never deliver the same destination at once.
-    async fn lease_destination(&self, org: &str, id: &str, owner: &str, now: Micros, until: Micros)
-    -> Result<bool>;
+    async fn lease_destination(
+        &self,
+        org: &str,
+        id: &str,
+        owner: &str,
+        now: Micros,
+        until: Micros,
+    ) -> Result<bool>;
 
     /// Whether the store can serve reads and take writes.
     async fn ready(&self) -> Result<()>;

@@ -80,6 +80,10 @@ struct VerifyArgs {
     /// data directory present, each archived event is also checked against the leaf the log kept.
     #[arg(long, value_name = "PATH", conflicts_with_all = ["export", "server"])]
     archive: Option<PathBuf>,
+    /// Verify a directory of webhook batches a receiver stored (one request body per .json file):
+    /// contiguous seqs, every event's leaf, and each batch's proof against its signed checkpoint.
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["export", "server", "archive"])]
+    stream: Option<PathBuf>,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -216,6 +220,16 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<verify::Verdict> {
         };
         let server = args.server.as_deref().map(|u| (u, args.token.as_deref()));
         return verify::export(file, manifest, &key, server).await;
+    }
+    if let Some(dir) = &args.stream {
+        let key = match args.key.as_deref() {
+            Some(k) => verify::parse_key(k)?,
+            None => {
+                let s = settings(&args.config, None)?;
+                verify::key_from(None, &trail_server::integrity::key_path(&s), &s.server_name)?
+            }
+        };
+        return verify::stream(dir, &key);
     }
     if let Some(path) = &args.archive {
         let s = settings(&args.config, None)?;

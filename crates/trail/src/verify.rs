@@ -379,3 +379,137 @@ pub async fn archive(
     );
     Ok(Verdict::Verified)
 }
+
+/// Checks a directory of webhook batches as a receiver stored them (one request body per `*.json`
+/// file): per org, that the batches join into one contiguous range of seqs, that every event hashes
+/// to its leaf, and that each batch's leaves, on top of its frontier, make a tree the signed
+/// checkpoint extends (its consistency proof). Names the first gap or mismatch.
+pub fn stream(dir: &std::path::Path, key: &Verifier) -> anyhow::Result<Verdict> {
+    use std::collections::BTreeMap;
+    use trail_model::siem::Batch;
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        bail!("{} holds no batches (*.json)", dir.display());
+    }
+    let fail = |why: String| {
+        println!("{}: FAILED: {why}", dir.display());
+        Ok(Verdict::Tampered)
+    };
+    let mut by_org: BTreeMap<String, Vec<(String, Batch)>> = BTreeMap::new();
+    for f in &files {
+        let name = f.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let bytes = std::fs::read(f).with_context(|| format!("cannot read {}", f.display()))?;
+        let batch: Batch = match serde_json::from_slice(&bytes) {
+            Ok(b) => b,
+            Err(e) => return fail(format!("{name} is not a Trail batch: {e}")),
+        };
+        if batch.trail_batch != Batch::VERSION {
+            return fail(format!(
+                "{name}: batch version {} is not one this trail reads (1)",
+                batch.trail_batch
+            ));
+        }
+        by_org.entry(batch.org.clone()).or_default().push((name, batch));
+    }
+    for (org, mut batches) in by_org {
+        batches.sort_by_key(|(name, b)| (b.first_seq, b.last_seq, name.clone()));
+        let start = batches[0].1.first_seq;
+        let (mut next, mut events, mut skipped, mut signed_to) = (start, 0u64, 0u64, 0u64);
+        for (name, b) in &batches {
+            if b.first_seq > next {
+                return fail(format!(
+                    "{org}: seq {next} to {} are missing: no batch covers them (the next is {name})",
+                    b.first_seq - 1
+                ));
+            }
+            match check_batch(b, key) {
+                Ok(size) => signed_to = signed_to.max(size),
+                Err(why) => {
+                    return fail(format!("{name} ({org}, seq {}-{}): {why}", b.first_seq, b.last_seq));
+                }
+            }
+            if b.last_seq >= next {
+                // Count only what this batch adds (a batch sent again repeats what came before).
+                let new = |seq: u64| seq >= next;
+                events += b.events.iter().filter_map(|v| b.trail_event(v).ok()).filter(|e| new(e.seq)).count()
+                    as u64;
+                skipped += b.skipped.iter().filter(|s| new(s.seq)).count() as u64;
+                next = b.last_seq + 1;
+            }
+        }
+        println!(
+            "{}: ok, {org}: seq {start} to {} complete ({events} events, {skipped} filtered or archived) in {} batches, each proven against checkpoints up to size {signed_to}",
+            dir.display(),
+            next - 1,
+            batches.len()
+        );
+    }
+    Ok(Verdict::Verified)
+}
+
+/// One batch on its own: leaves, frontier, checkpoint signature and consistency. The checkpoint's size.
+fn check_batch(b: &trail_model::siem::Batch, key: &Verifier) -> Result<u64, String> {
+    let b64 = |s: &str| -> Result<Hash, String> {
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .ok()
+            .and_then(|v| v.try_into().ok())
+            .ok_or_else(|| format!("{s:?} is not a base64 SHA-256 hash"))
+    };
+    if b.last_seq < b.first_seq {
+        return Err("last_seq is below first_seq".into());
+    }
+    let len = b.last_seq - b.first_seq + 1;
+    if b.events.len() as u64 + b.skipped.len() as u64 != len {
+        return Err(format!(
+            "{} events and {} skipped leaves do not cover the {len} seqs of the range",
+            b.events.len(),
+            b.skipped.len()
+        ));
+    }
+    let mut leaves: Vec<Option<Hash>> = vec![None; len as usize];
+    let mut place = |seq: u64, leaf: Hash| -> Result<(), String> {
+        let slot = seq
+            .checked_sub(b.first_seq)
+            .and_then(|i| leaves.get_mut(i as usize))
+            .ok_or_else(|| format!("seq {seq} lies outside the batch's range"))?;
+        if slot.replace(leaf).is_some() {
+            return Err(format!("seq {seq} appears twice"));
+        }
+        Ok(())
+    };
+    for v in &b.events {
+        let e = b.trail_event(v).map_err(|e| format!("an event cannot be read: {e}"))?;
+        if e.org != b.org {
+            return Err(format!("seq {} belongs to org {}, not {}", e.seq, e.org, b.org));
+        }
+        place(e.seq, trail_merkle::leaf_hash(&trail_model::canonical::encode(&e)))?;
+    }
+    for s in &b.skipped {
+        place(s.seq, b64(&s.leaf_hash)?)?;
+    }
+    let frontier: Vec<Hash> = b.frontier.iter().map(|h| b64(h)).collect::<Result<_, _>>()?;
+    let mut tree = trail_merkle::Frontier::from_parts(b.first_seq, frontier)
+        .map_err(|e| format!("its frontier is malformed: {e}"))?;
+    for leaf in leaves.into_iter().flatten() {
+        tree.append(leaf);
+    }
+    let cp = open(&b.checkpoint, key)
+        .map_err(|e| format!("its checkpoint does not verify with the log key: {e}"))?;
+    if !cp.origin.ends_with(&format!("/orgs/{}", b.org)) {
+        return Err(format!("its checkpoint is for {}, not this org's log", cp.origin));
+    }
+    if cp.size <= b.last_seq {
+        return Err(format!("its checkpoint (size {}) does not cover seq {}", cp.size, b.last_seq));
+    }
+    let proof: Vec<Hash> = b.consistency.iter().map(|h| b64(h)).collect::<Result<_, _>>()?;
+    trail_merkle::verify_consistency(b.last_seq + 1, cp.size, &tree.root(), &cp.root, &proof).map_err(|e| {
+        format!("its events are not the log's: the tree they make is not one the signed checkpoint extends ({e}); an event was altered, dropped or forged")
+    })?;
+    Ok(cp.size)
+}

@@ -331,6 +331,77 @@ pub struct NewRestore {
     pub name: Option<String>,
 }
 
+/// A streaming destination's settings, as created or replaced (README "Stream to your SIEM").
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct DestinationFields {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: String,
+    pub kind: crate::stream::config::Kind,
+    /// Webhook and splunk_hec: where batches are POSTed; https:// (http:// only to this machine).
+    #[schemars(length(max = 2000))]
+    pub url: Option<String>,
+    /// Syslog: `host:port` of the collector.
+    #[schemars(length(max = 300))]
+    pub address: Option<String>,
+    /// Syslog: TCP+TLS (default) or plain TCP (`false`).
+    pub tls: Option<bool>,
+    /// A PEM CA certificate to trust besides the system's roots.
+    #[schemars(length(max = 65536))]
+    pub ca_pem: Option<String>,
+    /// `json` (default), `ocsf`, or `cef` (syslog only).
+    pub format: Option<crate::stream::config::PayloadFormat>,
+    pub filter: Option<crate::stream::config::StreamFilter>,
+    /// Syslog facility, 0-23 (default 13, "log audit").
+    #[schemars(range(max = 23))]
+    pub facility: Option<u8>,
+    /// splunk_hec: the index and sourcetype given to events.
+    #[schemars(length(min = 1, max = 200))]
+    pub index: Option<String>,
+    #[schemars(length(min = 1, max = 200))]
+    pub sourcetype: Option<String>,
+    /// splunk_hec: the HEC token (required when creating; sealed at rest, never shown again).
+    #[schemars(length(min = 1, max = 512))]
+    pub token: Option<String>,
+}
+
+impl DestinationFields {
+    pub fn config(&self) -> crate::stream::config::DestinationConfig {
+        use crate::stream::config::Kind;
+        crate::stream::config::DestinationConfig {
+            name: self.name.trim().to_string(),
+            kind: self.kind,
+            url: self.url.clone(),
+            address: self.address.clone(),
+            tls: self.kind == Kind::Syslog && self.tls.unwrap_or(true),
+            ca_pem: self.ca_pem.clone(),
+            format: self.format.unwrap_or_default(),
+            filter: self.filter.clone().unwrap_or_default(),
+            facility: self.facility.unwrap_or(trail_model::siem::FACILITY_LOG_AUDIT),
+            index: self.index.clone(),
+            sourcetype: self.sourcetype.clone(),
+        }
+    }
+}
+
+/// A new destination: its settings and where in the log it starts (the log's end when neither is given).
+#[derive(Debug, Deserialize, JsonSchema)]
+pub struct NewDestination {
+    #[serde(flatten)]
+    pub fields: DestinationFields,
+    /// Start at this seq (0 replays the whole hot log).
+    pub start_seq: Option<u64>,
+    /// Start at the first event received at or after this time (a backfill).
+    #[schemars(extend("format" = "date-time"))]
+    pub start_time: Option<String>,
+}
+
+/// Resuming a paused or failing destination, optionally replaying from a seq.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resume {
+    pub from_seq: Option<u64>,
+}
+
 /// The request schemas by component name, for the OpenAPI document (references between them point
 /// into `#/components/schemas/`).
 pub fn schemas() -> Map<String, Value> {

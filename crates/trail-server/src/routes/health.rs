@@ -27,8 +27,20 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
                     json!({"status": "failing", "error": e, "lag_events": s.lag.load(Ordering::Relaxed)})
                 }
             });
-            let degraded = sink.as_ref().is_some_and(|s| s["status"] == "failing");
-            Json(json!({"status": if degraded { "degraded" } else { "ready" }, "sink": sink})).into_response()
+            // Destinations that fail or are paused: delivery waits for them, the node serves on.
+            let streams: Vec<_> = state
+                .streams
+                .seen()
+                .into_iter()
+                .filter(|s| s.state != crate::stream::ACTIVE)
+                .map(|s| json!({"org": s.org, "destination": s.id, "name": s.name, "state": s.state, "error": s.error}))
+                .collect();
+            let degraded = sink.as_ref().is_some_and(|s| s["status"] == "failing") || !streams.is_empty();
+            let mut body = json!({"status": if degraded { "degraded" } else { "ready" }, "sink": sink});
+            if !streams.is_empty() {
+                body["destinations"] = json!(streams);
+            }
+            Json(body).into_response()
         }
         Err(e) => crate::not_ready(e),
     }
@@ -66,6 +78,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             u8::from(s.error().is_none()),
         );
     }
+    render_streams(&mut out, &state.streams);
     if let Ok(lag) = state.store.search_index_lag().await {
         out.one(
             "trail_search_index_lag_events",
@@ -95,6 +108,63 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         );
     }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], out.finish()).into_response()
+}
+
+/// Streaming, by destination kind and state only (bounded labels; each destination's own lag is in
+/// the API and the console).
+fn render_streams(out: &mut Exposition, streams: &crate::stream::Streams) {
+    use crate::stream::{ACTIVE, FAILING, KINDS, PAUSED};
+    let seen = streams.seen();
+    let mut counts = Vec::new();
+    for kind in KINDS {
+        for st in [ACTIVE, FAILING, PAUSED] {
+            let n = seen.iter().filter(|s| s.kind == kind && s.state == st).count();
+            counts.push((format!("kind=\"{}\",state=\"{st}\"", kind.as_str()), n));
+        }
+    }
+    out.family("trail_destinations", "gauge", "Streaming destinations by kind and state.", counts);
+    let lag = |f: fn((u64, f64)) -> String| {
+        KINDS
+            .iter()
+            .map(move |k| (format!("kind=\"{}\"", k.as_str()), f(streams.max_lag(*k))))
+            .collect::<Vec<_>>()
+    };
+    out.family(
+        "trail_destination_lag_events",
+        "gauge",
+        "Events not yet acknowledged by the furthest-behind delivering destination of the kind.",
+        lag(|l| l.0.to_string()),
+    );
+    out.family(
+        "trail_destination_lag_seconds",
+        "gauge",
+        "Age of the oldest event not yet acknowledged by a delivering destination of the kind.",
+        lag(|l| format!("{:.3}", l.1)),
+    );
+    let counter = |f: fn(&crate::stream::KindCounters) -> u64| {
+        KINDS
+            .iter()
+            .map(move |k| (format!("kind=\"{}\"", k.as_str()), f(streams.counters(*k))))
+            .collect::<Vec<_>>()
+    };
+    out.family(
+        "trail_destination_events_total",
+        "counter",
+        "Events acknowledged by destinations.",
+        counter(|c| c.events.load(Ordering::Relaxed)),
+    );
+    out.family(
+        "trail_destination_batches_total",
+        "counter",
+        "Batches acknowledged by destinations.",
+        counter(|c| c.batches.load(Ordering::Relaxed)),
+    );
+    out.family(
+        "trail_destination_failures_total",
+        "counter",
+        "Failed delivery attempts (each is retried with backoff).",
+        counter(|c| c.failures.load(Ordering::Relaxed)),
+    );
 }
 
 /// The action catalog: what each `resource.verb` means and where the console files it. Static and

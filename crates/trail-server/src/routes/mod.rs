@@ -2,6 +2,7 @@
 
 mod access;
 pub mod bodies;
+mod destinations;
 pub mod events;
 mod exports;
 mod health;
@@ -131,6 +132,15 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/orgs/{org}/exports/{id}", get(exports::get))
         .route("/v1/orgs/{org}/exports/{id}/download", get(exports::download))
         .route("/v1/orgs/{org}/exports/{id}/manifest", get(exports::manifest))
+        .route("/v1/orgs/{org}/events/feed", get(destinations::feed))
+        .route("/v1/orgs/{org}/destinations", get(destinations::list).post(destinations::create))
+        .route(
+            "/v1/orgs/{org}/destinations/{id}",
+            get(destinations::get).put(destinations::update).delete(destinations::delete),
+        )
+        .route("/v1/orgs/{org}/destinations/{id}/pause", post(destinations::pause))
+        .route("/v1/orgs/{org}/destinations/{id}/resume", post(destinations::resume))
+        .route("/v1/orgs/{org}/destinations/{id}/rotate-secret", post(destinations::rotate_secret))
         .route("/v1/orgs/{org}/settings", get(retention::get).patch(retention::update))
         .route("/v1/orgs/{org}/archives", get(retention::list))
         .route("/v1/orgs/{org}/archives/restore", post(retention::restore))

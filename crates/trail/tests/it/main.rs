@@ -10,6 +10,7 @@ mod export;
 mod flood;
 mod postgres;
 mod sink;
+mod stream;
 mod tamper;
 
 use std::io::{BufRead, BufReader};
