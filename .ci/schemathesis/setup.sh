@@ -28,6 +28,11 @@ INV_TOKEN=$(invite st-accept@example.com "$GROUP_KEEP" | get 'd["invitations"][0
 # A second member the fuzzer may remove (the admin is the last administrator: 409).
 T2=$(invite st-user@example.com "$GROUP_KEEP" | get 'd["invitations"][0]["accept_url"].rsplit("/",1)[1]')
 USER_DEL=$(curl -sf "$BASE/v1/invitations/$T2/accept" -H "$J" -d '{"password":"st-user-password-1"}' | get 'd["id"]')
+# Destinations: a webhook to a closed local port (delivery fails and retries, harmlessly) to keep, and
+# a syslog one to delete.
+dest() { curl -sf "$BASE/v1/orgs/default/destinations" "${A[@]}" -d "$1" | get 'd["id"]'; }
+DEST_KEEP=$(dest '{"name":"st-keep","kind":"webhook","url":"http://127.0.0.1:9/trail"}')
+DEST_DEL=$(dest '{"name":"st-del","kind":"syslog","address":"127.0.0.1:9","tls":false}')
 # A signed checkpoint covers the events (signed within a second of an append).
 SIZE=0
 for _ in $(seq 50); do
@@ -48,6 +53,8 @@ ST_INV_DEL=$INV_DEL
 ST_INV_TOKEN=$INV_TOKEN
 ST_USER_DEL=$USER_DEL
 ST_SIZE=$SIZE
+ST_DEST_KEEP=$DEST_KEEP
+ST_DEST_DEL=$DEST_DEL
 ST_FROM=$(date -u -d "@$((NOW - 3600))" +%Y-%m-%dT%H:%M:%SZ)
 ST_TO=$(date -u -d "@$((NOW + 3600))" +%Y-%m-%dT%H:%M:%SZ)
 ENV

@@ -250,6 +250,15 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("patch", "/v1/orgs/{org}/settings", "update_settings"),
     ("get", "/v1/orgs/{org}/archives", "list_archives"),
     ("post", "/v1/orgs/{org}/archives/restore", "restore_archive"),
+    ("get", "/v1/orgs/{org}/events/feed", "event_feed"),
+    ("get", "/v1/orgs/{org}/destinations", "list_destinations"),
+    ("post", "/v1/orgs/{org}/destinations", "create_destination"),
+    ("get", "/v1/orgs/{org}/destinations/{id}", "get_destination"),
+    ("put", "/v1/orgs/{org}/destinations/{id}", "update_destination"),
+    ("delete", "/v1/orgs/{org}/destinations/{id}", "delete_destination"),
+    ("post", "/v1/orgs/{org}/destinations/{id}/pause", "pause_destination"),
+    ("post", "/v1/orgs/{org}/destinations/{id}/resume", "resume_destination"),
+    ("post", "/v1/orgs/{org}/destinations/{id}/rotate-secret", "rotate_destination_secret"),
 ];
 
 /// Response schemas whose every listed property is always sent (checked by schemathesis' response
@@ -278,6 +287,9 @@ const RESPONSES: &[&str] = &[
     "OrgSettings",
     "ArchiveList",
     "ActionList",
+    "Destination",
+    "DestinationList",
+    "Feed",
 ];
 
 /// Marks every property of an object schema (and of the objects inside it) required, unless the
@@ -301,6 +313,78 @@ fn tighten(schema: &mut Value) {
     }
     if let Some(items) = schema.get_mut("items") {
         tighten(items);
+    }
+}
+
+/// Streaming destinations and the feed (README "Stream to your SIEM").
+fn streaming(doc: &mut Value) {
+    let session = ["session", "cookie"];
+    let read = ["session", "cookie", "apiKey"];
+    let one = || org_and("id", "destination id");
+    let paths = json!({
+        "/v1/orgs/{org}/events/feed": {"get": op("The log in seq order after after_seq, up to the latest signed checkpoint (LOG-MANAGEMENT or events:read): the way to poll without missing events whose time is late", &read,
+            json!([path_param("org", "organization slug"),
+                   query_param("after_seq", "the last seq you have; absent to start at the beginning of the hot log", json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})),
+                   query_param("limit", "most events, default 100", json!({"type": "integer", "minimum": 1, "maximum": 1000}))]), None,
+            responses(("200", ok("events in seq order, with the checkpoint that covers them", "Feed")), &[400, 401, 403, 404]))},
+        "/v1/orgs/{org}/destinations": {
+            "get": op("Streaming destinations with their delivery state and lag (ORG-SETTINGS)", &session, org_only(), None,
+                responses(("200", ok("destinations", "DestinationList")), &[401, 403, 404])),
+            "post": op("Create a destination (ORG-SETTINGS); a webhook's signing secret is in this answer only", &session, org_only(), Some("NewDestination"),
+                responses(("201", ok("created", "DestinationWithSecret")), &[400, 401, 403, 404, 409, 415]))
+        },
+        "/v1/orgs/{org}/destinations/{id}": {
+            "get": op("One destination", &session, one(), None, responses(("200", ok("destination", "Destination")), &[401, 403, 404])),
+            "put": op("Replace a destination's settings (not its kind); delivery goes on from its cursor", &session, one(), Some("DestinationFields"),
+                responses(("200", ok("changed", "Destination")), &[400, 401, 403, 404, 415])),
+            "delete": op("Delete a destination", &session, one(), None, responses(("204", json!({"description": "deleted"})), &[401, 403, 404]))
+        },
+        "/v1/orgs/{org}/destinations/{id}/pause": {"post": op("Pause delivery", &session, one(), None,
+            responses(("200", ok("paused", "Destination")), &[401, 403, 404]))},
+        "/v1/orgs/{org}/destinations/{id}/resume": {"post": op("Resume delivery, optionally replaying from a seq", &session, one(), None,
+            responses(("200", ok("resumed", "Destination")), &[400, 401, 403, 404, 415]))},
+        "/v1/orgs/{org}/destinations/{id}/rotate-secret": {"post": op("A new webhook signing secret, in this answer only; the old one stops at once", &session, one(), None,
+            responses(("200", ok("the destination and its new secret", "DestinationWithSecret")), &[400, 401, 403, 404]))}
+    });
+    if let (Some(all), Value::Object(new)) = (doc["paths"].as_object_mut(), paths) {
+        all.extend(new);
+    }
+    doc["paths"]["/v1/orgs/{org}/destinations/{id}/resume"]["post"]["requestBody"] = json!({"required": false,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Resume"}}}});
+    let nullable_time = json!({"type": ["string", "null"], "format": "date-time"});
+    let schemas = json!({
+        "Destination": {"type": "object", "additionalProperties": false,
+            "required": ["id", "name", "kind", "tls", "format", "filter", "facility", "endpoint", "has_secret", "created_by", "created_at", "updated_at",
+                         "state", "error", "cursor", "delivered", "delivered_at", "failing_since", "lag_events", "lag_seconds"],
+            "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"}, "kind": {"enum": ["webhook", "syslog", "splunk_hec"]},
+                "url": {"type": "string"}, "address": {"type": "string"}, "tls": {"type": "boolean"}, "ca_pem": {"type": "string"},
+                "format": {"enum": ["json", "ocsf", "cef"]},
+                "filter": {"type": "object", "properties": {"actions": {"type": "array", "items": {"type": "string"}},
+                    "outcomes": {"type": "array", "items": {"enum": ["success", "failure"]}}, "sources": {"type": "array", "items": {"type": "string"}}}},
+                "facility": {"type": "integer", "minimum": 0, "maximum": 23}, "index": {"type": "string"}, "sourcetype": {"type": "string"},
+                "endpoint": {"type": "string", "description": "where it sends: the URL, or tcp:// / tls:// and the syslog address"},
+                "has_secret": {"type": "boolean"}, "created_by": {"type": "string"},
+                "created_at": {"type": "string", "format": "date-time"}, "updated_at": {"type": "string", "format": "date-time"},
+                "state": {"enum": ["active", "failing", "paused"]}, "error": {"type": ["string", "null"], "description": "why the last attempt failed, or why it is paused"},
+                "cursor": {"type": "integer", "minimum": 0, "description": "the next seq to deliver; everything below was acknowledged or filtered out"},
+                "delivered": {"type": "integer", "minimum": 0}, "delivered_at": nullable_time, "failing_since": nullable_time,
+                "lag_events": {"type": ["integer", "null"], "minimum": 0, "description": "events stored but not yet acknowledged (null while not delivering)"},
+                "lag_seconds": {"type": ["number", "null"], "minimum": 0, "description": "age of the oldest event not yet acknowledged"}}},
+        "DestinationList": {"type": "object", "properties": {"destinations": {"type": "array", "items": {"$ref": "#/components/schemas/Destination"}}}},
+        "Feed": {"type": "object", "properties": {"events": {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+            "next_after_seq": {"type": ["integer", "null"], "minimum": 0, "description": "pass as after_seq for the next page (null before the first event)"},
+            "checkpoint": {"type": ["string", "null"], "description": "the signed checkpoint (note) whose tree covers these events"},
+            "tree_size": {"type": "integer", "minimum": 0, "description": "the checkpoint's size: the feed never goes past it"}}}
+    });
+    // The same object with the secret, answered once (a closed object cannot be extended by allOf).
+    let mut with_secret = schemas["Destination"].clone();
+    with_secret["properties"]["secret"] =
+        json!({"type": "string", "description": "webhooks: the HMAC signing secret, shown once"});
+    let mut schemas = schemas;
+    schemas["DestinationWithSecret"] = with_secret;
+    if let (Some(all), Value::Object(new)) = (doc["components"]["schemas"].as_object_mut(), schemas) {
+        all.extend(new);
     }
 }
 
@@ -507,6 +591,7 @@ pub fn document() -> Value {
             }
         }
     });
+    streaming(&mut doc);
     // Request bodies: the schemas of the types the handlers deserialize into.
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.extend(crate::routes::bodies::schemas());

@@ -355,17 +355,24 @@ function bodyOf(form) {
       url = url.replace(`{${el.name}}`, encodeURIComponent(el.value));
       continue;
     }
+    // Left empty, an optional field is not sent at all.
+    if (el.hasAttribute("data-optional") && el.value.trim() === "") continue;
+    // `filter.actions` goes into body.filter.actions.
+    const path = el.name.split(".");
+    let target = body;
+    for (const p of path.slice(0, -1)) target = target[p] ??= {};
+    const name = path[path.length - 1];
     if (el.hasAttribute("data-array")) {
-      body[el.name] ??= [];
-      if (el.checked) body[el.name].push(el.value);
+      target[name] ??= [];
+      if (el.checked) target[name].push(el.value);
     } else if (el.hasAttribute("data-bool")) {
-      body[el.name] = el.checked;
+      target[name] = el.checked;
     } else if (el.hasAttribute("data-int")) {
-      body[el.name] = Number.parseInt(el.value, 10);
+      target[name] = Number.parseInt(el.value, 10);
     } else if (el.hasAttribute("data-split")) {
-      body[el.name] = el.value.split(/[\s,;]+/).filter(Boolean);
+      target[name] = el.value.split(/[\s,;]+/).filter(Boolean);
     } else if (el.type !== "submit" && el.type !== "button") {
-      body[el.name] = el.value;
+      target[name] = el.value;
     }
   }
   return { url, body };
@@ -389,6 +396,14 @@ function showResult(kind, data) {
     add("p", `API key “${data.name}” created. Copy its secret now: it is not shown again.`);
     add("code", data.secret).dataset.secret = "";
     panel.append(copyButton(data.secret, "Copy the key"));
+  } else if (kind === "destination") {
+    if (!data.secret) { location.reload(); return; }
+    add("p", `Destination “${data.name}” created. Copy its signing secret now: it is not shown again. Your receiver checks each request's Trail-Signature with it.`);
+    add("code", data.secret).dataset.secret = "";
+    panel.append(copyButton(data.secret, "Copy the secret"));
+    const reload = add("button", "Done");
+    reload.type = "button";
+    reload.addEventListener("click", () => location.reload());
   } else if (kind === "links") {
     add("p", "Invitations created. Send each person their link (it works once, until it expires):");
     for (const i of data.invitations) {

@@ -939,6 +939,76 @@ pub const PERMISSIONS: &[(&str, &str)] = &[
     ("ORG-SETTINGS", "Change retention and legal hold"),
 ];
 
+/// A streaming destination as its console row shows it.
+pub struct DestinationView {
+    pub id: String,
+    pub name: String,
+    pub kind: &'static str,
+    pub endpoint: String,
+    pub format: &'static str,
+    pub filter: String,
+    pub state: String,
+    pub error: String,
+    pub cursor: u64,
+    pub delivered: u64,
+    pub delivered_at: String,
+    pub lag: String,
+}
+
+fn destination_view(state: &AppState, d: &trail_store::Destination) -> Option<DestinationView> {
+    let cfg: crate::stream::config::DestinationConfig = serde_json::from_value(d.config.clone()).ok()?;
+    let live = state.streams.live(&d.org, &d.id);
+    let lag = match live {
+        Some(l) if d.progress.state != crate::stream::PAUSED => {
+            let events = l.lag_events.load(std::sync::atomic::Ordering::Relaxed);
+            let secs = l.lag_micros.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1e6;
+            if events == 0 { "caught up".into() } else { format!("{events} events, {secs:.1} s") }
+        }
+        _ => String::new(),
+    };
+    let f = &cfg.filter;
+    let mut filter = Vec::new();
+    if !f.actions.is_empty() {
+        filter.push(f.actions.join(", "));
+    }
+    if !f.outcomes.is_empty() {
+        filter.push(
+            serde_json::to_value(&f.outcomes)
+                .ok()?
+                .as_array()?
+                .iter()
+                .filter_map(|o| o.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+        );
+    }
+    if !f.sources.is_empty() {
+        filter.push(format!("source {}", f.sources.join(", ")));
+    }
+    Some(DestinationView {
+        id: d.id.clone(),
+        name: cfg.name.clone(),
+        kind: match cfg.kind {
+            crate::stream::config::Kind::Webhook => "Webhook",
+            crate::stream::config::Kind::Syslog => "Syslog",
+            crate::stream::config::Kind::SplunkHec => "Splunk HEC",
+        },
+        endpoint: cfg.endpoint(),
+        format: match cfg.format {
+            crate::stream::config::PayloadFormat::Json => "JSON",
+            crate::stream::config::PayloadFormat::Ocsf => "OCSF",
+            crate::stream::config::PayloadFormat::Cef => "CEF",
+        },
+        filter: if filter.is_empty() { "every event".into() } else { filter.join("; ") },
+        state: d.progress.state.clone(),
+        error: d.progress.error.clone().unwrap_or_default(),
+        cursor: d.progress.cursor,
+        delivered: d.progress.delivered,
+        delivered_at: d.progress.delivered_at.map(format_rfc3339).unwrap_or_default(),
+        lag,
+    })
+}
+
 #[derive(Template)]
 #[template(path = "admin.html")]
 struct Admin {
@@ -950,6 +1020,7 @@ struct Admin {
     roles: Vec<RoleView>,
     invitations: Vec<InvitationView>,
     keys: Vec<KeyView>,
+    destinations: Vec<DestinationView>,
     settings: Value,
     permissions: &'static [(&'static str, &'static str)],
     /// The ranges Audit Logs may open with (Settings).
@@ -968,6 +1039,7 @@ pub async fn admin(
         "invitations" => (Permission::UserManagement, "Invitations", "invitations"),
         "keys" => (Permission::KeyManagement, "API keys", "keys"),
         "settings" => (Permission::OrgSettings, "Settings", "settings"),
+        "destinations" => (Permission::OrgSettings, "Destinations", "destinations"),
         _ => return message(StatusCode::NOT_FOUND, None, "Not found", "There is no such page."),
     };
     let here = format!("/orgs/{org}/admin/{page}");
@@ -984,6 +1056,7 @@ pub async fn admin(
         roles: Vec::new(),
         invitations: Vec::new(),
         keys: Vec::new(),
+        destinations: Vec::new(),
         settings: Value::Null,
         permissions: PERMISSIONS,
         ranges: PRESETS,
@@ -1057,6 +1130,10 @@ pub async fn admin(
                         },
                     })
                     .collect();
+            }
+            "destinations" => {
+                a.destinations =
+                    state.store.destinations(Some(&org)).await?.iter().filter_map(|d| destination_view(&state, d)).collect();
             }
             _ => {
                 let s = state.store.org_settings(&org).await?;

@@ -333,6 +333,7 @@ pub struct NewRestore {
 
 /// A streaming destination's settings, as created or replaced (README "Stream to your SIEM").
 #[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(extend("additionalProperties" = false))]
 pub struct DestinationFields {
     #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
     pub name: String,
@@ -385,6 +386,7 @@ impl DestinationFields {
 
 /// A new destination: its settings and where in the log it starts (the log's end when neither is given).
 #[derive(Debug, Deserialize, JsonSchema)]
+#[schemars(extend("additionalProperties" = false))]
 pub struct NewDestination {
     #[serde(flatten)]
     pub fields: DestinationFields,
@@ -427,7 +429,10 @@ pub fn schemas() -> Map<String, Value> {
         AcceptInvitation,
         NewExport,
         OrgSettingsChange,
-        NewRestore
+        NewRestore,
+        DestinationFields,
+        NewDestination,
+        Resume
     );
     generator.take_definitions(true)
 }

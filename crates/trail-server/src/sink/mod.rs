@@ -2,8 +2,9 @@
 //! integration runtime's format, with log4j2-style rolling. It never decides what is stored: it only
 //! copies what the store has acknowledged, and a failing disk here never fails an ingest.
 //!
-//! The sink follows each org's log from a persisted position (`.<base>.position` beside the file): it
-//! reads events after the position in `seq` order, appends their lines in one write, fsyncs, then saves
+//! The sink follows each org's log from a persisted position (`.<base>.position` beside the file)
+//! with [`follow`], the reader the streaming destinations use: it reads events after the position in
+//! `seq` order, appends their lines in one write, fsyncs, then saves
 //! the position together with the active file's identity and length. After a crash, lines written
 //! after the last saved position are cut off again (the active file is truncated to the saved length,
 //! or emptied when a roll or reopen happened since), so restarting writes each event exactly once.
@@ -24,6 +25,7 @@ use trail_model::auditlog;
 use trail_store::Store;
 
 use crate::settings::FileSinkSettings;
+use crate::stream::follow::{self, Entry};
 use rolling::{Clock, Compress, RollingConfig, RollingFile};
 
 /// Most bytes of lines written per write-fsync-save cycle (and never more than half of `max_size`),
@@ -325,9 +327,11 @@ async fn cycle(
             more |= from < size;
             continue;
         }
-        let records = store.events_after(slug, from.checked_sub(1), 1000).await.map_err(|e| e.to_string())?;
+        let entries = follow::read(store, slug, from, size, 1000, false).await.map_err(|e| e.to_string())?;
+        let read = entries.len();
         let guard = file.lock().map_err(|_| "sink file lock poisoned".to_string())?;
-        for r in &records {
+        for entry in &entries {
+            let Entry::Event(r) = entry else { continue };
             if lines.len() >= budget {
                 more = true;
                 break;
@@ -349,7 +353,7 @@ async fn cycle(
         drop(guard);
         // Archived events are never written; move past any gap they leave.
         let reached = next.get(slug).copied().unwrap_or(0);
-        if records.len() == 1000 || reached < size {
+        if read == 1000 || reached < size {
             more = true;
         }
     }

@@ -537,3 +537,77 @@ async fn console_histogram_settings_and_archive() {
             .contains(&period)
     );
 }
+
+/// Destinations in the console: add a webhook (its secret shown once), see it deliver, pause and
+/// resume it; a syslog collector that refuses connections shows as failing with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_destinations() {
+    let Some(mut b) = browser("console_destinations").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let rx_dir = dir.path().join("rx");
+    std::fs::create_dir_all(&rx_dir).unwrap();
+    let certs = crate::stream::certs(dir.path());
+    let served = Served::start(&data, &[]);
+    let base = served.base.clone();
+    let key = Client::new(&base).with_token(create_key(&data, "events:write"));
+    let events: Vec<Value> = (0..20)
+        .map(|i| json!({"actor": {"id": "ana"}, "action": "project.created", "target": {"type": "project", "id": format!("p-{i}")}, "outcome": "success"}))
+        .collect();
+    key.ingest_batch("default", &events).await.unwrap();
+    sign_in(&mut b, &base, "admin@localhost", PASSWORD).await;
+    b.goto(&format!("{base}/orgs/default/admin/destinations")).await;
+    check_accessibility(&mut b, "destinations, empty").await;
+
+    let port = crate::stream::free_port();
+    fill(&mut b, "#dst-name", "Security SIEM").await;
+    fill(&mut b, "#dst-url", &format!("https://127.0.0.1:{port}/trail")).await;
+    fill(&mut b, "#dst-ca", &certs.ca_pem).await;
+    fill(&mut b, "#dst-start", "0").await;
+    b.eval("document.querySelector('[data-new-destination] button[type=submit]').click(), true").await;
+    let secret =
+        b.wait_for("document.querySelector('[data-secret]')?.textContent", "the signing secret").await;
+    let secret = secret.as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    let rx = crate::stream::Receiver::start("webhook", &rx_dir, &certs, port, ("--secret", &secret));
+    crate::stream::wait_for("the first batch", 30, || !rx.bodies().is_empty()).await;
+    b.goto(&format!("{base}/orgs/default/admin/destinations")).await;
+    assert_eq!(b.eval("document.querySelector('[data-destination]').dataset.state").await, json!("active"));
+    assert!(b.eval("document.body.textContent").await.as_str().unwrap().contains("https://127.0.0.1"));
+    assert!(
+        !b.eval("document.body.textContent").await.as_str().unwrap().contains(&secret),
+        "never shown again"
+    );
+    check_accessibility(&mut b, "destinations").await;
+    shoot(&mut b, "destinations").await;
+
+    // Pause, then resume.
+    b.eval("document.querySelector('[data-destination] form[data-api$=\"/pause\"] button').click(), true")
+        .await;
+    b.wait_for("document.querySelector('[data-destination]')?.dataset.state === 'paused'", "paused").await;
+    b.eval("document.querySelector('[data-destination] form[data-api$=\"/resume\"]:not([data-replay]) button').click(), true").await;
+    b.wait_for("document.querySelector('[data-destination]')?.dataset.state === 'active'", "resumed").await;
+
+    // A syslog collector that is not there: failing, with the reason, while ingest goes on.
+    fill(&mut b, "#dst-name", "Old collector").await;
+    b.eval("document.querySelector('#dst-kind').value = 'syslog', true").await;
+    fill(&mut b, "#dst-url", "").await;
+    fill(&mut b, "#dst-ca", "").await;
+    fill(&mut b, "#dst-start", "").await;
+    fill(&mut b, "#dst-address", &format!("127.0.0.1:{}", crate::stream::free_port())).await;
+    b.eval("document.querySelector('[name=tls]').checked = false, true").await;
+    b.eval("document.querySelector('[data-new-destination] button[type=submit]').click(), true").await;
+    b.wait_for("document.querySelectorAll('[data-destination]').length === 2", "the second destination")
+        .await;
+    key.ingest_batch("default", &events[..1]).await.unwrap();
+    let mut failing = Value::Null;
+    for _ in 0..50 {
+        b.goto(&format!("{base}/orgs/default/admin/destinations")).await;
+        failing = b.eval("[...document.querySelectorAll('[data-destination]')].map((r) => [r.dataset.state, r.querySelector('[data-destination-error]')?.textContent ?? ''])").await;
+        if failing.to_string().contains("failing") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(failing.to_string().contains("cannot connect"), "{failing}");
+}
