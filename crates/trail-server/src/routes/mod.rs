@@ -76,6 +76,15 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PATCH", "/v1/orgs/{org}/settings"),
     ("GET", "/v1/orgs/{org}/archives"),
     ("POST", "/v1/orgs/{org}/archives/restore"),
+    ("GET", "/v1/orgs/{org}/events/feed"),
+    ("GET", "/v1/orgs/{org}/destinations"),
+    ("POST", "/v1/orgs/{org}/destinations"),
+    ("GET", "/v1/orgs/{org}/destinations/{id}"),
+    ("PUT", "/v1/orgs/{org}/destinations/{id}"),
+    ("DELETE", "/v1/orgs/{org}/destinations/{id}"),
+    ("POST", "/v1/orgs/{org}/destinations/{id}/pause"),
+    ("POST", "/v1/orgs/{org}/destinations/{id}/resume"),
+    ("POST", "/v1/orgs/{org}/destinations/{id}/rotate-secret"),
 ];
 
 pub fn api(state: &AppState) -> Router<AppState> {

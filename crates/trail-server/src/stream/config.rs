@@ -284,6 +284,7 @@ mod tests {
             c.url = Some(url.into());
             assert_eq!(c.check().is_ok(), ok, "{url}");
         }
+        c.url = Some("https://siem.example/in".into());
         c.format = PayloadFormat::Cef;
         assert_eq!(field(&c).as_deref(), Some("format"));
     }

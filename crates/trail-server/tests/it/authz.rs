@@ -42,6 +42,7 @@ fn rule(method: &str, path: &str) -> Rule {
             "GET",
             "/v1/orgs/{org}/events"
             | "/v1/orgs/{org}/events/histogram"
+            | "/v1/orgs/{org}/events/feed"
             | "/v1/orgs/{org}/events/{id}"
             | "/v1/orgs/{org}/checkpoint"
             | "/v1/orgs/{org}/proofs/inclusion"
@@ -51,6 +52,7 @@ fn rule(method: &str, path: &str) -> Rule {
             Rule::Read
         }
         (_, "/v1/orgs/{org}/settings") => Rule::Perm(OrgSettings),
+        (_, p) if p.starts_with("/v1/orgs/{org}/destinations") => Rule::Perm(OrgSettings),
         (_, p) if p.starts_with("/v1/orgs/{org}/api-keys") => Rule::Perm(KeyManagement),
         (_, p)
             if ["roles", "groups", "users", "invitations"]

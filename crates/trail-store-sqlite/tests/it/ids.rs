@@ -113,7 +113,15 @@ async fn a_version_3_directory_keeps_its_ids() {
         300,
         "one run, every old id"
     );
-    assert_eq!(sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
+    assert_eq!(
+        sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"),
+        trail_store_sqlite::schema::SCHEMA_VERSION
+    );
+    assert_eq!(
+        sql(dir.path(), "SELECT count(*) FROM destinations"),
+        0,
+        "version 6 streams: no destinations yet"
+    );
 }
 
 /// Version 4 marked a restore by `"archive": true` in its filters; version 5 names the kind, and the
@@ -175,5 +183,13 @@ async fn a_version_4_directory_names_its_restores() {
     );
     store.close();
     drop(store);
-    assert_eq!(sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"), 5);
+    assert_eq!(
+        sql(dir.path(), "SELECT value FROM meta WHERE key = 'schema_version'"),
+        trail_store_sqlite::schema::SCHEMA_VERSION
+    );
+    assert_eq!(
+        sql(dir.path(), "SELECT count(*) FROM destinations"),
+        0,
+        "version 6 streams: no destinations yet"
+    );
 }

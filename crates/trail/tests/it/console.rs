@@ -571,8 +571,17 @@ async fn console_destinations() {
     assert!(secret.starts_with("whsec_"));
     let rx = crate::stream::Receiver::start("webhook", &rx_dir, &certs, port, ("--secret", &secret));
     crate::stream::wait_for("the first batch", 30, || !rx.bodies().is_empty()).await;
-    b.goto(&format!("{base}/orgs/default/admin/destinations")).await;
-    assert_eq!(b.eval("document.querySelector('[data-destination]').dataset.state").await, json!("active"));
+    // The page shows what delivery recorded, once the receiver's answer is in.
+    let mut state = Value::Null;
+    for _ in 0..50 {
+        b.goto(&format!("{base}/orgs/default/admin/destinations")).await;
+        state = b.eval("document.querySelector('[data-destination]').dataset.state").await;
+        if state == "active" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(state, json!("active"));
     assert!(b.eval("document.body.textContent").await.as_str().unwrap().contains("https://127.0.0.1"));
     assert!(
         !b.eval("document.body.textContent").await.as_str().unwrap().contains(&secret),
