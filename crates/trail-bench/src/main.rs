@@ -8,6 +8,8 @@
 //!        [--postgres URL]   (the PostgreSQL store on a fresh database `trail_bench` instead of the embedded one)
 //!        trail-bench soak [--rate EVENTS_PER_S] [--secs N] [--sample-secs N] [--work DIR] [--out FILE] [--ci]
 //!        (a long run of `trail serve` under mixed load, with a verdict; see `soak.rs`)
+//!        trail-bench stream [--secs N] [--fraction F] [--work DIR]
+//!        (delivery lag of a webhook and a syslog destination at a fraction of W1; see `stream.rs`)
 //! Prints a Markdown report; BENCHMARKS.md holds the figures of a recorded run.
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use trail_store_sqlite::SqliteStore;
 
 mod postgres;
 mod soak;
+mod stream;
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -198,6 +201,9 @@ fn batches(file: &Path) -> anyhow::Result<Workload> {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("soak") {
         return soak::main(std::env::args().skip(2)).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("stream") {
+        return stream::main(std::env::args().skip(2)).await;
     }
     let a = args()?;
     let end = format_rfc3339(trail_model::time::now() - 60_000_000);

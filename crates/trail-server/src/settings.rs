@@ -39,7 +39,8 @@ pub struct StreamingSettings {
     pub pause_after_secs: u64,
     /// The longest wait between retries (they start at 1 s and double, with jitter).
     pub max_backoff_secs: u64,
-    /// Most events in one batch (a webhook POST, a HEC request, a syslog write).
+    /// Most events in one batch (a webhook POST, a syslog write; a HEC request takes at most 1,000,
+    /// within Splunk's default request size). Larger batches keep up with faster ingest.
     pub batch_max_events: usize,
     /// Destinations one org may have.
     pub max_per_org: usize,
@@ -47,7 +48,7 @@ pub struct StreamingSettings {
 
 impl Default for StreamingSettings {
     fn default() -> Self {
-        Self { pause_after_secs: 24 * 3600, max_backoff_secs: 300, batch_max_events: 1000, max_per_org: 10 }
+        Self { pause_after_secs: 24 * 3600, max_backoff_secs: 300, batch_max_events: 5000, max_per_org: 10 }
     }
 }
 

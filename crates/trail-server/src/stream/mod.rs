@@ -39,6 +39,8 @@ const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STA
 const LEASE: Micros = 30_000_000;
 /// How often an idle task looks for new events (the checkpointer signs every 250 ms).
 const IDLE: Duration = Duration::from_millis(200);
+/// How long after a syslog write the connection must still be open for the write to count.
+const SYSLOG_SETTLE: Duration = Duration::from_millis(20);
 
 /// What a running delivery task reports (the API, `/readyz` and `/metrics` read it).
 #[derive(Debug, Default)]
@@ -461,16 +463,19 @@ async fn deliver_loop(streams: Arc<Streams>, d: Destination, cfg: DestinationCon
     };
     let counters = streams.counters(cfg.kind);
     let settings = streams.settings.clone();
-    let batch_max = settings.batch_max_events.clamp(1, 10_000);
+    let batch_max = match cfg.kind {
+        Kind::SplunkHec => settings.batch_max_events.clamp(1, 1000),
+        _ => settings.batch_max_events.clamp(1, 10_000),
+    };
     let mut read_from = progress.cursor;
     let mut lease_until: Micros = 0;
     let mut backoff = Duration::from_secs(1);
     let mut last_sent = Instant::now();
     let mut saved_at = Instant::now();
     let mut unsaved = false;
-    // Syslog: (cursor after the batch written last, its event count), committed once the connection
-    // is seen to have held.
-    let mut pending: Option<(u64, u64)> = None;
+    // Syslog: batches written but not yet committed, (cursor after it, its event count, when written),
+    // oldest first; each is committed once the connection is seen to have held a moment after it.
+    let mut pending: std::collections::VecDeque<(u64, u64, Instant)> = std::collections::VecDeque::new();
     loop {
         let t = now();
         if lease_until - t < LEASE * 2 / 3 {
@@ -488,25 +493,26 @@ async fn deliver_loop(streams: Arc<Streams>, d: Destination, cfg: DestinationCon
                 }
             }
         }
-        if let (Some((cursor, n)), Transport::Syslog(s)) = (pending, &mut transport) {
-            // Give a collector that died on the last write a moment to show it.
-            let settle = Duration::from_millis(20).saturating_sub(last_sent.elapsed());
-            if !settle.is_zero() {
-                tokio::time::sleep(settle).await;
-            }
-            pending = None;
+        if let Transport::Syslog(s) = &mut transport
+            && pending.front().is_some_and(|p| p.2.elapsed() >= SYSLOG_SETTLE)
+        {
             if s.alive() {
-                progress.cursor = cursor;
-                progress.delivered += n;
-                progress.delivered_at = Some(now());
-                counters.events.fetch_add(n, Ordering::Relaxed);
-                unsaved = true;
+                // A collector that died on a write has had a moment to show it; it did not.
+                while let Some(&(cursor, n, _)) = pending.front().filter(|p| p.2.elapsed() >= SYSLOG_SETTLE) {
+                    pending.pop_front();
+                    progress.cursor = cursor;
+                    progress.delivered += n;
+                    progress.delivered_at = Some(now());
+                    counters.events.fetch_add(n, Ordering::Relaxed);
+                    unsaved = true;
+                }
             } else {
-                // The collector went away after the write: send that batch again.
+                // The collector went away after those writes: send them again.
+                pending.clear();
                 read_from = progress.cursor;
             }
         }
-        if unsaved {
+        if unsaved && (pending.is_empty() || saved_at.elapsed() >= Duration::from_millis(250)) {
             if !save(progress.clone()).await {
                 return;
             }
@@ -529,10 +535,12 @@ async fn deliver_loop(streams: Arc<Streams>, d: Destination, cfg: DestinationCon
             live.lag_events.store(size.saturating_sub(progress.cursor), Ordering::Relaxed);
         }
         if read_from >= checkpoint.size {
-            if pending.is_none() {
+            if pending.is_empty() {
                 live.lag_micros.store(0, Ordering::Relaxed);
+                tokio::time::sleep(IDLE).await;
+            } else {
+                tokio::time::sleep(SYSLOG_SETTLE).await;
             }
-            tokio::time::sleep(IDLE).await;
             continue;
         }
         let entries = match follow::read(
@@ -580,8 +588,9 @@ async fn deliver_loop(streams: Arc<Streams>, d: Destination, cfg: DestinationCon
                 Kind::Webhook => {}
                 _ => {
                     read_from = last + 1;
-                    match &mut pending {
-                        Some((cursor, _)) => *cursor = read_from,
+                    match pending.back_mut() {
+                        // Filtered out after a batch not yet committed: committed with it.
+                        Some((cursor, _, _)) => *cursor = read_from,
                         None => {
                             progress.cursor = read_from;
                             unsaved = true;
@@ -613,7 +622,7 @@ async fn deliver_loop(streams: Arc<Streams>, d: Destination, cfg: DestinationCon
                 progress.failing_since = None;
                 read_from = last + 1;
                 if matches!(transport, Transport::Syslog(_)) {
-                    pending = Some((read_from, n));
+                    pending.push_back((read_from, n, Instant::now()));
                     if recovered {
                         unsaved = true;
                     }
@@ -640,7 +649,7 @@ async fn deliver_loop(streams: Arc<Streams>, d: Destination, cfg: DestinationCon
                 progress.state = FAILING.into();
                 progress.error = Some(e.clone());
                 read_from = progress.cursor;
-                pending = None;
+                pending.clear();
                 if let Transport::Syslog(s) = &mut transport {
                     s.disconnect();
                 }
