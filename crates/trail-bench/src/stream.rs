@@ -40,7 +40,7 @@ fn event(i: u64) -> Value {
     json!({"actor": {"id": format!("user-{}@example.com", i % 500), "ip": "203.0.113.7", "user_agent": "Mozilla/5.0 (X11; Linux x86_64)"},
            "action": action,
            "target": {"type": "component", "id": format!("billing-api-{}", i % 97), "name": "Billing API"},
-           "project": "payments", "outcome": if i % 13 == 0 { "failure" } else { "success" },
+           "project": "payments", "outcome": if i.is_multiple_of(13) { "failure" } else { "success" },
            "info": {"request_id": format!("req-{i}"), "env": "production", "version": "2.4.1"}})
 }
 
@@ -306,7 +306,7 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> 
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let t = times.lock().map_err(|_| anyhow::anyhow!("lock"))?;
+    let t = std::mem::take(&mut *times.lock().map_err(|_| anyhow::anyhow!("lock"))?);
     let lags = |v: &Vec<Option<Instant>>| -> (Vec<f64>, u64) {
         let mut out = Vec::new();
         let mut missing = 0;
@@ -336,7 +336,6 @@ pub async fn main(mut args: impl Iterator<Item = String>) -> anyhow::Result<()> 
         "| syslog delivery lag (ack → receiver) | {} ({sys_missing} not received) |",
         summary(&mut sys_lags)
     );
-    drop(t);
     let _ = stop_tx.send(());
     let _ = serving.await;
     Ok(())
