@@ -357,6 +357,15 @@ async fn a_receiver_failing_forever_is_paused_and_ingest_goes_on() {
     assert_eq!(seqs.range(..size).copied().collect::<Vec<_>>(), (start..size).collect::<Vec<_>>());
     let ready = admin.get("/readyz").await.unwrap();
     assert_eq!(ready["status"], "ready", "{ready}");
+
+    // Replay from an earlier seq: those events come again (the receiver dedups by seq).
+    let before = rx.bodies().len();
+    admin.post(&format!("{path}/resume"), &json!({"from_seq": start})).await.unwrap();
+    wait_for("the replay", 30, || {
+        let again = webhook_seqs(&rx.bodies()[before..]);
+        again.contains(&start) && again.contains(&(size - 1))
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -446,6 +455,16 @@ async fn destinations_are_authorized_validated_and_audited() {
         let e = admin.post("/v1/orgs/default/destinations", &bad).await.unwrap_err();
         assert_eq!((e.status(), e.field()), (Some(400), Some(field)), "{bad}: {e:?}");
     }
+    // A backfill from a time starts at the first event received then; from the future, at the end.
+    let mut from_time = body.clone();
+    from_time["start_time"] = json!("2000-01-01T00:00:00Z");
+    let d = admin.post("/v1/orgs/default/destinations", &from_time).await.unwrap();
+    assert_eq!(d["cursor"], 0);
+    admin.delete(&format!("/v1/orgs/default/destinations/{}", d["id"].as_str().unwrap())).await.unwrap();
+    from_time["start_time"] = json!("2100-01-01T00:00:00Z");
+    let d = admin.post("/v1/orgs/default/destinations", &from_time).await.unwrap();
+    assert!(d["cursor"].as_u64().unwrap() >= 2, "after the events already there: {d}");
+    admin.delete(&format!("/v1/orgs/default/destinations/{}", d["id"].as_str().unwrap())).await.unwrap();
     let d = admin.post("/v1/orgs/default/destinations", &body).await.unwrap();
     let id = d["id"].as_str().unwrap();
     assert_eq!(d["tls"], true);
