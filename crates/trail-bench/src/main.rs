@@ -10,6 +10,8 @@
 //!        (a long run of `trail serve` under mixed load, with a verdict; see `soak.rs`)
 //!        trail-bench stream [--secs N] [--fraction F] [--work DIR]
 //!        (delivery lag of a webhook and a syslog destination at a fraction of W1; see `stream.rs`)
+//!        trail-bench alerts [--rules N] [--events N] [--work DIR]
+//!        (W1 with and without N alert rules, and how soon a firing follows its event; see `alerts.rs`)
 //! Prints a Markdown report; BENCHMARKS.md holds the figures of a recorded run.
 
 use std::collections::HashMap;
@@ -25,6 +27,7 @@ use trail_server::{AppState, Server, Settings};
 use trail_store::{Scope, Store};
 use trail_store_sqlite::SqliteStore;
 
+mod alerts;
 mod postgres;
 mod soak;
 mod stream;
@@ -201,6 +204,9 @@ fn batches(file: &Path) -> anyhow::Result<Workload> {
 async fn main() -> anyhow::Result<()> {
     if std::env::args().nth(1).as_deref() == Some("soak") {
         return soak::main(std::env::args().skip(2)).await;
+    }
+    if std::env::args().nth(1).as_deref() == Some("alerts") {
+        return alerts::main(std::env::args().skip(2)).await;
     }
     if std::env::args().nth(1).as_deref() == Some("stream") {
         return stream::main(std::env::args().skip(2)).await;

@@ -18,6 +18,10 @@ const fn a(name: &'static str, label: &'static str, category: &'static str) -> A
 
 /// Every catalogued action, sorted by name (checked by a test, so lookups can binary-search).
 pub const CATALOG: &[Action] = &[
+    a("alert.fired", "Alert rule fired", "Trail"),
+    a("alert_rule.created", "Alert rule created", "Trail"),
+    a("alert_rule.deleted", "Alert rule deleted", "Trail"),
+    a("alert_rule.updated", "Alert rule updated", "Trail"),
     a("api.tracing_disabled", "API message tracing disabled", "Integration runtime"),
     a("api.tracing_enabled", "API message tracing enabled", "Integration runtime"),
     a("api_key.created", "API key created", "API keys"),
@@ -64,6 +68,7 @@ pub const CATALOG: &[Action] = &[
     a("escalation_policy.created", "Escalation policy created", "Escalation policies"),
     a("escalation_policy.deleted", "Escalation policy deleted", "Escalation policies"),
     a("escalation_policy.updated", "Escalation policy updated", "Escalation policies"),
+    a("export.completed", "Audit log export completed", "Trail"),
     a("export.created", "Audit log export created", "Trail"),
     a("export.downloaded", "Audit log export downloaded", "Trail"),
     a("extension.created", "Extension created", "Extensions"),

@@ -24,6 +24,8 @@ pub struct Audit {
     pub outcome: Outcome,
     pub reason: Option<String>,
     pub info: Map<String, Value>,
+    /// A fixed event id, so the same record appended twice is stored once (a firing after a restart).
+    pub id: Option<String>,
 }
 
 impl Audit {
@@ -40,7 +42,21 @@ impl Audit {
             outcome: Outcome::Success,
             reason: None,
             info: Map::new(),
+            id: None,
         }
+    }
+
+    /// Trail itself is the actor (a background job), with a name to show.
+    pub fn system(mut self, name: &str) -> Self {
+        self.actor_kind = ActorType::System;
+        self.actor_name = Some(name.to_string());
+        self
+    }
+
+    /// The event's id, for a record that must be stored once however often it is appended.
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.id = Some(id.into());
+        self
     }
 
     /// The actor is not a person (an API key, the command line), with a name to show.
@@ -74,7 +90,7 @@ impl Audit {
 
     fn event(&self) -> NewEvent {
         NewEvent {
-            id: None,
+            id: self.id.clone(),
             time: None,
             actor: Actor {
                 id: self.actor.clone(),

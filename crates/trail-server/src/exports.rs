@@ -16,6 +16,7 @@ use trail_model::time::{MICROS_PER_SECOND, format_rfc3339, now};
 use trail_store::{Export, ExportFormat, ExportKind, ExportStatus};
 
 use crate::AppState;
+use crate::audit::Audit;
 use crate::error::ApiError;
 
 /// Rows fetched per query page while exporting.
@@ -114,6 +115,20 @@ pub async fn run_exporter(state: AppState) {
                             tracing::error!(export = %id, error = %err, attempt, "cannot record an export's result; retrying");
                             tokio::time::sleep(Duration::from_millis(200 * (attempt + 1).min(25))).await;
                         }
+                    }
+                }
+                // How much left with it is in the org's log (an alert template watches large exports).
+                if e.status == ExportStatus::Completed {
+                    let recorded = Audit::new(e.requested_by.clone(), "export.completed", "export")
+                        .target(&e.id, Some(e.name.clone()))
+                        .info("row_count", e.row_count)
+                        .info("size_bytes", e.size_bytes)
+                        .info("kind", e.kind.as_str())
+                        .with_id(format!("export-completed-{}", e.id))
+                        .append(state.store.as_ref(), &e.org)
+                        .await;
+                    if let Err(err) = recorded {
+                        tracing::warn!(export = %id, error = %err, "cannot record an export's completion in the log");
                     }
                 }
             });

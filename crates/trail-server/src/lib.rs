@@ -6,6 +6,7 @@
 // The OpenAPI document is one `json!` literal, deeper than the default macro recursion allows.
 #![recursion_limit = "512"]
 
+pub mod alerts;
 pub mod archive;
 pub mod audit;
 pub mod auth;

@@ -25,6 +25,7 @@ impl Server {
         let mut settings = (*state.settings).clone();
         settings.listen = listener.local_addr()?;
         state.settings = Arc::new(settings);
+        state.alerts.notifier.set_base(&state.public_url());
         Ok(Self { listener, state })
     }
 
@@ -75,6 +76,7 @@ impl Server {
         });
         let exporter = tokio::spawn(exports::run_exporter(self.state.clone()));
         let streams = tokio::spawn(self.state.streams.clone().run());
+        let alerting = tokio::spawn(self.state.alerts.clone().run());
         let retention = self.state.archive.clone().map(|archive| {
             let settings = &self.state.settings;
             let r = retention::Retention::new(
@@ -92,6 +94,7 @@ impl Server {
         flusher.abort();
         exporter.abort();
         streams.abort();
+        alerting.abort();
         if let Some((task, hup)) = sink {
             task.abort();
             hup.abort();

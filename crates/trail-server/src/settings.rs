@@ -130,20 +130,50 @@ impl Default for ExportSettings {
     }
 }
 
-/// Where invitation emails go. Without a host, the inviting admin is shown the link instead.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// Where invitation and alert emails go. Without a host, the inviting admin is shown the link instead
+/// and alert rules notify by webhook and in the log only.
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct SmtpSettings {
-    /// SMTP relay host; empty disables email.
+    /// SMTP server host; empty disables email.
     pub host: String,
     pub port: u16,
     /// The envelope and header sender.
     pub from: String,
+    /// `none` (a local relay), `starttls` (upgrade, required) or `tls` (implicit TLS, port 465).
+    pub tls: String,
+    /// Authenticate (PLAIN or LOGIN) with these, after TLS; empty: no authentication.
+    pub username: String,
+    pub password: String,
+    /// A PEM CA file trusted besides the system's roots (a private mail server).
+    pub ca_file: String,
 }
 
 impl Default for SmtpSettings {
     fn default() -> Self {
-        Self { host: String::new(), port: 25, from: "trail@localhost".into() }
+        Self {
+            host: String::new(),
+            port: 25,
+            from: "trail@localhost".into(),
+            tls: "none".into(),
+            username: String::new(),
+            password: String::new(),
+            ca_file: String::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for SmtpSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("from", &self.from)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password", &if self.password.is_empty() { "" } else { "<redacted>" })
+            .field("ca_file", &self.ca_file)
+            .finish()
     }
 }
 
@@ -378,6 +408,17 @@ impl Settings {
             r.check_days(name, days).map_err(|e| SettingsError(format!("retention.{e}")))?;
         }
         crate::sink::SinkConfig::from_settings(&settings.sinks.file).map_err(SettingsError)?;
+        if !matches!(settings.smtp.tls.as_str(), "none" | "starttls" | "tls") {
+            return Err(SettingsError(format!(
+                "smtp.tls must be none, starttls or tls, not {:?}",
+                settings.smtp.tls
+            )));
+        }
+        if !settings.smtp.username.is_empty() && settings.smtp.tls == "none" {
+            return Err(SettingsError(
+                "smtp.username needs smtp.tls = \"starttls\" or \"tls\": credentials are never sent in the clear".into(),
+            ));
+        }
         Ok(settings)
     }
 
@@ -403,7 +444,9 @@ impl Settings {
              # Archive location: empty for <data_dir>/archive, a directory, or s3://bucket/prefix.\narchive = \"\"\n\
              # S3-compatible endpoint (MinIO, moto); empty for AWS. Credentials: AWS_* variables.\ns3_endpoint = \"\"\n\n\
              [integrity]\n# The log signing key (Ed25519 seed, 64 hex digits). Empty: <data_dir>/log.key, created on first start.\nkey_file = \"\"\n\n\
-             [smtp]\n# Relay for invitation emails. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n\n\
+             [smtp]\n# Mail server for invitations and alerts. Empty host: the inviting admin is shown the link instead.\nhost = \"\"\nport = {}\nfrom = \"{}\"\n\
+             # none (a local relay), starttls (required) or tls (implicit, port 465); AUTH with username and password.\n\
+             tls = \"none\"\nusername = \"\"\npassword = \"\"\n# A PEM CA file trusted besides the system's roots.\nca_file = \"\"\n\n\
              [exports]\n# Completed export files are deleted after this many hours (7 days).\nkeep_hours = {}\n# Exports running at once; more wait as pending.\nmax_running = {}\n\
              # Per organization: exports running at once, pending or running (more: 429), and bytes of files kept.\n\
              max_running_per_org = {}\nmax_pending_per_org = {}\nmax_bytes_per_org = {}\n\

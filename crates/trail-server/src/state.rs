@@ -12,7 +12,7 @@ use trail_store::Store;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::settings::Settings;
-use crate::{archive, auth, reads, retention, sink, stream, throttle};
+use crate::{alerts, archive, auth, reads, retention, sink, stream, throttle};
 
 /// Everything a handler can reach.
 #[derive(Clone)]
@@ -36,6 +36,8 @@ pub struct AppState {
     pub archive: Option<archive::Archive>,
     /// Streaming to destinations (its tasks run while the server serves).
     pub streams: Arc<stream::Streams>,
+    /// Alert rules' evaluation and notifications (runs while the server serves).
+    pub alerts: Arc<alerts::Alerts>,
     /// The `audit.log` sink's health, while it runs.
     pub sink: Option<Arc<sink::SinkStatus>>,
     /// Orgs' retention policies, read from the store at most every few seconds.
@@ -107,8 +109,13 @@ impl AppState {
             &settings.server_name,
             &settings.data_dir,
         );
+        let alerts = alerts::Alerts::new(
+            store.clone(),
+            alerts::notify::Notifier::new(settings.smtp.clone(), stream::seal::Sealer::new(&signer)),
+        );
         Self {
             streams,
+            alerts,
             store,
             metrics: Arc::new(Metrics::started(trail_model::time::now())),
             signer: Arc::new(signer),

@@ -371,6 +371,8 @@ function bodyOf(form) {
       target[name] = Number.parseInt(el.value, 10);
     } else if (el.hasAttribute("data-split")) {
       target[name] = el.value.split(/[\s,;]+/).filter(Boolean);
+    } else if (el.hasAttribute("data-json")) {
+      target[name] = JSON.parse(el.value);
     } else if (el.type !== "submit" && el.type !== "button") {
       target[name] = el.value;
     }
@@ -401,6 +403,14 @@ function showResult(kind, data) {
     add("p", `Destination “${data.name}” created. Copy its signing secret now: it is not shown again. Your receiver checks each request's Trail-Signature with it.`);
     add("code", data.secret).dataset.secret = "";
     panel.append(copyButton(data.secret, "Copy the secret"));
+    const reload = add("button", "Done");
+    reload.type = "button";
+    reload.addEventListener("click", () => location.reload());
+  } else if (kind === "rule") {
+    if (!data.webhook_secret) { location.reload(); return; }
+    add("p", `Rule “${data.name}” created. Copy its webhook's signing secret now: it is not shown again.`);
+    add("code", data.webhook_secret).dataset.secret = "";
+    panel.append(copyButton(data.webhook_secret, "Copy the secret"));
     const reload = add("button", "Done");
     reload.type = "button";
     reload.addEventListener("click", () => location.reload());

@@ -18,6 +18,7 @@
 mod access;
 mod append;
 mod destinations;
+mod documents;
 mod integrity;
 mod read;
 mod retention;
@@ -38,9 +39,9 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Destination, DestinationProgress, Export, Group, Invitation, MonthSummary, Org,
-    OrgSettings, Page, Permission, RawPage, RawRecord, Record, Result, Role, Session, Store, StoreError,
-    StoreStats, StoredCheckpoint, User,
+    ApiKey, Appended, Bucket, Destination, DestinationProgress, Document, Export, Group, Invitation,
+    MonthSummary, Org, OrgSettings, Page, Permission, RawPage, RawRecord, Record, Result, Role, Session,
+    Store, StoreError, StoreStats, StoredCheckpoint, User,
 };
 
 /// Connections one store keeps at most.
@@ -685,6 +686,30 @@ impl Store for PgStore {
     ) -> Result<bool> {
         let org = self.inner.org_id(org).await?;
         destinations::lease(&self.inner.conn().await?, org, id, owner, now, until).await
+    }
+
+    async fn documents(
+        &self,
+        org: Option<&str>,
+        kind: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Vec<Document>> {
+        let org = match org {
+            Some(o) => Some(self.inner.org_id(o).await?),
+            None => None,
+        };
+        documents::list(&self.inner.conn().await?, org, kind, limit, before).await
+    }
+
+    async fn put_document(&self, document: &Document, create_only: bool) -> Result<bool> {
+        let org = self.inner.org_id(&document.org).await?;
+        documents::put(&self.inner.conn().await?, org, document, create_only).await
+    }
+
+    async fn delete_document(&self, org: &str, kind: &str, id: &str) -> Result<()> {
+        let org = self.inner.org_id(org).await?;
+        documents::delete(&self.inner.conn().await?, org, kind, id).await
     }
 
     async fn ready(&self) -> Result<()> {

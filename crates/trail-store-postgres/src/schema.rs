@@ -37,7 +37,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", V1),
     (2, "where source trail became the server's alone; per-minute event counts", V2),
     (3, "read auditing and the console's opening time range, org settings; an export's kind", V3),
-    (4, "streaming destinations", V4),
+    (4, "streaming destinations; org documents (saved searches, alert rules, firings)", V4),
 ];
 
 /// Where each org's log is streamed, with delivery progress and the lease that keeps one node
@@ -60,6 +60,13 @@ CREATE TABLE destinations(
     lease_owner text,
     lease_until bigint,
     PRIMARY KEY (org, id));
+CREATE TABLE documents(
+    org bigint NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    id text COLLATE "C" NOT NULL,
+    body text NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (org, kind, id));
 "#;
 
 /// Before version 2, ingest could write `source: "trail"`: Trail's own records are told apart from

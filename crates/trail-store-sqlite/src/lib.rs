@@ -8,6 +8,7 @@
 mod access;
 mod body;
 mod destinations;
+mod documents;
 mod ids;
 mod index;
 mod integrity;
@@ -28,9 +29,9 @@ use trail_model::NewEvent;
 use trail_model::query::{Filter, Query};
 use trail_model::time::Micros;
 use trail_store::{
-    ApiKey, Appended, Bucket, Destination, DestinationProgress, Export, Group, Invitation, MonthSummary, Org,
-    OrgSettings, Page, Permission, RawRecord, Record, Result, Role, Session, Store, StoreError, StoreStats,
-    StoredCheckpoint, User,
+    ApiKey, Appended, Bucket, Destination, DestinationProgress, Document, Export, Group, Invitation,
+    MonthSummary, Org, OrgSettings, Page, Permission, RawRecord, Record, Result, Role, Session, Store,
+    StoreError, StoreStats, StoredCheckpoint, User,
 };
 
 use crate::writer::{Job, Task, Writer};
@@ -806,6 +807,31 @@ impl Store for SqliteStore {
     ) -> Result<bool> {
         let (org, id, owner) = (org.to_string(), id.to_string(), owner.to_string());
         self.write(move |w| destinations::lease(&w.conn, w.org_id(&org)?, &id, &owner, now, until)).await
+    }
+
+    async fn documents(
+        &self,
+        org: Option<&str>,
+        kind: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Vec<Document>> {
+        let (org, kind, before) = (org.map(str::to_string), kind.to_string(), before.map(str::to_string));
+        self.control(move |c| {
+            let id = org.map(|o| read::org_id(c, &o).map(|(id, _)| id)).transpose()?;
+            documents::list(c, id, &kind, limit, before.as_deref())
+        })
+        .await
+    }
+
+    async fn put_document(&self, document: &Document, create_only: bool) -> Result<bool> {
+        let d = document.clone();
+        self.write(move |w| documents::put(&w.conn, w.org_id(&d.org)?, &d, create_only)).await
+    }
+
+    async fn delete_document(&self, org: &str, kind: &str, id: &str) -> Result<()> {
+        let (org, kind, id) = (org.to_string(), kind.to_string(), id.to_string());
+        self.write(move |w| documents::delete(&w.conn, w.org_id(&org)?, &kind, &id)).await
     }
 
     async fn ready(&self) -> Result<()> {

@@ -139,6 +139,9 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             cursor INTEGER NOT NULL, state TEXT NOT NULL, error TEXT, failing_since INTEGER,
             delivered_at INTEGER, delivered INTEGER NOT NULL DEFAULT 0, lease_owner TEXT, lease_until INTEGER,
             PRIMARY KEY(org_id, id)) STRICT;
+        CREATE TABLE IF NOT EXISTS documents(
+            org_id INTEGER NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
+            updated_at INTEGER NOT NULL, PRIMARY KEY(org_id, kind, id)) STRICT, WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
@@ -203,7 +206,8 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                      UPDATE exports SET kind = 'restore' WHERE json_extract(filters, '$.archive') = 1;",
                 )?;
             }
-            // Version 6 streams logs to destinations: their table is created above, empty.
+            // Version 6 streams logs to destinations and keeps org documents (saved searches, alert
+            // rules and their firings): their tables are created above, empty.
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.

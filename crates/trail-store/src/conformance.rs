@@ -44,7 +44,7 @@ macro_rules! conformance_suite {
             concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
             checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations, exports_are_claimed_once,
             retention_prunes_months_and_keeps_proofs, events_after_follow_the_log_in_seq_order,
-            destinations_keep_config_progress_and_lease);
+            destinations_keep_config_progress_and_lease, documents_are_kept_per_org_and_kind);
     };
     (@tests $make:expr; $($name:ident),*) => {
         $(
@@ -1262,4 +1262,41 @@ pub async fn destinations_keep_config_progress_and_lease<S: Store>(store: Arc<S>
         store.set_destination_progress("acme", "d1", &progress).await,
         Err(StoreError::NotFound(_))
     ));
+}
+
+/// Documents: replaced or created once, listed newest id first with paging, orgs and kinds apart.
+pub async fn documents_are_kept_per_org_and_kind<S: Store>(store: Arc<S>) {
+    use crate::Document;
+    org(&*store, "acme").await;
+    org(&*store, "other").await;
+    let doc = |org: &str, kind: &str, id: &str, n: i64| Document {
+        org: org.into(),
+        kind: kind.into(),
+        id: id.into(),
+        body: json!({"n": n}),
+        updated_at: n,
+    };
+    for i in 0..5 {
+        assert!(store.put_document(&doc("acme", "rule", &format!("r{i}"), i), true).await.unwrap());
+    }
+    store.put_document(&doc("acme", "search", "r9", 9), false).await.unwrap();
+    store.put_document(&doc("other", "rule", "r7", 7), false).await.unwrap();
+    assert!(!store.put_document(&doc("acme", "rule", "r1", 100), true).await.unwrap(), "created once");
+    let ids = |v: Vec<Document>| v.into_iter().map(|d| (d.org, d.id)).collect::<Vec<_>>();
+    let page = store.documents(Some("acme"), "rule", 3, None).await.unwrap();
+    assert_eq!(page[0].body, json!({"n": 4}));
+    assert_eq!(
+        ids(page),
+        [("acme".to_string(), "r4".to_string()), ("acme".into(), "r3".into()), ("acme".into(), "r2".into())]
+    );
+    let rest = store.documents(Some("acme"), "rule", 10, Some("r2")).await.unwrap();
+    assert_eq!(rest.iter().map(|d| d.id.as_str()).collect::<Vec<_>>(), ["r1", "r0"]);
+    assert_eq!(rest[0].body, json!({"n": 1}), "the create-only write kept the first body");
+    assert_eq!(store.documents(None, "rule", 100, None).await.unwrap().len(), 6, "every org");
+    store.put_document(&doc("acme", "rule", "r1", 11), false).await.unwrap();
+    assert_eq!(store.documents(Some("acme"), "rule", 1, Some("r2")).await.unwrap()[0].body, json!({"n": 11}));
+    store.delete_document("acme", "rule", "r1").await.unwrap();
+    assert!(matches!(store.delete_document("acme", "rule", "r1").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.delete_document("other", "rule", "r0").await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.documents(Some("acme"), "search", 10, None).await.unwrap().len(), 1);
 }

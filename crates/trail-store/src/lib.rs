@@ -448,8 +448,36 @@ pub trait Store: Send + Sync + 'static {
         until: Micros,
     ) -> Result<bool>;
 
+    // --- documents -------------------------------------------------------------------------------
+
+    /// An org's documents of one kind (or of every org with `None`), by id descending, at most `limit`,
+    /// those with an id below `before` when given.
+    async fn documents(
+        &self,
+        org: Option<&str>,
+        kind: &str,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<Vec<Document>>;
+    /// Writes a document. With `create_only`, an existing one is kept and `false` answered (so a
+    /// deterministic id makes a write happen once); otherwise it is replaced.
+    async fn put_document(&self, document: &Document, create_only: bool) -> Result<bool>;
+    /// `NotFound` when there is no such document.
+    async fn delete_document(&self, org: &str, kind: &str, id: &str) -> Result<()>;
+
     /// Whether the store can serve reads and take writes.
     async fn ready(&self) -> Result<()>;
+}
+
+/// A JSON document of an org that the server types: a saved search, an alert rule, an alert's firing,
+/// an evaluator's position. The store keeps it whole and orders documents of a kind by id.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Document {
+    pub org: String,
+    pub kind: String,
+    pub id: String,
+    pub body: serde_json::Value,
+    pub updated_at: Micros,
 }
 
 /// Where an org's log is streamed (a SIEM's webhook, syslog collector or HTTP Event Collector) and how

@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/orgs/{org}/logs/{id}", get(pages::event))
         .route("/orgs/{org}/exports", get(pages::exports))
         .route("/orgs/{org}/archive", get(pages::archive))
+        .route("/orgs/{org}/alerts", get(pages::alerts))
         .route("/orgs/{org}/admin/{page}", get(pages::admin))
         .route("/static/console.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/static/console.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))

@@ -338,6 +338,16 @@ impl Form {
     }
 
     /// This form as a query string, with or without a cursor.
+    /// The filters and free text alone (what a saved search or an alert rule keeps).
+    pub fn search_query(&self) -> String {
+        let pairs: Vec<(&str, &str)> = self
+            .fields
+            .iter()
+            .flat_map(|(k, values)| values.iter().map(move |v| (k.as_str(), v.as_str())))
+            .collect();
+        serde_urlencoded::to_string(pairs).unwrap_or_default()
+    }
+
     pub fn query_string(&self, cursor: Option<&str>) -> String {
         let mut pairs: Vec<(&str, &str)> = vec![("range", &self.range)];
         let offset = self.tz_offset.to_string();
@@ -462,6 +472,61 @@ struct Logs {
     /// The export request's filters (the API's parameters) as JSON.
     export_filters: String,
     query: String,
+    /// This page's filters and free text, and its relative range (for saving the search).
+    search_query: String,
+    /// `search=<search_query>`, for making an alert rule of it.
+    alert_query: String,
+    /// The searches this person may open: their own and the shared ones.
+    saved: Vec<SavedView>,
+}
+
+/// A saved search in the Audit Logs page's list.
+pub struct SavedView {
+    pub id: String,
+    pub name: String,
+    pub shared: bool,
+    pub mine: bool,
+    pub owner: String,
+    /// The page with the search applied.
+    pub href: String,
+    /// The export API's query: the filters and the range's window as of now.
+    pub export_query: String,
+}
+
+async fn saved_views(state: &AppState, org: &str, me: &str) -> Vec<SavedView> {
+    let docs = state
+        .store
+        .documents(Some(org), crate::alerts::rules::SEARCH, usize::MAX, None)
+        .await
+        .unwrap_or_default();
+    let mut out: Vec<SavedView> = docs
+        .into_iter()
+        .filter_map(|d| {
+            let s: crate::alerts::rules::SavedSearch = serde_json::from_value(d.body).ok()?;
+            if !(s.shared || s.owner == me) {
+                return None;
+            }
+            let secs = PRESETS.iter().find(|p| p.0 == s.range).map_or(86_400, |p| p.2);
+            let t = now();
+            let window = serde_urlencoded::to_string([
+                ("from", format_rfc3339(t - secs * 1_000_000)),
+                ("to", format_rfc3339(t)),
+            ])
+            .unwrap_or_default();
+            let sep = if s.query.is_empty() { "" } else { "&" };
+            Some(SavedView {
+                id: d.id,
+                href: format!("/orgs/{org}/logs?range={}{sep}{}", s.range, s.query),
+                export_query: format!("{}{sep}{window}", s.query),
+                name: s.name,
+                shared: s.shared,
+                mine: s.owner == me,
+                owner: s.owner_email,
+            })
+        })
+        .collect();
+    out.sort_by_key(|v| v.name.to_lowercase());
+    out
 }
 
 fn describe_filters(form: &Form, window: &str) -> String {
@@ -504,6 +569,9 @@ pub async fn logs(
         total: 0,
         export_filters: "{}".into(),
         query: form.query_string(None),
+        search_query: form.search_query(),
+        alert_query: serde_urlencoded::to_string([("search", form.search_query())]).unwrap_or_default(),
+        saved: saved_views(&state, &org, &user.id).await,
         form,
     };
     match load(&state, &org, &page.form).await {
@@ -886,6 +954,153 @@ pub async fn archive(State(state): State<AppState>, Path(org): Path<String>, hea
         })
         .collect();
     render(&page)
+}
+
+// --- Alerts ---------------------------------------------------------------------------------------
+
+pub struct TemplateView {
+    pub id: &'static str,
+    pub name: &'static str,
+    pub description: &'static str,
+    pub enabled: bool,
+}
+
+pub struct RuleView {
+    pub id: String,
+    pub name: String,
+    pub search: String,
+    pub condition_text: String,
+    pub condition_json: String,
+    pub notify_json: String,
+    pub notify_text: String,
+    pub cooldown_secs: u64,
+    pub enabled: bool,
+    pub failing: String,
+}
+
+pub struct FiringView {
+    pub id: String,
+    pub fired_at: String,
+    pub rule: String,
+    pub key: String,
+    pub count: u64,
+    pub link: String,
+    pub delivery: String,
+}
+
+#[derive(Template)]
+#[template(path = "alerts.html")]
+struct AlertsPage {
+    nav: Option<Nav>,
+    templates: Vec<TemplateView>,
+    rules: Vec<RuleView>,
+    firings: Vec<FiringView>,
+    /// A search to start a new rule from (`?search=`).
+    search: String,
+}
+
+/// Alert rules, templates and the history (LOG-MANAGEMENT).
+pub async fn alerts(
+    State(state): State<AppState>,
+    Path(org): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Page {
+    let here = format!("/orgs/{org}/alerts");
+    let (_, nav) =
+        match nav_for(&state, &headers, &org, Some(Permission::LogManagement), "alerts", &here).await {
+            Ok(x) => x,
+            Err(p) => return p,
+        };
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let search = pairs.into_iter().find(|(k, _)| k == "search").map(|(_, v)| v).unwrap_or_default();
+    let loaded: Result<AlertsPage, trail_store::StoreError> = async {
+        let docs = state.store.documents(Some(&org), crate::alerts::rules::RULE, usize::MAX, None).await?;
+        let failing = state.alerts.failing.lock().map(|f| f.clone()).unwrap_or_default();
+        let mut rules = Vec::new();
+        let mut used = Vec::new();
+        let mut names = BTreeMap::new();
+        for d in &docs {
+            let Ok(r) = serde_json::from_value::<crate::alerts::rules::Rule>(d.body.clone()) else {
+                continue;
+            };
+            used.extend(r.template.clone());
+            names.insert(d.id.clone(), r.name.clone());
+            let mut notify = r.notify.emails.clone();
+            notify.extend(r.notify.webhook.as_ref().map(|w| format!("webhook {}", w.url)));
+            notify.push("the log".into());
+            rules.push(RuleView {
+                id: d.id.clone(),
+                name: r.name.clone(),
+                search: r.search.clone(),
+                condition_text: crate::alerts::describe(&r.condition),
+                condition_json: serde_json::to_string(&r.condition).unwrap_or_default(),
+                notify_json: serde_json::to_string(&r.notify).unwrap_or_default(),
+                notify_text: notify.join(", "),
+                cooldown_secs: r.cooldown_secs,
+                enabled: r.enabled,
+                failing: failing.get(&(org.clone(), d.id.clone())).cloned().unwrap_or_default(),
+            });
+        }
+        let templates = crate::alerts::rules::templates()
+            .into_iter()
+            .map(|t| TemplateView {
+                id: t.id,
+                name: t.name,
+                description: t.description,
+                enabled: used.iter().any(|u| u == t.id),
+            })
+            .collect();
+        let firings = state
+            .store
+            .documents(Some(&org), crate::alerts::rules::FIRING, 50, None)
+            .await?
+            .into_iter()
+            .map(|d| {
+                let b = &d.body;
+                let deliveries: Vec<String> = b["deliveries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| {
+                        let ok = if x["ok"] == true { "sent" } else { "FAILED" };
+                        let err = x["error"].as_str().map(|e| format!(" ({e})")).unwrap_or_default();
+                        format!(
+                            "{} {}: {ok}{err}",
+                            x["channel"].as_str().unwrap_or(""),
+                            x["to"].as_str().unwrap_or("")
+                        )
+                    })
+                    .collect();
+                FiringView {
+                    id: d.id.clone(),
+                    fired_at: b["fired_at"].as_str().unwrap_or("").into(),
+                    rule: names
+                        .get(b["rule_id"].as_str().unwrap_or(""))
+                        .cloned()
+                        .unwrap_or_else(|| b["rule_name"].as_str().unwrap_or("").into()),
+                    key: b["key"].as_str().unwrap_or("").into(),
+                    count: b["count"].as_u64().unwrap_or(0),
+                    link: b["link"].as_str().unwrap_or("").into(),
+                    delivery: if b["delivered"] == true {
+                        if deliveries.is_empty() { "in the log".into() } else { deliveries.join("; ") }
+                    } else {
+                        "sending…".into()
+                    },
+                }
+            })
+            .collect();
+        Ok(AlertsPage { nav: None, templates, rules, firings, search: search.clone() })
+    }
+    .await;
+    match loaded {
+        Ok(mut page) => {
+            page.nav = Some(nav);
+            render(&page)
+        }
+        Err(e) => unavailable(e),
+    }
 }
 
 // --- Administration -------------------------------------------------------------------------------

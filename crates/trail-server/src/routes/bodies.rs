@@ -404,6 +404,58 @@ pub struct Resume {
     pub from_seq: Option<u64>,
 }
 
+/// A search of the Audit Logs page to keep.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewSavedSearch {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: String,
+    /// The page's filters and free text as a query string (`action=user.*&outcome=failure&q=…`); no window.
+    #[schemars(length(max = 4000))]
+    pub query: String,
+    /// The relative range it opens with (default 24h).
+    pub range: Option<String>,
+    /// Everyone who reads the org's log sees it (default: only you).
+    pub shared: Option<bool>,
+}
+
+/// A saved search's changes (the fields given).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SavedSearchChange {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: Option<String>,
+    #[schemars(length(max = 4000))]
+    pub query: Option<String>,
+    pub range: Option<String>,
+    pub shared: Option<bool>,
+}
+
+/// An alert rule, created or replaced whole.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AlertRuleBody {
+    #[schemars(length(min = 1, max = 100), regex(pattern = r"\S"))]
+    pub name: String,
+    /// The search it watches (a saved search's query string); empty or absent: every event.
+    #[schemars(length(max = 4000))]
+    pub search: Option<String>,
+    pub condition: crate::alerts::rules::Condition,
+    /// Quiet time after a firing (per group), default 300; at most a week.
+    #[schemars(range(max = 604800))]
+    pub cooldown_secs: Option<u64>,
+    pub notify: Option<crate::alerts::rules::Notify>,
+    /// Default true.
+    pub enabled: Option<bool>,
+}
+
+/// Enabling a template, with where it notifies.
+#[derive(Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EnableTemplate {
+    pub notify: Option<crate::alerts::rules::Notify>,
+}
+
 /// The request schemas by component name, for the OpenAPI document (references between them point
 /// into `#/components/schemas/`).
 pub fn schemas() -> Map<String, Value> {
@@ -432,7 +484,11 @@ pub fn schemas() -> Map<String, Value> {
         NewRestore,
         DestinationFields,
         NewDestination,
-        Resume
+        Resume,
+        NewSavedSearch,
+        SavedSearchChange,
+        AlertRuleBody,
+        EnableTemplate
     );
     generator.take_definitions(true)
 }

@@ -79,6 +79,28 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         );
     }
     render_streams(&mut out, &state.streams);
+    let alerts = &state.alerts.counters;
+    out.one(
+        "trail_alerts_fired_total",
+        "counter",
+        "Alert rule firings written.",
+        alerts.fired.load(Ordering::Relaxed),
+    );
+    out.family(
+        "trail_alert_notification_failures_total",
+        "counter",
+        "Alert notifications that failed after their retries, by channel.",
+        [
+            ("channel=\"email\"", alerts.email_failures.load(Ordering::Relaxed)),
+            ("channel=\"webhook\"", alerts.webhook_failures.load(Ordering::Relaxed)),
+        ],
+    );
+    out.one(
+        "trail_alert_rules_failing",
+        "gauge",
+        "Alert rules whose last notification failed (the console names them).",
+        state.alerts.failing.lock().map(|f| f.len()).unwrap_or(0),
+    );
     if let Ok(lag) = state.store.search_index_lag().await {
         out.one(
             "trail_search_index_lag_events",

@@ -1,6 +1,7 @@
 //! Route table and the request-body extractor shared by handlers.
 
 mod access;
+mod alerts;
 pub mod bodies;
 mod destinations;
 pub mod events;
@@ -17,7 +18,7 @@ pub use orgs::valid_slug;
 use axum::Router;
 use axum::extract::{FromRequest, Request};
 use axum::http::{StatusCode, header};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use serde_json::Value;
 
 use crate::AppState;
@@ -85,6 +86,18 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/orgs/{org}/destinations/{id}/pause"),
     ("POST", "/v1/orgs/{org}/destinations/{id}/resume"),
     ("POST", "/v1/orgs/{org}/destinations/{id}/rotate-secret"),
+    ("GET", "/v1/orgs/{org}/searches"),
+    ("POST", "/v1/orgs/{org}/searches"),
+    ("PATCH", "/v1/orgs/{org}/searches/{id}"),
+    ("DELETE", "/v1/orgs/{org}/searches/{id}"),
+    ("GET", "/v1/orgs/{org}/alert-rules"),
+    ("POST", "/v1/orgs/{org}/alert-rules"),
+    ("GET", "/v1/orgs/{org}/alert-rules/{id}"),
+    ("PUT", "/v1/orgs/{org}/alert-rules/{id}"),
+    ("DELETE", "/v1/orgs/{org}/alert-rules/{id}"),
+    ("GET", "/v1/orgs/{org}/alert-templates"),
+    ("POST", "/v1/orgs/{org}/alert-templates/{id}"),
+    ("GET", "/v1/orgs/{org}/alerts"),
 ];
 
 pub fn api(state: &AppState) -> Router<AppState> {
@@ -142,6 +155,16 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/orgs/{org}/exports/{id}/download", get(exports::download))
         .route("/v1/orgs/{org}/exports/{id}/manifest", get(exports::manifest))
         .route("/v1/orgs/{org}/events/feed", get(destinations::feed))
+        .route("/v1/orgs/{org}/searches", get(alerts::list_searches).post(alerts::create_search))
+        .route("/v1/orgs/{org}/searches/{id}", patch(alerts::update_search).delete(alerts::delete_search))
+        .route("/v1/orgs/{org}/alert-rules", get(alerts::list_rules).post(alerts::create_rule))
+        .route(
+            "/v1/orgs/{org}/alert-rules/{id}",
+            get(alerts::get_rule).put(alerts::update_rule).delete(alerts::delete_rule),
+        )
+        .route("/v1/orgs/{org}/alert-templates", get(alerts::list_templates))
+        .route("/v1/orgs/{org}/alert-templates/{id}", post(alerts::enable_template))
+        .route("/v1/orgs/{org}/alerts", get(alerts::history))
         .route("/v1/orgs/{org}/destinations", get(destinations::list).post(destinations::create))
         .route(
             "/v1/orgs/{org}/destinations/{id}",

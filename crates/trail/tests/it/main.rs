@@ -1,6 +1,7 @@
 //! Tests of the `trail` binary as an operator runs it: real processes, real signals, real files.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly on purpose")]
 
+mod alerts;
 mod archive;
 mod browser;
 mod cli;
@@ -47,7 +48,13 @@ impl Served {
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
-        let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().unwrap();
+        // TRAIL_TEST_SERVER_LOGS=1 shows the servers' logs when debugging a test.
+        let logs = if std::env::var_os("TRAIL_TEST_SERVER_LOGS").is_some() {
+            Stdio::inherit()
+        } else {
+            Stdio::null()
+        };
+        let mut child = cmd.stdout(Stdio::piped()).stderr(logs).spawn().unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut banner = Vec::new();
         loop {
