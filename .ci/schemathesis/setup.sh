@@ -33,6 +33,13 @@ USER_DEL=$(curl -sf "$BASE/v1/invitations/$T2/accept" -H "$J" -d '{"password":"s
 dest() { curl -sf "$BASE/v1/orgs/default/destinations" "${A[@]}" -d "$1" | get 'd["id"]'; }
 DEST_KEEP=$(dest '{"name":"st-keep","kind":"webhook","url":"http://127.0.0.1:9/trail"}')
 DEST_DEL=$(dest '{"name":"st-del","kind":"syslog","address":"127.0.0.1:9","tls":false}')
+# Saved searches and alert rules: one of each to keep, one to delete.
+search() { curl -sf "$BASE/v1/orgs/default/searches" "${A[@]}" -d "$1" | get 'd["id"]'; }
+SEARCH_KEEP=$(search '{"name":"st-keep","query":"outcome=failure"}')
+SEARCH_DEL=$(search '{"name":"st-del","query":""}')
+rule() { curl -sf "$BASE/v1/orgs/default/alert-rules" "${A[@]}" -d "$1" | get 'd["id"]'; }
+RULE_KEEP=$(rule '{"name":"st-keep","search":"action=user.sign_in_failed","condition":{"kind":"any"}}')
+RULE_DEL=$(rule '{"name":"st-del","condition":{"kind":"new_action"}}')
 # A signed checkpoint covers the events (signed within a second of an append).
 SIZE=0
 for _ in $(seq 50); do
@@ -55,6 +62,10 @@ ST_USER_DEL=$USER_DEL
 ST_SIZE=$SIZE
 ST_DEST_KEEP=$DEST_KEEP
 ST_DEST_DEL=$DEST_DEL
+ST_SEARCH_KEEP=$SEARCH_KEEP
+ST_SEARCH_DEL=$SEARCH_DEL
+ST_RULE_KEEP=$RULE_KEEP
+ST_RULE_DEL=$RULE_DEL
 ST_FROM=$(date -u -d "@$((NOW - 3600))" +%Y-%m-%dT%H:%M:%SZ)
 ST_TO=$(date -u -d "@$((NOW + 3600))" +%Y-%m-%dT%H:%M:%SZ)
 ENV

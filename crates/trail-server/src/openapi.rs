@@ -259,6 +259,18 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("post", "/v1/orgs/{org}/destinations/{id}/pause", "pause_destination"),
     ("post", "/v1/orgs/{org}/destinations/{id}/resume", "resume_destination"),
     ("post", "/v1/orgs/{org}/destinations/{id}/rotate-secret", "rotate_destination_secret"),
+    ("get", "/v1/orgs/{org}/searches", "list_saved_searches"),
+    ("post", "/v1/orgs/{org}/searches", "create_saved_search"),
+    ("patch", "/v1/orgs/{org}/searches/{id}", "update_saved_search"),
+    ("delete", "/v1/orgs/{org}/searches/{id}", "delete_saved_search"),
+    ("get", "/v1/orgs/{org}/alert-rules", "list_alert_rules"),
+    ("post", "/v1/orgs/{org}/alert-rules", "create_alert_rule"),
+    ("get", "/v1/orgs/{org}/alert-rules/{id}", "get_alert_rule"),
+    ("put", "/v1/orgs/{org}/alert-rules/{id}", "update_alert_rule"),
+    ("delete", "/v1/orgs/{org}/alert-rules/{id}", "delete_alert_rule"),
+    ("get", "/v1/orgs/{org}/alert-templates", "list_alert_templates"),
+    ("post", "/v1/orgs/{org}/alert-templates/{id}", "enable_alert_template"),
+    ("get", "/v1/orgs/{org}/alerts", "list_alert_firings"),
 ];
 
 /// Response schemas whose every listed property is always sent (checked by schemathesis' response
@@ -290,6 +302,12 @@ const RESPONSES: &[&str] = &[
     "Destination",
     "DestinationList",
     "Feed",
+    "SavedSearch",
+    "SavedSearchList",
+    "AlertRule",
+    "AlertRuleList",
+    "AlertTemplateList",
+    "AlertFiringList",
 ];
 
 /// Marks every property of an object schema (and of the objects inside it) required, unless the
@@ -383,6 +401,92 @@ fn streaming(doc: &mut Value) {
         json!({"type": "string", "description": "webhooks: the HMAC signing secret, shown once"});
     let mut schemas = schemas;
     schemas["DestinationWithSecret"] = with_secret;
+    if let (Some(all), Value::Object(new)) = (doc["components"]["schemas"].as_object_mut(), schemas) {
+        all.extend(new);
+    }
+}
+
+/// Saved searches, alert rules, templates and firings (README "Saved searches and alerts").
+fn alerting(doc: &mut Value) {
+    let session = ["session", "cookie"];
+    let one = |what: &str| org_and("id", what);
+    let paths = json!({
+        "/v1/orgs/{org}/searches": {
+            "get": op("Your saved searches and the shared ones (LOG-MANAGEMENT)", &session, org_only(), None,
+                responses(("200", ok("searches, by name", "SavedSearchList")), &[401, 403, 404])),
+            "post": op("Save a search of the Audit Logs page", &session, org_only(), Some("NewSavedSearch"),
+                responses(("201", ok("saved", "SavedSearch")), &[400, 401, 403, 404, 409, 415]))
+        },
+        "/v1/orgs/{org}/searches/{id}": {
+            "patch": op("Rename, share or change a saved search (its owner; a shared one also ORG-SETTINGS)", &session, one("saved search id"), Some("SavedSearchChange"),
+                responses(("200", ok("changed", "SavedSearch")), &[400, 401, 403, 404, 415])),
+            "delete": op("Delete a saved search", &session, one("saved search id"), None,
+                responses(("204", json!({"description": "deleted"})), &[401, 403, 404]))
+        },
+        "/v1/orgs/{org}/alert-rules": {
+            "get": op("Alert rules (LOG-MANAGEMENT), each with whether its notifications are failing", &session, org_only(), None,
+                responses(("200", ok("rules", "AlertRuleList")), &[401, 403, 404])),
+            "post": op("Create an alert rule; a webhook's signing secret is in this answer only", &session, org_only(), Some("AlertRuleBody"),
+                responses(("201", ok("created", "AlertRule")), &[400, 401, 403, 404, 409, 415]))
+        },
+        "/v1/orgs/{org}/alert-rules/{id}": {
+            "get": op("One alert rule", &session, one("rule id"), None, responses(("200", ok("rule", "AlertRule")), &[401, 403, 404])),
+            "put": op("Replace an alert rule (enable or disable it with `enabled`)", &session, one("rule id"), Some("AlertRuleBody"),
+                responses(("200", ok("changed", "AlertRule")), &[400, 401, 403, 404, 415])),
+            "delete": op("Delete an alert rule (its firings stay in the history)", &session, one("rule id"), None,
+                responses(("204", json!({"description": "deleted"})), &[401, 403, 404]))
+        },
+        "/v1/orgs/{org}/alert-templates": {"get": op("The built-in rules, each with whether the org has enabled it", &session, org_only(), None,
+            responses(("200", ok("templates", "AlertTemplateList")), &[401, 403, 404]))},
+        "/v1/orgs/{org}/alert-templates/{id}": {"post": op("Enable a template: a rule made from it, optionally with notifications", &session, one("template id"), None,
+            responses(("201", ok("the rule", "AlertRule")), &[400, 401, 403, 404, 409, 415]))},
+        "/v1/orgs/{org}/alerts": {"get": op("Firings, newest first (the newest 1,000 are kept)", &session,
+            json!([path_param("org", "organization slug"),
+                   query_param("rule", "only this rule's", json!({"type": "string", "minLength": 1})),
+                   query_param("limit", "most firings, default 50", json!({"type": "integer", "minimum": 1, "maximum": 200})),
+                   query_param("before", "next_before of the previous page", json!({"type": "string", "minLength": 1}))]), None,
+            responses(("200", ok("firings", "AlertFiringList")), &[400, 401, 403, 404]))}
+    });
+    if let (Some(all), Value::Object(new)) = (doc["paths"].as_object_mut(), paths) {
+        all.extend(new);
+    }
+    doc["paths"]["/v1/orgs/{org}/alert-templates/{id}"]["post"]["requestBody"] = json!({"required": false,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EnableTemplate"}}}});
+    let time = json!({"type": "string", "format": "date-time"});
+    let condition = json!({"$ref": "#/components/schemas/Condition"});
+    let schemas = json!({
+        "SavedSearch": {"type": "object", "additionalProperties": false, "properties": {
+            "id": {"type": "string"}, "name": {"type": "string"}, "query": {"type": "string"}, "range": {"type": "string"},
+            "shared": {"type": "boolean"}, "owner": {"type": "string", "description": "the owner's email"}, "mine": {"type": "boolean"},
+            "created_at": time, "updated_at": time}},
+        "SavedSearchList": {"type": "object", "properties": {"searches": {"type": "array", "items": {"$ref": "#/components/schemas/SavedSearch"}}}},
+        "AlertRule": {"type": "object", "additionalProperties": false,
+            "required": ["id", "name", "search", "condition", "condition_text", "cooldown_secs", "notify", "enabled", "template",
+                         "created_by", "created_at", "updated_at", "delivery_failing"],
+            "properties": {
+                "id": {"type": "string"}, "name": {"type": "string"}, "search": {"type": "string"}, "condition": condition,
+                "condition_text": {"type": "string"}, "cooldown_secs": {"type": "integer", "minimum": 0},
+                "notify": {"$ref": "#/components/schemas/Notify"}, "enabled": {"type": "boolean"}, "template": {"type": ["string", "null"]},
+                "created_by": {"type": "string"}, "created_at": time, "updated_at": time,
+                "delivery_failing": {"type": ["string", "null"], "description": "the last notification's failure, until one succeeds"},
+                "webhook_secret": {"type": "string", "description": "the webhook's signing secret, in the answer that made it only"}}},
+        "AlertRuleList": {"type": "object", "properties": {"rules": {"type": "array", "items": {"$ref": "#/components/schemas/AlertRule"}}}},
+        "AlertTemplateList": {"type": "object", "properties": {"templates": {"type": "array", "items": {"type": "object", "additionalProperties": false,
+            "required": ["id", "name", "description", "search", "condition", "cooldown_secs", "enabled"],
+            "properties": {"id": {"type": "string"}, "name": {"type": "string"}, "description": {"type": "string"}, "search": {"type": "string"},
+                "condition": condition, "cooldown_secs": {"type": "integer"}, "enabled": {"type": "boolean"}}}}}},
+        "AlertFiringList": {"type": "object", "properties": {
+            "firings": {"type": "array", "items": {"type": "object", "additionalProperties": false,
+                "required": ["id", "rule_id", "rule_name", "condition", "fired_at", "key", "count", "seqs", "time_from", "time_to", "link", "deliveries", "delivered"],
+                "properties": {"id": {"type": "string"}, "rule_id": {"type": "string"}, "rule_name": {"type": "string"}, "condition": condition,
+                    "fired_at": time, "key": {"type": ["string", "null"], "description": "the group (actor, target or address) of a grouped threshold"},
+                    "count": {"type": "integer", "minimum": 1}, "seqs": {"type": "array", "items": {"type": "integer"}, "description": "the matching events (at most 100)"},
+                    "time_from": time, "time_to": time, "link": {"type": "string", "description": "the Audit Logs page showing the matches"},
+                    "deliveries": {"type": "array", "items": {"type": "object", "properties": {"channel": {"enum": ["email", "webhook"]}, "to": {"type": "string"},
+                        "ok": {"type": "boolean"}, "error": {"type": "string"}, "at": time}}},
+                    "delivered": {"type": "boolean", "description": "notifications finished (each may have failed: see deliveries)"}}}},
+            "next_before": {"type": ["string", "null"]}}}
+    });
     if let (Some(all), Value::Object(new)) = (doc["components"]["schemas"].as_object_mut(), schemas) {
         all.extend(new);
     }
@@ -592,6 +696,7 @@ pub fn document() -> Value {
         }
     });
     streaming(&mut doc);
+    alerting(&mut doc);
     // Request bodies: the schemas of the types the handlers deserialize into.
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.extend(crate::routes::bodies::schemas());

@@ -88,10 +88,10 @@ fn info<'a>(e: &'a StoredEvent, path: &[&str]) -> Option<&'a serde_json::Value> 
 /// Whether a matching event meets a stateless or store-backed condition (thresholds aside).
 async fn meets(condition: &Condition, e: &StoredEvent, history: &dyn History) -> bool {
     match condition {
-        Condition::Any | Condition::Threshold { .. } => true,
-        Condition::NewAction => !history.action_seen_before(&e.action, e.seq).await,
-        Condition::DeactivatedActor => history.deactivated_before(&e.actor.id, e.seq).await,
-        Condition::PrivilegeGrant => match e.action.as_str() {
+        Condition::Any {} | Condition::Threshold { .. } => true,
+        Condition::NewAction {} => !history.action_seen_before(&e.action, e.seq).await,
+        Condition::DeactivatedActor {} => history.deactivated_before(&e.actor.id, e.seq).await,
+        Condition::PrivilegeGrant {} => match e.action.as_str() {
             "api_key.created" => true,
             "role.created" => grants_management(info(e, &["permissions"])),
             "role.updated" => {
@@ -107,7 +107,7 @@ async fn meets(condition: &Condition, e: &StoredEvent, history: &dyn History) ->
             }
             _ => false,
         },
-        Condition::RetentionWeakened => {
+        Condition::RetentionWeakened {} => {
             let before = |k: &str| info(e, &["before", k]).cloned();
             let after = |k: &str| info(e, &["after", k]).cloned();
             let shorter =
@@ -314,7 +314,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_burst_fires_once_inside_the_cool_down() {
-        let any = Condition::Any;
+        let any = Condition::Any {};
         let fires =
             run(&any, 300, &[(0, 0, "a", 0), (1, 1, "a", 10), (2, 2, "a", 299), (3, 3, "a", 301)]).await;
         assert_eq!(
@@ -332,27 +332,27 @@ mod tests {
     async fn stateful_conditions_ask_the_log() {
         let mut e = ev(7, 0, "gone");
         let mut st = RuleState::default();
-        assert!(st.observe(&Condition::DeactivatedActor, 0, &e, 0, &NoHistory).await.is_some());
+        assert!(st.observe(&Condition::DeactivatedActor {}, 0, &e, 0, &NoHistory).await.is_some());
         e.actor.id = "here".into();
-        assert!(st.observe(&Condition::DeactivatedActor, 0, &e, 0, &NoHistory).await.is_none());
+        assert!(st.observe(&Condition::DeactivatedActor {}, 0, &e, 0, &NoHistory).await.is_none());
         e.action = "brand.new".into();
-        assert!(st.observe(&Condition::NewAction, 0, &e, 0, &NoHistory).await.is_some());
+        assert!(st.observe(&Condition::NewAction {}, 0, &e, 0, &NoHistory).await.is_some());
         e.action = "role.created".into();
         e.info = serde_json::json!({"permissions": ["LOG-MANAGEMENT"]}).as_object().cloned();
-        assert!(st.observe(&Condition::PrivilegeGrant, 0, &e, 0, &NoHistory).await.is_none());
+        assert!(st.observe(&Condition::PrivilegeGrant {}, 0, &e, 0, &NoHistory).await.is_none());
         e.info = serde_json::json!({"permissions": ["KEY-MANAGEMENT"]}).as_object().cloned();
-        assert!(st.observe(&Condition::PrivilegeGrant, 0, &e, 0, &NoHistory).await.is_some());
+        assert!(st.observe(&Condition::PrivilegeGrant {}, 0, &e, 0, &NoHistory).await.is_some());
         e.action = "group.role_added".into();
         e.info = serde_json::json!({"role": "custom-admin"}).as_object().cloned();
-        assert!(st.observe(&Condition::PrivilegeGrant, 0, &e, 0, &NoHistory).await.is_some());
+        assert!(st.observe(&Condition::PrivilegeGrant {}, 0, &e, 0, &NoHistory).await.is_some());
         e.action = "retention.updated".into();
         e.info = serde_json::json!({"before": {"hot_days": 365, "legal_hold": false}, "after": {"hot_days": 90, "legal_hold": false}})
             .as_object()
             .cloned();
-        assert!(st.observe(&Condition::RetentionWeakened, 0, &e, 0, &NoHistory).await.is_some());
+        assert!(st.observe(&Condition::RetentionWeakened {}, 0, &e, 0, &NoHistory).await.is_some());
         e.info =
             serde_json::json!({"before": {"hot_days": 90}, "after": {"hot_days": 365}}).as_object().cloned();
-        assert!(st.observe(&Condition::RetentionWeakened, 0, &e, 0, &NoHistory).await.is_none());
+        assert!(st.observe(&Condition::RetentionWeakened {}, 0, &e, 0, &NoHistory).await.is_none());
         e.action = "export.completed".into();
         e.info = serde_json::json!({"row_count": 150_000}).as_object().cloned();
         assert!(

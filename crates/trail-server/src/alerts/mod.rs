@@ -471,7 +471,7 @@ impl Alerts {
 /// The condition in words, for notifications and the console.
 pub fn describe(c: &Condition) -> String {
     match c {
-        Condition::Any => "any matching event".into(),
+        Condition::Any {} => "any matching event".into(),
         Condition::Threshold { count, window_secs, group_by } => {
             let by = match group_by {
                 rules::GroupBy::None => String::new(),
@@ -481,12 +481,12 @@ pub fn describe(c: &Condition) -> String {
             };
             format!("at least {count} matching events{by} within {window_secs} s")
         }
-        Condition::NewAction => "an action never seen before in the organization".into(),
-        Condition::DeactivatedActor => "activity by a deactivated user".into(),
-        Condition::PrivilegeGrant => {
+        Condition::NewAction {} => "an action never seen before in the organization".into(),
+        Condition::DeactivatedActor {} => "activity by a deactivated user".into(),
+        Condition::PrivilegeGrant {} => {
             "an API key created, or a role with USER-MANAGEMENT or KEY-MANAGEMENT granted".into()
         }
-        Condition::RetentionWeakened => "a legal hold lifted or retention shortened".into(),
+        Condition::RetentionWeakened {} => "a legal hold lifted or retention shortened".into(),
         Condition::LargeExport { min_events } => format!("an export of more than {min_events} events"),
     }
 }

@@ -78,7 +78,7 @@ pub enum GroupBy {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum Condition {
     /// Every matching event.
-    Any,
+    Any {},
     /// At least `count` matches with `time`s within `window_secs` of each other (per group).
     Threshold {
         #[schemars(range(min = 1, max = 10000))]
@@ -89,16 +89,16 @@ pub enum Condition {
         group_by: GroupBy,
     },
     /// A matching event whose action no earlier event of the org's hot log has.
-    NewAction,
+    NewAction {},
     /// A matching event by an actor an earlier event deactivated (`user.deleted`, `user.deactivated`,
     /// `user.disabled`, `user.suspended`, `user.removed`; undone by `user.activated`, `user.enabled`,
     /// `user.reactivated`, `user.restored`).
-    DeactivatedActor,
+    DeactivatedActor {},
     /// An API key created, or a role that includes `USER-MANAGEMENT` or `KEY-MANAGEMENT` created, changed
     /// to include one, or given to a group or user.
-    PrivilegeGrant,
+    PrivilegeGrant {},
     /// A legal hold lifted, or hot or archive retention shortened.
-    RetentionWeakened,
+    RetentionWeakened {},
     /// An export (or restore) that completed with more than `min_events` events.
     LargeExport {
         #[schemars(range(min = 0))]
@@ -246,7 +246,7 @@ pub fn templates() -> Vec<Template> {
             name: "API key created or management role granted",
             description: "An API key is created, or a role with USER-MANAGEMENT or KEY-MANAGEMENT is created or granted.",
             search: "",
-            condition: Condition::PrivilegeGrant,
+            condition: Condition::PrivilegeGrant {},
             cooldown_secs: 0,
         },
         Template {
@@ -254,7 +254,7 @@ pub fn templates() -> Vec<Template> {
             name: "Legal hold lifted or retention shortened",
             description: "A legal hold is lifted, or hot or archive retention is made shorter.",
             search: "action=retention.updated",
-            condition: Condition::RetentionWeakened,
+            condition: Condition::RetentionWeakened {},
             cooldown_secs: 0,
         },
         Template {
@@ -270,7 +270,7 @@ pub fn templates() -> Vec<Template> {
             name: "Activity by a deactivated user",
             description: "An event whose actor an earlier event deleted, deactivated, disabled or suspended.",
             search: "",
-            condition: Condition::DeactivatedActor,
+            condition: Condition::DeactivatedActor {},
             cooldown_secs: 3600,
         },
         Template {
@@ -278,7 +278,7 @@ pub fn templates() -> Vec<Template> {
             name: "An action never seen before",
             description: "The first event of an action no earlier event of the organization has.",
             search: "",
-            condition: Condition::NewAction,
+            condition: Condition::NewAction {},
             cooldown_secs: 0,
         },
     ]
@@ -299,6 +299,18 @@ mod tests {
         );
         assert!(search_filter("outcome=maybe", "search").is_err());
         assert!(search_filter("", "search").unwrap().is_window_only());
+    }
+
+    #[test]
+    fn conditions_refuse_fields_they_do_not_have() {
+        let ok: Condition = serde_json::from_value(serde_json::json!({"kind": "any"})).unwrap();
+        assert_eq!(ok, Condition::Any {});
+        assert_eq!(serde_json::to_value(&ok).unwrap(), serde_json::json!({"kind": "any"}));
+        assert!(serde_json::from_value::<Condition>(serde_json::json!({"kind": "any", "count": 3})).is_err());
+        assert!(
+            serde_json::from_value::<Condition>(serde_json::json!({"kind": "threshold", "count": 3}))
+                .is_err()
+        );
     }
 
     #[test]

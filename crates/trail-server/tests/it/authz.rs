@@ -53,6 +53,13 @@ fn rule(method: &str, path: &str) -> Rule {
         }
         (_, "/v1/orgs/{org}/settings") => Rule::Perm(OrgSettings),
         (_, p) if p.starts_with("/v1/orgs/{org}/destinations") => Rule::Perm(OrgSettings),
+        (_, p)
+            if ["searches", "alert-rules", "alert-templates", "alerts"]
+                .iter()
+                .any(|s| p.starts_with(&format!("/v1/orgs/{{org}}/{s}"))) =>
+        {
+            Rule::Perm(LogManagement)
+        }
         (_, p) if p.starts_with("/v1/orgs/{org}/api-keys") => Rule::Perm(KeyManagement),
         (_, p)
             if ["roles", "groups", "users", "invitations"]

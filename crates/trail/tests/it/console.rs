@@ -66,7 +66,7 @@ async fn check_accessibility(b: &mut Browser, page: &str) {
     let n = b
         .eval(
             r#"(() => { const vis = (el) => !!(el.offsetWidth || el.offsetHeight || el.getClientRects().length);
-              const f = [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, [tabindex]')]
+              const f = [...document.querySelectorAll('a[href], button, input:not([type=hidden]), select, textarea, summary, [tabindex]')]
                 .filter((el) => !el.disabled && el.tabIndex >= 0 && vis(el) && !el.closest('dialog'));
               f.forEach((el, i) => { el.dataset.a11yIdx = String(i); });
               // Start the walk at the top, as a keyboard user arriving at the page does.
@@ -619,4 +619,81 @@ async fn console_destinations() {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     assert!(failing.to_string().contains("cannot connect"), "{failing}");
+}
+
+/// Saved searches and alerts in the console: save a search and share it, open it, create a rule from
+/// it, see the rule fire in the history with a link to its events, and enable a template.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn console_saved_searches_and_alerts() {
+    let Some(mut b) = browser("console_saved_searches_and_alerts").await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let served = Served::start(dir.path(), &[]);
+    let base = served.base.clone();
+    let key = Client::new(&base).with_token(create_key(dir.path(), "events:write"));
+    seed(&key).await;
+    sign_in(&mut b, &base, "admin@localhost", PASSWORD).await;
+
+    // Filter to failures, then save the search, shared.
+    b.goto(&format!("{base}/orgs/default/logs?range=24h&outcome=failure")).await;
+    fill(&mut b, "#save-name", "Failures today").await;
+    b.eval("document.querySelector('[data-save-search] [name=shared]').checked = true, true").await;
+    b.eval("document.querySelector('[data-save-search] button[type=submit]').click(), true").await;
+    b.wait_for(
+        "document.querySelector('[data-saved-search] [data-open-search]')?.textContent === 'Failures today'",
+        "the saved search",
+    )
+    .await;
+    check_accessibility(&mut b, "audit logs with saved searches").await;
+    assert!(
+        b.eval("document.querySelector('[data-saved-search]').textContent")
+            .await
+            .as_str()
+            .unwrap()
+            .contains("shared")
+    );
+    // Opening it from a plain page applies its filters.
+    b.goto(&format!("{base}/orgs/default/logs")).await;
+    b.eval("document.querySelector('[data-open-search]').click(), true").await;
+    b.wait_for("location.search.includes('outcome=failure')", "the search opened").await;
+    let outcomes = b.eval("[...document.querySelectorAll('tbody[data-rows] tr')].map((r) => r.textContent.includes('failure'))").await;
+    assert!(outcomes.as_array().unwrap().iter().all(|v| v == true), "only failures: {outcomes}");
+
+    // A rule from this search, firing on every failure.
+    b.eval("document.querySelector('[data-alert-from-search]').click(), true").await;
+    b.wait_for("location.pathname === '/orgs/default/alerts'", "the alerts page").await;
+    assert_eq!(b.eval("document.querySelector('#rule-search').value").await, json!("outcome=failure"));
+    fill(&mut b, "#rule-name", "Any failure").await;
+    fill(&mut b, "#rule-cooldown", "0").await;
+    b.eval("document.querySelector('[data-new-rule] button[type=submit]').click(), true").await;
+    b.wait_for("document.querySelector('[data-rule]')", "the rule").await;
+    check_accessibility(&mut b, "alerts").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let failure = json!({"actor": {"id": "mallory"}, "action": "user.sign_in_failed", "target": {"type": "user", "id": "mallory"}, "outcome": "failure"});
+    key.ingest("default", &failure).await.unwrap();
+    let mut fired = Value::Null;
+    for _ in 0..50 {
+        b.goto(&format!("{base}/orgs/default/alerts")).await;
+        fired = b.eval("[...document.querySelectorAll('[data-firing]')].map((r) => [r.cells[1].textContent, r.querySelector('[data-firing-link]').getAttribute('href')])").await;
+        if fired.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let first = &fired[0];
+    assert!(first[0].as_str().unwrap().contains("Any failure"), "{fired}");
+    shoot(&mut b, "alerts").await;
+    // The link shows the matching events.
+    let link = first[1].as_str().unwrap().to_string();
+    b.goto(&link).await;
+    assert!(b.eval("document.body.textContent").await.as_str().unwrap().contains("mallory"), "{link}");
+
+    // A template in one click.
+    b.goto(&format!("{base}/orgs/default/alerts")).await;
+    b.eval("document.querySelector('[data-template=\"new-action\"] button').click(), true").await;
+    b.wait_for(
+        "document.querySelector('[data-template=\"new-action\"] .state-active')",
+        "the template enabled",
+    )
+    .await;
+    assert_eq!(b.eval("document.querySelectorAll('[data-rule]').length").await, json!(2));
 }
