@@ -381,11 +381,13 @@ impl Alerts {
             "delivered": false,
         });
         let doc = Document { org: org.to_string(), kind: FIRING.into(), id: id.clone(), body, updated_at: t };
-        if !self.store.put_document(&doc, true).await? {
-            // Written before a restart: judged again, not fired again.
-            return Ok(());
+        // Written before a restart, the firing is not written again; its record in the log is
+        // appended again (stored once: its id is fixed), in case the crash came between the two.
+        // Its notifications are sent again at start if they had not finished.
+        let new = self.store.put_document(&doc, true).await?;
+        if new {
+            self.counters.fired.fetch_add(1, Ordering::Relaxed);
         }
-        self.counters.fired.fetch_add(1, Ordering::Relaxed);
         let mut audit = Audit::new("trail", "alert.fired", "alert_rule")
             .system("Trail alerts")
             .target(rule_id, Some(rule.name.clone()))
@@ -398,8 +400,10 @@ impl Alerts {
             audit = audit.info("key", k.clone());
         }
         audit.append(self.store.as_ref(), org).await?;
-        self.prune(org).await;
-        self.deliver(doc, rule.clone());
+        if new {
+            self.prune(org).await;
+            self.deliver(doc, rule.clone());
+        }
         Ok(())
     }
 

@@ -346,7 +346,11 @@ async fn console_end_to_end() {
     assert_eq!(b.eval("location.pathname").await, "/orgs/default/logs");
     assert!(b.eval("document.querySelectorAll('[data-rows] tr').length").await.as_u64().unwrap() >= 31);
     let nav = b.eval("[...document.querySelectorAll('nav.tabs a')].map((a) => a.textContent.trim())").await;
-    assert_eq!(nav, json!(["Audit Logs", "Export History", "Archive"]), "no admin pages for an auditor");
+    assert_eq!(
+        nav,
+        json!(["Audit Logs", "Export History", "Archive", "Alerts"]),
+        "no admin pages for an auditor"
+    );
     b.goto(&format!("{base}/orgs/default/admin/roles")).await;
     assert_eq!(b.eval("document.querySelector('h1').textContent").await, "Not allowed");
     let status = b.eval("(async () => (await fetch('/v1/orgs/default/roles')).status)()").await;
