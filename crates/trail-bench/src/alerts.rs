@@ -16,13 +16,12 @@ use trail_store::{Document, Scope, Store};
 
 /// One synthetic event of the usual shape and size.
 fn event(i: u64) -> Value {
-    let action = [
-        "component.deployed",
-        "project.updated",
-        "user.signed_in",
-        "user.sign_in_failed",
-        "api_proxy.updated",
-    ][(i % 5) as usize];
+    // One event in 50 a failed sign-in (failures are the exception in real logs).
+    let action = if i.is_multiple_of(50) {
+        "user.sign_in_failed"
+    } else {
+        ["component.deployed", "project.updated", "user.signed_in", "api_proxy.updated"][(i % 4) as usize]
+    };
     json!({"actor": {"id": format!("user-{}@example.com", i % 500), "ip": format!("203.0.113.{}", i % 200)},
            "action": action,
            "target": {"type": "component", "id": format!("billing-api-{}", i % 97), "name": "Billing API"},
@@ -131,15 +130,19 @@ async fn run(work: &std::path::Path, events: u64, n_rules: usize) -> anyhow::Res
         }
         eprintln!("  the evaluator caught up {:.1} s after W1 ended", caught.elapsed().as_secs_f64());
         for p in 0..20 {
-            let before = store.documents(Some("acme"), "alert_firing", 1000, None).await?.len();
             let probe = json!({"actor": {"id": "bench"}, "action": "bench.probe", "target": {"type": "x", "id": format!("p{p}")}, "outcome": "success"});
             let r = http.post(&url).bearer_auth(&secret).json(&probe).send().await?;
             let acked = Instant::now();
             if !r.status().is_success() {
                 bail!("probe failed");
             }
+            let v: Value = r.json().await?;
+            let seq = v["results"][0]["seq"].as_u64().context("the probe's seq")?;
+            // Its firing's id is its seq and the probe rule's id.
+            let firing = format!("{seq:020}-ar_{:04}", n_rules);
             loop {
-                if store.documents(Some("acme"), "alert_firing", 1000, None).await?.len() > before {
+                let newest = store.documents(Some("acme"), "alert_firing", 20, None).await?;
+                if newest.iter().any(|d| d.id == firing) {
                     firing_lag.push(acked.elapsed().as_secs_f64());
                     break;
                 }

@@ -70,6 +70,12 @@ impl Search {
         self.matches_text(&searchable_text(e))
     }
 
+    /// Whether an event matches, given its [`event_tokens`] (several searches judging one event
+    /// tokenize it once).
+    pub fn matches_tokens(&self, toks: &[String]) -> bool {
+        self.terms.iter().all(|term| phrase_in(term, toks))
+    }
+
     /// The same query in SQLite FTS5 syntax: `"tok1 tok2"* AND …`. Tokens are alphanumeric, so quoting
     /// them is always safe.
     pub fn to_fts5(&self) -> String {
@@ -87,6 +93,11 @@ fn phrase_in(term: &[String], toks: &[String]) -> bool {
     (0..=toks.len() - term.len()).any(|i| {
         head.iter().zip(&toks[i..]).all(|(a, b)| a == b) && toks[i + head.len()].starts_with(last.as_str())
     })
+}
+
+/// The tokens of an event's searchable text.
+pub fn event_tokens(e: &StoredEvent) -> Vec<String> {
+    tokens(&searchable_text(e))
 }
 
 /// The searchable text of an event, in a fixed field order.

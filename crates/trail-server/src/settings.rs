@@ -486,6 +486,14 @@ impl Settings {
             d.sinks.file.format,
             d.sinks.file.compress,
             d.sinks.file.from_start,
+        ) + &format!(
+            "\n[streaming]\n# Destinations (README \"Stream to your SIEM\"): a destination failing this long is paused;\n\
+             # retries back off from 1 s to max_backoff_secs; events per batch; destinations per org.\n\
+             pause_after_secs = {}\nmax_backoff_secs = {}\nbatch_max_events = {}\nmax_per_org = {}\n",
+            d.streaming.pause_after_secs,
+            d.streaming.max_backoff_secs,
+            d.streaming.batch_max_events,
+            d.streaming.max_per_org,
         )
     }
 }

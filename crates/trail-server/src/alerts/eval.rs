@@ -179,8 +179,12 @@ impl RuleState {
         let stale = list.partition_point(|(t, _)| *t < keep_from);
         list.drain(..stale.max(list.len().saturating_sub(MAX_PER_GROUP)));
         // A window [start, start + window] holding the new event: start from a match at most `window`
-        // before it, up to the new event itself.
+        // before it, up to the new event itself. None can hold `count` when fewer lie within
+        // `window` on either side of it.
         let first = list.partition_point(|(t, _)| *t < e.time - window);
+        if list.partition_point(|(t, _)| *t <= e.time + window) - first < count {
+            return None;
+        }
         for i in first..list.len() {
             let start = list[i].0;
             if start > e.time {

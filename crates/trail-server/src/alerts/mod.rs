@@ -42,17 +42,35 @@ struct Loaded {
     id: String,
     updated_at: Micros,
     rule: Rule,
+    /// The search without its free text, which is judged on tokens shared by every rule.
     filter: Filter,
+    text: Option<trail_model::text::Search>,
     state: RuleState,
+}
+
+impl Loaded {
+    fn matches(&self, e: &StoredEvent, tokens: &mut Option<Vec<String>>) -> bool {
+        self.filter.matches(e)
+            && self.text.as_ref().is_none_or(|q| {
+                q.matches_tokens(tokens.get_or_insert_with(|| trail_model::text::event_tokens(e)))
+            })
+    }
 }
 
 /// One org being watched.
 struct OrgWatch {
     cursor: u64,
     rules: Vec<Loaded>,
-    /// Actions known to be in the log, actors known to be deactivated or not, roles' grants.
+    /// Actions known to be in the log (so no lookup is needed for them).
     seen_actions: std::collections::HashSet<String>,
+    /// Actors known to be deactivated (true) or not, kept current by the (de)activations judged.
+    deactivated: HashMap<String, bool>,
+    /// Where the org's hot log begins (the first day of its oldest month): lookups search from here.
+    hot_from: Micros,
 }
+
+/// Most entries of a watch's caches before they start over (each entry costs one lookup to rebuild).
+const MAX_CACHED: usize = 100_000;
 
 /// Counters for `/metrics`.
 #[derive(Debug, Default)]
@@ -85,6 +103,10 @@ struct StoreHistory<'a> {
     org: &'a str,
     /// Actions already judged in this org (so no lookup is needed for them).
     seen: &'a std::collections::HashSet<String>,
+    /// Actors whose (de)activation is known.
+    deactivated: &'a HashMap<String, bool>,
+    /// The start of the hot log.
+    from: Micros,
 }
 
 impl StoreHistory<'_> {
@@ -93,9 +115,9 @@ impl StoreHistory<'_> {
         let t = now();
         let ctx = trail_model::query::QueryContext { now: t, oldest: i64::MIN / 2 };
         let Ok(mut filter) = trail_model::query::parse_filter(pairs, ctx) else { return Vec::new() };
-        // The whole hot log: retention is at most max_days (10 years); event times are never far
-        // in the future. (The store's time arithmetic wants real instants, not the integer's ends.)
-        filter.from = t - 3660 * trail_model::time::MICROS_PER_DAY;
+        // The whole hot log (its months are what a query reads), and event times are never far in the
+        // future.
+        filter.from = self.from;
         filter.to = t + trail_model::time::MICROS_PER_DAY;
         let q = trail_model::query::Query { filter, limit: 50, cursor: None };
         match self.store.query(self.org, &q).await {
@@ -122,19 +144,55 @@ impl History for StoreHistory<'_> {
         found.iter().any(|e| e.seq < seq)
     }
 
-    async fn deactivated_before(&self, actor: &str, seq: u64) -> bool {
-        let mut pairs: Vec<(String, String)> = vec![("target_id".into(), actor.into())];
-        pairs.extend(
-            DEACTIVATING.iter().chain(REACTIVATING.iter()).map(|a| ("action".to_string(), a.to_string())),
-        );
-        // Newest first: the latest (de)activation before this event decides.
-        let found = self.find(&pairs).await;
-        let mut changes: Vec<&StoredEvent> = found.iter().filter(|e| e.seq < seq).collect();
-        changes.sort_by_key(|e| std::cmp::Reverse(e.seq));
-        changes.first().is_some_and(|e| DEACTIVATING.contains(&e.action.as_str()))
+    async fn deactivated_before(&self, actor: &str, _seq: u64) -> bool {
+        // Built from the log's (de)activations before the position, then kept current in seq order.
+        self.deactivated.get(actor).copied().unwrap_or(false)
     }
 
     async fn role_grants_management(&self, role: &str) -> bool {
+        self.role_grants(role).await
+    }
+}
+
+impl StoreHistory<'_> {
+    /// Every actor the hot log's (de)activations before `before` leave deactivated (or reactivated):
+    /// read once when an org is first watched, by action (an indexed query), page by page.
+    async fn deactivations(&self, before: u64) -> Result<HashMap<String, bool>, StoreError> {
+        let pairs: Vec<(String, String)> = DEACTIVATING
+            .iter()
+            .chain(REACTIVATING.iter())
+            .map(|a| ("action".to_string(), a.to_string()))
+            .collect();
+        let t = now();
+        let ctx = trail_model::query::QueryContext { now: t, oldest: i64::MIN / 2 };
+        let mut filter = trail_model::query::parse_filter(&pairs, ctx)
+            .map_err(|e| StoreError::Corrupt(e.message.clone()))?;
+        filter.from = self.from;
+        filter.to = t + trail_model::time::MICROS_PER_DAY;
+        let mut changes: Vec<(u64, String, bool)> = Vec::new();
+        let mut cursor = None;
+        loop {
+            let q = trail_model::query::Query { filter: filter.clone(), limit: 1000, cursor };
+            let page = self.store.query(self.org, &q).await?;
+            for r in &page.records {
+                if let Some(target) = r.event.target.id.as_ref().filter(|_| r.event.seq < before) {
+                    changes.push((
+                        r.event.seq,
+                        target.clone(),
+                        DEACTIVATING.contains(&r.event.action.as_str()),
+                    ));
+                }
+            }
+            match page.next {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        changes.sort_by_key(|c| c.0);
+        Ok(changes.into_iter().map(|(_, target, off)| (target, off)).collect())
+    }
+
+    async fn role_grants(&self, role: &str) -> bool {
         match self.store.roles(self.org).await {
             Ok(roles) => roles.iter().any(|r| {
                 r.id == role
@@ -233,13 +291,35 @@ impl Alerts {
                 };
                 watched.insert(
                     org.clone(),
-                    OrgWatch { cursor, rules: Vec::new(), seen_actions: Default::default() },
+                    OrgWatch {
+                        cursor,
+                        rules: Vec::new(),
+                        seen_actions: Default::default(),
+                        deactivated: HashMap::new(),
+                        hot_from: 0,
+                    },
                 );
                 let w = watched.get_mut(&org).ok_or_else(|| StoreError::Corrupt("watch".into()))?;
                 self.load_rules(&org, w, rules).await?;
                 self.warm_up(&org, w).await?;
             } else if let Some(w) = watched.get_mut(&org) {
                 self.load_rules(&org, w, rules).await?;
+            }
+            if let Some(w) = watched.get_mut(&org) {
+                let months = self.store.event_months(&org).await?;
+                let first_time = w.hot_from == 0;
+                w.hot_from = months.first().map_or_else(now, |m| trail_model::time::month_start(*m));
+                if first_time {
+                    let h = StoreHistory {
+                        store: self.store.as_ref(),
+                        org: &org,
+                        seen: &w.seen_actions,
+                        deactivated: &w.deactivated,
+                        from: w.hot_from,
+                    };
+                    let known = h.deactivations(w.cursor).await?;
+                    w.deactivated = known;
+                }
             }
         }
         Ok(())
@@ -257,7 +337,8 @@ impl Alerts {
                 w.rules.push(l);
                 continue;
             }
-            let Ok(filter) = rules::search_filter(&rule.search, "search") else { continue };
+            let Ok(mut filter) = rules::search_filter(&rule.search, "search") else { continue };
+            let text = filter.q.take();
             let mut state = RuleState::default();
             // Cool-downs survive a restart: the rule's recent firings say when it last fired.
             for f in self.store.documents(Some(org), FIRING, 200, None).await? {
@@ -268,7 +349,7 @@ impl Alerts {
                     *e = (*e).max(at);
                 }
             }
-            w.rules.push(Loaded { id: d.id.clone(), updated_at: d.updated_at, rule, filter, state });
+            w.rules.push(Loaded { id: d.id.clone(), updated_at: d.updated_at, rule, filter, text, state });
         }
         Ok(())
     }
@@ -289,8 +370,9 @@ impl Alerts {
             for entry in &entries {
                 let crate::stream::follow::Entry::Event(r) = entry else { continue };
                 let Ok(e) = trail_model::canonical::decode(&r.bytes) else { continue };
+                let mut tokens = None;
                 for l in &mut w.rules {
-                    if l.filter.matches(&e) {
+                    if l.matches(&e, &mut tokens) {
                         l.state.remember(&l.rule.condition, &e);
                     }
                 }
@@ -321,21 +403,43 @@ impl Alerts {
                 continue;
             }
             let t = now();
+            let mut tokens = None;
             for (i, l) in w.rules.iter_mut().enumerate() {
-                if e.seq < l.rule.from_seq || !l.filter.matches(&e) {
+                if e.seq < l.rule.from_seq || !l.matches(&e, &mut tokens) {
                     continue;
                 }
-                let history = StoreHistory { store: self.store.as_ref(), org, seen: &w.seen_actions };
+                let history = StoreHistory {
+                    store: self.store.as_ref(),
+                    org,
+                    seen: &w.seen_actions,
+                    deactivated: &w.deactivated,
+                    from: w.hot_from,
+                };
                 let cooldown = l.rule.cooldown_secs as i64 * 1_000_000;
                 if let Some(fire) = l.state.observe(&l.rule.condition, cooldown, &e, t, &history).await {
                     fired.push((i, fire));
                 }
             }
+            if w.seen_actions.len() >= MAX_CACHED {
+                w.seen_actions.clear();
+            }
             w.seen_actions.insert(e.action.clone());
+            // The judged (de)activations keep the actor cache current.
+            if let Some(target) = &e.target.id {
+                if DEACTIVATING.contains(&e.action.as_str()) {
+                    w.deactivated.insert(target.clone(), true);
+                } else if REACTIVATING.contains(&e.action.as_str()) {
+                    w.deactivated.insert(target.clone(), false);
+                }
+            }
         }
+        let any_fired = !fired.is_empty();
         for (i, fire) in fired {
             let l = &w.rules[i];
             self.record(org, &l.id, &l.rule, fire).await?;
+        }
+        if any_fired {
+            self.prune(org).await;
         }
         w.cursor = last + 1;
         self.save_cursor(org, w.cursor).await?;
@@ -401,22 +505,22 @@ impl Alerts {
         }
         audit.append(self.store.as_ref(), org).await?;
         if new {
-            self.prune(org).await;
             self.deliver(doc, rule.clone());
         }
         Ok(())
     }
 
-    /// Keeps the newest [`KEEP_FIRINGS`] firings of an org.
+    /// Keeps the newest [`KEEP_FIRINGS`] firings of an org (once a judged batch fired), reading past
+    /// them a page at a time.
     async fn prune(&self, org: &str) {
-        if let Ok(old) = self.store.documents(Some(org), FIRING, 50, None).await
-            && old.len() == 50
-        {
-            // Cheap check first; the full list only when the org may be over.
-            if let Ok(all) = self.store.documents(Some(org), FIRING, KEEP_FIRINGS + 100, None).await {
-                for d in all.iter().skip(KEEP_FIRINGS) {
-                    let _ = self.store.delete_document(org, FIRING, &d.id).await;
-                }
+        let Ok(newest) = self.store.documents(Some(org), FIRING, KEEP_FIRINGS, None).await else { return };
+        let Some(last_kept) = newest.last().filter(|_| newest.len() == KEEP_FIRINGS).map(|d| d.id.clone())
+        else {
+            return;
+        };
+        if let Ok(old) = self.store.documents(Some(org), FIRING, 1000, Some(&last_kept)).await {
+            for d in old {
+                let _ = self.store.delete_document(org, FIRING, &d.id).await;
             }
         }
     }
