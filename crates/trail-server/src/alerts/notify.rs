@@ -147,19 +147,7 @@ impl Notifier {
             }
             None => return Err("the rule's webhook has no signing secret".into()),
         };
-        let cfg = crate::stream::config::DestinationConfig {
-            name: rule.name.clone(),
-            kind: crate::stream::config::Kind::Webhook,
-            url: Some(w.url.clone()),
-            address: None,
-            tls: false,
-            ca_pem: w.ca_pem.clone(),
-            format: crate::stream::config::PayloadFormat::Json,
-            filter: Default::default(),
-            facility: 13,
-            index: None,
-            sourcetype: None,
-        };
+        let cfg = w.destination(&rule.name);
         let mut transport = crate::stream::deliver::Transport::new(&cfg, secret)?;
         let mut body = firing.body.clone();
         body["id"] = json!(firing.id);

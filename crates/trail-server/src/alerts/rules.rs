@@ -138,6 +138,25 @@ pub struct RuleWebhook {
     pub ca_pem: Option<String>,
 }
 
+impl RuleWebhook {
+    /// The webhook as a streaming destination sees one: the same URL rules, TLS and signing.
+    pub fn destination(&self, name: &str) -> crate::stream::config::DestinationConfig {
+        crate::stream::config::DestinationConfig {
+            name: name.to_string(),
+            kind: crate::stream::config::Kind::Webhook,
+            url: Some(self.url.clone()),
+            address: None,
+            tls: false,
+            ca_pem: self.ca_pem.clone(),
+            format: crate::stream::config::PayloadFormat::Json,
+            filter: Default::default(),
+            facility: trail_model::siem::FACILITY_LOG_AUDIT,
+            index: None,
+            sourcetype: None,
+        }
+    }
+}
+
 /// Where a firing goes besides the org's own log (`alert.fired`).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields, default)]
@@ -192,20 +211,9 @@ impl Rule {
             }
         }
         if let Some(w) = &self.notify.webhook {
-            let probe = crate::stream::config::DestinationConfig {
-                name: "alert".into(),
-                kind: crate::stream::config::Kind::Webhook,
-                url: Some(w.url.clone()),
-                address: None,
-                tls: false,
-                ca_pem: w.ca_pem.clone(),
-                format: crate::stream::config::PayloadFormat::Json,
-                filter: Default::default(),
-                facility: 13,
-                index: None,
-                sourcetype: None,
-            };
-            probe.check().map_err(|e| invalid("notify", format!("notify.webhook: {}", e.message)))?;
+            w.destination(&self.name)
+                .check()
+                .map_err(|e| invalid("notify", format!("notify.webhook: {}", e.message)))?;
         }
         Ok(())
     }
