@@ -83,7 +83,8 @@ pub fn ocsf(e: &StoredEvent, api_json: &Value, product_version: &str) -> Value {
     m.insert("category_uid".into(), (class_uid / 1000).into());
     m.insert(
         "category_name".into(),
-        if class_uid / 1000 == 3 { "Identity & Access Management" } else { "" }.into(),
+        // Every class the mapping chooses is in category 3.
+        "Identity & Access Management".into(),
     );
     m.insert("activity_id".into(), activity_id.into());
     m.insert("activity_name".into(), activity_name.into());

@@ -18,6 +18,18 @@ pub struct ApiError {
     pub retry_after: Option<u64>,
 }
 
+/// The causes behind an error, each after `": "` (a TLS or IO failure is a level or two down from
+/// what an HTTP or SMTP client reports); empty when there are none.
+pub fn causes(mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut s = String::new();
+    while let Some(cause) = source {
+        s.push_str(": ");
+        s.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    s
+}
+
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), field: None, retry_after: None }

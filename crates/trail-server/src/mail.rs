@@ -34,14 +34,7 @@ pub enum MailError {
 
 /// What went wrong in words, with the causes lettre nests (TLS problems are a level down).
 pub fn describe(e: &lettre::transport::smtp::Error) -> String {
-    let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
+    format!("{e}{}", crate::error::causes(std::error::Error::source(e)))
 }
 
 /// The transport the settings describe.

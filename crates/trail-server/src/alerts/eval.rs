@@ -41,8 +41,8 @@ pub struct Fire {
 pub trait History: Send + Sync {
     /// Whether an event before `seq` has this action.
     async fn action_seen_before(&self, action: &str, seq: u64) -> bool;
-    /// Whether `actor` was deactivated by an event before `seq` and not reactivated since.
-    async fn deactivated_before(&self, actor: &str, seq: u64) -> bool;
+    /// Whether an earlier event deactivated `actor`, and none reactivated it since.
+    async fn deactivated(&self, actor: &str) -> bool;
     /// Whether the org's role `role` includes USER-MANAGEMENT or KEY-MANAGEMENT.
     async fn role_grants_management(&self, role: &str) -> bool;
 }
@@ -90,7 +90,7 @@ async fn meets(condition: &Condition, e: &StoredEvent, history: &dyn History) ->
     match condition {
         Condition::Any {} | Condition::Threshold { .. } => true,
         Condition::NewAction {} => !history.action_seen_before(&e.action, e.seq).await,
-        Condition::DeactivatedActor {} => history.deactivated_before(&e.actor.id, e.seq).await,
+        Condition::DeactivatedActor {} => history.deactivated(&e.actor.id).await,
         Condition::PrivilegeGrant {} => match e.action.as_str() {
             "api_key.created" => true,
             "role.created" => grants_management(info(e, &["permissions"])),
@@ -231,7 +231,7 @@ mod tests {
         async fn action_seen_before(&self, action: &str, _: u64) -> bool {
             action != "brand.new"
         }
-        async fn deactivated_before(&self, actor: &str, _: u64) -> bool {
+        async fn deactivated(&self, actor: &str) -> bool {
             actor == "gone"
         }
         async fn role_grants_management(&self, role: &str) -> bool {

@@ -144,7 +144,7 @@ impl History for StoreHistory<'_> {
         found.iter().any(|e| e.seq < seq)
     }
 
-    async fn deactivated_before(&self, actor: &str, _seq: u64) -> bool {
+    async fn deactivated(&self, actor: &str) -> bool {
         // Built from the log's (de)activations before the position, then kept current in seq order.
         self.deactivated.get(actor).copied().unwrap_or(false)
     }

@@ -142,20 +142,14 @@ impl Transport {
 
 /// What went wrong, with the causes reqwest nests (a TLS failure is several levels down).
 fn describe_reqwest(e: &reqwest::Error) -> String {
-    let mut s = if e.is_timeout() {
-        "timed out".to_string()
+    let what = if e.is_timeout() {
+        "timed out"
     } else if e.is_connect() {
-        "cannot connect".to_string()
+        "cannot connect"
     } else {
-        "request failed".to_string()
+        "request failed"
     };
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        s.push_str(": ");
-        s.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    s
+    format!("{what}{}", crate::error::causes(std::error::Error::source(e)))
 }
 
 /// A syslog collector over TCP, or TCP+TLS. TCP has no acknowledgement of its own: lines count as

@@ -44,8 +44,9 @@ pub async fn read(
     let mut out = Vec::with_capacity(records.len());
     let mut expect = next;
     for r in records.into_iter().filter(|r| r.seq < end) {
-        if archived && r.seq > expect {
-            fill_archived(store, org, expect, r.seq, &mut out).await?;
+        // A gap whose leaves cannot all be read yet ends the read there: entries stay contiguous.
+        if archived && r.seq > expect && !fill_archived(store, org, expect, r.seq, &mut out).await? {
+            return Ok(out);
         }
         expect = r.seq + 1;
         out.push(Entry::Event(r));
@@ -63,26 +64,22 @@ pub async fn read(
     Ok(out)
 }
 
+/// Appends the archived leaves of seqs `from..to`; `false` when not all of them could be read (events
+/// below the log's size another node has not committed yet), so the caller stops there.
 async fn fill_archived(
     store: &dyn Store,
     org: &str,
     from: u64,
     to: u64,
     out: &mut Vec<Entry>,
-) -> Result<(), StoreError> {
-    let leaves = store.pruned_leaves(org, from, to).await?;
+) -> Result<bool, StoreError> {
     let mut expect = from;
-    for (seq, leaf) in leaves {
+    for (seq, leaf) in store.pruned_leaves(org, from, to).await? {
         if seq != expect {
             return Err(StoreError::Corrupt(format!("seq {expect} of {org} is neither stored nor archived")));
         }
         out.push(Entry::Archived { seq, leaf });
         expect += 1;
     }
-    if expect < to {
-        // Events below the log's size that are not yet readable (another node's commit in flight):
-        // stop before them; the next read starts there.
-        return Ok(());
-    }
-    Ok(())
+    Ok(expect == to)
 }
