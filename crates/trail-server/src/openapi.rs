@@ -334,6 +334,14 @@ fn tighten(schema: &mut Value) {
     }
 }
 
+/// Adds the entries of `more` to the object at `pointer` (paths, schemas) of the document.
+fn add(doc: &mut Value, pointer: &str, more: Value) {
+    if let (Some(all), Value::Object(more)) = (doc.pointer_mut(pointer).and_then(Value::as_object_mut), more)
+    {
+        all.extend(more);
+    }
+}
+
 /// Streaming destinations and the feed (README "Stream to your SIEM").
 fn streaming(doc: &mut Value) {
     let session = ["session", "cookie"];
@@ -364,9 +372,7 @@ fn streaming(doc: &mut Value) {
         "/v1/orgs/{org}/destinations/{id}/rotate-secret": {"post": op("A new webhook signing secret, in this answer only; the old one stops at once", &session, one(), None,
             responses(("200", ok("the destination and its new secret", "DestinationWithSecret")), &[400, 401, 403, 404]))}
     });
-    if let (Some(all), Value::Object(new)) = (doc["paths"].as_object_mut(), paths) {
-        all.extend(new);
-    }
+    add(doc, "/paths", paths);
     doc["paths"]["/v1/orgs/{org}/destinations/{id}/resume"]["post"]["requestBody"] = json!({"required": false,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Resume"}}}});
     let nullable_time = json!({"type": ["string", "null"], "format": "date-time"});
@@ -401,9 +407,7 @@ fn streaming(doc: &mut Value) {
         json!({"type": "string", "description": "webhooks: the HMAC signing secret, shown once"});
     let mut schemas = schemas;
     schemas["DestinationWithSecret"] = with_secret;
-    if let (Some(all), Value::Object(new)) = (doc["components"]["schemas"].as_object_mut(), schemas) {
-        all.extend(new);
-    }
+    add(doc, "/components/schemas", schemas);
 }
 
 /// Saved searches, alert rules, templates and firings (README "Saved searches and alerts").
@@ -447,9 +451,7 @@ fn alerting(doc: &mut Value) {
                    query_param("before", "next_before of the previous page", json!({"type": "string", "minLength": 1}))]), None,
             responses(("200", ok("firings", "AlertFiringList")), &[400, 401, 403, 404]))}
     });
-    if let (Some(all), Value::Object(new)) = (doc["paths"].as_object_mut(), paths) {
-        all.extend(new);
-    }
+    add(doc, "/paths", paths);
     doc["paths"]["/v1/orgs/{org}/alert-templates/{id}"]["post"]["requestBody"] = json!({"required": false,
         "content": {"application/json": {"schema": {"$ref": "#/components/schemas/EnableTemplate"}}}});
     let time = json!({"type": "string", "format": "date-time"});
@@ -487,9 +489,7 @@ fn alerting(doc: &mut Value) {
                     "delivered": {"type": "boolean", "description": "notifications finished (each may have failed: see deliveries)"}}}},
             "next_before": {"type": ["string", "null"]}}}
     });
-    if let (Some(all), Value::Object(new)) = (doc["components"]["schemas"].as_object_mut(), schemas) {
-        all.extend(new);
-    }
+    add(doc, "/components/schemas", schemas);
 }
 
 /// The whole document.

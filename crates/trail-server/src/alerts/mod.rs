@@ -305,21 +305,20 @@ impl Alerts {
             } else if let Some(w) = watched.get_mut(&org) {
                 self.load_rules(&org, w, rules).await?;
             }
-            if let Some(w) = watched.get_mut(&org) {
+            // Once per watched org: where its hot log begins (retention only moves it later, so an
+            // older start merely makes lookups read a few empty months), and its (de)activations.
+            if let Some(w) = watched.get_mut(&org).filter(|w| w.hot_from == 0) {
                 let months = self.store.event_months(&org).await?;
-                let first_time = w.hot_from == 0;
                 w.hot_from = months.first().map_or_else(now, |m| trail_model::time::month_start(*m));
-                if first_time {
-                    let h = StoreHistory {
-                        store: self.store.as_ref(),
-                        org: &org,
-                        seen: &w.seen_actions,
-                        deactivated: &w.deactivated,
-                        from: w.hot_from,
-                    };
-                    let known = h.deactivations(w.cursor).await?;
-                    w.deactivated = known;
-                }
+                let history = StoreHistory {
+                    store: self.store.as_ref(),
+                    org: &org,
+                    seen: &w.seen_actions,
+                    deactivated: &w.deactivated,
+                    from: w.hot_from,
+                };
+                let known = history.deactivations(w.cursor).await?;
+                w.deactivated = known;
             }
         }
         Ok(())
