@@ -4,13 +4,13 @@
 //! nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use trail_client::Client;
 
-use crate::stream::{Receiver, certs, free_port, wait_for};
+use crate::stream::{Receiver, certs, free_port, python_receiver, received, wait_for};
 use crate::{PASSWORD, Served, create_key};
 
 /// aiosmtpd (`tests/receivers/smtp_receiver.py`): STARTTLS and AUTH required.
@@ -27,40 +27,22 @@ impl Smtp {
             eprintln!("SKIPPED: aiosmtpd is not installed (pip install aiosmtpd)");
             return None;
         }
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers/smtp_receiver.py");
-        let port_file = dir.join("smtp.port");
-        let out = dir.join("mail");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg("--cert")
-            .arg(&certs.cert)
-            .arg("--key")
-            .arg(&certs.key)
-            .arg("--out")
-            .arg(&out)
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(["--user", "alerts@acme.io", "--password", "smtp-pass-1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while !port_file.exists() {
-            assert!(started.elapsed() < Duration::from_secs(20), "aiosmtpd did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+        let args: Vec<&std::ffi::OsStr> = vec![
+            "--cert".as_ref(),
+            certs.cert.as_os_str(),
+            "--key".as_ref(),
+            certs.key.as_os_str(),
+            "--user".as_ref(),
+            "alerts@acme.io".as_ref(),
+            "--password".as_ref(),
+            "smtp-pass-1".as_ref(),
+        ];
+        let (child, port, out) = python_receiver("smtp_receiver.py", &args, dir);
         Some(Self { child, out, port })
     }
 
     fn messages(&self) -> Vec<String> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.out)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|x| x == "eml"));
-        files.sort();
-        files.iter().map(|p| std::fs::read_to_string(p).unwrap()).collect()
+        received(&self.out, "eml").into_iter().map(|m| String::from_utf8(m).unwrap()).collect()
     }
 }
 
@@ -124,10 +106,20 @@ async fn wait_firings(admin: &Client, rule: &str, n: usize) -> Vec<Value> {
     }
 }
 
-/// Waits until the evaluator has judged everything appended so far (its firings are written then).
-async fn settle(admin: &Client) {
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _ = admin;
+/// Waits until the evaluator has judged everything appended so far: appends a barrier event and waits
+/// for its firing by the `barrier` rule (every event is judged in seq order, and a batch's firings are
+/// written before the next is read).
+async fn settle(admin: &Client, key: &Client, barrier: &str) {
+    let r = key
+        .ingest("default", &json!({"actor": {"id": "test"}, "action": "test.barrier", "target": {"type": "test"}, "outcome": "success"}))
+        .await
+        .unwrap();
+    let seq = r.results[0].seq.unwrap();
+    let started = Instant::now();
+    while !firings(admin, barrier).await.iter().any(|f| f["seqs"][0] == seq) {
+        assert!(started.elapsed() < Duration::from_secs(30), "the evaluator did not reach seq {seq}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -157,6 +149,14 @@ async fn rules_fire_exactly_when_they_should_and_notify() {
     std::fs::create_dir_all(&rx_dir).unwrap();
     let hook_port = free_port();
 
+    let barrier = admin
+        .post(
+            "/v1/orgs/default/alert-rules",
+            &json!({"name": "Barrier", "search": "action=test.barrier", "condition": {"kind": "any"}, "cooldown_secs": 0}),
+        )
+        .await
+        .unwrap();
+    let barrier = barrier["id"].as_str().unwrap().to_string();
     // 3 failed sign-ins of one account within 60 s, mailed and posted; quiet for 10 minutes after.
     let rule = admin
         .post(
@@ -173,7 +173,7 @@ async fn rules_fire_exactly_when_they_should_and_notify() {
     let listed = admin.get("/v1/orgs/default/alert-rules").await.unwrap();
     assert!(!listed.to_string().contains(&secret), "the webhook secret is shown once");
     let rx = Receiver::start("webhook", &rx_dir, &certs, hook_port, ("--secret", &secret));
-    settle(&admin).await;
+    settle(&admin, &key, &barrier).await;
 
     let t0 = trail_model::time::now() - 600_000_000;
     let s = 1_000_000;
@@ -188,7 +188,7 @@ async fn rules_fire_exactly_when_they_should_and_notify() {
     )
     .await
     .unwrap();
-    settle(&admin).await;
+    settle(&admin, &key, &barrier).await;
     assert!(firings(&admin, &rule_id).await.is_empty(), "two of ana's and one of bob's: nothing yet");
     key.ingest("default", &failed_sign_in("a3", "ana", t0 + 10 * s)).await.unwrap();
     let fired = wait_firings(&admin, &rule_id, 1).await;
@@ -202,7 +202,7 @@ async fn rules_fire_exactly_when_they_should_and_notify() {
     let spread: Vec<Value> =
         (0..3).map(|i| failed_sign_in(&format!("b{}", 10 + i), "bob", t0 + (100 + i * 90) * s)).collect();
     key.ingest_batch("default", &spread).await.unwrap();
-    settle(&admin).await;
+    settle(&admin, &key, &barrier).await;
     assert_eq!(firings(&admin, &rule_id).await.len(), 1, "a burst fires once; bob's are too far apart");
 
     // Delivered: the email went through STARTTLS and AUTH, the webhook carried a valid signature.
@@ -230,7 +230,9 @@ async fn rules_fire_exactly_when_they_should_and_notify() {
     );
     assert_eq!(hook["events"].as_array().unwrap().len(), 3);
     // And recorded in the org's own log.
+    // (The barrier's own firings are there too; this rule fired once.)
     let log = key.query_all("default", &[("action", "alert.fired"), ("limit", "1000")]).await.unwrap();
+    let log: Vec<&Value> = log.iter().filter(|e| e["target"]["id"] == rule_id.as_str()).collect();
     assert_eq!(log.len(), 1);
     assert_eq!(log[0]["target"]["id"], rule_id.as_str());
     assert_eq!(log[0]["source"], "trail");
@@ -256,7 +258,7 @@ async fn rules_fire_exactly_when_they_should_and_notify() {
             .unwrap()
             .to_string()
     };
-    settle(&admin).await;
+    settle(&admin, &key, &barrier).await;
     // A key with the events:read scope is not a privilege grant… but any new API key is.
     admin.create_api_key("default", "ci", &["events:write"]).await.unwrap();
     let now = trail_model::time::now();
@@ -302,6 +304,31 @@ async fn rules_fire_exactly_when_they_should_and_notify() {
     let fired_on: Vec<u64> = plan.iter().map(|e| e["info"]["seqs"][0].as_u64().unwrap()).collect();
     assert!(fired_on.contains(seqs.iter().min().unwrap()));
     assert!(!fired_on.contains(seqs.iter().max().unwrap()), "the second plan change is not new");
+
+    // A rule whose webhook cannot be reached says so after its retries: in the API and in /metrics.
+    let closed = free_port();
+    let broken = admin
+        .post(
+            "/v1/orgs/default/alert-rules",
+            &json!({"name": "Broken hook", "search": "action=test.broken", "condition": {"kind": "any"}, "cooldown_secs": 0,
+                    "notify": {"webhook": {"url": format!("https://127.0.0.1:{closed}/x")}}}),
+        )
+        .await
+        .unwrap();
+    let broken = broken["id"].as_str().unwrap().to_string();
+    let metrics = admin.get_text("/metrics").await.unwrap();
+    assert!(metrics.contains("trail_alert_rules_failing 0"), "{metrics}");
+    key.ingest("default", &json!({"actor": {"id": "ci"}, "action": "test.broken", "target": {"type": "test"}, "outcome": "success"}))
+        .await
+        .unwrap();
+    let fired = wait_firings(&admin, &broken, 1).await;
+    assert_eq!(fired[0]["deliveries"][0]["ok"], false, "{}", fired[0]);
+    let rule = admin.get(&format!("/v1/orgs/default/alert-rules/{broken}")).await.unwrap();
+    let failing = rule["delivery_failing"].as_str().unwrap_or_default();
+    assert!(failing.starts_with("webhook: cannot connect"), "{rule}");
+    let metrics = admin.get_text("/metrics").await.unwrap();
+    assert!(metrics.contains("trail_alert_rules_failing 1"), "{metrics}");
+    assert!(metrics.contains("trail_alert_notification_failures_total{channel=\"webhook\"} 1"), "{metrics}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -318,7 +345,6 @@ async fn a_sigkill_between_events_and_alerts_loses_and_repeats_nothing() {
         .await
         .unwrap();
     let rule_id = rule["id"].as_str().unwrap().to_string();
-    tokio::time::sleep(Duration::from_millis(2500)).await;
     // 300 matching events in 15 batches; killed right after the last answer.
     for b in 0..15 {
         let batch: Vec<Value> = (0..20)

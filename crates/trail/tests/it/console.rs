@@ -671,7 +671,6 @@ async fn console_saved_searches_and_alerts() {
     b.eval("document.querySelector('[data-new-rule] button[type=submit]').click(), true").await;
     b.wait_for("document.querySelector('[data-rule]')", "the rule").await;
     check_accessibility(&mut b, "alerts").await;
-    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
     let failure = json!({"actor": {"id": "mallory"}, "action": "user.sign_in_failed", "target": {"type": "user", "id": "mallory"}, "outcome": "failure"});
     key.ingest("default", &failure).await.unwrap();
     let mut fired = Value::Null;

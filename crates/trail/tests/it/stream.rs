@@ -89,32 +89,57 @@ pub struct Receiver {
     pub out: PathBuf,
 }
 
+/// Starts `tests/receivers/<script>` with `args` and `--out OUT --port-file FILE`, and waits until it
+/// has written the port it listens on. Its files land in `dir/out`.
+pub fn python_receiver(script: &str, args: &[&std::ffi::OsStr], dir: &Path) -> (Child, u16, PathBuf) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers").join(script);
+    let (port_file, out) = (dir.join(format!("{script}.port")), dir.join("out"));
+    let _ = std::fs::remove_file(&port_file);
+    let child = Command::new("python3")
+        .arg(path)
+        .args(args)
+        .arg("--out")
+        .arg(&out)
+        .arg("--port-file")
+        .arg(&port_file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let started = Instant::now();
+    while !port_file.exists() {
+        assert!(started.elapsed() < Duration::from_secs(20), "{script} did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let port = std::fs::read_to_string(&port_file).unwrap().trim().parse().unwrap();
+    (child, port, out)
+}
+
+/// The files of `dir` ending in `.ext`, in name (arrival) order, read whole.
+pub fn received(dir: &Path, ext: &str) -> Vec<Vec<u8>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.retain(|p| p.extension().is_some_and(|x| x == ext));
+    files.sort();
+    files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+}
+
 impl Receiver {
     pub fn start(mode: &str, dir: &Path, certs: &Certs, port: u16, credential: (&str, &str)) -> Self {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/receivers/https_receiver.py");
-        let port_file = dir.join("port");
-        let _ = std::fs::remove_file(&port_file);
-        let out = dir.join("out");
-        let child = Command::new("python3")
-            .arg(script)
-            .arg(mode)
-            .args(["--cert"])
-            .arg(&certs.cert)
-            .arg("--key")
-            .arg(&certs.key)
-            .arg("--out")
-            .arg(&out)
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(["--port", &port.to_string(), credential.0, credential.1])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("python3 runs");
-        let started = Instant::now();
-        while !port_file.exists() {
-            assert!(started.elapsed() < Duration::from_secs(20), "the receiver did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let port = port.to_string();
+        let args: Vec<&std::ffi::OsStr> = vec![
+            mode.as_ref(),
+            "--cert".as_ref(),
+            certs.cert.as_os_str(),
+            "--key".as_ref(),
+            certs.key.as_os_str(),
+            "--port".as_ref(),
+            port.as_ref(),
+            credential.0.as_ref(),
+            credential.1.as_ref(),
+        ];
+        let (child, _, out) = python_receiver("https_receiver.py", &args, dir);
         Self { child, out }
     }
 
@@ -125,12 +150,7 @@ impl Receiver {
 
     /// Every request body received so far, in arrival order.
     pub fn bodies(&self) -> Vec<Vec<u8>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.out)
-            .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
-            .unwrap_or_default();
-        files.retain(|p| p.extension().is_some_and(|x| x == "json"));
-        files.sort();
-        files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+        received(&self.out, "json")
     }
 }
 
