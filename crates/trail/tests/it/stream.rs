@@ -287,6 +287,28 @@ async fn webhook_gets_every_event_in_order_through_receiver_and_server_kills() {
     assert_eq!(d["state"], "active");
     assert!(d["cursor"].as_u64().unwrap() >= size, "{d}");
 
+    // TLS is verified: the same receiver without its private CA is refused, and the reason is shown.
+    let untrusted = admin
+        .post(
+            "/v1/orgs/default/destinations",
+            &json!({"name": "No CA", "kind": "webhook", "url": format!("https://127.0.0.1:{port}/trail"), "start_seq": 0}),
+        )
+        .await
+        .unwrap();
+    let path = format!("/v1/orgs/default/destinations/{}", untrusted["id"].as_str().unwrap());
+    let started = Instant::now();
+    let failing = loop {
+        let d = admin.get(&path).await.unwrap();
+        if d["state"] == "failing" {
+            break d;
+        }
+        assert!(started.elapsed() < Duration::from_secs(30), "never failing: {d}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(failing["error"].as_str().unwrap().contains("certificate"), "{failing}");
+    assert_eq!(failing["delivered"], 0);
+    admin.delete(&path).await.unwrap();
+
     let log_key = admin.get_text("/v1/log-key").await.unwrap();
     let (ok, text) = verify_stream(&rx.out, log_key.trim());
     assert!(ok, "{text}");
@@ -498,20 +520,45 @@ async fn destinations_are_authorized_validated_and_audited() {
         .await
         .unwrap_err();
     assert_eq!(e.field(), Some("from_seq"));
+    // Only a webhook has a signing secret to rotate.
+    let e = admin
+        .post(&format!("/v1/orgs/default/destinations/{id}/rotate-secret"), &json!({}))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(400), Some("not_a_webhook")));
     admin.delete(&format!("/v1/orgs/default/destinations/{id}")).await.unwrap();
+    let hook = admin
+        .post(
+            "/v1/orgs/default/destinations",
+            &json!({"name": "hook", "kind": "webhook", "url": "https://siem.example/in"}),
+        )
+        .await
+        .unwrap();
+    let rotated = admin
+        .post(
+            &format!("/v1/orgs/default/destinations/{}/rotate-secret", hook["id"].as_str().unwrap()),
+            &json!({}),
+        )
+        .await
+        .unwrap();
+    let (old, new) = (hook["secret"].as_str().unwrap(), rotated["secret"].as_str().unwrap());
+    assert!(new.starts_with("whsec_") && new != old, "a new secret, shown once more");
+    assert!(!admin.get("/v1/orgs/default/destinations").await.unwrap().to_string().contains(new));
 
     // The feed serves what a signed checkpoint covers (signed within a second).
     let started = Instant::now();
     let page = loop {
         let page = reader.get("/v1/orgs/default/events/feed?limit=1000").await.unwrap();
-        if page.to_string().contains("destination.deleted") || started.elapsed() > Duration::from_secs(10) {
+        if page.to_string().contains("destination.secret_rotated") || started.elapsed() > Duration::from_secs(10) {
             break page;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let actions: Vec<&str> =
         page["events"].as_array().unwrap().iter().map(|e| e["action"].as_str().unwrap()).collect();
-    for a in ["destination.created", "destination.paused", "destination.deleted"] {
+    for a in
+        ["destination.created", "destination.paused", "destination.deleted", "destination.secret_rotated"]
+    {
         assert!(actions.contains(&a), "{a} is in the org's own log: {actions:?}");
     }
     let seqs: Vec<u64> =
