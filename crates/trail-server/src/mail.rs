@@ -32,6 +32,16 @@ pub enum MailError {
     Smtp(String),
 }
 
+/// Whether an address can be mailed: `local@domain`, at most 254 bytes, nothing SMTP would choke on.
+/// (A bare domain such as `localhost` is allowed: the first user is `admin@localhost`.)
+pub fn valid_address(e: &str) -> bool {
+    let Some((local, domain)) = e.split_once('@') else { return false };
+    !local.is_empty()
+        && !domain.is_empty()
+        && e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
+}
+
 /// What went wrong in words, with the causes lettre nests (TLS problems are a level down).
 pub fn describe(e: &lettre::transport::smtp::Error) -> String {
     format!("{e}{}", crate::error::causes(std::error::Error::source(e)))

@@ -202,13 +202,8 @@ impl Rule {
         if self.cooldown_secs > 7 * 86_400 {
             return Err(invalid("cooldown_secs", "cooldown_secs must be at most 604800 (a week)"));
         }
-        for e in &self.notify.emails {
-            let ok = e.len() <= 254
-                && e.split_once('@').is_some_and(|(l, d)| !l.is_empty() && d.contains('.'))
-                && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>');
-            if !ok {
-                return Err(invalid("notify", format!("notify.emails: {e:?} is not an email address")));
-            }
+        if let Some(e) = self.notify.emails.iter().find(|e| !crate::mail::valid_address(e)) {
+            return Err(invalid("notify", format!("notify.emails: {e:?} is not an email address")));
         }
         if let Some(w) = &self.notify.webhook {
             w.destination(&self.name)
@@ -319,6 +314,29 @@ mod tests {
             serde_json::from_value::<Condition>(serde_json::json!({"kind": "threshold", "count": 3}))
                 .is_err()
         );
+    }
+
+    #[test]
+    fn notifications_go_to_addresses_and_https_webhooks() {
+        let mut rule = Rule {
+            name: "r".into(),
+            search: String::new(),
+            condition: Condition::Any {},
+            cooldown_secs: 0,
+            notify: Notify { emails: vec!["secops@acme.io".into(), "admin@localhost".into()], webhook: None },
+            enabled: true,
+            template: None,
+            created_by: "u".into(),
+            created_at: 0,
+            sealed_secret: None,
+            from_seq: 0,
+        };
+        rule.check().unwrap();
+        rule.notify.emails.push("not an address".into());
+        assert_eq!(rule.check().unwrap_err().field.as_deref(), Some("notify"));
+        rule.notify.emails.pop();
+        rule.notify.webhook = Some(RuleWebhook { url: "http://hooks.example/x".into(), ca_pem: None });
+        assert_eq!(rule.check().unwrap_err().field.as_deref(), Some("notify"), "https only, as destinations");
     }
 
     #[test]

@@ -523,14 +523,6 @@ fn invitation_json(i: &Invitation, now: i64) -> Value {
            "status": invitation_status(i, now)})
 }
 
-fn valid_email(e: &str) -> bool {
-    let Some((local, domain)) = e.split_once('@') else { return false };
-    !local.is_empty()
-        && !domain.is_empty()
-        && e.len() <= 254
-        && !e.chars().any(|c| c.is_whitespace() || c.is_control() || c == '<' || c == '>')
-}
-
 pub async fn list_invitations(
     State(state): State<AppState>,
     Path(org): Path<String>,
@@ -557,7 +549,7 @@ pub async fn create_invitations(
     let emails: Vec<String> = body
         .emails
         .iter()
-        .map(|e| Some(e.trim().to_lowercase()).filter(|s| valid_email(s)))
+        .map(|e| Some(e.trim().to_lowercase()).filter(|s| crate::mail::valid_address(s)))
         .collect::<Option<_>>()
         .ok_or_else(|| bad("emails", "every entry of emails must be an email address"))?;
     let existing: Vec<String> = state.store.groups(&org).await?.into_iter().map(|g| g.id).collect();

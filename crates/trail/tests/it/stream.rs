@@ -549,7 +549,9 @@ async fn destinations_are_authorized_validated_and_audited() {
     let started = Instant::now();
     let page = loop {
         let page = reader.get("/v1/orgs/default/events/feed?limit=1000").await.unwrap();
-        if page.to_string().contains("destination.secret_rotated") || started.elapsed() > Duration::from_secs(10) {
+        if page.to_string().contains("destination.secret_rotated")
+            || started.elapsed() > Duration::from_secs(10)
+        {
             break page;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
