@@ -40,7 +40,10 @@ pub fn month_of(micros: Micros) -> u32 {
     let secs = micros.div_euclid(MICROS_PER_SECOND);
     match OffsetDateTime::from_unix_timestamp(secs) {
         Ok(t) => (t.year().clamp(0, 9999) as u32) * 100 + u32::from(u8::from(t.month())),
-        Err(_) => 0,
+        // Beyond the calendar's range: the first or the last month it has, on the instant's side (a
+        // window ending at `i64::MAX` must not end before it starts).
+        Err(_) if secs < 0 => 1,
+        Err(_) => 999_912,
     }
 }
 
@@ -68,6 +71,14 @@ pub fn now() -> Micros {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn instants_beyond_the_calendar_fall_in_its_first_or_last_month() {
+        assert_eq!(month_of(i64::MAX), 999_912);
+        assert_eq!(month_of(i64::MIN), 1);
+        assert!(month_of(i64::MIN) < month_of(0) && month_of(0) < month_of(i64::MAX));
+    }
+
     use super::*;
 
     #[test]
