@@ -10,7 +10,7 @@
 //!        (a long run of `trail serve` under mixed load, with a verdict; see `soak.rs`)
 //!        trail-bench stream [--secs N] [--fraction F] [--work DIR]
 //!        (delivery lag of a webhook and a syslog destination at a fraction of W1; see `stream.rs`)
-//!        trail-bench alerts [--rules N] [--events N] [--work DIR]
+//!        trail-bench alerts [--rules N] [--events N] [--rounds N] [--work DIR]
 //!        (W1 with and without N alert rules, and how soon a firing follows its event; see `alerts.rs`)
 //! Prints a Markdown report; BENCHMARKS.md holds the figures of a recorded run.
 
@@ -202,6 +202,14 @@ fn batches(file: &Path) -> anyhow::Result<Workload> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    // The server's warnings and errors (what went wrong inside a run), on standard error.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRAIL_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     if std::env::args().nth(1).as_deref() == Some("soak") {
         return soak::main(std::env::args().skip(2)).await;
     }

@@ -71,9 +71,15 @@ pub fn pack(dict: &Dict, bytes: &[u8]) -> Vec<u8> {
 }
 
 /// Dictionaries read by any connection of the process, by database file and id (a dictionary never
-/// changes once written; tests open many stores in one process).
+/// changes once written; tests open many stores in one process). A store opening a file forgets what
+/// was cached for its path ([`forget`]): the file may be a new one where a deleted one was.
 type DictCache = HashMap<String, HashMap<i64, Arc<[u8]>>>;
 static DICTS: LazyLock<Mutex<DictCache>> = LazyLock::new(Default::default);
+
+/// Drops the cached dictionaries of the database at `path` (called when a store opens it).
+pub fn forget(path: &str) {
+    DICTS.lock().unwrap_or_else(|p| p.into_inner()).remove(path);
+}
 
 fn dict(conn: &Connection, id: i64) -> Result<Arc<[u8]>, StoreError> {
     // An in-memory database has no name to tell it from another: not cached. (Looked up by `&str`:

@@ -140,6 +140,9 @@ impl SqliteStore {
         let path = dir.join(DB_FILE);
         private_files(dir, &path)?;
         let conn = Connection::open(&path).map_err(sql_error)?;
+        if let Some(p) = conn.path() {
+            body::forget(p);
+        }
         schema::configure(&conn, 64 * 1024).map_err(sql_error)?;
         schema::create(&conn).map_err(|e| match e {
             rusqlite::Error::InvalidParameterName(m) => StoreError::Corrupt(m),

@@ -85,3 +85,30 @@ async fn raw_and_packed_bodies_read_back_the_same() {
     let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.query("acme", &search("word250")).await.unwrap().records.len(), 1);
 }
+
+/// A data directory deleted and made again in the same process (as benchmarks do) is a new database
+/// whose dictionary has the same id as the old one's: its bodies must unpack with its own.
+#[tokio::test]
+async fn a_directory_made_again_unpacks_with_its_own_dictionary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("data");
+    let shaped = |n: usize, word: &str| trail_model::NewEvent {
+        id: Some(format!("{word}-{n}")),
+        reason: Some(format!("{word} {n} {}", word.repeat(20))),
+        ..event(&format!("{word}{}", n % 5), &format!("{word}.deployed"), now() - 1_000 + n as i64)
+    };
+    for word in ["first", "second"] {
+        let _ = std::fs::remove_dir_all(&path);
+        let store = SqliteStore::open(&path).unwrap();
+        store.create_org("acme", "Acme", now()).await.unwrap();
+        store.append("acme", (0..100).map(|n| shaped(n, word)).collect(), now()).await.unwrap();
+        store.append("acme", (100..200).map(|n| shaped(n, word)).collect(), now()).await.unwrap();
+        let all = store.events_after("acme", None, 1_000).await.unwrap();
+        assert_eq!(all.len(), 200, "{word}");
+        for (n, r) in all.iter().enumerate() {
+            let e = r.decode().unwrap_or_else(|e| panic!("{word} store, seq {n}: {e}"));
+            assert_eq!(e.id, format!("{word}-{n}"));
+        }
+        drop(store);
+    }
+}
