@@ -154,6 +154,8 @@ async fn run(work: &std::path::Path, round: usize, events: u64, n_rules: usize) 
             }
         }
     }
+    // Its idle keep-alive connections would hold the graceful shutdown open.
+    drop(http);
     let _ = stop_tx.send(());
     let _ = serving.await;
     Ok(Run { w1, firing_lag })

@@ -42,6 +42,29 @@ pub(crate) async fn list<C: GenericClient>(
         .collect()
 }
 
+pub(crate) async fn get<C: GenericClient>(
+    c: &C,
+    org: i64,
+    slug: &str,
+    kind: &str,
+    id: &str,
+) -> Result<Option<Document>> {
+    let st = c
+        .prepare_cached("SELECT body, updated_at FROM documents WHERE org = $1 AND kind = $2 AND id = $3")
+        .await
+        .map_err(pg_error)?;
+    let Some(r) = c.query_opt(&st, &[&org, &kind, &id]).await.map_err(pg_error)? else { return Ok(None) };
+    let body: String = r.try_get(0).map_err(pg_error)?;
+    let body = serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("{kind} {id}: {e}")))?;
+    Ok(Some(Document {
+        org: slug.to_string(),
+        kind: kind.to_string(),
+        id: id.to_string(),
+        body,
+        updated_at: r.try_get(1).map_err(pg_error)?,
+    }))
+}
+
 pub(crate) async fn put<C: GenericClient>(c: &C, org: i64, d: &Document, create_only: bool) -> Result<bool> {
     let sql = if create_only {
         "INSERT INTO documents(org, kind, id, body, updated_at) VALUES ($1, $2, $3, $4, $5)

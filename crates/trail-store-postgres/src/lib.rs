@@ -702,6 +702,11 @@ impl Store for PgStore {
         documents::list(&self.inner.conn().await?, org, kind, limit, before).await
     }
 
+    async fn document(&self, org: &str, kind: &str, id: &str) -> Result<Option<Document>> {
+        let org_id = self.inner.org_id(org).await?;
+        documents::get(&self.inner.conn().await?, org_id, org, kind, id).await
+    }
+
     async fn put_document(&self, document: &Document, create_only: bool) -> Result<bool> {
         let org = self.inner.org_id(&document.org).await?;
         documents::put(&self.inner.conn().await?, org, document, create_only).await

@@ -40,6 +40,20 @@ pub fn list(
     .collect()
 }
 
+pub fn get(c: &Connection, org_id: i64, slug: &str, kind: &str, id: &str) -> Result<Option<Document>> {
+    use rusqlite::OptionalExtension;
+    let row: Option<(String, i64)> = c
+        .prepare_cached("SELECT body, updated_at FROM documents WHERE org_id = ?1 AND kind = ?2 AND id = ?3")
+        .and_then(|mut st| st.query_row(params![org_id, kind, id], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql_error)?;
+    row.map(|(body, updated_at)| {
+        let body =
+            serde_json::from_str(&body).map_err(|e| StoreError::Corrupt(format!("{kind} {id}: {e}")))?;
+        Ok(Document { org: slug.to_string(), kind: kind.to_string(), id: id.to_string(), body, updated_at })
+    })
+    .transpose()
+}
+
 pub fn put(c: &Connection, org_id: i64, d: &Document, create_only: bool) -> Result<bool> {
     let sql = if create_only {
         "INSERT INTO documents(org_id, kind, id, body, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -827,6 +827,15 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn document(&self, org: &str, kind: &str, id: &str) -> Result<Option<Document>> {
+        let (org, kind, id) = (org.to_string(), kind.to_string(), id.to_string());
+        self.control(move |c| {
+            let (org_id, _) = read::org_id(c, &org)?;
+            documents::get(c, org_id, &org, &kind, &id)
+        })
+        .await
+    }
+
     async fn put_document(&self, document: &Document, create_only: bool) -> Result<bool> {
         let d = document.clone();
         self.write(move |w| documents::put(&w.conn, w.org_id(&d.org)?, &d, create_only)).await

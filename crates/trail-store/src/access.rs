@@ -60,15 +60,18 @@ impl fmt::Debug for Session {
 pub enum Scope {
     EventsWrite,
     EventsRead,
+    /// Minting viewer tokens for the embedded viewer (the host product's backend).
+    ViewerMint,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 2] = [Scope::EventsWrite, Scope::EventsRead];
+    pub const ALL: [Scope; 3] = [Scope::EventsWrite, Scope::EventsRead, Scope::ViewerMint];
 
     pub fn as_str(&self) -> &'static str {
         match self {
             Scope::EventsWrite => "events:write",
             Scope::EventsRead => "events:read",
+            Scope::ViewerMint => "viewer:mint",
         }
     }
 

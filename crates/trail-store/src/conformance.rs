@@ -1295,7 +1295,15 @@ pub async fn documents_are_kept_per_org_and_kind<S: Store>(store: Arc<S>) {
     assert_eq!(store.documents(None, "rule", 100, None).await.unwrap().len(), 6, "every org");
     store.put_document(&doc("acme", "rule", "r1", 11), false).await.unwrap();
     assert_eq!(store.documents(Some("acme"), "rule", 1, Some("r2")).await.unwrap()[0].body, json!({"n": 11}));
+    let one = store.document("acme", "rule", "r1").await.unwrap().unwrap();
+    assert_eq!(
+        (one.org.as_str(), one.id.as_str(), &one.body, one.updated_at),
+        ("acme", "r1", &json!({"n": 11}), 11)
+    );
+    assert!(store.document("other", "rule", "r1").await.unwrap().is_none(), "another org's id");
+    assert!(store.document("acme", "search", "r1").await.unwrap().is_none(), "another kind's id");
     store.delete_document("acme", "rule", "r1").await.unwrap();
+    assert!(store.document("acme", "rule", "r1").await.unwrap().is_none(), "deleted");
     assert!(matches!(store.delete_document("acme", "rule", "r1").await, Err(StoreError::NotFound(_))));
     assert!(matches!(store.delete_document("other", "rule", "r0").await, Err(StoreError::NotFound(_))));
     assert_eq!(store.documents(Some("acme"), "search", 10, None).await.unwrap().len(), 1);

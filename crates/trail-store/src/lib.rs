@@ -459,6 +459,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
         before: Option<&str>,
     ) -> Result<Vec<Document>>;
+    /// One document of an org, if there is one.
+    async fn document(&self, org: &str, kind: &str, id: &str) -> Result<Option<Document>>;
     /// Writes a document. With `create_only`, an existing one is kept and `false` answered (so a
     /// deterministic id makes a write happen once); otherwise it is replaced.
     async fn put_document(&self, document: &Document, create_only: bool) -> Result<bool>;

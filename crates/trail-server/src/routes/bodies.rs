@@ -80,6 +80,8 @@ pub enum ScopeName {
     EventsWrite,
     #[serde(rename = "events:read")]
     EventsRead,
+    #[serde(rename = "viewer:mint")]
+    ViewerMint,
 }
 
 impl From<ScopeName> for trail_store::Scope {
@@ -87,6 +89,7 @@ impl From<ScopeName> for trail_store::Scope {
         match s {
             ScopeName::EventsWrite => trail_store::Scope::EventsWrite,
             ScopeName::EventsRead => trail_store::Scope::EventsRead,
+            ScopeName::ViewerMint => trail_store::Scope::ViewerMint,
         }
     }
 }

@@ -69,8 +69,9 @@ pub async fn create(
                 .with_field("expires_at")
         })?),
     };
-    // A key that reads events reads what LOG-MANAGEMENT reads: only a holder may hand one out.
-    if scopes.contains(&Scope::EventsRead) {
+    // A key that reads events (or mints viewer tokens that do) reads what LOG-MANAGEMENT reads: only
+    // a holder may hand one out.
+    if scopes.contains(&Scope::EventsRead) || scopes.contains(&Scope::ViewerMint) {
         super::access::require_grantable(&state, &org, &principal, &[Permission::LogManagement]).await?;
     }
     let (key, secret) = auth::new_api_key(&org, &name, scopes, Some(principal.actor_id()), expires_at);
