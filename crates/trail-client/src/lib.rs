@@ -146,6 +146,10 @@ impl Client {
         self.send(self.request(Method::PATCH, path).json(body)).await
     }
 
+    pub async fn put(&self, path: &str, body: &Value) -> Result<Value> {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
     pub async fn delete(&self, path: &str) -> Result<Value> {
         self.send(self.request(Method::DELETE, path)).await
     }

@@ -214,8 +214,13 @@ fn issue_key_secret() -> (String, String, [u8; 32]) {
 /// Who is making a request.
 #[derive(Debug, Clone)]
 pub enum Principal {
-    User { user: User, session_id: String },
+    User {
+        user: User,
+        session_id: String,
+    },
     Key(ApiKey),
+    /// A viewer token of the embedded viewer: reads through its filter, nothing else.
+    Viewer(Box<crate::viewer::Viewer>),
 }
 
 impl Principal {
@@ -224,6 +229,18 @@ impl Principal {
         match self {
             Principal::User { user, .. } => user.email.clone(),
             Principal::Key(k) => format!("api-key:{}", k.id),
+            Principal::Viewer(v) => v.actor_id(),
+        }
+    }
+
+    /// A self-audit event with this principal as its actor (a key is a service; a viewer, the host
+    /// product's user, with the token named).
+    pub fn audit(&self, action: &'static str, target_type: &'static str) -> crate::audit::Audit {
+        let a = || crate::audit::Audit::new(self.actor_id(), action, target_type);
+        match self {
+            Principal::User { .. } => a(),
+            Principal::Key(k) => a().service(Some(k.name.clone())),
+            Principal::Viewer(v) => v.audit(action, target_type),
         }
     }
 
@@ -233,6 +250,23 @@ impl Principal {
             Principal::Key(_) => {
                 Err(ApiError::forbidden("this endpoint needs a signed-in user, not an API key"))
             }
+            Principal::Viewer(_) => Err(viewer_refused()),
+        }
+    }
+
+    /// Reading events as the embedded viewer may: `require_read` for people and keys (no
+    /// narrowing), a viewer token of this org (narrowed by its filter, which the caller applies).
+    pub async fn require_view(
+        &self,
+        state: &AppState,
+        org: &str,
+    ) -> ApiResult<Option<&crate::viewer::Viewer>> {
+        match self {
+            Principal::Viewer(v) if v.org == org => Ok(Some(v)),
+            Principal::Viewer(_) => Err(ApiError::forbidden(format!(
+                "this viewer token belongs to another organization than {org}"
+            ))),
+            _ => self.require_read(state, org).await.map(|()| None),
         }
     }
 
@@ -264,6 +298,7 @@ impl Principal {
                 "this endpoint needs an API key with the {} scope",
                 scope.as_str()
             ))),
+            Principal::Viewer(_) => Err(viewer_refused()),
         }
     }
 
@@ -272,8 +307,16 @@ impl Principal {
         match self {
             Principal::Key(_) => self.require_scope(org, Scope::EventsRead),
             Principal::User { .. } => self.require_permission(state, org, Permission::LogManagement).await,
+            Principal::Viewer(_) => Err(viewer_refused()),
         }
     }
+}
+
+/// What a viewer token gets anywhere but the viewer's own reads.
+fn viewer_refused() -> ApiError {
+    ApiError::forbidden(
+        "a viewer token can only read events, their proofs and its own exports in the embedded viewer",
+    )
 }
 
 fn bearer(parts: &Parts) -> Option<&str> {
@@ -345,6 +388,11 @@ impl FromRequestParts<AppState> for Principal {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         if let Some(token) = bearer(parts) {
+            if crate::viewer::is_token(token) {
+                let viewer =
+                    crate::viewer::resolve(state, token).await?.ok_or_else(ApiError::unauthorized)?;
+                return Ok(Principal::Viewer(Box::new(viewer)));
+            }
             if token.starts_with(KEY_PREFIX) {
                 let (id, secret) = split_token(token, KEY_PREFIX).ok_or_else(ApiError::unauthorized)?;
                 let key = state.store.api_key(id).await?.ok_or_else(ApiError::unauthorized)?;

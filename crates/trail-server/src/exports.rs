@@ -59,6 +59,21 @@ pub fn filter_pairs(filters: &Value) -> Result<Vec<(String, String)>, ApiError> 
     Ok(pairs)
 }
 
+/// Query parameters as an export's `filters` object: one value as a string, repeats as a list.
+pub fn filters_object(pairs: &[(String, String)]) -> Value {
+    let mut m = serde_json::Map::new();
+    for (k, v) in pairs {
+        match m.get_mut(k) {
+            Some(Value::Array(list)) => list.push(Value::String(v.clone())),
+            Some(one) => *one = Value::Array(vec![one.take(), Value::String(v.clone())]),
+            None => {
+                m.insert(k.clone(), Value::String(v.clone()));
+            }
+        }
+    }
+    Value::Object(m)
+}
+
 /// Bytes of an org's export files on disk (completed and not yet expired).
 pub fn kept_bytes(exports: &[Export]) -> u64 {
     exports.iter().filter(|e| e.status == ExportStatus::Completed).map(|e| e.size_bytes).sum()

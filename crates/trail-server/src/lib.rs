@@ -27,6 +27,7 @@ pub mod sink;
 mod state;
 pub mod stream;
 pub mod throttle;
+pub mod viewer;
 
 use std::time::{Duration, Instant};
 

@@ -271,6 +271,12 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/orgs/{org}/alert-templates", "list_alert_templates"),
     ("post", "/v1/orgs/{org}/alert-templates/{id}", "enable_alert_template"),
     ("get", "/v1/orgs/{org}/alerts", "list_alert_firings"),
+    ("get", "/v1/viewer", "current_viewer"),
+    ("get", "/v1/orgs/{org}/viewer-tokens", "list_viewer_tokens"),
+    ("post", "/v1/orgs/{org}/viewer-tokens", "mint_viewer_token"),
+    ("delete", "/v1/orgs/{org}/viewer-tokens/{id}", "revoke_viewer_token"),
+    ("get", "/v1/orgs/{org}/embedding", "get_embedding"),
+    ("put", "/v1/orgs/{org}/embedding", "update_embedding"),
 ];
 
 /// Response schemas whose every listed property is always sent (checked by schemathesis' response
@@ -308,6 +314,10 @@ const RESPONSES: &[&str] = &[
     "AlertRuleList",
     "AlertTemplateList",
     "AlertFiringList",
+    "ViewerToken",
+    "ViewerTokenList",
+    "CurrentViewer",
+    "Embedding",
 ];
 
 /// Marks every property of an object schema (and of the objects inside it) required, unless the
@@ -492,6 +502,80 @@ fn alerting(doc: &mut Value) {
     add(doc, "/components/schemas", schemas);
 }
 
+/// Viewer tokens and the embedding settings (README "Embed the viewer").
+fn embedding(doc: &mut Value) {
+    let session = ["session", "cookie"];
+    let manage = ["apiKey", "session", "cookie"];
+    let paths = json!({
+        "/v1/viewer": {"get": op("The viewer token making the request: its user, permissions, filter and expiry", &["viewerToken"], json!([]), None,
+            responses(("200", ok("the token", "CurrentViewer")), &[401, 403]))},
+        "/v1/orgs/{org}/viewer-tokens": {
+            "get": op("Viewer tokens not yet expired or revoked (API key with viewer:mint, or LOG-MANAGEMENT)", &manage, org_only(), None,
+                responses(("200", ok("tokens", "ViewerTokenList")), &[401, 403, 404])),
+            "post": op("Mint a viewer token for one of your users (API key with viewer:mint); the token is in this answer only", &["apiKey"], org_only(), Some("NewViewerToken"),
+                responses(("201", ok("minted", "ViewerTokenWithSecret")), &[400, 401, 403, 404, 415]))
+        },
+        "/v1/orgs/{org}/viewer-tokens/{id}": {"delete": op("Revoke a viewer token: it stops working at once", &manage, org_and("id", "viewer token id"), None,
+            responses(("204", json!({"description": "revoked"})), &[401, 403, 404]))},
+        "/v1/orgs/{org}/embedding": {
+            "get": op("The origins allowed to frame the embedded viewer (ORG-SETTINGS)", &session, org_only(), None,
+                responses(("200", ok("settings", "Embedding")), &[401, 403, 404])),
+            "put": op("Set the origins allowed to frame the embedded viewer", &session, org_only(), Some("EmbeddingSettings"),
+                responses(("200", ok("settings", "Embedding")), &[400, 401, 403, 404, 415]))
+        }
+    });
+    add(doc, "/paths", paths);
+    // What a viewer token may call besides: reads (narrowed to its filter), proofs, its own exports.
+    for (method, path) in [
+        ("get", "/v1/orgs/{org}/events"),
+        ("get", "/v1/orgs/{org}/events/histogram"),
+        ("get", "/v1/orgs/{org}/events/{id}"),
+        ("get", "/v1/orgs/{org}/checkpoint"),
+        ("get", "/v1/orgs/{org}/proofs/inclusion"),
+        ("get", "/v1/orgs/{org}/proofs/consistency"),
+        ("get", "/v1/orgs/{org}/exports"),
+        ("post", "/v1/orgs/{org}/exports"),
+        ("get", "/v1/orgs/{org}/exports/{id}"),
+        ("get", "/v1/orgs/{org}/exports/{id}/download"),
+        ("get", "/v1/orgs/{org}/exports/{id}/manifest"),
+    ] {
+        if let Some(s) = doc["paths"][path][method]["security"].as_array_mut() {
+            s.push(json!({"viewerToken": []}));
+        }
+    }
+    let time = json!({"type": "string", "format": "date-time"});
+    let one_or_many = json!({"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]});
+    let mut token = json!({"type": "object", "additionalProperties": false,
+        "required": ["id", "user", "permissions", "filter", "created_by", "created_at", "expires_at", "revoked_at"],
+        "properties": {
+            "id": {"type": "string"},
+            "user": {"type": "object", "required": ["id", "name", "email"], "properties": {"id": {"type": "string"},
+                "name": {"type": ["string", "null"]}, "email": {"type": ["string", "null"]}}},
+            "permissions": {"type": "array", "items": {"enum": ["view", "export"]}},
+            "filter": {"type": "object", "additionalProperties": one_or_many, "description": "what every read is narrowed to"},
+            "created_by": {"type": "string", "description": "the API key that minted it"},
+            "created_at": time, "expires_at": time, "revoked_at": {"type": ["string", "null"], "format": "date-time"}}});
+    let list = json!({"type": "object", "properties": {"viewer_tokens": {"type": "array", "items": {"$ref": "#/components/schemas/ViewerToken"}}}});
+    let embedding = json!({"type": "object", "additionalProperties": false, "required": ["allowed_origins", "updated_at", "updated_by"], "properties": {
+        "allowed_origins": {"type": "array", "items": {"type": "string"}},
+        "updated_at": {"type": ["string", "null"], "format": "date-time"}, "updated_by": {"type": ["string", "null"]}}});
+    let mut schemas = json!({"ViewerToken": token.clone(), "ViewerTokenList": list, "Embedding": embedding});
+    token["properties"]["token"] =
+        json!({"type": "string", "description": "the bearer token for the viewer (trv_…), shown once"});
+    token["properties"]["embed_path"] = json!({"type": "string", "description": "the viewer's path; pass the token in its fragment: #token=…"});
+    if let Some(r) = token["required"].as_array_mut() {
+        r.extend([json!("token"), json!("embed_path")]);
+    }
+    let mut current = schemas["ViewerToken"].clone();
+    current["properties"]["org"] = json!({"type": "string"});
+    if let Some(r) = current["required"].as_array_mut() {
+        r.push(json!("org"));
+    }
+    schemas["CurrentViewer"] = current;
+    schemas["ViewerTokenWithSecret"] = token;
+    add(doc, "/components/schemas", schemas);
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let session = ["session", "cookie"];
@@ -628,6 +712,7 @@ pub fn document() -> Value {
             "securitySchemes": {
                 "session": {"type": "http", "scheme": "bearer", "description": "session token from /v1/auth/login"},
                 "apiKey": {"type": "http", "scheme": "bearer", "description": "API key secret (trk_…)"},
+                "viewerToken": {"type": "http", "scheme": "bearer", "description": "viewer token (trv_…) of the embedded viewer: reads through its filter, its own exports"},
                 "cookie": {"type": "apiKey", "in": "cookie", "name": "trail_session", "description": "console session; state-changing requests also need X-CSRF-Token"}
             },
             "responses": {"Error": {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}},
@@ -697,6 +782,7 @@ pub fn document() -> Value {
     });
     streaming(&mut doc);
     alerting(&mut doc);
+    embedding(&mut doc);
     // Request bodies: the schemas of the types the handlers deserialize into.
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.extend(crate::routes::bodies::schemas());

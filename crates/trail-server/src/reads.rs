@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use trail_model::query::Filter;
 use trail_model::time::{MICROS_PER_SECOND, Micros, format_rfc3339};
 use trail_store::{ApiKey, Store, StoreError, User};
@@ -93,26 +93,24 @@ impl KeyReads {
 
 /// The filters of a search as the self-audit event shows them: parameter → value, or values.
 fn filters_info(pairs: &[(String, String)], f: &Filter) -> Value {
-    let mut m: Map<String, Value> = Map::new();
-    for (k, v) in pairs.iter().filter(|(k, _)| !matches!(k.as_str(), "limit" | "cursor" | "from" | "to")) {
-        match m.get_mut(k) {
-            Some(Value::Array(a)) => a.push(json!(v)),
-            Some(one) => *one = json!([one.take(), v]),
-            None => {
-                m.insert(k.clone(), json!(v));
-            }
-        }
-    }
-    m.insert("from".into(), json!(format_rfc3339(f.from)));
-    m.insert("to".into(), json!(format_rfc3339(f.to)));
-    Value::Object(m)
+    let kept: Vec<(String, String)> = pairs
+        .iter()
+        .filter(|(k, _)| !matches!(k.as_str(), "limit" | "cursor" | "from" | "to"))
+        .cloned()
+        .collect();
+    let mut m = crate::exports::filters_object(&kept);
+    m["from"] = json!(format_rfc3339(f.from));
+    m["to"] = json!(format_rfc3339(f.to));
+    m
 }
 
-/// Who read: a person (a console or API session) or an API key.
+/// Who read: a person (a console or API session), an API key, or a host product's user in the
+/// embedded viewer (a person too, named by the host product).
 #[derive(Debug, Clone, Copy)]
 pub enum Reader<'a> {
     Person(&'a User),
     Key(&'a ApiKey),
+    Viewer(&'a crate::viewer::Viewer),
 }
 
 impl<'a> From<&'a Principal> for Reader<'a> {
@@ -120,6 +118,18 @@ impl<'a> From<&'a Principal> for Reader<'a> {
         match p {
             Principal::User { user, .. } => Reader::Person(user),
             Principal::Key(k) => Reader::Key(k),
+            Principal::Viewer(v) => Reader::Viewer(v),
+        }
+    }
+}
+
+impl Reader<'_> {
+    /// A person's read as a self-audit event (`None` for a key, whose reads are summed).
+    fn audit(&self, action: &'static str, target_type: &'static str) -> Option<Audit> {
+        match self {
+            Reader::Person(user) => Some(Audit::new(user.email.clone(), action, target_type)),
+            Reader::Viewer(v) => Some(v.audit(action, target_type)),
+            Reader::Key(_) => None,
         }
     }
 }
@@ -145,17 +155,17 @@ pub async fn searched(
     if !state.policy(org).await?.read_audit {
         return Ok(());
     }
-    match who {
-        Reader::Key(key) => state.key_reads.add(key, s.returned as u64, trail_model::time::now()),
-        Reader::Person(user) if !s.paged => {
-            let audit = Audit::new(user.email.clone(), "log.searched", "log")
+    match (who, who.audit("log.searched", "log")) {
+        (Reader::Key(key), _) => state.key_reads.add(key, s.returned as u64, trail_model::time::now()),
+        (_, Some(audit)) if !s.paged => {
+            let audit = audit
                 .target(org, None)
                 .ip(addr.text())
                 .info("filters", filters_info(s.pairs, s.filter))
                 .info("returned", s.returned as u64);
             record(state, org, audit).await;
         }
-        Reader::Person(_) => {}
+        _ => {}
     }
     Ok(())
 }
@@ -172,15 +182,12 @@ pub async fn viewed(
     if !state.policy(org).await?.read_audit {
         return Ok(());
     }
-    match who {
-        Reader::Key(key) => state.key_reads.add(key, 1, trail_model::time::now()),
-        Reader::Person(user) => {
-            let audit = Audit::new(user.email.clone(), "log.event_viewed", "event")
-                .target(id, None)
-                .ip(addr.text())
-                .info("seq", seq);
-            record(state, org, audit).await;
+    match (who, who.audit("log.event_viewed", "event")) {
+        (Reader::Key(key), _) => state.key_reads.add(key, 1, trail_model::time::now()),
+        (_, Some(audit)) => {
+            record(state, org, audit.target(id, None).ip(addr.text()).info("seq", seq)).await;
         }
+        (_, None) => {}
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 //! and self-audit live in one place. A page the user has no permission for is not linked, and answers
 //! 403 when asked for anyway. Pages never show anything of an org the user is not a member of.
 
+mod embed;
 mod pages;
 
 use axum::Router;
@@ -18,6 +19,8 @@ use axum::routing::get;
 use crate::AppState;
 
 const SCRIPT: &str = include_str!("../../static/console.js");
+const VERIFY: &str = include_str!("../../static/verify.js");
+const EMBED: &str = include_str!("../../static/embed.js");
 const STYLE: &str = include_str!("../../static/console.css");
 
 /// The console's routes (not under `/v1`, not in the OpenAPI document).
@@ -33,7 +36,10 @@ pub fn routes() -> Router<AppState> {
         .route("/orgs/{org}/archive", get(pages::archive))
         .route("/orgs/{org}/alerts", get(pages::alerts))
         .route("/orgs/{org}/admin/{page}", get(pages::admin))
+        .route("/embed/orgs/{org}/logs", get(embed::page))
         .route("/static/console.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
+        .route("/static/verify.js", get(|| async { asset(VERIFY, "text/javascript; charset=utf-8") }))
+        .route("/static/embed.js", get(|| async { asset(EMBED, "text/javascript; charset=utf-8") }))
         .route("/static/console.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
 }
 

@@ -239,6 +239,20 @@ pub struct EventFilters {
     q: Option<String>,
 }
 
+/// The fields a viewer token's filter may fix: each a value, or several (ORed).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code, reason = "describes the document; the handler reads the filter as query pairs")]
+pub struct FixedFilter {
+    actor: Option<OneOrMany>,
+    action: Option<OneOrMany>,
+    target_type: Option<OneOrMany>,
+    target_id: Option<OneOrMany>,
+    project: Option<OneOrMany>,
+    outcome: Option<OneOrMany>,
+    source: Option<OneOrMany>,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewExport {
@@ -248,6 +262,50 @@ pub struct NewExport {
     /// The events to export: the query's filters (from and to default to the last 24 hours).
     #[schemars(with = "Option<EventFilters>")]
     pub filters: Option<Map<String, Value>>,
+}
+
+/// The host product's user a viewer token is minted for (the actor of what they do in Trail).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerUser {
+    #[schemars(length(min = 1, max = 256), regex(pattern = r"\S"))]
+    pub id: String,
+    #[schemars(length(min = 1, max = 256))]
+    pub name: Option<String>,
+    #[schemars(length(min = 3, max = 254))]
+    pub email: Option<String>,
+}
+
+/// What may be done with the token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ViewerPermission {
+    View,
+    Export,
+}
+
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NewViewerToken {
+    pub user: ViewerUser,
+    /// `view` (always implied) and `export`; default `["view"]`.
+    pub permissions: Option<Vec<ViewerPermission>>,
+    /// Query parameters every read is narrowed to (`{"project": "payments"}`): the viewer can narrow
+    /// further, never widen. Fields: actor, action, target_type, target_id, project, outcome, source.
+    #[schemars(with = "Option<FixedFilter>")]
+    pub filter: Option<Map<String, Value>>,
+    /// Lifetime in seconds, at most 3600; default 900.
+    #[schemars(range(min = 1, max = 3600))]
+    pub ttl_secs: Option<u32>,
+}
+
+/// The origins allowed to frame the embedded viewer.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmbeddingSettings {
+    /// `scheme://host[:port]` each (at most 20); empty: the viewer cannot be framed anywhere.
+    #[schemars(length(max = 20))]
+    pub allowed_origins: Vec<String>,
 }
 
 /// Reads `null` as "set to nothing" and a missing field as "leave alone" (`None`).
@@ -491,7 +549,9 @@ pub fn schemas() -> Map<String, Value> {
         NewSavedSearch,
         SavedSearchChange,
         AlertRuleBody,
-        EnableTemplate
+        EnableTemplate,
+        NewViewerToken,
+        EmbeddingSettings
     );
     generator.take_definitions(true)
 }
@@ -531,7 +591,7 @@ mod tests {
         assert_eq!(s["NewGroup"]["additionalProperties"], json!(false));
         assert_eq!(s["NewGroup"]["required"], json!(["name"]));
         assert_eq!(s["NewApiKey"]["properties"]["scopes"]["items"]["$ref"], "#/components/schemas/ScopeName");
-        assert_eq!(s["ScopeName"]["enum"], json!(["events:write", "events:read"]));
+        assert_eq!(s["ScopeName"]["enum"], json!(["events:write", "events:read", "viewer:mint"]));
         assert_eq!(s["PasswordChange"]["properties"]["new_password"]["minLength"], 10);
     }
 }

@@ -158,8 +158,11 @@ pub async fn query(
     addr: ClientAddr,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    principal.require_read(&state, &org).await?;
-    let pairs = query_pairs(raw.as_deref())?;
+    let viewer = principal.require_view(&state, &org).await?;
+    let mut pairs = query_pairs(raw.as_deref())?;
+    if let Some(v) = viewer {
+        v.constrain(&mut pairs)?;
+    }
     let q = parse_query(&pairs, context(&state, &org).await?)?;
     let page = state.store.query(&org, &q).await?;
     let paged = q.cursor.is_some();
@@ -184,9 +187,14 @@ pub async fn one(
     principal: Principal,
     addr: ClientAddr,
 ) -> ApiResult<Json<Value>> {
-    principal.require_read(&state, &org).await?;
-    let record =
-        state.store.event(&org, &id).await?.ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
+    let viewer = principal.require_view(&state, &org).await?;
+    let record = state
+        .store
+        .event(&org, &id)
+        .await?
+        // Outside a viewer's filter, an event is not there for them.
+        .filter(|r| viewer.is_none_or(|v| v.admits(&r.event)))
+        .ok_or_else(|| ApiError::not_found(format!("event {id}")))?;
     reads::viewed(&state, &org, (&principal).into(), &addr, &id, record.event.seq).await?;
     let mut out = record.to_json();
     out["self_audit"] =
@@ -232,8 +240,11 @@ pub async fn histogram(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    principal.require_read(&state, &org).await?;
+    let viewer = principal.require_view(&state, &org).await?;
     let mut pairs = query_pairs(raw.as_deref())?;
+    if let Some(v) = viewer {
+        v.constrain(&mut pairs)?;
+    }
     let interval = match pairs.iter().position(|(k, _)| k == "interval") {
         Some(i) => Some(parse_interval(&pairs.remove(i).1).ok_or_else(|| {
             ApiError::bad_request("invalid_field", "interval must be a number of seconds or like 5m, 1h, 1d")

@@ -13,7 +13,6 @@ use trail_store::{Export, ExportFormat, ExportKind, ExportStatus};
 use super::JsonBody;
 use super::bodies::{ExportFormatName, NewExport, typed};
 use crate::AppState;
-use crate::audit::Audit;
 use crate::auth::{self, ClientAddr, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::exports::{file_path, filter_pairs};
@@ -48,7 +47,10 @@ pub async fn create(
     addr: ClientAddr,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    p.require_read(&state, &org).await?;
+    let viewer = p.require_view(&state, &org).await?;
+    if viewer.is_some_and(|v| !v.grant.can_export) {
+        return Err(ApiError::forbidden("this viewer token was not minted to export"));
+    }
     let body: NewExport = typed(body)?;
     let name = body.name.trim();
     if name.is_empty() || body.name.chars().count() > 200 {
@@ -61,9 +63,17 @@ pub async fn create(
         ExportFormatName::Json => ExportFormat::Json,
     };
     let mut filters = Value::Object(body.filters.unwrap_or_default());
-    let pairs = filter_pairs(&filters)?;
+    let mut pairs = filter_pairs(&filters)?;
     if let Some((k, _)) = pairs.iter().find(|(_, v)| v.is_empty()) {
         return Err(super::empty_parameter(&format!("filters.{k}")));
+    }
+    if let Some(v) = viewer {
+        // The export runs the filters it stores: the viewer's, narrowed to the token's.
+        v.constrain(&mut pairs).map_err(|mut e| {
+            e.field = e.field.map(|f| format!("filters.{f}"));
+            e
+        })?;
+        filters = crate::exports::filters_object(&pairs);
     }
     let now = now();
     let filter = parse_filter(&pairs, QueryContext { now, oldest: state.hot_start(&org, now).await? })
@@ -76,10 +86,11 @@ pub async fn create(
     filters["from"] = json!(format_rfc3339(filter.from));
     filters["to"] = json!(format_rfc3339(filter.to));
     admit(&state, &org).await?;
+    let owner = viewer.map_or_else(|| p.actor_id(), crate::viewer::Viewer::owner);
     let export =
-        Export::pending(auth::random_id(), &org, name, format, ExportKind::Query, filters, p.actor_id(), now);
+        Export::pending(auth::random_id(), &org, name, format, ExportKind::Query, filters, owner, now);
     state.store.create_export(&export).await?;
-    Audit::new(p.actor_id(), "export.created", "export")
+    p.audit("export.created", "export")
         .target(&export.id, Some(export.name.clone()))
         .ip(addr.text())
         .info("format", format.as_str())
@@ -122,13 +133,21 @@ pub async fn list(
     Path(org): Path<String>,
     p: Principal,
 ) -> ApiResult<Json<Value>> {
-    p.require_read(&state, &org).await?;
+    let viewer = p.require_view(&state, &org).await?;
     let list = state.store.exports(&org).await?;
-    Ok(Json(json!({"exports": list.iter().map(export_json).collect::<Vec<_>>()})))
+    let mine = |e: &&Export| viewer.is_none_or(|v| e.requested_by == v.owner());
+    Ok(Json(json!({"exports": list.iter().filter(mine).map(export_json).collect::<Vec<_>>()})))
 }
 
-async fn find(state: &AppState, org: &str, id: &str) -> ApiResult<Export> {
-    state.store.export(org, id).await?.ok_or_else(|| ApiError::not_found(format!("export {id}")))
+/// An export the caller may see: any of the org's, or, for a viewer, those of its user.
+async fn find(state: &AppState, org: &str, id: &str, p: &Principal) -> ApiResult<Export> {
+    let viewer = p.require_view(state, org).await?;
+    state
+        .store
+        .export(org, id)
+        .await?
+        .filter(|e| viewer.is_none_or(|v| e.requested_by == v.owner()))
+        .ok_or_else(|| ApiError::not_found(format!("export {id}")))
 }
 
 pub async fn get(
@@ -136,8 +155,7 @@ pub async fn get(
     Path((org, id)): Path<(String, String)>,
     p: Principal,
 ) -> ApiResult<Json<Value>> {
-    p.require_read(&state, &org).await?;
-    Ok(Json(export_json(&find(&state, &org, &id).await?)))
+    Ok(Json(export_json(&find(&state, &org, &id, &p).await?)))
 }
 
 fn ready(e: &Export) -> ApiResult<()> {
@@ -167,8 +185,7 @@ pub async fn download(
     p: Principal,
     addr: ClientAddr,
 ) -> ApiResult<Response> {
-    p.require_read(&state, &org).await?;
-    let e = find(&state, &org, &id).await?;
+    let e = find(&state, &org, &id, &p).await?;
     ready(&e)?;
     let file = tokio::fs::File::open(file_path(&state, &e)).await.map_err(|err| {
         if err.kind() == std::io::ErrorKind::NotFound {
@@ -177,7 +194,7 @@ pub async fn download(
             ApiError::internal(err)
         }
     })?;
-    Audit::new(p.actor_id(), "export.downloaded", "export")
+    p.audit("export.downloaded", "export")
         .target(&e.id, Some(e.name.clone()))
         .ip(addr.text())
         .record(&state, &org)
@@ -201,8 +218,7 @@ pub async fn manifest(
     Path((org, id)): Path<(String, String)>,
     p: Principal,
 ) -> ApiResult<Response> {
-    p.require_read(&state, &org).await?;
-    let e = find(&state, &org, &id).await?;
+    let e = find(&state, &org, &id, &p).await?;
     if e.status != ExportStatus::Expired {
         ready(&e)?;
     }

@@ -31,7 +31,7 @@ pub async fn checkpoint(
     Path(org): Path<String>,
     principal: Principal,
 ) -> ApiResult<Response> {
-    principal.require_read(&state, &org).await?;
+    principal.require_view(&state, &org).await?;
     match state.store.latest_checkpoint(&org).await? {
         Some(cp) => Ok(text(cp.note)),
         None => Err(ApiError::new(
@@ -75,7 +75,7 @@ pub async fn inclusion(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    principal.require_read(&state, &org).await?;
+    principal.require_view(&state, &org).await?;
     let [seq, tree_size] = numbers(raw.as_deref(), ["seq", "tree_size"])?;
     let hashes = state.store.inclusion_proof(&org, seq, tree_size).await?;
     Ok(Json(json!({"seq": seq, "tree_size": tree_size, "hashes": b64(&hashes)})))
@@ -87,7 +87,7 @@ pub async fn consistency(
     principal: Principal,
     RawQuery(raw): RawQuery,
 ) -> ApiResult<Json<Value>> {
-    principal.require_read(&state, &org).await?;
+    principal.require_view(&state, &org).await?;
     let [from, to] = numbers(raw.as_deref(), ["from", "to"])?;
     let hashes = state.store.consistency_proof(&org, from, to).await?;
     Ok(Json(json!({"from": from, "to": to, "hashes": b64(&hashes)})))

@@ -12,6 +12,7 @@ mod keys;
 pub mod orgs;
 mod retention;
 mod session;
+mod viewer;
 
 pub use orgs::valid_slug;
 
@@ -98,6 +99,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/orgs/{org}/alert-templates"),
     ("POST", "/v1/orgs/{org}/alert-templates/{id}"),
     ("GET", "/v1/orgs/{org}/alerts"),
+    ("GET", "/v1/viewer"),
+    ("GET", "/v1/orgs/{org}/viewer-tokens"),
+    ("POST", "/v1/orgs/{org}/viewer-tokens"),
+    ("DELETE", "/v1/orgs/{org}/viewer-tokens/{id}"),
+    ("GET", "/v1/orgs/{org}/embedding"),
+    ("PUT", "/v1/orgs/{org}/embedding"),
 ];
 
 pub fn api(state: &AppState) -> Router<AppState> {
@@ -165,6 +172,10 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/orgs/{org}/alert-templates", get(alerts::list_templates))
         .route("/v1/orgs/{org}/alert-templates/{id}", post(alerts::enable_template))
         .route("/v1/orgs/{org}/alerts", get(alerts::history))
+        .route("/v1/viewer", get(viewer::current))
+        .route("/v1/orgs/{org}/viewer-tokens", get(viewer::list).post(viewer::mint))
+        .route("/v1/orgs/{org}/viewer-tokens/{id}", delete(viewer::revoke))
+        .route("/v1/orgs/{org}/embedding", get(viewer::get_embedding).put(viewer::put_embedding))
         .route("/v1/orgs/{org}/destinations", get(destinations::list).post(destinations::create))
         .route(
             "/v1/orgs/{org}/destinations/{id}",

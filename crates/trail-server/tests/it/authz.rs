@@ -24,6 +24,28 @@ enum Rule {
     Read,
     /// An `events:write` key of the org.
     Write,
+    /// A `viewer:mint` key of the org (people cannot mint).
+    Mint,
+    /// A `viewer:mint` key of the org, or `LOG-MANAGEMENT` in it.
+    MintOrLog,
+    /// A viewer token (any org's: it answers about itself).
+    ViewerSelf,
+}
+
+/// What a viewer token may call (narrowed to its filter); everything else refuses it.
+fn viewer_may(method: &str, path: &str) -> bool {
+    match (method, path) {
+        (
+            "GET",
+            "/v1/orgs/{org}/events"
+            | "/v1/orgs/{org}/events/histogram"
+            | "/v1/orgs/{org}/events/{id}"
+            | "/v1/orgs/{org}/checkpoint"
+            | "/v1/orgs/{org}/proofs/inclusion"
+            | "/v1/orgs/{org}/proofs/consistency",
+        ) => true,
+        (_, p) => p.starts_with("/v1/orgs/{org}/exports"),
+    }
 }
 
 fn rule(method: &str, path: &str) -> Rule {
@@ -51,7 +73,10 @@ fn rule(method: &str, path: &str) -> Rule {
         (_, p) if p.starts_with("/v1/orgs/{org}/exports") || p.starts_with("/v1/orgs/{org}/archives") => {
             Rule::Read
         }
-        (_, "/v1/orgs/{org}/settings") => Rule::Perm(OrgSettings),
+        (_, "/v1/orgs/{org}/settings" | "/v1/orgs/{org}/embedding") => Rule::Perm(OrgSettings),
+        ("POST", "/v1/orgs/{org}/viewer-tokens") => Rule::Mint,
+        ("GET", "/v1/viewer") => Rule::ViewerSelf,
+        (_, p) if p.starts_with("/v1/orgs/{org}/viewer-tokens") => Rule::MintOrLog,
         (_, p) if p.starts_with("/v1/orgs/{org}/destinations") => Rule::Perm(OrgSettings),
         (_, p)
             if ["searches", "alert-rules", "alert-templates", "alerts"]
@@ -152,6 +177,28 @@ async fn every_route_denies_what_it_does_not_allow() {
     let write_key = s.anon.with_token(write_key["secret"].as_str().unwrap());
     let read_key = s.admin.create_api_key("default", "r", &["events:read"]).await.unwrap();
     let read_key = s.anon.with_token(read_key["secret"].as_str().unwrap());
+    let mint_key = s.admin.create_api_key("default", "m", &["viewer:mint"]).await.unwrap();
+    let mint_key = s.anon.with_token(mint_key["secret"].as_str().unwrap());
+    let minted = mint_key
+        .post(
+            "/v1/orgs/default/viewer-tokens",
+            &json!({"user": {"id": "u1"}, "permissions": ["view", "export"]}),
+        )
+        .await
+        .unwrap();
+    let viewer = s.anon.with_token(minted["token"].as_str().unwrap());
+    // A viewer token of another org, minted by that org's own key.
+    let globex_key = other_org.create_api_key("globex", "m", &["viewer:mint"]).await.unwrap();
+    let globex_key = s.anon.with_token(globex_key["secret"].as_str().unwrap());
+    let minted = globex_key
+        .post(
+            "/v1/orgs/globex/viewer-tokens",
+            &json!({"user": {"id": "u1"}, "permissions": ["view", "export"]}),
+        )
+        .await
+        .unwrap();
+    let other_viewer = s.anon.with_token(minted["token"].as_str().unwrap());
+    let fresh_admin_for_viewer = s.anon.login("admin@localhost", crate::ADMIN_PASSWORD).await.unwrap();
 
     let denied = |code: u16| code == 401 || code == 403;
     for (method, path) in trail_server::routes::ROUTES {
@@ -165,9 +212,24 @@ async fn every_route_denies_what_it_does_not_allow() {
             }
             _ => assert_eq!(anon, 401, "{what}: no credentials"),
         }
+        if r == Rule::ViewerSelf {
+            for (who, c) in [("a session", &fresh_admin_for_viewer), ("an API key", &read_key)] {
+                assert_eq!(status(c, method, path).await, 403, "{what}: {who}");
+            }
+            assert_eq!(status(&viewer, method, path).await, 200, "{what}: a viewer token");
+            assert_eq!(status(&other_viewer, method, path).await, 200, "{what}: another org's viewer token");
+            continue;
+        }
+        assert_eq!(status(&other_viewer, method, path).await, 403, "{what}: a viewer token of another org");
+        let as_viewer = status(&viewer, method, path).await;
+        if viewer_may(method, path) {
+            assert!(!denied(as_viewer), "{what}: a viewer token of the org, got {as_viewer}");
+        } else {
+            assert_eq!(as_viewer, 403, "{what}: a viewer token may only read");
+        }
         let fresh_admin = s.anon.login("admin@localhost", crate::ADMIN_PASSWORD).await.unwrap();
         match r {
-            Rule::Public => unreachable!(),
+            Rule::Public | Rule::ViewerSelf => unreachable!(),
             Rule::Session => {
                 assert_eq!(status(&write_key, method, path).await, 403, "{what}: API keys are not users");
                 let ok = status(&fresh_admin, method, path).await;
@@ -178,6 +240,25 @@ async fn every_route_denies_what_it_does_not_allow() {
                 assert_eq!(status(&read_key, method, path).await, 403, "{what}: API key");
                 let ok = status(&fresh_admin, method, path).await;
                 assert!(!denied(ok), "{what}: server admin, got {ok}");
+            }
+            Rule::Mint | Rule::MintOrLog => {
+                assert_eq!(status(&other_org, method, path).await, 403, "{what}: session of another org");
+                assert_eq!(
+                    status(&no_perm, method, path).await,
+                    403,
+                    "{what}: session without the permission"
+                );
+                assert_eq!(status(&read_key, method, path).await, 403, "{what}: key with the wrong scope");
+                let ok = status(&mint_key, method, path).await;
+                assert!(!denied(ok), "{what}: a viewer:mint key, got {ok}");
+                for (perm, client) in &single {
+                    let got = status(client, method, path).await;
+                    if r == Rule::MintOrLog && *perm == Permission::LogManagement {
+                        assert!(!denied(got), "{what}: a session with only LOG-MANAGEMENT, got {got}");
+                    } else {
+                        assert_eq!(got, 403, "{what}: a session with only {}", perm.as_str());
+                    }
+                }
             }
             Rule::Perm(_) | Rule::Read | Rule::Write => {
                 assert_eq!(status(&other_org, method, path).await, 403, "{what}: session of another org");

@@ -16,6 +16,7 @@ mod query;
 mod reads;
 mod retention;
 mod security;
+mod viewer;
 
 use std::sync::Arc;
 
