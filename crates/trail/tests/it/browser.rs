@@ -206,6 +206,51 @@ impl Browser {
         std::fs::write(path, png).unwrap();
     }
 
+    /// The page's first child frame as `Page.getFrameTree` describes it (`Null` when there is none).
+    pub async fn child_frame(&mut self) -> Value {
+        let tree = self.call("Page.getFrameTree", json!({})).await.unwrap();
+        tree["frameTree"]["childFrames"][0]["frame"].clone()
+    }
+
+    /// Evaluates `js` in the page's first child frame, in an isolated world: the frame's DOM (events
+    /// dispatched there reach the page's own listeners), not its script's globals. Works across
+    /// origins, where the page's own script could not reach in.
+    pub async fn frame_eval(&mut self, js: &str) -> Result<Value, String> {
+        let frame = self.child_frame().await;
+        let id = frame["id"].as_str().ok_or("no child frame")?.to_string();
+        let world =
+            self.call("Page.createIsolatedWorld", json!({"frameId": id, "worldName": "trail-test"})).await?;
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": js, "contextId": world["executionContextId"], "returnByValue": true, "awaitPromise": true}),
+            )
+            .await?;
+        match r.get("exceptionDetails") {
+            Some(e) => Err(e.to_string()),
+            None => Ok(r["result"]["value"].clone()),
+        }
+    }
+
+    /// Waits until `js` evaluates truthy in the child frame; returns its value.
+    pub async fn frame_wait_for(&mut self, js: &str, what: &str) -> Value {
+        let mut last = Err(String::new());
+        for _ in 0..300 {
+            last = self.frame_eval(js).await;
+            if let Ok(v) = &last
+                && !v.is_null()
+                && *v != json!(false)
+                && *v != json!("")
+                && *v != json!(0)
+            {
+                return v.clone();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let body = self.frame_eval("document.body ? document.body.innerText.slice(0, 2000) : ''").await;
+        panic!("timed out waiting for {what} in the frame ({last:?}):\n{body:?}");
+    }
+
     /// Forgets every cookie (another person at the same browser).
     pub async fn clear_cookies(&mut self) {
         self.call("Network.clearBrowserCookies", json!({})).await.unwrap();

@@ -7,6 +7,7 @@ mod browser;
 mod cli;
 mod console;
 mod crash;
+mod embed;
 mod export;
 mod flood;
 mod postgres;
