@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use trail_client::Client;
 
-use crate::browser::Browser;
+use crate::browser::{A11Y_CHECK, Browser};
 use crate::{PASSWORD, Served, create_key};
 
 /// The example host on a port of its own; killed when dropped.
@@ -123,6 +123,7 @@ async fn embedded_viewer_in_a_host_page() {
     assert_eq!(seen["font"], "Georgia");
     assert!(seen["caption"].as_str().unwrap().contains("(Asia/Tokyo)"), "{seen}");
     assert_eq!(seen["exportable"], true);
+    assert_eq!(b.frame_eval(A11Y_CHECK).await, Ok(json!([])), "accessibility basics inside the frame");
     // Times in the viewer's zone: Tokyo is UTC+9 all year.
     let iso = seen["firstIso"].as_str().unwrap().trim_end_matches(" (UTC)");
     let utc = trail_model::time::parse_rfc3339(iso).unwrap();
