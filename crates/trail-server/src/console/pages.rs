@@ -1353,12 +1353,20 @@ pub async fn admin(
             _ => {
                 let s = state.store.org_settings(&org).await?;
                 let p = crate::retention::Policy::of(&state.settings.retention, s.as_ref());
+                let origins = state
+                    .store
+                    .document(&org, crate::viewer::EMBEDDING, "settings")
+                    .await?
+                    .and_then(|d| d.body["allowed_origins"].as_array().cloned())
+                    .unwrap_or_default();
+                let origins: Vec<&str> = origins.iter().filter_map(Value::as_str).collect();
                 a.settings = serde_json::json!({
                     "hot_days": p.hot_days, "archive_days": p.archive_days, "legal_hold": p.legal_hold,
                     "read_audit": p.read_audit,
                     "default_range": p.default_range,
                     "legal_hold_reason": s.and_then(|s| s.legal_hold_reason).unwrap_or_default(),
                     "min_days": state.settings.retention.min_days, "max_days": state.settings.retention.max_days,
+                    "allowed_origins": origins.join("\n"),
                 });
             }
         }

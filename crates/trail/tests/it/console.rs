@@ -114,7 +114,7 @@ async fn shoot(b: &mut Browser, name: &str) {
     b.viewport(1280, 900, false).await;
 }
 
-async fn fill(b: &mut Browser, selector: &str, value: &str) {
+pub async fn fill(b: &mut Browser, selector: &str, value: &str) {
     let js = format!(
         "(() => {{ const el = document.querySelector({sel}); el.value = {val}; el.dispatchEvent(new Event('input', {{bubbles: true}})); el.dispatchEvent(new Event('change', {{bubbles: true}})); return true; }})()",
         sel = json!(selector),
@@ -123,11 +123,11 @@ async fn fill(b: &mut Browser, selector: &str, value: &str) {
     b.eval(&js).await;
 }
 
-async fn submit(b: &mut Browser, form: &str) {
+pub async fn submit(b: &mut Browser, form: &str) {
     b.eval(&format!("document.querySelector({}).requestSubmit(), true", json!(form))).await;
 }
 
-async fn sign_in(b: &mut Browser, base: &str, email: &str, password: &str) {
+pub async fn sign_in(b: &mut Browser, base: &str, email: &str, password: &str) {
     b.goto(&format!("{base}/login")).await;
     fill(b, "#email", email).await;
     fill(b, "#password", password).await;

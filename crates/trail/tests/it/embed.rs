@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 use trail_client::Client;
 
 use crate::browser::{A11Y_CHECK, Browser};
+use crate::console::{fill, sign_in, submit};
 use crate::{PASSWORD, Served, create_key};
 
 /// The example host on a port of its own; killed when dropped.
@@ -88,7 +89,18 @@ async fn embedded_viewer_in_a_host_page() {
     let admin = anon.login("admin@localhost", PASSWORD).await.unwrap();
     let allowed = Host::start(&served.base, &key);
     let refused = Host::start(&served.base, &key);
-    admin.put("/v1/orgs/default/embedding", &json!({"allowed_origins": [allowed.origin]})).await.unwrap();
+    // The org's administrator allows the host's origin on the console's settings page.
+    sign_in(&mut b, &served.base, "admin@localhost", PASSWORD).await;
+    b.goto(&format!("{}/orgs/default/admin/settings", served.base)).await;
+    fill(&mut b, "#embed-origins", &allowed.origin).await;
+    submit(&mut b, "form[data-api$='/embedding']").await;
+    b.wait_for(
+        "document.querySelector('#embed-origins').value !== '' && document.readyState === 'complete'",
+        "the saved origins",
+    )
+    .await;
+    let set = admin.get("/v1/orgs/default/embedding").await.unwrap();
+    assert_eq!(set["allowed_origins"], json!([allowed.origin]));
 
     b.goto(&format!("{}/", allowed.origin)).await;
     let frame = b.child_frame().await;
