@@ -65,6 +65,43 @@ pub(crate) async fn get<C: GenericClient>(
     }))
 }
 
+pub(crate) async fn user_get<C: GenericClient>(
+    c: &C,
+    user_id: &str,
+    kind: &str,
+) -> Result<Option<(serde_json::Value, i64)>> {
+    let st = c
+        .prepare_cached("SELECT body, updated_at FROM user_documents WHERE user_id = $1 AND kind = $2")
+        .await
+        .map_err(pg_error)?;
+    let Some(r) = c.query_opt(&st, &[&user_id, &kind]).await.map_err(pg_error)? else { return Ok(None) };
+    let body: String = r.try_get(0).map_err(pg_error)?;
+    let body = serde_json::from_str(&body)
+        .map_err(|e| StoreError::Corrupt(format!("{kind} of user {user_id}: {e}")))?;
+    Ok(Some((body, r.try_get(1).map_err(pg_error)?)))
+}
+
+pub(crate) async fn user_set<C: GenericClient>(
+    c: &C,
+    user_id: &str,
+    kind: &str,
+    body: Option<&serde_json::Value>,
+    now: i64,
+) -> Result<()> {
+    match body {
+        Some(b) => c
+            .execute(
+                "INSERT INTO user_documents(user_id, kind, body, updated_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (user_id, kind) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+                &[&user_id, &kind, &b.to_string(), &now],
+            )
+            .await,
+        None => c.execute("DELETE FROM user_documents WHERE user_id = $1 AND kind = $2", &[&user_id, &kind]).await,
+    }
+    .map(drop)
+    .map_err(pg_error)
+}
+
 pub(crate) async fn put<C: GenericClient>(c: &C, org: i64, d: &Document, create_only: bool) -> Result<bool> {
     let sql = if create_only {
         "INSERT INTO documents(org, kind, id, body, updated_at) VALUES ($1, $2, $3, $4, $5)

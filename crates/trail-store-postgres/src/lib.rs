@@ -707,6 +707,20 @@ impl Store for PgStore {
         documents::get(&self.inner.conn().await?, org_id, org, kind, id).await
     }
 
+    async fn user_document(&self, user_id: &str, kind: &str) -> Result<Option<(serde_json::Value, Micros)>> {
+        documents::user_get(&self.inner.conn().await?, user_id, kind).await
+    }
+
+    async fn set_user_document(
+        &self,
+        user_id: &str,
+        kind: &str,
+        body: Option<&serde_json::Value>,
+        now: Micros,
+    ) -> Result<()> {
+        documents::user_set(&self.inner.conn().await?, user_id, kind, body, now).await
+    }
+
     async fn put_document(&self, document: &Document, create_only: bool) -> Result<bool> {
         let org = self.inner.org_id(&document.org).await?;
         documents::put(&self.inner.conn().await?, org, document, create_only).await

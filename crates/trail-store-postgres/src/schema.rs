@@ -38,7 +38,18 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (2, "where source trail became the server's alone; per-minute event counts", V2),
     (3, "read auditing and the console's opening time range, org settings; an export's kind", V3),
     (4, "streaming destinations; org documents (saved searches, alert rules, firings)", V4),
+    (5, "user documents (second factors)", V5),
 ];
+
+/// A user's documents: their TOTP enrolment, and what else a user (not an org) owns.
+const V5: &str = r#"
+CREATE TABLE user_documents(
+    user_id text COLLATE "C" NOT NULL,
+    kind text COLLATE "C" NOT NULL,
+    body text NOT NULL,
+    updated_at bigint NOT NULL,
+    PRIMARY KEY (user_id, kind));
+"#;
 
 /// Where each org's log is streamed, with delivery progress and the lease that keeps one node
 /// delivering each destination.

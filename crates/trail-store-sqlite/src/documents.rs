@@ -54,6 +54,41 @@ pub fn get(c: &Connection, org_id: i64, slug: &str, kind: &str, id: &str) -> Res
     .transpose()
 }
 
+pub fn user_get(c: &Connection, user_id: &str, kind: &str) -> Result<Option<(serde_json::Value, i64)>> {
+    use rusqlite::OptionalExtension;
+    let row: Option<(String, i64)> = c
+        .prepare_cached("SELECT body, updated_at FROM user_documents WHERE user_id = ?1 AND kind = ?2")
+        .and_then(|mut st| st.query_row(params![user_id, kind], |r| Ok((r.get(0)?, r.get(1)?))).optional())
+        .map_err(sql_error)?;
+    row.map(|(body, at)| {
+        serde_json::from_str(&body)
+            .map(|b| (b, at))
+            .map_err(|e| StoreError::Corrupt(format!("{kind} of user {user_id}: {e}")))
+    })
+    .transpose()
+}
+
+pub fn user_set(
+    c: &Connection,
+    user_id: &str,
+    kind: &str,
+    body: Option<&serde_json::Value>,
+    now: i64,
+) -> Result<()> {
+    match body {
+        Some(b) => c.execute(
+            "INSERT INTO user_documents(user_id, kind, body, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(user_id, kind) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at",
+            params![user_id, kind, b.to_string(), now],
+        ),
+        None => {
+            c.execute("DELETE FROM user_documents WHERE user_id = ?1 AND kind = ?2", params![user_id, kind])
+        }
+    }
+    .map(drop)
+    .map_err(sql_error)
+}
+
 pub fn put(c: &Connection, org_id: i64, d: &Document, create_only: bool) -> Result<bool> {
     let sql = if create_only {
         "INSERT INTO documents(org_id, kind, id, body, updated_at) VALUES (?1, ?2, ?3, ?4, ?5)

@@ -836,6 +836,22 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn user_document(&self, user_id: &str, kind: &str) -> Result<Option<(serde_json::Value, Micros)>> {
+        let (user_id, kind) = (user_id.to_string(), kind.to_string());
+        self.control(move |c| documents::user_get(c, &user_id, &kind)).await
+    }
+
+    async fn set_user_document(
+        &self,
+        user_id: &str,
+        kind: &str,
+        body: Option<&serde_json::Value>,
+        now: Micros,
+    ) -> Result<()> {
+        let (user_id, kind, body) = (user_id.to_string(), kind.to_string(), body.cloned());
+        self.write(move |w| documents::user_set(&w.conn, &user_id, &kind, body.as_ref(), now)).await
+    }
+
     async fn put_document(&self, document: &Document, create_only: bool) -> Result<bool> {
         let d = document.clone();
         self.write(move |w| documents::put(&w.conn, w.org_id(&d.org)?, &d, create_only)).await

@@ -25,7 +25,7 @@ use rusqlite::Connection;
 /// first run.
 /// 5: `org_settings.read_audit` (whether reads of the log are recorded in it) and
 /// `org_settings.default_range` (the console's opening time range); `exports.kind` (query or restore).
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
 
@@ -142,6 +142,9 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS documents(
             org_id INTEGER NOT NULL, kind TEXT NOT NULL, id TEXT NOT NULL, body TEXT NOT NULL,
             updated_at INTEGER NOT NULL, PRIMARY KEY(org_id, kind, id)) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS user_documents(
+            user_id TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL,
+            PRIMARY KEY(user_id, kind)) STRICT, WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
@@ -162,7 +165,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=5) => {
+        Some(v @ 1..=6) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -207,7 +210,8 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                 )?;
             }
             // Version 6 streams logs to destinations and keeps org documents (saved searches, alert
-            // rules and their firings): their tables are created above, empty.
+            // rules and their firings): their tables are created above, empty. Version 7 keeps users'
+            // documents (second factors), likewise.
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.

@@ -1307,4 +1307,15 @@ pub async fn documents_are_kept_per_org_and_kind<S: Store>(store: Arc<S>) {
     assert!(matches!(store.delete_document("acme", "rule", "r1").await, Err(StoreError::NotFound(_))));
     assert!(matches!(store.delete_document("other", "rule", "r0").await, Err(StoreError::NotFound(_))));
     assert_eq!(store.documents(Some("acme"), "search", 10, None).await.unwrap().len(), 1);
+    // A user's documents: written, replaced, kept apart by kind and user, removed.
+    assert!(store.user_document("u1", "totp").await.unwrap().is_none());
+    store.set_user_document("u1", "totp", Some(&json!({"v": 1})), 10).await.unwrap();
+    store.set_user_document("u1", "totp", Some(&json!({"v": 2})), 20).await.unwrap();
+    store.set_user_document("u1", "other", Some(&json!({"v": 3})), 30).await.unwrap();
+    assert_eq!(store.user_document("u1", "totp").await.unwrap(), Some((json!({"v": 2}), 20)));
+    assert!(store.user_document("u2", "totp").await.unwrap().is_none());
+    store.set_user_document("u1", "totp", None, 40).await.unwrap();
+    assert!(store.user_document("u1", "totp").await.unwrap().is_none());
+    assert_eq!(store.user_document("u1", "other").await.unwrap(), Some((json!({"v": 3}), 30)));
+    store.set_user_document("u1", "absent", None, 50).await.unwrap();
 }

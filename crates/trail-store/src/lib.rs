@@ -467,6 +467,19 @@ pub trait Store: Send + Sync + 'static {
     /// `NotFound` when there is no such document.
     async fn delete_document(&self, org: &str, kind: &str, id: &str) -> Result<()>;
 
+    // --- user documents ----------------------------------------------------------------------------
+
+    /// A user's JSON document of one kind (their second factor, …) and when it was written.
+    async fn user_document(&self, user_id: &str, kind: &str) -> Result<Option<(serde_json::Value, Micros)>>;
+    /// Writes (replaces) a user's document, or removes it with `None`.
+    async fn set_user_document(
+        &self,
+        user_id: &str,
+        kind: &str,
+        body: Option<&serde_json::Value>,
+        now: Micros,
+    ) -> Result<()>;
+
     /// Whether the store can serve reads and take writes.
     async fn ready(&self) -> Result<()>;
 }
