@@ -89,15 +89,21 @@ impl PasswordChecks {
 impl PasswordChecks {
     /// Checks `password` against `phc` for an attempt the throttle already counted: the count is given
     /// back when nothing was checked (busy), cleared when the password is right, and stays when it is
-    /// wrong.
+    /// wrong. With `factor_follows` (the account has a second factor) a right password only gives its
+    /// own count back: earlier failures, of codes too, stay until the code is right.
     pub async fn verify_reserved(
         &self,
         throttle: &crate::throttle::Throttle,
         reservation: crate::throttle::Reservation,
         password: String,
         phc: String,
+        factor_follows: bool,
     ) -> ApiResult<bool> {
         match self.run(move || verify_password(&password, &phc)).await {
+            Ok(true) if factor_follows => {
+                throttle.cancelled(reservation);
+                Ok(true)
+            }
             Ok(true) => {
                 throttle.succeeded(reservation);
                 Ok(true)
@@ -275,7 +281,7 @@ impl Principal {
         let user = self.user()?;
         let perms = state.store.permissions(org, &user.id).await?;
         match perms {
-            Some(p) if p.contains(&perm) => Ok(()),
+            Some(p) if p.contains(&perm) => crate::mfa::gate(state, org, user).await,
             Some(_) => Err(ApiError::forbidden(format!(
                 "you need the {} permission in organization {org}",
                 perm.as_str()

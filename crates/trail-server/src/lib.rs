@@ -17,6 +17,7 @@ pub mod exports;
 pub mod integrity;
 pub mod mail;
 pub mod metrics;
+pub mod mfa;
 pub mod openapi;
 pub mod reads;
 pub mod retention;

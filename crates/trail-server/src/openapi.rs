@@ -205,9 +205,17 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("get", "/v1/openapi.json", "openapi"),
     ("get", "/v1/actions", "list_actions"),
     ("post", "/v1/auth/login", "login"),
+    ("post", "/v1/auth/login/mfa", "login_second_factor"),
     ("post", "/v1/auth/logout", "logout"),
     ("get", "/v1/me", "me"),
     ("post", "/v1/me/password", "change_password"),
+    ("get", "/v1/me/mfa", "mfa_status"),
+    ("post", "/v1/me/mfa/totp", "start_totp_enrolment"),
+    ("post", "/v1/me/mfa/totp/confirm", "confirm_totp_enrolment"),
+    ("post", "/v1/me/mfa/disable", "disable_mfa"),
+    ("post", "/v1/me/mfa/recovery-codes", "renew_recovery_codes"),
+    ("get", "/v1/orgs/{org}/sign-in", "get_sign_in_settings"),
+    ("put", "/v1/orgs/{org}/sign-in", "update_sign_in_settings"),
     ("get", "/v1/orgs", "list_orgs"),
     ("post", "/v1/orgs", "create_org"),
     ("post", "/v1/orgs/{org}/events", "ingest_events"),
@@ -318,6 +326,10 @@ const RESPONSES: &[&str] = &[
     "ViewerTokenList",
     "CurrentViewer",
     "Embedding",
+    "MfaChallenge",
+    "MfaStatus",
+    "MfaEnrolment",
+    "SignInSettingsState",
 ];
 
 /// Marks every property of an object schema (and of the objects inside it) required, unless the
@@ -576,6 +588,48 @@ fn embedding(doc: &mut Value) {
     add(doc, "/components/schemas", schemas);
 }
 
+/// Two-factor sign-in and an org's sign-in requirements (README "Two-factor sign-in").
+fn second_factor(doc: &mut Value) {
+    let session = ["session", "cookie"];
+    let code = || responses(("200", ok("the factor's state", "MfaStatus")), &[400, 401, 403, 409, 415, 429]);
+    let paths = json!({
+        "/v1/auth/login/mfa": {"post": op("Second step of a sign-in with a second factor: the password step's challenge and a code (or a recovery code)", &[], json!([]), Some("SecondFactor"),
+            responses(("200", ok("signed in", "Session")), &[400, 401, 415, 429, 503]))},
+        "/v1/me/mfa": {"get": op("Your second factor's state", &session, json!([]), None, responses(("200", ok("state", "MfaStatus")), &[401, 403]))},
+        "/v1/me/mfa/totp": {"post": op("Start enrolling an authenticator app: its secret, otpauth URI and QR code (SVG); sign-in is unchanged until confirmed", &session, json!([]), None,
+            responses(("200", ok("the enrolment", "MfaEnrolment")), &[401, 403, 409]))},
+        "/v1/me/mfa/totp/confirm": {"post": op("Confirm the enrolment with a code from the app: two-factor sign-in is on, other sessions end, recovery codes are in this answer only", &session, json!([]), Some("MfaCode"), code())},
+        "/v1/me/mfa/disable": {"post": op("Turn two-factor sign-in off, with a current code or a recovery code", &session, json!([]), Some("MfaCode"), code())},
+        "/v1/me/mfa/recovery-codes": {"post": op("New recovery codes (the old ones stop working), with a current code or a recovery code; in this answer only", &session, json!([]), Some("MfaCode"), code())},
+        "/v1/orgs/{org}/sign-in": {
+            "get": op("How members sign in: whether a second factor is required (ORG-SETTINGS)", &session, org_only(), None,
+                responses(("200", ok("settings", "SignInSettingsState")), &[401, 403, 404])),
+            "put": op("Require (or stop requiring) a second factor of every member; yours must be on first", &session, org_only(), Some("SignInSettings"),
+                responses(("200", ok("settings", "SignInSettingsState")), &[400, 401, 403, 404, 409, 415]))
+        }
+    });
+    add(doc, "/paths", paths);
+    // The password step answers a session, or a challenge when the account has a second factor.
+    doc["paths"]["/v1/auth/login"]["post"]["responses"]["200"]["content"]["application/json"]["schema"] = json!({"anyOf": [
+        {"$ref": "#/components/schemas/Session"}, {"$ref": "#/components/schemas/MfaChallenge"}]});
+    let time = json!({"type": "string", "format": "date-time"});
+    let status = json!({"type": "object", "additionalProperties": false, "required": ["enabled", "pending", "confirmed_at", "recovery_codes_left"],
+        "properties": {"enabled": {"type": "boolean"}, "pending": {"type": "boolean", "description": "an enrolment waits for its confirming code"},
+            "confirmed_at": {"type": ["string", "null"], "format": "date-time"}, "recovery_codes_left": {"type": "integer", "minimum": 0},
+            "recovery_codes": {"type": "array", "items": {"type": "string"}, "description": "new recovery codes: in the answer that made them only"}}});
+    let schemas = json!({
+        "MfaChallenge": {"type": "object", "additionalProperties": false, "required": ["mfa_required", "challenge", "expires_at"], "properties": {
+            "mfa_required": {"const": true}, "challenge": {"type": "string", "description": "send it with a code to /v1/auth/login/mfa"}, "expires_at": time}},
+        "MfaStatus": status,
+        "MfaEnrolment": {"type": "object", "additionalProperties": false, "required": ["secret", "otpauth_uri", "qr_svg"], "properties": {
+            "secret": {"type": "string", "description": "base32, for typing into the app"}, "otpauth_uri": {"type": "string"},
+            "qr_svg": {"type": "string", "description": "the otpauth URI as a QR code, an SVG document"}}},
+        "SignInSettingsState": {"type": "object", "additionalProperties": false, "required": ["require_mfa", "updated_at", "updated_by"], "properties": {
+            "require_mfa": {"type": "boolean"}, "updated_at": {"type": ["string", "null"], "format": "date-time"}, "updated_by": {"type": ["string", "null"]}}}
+    });
+    add(doc, "/components/schemas", schemas);
+}
+
 /// The whole document.
 pub fn document() -> Value {
     let session = ["session", "cookie"];
@@ -783,6 +837,7 @@ pub fn document() -> Value {
     streaming(&mut doc);
     alerting(&mut doc);
     embedding(&mut doc);
+    second_factor(&mut doc);
     // Request bodies: the schemas of the types the handlers deserialize into.
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.extend(crate::routes::bodies::schemas());

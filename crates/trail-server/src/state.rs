@@ -38,6 +38,8 @@ pub struct AppState {
     pub streams: Arc<stream::Streams>,
     /// Alert rules' evaluation and notifications (runs while the server serves).
     pub alerts: Arc<alerts::Alerts>,
+    /// Seals secrets kept at rest (second factors) under a key derived from the log key.
+    pub sealer: stream::seal::Sealer,
     /// The `audit.log` sink's health, while it runs.
     pub sink: Option<Arc<sink::SinkStatus>>,
     /// Orgs' retention policies, read from the store at most every few seconds.
@@ -114,6 +116,7 @@ impl AppState {
             alerts::notify::Notifier::new(settings.smtp.clone(), stream::seal::Sealer::new(&signer)),
         );
         Self {
+            sealer: stream::seal::Sealer::new(&signer),
             streams,
             alerts,
             store,

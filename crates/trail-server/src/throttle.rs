@@ -131,25 +131,28 @@ impl Throttle {
         now: Micros,
     ) -> Result<Reservation, Blocked> {
         let address = address.map(address_key);
-        let check = |t: &Table, key: &str| {
+        // Checked and counted under one lock each: concurrent attempts cannot all pass the check
+        // before any of them is counted.
+        let take = |t: &Table, key: &str| {
             t.with(key, now, |s, limit| {
                 if s.count >= limit {
                     let first = !s.reported;
                     s.reported = true;
                     Err(Blocked { retry_after: Table::retry_after(s, now), first })
                 } else {
+                    s.count += 1;
                     Ok(())
                 }
             })
             .unwrap_or(Ok(()))
         };
-        check(&self.accounts, account)?;
-        if let Some(a) = &address {
-            check(&self.addresses, a)?;
-        }
-        self.accounts.with(account, now, |s, _| s.count += 1);
-        if let Some(a) = &address {
-            self.addresses.with(a, now, |s, _| s.count += 1);
+        take(&self.accounts, account)?;
+        if let Some(a) = &address
+            && let Err(blocked) = take(&self.addresses, a)
+        {
+            // The account's count is given back: the attempt is not made.
+            self.accounts.with(account, now, |s, _| s.count = s.count.saturating_sub(1));
+            return Err(blocked);
         }
         Ok(Reservation { account: account.to_string(), address, now })
     }

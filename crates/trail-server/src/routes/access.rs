@@ -474,7 +474,8 @@ pub async fn change_password(
         super::session::throttled(blocked)
     })?;
     let phc = user.password_hash.clone();
-    if !state.password_checks.verify_reserved(&state.throttle, reservation, current, phc).await? {
+    let factor = crate::mfa::enabled(&state, &user.id).await?;
+    if !state.password_checks.verify_reserved(&state.throttle, reservation, current, phc, factor).await? {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
             "invalid_credentials",
@@ -670,6 +671,14 @@ pub async fn accept_invitation(
             };
             check_password_strength(&password, "password")?;
             match state.store.user_by_email(&inv.email).await? {
+                // An account with a second factor joins only signed in (with both factors).
+                Some(existing) if crate::mfa::enabled(&state, &existing.id).await? => {
+                    return Err(ApiError::new(
+                        StatusCode::UNAUTHORIZED,
+                        "password_required",
+                        "sign in as the invited user and open the link again",
+                    ));
+                }
                 Some(existing) => {
                     let reservation = state.throttle.reserve(&existing.email, addr.0, now).map_err(|b| {
                         crate::metrics::Metrics::add(&state.metrics.sign_in_throttled, 1);
@@ -678,7 +687,7 @@ pub async fn accept_invitation(
                     let phc = existing.password_hash.clone();
                     if !state
                         .password_checks
-                        .verify_reserved(&state.throttle, reservation, password, phc)
+                        .verify_reserved(&state.throttle, reservation, password, phc, false)
                         .await?
                     {
                         return Err(ApiError::new(

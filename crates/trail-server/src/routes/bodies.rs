@@ -62,6 +62,35 @@ pub struct Login {
     pub password: String,
 }
 
+/// The second step of a sign-in with a second factor.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SecondFactor {
+    /// The `challenge` the password step answered.
+    #[schemars(length(min = 1, max = 1024))]
+    pub challenge: String,
+    /// The 6-digit code of the authenticator app, or an unused recovery code.
+    #[schemars(length(min = 1, max = 64))]
+    pub code: String,
+}
+
+/// A code from the authenticator app (or, where it says so, a recovery code).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaCode {
+    #[schemars(length(min = 1, max = 64))]
+    pub code: String,
+}
+
+/// How people sign in to an organization.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInSettings {
+    /// Members must sign in with a second factor (a password user without one is refused the org's
+    /// pages and API until they set one up).
+    pub require_mfa: bool,
+}
+
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewOrg {
@@ -551,7 +580,10 @@ pub fn schemas() -> Map<String, Value> {
         AlertRuleBody,
         EnableTemplate,
         NewViewerToken,
-        EmbeddingSettings
+        EmbeddingSettings,
+        SecondFactor,
+        MfaCode,
+        SignInSettings
     );
     generator.take_definitions(true)
 }

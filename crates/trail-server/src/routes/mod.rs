@@ -9,6 +9,7 @@ mod exports;
 mod health;
 mod integrity;
 mod keys;
+mod mfa;
 pub mod orgs;
 mod retention;
 mod session;
@@ -33,6 +34,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/openapi.json"),
     ("GET", "/v1/actions"),
     ("POST", "/v1/auth/login"),
+    ("POST", "/v1/auth/login/mfa"),
     ("POST", "/v1/auth/logout"),
     ("GET", "/v1/me"),
     ("GET", "/v1/orgs"),
@@ -49,6 +51,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/orgs/{org}/proofs/inclusion"),
     ("GET", "/v1/orgs/{org}/proofs/consistency"),
     ("POST", "/v1/me/password"),
+    ("GET", "/v1/me/mfa"),
+    ("POST", "/v1/me/mfa/totp"),
+    ("POST", "/v1/me/mfa/totp/confirm"),
+    ("POST", "/v1/me/mfa/disable"),
+    ("POST", "/v1/me/mfa/recovery-codes"),
+    ("GET", "/v1/orgs/{org}/sign-in"),
+    ("PUT", "/v1/orgs/{org}/sign-in"),
     ("GET", "/v1/orgs/{org}/roles"),
     ("POST", "/v1/orgs/{org}/roles"),
     ("GET", "/v1/orgs/{org}/roles/{id}"),
@@ -116,7 +125,14 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/openapi.json", get(health::openapi))
         .route("/v1/actions", get(health::actions))
         .route("/v1/auth/login", post(session::login))
+        .route("/v1/auth/login/mfa", post(session::login_mfa))
         .route("/v1/auth/logout", post(session::logout))
+        .route("/v1/me/mfa", get(mfa::status))
+        .route("/v1/me/mfa/totp", post(mfa::start))
+        .route("/v1/me/mfa/totp/confirm", post(mfa::confirm))
+        .route("/v1/me/mfa/disable", post(mfa::disable))
+        .route("/v1/me/mfa/recovery-codes", post(mfa::recovery_codes))
+        .route("/v1/orgs/{org}/sign-in", get(mfa::get_sign_in).put(mfa::put_sign_in))
         .route("/v1/me", get(session::me))
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
         .route(

@@ -68,8 +68,19 @@ pub async fn login(
         }
     };
     let phc = user.as_ref().map_or_else(|| auth::dummy_hash().to_string(), |u| u.password_hash.clone());
+    let factor = match &user {
+        Some(u) => match crate::mfa::enabled(&state, &u.id).await {
+            Ok(f) => f,
+            Err(e) => {
+                state.throttle.cancelled(reservation);
+                return Err(e);
+            }
+        },
+        None => false,
+    };
     // (An unknown account is checked against a dummy hash, which no password matches.)
-    let ok = state.password_checks.verify_reserved(&state.throttle, reservation, password, phc).await?;
+    let ok =
+        state.password_checks.verify_reserved(&state.throttle, reservation, password, phc, factor).await?;
     let Some(user) = user.as_ref().filter(|_| ok).cloned() else {
         Metrics::add(&state.metrics.sign_in_failures, 1);
         tracing::info!("sign-in failed");
@@ -80,14 +91,90 @@ pub async fn login(
             "wrong email or password",
         ));
     };
+    if factor {
+        // The password was right; the session waits for the code.
+        let now = trail_model::time::now();
+        return Ok(Json(json!({
+            "mfa_required": true,
+            "challenge": crate::mfa::challenge(&state.sealer, &user.id, now),
+            "expires_at": format_rfc3339(now + crate::mfa::CHALLENGE_SECS * 1_000_000),
+        }))
+        .into_response());
+    }
+    start_session(&state, &user, &addr, None).await
+}
+
+/// `POST /v1/auth/login/mfa`: a password's challenge and a code from the authenticator app (or a
+/// recovery code) answer the session. Codes are throttled on the account's sign-in budget.
+pub async fn login_mfa(
+    State(state): State<AppState>,
+    addr: ClientAddr,
+    Typed(body): Typed<bodies::SecondFactor>,
+) -> ApiResult<Response> {
+    let now = trail_model::time::now();
+    let expired = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_challenge",
+            "this sign-in expired or is not valid; enter your password again",
+        )
+        .with_field("challenge")
+    };
+    let user_id = crate::mfa::challenged_user(&state.sealer, &body.challenge, now).ok_or_else(expired)?;
+    let user = state.store.user(&user_id).await?.ok_or_else(expired)?;
+    let reservation = state.throttle.reserve(&user.email, addr.0, now).map_err(|blocked| {
+        Metrics::add(&state.metrics.sign_in_throttled, 1);
+        throttled(blocked)
+    })?;
+    let mut enrolment = match crate::mfa::enrolment(&state, &user.id).await {
+        Ok(Some(e)) if e.confirmed_at.is_some() => e,
+        Ok(_) => {
+            state.throttle.cancelled(reservation);
+            return Err(expired());
+        }
+        Err(e) => {
+            state.throttle.cancelled(reservation);
+            return Err(e);
+        }
+    };
+    let code = body.code.trim();
+    let how = if enrolment.accept_code(&state.sealer, code, now)? {
+        "totp"
+    } else if code.len() > 6 && enrolment.accept_recovery(code) {
+        "recovery_code"
+    } else {
+        Metrics::add(&state.metrics.sign_in_failures, 1);
+        record_failure(&state, &user.email, Some(&user), addr.text(), "wrong second-factor code");
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_code",
+            "the code is wrong or was already used; enter the current code from your app, or a recovery code",
+        )
+        .with_field("code"));
+    };
+    // The step (or recovery code) is spent before the session exists: a code works once.
+    crate::mfa::save(&state, &user.id, Some(&enrolment)).await?;
+    state.throttle.succeeded(reservation);
+    start_session(&state, &user, &addr, Some(how)).await
+}
+
+/// Issues a session for a user who proved who they are, records the sign-in, and sets the cookie.
+pub async fn start_session(
+    state: &AppState,
+    user: &trail_store::User,
+    addr: &ClientAddr,
+    second_factor: Option<&str>,
+) -> ApiResult<Response> {
     let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
-    let issued = auth::issue_session(&user.id, &state);
+    let issued = auth::issue_session(&user.id, state);
     state.store.create_session(&issued.session).await?;
-    Audit::new(user.email.clone(), "user.signed_in", "user")
+    let mut audit = Audit::new(user.email.clone(), "user.signed_in", "user")
         .target(&user.id, Some(user.email.clone()))
-        .ip(addr.text())
-        .record_in(&state, &orgs)
-        .await?;
+        .ip(addr.text());
+    if let Some(f) = second_factor {
+        audit = audit.info("second_factor", f);
+    }
+    audit.record_in(state, &orgs).await?;
     let max_age = state.settings.auth.session_max_hours * 3600;
     let secure = if state.settings.auth.secure_cookies { "; Secure" } else { "" };
     let cookie = format!(

@@ -50,9 +50,9 @@ impl Sealer {
                 let (nonce, ct) = rest.split_at(12);
                 self.cipher
                     .decrypt(Nonce::from_slice(nonce), ct)
-                    .map_err(|_| "the destination's secret does not open with this server's log key".into())
+                    .map_err(|_| "the sealed secret does not open with this server's log key".into())
             }
-            _ => Err("the destination's secret is not in a sealed form this trail reads".into()),
+            _ => Err("the secret is not in a sealed form this trail reads".into()),
         }
     }
 }

@@ -54,10 +54,11 @@ fn rule(method: &str, path: &str) -> Rule {
         (
             _,
             "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json" | "/v1/actions" | "/v1/log-key"
-            | "/v1/auth/login",
+            | "/v1/auth/login" | "/v1/auth/login/mfa",
         ) => Rule::Public,
         ("POST", "/v1/invitations/{token}/accept") => Rule::Public,
         (_, "/v1/auth/logout" | "/v1/me" | "/v1/me/password") | ("GET", "/v1/orgs") => Rule::Session,
+        (_, p) if p.starts_with("/v1/me/mfa") => Rule::Session,
         ("POST", "/v1/orgs") => Rule::ServerAdmin,
         ("POST", "/v1/orgs/{org}/events") => Rule::Write,
         (
@@ -73,7 +74,9 @@ fn rule(method: &str, path: &str) -> Rule {
         (_, p) if p.starts_with("/v1/orgs/{org}/exports") || p.starts_with("/v1/orgs/{org}/archives") => {
             Rule::Read
         }
-        (_, "/v1/orgs/{org}/settings" | "/v1/orgs/{org}/embedding") => Rule::Perm(OrgSettings),
+        (_, "/v1/orgs/{org}/settings" | "/v1/orgs/{org}/embedding" | "/v1/orgs/{org}/sign-in") => {
+            Rule::Perm(OrgSettings)
+        }
         ("POST", "/v1/orgs/{org}/viewer-tokens") => Rule::Mint,
         ("GET", "/v1/viewer") => Rule::ViewerSelf,
         (_, p) if p.starts_with("/v1/orgs/{org}/viewer-tokens") => Rule::MintOrLog,
