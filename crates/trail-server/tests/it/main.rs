@@ -12,6 +12,7 @@ mod exports;
 mod hostile;
 mod ingest;
 mod integrity;
+mod mfa;
 mod query;
 mod reads;
 mod retention;

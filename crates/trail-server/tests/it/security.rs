@@ -15,7 +15,7 @@ const PASSWORD: &str = "a long test password";
 
 /// A user of org `default` holding exactly `perms` (through a role and a group of their own),
 /// signed in.
-async fn user_with(s: &TestServer, email: &str, perms: &[Permission]) -> (Client, String) {
+pub async fn user_with(s: &TestServer, email: &str, perms: &[Permission]) -> (Client, String) {
     let t = trail_model::time::now();
     let hash = trail_server::auth::hash_password(PASSWORD).unwrap();
     let user = s.store.create_user(email, &hash, false, t).await.unwrap();
