@@ -103,11 +103,49 @@ document.querySelector("[data-login]")?.addEventListener("submit", async (e) => 
   const f = e.currentTarget;
   showError(f, null);
   try {
-    await api("POST", "/v1/auth/login", { email: f.email.value, password: f.password.value });
+    const answer = await api("POST", "/v1/auth/login", { email: f.email.value, password: f.password.value });
+    if (answer?.mfa_required) {
+      // The password was right; the session waits for a code.
+      const second = document.querySelector("[data-login-code]");
+      second.dataset.challenge = answer.challenge;
+      f.hidden = true;
+      second.hidden = false;
+      second.code.focus();
+      return;
+    }
     location.href = f.dataset.next || "/";
   } catch (err) {
     showError(f, err);
     f.password.focus();
+  }
+});
+
+document.querySelector("[data-login-code]")?.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  showError(f, null);
+  try {
+    await api("POST", "/v1/auth/login/mfa", { challenge: f.dataset.challenge, code: f.code.value });
+    location.href = f.dataset.next || "/";
+  } catch (err) {
+    showError(f, err);
+    f.code.select();
+  }
+});
+
+document.querySelector("[data-mfa-start]")?.addEventListener("click", async (e) => {
+  const button = e.currentTarget;
+  const slot = document.querySelector("[data-mfa-error]");
+  slot.textContent = "";
+  try {
+    const enrolment = await api("POST", "/v1/me/mfa/totp", {});
+    document.querySelector("[data-qr]").src = `data:image/svg+xml;base64,${btoa(enrolment.qr_svg)}`;
+    document.querySelector("[data-secret]").textContent = enrolment.secret;
+    document.querySelector("[data-mfa-enrol]").hidden = false;
+    button.hidden = true;
+    document.querySelector("#confirm-code").focus();
+  } catch (err) {
+    slot.textContent = err.message;
   }
 });
 
@@ -338,6 +376,18 @@ function showResult(kind, data) {
     const reload = add("button", "Done");
     reload.type = "button";
     reload.addEventListener("click", () => location.reload());
+  } else if (kind === "recovery") {
+    add("p", "Two-factor sign-in is on. Keep these recovery codes somewhere safe: each signs you in once if you lose your app. They are not shown again.");
+    const list = document.createElement("ol");
+    list.className = "codes";
+    list.dataset.recoveryCodes = "";
+    for (const c of data.recovery_codes) list.append(Object.assign(document.createElement("li"), { textContent: c }));
+    panel.append(list, copyButton(data.recovery_codes.join("\n"), "Copy the codes"));
+    const done = add("button", "Done");
+    done.type = "button";
+    done.addEventListener("click", () => location.reload());
+  } else if (kind === "password") {
+    add("p", "Password changed. Your other sessions were signed out.");
   } else if (kind === "links") {
     add("p", "Invitations created. Send each person their link (it works once, until it expires):");
     for (const i of data.invitations) {

@@ -28,6 +28,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/", get(pages::home))
         .route("/login", get(pages::login))
+        .route("/account", get(pages::account))
         .route("/invitations/{token}", get(pages::accept_invitation))
         .route("/orgs/{org}/logs", get(pages::logs))
         .route("/orgs/{org}/logs/rows", get(pages::log_rows))

@@ -108,6 +108,15 @@ async fn nav_for(
             format!("You are not a member of organization {org}."),
         ));
     };
+    // An org that requires a second factor sends a person without one to set it up.
+    match crate::mfa::gate(state, org, &user).await {
+        Ok(()) => {}
+        Err(e) if e.code == "mfa_required" => {
+            let encoded: String = serde_urlencoded::to_string([("required", org)]).unwrap_or_default();
+            return Err(Page::Redirect(format!("/account?{encoded}")));
+        }
+        Err(e) => return Err(unavailable(e.message)),
+    }
     let has = |p: Permission| perms.contains(&p);
     let nav = Nav {
         user: user.email.clone(),
@@ -177,6 +186,47 @@ pub async fn login(RawQuery(raw): RawQuery) -> Page {
         })
         .unwrap_or_else(|| "/".into());
     render(&Login { nav: None, next })
+}
+
+#[derive(Template)]
+#[template(path = "account.html")]
+struct Account {
+    nav: Option<Nav>,
+    csrf: String,
+    email: String,
+    enabled: bool,
+    confirmed_at: Option<String>,
+    recovery_left: usize,
+    /// The org that sent the person here because it requires a second factor.
+    required_by: Option<String>,
+}
+
+/// Your account: two-factor sign-in and your password (not an org's page: reachable by everyone
+/// signed in, also when an org requires what is set up here).
+pub async fn account(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Page {
+    let Some((user, _, csrf)) = (match cookie_session(&state, &headers).await {
+        Ok(s) => s,
+        Err(e) => return unavailable(e.message),
+    }) else {
+        return login_redirect("/account");
+    };
+    let enrolment = match crate::mfa::enrolment(&state, &user.id).await {
+        Ok(e) => e.filter(|e| e.confirmed_at.is_some()),
+        Err(e) => return unavailable(e.message),
+    };
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let required_by =
+        pairs.into_iter().find(|(k, v)| k == "required" && crate::routes::valid_slug(v)).map(|(_, v)| v);
+    render(&Account {
+        nav: None,
+        csrf,
+        email: user.email,
+        enabled: enrolment.is_some(),
+        confirmed_at: enrolment.as_ref().and_then(|e| e.confirmed_at).map(format_rfc3339),
+        recovery_left: enrolment.map_or(0, |e| e.recovery.len()),
+        required_by,
+    })
 }
 
 #[derive(Template)]
@@ -1367,6 +1417,7 @@ pub async fn admin(
                     "legal_hold_reason": s.and_then(|s| s.legal_hold_reason).unwrap_or_default(),
                     "min_days": state.settings.retention.min_days, "max_days": state.settings.retention.max_days,
                     "allowed_origins": origins.join("\n"),
+                    "require_mfa": crate::mfa::requires_mfa(&state, &org).await.map_err(|e| trail_store::StoreError::Unavailable(e.message))?,
                 });
             }
         }

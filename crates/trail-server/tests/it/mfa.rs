@@ -9,18 +9,13 @@ use trail_client::Client;
 
 use crate::{ADMIN_PASSWORD, TestServer};
 
-/// The TOTP code of `secret` (base32) `steps` steps from now, by an independent implementation.
+/// The TOTP code of `secret` (base32) `steps` steps from now, by an independent implementation
+/// (`crates/trail/tests/receivers/totp.py`, Python's standard library).
 pub fn totp(secret: &str, steps: i64) -> String {
-    let script = r#"
-import base64, hashlib, hmac, struct, sys, time
-key = base64.b32decode(sys.argv[1] + "=" * (-len(sys.argv[1]) % 8))
-counter = int(time.time()) // 30 + int(sys.argv[2])
-mac = hmac.new(key, struct.pack(">Q", counter), hashlib.sha1).digest()
-offset = mac[-1] & 0x0F
-print("%06d" % ((struct.unpack(">I", mac[offset:offset + 4])[0] & 0x7FFFFFFF) % 1000000))
-"#;
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../trail/tests/receivers/totp.py");
     let out = Command::new("python3")
-        .args(["-c", script, secret, &steps.to_string()])
+        .arg(script)
+        .args([secret, &steps.to_string()])
         .output()
         .expect("python3 runs");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

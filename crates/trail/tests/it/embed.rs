@@ -94,13 +94,21 @@ async fn embedded_viewer_in_a_host_page() {
     b.goto(&format!("{}/orgs/default/admin/settings", served.base)).await;
     fill(&mut b, "#embed-origins", &allowed.origin).await;
     submit(&mut b, "form[data-api$='/embedding']").await;
-    b.wait_for(
-        "document.querySelector('#embed-origins').value !== '' && document.readyState === 'complete'",
-        "the saved origins",
-    )
-    .await;
-    let set = admin.get("/v1/orgs/default/embedding").await.unwrap();
-    assert_eq!(set["allowed_origins"], json!([allowed.origin]));
+    let mut set = Value::Null;
+    for _ in 0..100 {
+        set = admin.get("/v1/orgs/default/embedding").await.unwrap();
+        if set["allowed_origins"] != json!([]) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(set["allowed_origins"], json!([allowed.origin]), "saved from the settings page");
+    b.goto(&format!("{}/orgs/default/admin/settings", served.base)).await;
+    assert_eq!(
+        b.eval("document.querySelector('#embed-origins').value").await,
+        json!(allowed.origin),
+        "shown again"
+    );
 
     b.goto(&format!("{}/", allowed.origin)).await;
     let frame = b.child_frame().await;

@@ -10,6 +10,7 @@ mod crash;
 mod embed;
 mod export;
 mod flood;
+mod mfa;
 mod postgres;
 mod sink;
 mod stream;
