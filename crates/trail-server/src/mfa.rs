@@ -98,6 +98,15 @@ impl Enrolment {
         Ok(false)
     }
 
+    /// Accepts a code of the app or, failing that, a recovery code; says which (`None`: neither).
+    pub fn accept(&mut self, sealer: &Sealer, code: &str, now: Micros) -> ApiResult<Option<&'static str>> {
+        if self.accept_code(sealer, code, now)? {
+            return Ok(Some("totp"));
+        }
+        // Recovery codes are longer than the app's: a 6-digit guess never spends one.
+        Ok((code.trim().len() > DIGITS && self.accept_recovery(code)).then_some("recovery_code"))
+    }
+
     /// Accepts a recovery code once (it is removed).
     pub fn accept_recovery(&mut self, code: &str) -> bool {
         let hash = recovery_hash(code);

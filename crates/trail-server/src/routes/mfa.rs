@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use trail_model::time::{format_rfc3339, now};
-use trail_store::{Document, Permission, User};
+use trail_store::{Permission, User};
 
 use super::JsonBody;
 use super::bodies::{MfaCode, SignInSettings, typed};
@@ -110,7 +110,14 @@ async fn prove(state: &AppState, user: &User, addr: &ClientAddr, code: &str) -> 
     };
     let reservation =
         state.throttle.reserve(&user.email, addr.0, now()).map_err(super::session::throttled)?;
-    if e.accept_code(&state.sealer, code, now())? || (code.trim().len() > 6 && e.accept_recovery(code)) {
+    let accepted = match e.accept(&state.sealer, code, now()) {
+        Ok(a) => a,
+        Err(err) => {
+            state.throttle.cancelled(reservation);
+            return Err(err);
+        }
+    };
+    if accepted.is_some() {
         state.throttle.succeeded(reservation);
         Ok(e)
     } else {
@@ -151,22 +158,15 @@ pub async fn recovery_codes(
     Ok(Json(out))
 }
 
-fn sign_in_json(require_mfa: bool, doc: Option<&Document>) -> Value {
-    json!({
-        "require_mfa": require_mfa,
-        "updated_at": doc.map(|d| format_rfc3339(d.updated_at)),
-        "updated_by": doc.and_then(|d| d.body["updated_by"].as_str().map(str::to_string)),
-    })
-}
-
 pub async fn get_sign_in(
     State(state): State<AppState>,
     Path(org): Path<String>,
     p: Principal,
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
-    let doc = state.store.document(&org, SIGN_IN, "settings").await?;
-    Ok(Json(sign_in_json(doc.as_ref().is_some_and(|d| d.body["require_mfa"] == json!(true)), doc.as_ref())))
+    let doc = super::settings_document(&state, &org, SIGN_IN).await?;
+    let require = doc.as_ref().is_some_and(|d| d.body["require_mfa"] == json!(true));
+    Ok(Json(super::settings_json(json!({ "require_mfa": require }), doc.as_ref())))
 }
 
 pub async fn put_sign_in(
@@ -189,17 +189,11 @@ pub async fn put_sign_in(
         .with_field("require_mfa"));
     }
     let before = requires_mfa(&state, &org).await?;
-    let doc = Document {
-        org: org.clone(),
-        kind: SIGN_IN.into(),
-        id: "settings".into(),
-        body: json!({"require_mfa": body.require_mfa, "updated_by": p.actor_id()}),
-        updated_at: now(),
-    };
-    state.store.put_document(&doc, false).await?;
+    let fields = json!({ "require_mfa": body.require_mfa });
+    let doc = super::put_settings_document(&state, &org, SIGN_IN, fields.clone(), p.actor_id()).await?;
     if before != body.require_mfa {
         let action = if body.require_mfa { "sign_in.mfa_required" } else { "sign_in.mfa_optional" };
         p.audit(action, "organization").target(&org, None).ip(addr.text()).record(&state, &org).await?;
     }
-    Ok(Json(sign_in_json(body.require_mfa, Some(&doc))))
+    Ok(Json(super::settings_json(fields, Some(&doc))))
 }

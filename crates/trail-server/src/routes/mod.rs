@@ -208,6 +208,43 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
 }
 
+/// An org's settings kept as a document of their own (`id` "settings"): the embedding origins, the
+/// sign-in requirements. Read, and written with who changed them.
+pub(crate) async fn settings_document(
+    state: &AppState,
+    org: &str,
+    kind: &str,
+) -> crate::error::ApiResult<Option<trail_store::Document>> {
+    Ok(state.store.document(org, kind, "settings").await?)
+}
+
+pub(crate) async fn put_settings_document(
+    state: &AppState,
+    org: &str,
+    kind: &str,
+    mut fields: Value,
+    by: String,
+) -> crate::error::ApiResult<trail_store::Document> {
+    fields["updated_by"] = Value::String(by);
+    let doc = trail_store::Document {
+        org: org.to_string(),
+        kind: kind.to_string(),
+        id: "settings".into(),
+        body: fields,
+        updated_at: trail_model::time::now(),
+    };
+    state.store.put_document(&doc, false).await?;
+    Ok(doc)
+}
+
+/// Settings as the API answers them: the fields, and when and by whom they were last changed.
+pub(crate) fn settings_json(mut fields: Value, doc: Option<&trail_store::Document>) -> Value {
+    fields["updated_at"] =
+        doc.map_or(Value::Null, |d| Value::String(trail_model::time::format_rfc3339(d.updated_at)));
+    fields["updated_by"] = doc.and_then(|d| d.body.get("updated_by").cloned()).unwrap_or(Value::Null);
+    fields
+}
+
 /// Path parameters must be UTF-8 once percent-decoded (`/v1/orgs/%FF/events`); checked before the
 /// handler because axum's own `Path` rejection is plain text, not the JSON error every answer has.
 async fn utf8_path(req: Request, next: axum::middleware::Next) -> axum::response::Response {

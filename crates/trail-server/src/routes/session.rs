@@ -137,12 +137,14 @@ pub async fn login_mfa(
             return Err(e);
         }
     };
-    let code = body.code.trim();
-    let how = if enrolment.accept_code(&state.sealer, code, now)? {
-        "totp"
-    } else if code.len() > 6 && enrolment.accept_recovery(code) {
-        "recovery_code"
-    } else {
+    let accepted = match enrolment.accept(&state.sealer, &body.code, now) {
+        Ok(a) => a,
+        Err(e) => {
+            state.throttle.cancelled(reservation);
+            return Err(e);
+        }
+    };
+    let Some(how) = accepted else {
         Metrics::add(&state.metrics.sign_in_failures, 1);
         record_failure(&state, &user.email, Some(&user), addr.text(), "wrong second-factor code");
         return Err(ApiError::new(

@@ -6,7 +6,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde_json::{Value, json};
 use trail_model::time::{MICROS_PER_SECOND, format_rfc3339, now};
-use trail_store::{Document, Permission, Scope};
+use trail_store::{Permission, Scope};
 
 use super::JsonBody;
 use super::bodies::{EmbeddingSettings, NewViewerToken, ViewerPermission, typed};
@@ -173,22 +173,15 @@ pub async fn revoke(
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn embedding_json(origins: &[String], doc: Option<&Document>) -> Value {
-    json!({
-        "allowed_origins": origins,
-        "updated_at": doc.map(|d| format_rfc3339(d.updated_at)),
-        "updated_by": doc.and_then(|d| d.body["updated_by"].as_str().map(str::to_string)),
-    })
-}
-
 pub async fn get_embedding(
     State(state): State<AppState>,
     Path(org): Path<String>,
     p: Principal,
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
-    let doc = state.store.document(&org, viewer::EMBEDDING, "settings").await?;
-    Ok(Json(embedding_json(&viewer::allowed_origins(&state, &org).await?, doc.as_ref())))
+    let doc = super::settings_document(&state, &org, viewer::EMBEDDING).await?;
+    let origins = viewer::allowed_origins(&state, &org).await?;
+    Ok(Json(super::settings_json(json!({ "allowed_origins": origins }), doc.as_ref())))
 }
 
 pub async fn put_embedding(
@@ -214,14 +207,9 @@ pub async fn put_embedding(
         }
     }
     let before = viewer::allowed_origins(&state, &org).await?;
-    let doc = Document {
-        org: org.clone(),
-        kind: viewer::EMBEDDING.into(),
-        id: "settings".into(),
-        body: json!({"allowed_origins": origins, "updated_by": p.actor_id()}),
-        updated_at: now(),
-    };
-    state.store.put_document(&doc, false).await?;
+    let fields = json!({ "allowed_origins": origins });
+    let doc =
+        super::put_settings_document(&state, &org, viewer::EMBEDDING, fields.clone(), p.actor_id()).await?;
     p.audit("embedding.updated", "organization")
         .target(&org, None)
         .ip(addr.text())
@@ -229,5 +217,5 @@ pub async fn put_embedding(
         .info("after", json!(origins))
         .record(&state, &org)
         .await?;
-    Ok(Json(embedding_json(&origins, Some(&doc))))
+    Ok(Json(super::settings_json(fields, Some(&doc))))
 }
