@@ -27,6 +27,24 @@ const DIGITS: usize = 6;
 pub const CHALLENGE_SECS: i64 = 300;
 const RECOVERY_CODES: usize = 10;
 
+/// Locks that serialise the checks of one user's codes on this node (striped: a fixed 64, whatever
+/// the number of users). Several PostgreSQL nodes do not share them (README notes it).
+#[derive(Debug)]
+pub struct Locks([tokio::sync::Mutex<()>; 64]);
+
+impl Default for Locks {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| tokio::sync::Mutex::new(())))
+    }
+}
+
+impl Locks {
+    pub fn of(&self, user_id: &str) -> &tokio::sync::Mutex<()> {
+        let h = Sha256::digest(user_id.as_bytes());
+        &self.0[usize::from(h[0]) % self.0.len()]
+    }
+}
+
 /// A user's TOTP enrolment, as stored.
 #[derive(Clone, Serialize, Deserialize)]
 pub struct Enrolment {
@@ -38,6 +56,9 @@ pub struct Enrolment {
     pub recovery: Vec<String>,
     /// The last time step whose code was accepted: a code is good once.
     pub last_step: u64,
+    /// Hex random bytes the recovery codes are hashed with (one crack covers one enrolment).
+    #[serde(default)]
+    pub salt: String,
 }
 
 impl std::fmt::Debug for Enrolment {
@@ -62,11 +83,14 @@ impl Enrolment {
         rand::thread_rng().fill_bytes(&mut secret);
         // RFC 4648 base32 without padding, as authenticator apps take secrets.
         let encoded = totp_rs::Secret::Raw(secret.to_vec()).to_encoded().to_string();
+        let mut salt = [0u8; 16];
+        rand::thread_rng().fill_bytes(&mut salt);
         let e = Self {
             secret: b64().encode(sealer.seal(&secret)),
             confirmed_at: None,
             recovery: Vec::new(),
             last_step: 0,
+            salt: hex::encode(salt),
         };
         (e, encoded)
     }
@@ -109,7 +133,7 @@ impl Enrolment {
 
     /// Accepts a recovery code once (it is removed).
     pub fn accept_recovery(&mut self, code: &str) -> bool {
-        let hash = recovery_hash(code);
+        let hash = recovery_hash(&self.salt, code);
         let before = self.recovery.len();
         self.recovery.retain(|h| !bool::from(h.as_bytes().ct_eq(hash.as_bytes())));
         self.recovery.len() < before
@@ -126,16 +150,16 @@ impl Enrolment {
                 format!("{}-{}", &c[..5], &c[5..])
             })
             .collect();
-        self.recovery = codes.iter().map(|c| recovery_hash(c)).collect();
+        self.recovery = codes.iter().map(|c| recovery_hash(&self.salt, c)).collect();
         codes
     }
 }
 
 /// Recovery codes are compared without case, spaces or dashes (as people type them).
-fn recovery_hash(code: &str) -> String {
+fn recovery_hash(salt: &str, code: &str) -> String {
     let normal: String =
         code.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect();
-    hex::encode(Sha256::digest(format!("trail-recovery\0{normal}").as_bytes()))
+    hex::encode(Sha256::digest(format!("trail-recovery\0{salt}\0{normal}").as_bytes()))
 }
 
 /// The `otpauth://` URI authenticator apps read from the QR code.

@@ -38,8 +38,12 @@ pub struct AppState {
     pub streams: Arc<stream::Streams>,
     /// Alert rules' evaluation and notifications (runs while the server serves).
     pub alerts: Arc<alerts::Alerts>,
-    /// Seals secrets kept at rest (second factors) under a key derived from the log key.
+    /// Seals second factors' secrets kept at rest, under a key derived from the log key.
     pub sealer: stream::seal::Sealer,
+    /// Seals sign-in challenges (the password step of a sign-in with a second factor).
+    pub challenges: stream::seal::Sealer,
+    /// Serialises the checks of one user's codes (a code, or a recovery code, is good once).
+    pub mfa_locks: Arc<crate::mfa::Locks>,
     /// The `audit.log` sink's health, while it runs.
     pub sink: Option<Arc<sink::SinkStatus>>,
     /// Orgs' retention policies, read from the store at most every few seconds.
@@ -116,7 +120,9 @@ impl AppState {
             alerts::notify::Notifier::new(settings.smtp.clone(), stream::seal::Sealer::new(&signer)),
         );
         Self {
-            sealer: stream::seal::Sealer::new(&signer),
+            sealer: stream::seal::Sealer::for_purpose(&signer, "trail second factors v1"),
+            challenges: stream::seal::Sealer::for_purpose(&signer, "trail sign-in challenges v1"),
+            mfa_locks: Arc::default(),
             streams,
             alerts,
             store,

@@ -110,7 +110,13 @@ pub async fn resolve(state: &AppState, token: &str) -> ApiResult<Option<Viewer>>
     let valid = bool::from(grant.secret_hash.as_bytes().ct_eq(hex::encode(secret_hash(secret)).as_bytes()))
         && grant.revoked_at.is_none()
         && grant.expires_at > now();
-    Ok(valid.then(|| Viewer { org: org.to_string(), id: id.to_string(), grant }))
+    if !valid {
+        return Ok(None);
+    }
+    // Revoking (or the expiry of) the key that minted a token ends the token too.
+    let minter = state.store.api_key(&grant.created_by).await?;
+    let live = minter.is_some_and(|k| k.revoked_at.is_none() && k.expires_at.is_none_or(|t| t > now()));
+    Ok(live.then(|| Viewer { org: org.to_string(), id: id.to_string(), grant }))
 }
 
 /// Whether `value` of `field` lies within the fixed values (an action prefix within a fixed prefix).
@@ -176,6 +182,17 @@ impl Viewer {
         Ok(())
     }
 
+    /// Whether this viewer sees an export: one of its user's, made through a token whose filter lies
+    /// within this one's (a user id the host reuses across tenants sees no other tenant's exports).
+    pub fn sees_export(&self, e: &trail_store::Export) -> bool {
+        if e.requested_by != self.owner() {
+            return false;
+        }
+        let Ok(mut pairs) = crate::exports::filter_pairs(&e.filters) else { return false };
+        let given = pairs.len();
+        self.constrain(&mut pairs).is_ok() && pairs.len() == given
+    }
+
     /// Whether the token's filter admits an event (an event opened by id).
     pub fn admits(&self, e: &StoredEvent) -> bool {
         FIXED_FIELDS.iter().all(|field| {
@@ -234,6 +251,15 @@ pub fn check_origin(o: &str) -> Result<String, String> {
     let url = reqwest::Url::parse(o).map_err(|e| format!("{o} is not an origin: {e}"))?;
     if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
         return Err(format!("{o} is not an http or https origin"));
+    }
+    // A host name of letters, digits, hyphens and dots (or an IP address): the URL parser lets `*`,
+    // `;`, `,` and quotes through, which would widen or end the header's directive.
+    if let Some(d) = url.domain()
+        && !d.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+    {
+        return Err(format!(
+            "{o} is not an origin: its host may have only letters, digits, hyphens and dots"
+        ));
     }
     let origin = url.origin().ascii_serialization();
     if origin != o.trim_end_matches('/') {
@@ -310,9 +336,19 @@ mod tests {
     fn origins_are_scheme_host_and_port_only() {
         assert_eq!(check_origin("https://app.example.com").unwrap(), "https://app.example.com");
         assert_eq!(check_origin("http://127.0.0.1:8080/").unwrap(), "http://127.0.0.1:8080");
-        for bad in
-            ["app.example.com", "ftp://x.example", "https://x.example/path", "https://x.example?q", "*"]
-        {
+        assert_eq!(check_origin("http://[::1]:8080").unwrap(), "http://[::1]:8080");
+        for bad in [
+            "app.example.com",
+            "ftp://x.example",
+            "https://x.example/path",
+            "https://x.example?q",
+            "*",
+            "https://*",
+            "https://*.example.com",
+            "https://a.example;sandbox",
+            "https://a,script-src",
+            "https://a'b.example",
+        ] {
             assert!(check_origin(bad).is_err(), "{bad}");
         }
     }

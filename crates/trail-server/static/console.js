@@ -133,16 +133,17 @@ document.querySelector("[data-login-code]")?.addEventListener("submit", async (e
   }
 });
 
-document.querySelector("[data-mfa-start]")?.addEventListener("click", async (e) => {
-  const button = e.currentTarget;
+document.querySelector("[data-mfa-start]")?.addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const start = e.currentTarget;
   const slot = document.querySelector("[data-mfa-error]");
   slot.textContent = "";
   try {
-    const enrolment = await api("POST", "/v1/me/mfa/totp", {});
+    const enrolment = await api("POST", "/v1/me/mfa/totp", { current_password: start.current_password.value });
     document.querySelector("[data-qr]").src = `data:image/svg+xml;base64,${btoa(enrolment.qr_svg)}`;
     document.querySelector("[data-secret]").textContent = enrolment.secret;
     document.querySelector("[data-mfa-enrol]").hidden = false;
-    button.hidden = true;
+    start.hidden = true;
     document.querySelector("#confirm-code").focus();
   } catch (err) {
     slot.textContent = err.message;

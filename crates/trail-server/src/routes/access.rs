@@ -460,29 +460,8 @@ pub async fn change_password(
     let body: PasswordChange = typed(body)?;
     // Passwords are taken exactly as typed: never trimmed.
     let (current, new) = (body.current_password, body.new_password);
-    if current.chars().count() > auth::MAX_PASSWORD_CHARS {
-        return Err(bad(
-            "current_password",
-            format!("current_password must be at most {} characters", auth::MAX_PASSWORD_CHARS),
-        ));
-    }
     check_password_strength(&new, "new_password")?;
-    // Throttled like a sign-in and on the same account budget: a stolen session must not become a
-    // way to guess the password without limit.
-    let reservation = state.throttle.reserve(&user.email, addr.0, now()).map_err(|blocked| {
-        crate::metrics::Metrics::add(&state.metrics.sign_in_throttled, 1);
-        super::session::throttled(blocked)
-    })?;
-    let phc = user.password_hash.clone();
-    let factor = crate::mfa::enabled(&state, &user.id).await?;
-    if !state.password_checks.verify_reserved(&state.throttle, reservation, current, phc, factor).await? {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "invalid_credentials",
-            "the current password is wrong",
-        )
-        .with_field("current_password"));
-    }
+    check_current_password(&state, user, &addr, current).await?;
     let hash = state.password_checks.run(move || auth::hash_password(&new)).await??;
     state.store.set_password(&user.id, &hash).await?;
     state.store.delete_user_sessions(&user.id, Some(session_id)).await?;
@@ -493,6 +472,38 @@ pub async fn change_password(
         .record_in(&state, &orgs)
         .await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// A signed-in person's `current_password`, for a change a stolen session alone must not make;
+/// throttled like a sign-in and on the same account budget, so it is no way to guess the password
+/// without limit.
+pub(crate) async fn check_current_password(
+    state: &AppState,
+    user: &trail_store::User,
+    addr: &ClientAddr,
+    current: String,
+) -> ApiResult<()> {
+    if current.chars().count() > auth::MAX_PASSWORD_CHARS {
+        return Err(bad(
+            "current_password",
+            format!("current_password must be at most {} characters", auth::MAX_PASSWORD_CHARS),
+        ));
+    }
+    let factor = crate::mfa::enabled(state, &user.id).await?;
+    let reservation = state.throttle.reserve(&user.email, addr.0, now()).map_err(|blocked| {
+        crate::metrics::Metrics::add(&state.metrics.sign_in_throttled, 1);
+        super::session::throttled(blocked)
+    })?;
+    let phc = user.password_hash.clone();
+    if !state.password_checks.verify_reserved(&state.throttle, reservation, current, phc, factor).await? {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "invalid_credentials",
+            "the current password is wrong",
+        )
+        .with_field("current_password"));
+    }
+    Ok(())
 }
 
 /// Minimum password rules: long enough to resist guessing, bounded so Argon2 input stays small.
@@ -671,15 +682,8 @@ pub async fn accept_invitation(
             };
             check_password_strength(&password, "password")?;
             match state.store.user_by_email(&inv.email).await? {
-                // An account with a second factor joins only signed in (with both factors).
-                Some(existing) if crate::mfa::enabled(&state, &existing.id).await? => {
-                    return Err(ApiError::new(
-                        StatusCode::UNAUTHORIZED,
-                        "password_required",
-                        "sign in as the invited user and open the link again",
-                    ));
-                }
                 Some(existing) => {
+                    let factor = crate::mfa::enabled(&state, &existing.id).await?;
                     let reservation = state.throttle.reserve(&existing.email, addr.0, now).map_err(|b| {
                         crate::metrics::Metrics::add(&state.metrics.sign_in_throttled, 1);
                         super::session::throttled(b)
@@ -687,8 +691,11 @@ pub async fn accept_invitation(
                     let phc = existing.password_hash.clone();
                     if !state
                         .password_checks
-                        .verify_reserved(&state.throttle, reservation, password, phc, false)
+                        .verify_reserved(&state.throttle, reservation, password, phc, factor)
                         .await?
+                        // An account with a second factor joins only signed in (with both factors);
+                        // answered as a wrong password is, so the link tells nothing of the account.
+                        || factor
                     {
                         return Err(ApiError::new(
                             StatusCode::UNAUTHORIZED,

@@ -74,6 +74,14 @@ pub struct SecondFactor {
     pub code: String,
 }
 
+/// Starting an enrolment takes your password (a session alone must not add a factor).
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MfaStart {
+    #[schemars(length(max = 1024))]
+    pub current_password: String,
+}
+
 /// A code from the authenticator app (or, where it says so, a recovery code).
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -582,6 +590,7 @@ pub fn schemas() -> Map<String, Value> {
         NewViewerToken,
         EmbeddingSettings,
         SecondFactor,
+        MfaStart,
         MfaCode,
         SignInSettings
     );

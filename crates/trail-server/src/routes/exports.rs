@@ -47,10 +47,7 @@ pub async fn create(
     addr: ClientAddr,
     JsonBody(body): JsonBody,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let viewer = p.require_view(&state, &org).await?;
-    if viewer.is_some_and(|v| !v.grant.can_export) {
-        return Err(ApiError::forbidden("this viewer token was not minted to export"));
-    }
+    let viewer = exporting_viewer(&state, &org, &p).await?;
     let body: NewExport = typed(body)?;
     let name = body.name.trim();
     if name.is_empty() || body.name.chars().count() > 200 {
@@ -133,20 +130,33 @@ pub async fn list(
     Path(org): Path<String>,
     p: Principal,
 ) -> ApiResult<Json<Value>> {
-    let viewer = p.require_view(&state, &org).await?;
+    let viewer = exporting_viewer(&state, &org, &p).await?;
     let list = state.store.exports(&org).await?;
-    let mine = |e: &&Export| viewer.is_none_or(|v| e.requested_by == v.owner());
+    let mine = |e: &&Export| viewer.is_none_or(|v| v.sees_export(e));
     Ok(Json(json!({"exports": list.iter().filter(mine).map(export_json).collect::<Vec<_>>()})))
 }
 
-/// An export the caller may see: any of the org's, or, for a viewer, those of its user.
-async fn find(state: &AppState, org: &str, id: &str, p: &Principal) -> ApiResult<Export> {
+/// Exports need `require_read`, or a viewer token minted to export (answered, to narrow with).
+async fn exporting_viewer<'a>(
+    state: &AppState,
+    org: &str,
+    p: &'a Principal,
+) -> ApiResult<Option<&'a crate::viewer::Viewer>> {
     let viewer = p.require_view(state, org).await?;
+    if viewer.is_some_and(|v| !v.grant.can_export) {
+        return Err(ApiError::forbidden("this viewer token was not minted to export"));
+    }
+    Ok(viewer)
+}
+
+/// An export the caller may see: any of the org's, or, for a viewer, its user's within its filter.
+async fn find(state: &AppState, org: &str, id: &str, p: &Principal) -> ApiResult<Export> {
+    let viewer = exporting_viewer(state, org, p).await?;
     state
         .store
         .export(org, id)
         .await?
-        .filter(|e| viewer.is_none_or(|v| e.requested_by == v.owner()))
+        .filter(|e| viewer.is_none_or(|v| v.sees_export(e)))
         .ok_or_else(|| ApiError::not_found(format!("export {id}")))
 }
 

@@ -9,7 +9,7 @@ use trail_model::time::{format_rfc3339, now};
 use trail_store::{Permission, User};
 
 use super::JsonBody;
-use super::bodies::{MfaCode, SignInSettings, typed};
+use super::bodies::{MfaCode, MfaStart, SignInSettings, typed};
 use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{ClientAddr, Principal};
@@ -54,10 +54,16 @@ pub async fn status(State(state): State<AppState>, p: Principal) -> ApiResult<Js
     Ok(Json(status_json(mfa::enrolment(&state, &user.id).await?.as_ref())))
 }
 
-/// Starts (or starts again) an enrolment: the secret, its `otpauth://` URI and QR code. Nothing
-/// changes at sign-in until a code confirms it.
-pub async fn start(State(state): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
+/// Starts (or starts again) an enrolment, with your password: the secret, its `otpauth://` URI and
+/// QR code. Nothing changes at sign-in until a code confirms it.
+pub async fn start(
+    State(state): State<AppState>,
+    p: Principal,
+    addr: ClientAddr,
+    JsonBody(body): JsonBody,
+) -> ApiResult<Json<Value>> {
     let (user, _) = person(&p)?;
+    let body: MfaStart = typed(body)?;
     if mfa::enabled(&state, &user.id).await? {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -65,6 +71,7 @@ pub async fn start(State(state): State<AppState>, p: Principal) -> ApiResult<Jso
             "two-factor sign-in is already on; turn it off first to enrol another app",
         ));
     }
+    super::access::check_current_password(&state, user, &addr, body.current_password).await?;
     let (enrolment, secret) = Enrolment::new(&state.sealer);
     mfa::save(&state, &user.id, Some(&enrolment)).await?;
     let uri = mfa::otpauth_uri(&state.settings.server_name, &user.email, &secret);
@@ -82,6 +89,7 @@ pub async fn confirm(
 ) -> ApiResult<Json<Value>> {
     let (user, session_id) = person(&p)?;
     let body: MfaCode = typed(body)?;
+    let _checking = state.mfa_locks.of(&user.id).lock().await;
     let Some(mut e) = mfa::enrolment(&state, &user.id).await?.filter(|e| e.confirmed_at.is_none()) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -134,6 +142,7 @@ pub async fn disable(
 ) -> ApiResult<Json<Value>> {
     let (user, _) = person(&p)?;
     let body: MfaCode = typed(body)?;
+    let _checking = state.mfa_locks.of(&user.id).lock().await;
     prove(&state, user, &addr, &body.code).await?;
     mfa::save(&state, &user.id, None).await?;
     record(&state, user, "user.mfa_disabled", &addr).await?;
@@ -149,6 +158,7 @@ pub async fn recovery_codes(
 ) -> ApiResult<Json<Value>> {
     let (user, _) = person(&p)?;
     let body: MfaCode = typed(body)?;
+    let _checking = state.mfa_locks.of(&user.id).lock().await;
     let mut e = prove(&state, user, &addr, &body.code).await?;
     let codes = e.new_recovery_codes();
     mfa::save(&state, &user.id, Some(&e)).await?;

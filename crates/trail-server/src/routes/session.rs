@@ -96,7 +96,7 @@ pub async fn login(
         let now = trail_model::time::now();
         return Ok(Json(json!({
             "mfa_required": true,
-            "challenge": crate::mfa::challenge(&state.sealer, &user.id, now),
+            "challenge": crate::mfa::challenge(&state.challenges, &user.id, now),
             "expires_at": format_rfc3339(now + crate::mfa::CHALLENGE_SECS * 1_000_000),
         }))
         .into_response());
@@ -120,12 +120,15 @@ pub async fn login_mfa(
         )
         .with_field("challenge")
     };
-    let user_id = crate::mfa::challenged_user(&state.sealer, &body.challenge, now).ok_or_else(expired)?;
+    let user_id = crate::mfa::challenged_user(&state.challenges, &body.challenge, now).ok_or_else(expired)?;
     let user = state.store.user(&user_id).await?.ok_or_else(expired)?;
     let reservation = state.throttle.reserve(&user.email, addr.0, now).map_err(|blocked| {
         Metrics::add(&state.metrics.sign_in_throttled, 1);
         throttled(blocked)
     })?;
+    // One check of this user's codes at a time: the step or recovery code is spent before another
+    // request can test it.
+    let _checking = state.mfa_locks.of(&user.id).lock().await;
     let mut enrolment = match crate::mfa::enrolment(&state, &user.id).await {
         Ok(Some(e)) if e.confirmed_at.is_some() => e,
         Ok(_) => {

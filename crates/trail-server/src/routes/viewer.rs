@@ -81,6 +81,12 @@ pub async fn mint(
         )
         .with_field("ttl_secs"));
     }
+    // A field given without a value would fix nothing and open the whole org: refused.
+    if let Some((k, _)) =
+        body.filter.iter().flatten().find(|(_, v)| v.is_null() || v.as_array().is_some_and(Vec::is_empty))
+    {
+        return Err(crate::routes::empty_parameter(&format!("filter.{k}")));
+    }
     let filter = match body.filter {
         Some(m) => crate::exports::filter_pairs(&Value::Object(m)).map_err(|mut e| {
             e.field = e.field.map(|f| f.replacen("filters.", "filter.", 1));

@@ -25,8 +25,15 @@ const VERSION: u8 = 1;
 
 impl Sealer {
     pub fn new(signer: &trail_merkle::Signer) -> Self {
+        Self::for_purpose(signer, "trail destination secrets v1")
+    }
+
+    /// A cipher of its own for each purpose (destinations' secrets, second factors, sign-in
+    /// challenges): what one seals, another does not open.
+    pub fn for_purpose(signer: &trail_merkle::Signer, purpose: &str) -> Self {
         let mut h = Sha256::new();
-        h.update(b"trail destination secrets v1\0");
+        h.update(purpose.as_bytes());
+        h.update(b"\0");
         h.update(signer.secret_bytes());
         let key: [u8; 32] = h.finalize().into();
         Self { cipher: ChaCha20Poly1305::new(Key::from_slice(&key)) }

@@ -29,8 +29,8 @@ async fn post(c: &Client, path: &str, body: Value) -> (u16, Value) {
 }
 
 /// Enrols `c`'s user and answers the secret and the recovery codes.
-pub async fn enrol(c: &Client) -> (String, Vec<String>) {
-    let started = c.post("/v1/me/mfa/totp", &json!({})).await.unwrap();
+pub async fn enrol(c: &Client, password: &str) -> (String, Vec<String>) {
+    let started = c.post("/v1/me/mfa/totp", &json!({"current_password": password})).await.unwrap();
     let secret = started["secret"].as_str().unwrap().to_string();
     assert!(started["otpauth_uri"].as_str().unwrap().contains(&format!("secret={secret}")));
     assert!(started["qr_svg"].as_str().unwrap().starts_with("<svg"));
@@ -59,7 +59,11 @@ async fn enrolment_then_sign_in_with_a_code_or_a_recovery_code() {
     let status = s.admin.get("/v1/me/mfa").await.unwrap();
     assert_eq!((status["enabled"].as_bool(), status["pending"].as_bool()), (Some(false), Some(false)));
     // A pending enrolment changes nothing at sign-in; a wrong code does not confirm it.
-    let started = s.admin.post("/v1/me/mfa/totp", &json!({})).await.unwrap();
+    // A session alone cannot add a factor: the password is asked.
+    let e = s.admin.post("/v1/me/mfa/totp", &json!({"current_password": "not it"})).await.unwrap_err();
+    assert_eq!((e.status(), e.code()), (Some(403), Some("invalid_credentials")));
+    let started =
+        s.admin.post("/v1/me/mfa/totp", &json!({"current_password": ADMIN_PASSWORD})).await.unwrap();
     let secret = started["secret"].as_str().unwrap();
     s.anon
         .login("admin@localhost", ADMIN_PASSWORD)
@@ -79,7 +83,7 @@ async fn enrolment_then_sign_in_with_a_code_or_a_recovery_code() {
     assert_eq!(codes.len(), 10);
     assert_eq!(s.admin.get("/v1/me/mfa").await.unwrap()["recovery_codes_left"], 10);
     assert_eq!(other_session.me().await.unwrap_err().status(), Some(401), "sessions without the code end");
-    let e = s.admin.post("/v1/me/mfa/totp", &json!({})).await.unwrap_err();
+    let e = s.admin.post("/v1/me/mfa/totp", &json!({"current_password": ADMIN_PASSWORD})).await.unwrap_err();
     assert_eq!(e.status(), Some(409), "one factor at a time");
 
     // Password, then code: a session; the same code again is refused.
@@ -127,7 +131,7 @@ async fn enrolment_then_sign_in_with_a_code_or_a_recovery_code() {
 #[tokio::test]
 async fn wrong_codes_use_up_the_accounts_sign_in_budget() {
     let s = TestServer::start().await;
-    let (secret, _) = enrol(&s.admin).await;
+    let (secret, _) = enrol(&s.admin, ADMIN_PASSWORD).await;
     let challenge = password_step(&s).await;
     for n in 0..trail_server::throttle::ACCOUNT_LIMIT {
         let wrong = format!("{:06}", (n * 7919) % 1_000_000);
@@ -158,14 +162,14 @@ async fn an_org_can_require_a_second_factor() {
     let member =
         crate::security::user_with(&s, "auditor@acme.io", &[trail_store::Permission::LogManagement]).await.0;
     assert!(member.query("default", &[]).await.is_ok());
-    let (secret, _) = enrol(&s.admin).await;
+    let (secret, _) = enrol(&s.admin, ADMIN_PASSWORD).await;
     // Enrolling ended the admin's other sessions, but not this one (it proved the code).
     assert_eq!(s.admin.put(url, &json!({"require_mfa": true})).await.unwrap()["require_mfa"], true);
     let e = member.query("default", &[]).await.unwrap_err();
     assert_eq!((e.status(), e.code()), (Some(403), Some("mfa_required")));
     assert!(s.admin.query("default", &[]).await.is_ok(), "with a second factor");
     // The member sets one up (their account is not the org's) and is let in.
-    let (member_secret, _) = enrol(&member).await;
+    let (member_secret, _) = enrol(&member, crate::security::PASSWORD).await;
     assert!(member.query("default", &[]).await.is_ok());
     assert_ne!(member_secret, secret);
     let changed = s.admin.query_all("default", &[("action", "sign_in.mfa_required")]).await.unwrap();

@@ -11,7 +11,7 @@ use trail_store::{Group, Permission, Role, Store};
 
 use crate::{ADMIN_PASSWORD, TestServer, ev};
 
-const PASSWORD: &str = "a long test password";
+pub const PASSWORD: &str = "a long test password";
 
 /// A user of org `default` holding exactly `perms` (through a role and a group of their own),
 /// signed in.

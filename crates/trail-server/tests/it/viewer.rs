@@ -49,6 +49,9 @@ async fn minting_checks_what_it_is_given() {
         (json!({"user": {"id": "u"}, "filter": {"q": "free text"}}), "filter.q"),
         (json!({"user": {"id": "u"}, "filter": {"outcome": "maybe"}}), "filter.outcome"),
         (json!({"user": {"id": "u"}, "filter": {"project": ""}}), "filter.project"),
+        // A field without a value would fix nothing: the whole org would be open.
+        (json!({"user": {"id": "u"}, "filter": {"project": null}}), "filter.project"),
+        (json!({"user": {"id": "u"}, "filter": {"project": []}}), "filter.project"),
         (json!({"user": {"id": "u"}, "permissions": ["view", "delete"]}), "permissions"),
         (json!({"user": {"id": "u"}, "lifetime": 5}), "lifetime"),
     ];
@@ -171,6 +174,19 @@ async fn exports_need_the_permission_and_hold_only_the_filtered_events() {
     assert!(actors.contains(&"user1".to_string()) && actors.contains(&"user2".to_string()));
     let downloaded = s.admin.query_all("default", &[("action", "export.downloaded")]).await.unwrap();
     assert_eq!(downloaded[0]["actor"]["id"], "u-2");
+    // The same user id in another tenant's token (another project) sees none of these exports, and a
+    // token without export sees no history at all.
+    let (_, other_tenant) = mint(
+        &key,
+        json!({"user": {"id": "u-2"}, "permissions": ["view", "export"], "filter": {"project": "billing"}}),
+    )
+    .await;
+    let listed = other_tenant.get("/v1/orgs/default/exports").await.unwrap();
+    assert_eq!(listed["exports"], json!([]), "another tenant's exports stay hidden");
+    let e = other_tenant.get_text(&format!("/v1/orgs/default/exports/{id}/download")).await.unwrap_err();
+    assert_eq!(e.status(), Some(404));
+    let (_, no_export) = mint(&key, json!({"user": {"id": "u-2"}, "filter": {"project": "payments"}})).await;
+    assert_eq!(no_export.get("/v1/orgs/default/exports").await.unwrap_err().status(), Some(403));
 }
 
 #[tokio::test]
@@ -200,6 +216,14 @@ async fn revoked_and_expired_tokens_stop_at_once() {
     assert!(short.query("default", &[]).await.is_ok());
     tokio::time::sleep(Duration::from_millis(1100)).await;
     assert_eq!(short.query("default", &[]).await.unwrap_err().status(), Some(401));
+    // Revoking the key that minted a token ends the token.
+    let (_, live) = mint(&key, json!({"user": {"id": "u-1"}})).await;
+    assert!(live.query("default", &[]).await.is_ok());
+    let keys = s.admin.get("/v1/orgs/default/api-keys").await.unwrap();
+    let key_id =
+        keys["api_keys"].as_array().unwrap().iter().find(|k| k["name"] == "host backend").unwrap()["id"].clone();
+    s.admin.revoke_api_key("default", key_id.as_str().unwrap()).await.unwrap();
+    assert_eq!(live.query("default", &[]).await.unwrap_err().status(), Some(401));
     // A made-up token of the right shape, and a real one's secret altered.
     let forged = key.with_token(format!("trv_default.{}.x", minted["id"].as_str().unwrap()));
     assert_eq!(forged.query("default", &[]).await.unwrap_err().status(), Some(401));

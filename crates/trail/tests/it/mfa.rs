@@ -55,7 +55,8 @@ async fn two_factor_sign_in_in_the_console() {
     sign_in(&mut b, &base, "admin@localhost", PASSWORD).await;
     b.goto(&format!("{base}/account")).await;
     assert_eq!(b.eval("document.querySelector('[data-mfa-state]').dataset.mfaState").await, json!("off"));
-    b.eval("document.querySelector('[data-mfa-start]').click(), true").await;
+    fill(&mut b, "#mfa-password", PASSWORD).await;
+    submit(&mut b, "form[data-mfa-start]").await;
     let secret = b.wait_for("document.querySelector('[data-secret]').textContent", "the key").await;
     let secret = secret.as_str().unwrap().to_string();
     // The QR code is an image the browser decoded (an SVG of the otpauth URI).
