@@ -10,7 +10,7 @@ TOKEN=$(curl -sf "$BASE/v1/auth/login" -H "$J" \
   -d "{\"email\":\"admin@localhost\",\"password\":\"$TRAIL_ADMIN_PASSWORD\"}" | get 'd["token"]')
 A=(-H "authorization: Bearer $TOKEN" -H "$J")
 KEY=$(curl -sf "$BASE/v1/orgs/default/api-keys" "${A[@]}" \
-  -d '{"name":"schemathesis","scopes":["events:write","events:read"]}' | get 'd["secret"]')
+  -d '{"name":"schemathesis","scopes":["events:write","events:read","viewer:mint"]}' | get 'd["secret"]')
 for i in 1 2 3 4 5; do
   curl -sf "$BASE/v1/orgs/default/events" -H "authorization: Bearer $KEY" -H "$J" -d "{\"id\":\"st-ev-$i\",
     \"actor\":{\"id\":\"alice@example.com\",\"ip\":\"203.0.113.7\"},\"action\":\"component.deployed\",
@@ -48,6 +48,8 @@ for _ in $(seq 50); do
   sleep 0.2
 done
 NOW=$(date -u +%s)
+VIEWER_DEL=$(curl -sf "$BASE/v1/orgs/default/viewer-tokens" -H "authorization: Bearer $KEY" -H "$J" \
+  -d '{"user":{"id":"st-viewer"}}' | get 'd["id"]')
 cat <<ENV
 ST_TOKEN=$TOKEN
 ST_KEY=$KEY
@@ -66,6 +68,7 @@ ST_SEARCH_KEEP=$SEARCH_KEEP
 ST_SEARCH_DEL=$SEARCH_DEL
 ST_RULE_KEEP=$RULE_KEEP
 ST_RULE_DEL=$RULE_DEL
+ST_VIEWER_DEL=$VIEWER_DEL
 ST_FROM=$(date -u -d "@$((NOW - 3600))" +%Y-%m-%dT%H:%M:%SZ)
 ST_TO=$(date -u -d "@$((NOW + 3600))" +%Y-%m-%dT%H:%M:%SZ)
 ENV

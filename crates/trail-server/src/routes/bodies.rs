@@ -276,18 +276,32 @@ pub struct EventFilters {
     q: Option<String>,
 }
 
-/// The fields a viewer token's filter may fix: each a value, or several (ORed).
+/// A value a viewer token's filter fixes, or several (ORed); never empty.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code, reason = "describes the document; the handler reads the filter as query pairs")]
+pub enum FixedValues {
+    One(#[schemars(length(min = 1))] String),
+    Many(#[schemars(length(min = 1))] Vec<NonEmpty>),
+}
+
+/// A string of at least one character.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[allow(dead_code, reason = "describes the document")]
+pub struct NonEmpty(#[schemars(length(min = 1))] String);
+
+/// The fields a viewer token's filter may fix.
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code, reason = "describes the document; the handler reads the filter as query pairs")]
 pub struct FixedFilter {
-    actor: Option<OneOrMany>,
-    action: Option<OneOrMany>,
-    target_type: Option<OneOrMany>,
-    target_id: Option<OneOrMany>,
-    project: Option<OneOrMany>,
-    outcome: Option<OneOrMany>,
-    source: Option<OneOrMany>,
+    actor: Option<FixedValues>,
+    action: Option<FixedValues>,
+    target_type: Option<FixedValues>,
+    target_id: Option<FixedValues>,
+    project: Option<FixedValues>,
+    outcome: Option<FixedValues>,
+    source: Option<FixedValues>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
