@@ -221,7 +221,8 @@ async fn revoked_and_expired_tokens_stop_at_once() {
     assert!(live.query("default", &[]).await.is_ok());
     let keys = s.admin.get("/v1/orgs/default/api-keys").await.unwrap();
     let key_id =
-        keys["api_keys"].as_array().unwrap().iter().find(|k| k["name"] == "host backend").unwrap()["id"].clone();
+        keys["api_keys"].as_array().unwrap().iter().find(|k| k["name"] == "host backend").unwrap()["id"]
+            .clone();
     s.admin.revoke_api_key("default", key_id.as_str().unwrap()).await.unwrap();
     assert_eq!(live.query("default", &[]).await.unwrap_err().status(), Some(401));
     // A made-up token of the right shape, and a real one's secret altered.
