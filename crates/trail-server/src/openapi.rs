@@ -525,7 +525,7 @@ fn embedding(doc: &mut Value) {
             "get": op("Viewer tokens not yet expired or revoked (API key with viewer:mint, or LOG-MANAGEMENT)", &manage, org_only(), None,
                 responses(("200", ok("tokens", "ViewerTokenList")), &[401, 403, 404])),
             "post": op("Mint a viewer token for one of your users (API key with viewer:mint); the token is in this answer only", &["apiKey"], org_only(), Some("NewViewerToken"),
-                responses(("201", ok("minted", "ViewerTokenWithSecret")), &[400, 401, 403, 404, 415]))
+                responses(("201", ok("minted", "ViewerTokenWithSecret")), &[400, 401, 403, 404, 415, 429]))
         },
         "/v1/orgs/{org}/viewer-tokens/{id}": {"delete": op("Revoke a viewer token: it stops working at once", &manage, org_and("id", "viewer token id"), None,
             responses(("204", json!({"description": "revoked"})), &[401, 403, 404]))},

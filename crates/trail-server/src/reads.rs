@@ -1,6 +1,7 @@
 //! Who read the log is in the log. A person's search (a query's first page, in the console or over
 //! the API with a session) and each event they open are self-audit events, recorded once the answer
-//! is ready (so a search is never among its own results). An API key's reads are summed per key and
+//! is ready (so a search is never among its own results); an event opened again by the same person
+//! within 10 minutes is not recorded again (an integrity badge waiting for its checkpoint reloads it). An API key's reads are summed per key and
 //! hour and recorded once the hour is over (`log.read_by_key`): a SIEM polling every few seconds adds
 //! one event an hour, not thousands. An org may turn read auditing off (`read_audit`); the change is
 //! itself recorded.
@@ -35,11 +36,19 @@ struct Tally {
     events: u64,
 }
 
-/// API keys' reads not yet recorded, by (org, key id, hour start).
+/// API keys' reads not yet recorded, by (org, key id, hour start); and the events people opened
+/// lately, so one opened again and again (an integrity badge waiting for its checkpoint reloads it)
+/// is recorded once per [`VIEW_AGAIN`].
 #[derive(Debug, Default)]
 pub struct KeyReads {
     open: Mutex<HashMap<(String, String, Micros), Tally>>,
+    viewed: Mutex<HashMap<(String, String, String), Micros>>,
 }
+
+/// How long an event opened by the same person is not recorded again.
+pub const VIEW_AGAIN: Micros = 10 * 60 * MICROS_PER_SECOND;
+/// Most (org, reader, event) entries kept in memory before the stale ones are dropped.
+const MAX_VIEWED: usize = 50_000;
 
 impl KeyReads {
     fn add(&self, key: &ApiKey, events: u64, now: Micros) {
@@ -49,6 +58,25 @@ impl KeyReads {
             t.key_name.clone_from(&key.name);
             t.requests += 1;
             t.events += events;
+        }
+    }
+
+    /// Whether this is the reader's first opening of the event in [`VIEW_AGAIN`] (and notes it).
+    fn first_view(&self, org: &str, reader: &str, id: &str, now: Micros) -> bool {
+        let Ok(mut viewed) = self.viewed.lock() else { return true };
+        if viewed.len() >= MAX_VIEWED {
+            viewed.retain(|_, at| now - *at < VIEW_AGAIN);
+            if viewed.len() >= MAX_VIEWED {
+                viewed.clear();
+            }
+        }
+        let key = (org.to_string(), reader.to_string(), id.to_string());
+        match viewed.get(&key) {
+            Some(at) if now - *at < VIEW_AGAIN => false,
+            _ => {
+                viewed.insert(key, now);
+                true
+            }
         }
     }
 
@@ -185,7 +213,9 @@ pub async fn viewed(
     match (who, who.audit("log.event_viewed", "event")) {
         (Reader::Key(key), _) => state.key_reads.add(key, 1, trail_model::time::now()),
         (_, Some(audit)) => {
-            record(state, org, audit.target(id, None).ip(addr.text()).info("seq", seq)).await;
+            if state.key_reads.first_view(org, &audit.actor, id, trail_model::time::now()) {
+                record(state, org, audit.target(id, None).ip(addr.text()).info("seq", seq)).await;
+            }
         }
         (_, None) => {}
     }

@@ -268,16 +268,35 @@ pub fn check_origin(o: &str) -> Result<String, String> {
     Ok(origin)
 }
 
-/// Removes expired tokens' documents of an org, a page at a time (called when minting).
-pub async fn prune(state: &AppState, org: &str) {
-    let t = now();
-    let Ok(docs) = state.store.documents(Some(org), KIND, 1000, None).await else { return };
-    for d in docs {
-        let expired = d.body["expires_at"].as_i64().is_none_or(|e| e <= t);
-        if expired {
-            let _ = state.store.delete_document(org, KIND, &d.id).await;
+/// Most token documents an org keeps (minting beyond answers 429 until some expire).
+pub const MAX_TOKENS: usize = 10_000;
+
+/// Every token document of an org, page by page (at most [`MAX_TOKENS`]).
+pub async fn grants(state: &AppState, org: &str) -> ApiResult<Vec<Document>> {
+    let mut all: Vec<Document> = Vec::new();
+    loop {
+        let before = all.last().map(|d| d.id.clone());
+        let page = state.store.documents(Some(org), KIND, 1000, before.as_deref()).await?;
+        let done = page.len() < 1000;
+        all.extend(page);
+        if done || all.len() >= MAX_TOKENS {
+            return Ok(all);
         }
     }
+}
+
+/// Removes expired tokens' documents of an org (called when minting); answers how many are left.
+pub async fn prune(state: &AppState, org: &str) -> ApiResult<usize> {
+    let t = now();
+    let mut left = 0;
+    for d in grants(state, org).await? {
+        if d.body["expires_at"].as_i64().is_none_or(|e| e <= t) {
+            state.store.delete_document(org, KIND, &d.id).await?;
+        } else {
+            left += 1;
+        }
+    }
+    Ok(left)
 }
 
 #[cfg(test)]

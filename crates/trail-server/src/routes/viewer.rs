@@ -107,7 +107,18 @@ pub async fn mint(
         expires_at: t + i64::from(ttl) * MICROS_PER_SECOND,
         revoked_at: None,
     };
-    viewer::prune(&state, &org).await;
+    if viewer::prune(&state, &org).await? >= viewer::MAX_TOKENS {
+        let mut e = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_viewer_tokens",
+            format!(
+                "this organization has {} live viewer tokens; mint more as some expire",
+                viewer::MAX_TOKENS
+            ),
+        );
+        e.retry_after = Some(60);
+        return Err(e);
+    }
     let (doc, token) = viewer::mint(&org, grant.clone());
     state.store.put_document(&doc, true).await?;
     p.audit("viewer_token.created", "viewer_token")
@@ -144,7 +155,7 @@ pub async fn list(
 ) -> ApiResult<Json<Value>> {
     require_manage(&state, &org, &p).await?;
     let t = now();
-    let docs = state.store.documents(Some(&org), viewer::KIND, 1000, None).await?;
+    let docs = viewer::grants(&state, &org).await?;
     let tokens: Vec<Value> = docs
         .iter()
         .filter_map(|d| serde_json::from_value::<Grant>(d.body.clone()).ok().map(|g| (d, g)))
