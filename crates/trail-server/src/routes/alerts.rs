@@ -335,7 +335,8 @@ pub async fn update_rule(
     let mut r = rule_from(body, &p, old.created_at);
     r.created_by = old.created_by.clone();
     r.template = old.template.clone();
-    r.from_seq = old.from_seq;
+    // Enabled again, a rule watches from now: what arrived while it was off does not fire it.
+    r.from_seq = if r.enabled && !old.enabled { state.store.tree_size(&org).await? } else { old.from_seq };
     r.check()?;
     // The webhook keeps its secret while its URL stays; a new URL gets a new one.
     let same_hook = r.notify.webhook.as_ref().map(|w| &w.url) == old.notify.webhook.as_ref().map(|w| &w.url);

@@ -439,3 +439,36 @@ async fn saved_searches_are_private_or_shared() {
     let left = admin.get("/v1/orgs/default/searches").await.unwrap();
     assert_eq!(left["searches"].as_array().unwrap().len(), 1);
 }
+
+/// A rule turned off and on again watches from then: events that arrived while every rule of the
+/// org was off (so the evaluator stopped following it) do not fire it when it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rule_enabled_again_watches_from_then() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let served = Served::start(&data, &[]);
+    let admin = Client::new(&served.base).login("admin@localhost", PASSWORD).await.unwrap();
+    let key = Client::new(&served.base).with_token(create_key(&data, "events:write,events:read"));
+    let body = |enabled: bool| json!({"name": "Watch", "search": "action=test.watched", "condition": {"kind": "any"}, "cooldown_secs": 0, "enabled": enabled});
+    let rule = admin.post("/v1/orgs/default/alert-rules", &body(true)).await.unwrap();
+    let rule = rule["id"].as_str().unwrap().to_string();
+    admin.put(&format!("/v1/orgs/default/alert-rules/{rule}"), &body(false)).await.unwrap();
+    // The evaluator reloads rules every 2 s: it lets go of the org, then the event arrives.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let watched = json!({"actor": {"id": "test"}, "action": "test.watched", "target": {"type": "test"}, "outcome": "success"});
+    let while_off = key.ingest("default", &watched).await.unwrap().results[0].seq.unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    admin.put(&format!("/v1/orgs/default/alert-rules/{rule}"), &body(true)).await.unwrap();
+    let barrier = admin
+        .post(
+            "/v1/orgs/default/alert-rules",
+            &json!({"name": "Barrier", "search": "action=test.barrier", "condition": {"kind": "any"}, "cooldown_secs": 0}),
+        )
+        .await
+        .unwrap();
+    let barrier = barrier["id"].as_str().unwrap().to_string();
+    let after = key.ingest("default", &watched).await.unwrap().results[0].seq.unwrap();
+    settle(&admin, &key, &barrier).await;
+    let fired: Vec<Value> = firings(&admin, &rule).await.iter().map(|f| f["seqs"][0].clone()).collect();
+    assert_eq!(fired, [json!(after)], "the event at seq {while_off} arrived while the rule was off");
+}
