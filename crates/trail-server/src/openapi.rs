@@ -59,6 +59,29 @@ fn index_param(name: &str, description: &str) -> Value {
            "schema": {"type": "integer", "minimum": 0, "maximum": u64::MAX}})
 }
 
+/// The query's value rules for one filter field (also what a viewer token's filter may fix).
+fn filter_value(field: &str) -> Value {
+    match field {
+        "action" => json!({"type": "string", "minLength": 1, "maxLength": 129, "pattern": "^[^*]*\\*?$"}),
+        "outcome" => json!({"enum": ["success", "failure"]}),
+        "target_type" | "source" => text(64),
+        "project" => text(128),
+        _ => text(256),
+    }
+}
+
+/// A viewer token's fixed filter: each field one value or a non-empty list (never null or empty).
+fn fixed_filter() -> Value {
+    let mut props = serde_json::Map::new();
+    for f in crate::viewer::FIXED_FIELDS {
+        let item = filter_value(f);
+        let many = json!({"type": "array", "items": item, "minItems": 1, "maxItems": trail_model::query::MAX_VALUES});
+        props.insert(f.to_string(), json!({"anyOf": [item, many]}));
+    }
+    json!({"type": "object", "additionalProperties": false, "properties": props,
+           "description": "what every read of the token is narrowed to: each field one value or several (ORed)"})
+}
+
 fn filter_params(extra: &[Value]) -> Value {
     use trail_model::text::{MAX_QUERY_CHARS, MAX_TERMS};
     let time = json!({"type": "string", "format": "date-time"});
@@ -75,17 +98,17 @@ fn filter_params(extra: &[Value]) -> Value {
             time.clone(),
         ),
         query_param("to", "RFC 3339 end (exclusive); default: now", time),
-        repeated("actor", "actor id; repeat for OR", text(256)),
+        repeated("actor", "actor id; repeat for OR", filter_value("actor")),
         repeated(
             "action",
             "action, exact, or a prefix ending in a single * (component.*); repeat for OR",
-            json!({"type": "string", "minLength": 1, "maxLength": 129, "pattern": "^[^*]*\\*?$"}),
+            filter_value("action"),
         ),
-        repeated("target_type", "target type; repeat for OR", text(64)),
-        repeated("target_id", "target id; repeat for OR", text(256)),
-        repeated("project", "project; repeat for OR", text(128)),
-        repeated("outcome", "success or failure; repeat for OR", json!({"enum": ["success", "failure"]})),
-        repeated("source", "source; repeat for OR", text(64)),
+        repeated("target_type", "target type; repeat for OR", filter_value("target_type")),
+        repeated("target_id", "target id; repeat for OR", filter_value("target_id")),
+        repeated("project", "project; repeat for OR", filter_value("project")),
+        repeated("outcome", "success or failure; repeat for OR", filter_value("outcome")),
+        repeated("source", "source; repeat for OR", filter_value("source")),
         query_param(
             "q",
             &format!(
@@ -841,6 +864,8 @@ pub fn document() -> Value {
     // Request bodies: the schemas of the types the handlers deserialize into.
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.extend(crate::routes::bodies::schemas());
+        // Stated by hand: each field's values follow the query's own rules.
+        schemas.insert("FixedFilter".into(), fixed_filter());
     }
     for (method, path, id) in OPERATION_IDS {
         doc["paths"][*path][*method]["operationId"] = json!(id);

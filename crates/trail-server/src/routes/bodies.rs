@@ -39,6 +39,17 @@ pub fn typed<T: DeserializeOwned + JsonSchema>(value: Value) -> ApiResult<T> {
         .map(|m| m.keys().map(String::as_str).collect())
         .unwrap_or_default();
     super::fields(&value, &known)?;
+    // serde reads a struct from an array too (its fields in order): where the type is an object, an
+    // array is refused as the document says it is.
+    let root = schema.as_value();
+    if let Some(path) = array_for_object(root, root, &value, String::new()) {
+        let field = path.split(['.', '[']).next().unwrap_or_default().to_string();
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            format!("{path}: must be an object, not an array"),
+        )
+        .with_field(field));
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let why = e.into_inner().to_string();
@@ -51,6 +62,62 @@ pub fn typed<T: DeserializeOwned + JsonSchema>(value: Value) -> ApiResult<T> {
         let message = if path == "." { why } else { format!("{path}: {why}") };
         ApiError::bad_request("invalid_field", message).with_field(field)
     })
+}
+
+/// The subschema a `$ref` of `root` names (or `schema` itself).
+fn resolved<'a>(root: &'a Value, schema: &'a Value) -> &'a Value {
+    match schema.get("$ref").and_then(Value::as_str) {
+        Some(r) => {
+            root.get("$defs").and_then(|d| d.get(r.rsplit('/').next().unwrap_or_default())).unwrap_or(schema)
+        }
+        None => schema,
+    }
+}
+
+/// Whether `schema` lets a value of JSON type `t` through (an unconstrained schema does).
+fn allows(root: &Value, schema: &Value, t: &str) -> bool {
+    let schema = resolved(root, schema);
+    if let Some(branches) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Value::as_array) {
+        return branches.iter().any(|b| allows(root, b, t));
+    }
+    match schema.get("type") {
+        Some(Value::String(s)) => s == t,
+        Some(Value::Array(a)) => a.iter().any(|x| x == t),
+        _ => !(t == "array" && schema.get("properties").is_some()),
+    }
+}
+
+/// The path of the first array in `value` where `schema` (a subschema of `root`) takes no array.
+fn array_for_object(root: &Value, schema: &Value, value: &Value, path: String) -> Option<String> {
+    let schema = resolved(root, schema);
+    let here = || if path.is_empty() { ".".to_string() } else { path.clone() };
+    if value.is_array() && !allows(root, schema, "array") {
+        return Some(here());
+    }
+    if let Some(branches) = schema.get("anyOf").or_else(|| schema.get("oneOf")).and_then(Value::as_array) {
+        let kind = if value.is_array() { "array" } else { "object" };
+        return branches
+            .iter()
+            .filter(|b| allows(root, b, kind))
+            .find_map(|b| array_for_object(root, b, value, path.clone()));
+    }
+    match value {
+        Value::Array(items) => {
+            let item = schema.get("items")?;
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| array_for_object(root, item, v, format!("{path}[{i}]")))
+        }
+        Value::Object(m) => {
+            let props = schema.get("properties").and_then(Value::as_object)?;
+            m.iter().find_map(|(k, v)| {
+                let p = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                props.get(k).and_then(|s| array_for_object(root, s, v, p))
+            })
+        }
+        _ => None,
+    }
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -276,32 +343,19 @@ pub struct EventFilters {
     q: Option<String>,
 }
 
-/// A value a viewer token's filter fixes, or several (ORed); never empty.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[serde(untagged)]
-#[allow(dead_code, reason = "describes the document; the handler reads the filter as query pairs")]
-pub enum FixedValues {
-    One(#[schemars(length(min = 1))] String),
-    Many(#[schemars(length(min = 1))] Vec<NonEmpty>),
-}
-
-/// A string of at least one character.
-#[derive(Debug, Deserialize, JsonSchema)]
-#[allow(dead_code, reason = "describes the document")]
-pub struct NonEmpty(#[schemars(length(min = 1))] String);
-
-/// The fields a viewer token's filter may fix.
+/// The fields a viewer token's filter may fix. (The document states each field's values precisely:
+/// `openapi::fixed_filter`.)
 #[derive(Debug, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 #[allow(dead_code, reason = "describes the document; the handler reads the filter as query pairs")]
 pub struct FixedFilter {
-    actor: Option<FixedValues>,
-    action: Option<FixedValues>,
-    target_type: Option<FixedValues>,
-    target_id: Option<FixedValues>,
-    project: Option<FixedValues>,
-    outcome: Option<FixedValues>,
-    source: Option<FixedValues>,
+    actor: Option<OneOrMany>,
+    action: Option<OneOrMany>,
+    target_type: Option<OneOrMany>,
+    target_id: Option<OneOrMany>,
+    project: Option<OneOrMany>,
+    outcome: Option<OneOrMany>,
+    source: Option<OneOrMany>,
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -323,7 +377,7 @@ pub struct ViewerUser {
     pub id: String,
     #[schemars(length(min = 1, max = 256))]
     pub name: Option<String>,
-    #[schemars(length(min = 3, max = 254))]
+    #[schemars(length(min = 3, max = 254), regex(pattern = r"^[^\s<>@]+@[^\s<>]+$"))]
     pub email: Option<String>,
 }
 
@@ -347,6 +401,7 @@ pub struct NewViewerToken {
     pub filter: Option<Map<String, Value>>,
     /// Lifetime in seconds, at most 3600; default 900.
     #[schemars(range(min = 1, max = 3600))]
+    #[serde(default, deserialize_with = "whole")]
     pub ttl_secs: Option<u32>,
 }
 
@@ -355,7 +410,7 @@ pub struct NewViewerToken {
 #[serde(deny_unknown_fields)]
 pub struct EmbeddingSettings {
     /// `scheme://host[:port]` each (at most 20); empty: the viewer cannot be framed anywhere.
-    #[schemars(length(max = 20))]
+    #[schemars(length(max = 20), inner(regex(pattern = crate::viewer::ORIGIN_PATTERN)))]
     pub allowed_origins: Vec<String>,
 }
 
@@ -406,7 +461,7 @@ fn whole<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error
     match Option::<f64>::deserialize(d)? {
         None => Ok(None),
         Some(n) if n.fract() == 0.0 && (0.0..=f64::from(u32::MAX)).contains(&n) => Ok(Some(n as u32)),
-        Some(n) => Err(D::Error::custom(format!("{n} is not a whole number of days"))),
+        Some(n) => Err(D::Error::custom(format!("{n} is not a whole number"))),
     }
 }
 
@@ -638,6 +693,20 @@ mod tests {
         assert_eq!(c.legal_hold_reason, Some(None));
         let c: OrgSettingsChange = typed(json!({})).unwrap();
         assert_eq!(c.legal_hold_reason, None);
+    }
+
+    #[test]
+    fn an_array_is_no_object() {
+        let e = typed::<EnableTemplate>(json!({"notify": []})).unwrap_err();
+        assert_eq!((e.code, e.field.as_deref()), ("invalid_field", Some("notify")), "{}", e.message);
+        let e = typed::<NewViewerToken>(json!({"user": ["u1"]})).unwrap_err();
+        assert_eq!(e.field.as_deref(), Some("user"));
+        // Arrays where arrays belong still pass.
+        assert!(
+            typed::<NewViewerToken>(json!({"user": {"id": "u"}, "filter": {"project": ["a", "b"]}})).is_ok()
+        );
+        let t: NewViewerToken = typed(json!({"user": {"id": "u"}, "ttl_secs": 60.0})).unwrap();
+        assert_eq!(t.ttl_secs, Some(60), "a whole number written as 60.0");
     }
 
     #[test]

@@ -50,8 +50,16 @@ pub async fn mint(
     p.require_scope(&org, Scope::ViewerMint)?;
     let Principal::Key(key) = &p else { return Err(ApiError::forbidden("minting needs an API key")) };
     let body: NewViewerToken = typed(body)?;
+    if body.user.name.as_ref().is_some_and(|n| n.is_empty() || n.chars().count() > 256) {
+        return Err(ApiError::bad_request(
+            "invalid_field",
+            "user.name must be 1-256 characters (or left out)",
+        )
+        .with_field("user.name"));
+    }
     let user = EndUser {
         id: body.user.id.trim().to_string(),
+        // Only spaces: no name to show.
         name: body.user.name.map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
         email: body.user.email,
     };
@@ -60,12 +68,8 @@ pub async fn mint(
             ApiError::bad_request("invalid_field", "user.id must be 1-256 characters").with_field("user.id")
         );
     }
-    if user.name.as_ref().is_some_and(|n| n.chars().count() > 256) {
-        return Err(ApiError::bad_request("invalid_field", "user.name must be at most 256 characters")
-            .with_field("user.name"));
-    }
     if let Some(e) = &user.email
-        && !crate::mail::valid_address(e)
+        && !viewer::email_like(e)
     {
         return Err(ApiError::bad_request(
             "invalid_field",
