@@ -175,3 +175,43 @@ async fn an_org_can_require_a_second_factor() {
     let changed = s.admin.query_all("default", &[("action", "sign_in.mfa_required")]).await.unwrap();
     assert_eq!(changed.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_code_sent_twice_at_once_signs_in_once() {
+    let s = TestServer::start().await;
+    let (secret, codes) = enrol(&s.admin, ADMIN_PASSWORD).await;
+    for code in [totp(&secret, 1), codes[0].clone()] {
+        let challenge = password_step(&s).await;
+        let body = json!({"challenge": challenge, "code": code});
+        let (a, b) = tokio::join!(
+            post(&s.anon, "/v1/auth/login/mfa", body.clone()),
+            post(&s.anon, "/v1/auth/login/mfa", body)
+        );
+        let mut statuses = [a.0, b.0];
+        statuses.sort_unstable();
+        assert_eq!(statuses, [200, 401], "{code}: one of two concurrent uses wins: {a:?} {b:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_invitation_does_not_let_an_account_with_a_factor_in_by_password() {
+    let s = TestServer::start().await;
+    let (member, _) = crate::security::user_with(&s, "known@acme.io", &[]).await;
+    enrol(&member, crate::security::PASSWORD).await;
+    s.admin.create_org("globex", "Globex").await.unwrap();
+    let v = s
+        .admin
+        .post("/v1/orgs/globex/invitations", &json!({"emails": ["known@acme.io"], "groups": []}))
+        .await
+        .unwrap();
+    let token = v["invitations"][0]["accept_url"].as_str().unwrap().rsplit('/').next().unwrap().to_string();
+    let url = format!("/v1/invitations/{token}/accept");
+    // The right password answers exactly as a wrong one does: the link tells nothing of the account.
+    let right = post(&s.anon, &url, json!({"password": crate::security::PASSWORD})).await;
+    let wrong = post(&s.anon, &url, json!({"password": "not the password at all"})).await;
+    assert_eq!((right.0, &right.1["error"]["code"]), (401, &json!("invalid_credentials")), "{right:?}");
+    assert_eq!(right.1, wrong.1);
+    // Signed in with both factors, the invitation is accepted.
+    let accepted = member.post(&url, &json!({})).await.unwrap();
+    assert_eq!(accepted["email"], "known@acme.io");
+}
