@@ -252,10 +252,13 @@ pub fn check_filter(pairs: &[(String, String)]) -> ApiResult<()> {
 
 /// The origins an org lets frame the viewer (none until set).
 pub async fn allowed_origins(state: &AppState, org: &str) -> ApiResult<Vec<String>> {
-    let doc = state.store.document(org, EMBEDDING, "settings").await?;
-    Ok(doc
-        .and_then(|d| serde_json::from_value::<Vec<String>>(d.body["allowed_origins"].clone()).ok())
-        .unwrap_or_default())
+    Ok(origins_of(state.store.document(org, EMBEDDING, "settings").await?.as_ref()))
+}
+
+/// The allowed origins an embedding settings document holds.
+pub fn origins_of(doc: Option<&Document>) -> Vec<String> {
+    doc.and_then(|d| serde_json::from_value::<Vec<String>>(d.body["allowed_origins"].clone()).ok())
+        .unwrap_or_default()
 }
 
 /// The origins the API takes, as a JSON Schema pattern (what [`check_origin`] checks): http or https, a

@@ -1403,13 +1403,9 @@ pub async fn admin(
             _ => {
                 let s = state.store.org_settings(&org).await?;
                 let p = crate::retention::Policy::of(&state.settings.retention, s.as_ref());
-                let origins = state
-                    .store
-                    .document(&org, crate::viewer::EMBEDDING, "settings")
-                    .await?
-                    .and_then(|d| d.body["allowed_origins"].as_array().cloned())
-                    .unwrap_or_default();
-                let origins: Vec<&str> = origins.iter().filter_map(Value::as_str).collect();
+                let origins = crate::viewer::allowed_origins(&state, &org)
+                    .await
+                    .map_err(|e| trail_store::StoreError::Unavailable(e.message))?;
                 a.settings = serde_json::json!({
                     "hot_days": p.hot_days, "archive_days": p.archive_days, "legal_hold": p.legal_hold,
                     "read_audit": p.read_audit,

@@ -201,7 +201,7 @@ pub async fn get_embedding(
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
     let doc = super::settings_document(&state, &org, viewer::EMBEDDING).await?;
-    let origins = viewer::allowed_origins(&state, &org).await?;
+    let origins = viewer::origins_of(doc.as_ref());
     Ok(Json(super::settings_json(json!({ "allowed_origins": origins }), doc.as_ref())))
 }
 
