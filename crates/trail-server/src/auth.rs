@@ -171,7 +171,8 @@ impl std::fmt::Debug for IssuedSession {
     }
 }
 
-pub fn issue_session(user_id: &str, state: &AppState) -> IssuedSession {
+/// A new session of `user_id`, signed in by `method` (see [`Session::method`]).
+pub fn issue_session(user_id: &str, method: &str, state: &AppState) -> IssuedSession {
     let (id, secret) = (random_id(), random_secret());
     let now = now();
     let max = state.settings.auth.session_max_hours as i64 * 3600 * MICROS_PER_SECOND;
@@ -182,6 +183,7 @@ pub fn issue_session(user_id: &str, state: &AppState) -> IssuedSession {
         created_at: now,
         expires_at: now + max,
         last_seen: now,
+        method: method.into(),
     };
     IssuedSession { session, csrf_token: csrf_for(&secret), token: format!("{SESSION_PREFIX}{id}.{secret}") }
 }
@@ -223,6 +225,8 @@ pub enum Principal {
     User {
         user: User,
         session_id: String,
+        /// How the session was signed in ([`Session::method`]).
+        method: String,
     },
     Key(ApiKey),
     /// A viewer token of the embedded viewer: reads through its filter, nothing else.
@@ -279,9 +283,13 @@ impl Principal {
     /// Requires a user session holding `perm` in `org`.
     pub async fn require_permission(&self, state: &AppState, org: &str, perm: Permission) -> ApiResult<()> {
         let user = self.user()?;
+        let method = match self {
+            Principal::User { method, .. } => method.as_str(),
+            _ => "password",
+        };
         let perms = state.store.permissions(org, &user.id).await?;
         match perms {
-            Some(p) if p.contains(&perm) => crate::mfa::gate(state, org, user).await,
+            Some(p) if p.contains(&perm) => crate::mfa::gate(state, org, user, method).await,
             Some(_) => Err(ApiError::forbidden(format!(
                 "you need the {} permission in organization {org}",
                 perm.as_str()
@@ -336,19 +344,17 @@ pub async fn cookie_session(
     state: &AppState,
     headers: &axum::http::HeaderMap,
 ) -> ApiResult<Option<(User, Session, String)>> {
-    let token = headers
-        .get_all(header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .find_map(|c| c.trim().strip_prefix(SESSION_COOKIE).and_then(|r| r.strip_prefix('=')));
-    let Some(token) = token else { return Ok(None) };
+    let Some(token) = cookie_value(headers, SESSION_COOKIE) else { return Ok(None) };
     Ok(session_user(state, token).await?.map(|(u, s, secret)| (u, s, csrf_for(&secret))))
 }
 
 fn cookie<'a>(parts: &'a Parts, name: &str) -> Option<&'a str> {
-    parts
-        .headers
+    cookie_value(&parts.headers, name)
+}
+
+/// A cookie's value from the request's `Cookie` headers.
+pub fn cookie_value<'a>(headers: &'a axum::http::HeaderMap, name: &str) -> Option<&'a str> {
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
@@ -383,9 +389,15 @@ pub async fn session_user(state: &AppState, token: &str) -> ApiResult<Option<(Us
         return Ok(None);
     }
     state.activity.session_used(&session.id, now);
-    let Some(user) = state.store.user(&session.user_id).await? else {
+    let Some(mut user) = state.store.user(&session.user_id).await? else {
         return Ok(None);
     };
+    // An org's provider never makes a server administrator; the server's provider makes only them.
+    match session.method.as_str() {
+        "sso" => user.server_admin = true,
+        m if crate::sso::confined_to(m).is_some() => user.server_admin = false,
+        _ => {}
+    }
     Ok(Some((user, session, secret.to_string())))
 }
 
@@ -412,7 +424,7 @@ impl FromRequestParts<AppState> for Principal {
                 return Ok(Principal::Key(key));
             }
             let (user, session, _) = session_user(state, token).await?.ok_or_else(ApiError::unauthorized)?;
-            return Ok(Principal::User { user, session_id: session.id });
+            return Ok(Principal::User { user, session_id: session.id, method: session.method });
         }
         if let Some(token) = cookie(parts, SESSION_COOKIE) {
             let (user, session, secret) =
@@ -424,7 +436,7 @@ impl FromRequestParts<AppState> for Principal {
                         .with_field(CSRF_HEADER));
                 }
             }
-            return Ok(Principal::User { user, session_id: session.id });
+            return Ok(Principal::User { user, session_id: session.id, method: session.method });
         }
         Err(ApiError::unauthorized())
     }

@@ -25,6 +25,7 @@ pub mod routes;
 mod serve;
 pub mod settings;
 pub mod sink;
+pub mod sso;
 mod state;
 pub mod stream;
 pub mod throttle;

@@ -216,18 +216,53 @@ pub async fn save(state: &AppState, user_id: &str, e: Option<&Enrolment>) -> Api
 /// The org document of its sign-in requirements.
 pub const SIGN_IN: &str = "sign_in";
 
-/// Whether the org requires a second factor.
-pub async fn requires_mfa(state: &AppState, org: &str) -> ApiResult<bool> {
-    Ok(state
-        .store
-        .document(org, SIGN_IN, "settings")
-        .await?
-        .is_some_and(|d| d.body["require_mfa"] == serde_json::Value::Bool(true)))
+/// How an org lets its members sign in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SignInRules {
+    pub require_mfa: bool,
+    pub password_sign_in: bool,
 }
 
-/// The gate of an org that requires a second factor: a person without one gets `403 mfa_required`.
-pub async fn gate(state: &AppState, org: &str, user: &trail_store::User) -> ApiResult<()> {
-    if requires_mfa(state, org).await? && !enabled(state, &user.id).await? {
+/// The org's sign-in rules (one document).
+pub async fn sign_in_rules(state: &AppState, org: &str) -> ApiResult<SignInRules> {
+    let doc = state.store.document(org, SIGN_IN, "settings").await?;
+    let body = doc.map(|d| d.body).unwrap_or_default();
+    Ok(SignInRules {
+        require_mfa: body["require_mfa"] == serde_json::Value::Bool(true),
+        password_sign_in: body["password_sign_in"] != serde_json::Value::Bool(false),
+    })
+}
+
+/// Whether the org requires a second factor.
+pub async fn requires_mfa(state: &AppState, org: &str) -> ApiResult<bool> {
+    Ok(sign_in_rules(state, org).await?.require_mfa)
+}
+
+/// The gate of an org's sign-in rules, for a person signed in by `method`: a session of another
+/// org's identity provider gets `403 sso_other_org`; a password session, when the org admits only
+/// its provider, `403 sso_required`; a person without a second factor, when the org requires one,
+/// `403 mfa_required` (the org's own provider's sessions are the provider's to secure).
+pub async fn gate(state: &AppState, org: &str, user: &trail_store::User, method: &str) -> ApiResult<()> {
+    let forbidden = |code: &'static str, m: String| ApiError::new(axum::http::StatusCode::FORBIDDEN, code, m);
+    if let Some(home) = crate::sso::confined_to(method) {
+        if home != org {
+            return Err(forbidden(
+                "sso_other_org",
+                format!(
+                    "this session was signed in by {home}'s identity provider and reaches only {home}; sign in again for {org}"
+                ),
+            ));
+        }
+        return Ok(());
+    }
+    let rules = sign_in_rules(state, org).await?;
+    if !rules.password_sign_in {
+        return Err(forbidden(
+            "sso_required",
+            format!("organization {org} signs in only with its identity provider: /v1/auth/sso?org={org}"),
+        ));
+    }
+    if rules.require_mfa && !enabled(state, &user.id).await? {
         return Err(ApiError::new(
             axum::http::StatusCode::FORBIDDEN,
             "mfa_required",

@@ -239,6 +239,11 @@ const OPERATION_IDS: &[(&str, &str, &str)] = &[
     ("post", "/v1/me/mfa/recovery-codes", "renew_recovery_codes"),
     ("get", "/v1/orgs/{org}/sign-in", "get_sign_in_settings"),
     ("put", "/v1/orgs/{org}/sign-in", "update_sign_in_settings"),
+    ("get", "/v1/auth/sso", "start_single_sign_on"),
+    ("get", "/v1/auth/sso/callback", "finish_single_sign_on"),
+    ("get", "/v1/orgs/{org}/sso", "get_identity_provider"),
+    ("put", "/v1/orgs/{org}/sso", "update_identity_provider"),
+    ("delete", "/v1/orgs/{org}/sso", "delete_identity_provider"),
     ("get", "/v1/orgs", "list_orgs"),
     ("post", "/v1/orgs", "create_org"),
     ("post", "/v1/orgs/{org}/events", "ingest_events"),
@@ -625,9 +630,9 @@ fn second_factor(doc: &mut Value) {
         "/v1/me/mfa/disable": {"post": op("Turn two-factor sign-in off, with a current code or a recovery code", &session, json!([]), Some("MfaCode"), code())},
         "/v1/me/mfa/recovery-codes": {"post": op("New recovery codes (the old ones stop working), with a current code or a recovery code; in this answer only", &session, json!([]), Some("MfaCode"), code())},
         "/v1/orgs/{org}/sign-in": {
-            "get": op("How members sign in: whether a second factor is required (ORG-SETTINGS)", &session, org_only(), None,
+            "get": op("How members sign in: whether a second factor is required, whether passwords are allowed (ORG-SETTINGS)", &session, org_only(), None,
                 responses(("200", ok("settings", "SignInSettingsState")), &[401, 403, 404])),
-            "put": op("Require (or stop requiring) a second factor of every member; yours must be on first", &session, org_only(), Some("SignInSettings"),
+            "put": op("Require (or stop requiring) a second factor of every member (yours must be on first); allow or refuse passwords (to refuse them, sign in with the org's identity provider first)", &session, org_only(), Some("SignInSettings"),
                 responses(("200", ok("settings", "SignInSettingsState")), &[400, 401, 403, 404, 409, 415]))
         }
     });
@@ -647,8 +652,45 @@ fn second_factor(doc: &mut Value) {
         "MfaEnrolment": {"type": "object", "additionalProperties": false, "required": ["secret", "otpauth_uri", "qr_svg"], "properties": {
             "secret": {"type": "string", "description": "base32, for typing into the app"}, "otpauth_uri": {"type": "string"},
             "qr_svg": {"type": "string", "description": "the otpauth URI as a QR code, an SVG document"}}},
-        "SignInSettingsState": {"type": "object", "additionalProperties": false, "required": ["require_mfa", "updated_at", "updated_by"], "properties": {
-            "require_mfa": {"type": "boolean"}, "updated_at": {"type": ["string", "null"], "format": "date-time"}, "updated_by": {"type": ["string", "null"]}}}
+        "SignInSettingsState": {"type": "object", "additionalProperties": false, "required": ["require_mfa", "password_sign_in", "updated_at", "updated_by"], "properties": {
+            "require_mfa": {"type": "boolean"}, "password_sign_in": {"type": "boolean"},
+            "updated_at": {"type": ["string", "null"], "format": "date-time"}, "updated_by": {"type": ["string", "null"]}}}
+    });
+    add(doc, "/components/schemas", schemas);
+}
+
+/// Single sign-on with OpenID Connect (README "Single sign-on").
+fn single_sign_on(doc: &mut Value) {
+    let session = ["session", "cookie"];
+    let query = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "description": description, "schema": {"type": "string"}});
+    let moved = |description: &str| json!({"description": description, "headers": {"Location": {"schema": {"type": "string"}}}});
+    let paths = json!({
+        "/v1/auth/sso": {"get": op("Single sign-on, for a browser: sends it to the org's identity provider (without org: the server's, for server administrators), with the flow in a short-lived cookie; a refusal goes back to /login?sso_error=…", &[],
+            json!([query("org", "the org whose provider signs in"), query("next", "a path of this site to open after signing in")]), None,
+            json!({"303": moved("to the provider, or back to the sign-in page with the reason")}))},
+        "/v1/auth/sso/callback": {"get": op("Where the identity provider sends the browser back (register it at the provider): signs in, sets the session cookie and opens next, or goes back to the sign-in page with the reason", &[],
+            json!([query("code", "the authorization code"), query("state", "the flow's state"), query("error", "the provider's refusal"), query("error_description", "its words")]), None,
+            json!({"200": {"description": "signed in: a page that opens next", "content": {"text/html": {"schema": {"type": "string"}}}}, "303": moved("back to the sign-in page with the reason")}))},
+        "/v1/orgs/{org}/sso": {
+            "get": op("The org's OpenID Connect provider (never its client secret) and the redirect URI to register (ORG-SETTINGS)", &session, org_only(), None,
+                responses(("200", ok("the provider", "SsoSettingsState")), &[401, 403, 404])),
+            "put": op("Set the org's OpenID Connect provider and how its groups map to the org's groups", &session, org_only(), Some("SsoSettings"),
+                responses(("200", ok("the provider", "SsoSettingsState")), &[400, 401, 403, 404, 415])),
+            "delete": op("Remove the org's provider (refused while password sign-in is off)", &session, org_only(), None,
+                responses(("204", json!({"description": "removed"})), &[401, 403, 404, 409]))
+        }
+    });
+    add(doc, "/paths", paths);
+    let text = json!({"type": ["string", "null"]});
+    let schemas = json!({
+        "SsoSettingsState": {"type": "object", "additionalProperties": false,
+            "required": ["configured", "issuer", "client_id", "client_secret_set", "scopes", "groups_claim", "group_map", "redirect_uri", "updated_at", "updated_by"],
+            "properties": {
+                "configured": {"type": "boolean"}, "issuer": text, "client_id": text,
+                "client_secret_set": {"type": "boolean"}, "scopes": {"type": "array", "items": {"type": "string"}},
+                "groups_claim": text, "group_map": {"type": "array", "items": {"$ref": "#/components/schemas/GroupRule"}},
+                "redirect_uri": {"type": "string", "description": "register it at the provider"},
+                "updated_at": {"type": ["string", "null"], "format": "date-time"}, "updated_by": text}}
     });
     add(doc, "/components/schemas", schemas);
 }
@@ -861,6 +903,7 @@ pub fn document() -> Value {
     alerting(&mut doc);
     embedding(&mut doc);
     second_factor(&mut doc);
+    single_sign_on(&mut doc);
     // Request bodies: the schemas of the types the handlers deserialize into.
     if let Some(schemas) = doc["components"]["schemas"].as_object_mut() {
         schemas.extend(crate::routes::bodies::schemas());

@@ -202,6 +202,50 @@ pub struct AuthSettings {
     pub secure_cookies: bool,
     /// Invitation links stay valid this many days.
     pub invitation_days: u64,
+    /// The server's OpenID Connect provider, for server administrators (orgs configure their own).
+    pub sso: ServerSsoSettings,
+}
+
+/// Single sign-on of server administrators with an OpenID Connect provider (empty issuer: off).
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerSsoSettings {
+    /// The provider's issuer URL (https://, or http:// to this machine); discovery is read from it.
+    pub issuer: String,
+    pub client_id: String,
+    pub client_secret: String,
+    /// Scopes asked for besides `openid`.
+    pub scopes: Vec<String>,
+    /// The ID-token claim listing the person's groups at the provider.
+    pub groups_claim: String,
+    /// People in one of these provider groups sign in as server administrators; nobody else can.
+    pub admin_groups: Vec<String>,
+}
+
+impl Default for ServerSsoSettings {
+    fn default() -> Self {
+        Self {
+            issuer: String::new(),
+            client_id: String::new(),
+            client_secret: String::new(),
+            scopes: vec!["email".into(), "profile".into()],
+            groups_claim: "groups".into(),
+            admin_groups: Vec::new(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerSsoSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerSsoSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &if self.client_secret.is_empty() { "" } else { "<redacted>" })
+            .field("scopes", &self.scopes)
+            .field("groups_claim", &self.groups_claim)
+            .field("admin_groups", &self.admin_groups)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -259,7 +303,13 @@ impl Default for Settings {
 
 impl Default for AuthSettings {
     fn default() -> Self {
-        Self { session_idle_minutes: 60, session_max_hours: 12, secure_cookies: false, invitation_days: 7 }
+        Self {
+            session_idle_minutes: 60,
+            session_max_hours: 12,
+            secure_cookies: false,
+            invitation_days: 7,
+            sso: ServerSsoSettings::default(),
+        }
     }
 }
 
@@ -436,6 +486,10 @@ impl Settings {
              [auth]\n# Sessions end after this many idle minutes, and at most this many hours after sign-in.\n\
              session_idle_minutes = {}\nsession_max_hours = {}\n# Set when Trail is served over HTTPS.\nsecure_cookies = {}\n\
              # Invitation links stay valid this many days.\ninvitation_days = {}\n\n\
+             [auth.sso]\n# Server administrators' single sign-on (OpenID Connect); empty issuer: off. Register\n\
+             # <public_url>/v1/auth/sso/callback at the provider. Orgs configure their own provider in the console.\n\
+             issuer = \"\"\nclient_id = \"\"\nclient_secret = \"\"\nscopes = [\"email\", \"profile\"]\ngroups_claim = \"groups\"\n\
+             # Provider groups whose members are server administrators.\nadmin_groups = []\n\n\
              [limits]\nmax_body_bytes = {}\nrequest_timeout_secs = {}\nmax_batch_events = {}\n# Ingest requests handled at once; more get 503 with Retry-After.\nmax_concurrent_ingest = {}\n\n\
              [retention]\n# Defaults for orgs: days events stay queryable, then days they stay archived.\n\
              # Each org may set its own within [min_days, max_days] (PATCH /v1/orgs/<org>/settings).\n\

@@ -42,6 +42,8 @@ pub struct AppState {
     pub sealer: stream::seal::Sealer,
     /// Seals sign-in challenges (the password step of a sign-in with a second factor).
     pub challenges: stream::seal::Sealer,
+    /// Single sign-on: the providers' discovery, the flow cookie's cipher, states used.
+    pub sso: Arc<crate::sso::Sso>,
     /// Serialises the checks of one user's codes (a code, or a recovery code, is good once).
     pub mfa_locks: Arc<crate::mfa::Locks>,
     /// The `audit.log` sink's health, while it runs.
@@ -123,6 +125,7 @@ impl AppState {
             sealer: stream::seal::Sealer::for_purpose(&signer, "trail second factors v1"),
             challenges: stream::seal::Sealer::for_purpose(&signer, "trail sign-in challenges v1"),
             mfa_locks: Arc::default(),
+            sso: Arc::new(crate::sso::Sso::new(&signer)),
             streams,
             alerts,
             store,

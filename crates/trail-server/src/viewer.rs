@@ -261,9 +261,17 @@ pub fn origins_of(doc: Option<&Document>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// `scheme://host[:port]`: the part of [`ORIGIN_PATTERN`] an issuer URL shares.
+macro_rules! origin_grammar {
+    () => {
+        r"^https?://(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|([A-Za-z0-9-]+\.)*[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?"
+    };
+}
+pub(crate) use origin_grammar;
+
 /// The origins the API takes, as a JSON Schema pattern (what [`check_origin`] checks): http or https, a
 /// host name (whose last label has a letter) or a dotted IPv4 address, an optional port, nothing after.
-pub const ORIGIN_PATTERN: &str = r"^https?://(((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])\.){3}(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])|([A-Za-z0-9-]+\.)*[A-Za-z0-9-]*[A-Za-z][A-Za-z0-9-]*)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/?$";
+pub const ORIGIN_PATTERN: &str = concat!(origin_grammar!(), "/?$");
 
 /// An origin as browsers send it — `scheme://host[:port]` — lowercased, without a trailing slash.
 /// Host names have letters, digits, hyphens and dots only: nothing that could widen or end the

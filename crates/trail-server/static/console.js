@@ -120,6 +120,15 @@ document.querySelector("[data-login]")?.addEventListener("submit", async (e) => 
   }
 });
 
+// Single sign-on leaves for the provider by navigation, not by a form: the page's form-action 'self'
+// would stop the redirect to another site.
+document.querySelector("[data-sso]")?.addEventListener("submit", (e) => {
+  e.preventDefault();
+  const f = e.currentTarget;
+  const q = new URLSearchParams({ org: f.org.value.trim().toLowerCase(), next: f.next.value });
+  location.assign(`/v1/auth/sso?${q}`);
+});
+
 document.querySelector("[data-login-code]")?.addEventListener("submit", async (e) => {
   e.preventDefault();
   const f = e.currentTarget;
@@ -332,6 +341,12 @@ function bodyOf(form) {
       target[name] = el.checked;
     } else if (el.hasAttribute("data-int")) {
       target[name] = Number.parseInt(el.value, 10);
+    } else if (el.hasAttribute("data-map")) {
+      // One field per group: its provider groups, comma-separated, become group_map rules.
+      target[name] ??= [];
+      for (const value of el.value.split(",").map((v) => v.trim()).filter(Boolean)) {
+        target[name].push({ value, group: el.dataset.map });
+      }
     } else if (el.hasAttribute("data-split")) {
       target[name] = el.value.split(/[\s,;]+/).filter(Boolean);
     } else if (el.hasAttribute("data-json")) {

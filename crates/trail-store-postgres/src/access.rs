@@ -215,8 +215,9 @@ pub(crate) async fn user_orgs<C: GenericClient>(c: &C, user: &str) -> Result<Vec
 
 pub(crate) async fn create_session<C: GenericClient>(c: &C, s: &Session) -> Result<()> {
     c.execute(
-        "INSERT INTO sessions(id, user_id, secret_hash, created_at, expires_at, last_seen) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&s.id, &s.user_id, &&s.secret_hash[..], &s.created_at, &s.expires_at, &s.last_seen],
+        "INSERT INTO sessions(id, user_id, secret_hash, created_at, expires_at, last_seen, method)
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        &[&s.id, &s.user_id, &&s.secret_hash[..], &s.created_at, &s.expires_at, &s.last_seen, &s.method],
     )
     .await
     .map_err(pg_error)?;
@@ -226,7 +227,7 @@ pub(crate) async fn create_session<C: GenericClient>(c: &C, s: &Session) -> Resu
 pub(crate) async fn session<C: GenericClient>(c: &C, id: &str) -> Result<Option<Session>> {
     let st = c
         .prepare_cached(
-            "SELECT id, user_id, secret_hash, created_at, expires_at, last_seen FROM sessions WHERE id = $1",
+            "SELECT id, user_id, secret_hash, created_at, expires_at, last_seen, method FROM sessions WHERE id = $1",
         )
         .await
         .map_err(pg_error)?;
@@ -240,6 +241,7 @@ pub(crate) async fn session<C: GenericClient>(c: &C, id: &str) -> Result<Option<
         created_at: get(&r, 3)?,
         expires_at: get(&r, 4)?,
         last_seen: get(&r, 5)?,
+        method: get(&r, 6)?,
     }))
 }
 
@@ -576,6 +578,33 @@ async fn is_member<C: GenericClient>(c: &C, org: i64, user: &str) -> Result<bool
         .await
         .map_err(pg_error)?;
     c.query_one(&st, &[&org, &user]).await.map_err(pg_error).and_then(|r| get(&r, 0))
+}
+
+pub(crate) async fn sync_groups(
+    client: &mut Object,
+    org: i64,
+    user: &str,
+    groups: &[(String, bool)],
+) -> Result<()> {
+    let tx = client.transaction().await.map_err(pg_error)?;
+    lock_administrators(&tx, org).await?;
+    for (group, present) in groups {
+        if !exists(&tx, Kind::Group, org, group).await? {
+            continue;
+        }
+        if *present {
+            add_member(&tx, org, group, user).await?;
+        } else {
+            tx.execute(
+                "DELETE FROM group_members WHERE org = $1 AND group_id = $2 AND user_id = $3",
+                &[&org, &group, &user],
+            )
+            .await
+            .map_err(pg_error)?;
+        }
+    }
+    keep_an_administrator(&tx, org).await?;
+    tx.commit().await.map_err(pg_error)
 }
 
 pub(crate) async fn set_group_member(

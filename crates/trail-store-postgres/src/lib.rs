@@ -453,6 +453,11 @@ impl Store for PgStore {
         access::set_group_member(&mut self.inner.conn().await?, org, group, user_id, present).await
     }
 
+    async fn sync_groups(&self, org: &str, user_id: &str, groups: &[(String, bool)]) -> Result<()> {
+        let org = self.inner.org_id(org).await?;
+        access::sync_groups(&mut self.inner.conn().await?, org, user_id, groups).await
+    }
+
     async fn org_users(&self, org: &str) -> Result<Vec<(User, Vec<String>)>> {
         let org = self.inner.org_id(org).await?;
         access::org_users(&self.inner.conn().await?, org).await

@@ -39,7 +39,14 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (3, "read auditing and the console's opening time range, org settings; an export's kind", V3),
     (4, "streaming destinations; org documents (saved searches, alert rules, firings)", V4),
     (5, "user documents (second factors)", V5),
+    (6, "how each session was signed in (password or single sign-on)", V6),
 ];
+
+/// A session records how its person signed in: an org that turns password sign-in off admits only
+/// sessions of its own identity provider. Sessions from before were all made with a password.
+const V6: &str = r#"
+ALTER TABLE sessions ADD COLUMN method text COLLATE "C" NOT NULL DEFAULT 'password';
+"#;
 
 /// A user's documents: their TOTP enrolment, and what else a user (not an org) owns.
 const V5: &str = r#"

@@ -161,8 +161,9 @@ pub fn user_orgs(c: &Connection, user: &str) -> Result<Vec<(Org, Vec<Permission>
 
 pub fn create_session(c: &Connection, s: &Session) -> Result<()> {
     c.execute(
-        "INSERT INTO sessions(id, user_id, secret_hash, created_at, expires_at, last_seen) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-        params![s.id, s.user_id, &s.secret_hash[..], s.created_at, s.expires_at, s.last_seen],
+        "INSERT INTO sessions(id, user_id, secret_hash, created_at, expires_at, last_seen, method)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        params![s.id, s.user_id, &s.secret_hash[..], s.created_at, s.expires_at, s.last_seen, s.method],
     )
     .map_err(sql_error)?;
     Ok(())
@@ -175,7 +176,7 @@ fn hash32(v: Vec<u8>) -> rusqlite::Result<[u8; 32]> {
 
 pub fn session(c: &Connection, id: &str) -> Result<Option<Session>> {
     c.prepare_cached(
-        "SELECT id, user_id, secret_hash, created_at, expires_at, last_seen FROM sessions WHERE id = ?1",
+        "SELECT id, user_id, secret_hash, created_at, expires_at, last_seen, method FROM sessions WHERE id = ?1",
     )
     .and_then(|mut st| {
         st.query_row([id], |r| {
@@ -186,6 +187,7 @@ pub fn session(c: &Connection, id: &str) -> Result<Option<Session>> {
                 created_at: r.get(3)?,
                 expires_at: r.get(4)?,
                 last_seen: r.get(5)?,
+                method: r.get(6)?,
             })
         })
         .optional()
@@ -471,6 +473,25 @@ pub fn set_group_member(c: &Connection, org_id: i64, group: &str, user: &str, pr
         .map_err(sql_error)?;
         keep_an_administrator(c, org_id)
     }
+}
+
+/// (In the write's own savepoint: a refusal leaves nothing changed.)
+pub fn sync_groups(c: &Connection, org_id: i64, user: &str, groups: &[(String, bool)]) -> Result<()> {
+    for (group, present) in groups {
+        if !exists(c, "groups", org_id, group)? {
+            continue;
+        }
+        if *present {
+            add_member(c, org_id, group, user)?;
+        } else {
+            c.execute(
+                "DELETE FROM group_members WHERE org_id = ?1 AND group_id = ?2 AND user_id = ?3",
+                params![org_id, group, user],
+            )
+            .map_err(sql_error)?;
+        }
+    }
+    keep_an_administrator(c, org_id)
 }
 
 pub fn org_users(c: &Connection, org_id: i64) -> Result<Vec<(User, Vec<String>)>> {

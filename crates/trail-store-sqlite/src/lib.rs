@@ -592,6 +592,11 @@ impl Store for SqliteStore {
         self.write(move |w| access::set_group_member(&w.conn, w.org_id(&org)?, &group, &user, present)).await
     }
 
+    async fn sync_groups(&self, org: &str, user_id: &str, groups: &[(String, bool)]) -> Result<()> {
+        let (org, user, groups) = (org.to_string(), user_id.to_string(), groups.to_vec());
+        self.write(move |w| access::sync_groups(&w.conn, w.org_id(&org)?, &user, &groups)).await
+    }
+
     async fn org_users(&self, org: &str) -> Result<Vec<(User, Vec<String>)>> {
         let org = org.to_string();
         self.control(move |c| access::org_users(c, read::org_id(c, &org)?.0)).await
@@ -1024,6 +1029,7 @@ mod tests {
             created_at: 1,
             expires_at: i64::MAX,
             last_seen: 1,
+            method: "password".into(),
         };
         store.create_session(&session).await.unwrap();
         // Every event reader busy with a statement that runs until interrupted (a 92-day histogram, a

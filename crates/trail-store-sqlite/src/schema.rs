@@ -25,7 +25,8 @@ use rusqlite::Connection;
 /// first run.
 /// 5: `org_settings.read_audit` (whether reads of the log are recorded in it) and
 /// `org_settings.default_range` (the console's opening time range); `exports.kind` (query or restore).
-pub const SCHEMA_VERSION: i64 = 7;
+/// 8: `sessions.method` (how the person signed in: password or an org's single sign-on).
+pub const SCHEMA_VERSION: i64 = 8;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
 
@@ -109,7 +110,8 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE INDEX IF NOT EXISTS group_members_by_user ON group_members(user_id, org_id);
         CREATE TABLE IF NOT EXISTS sessions(
             id TEXT PRIMARY KEY, user_id TEXT NOT NULL, secret_hash BLOB NOT NULL,
-            created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, last_seen INTEGER NOT NULL) STRICT;
+            created_at INTEGER NOT NULL, expires_at INTEGER NOT NULL, last_seen INTEGER NOT NULL,
+            method TEXT NOT NULL DEFAULT 'password') STRICT;
         CREATE INDEX IF NOT EXISTS sessions_by_user ON sessions(user_id);
         CREATE TABLE IF NOT EXISTS api_keys(
             id TEXT PRIMARY KEY, org_id INTEGER NOT NULL, name TEXT NOT NULL, scopes TEXT NOT NULL,
@@ -165,7 +167,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=6) => {
+        Some(v @ 1..=7) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -212,6 +214,10 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             // Version 6 streams logs to destinations and keeps org documents (saved searches, alert
             // rules and their firings): their tables are created above, empty. Version 7 keeps users'
             // documents (second factors), likewise.
+            // Version 8 records how a session was signed in; every earlier one used a password.
+            if v <= 7 && !has_column(&tx, "sessions", "method")? {
+                tx.execute_batch("ALTER TABLE sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password'")?;
+            }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.

@@ -43,6 +43,9 @@ pub struct Session {
     pub expires_at: Micros,
     /// Last request seen (renewed at most about once a minute); idle sessions end.
     pub last_seen: Micros,
+    /// How the person signed in: `password`, or `sso:<org>` (that org's identity provider, and only
+    /// that org), or `sso` (the server's identity provider, for server administrators).
+    pub method: String,
 }
 
 impl fmt::Debug for Session {
@@ -51,6 +54,7 @@ impl fmt::Debug for Session {
             .field("id", &self.id)
             .field("user_id", &self.user_id)
             .field("expires_at", &self.expires_at)
+            .field("method", &self.method)
             .finish_non_exhaustive()
     }
 }

@@ -704,6 +704,7 @@ pub async fn access_records<S: Store>(store: Arc<S>) {
         created_at: now(),
         expires_at: now() + 10,
         last_seen: now(),
+        method: "sso:acme".into(),
     };
     store.create_session(&s).await.unwrap();
     assert_eq!(store.session("s1").await.unwrap(), Some(s));
@@ -924,6 +925,33 @@ pub async fn roles_groups_and_invitations<S: Store>(store: Arc<S>) {
     store.remove_org_user("acme", &bob.id).await.unwrap();
     assert_eq!(store.permissions("acme", &bob.id).await.unwrap(), None);
     assert!(matches!(store.remove_org_user("acme", &bob.id).await, Err(StoreError::NotFound(_))));
+
+    // An identity provider's group map: an outsider joins by it (groups since deleted are skipped),
+    // leaves by it, and it never takes the org's last administrator (nothing changes then).
+    let sync = |user: String, changes: Vec<(&str, bool)>| {
+        let store = store.clone();
+        let changes: Vec<(String, bool)> = changes.into_iter().map(|(g, p)| (g.to_string(), p)).collect();
+        async move { store.sync_groups("acme", &user, &changes).await }
+    };
+    sync(bob.id.clone(), vec![("g-sec", true), ("no-such-group", true)]).await.unwrap();
+    assert_eq!(store.permissions("acme", &bob.id).await.unwrap(), Some(vec![]), "a member now");
+    assert_eq!(store.permissions("globex", &bob.id).await.unwrap(), None);
+    sync(bob.id.clone(), vec![("g-sec", false)]).await.unwrap();
+    assert_eq!(store.permissions("acme", &bob.id).await.unwrap(), None, "and out again");
+    let admins = groups[0].id.as_str();
+    assert!(matches!(
+        sync(admin.id.clone(), vec![("g-sec", true), (admins, false)]).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(
+        store.groups("acme").await.unwrap()[0].members,
+        vec![admin.id.clone()],
+        "still the administrator"
+    );
+    assert!(
+        !store.groups("acme").await.unwrap()[1].members.contains(&admin.id),
+        "and the refused change left nothing behind"
+    );
     store.delete_group("acme", "g-sec").await.unwrap();
     assert_eq!(store.groups("acme").await.unwrap().len(), 1);
 
@@ -978,6 +1006,7 @@ pub async fn roles_groups_and_invitations<S: Store>(store: Arc<S>) {
             created_at: now(),
             expires_at: now() + 99,
             last_seen: now(),
+            method: "password".into(),
         };
         store.create_session(&s).await.unwrap();
     }

@@ -291,6 +291,11 @@ pub trait Store: Send + Sync + 'static {
     async fn set_group_role(&self, org: &str, group: &str, role: &str, present: bool) -> Result<()>;
     /// Adds or removes a member of a group; idempotent. `NotFound` for an unknown group or user.
     async fn set_group_member(&self, org: &str, group: &str, user_id: &str, present: bool) -> Result<()>;
+    /// Puts a user in (`true`) or takes them out of each group, in one step, whether or not they are a
+    /// member yet: an identity provider's group map, the other way (besides an invitation) into an
+    /// org. Groups that no longer exist are skipped; `Conflict` (and nothing changed) when it would
+    /// leave the org without an administrator.
+    async fn sync_groups(&self, org: &str, user_id: &str, groups: &[(String, bool)]) -> Result<()>;
     /// Members of an org with the ids of their groups there.
     async fn org_users(&self, org: &str) -> Result<Vec<(User, Vec<String>)>>;
     /// Takes a user out of every group of the org.

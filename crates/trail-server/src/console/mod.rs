@@ -23,6 +23,12 @@ const VERIFY: &str = include_str!("../../static/verify.js");
 const EMBED: &str = include_str!("../../static/embed.js");
 const STYLE: &str = include_str!("../../static/console.css");
 
+/// Whether a `next` address is a path of this site (never an open redirect). Browsers drop tabs and
+/// newlines from URLs, so `/\t/evil.example` would become `//evil.example`.
+pub fn local_path(v: &str) -> bool {
+    v.starts_with('/') && !v.starts_with("//") && !v.contains('\\') && !v.chars().any(char::is_control)
+}
+
 /// The console's routes (not under `/v1`, not in the OpenAPI document).
 pub fn routes() -> Router<AppState> {
     Router::new()

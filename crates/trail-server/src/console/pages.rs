@@ -93,27 +93,39 @@ async fn nav_for(
     current: &'static str,
     here: &str,
 ) -> Result<(User, Nav), Page> {
-    let Some((user, _, csrf)) = cookie_session(state, headers).await.map_err(|e| unavailable(e.message))?
+    let Some((user, session, csrf)) =
+        cookie_session(state, headers).await.map_err(|e| unavailable(e.message))?
     else {
         return Err(login_redirect(here));
     };
-    let memberships = state.store.user_orgs(&user.id).await.map_err(unavailable)?;
+    let mut memberships = state.store.user_orgs(&user.id).await.map_err(unavailable)?;
+    // A single sign-on session shows only the org whose provider signed it in.
+    if let Some(home) = crate::sso::confined_to(&session.method) {
+        memberships.retain(|(o, _)| o.slug == home);
+    }
     let orgs: Vec<(String, String)> =
         memberships.iter().map(|(o, _)| (o.slug.clone(), o.name.clone())).collect();
     let Some((this, perms)) = memberships.into_iter().find(|(o, _)| o.slug == org) else {
-        return Err(message(
-            StatusCode::FORBIDDEN,
-            None,
-            "Not a member",
-            format!("You are not a member of organization {org}."),
-        ));
+        let text = match crate::sso::confined_to(&session.method) {
+            Some(home) => format!(
+                "You signed in with the single sign-on of {home}, which opens only {home}. Sign out and sign in again for {org}."
+            ),
+            None => format!("You are not a member of organization {org}."),
+        };
+        return Err(message(StatusCode::FORBIDDEN, None, "Not a member", text));
     };
-    // An org that requires a second factor sends a person without one to set it up.
-    match crate::mfa::gate(state, org, &user).await {
+    // An org that requires a second factor sends a person without one to set it up; one that signs
+    // in only with its provider sends a password session there.
+    match crate::mfa::gate(state, org, &user, &session.method).await {
         Ok(()) => {}
         Err(e) if e.code == "mfa_required" => {
             let encoded: String = serde_urlencoded::to_string([("required", org)]).unwrap_or_default();
             return Err(Page::Redirect(format!("/account?{encoded}")));
+        }
+        Err(e) if e.code == "sso_required" => {
+            let encoded: String =
+                serde_urlencoded::to_string([("org", org), ("next", here)]).unwrap_or_default();
+            return Err(Page::Redirect(format!("/v1/auth/sso?{encoded}")));
         }
         Err(e) => return Err(unavailable(e.message)),
     }
@@ -167,25 +179,26 @@ pub async fn home(State(state): State<AppState>, headers: HeaderMap) -> Page {
 struct Login {
     nav: Option<Nav>,
     next: String,
+    /// The org named in the address (its single sign-on form is filled in).
+    org: String,
+    /// Why a single sign-on was refused, in the console's words.
+    sso_error: Option<&'static str>,
+    /// Whether the server's own provider signs in server administrators.
+    admin_sso: bool,
 }
 
-pub async fn login(RawQuery(raw): RawQuery) -> Page {
+pub async fn login(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Page {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
+    let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
     // Only same-site paths: never an open redirect.
-    let next = pairs
-        .into_iter()
-        .find(|(k, _)| k == "next")
-        .map(|(_, v)| v)
-        // Browsers drop tabs and newlines from URLs, so `/\t/evil.example` would become `//evil.example`.
-        .filter(|v| {
-            v.starts_with('/')
-                && !v.starts_with("//")
-                && !v.contains('\\')
-                && !v.chars().any(char::is_control)
-        })
-        .unwrap_or_else(|| "/".into());
-    render(&Login { nav: None, next })
+    let next = get("next").filter(|v| super::local_path(v)).unwrap_or_else(|| "/".into());
+    let org = get("org")
+        .filter(|o| o.len() <= 63 && o.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        .unwrap_or_default();
+    let sso_error = get("sso_error").and_then(|c| crate::sso::explain(&c));
+    let admin_sso = crate::sso::server_provider(&state).is_some();
+    render(&Login { nav: None, next, org, sso_error, admin_sso })
 }
 
 #[derive(Template)]
@@ -1287,6 +1300,8 @@ struct Admin {
     keys: Vec<KeyView>,
     destinations: Vec<DestinationView>,
     settings: Value,
+    /// Settings: each group (id, name) with the provider groups mapped to it, comma-separated.
+    sso_groups: Vec<(String, String, String)>,
     permissions: &'static [(&'static str, &'static str)],
     /// The ranges Audit Logs may open with (Settings).
     ranges: &'static [(&'static str, &'static str, i64)],
@@ -1323,6 +1338,7 @@ pub async fn admin(
         keys: Vec::new(),
         destinations: Vec::new(),
         settings: Value::Null,
+        sso_groups: Vec::new(),
         permissions: PERMISSIONS,
         ranges: PRESETS,
     };
@@ -1413,8 +1429,34 @@ pub async fn admin(
                     "legal_hold_reason": s.and_then(|s| s.legal_hold_reason).unwrap_or_default(),
                     "min_days": state.settings.retention.min_days, "max_days": state.settings.retention.max_days,
                     "allowed_origins": origins.join("\n"),
-                    "require_mfa": crate::mfa::requires_mfa(&state, &org).await.map_err(|e| trail_store::StoreError::Unavailable(e.message))?,
                 });
+                let unavailable = |e: crate::error::ApiError| trail_store::StoreError::Unavailable(e.message);
+                let rules = crate::mfa::sign_in_rules(&state, &org).await.map_err(unavailable)?;
+                a.settings["require_mfa"] = json!(rules.require_mfa);
+                a.settings["password_sign_in"] = json!(rules.password_sign_in);
+                let sso_doc = state.store.document(&org, crate::sso::KIND, "settings").await?;
+                let sso = crate::routes::sso::settings_view(&state, sso_doc.as_ref());
+                // Each group with the provider groups mapped to it, for one field per group.
+                a.sso_groups = state
+                    .store
+                    .groups(&org)
+                    .await?
+                    .into_iter()
+                    .map(|g| {
+                        let values: Vec<&str> = sso["group_map"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .filter(|r| r["group"] == json!(g.id))
+                            .filter_map(|r| r["value"].as_str())
+                            .collect();
+                        (g.id, g.name, values.join(", "))
+                    })
+                    .collect();
+                let scopes: Vec<&str> = sso["scopes"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                a.settings["sso_scopes"] =
+                    json!(if sso["configured"] == json!(true) { scopes.join(" ") } else { "email profile".into() });
+                a.settings["sso"] = sso;
             }
         }
         Ok(())

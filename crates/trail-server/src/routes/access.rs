@@ -454,7 +454,7 @@ pub async fn change_password(
     addr: ClientAddr,
     JsonBody(body): JsonBody,
 ) -> ApiResult<StatusCode> {
-    let Principal::User { user, session_id } = &p else {
+    let Principal::User { user, session_id, .. } = &p else {
         return Err(ApiError::forbidden("only signed-in users have a password"));
     };
     let body: PasswordChange = typed(body)?;

@@ -162,8 +162,16 @@ pub struct MfaCode {
 #[serde(deny_unknown_fields)]
 pub struct SignInSettings {
     /// Members must sign in with a second factor (a password user without one is refused the org's
-    /// pages and API until they set one up).
+    /// pages and API until they set one up). Single sign-on sessions are the provider's to secure.
     pub require_mfa: bool,
+    /// Members may use a password (default true). False: only sessions signed in by the org's own
+    /// identity provider reach the org; yours must be one to turn it off.
+    #[serde(default = "yes")]
+    pub password_sign_in: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Deserialize, JsonSchema)]
@@ -414,6 +422,44 @@ pub struct EmbeddingSettings {
     pub allowed_origins: Vec<String>,
 }
 
+/// An org's OpenID Connect provider.
+#[derive(Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SsoSettings {
+    /// The provider's issuer URL, exactly as its discovery document states it: https://, or http://
+    /// only to this machine; a path may follow the host.
+    #[schemars(length(max = 500), regex(pattern = crate::sso::ISSUER_PATTERN))]
+    pub issuer: String,
+    #[schemars(length(min = 1, max = 200))]
+    pub client_id: String,
+    /// Needed the first time; left out (or null), the stored one is kept. Never answered back.
+    #[serde(default)]
+    #[schemars(length(min = 1, max = 500))]
+    pub client_secret: Option<String>,
+    /// Scopes asked for besides `openid` (default email and profile).
+    #[serde(default = "default_sso_scopes")]
+    #[schemars(length(max = 10), inner(regex(pattern = r"^[!#-\[\]-~]{1,100}$")))]
+    pub scopes: Vec<String>,
+    /// The ID-token claim listing the person's groups (or roles) at the provider (default `groups`).
+    #[serde(default = "default_groups_claim")]
+    #[schemars(length(min = 1, max = 100))]
+    pub groups_claim: String,
+    /// Provider group → group of this org, applied at every sign-in (people join the groups whose
+    /// values they have and leave the mapped groups whose values they lost; groups not in the map are
+    /// left alone). A person with no mapped group and no other group here is refused.
+    #[serde(default)]
+    #[schemars(length(max = 100))]
+    pub group_map: Vec<crate::sso::GroupRule>,
+}
+
+fn default_sso_scopes() -> Vec<String> {
+    vec!["email".into(), "profile".into()]
+}
+
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+
 /// Reads `null` as "set to nothing" and a missing field as "leave alone" (`None`).
 fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
     d: D,
@@ -658,6 +704,7 @@ pub fn schemas() -> Map<String, Value> {
         EnableTemplate,
         NewViewerToken,
         EmbeddingSettings,
+        SsoSettings,
         SecondFactor,
         MfaStart,
         MfaCode,

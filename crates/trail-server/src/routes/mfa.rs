@@ -14,11 +14,11 @@ use crate::AppState;
 use crate::audit::Audit;
 use crate::auth::{ClientAddr, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::mfa::{self, Enrolment, SIGN_IN, requires_mfa};
+use crate::mfa::{self, Enrolment, SIGN_IN, sign_in_rules};
 
 fn person(p: &Principal) -> ApiResult<(&User, &str)> {
     match p {
-        Principal::User { user, session_id } => Ok((user, session_id)),
+        Principal::User { user, session_id, .. } => Ok((user, session_id)),
         _ => Err(ApiError::forbidden("only people who sign in have a second factor")),
     }
 }
@@ -176,7 +176,9 @@ pub async fn get_sign_in(
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
     let doc = super::settings_document(&state, &org, SIGN_IN).await?;
     let require = doc.as_ref().is_some_and(|d| d.body["require_mfa"] == json!(true));
-    Ok(Json(super::settings_json(json!({ "require_mfa": require }), doc.as_ref())))
+    let password = doc.as_ref().is_none_or(|d| d.body["password_sign_in"] != json!(false));
+    let fields = json!({ "require_mfa": require, "password_sign_in": password });
+    Ok(Json(super::settings_json(fields, doc.as_ref())))
 }
 
 pub async fn put_sign_in(
@@ -188,6 +190,10 @@ pub async fn put_sign_in(
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
     let (user, _) = person(&p)?;
+    let method = match &p {
+        Principal::User { method, .. } => method.clone(),
+        _ => String::new(),
+    };
     let body: SignInSettings = typed(body)?;
     // Requiring what you do not have would lock you out of this very setting.
     if body.require_mfa && !mfa::enabled(&state, &user.id).await? {
@@ -198,11 +204,27 @@ pub async fn put_sign_in(
         )
         .with_field("require_mfa"));
     }
-    let before = requires_mfa(&state, &org).await?;
-    let fields = json!({ "require_mfa": body.require_mfa });
+    // Turning passwords off is proven safe by signing in with the org's provider first.
+    if !body.password_sign_in && method != format!("sso:{org}") {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "sso_not_used",
+            format!(
+                "sign in with {org}'s identity provider (/v1/auth/sso?org={org}) before turning password sign-in off"
+            ),
+        )
+        .with_field("password_sign_in"));
+    }
+    let before = sign_in_rules(&state, &org).await?;
+    let fields = json!({ "require_mfa": body.require_mfa, "password_sign_in": body.password_sign_in });
     let doc = super::put_settings_document(&state, &org, SIGN_IN, fields.clone(), p.actor_id()).await?;
-    if before != body.require_mfa {
+    if before.require_mfa != body.require_mfa {
         let action = if body.require_mfa { "sign_in.mfa_required" } else { "sign_in.mfa_optional" };
+        p.audit(action, "organization").target(&org, None).ip(addr.text()).record(&state, &org).await?;
+    }
+    if before.password_sign_in != body.password_sign_in {
+        let action =
+            if body.password_sign_in { "sign_in.passwords_allowed" } else { "sign_in.passwords_refused" };
         p.audit(action, "organization").target(&org, None).ip(addr.text()).record(&state, &org).await?;
     }
     Ok(Json(super::settings_json(fields, Some(&doc))))

@@ -12,7 +12,8 @@ mod keys;
 mod mfa;
 pub mod orgs;
 mod retention;
-mod session;
+pub(crate) mod session;
+pub(crate) mod sso;
 mod viewer;
 
 pub use orgs::valid_slug;
@@ -35,6 +36,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/actions"),
     ("POST", "/v1/auth/login"),
     ("POST", "/v1/auth/login/mfa"),
+    ("GET", "/v1/auth/sso"),
+    ("GET", "/v1/auth/sso/callback"),
     ("POST", "/v1/auth/logout"),
     ("GET", "/v1/me"),
     ("GET", "/v1/orgs"),
@@ -58,6 +61,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/me/mfa/recovery-codes"),
     ("GET", "/v1/orgs/{org}/sign-in"),
     ("PUT", "/v1/orgs/{org}/sign-in"),
+    ("GET", "/v1/orgs/{org}/sso"),
+    ("PUT", "/v1/orgs/{org}/sso"),
+    ("DELETE", "/v1/orgs/{org}/sso"),
     ("GET", "/v1/orgs/{org}/roles"),
     ("POST", "/v1/orgs/{org}/roles"),
     ("GET", "/v1/orgs/{org}/roles/{id}"),
@@ -126,6 +132,8 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/actions", get(health::actions))
         .route("/v1/auth/login", post(session::login))
         .route("/v1/auth/login/mfa", post(session::login_mfa))
+        .route("/v1/auth/sso", get(sso::start))
+        .route("/v1/auth/sso/callback", get(sso::callback))
         .route("/v1/auth/logout", post(session::logout))
         .route("/v1/me/mfa", get(mfa::status))
         .route("/v1/me/mfa/totp", post(mfa::start))
@@ -133,6 +141,10 @@ pub fn api(state: &AppState) -> Router<AppState> {
         .route("/v1/me/mfa/disable", post(mfa::disable))
         .route("/v1/me/mfa/recovery-codes", post(mfa::recovery_codes))
         .route("/v1/orgs/{org}/sign-in", get(mfa::get_sign_in).put(mfa::put_sign_in))
+        .route(
+            "/v1/orgs/{org}/sso",
+            get(sso::get_settings).put(sso::put_settings).delete(sso::delete_settings),
+        )
         .route("/v1/me", get(session::me))
         .route("/v1/orgs", get(orgs::list).post(orgs::create))
         .route(

@@ -101,7 +101,7 @@ pub async fn login(
         }))
         .into_response());
     }
-    start_session(&state, &user, &addr, None).await
+    start_session(&state, &user, &addr, &[]).await
 }
 
 /// `POST /v1/auth/login/mfa`: a password's challenge and a code from the authenticator app (or a
@@ -160,24 +160,49 @@ pub async fn login_mfa(
     // The step (or recovery code) is spent before the session exists: a code works once.
     crate::mfa::save(&state, &user.id, Some(&enrolment)).await?;
     state.throttle.succeeded(reservation);
-    start_session(&state, &user, &addr, Some(how)).await
+    start_session(&state, &user, &addr, &[("second_factor", json!(how))]).await
 }
 
-/// Issues a session for a user who proved who they are, records the sign-in, and sets the cookie.
+/// Issues a password session for a user who proved who they are, records the sign-in, and answers
+/// the session with its cookie.
 pub async fn start_session(
     state: &AppState,
     user: &trail_store::User,
     addr: &ClientAddr,
-    second_factor: Option<&str>,
+    info: &[(&str, Value)],
 ) -> ApiResult<Response> {
-    let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
-    let issued = auth::issue_session(&user.id, state);
+    let (issued, cookie) = open_session(state, user, addr, "password", info).await?;
+    let body = json!({
+        "token": issued.token,
+        "csrf_token": issued.csrf_token,
+        "expires_at": format_rfc3339(issued.session.expires_at),
+        "user": {"id": user.id, "email": user.email},
+    });
+    let mut resp = Json(body).into_response();
+    resp.headers_mut().insert(header::SET_COOKIE, cookie);
+    Ok(resp)
+}
+
+/// Issues a session signed in by `method`, records the sign-in (with `info`) in the orgs it reaches
+/// (a single sign-on session only its org), and answers its cookie.
+pub async fn open_session(
+    state: &AppState,
+    user: &trail_store::User,
+    addr: &ClientAddr,
+    method: &str,
+    info: &[(&str, Value)],
+) -> ApiResult<(auth::IssuedSession, HeaderValue)> {
+    let orgs: Vec<String> = match crate::sso::confined_to(method) {
+        Some(org) => vec![org.to_string()],
+        None => state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect(),
+    };
+    let issued = auth::issue_session(&user.id, method, state);
     state.store.create_session(&issued.session).await?;
     let mut audit = Audit::new(user.email.clone(), "user.signed_in", "user")
         .target(&user.id, Some(user.email.clone()))
         .ip(addr.text());
-    if let Some(f) = second_factor {
-        audit = audit.info("second_factor", f);
+    for (k, v) in info {
+        audit = audit.info(k, v.clone());
     }
     audit.record_in(state, &orgs).await?;
     let max_age = state.settings.auth.session_max_hours * 3600;
@@ -186,16 +211,7 @@ pub async fn start_session(
         "{SESSION_COOKIE}={}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}",
         issued.token
     );
-    let body = json!({
-        "token": issued.token,
-        "csrf_token": issued.csrf_token,
-        "expires_at": format_rfc3339(issued.session.expires_at),
-        "user": {"id": user.id, "email": user.email},
-    });
-    let mut resp = Json(body).into_response();
-    resp.headers_mut()
-        .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?);
-    Ok(resp)
+    Ok((issued, HeaderValue::from_str(&cookie).map_err(ApiError::internal)?))
 }
 
 /// The 429 for an account or address that used up its failures.
@@ -245,7 +261,7 @@ pub async fn logout(
     principal: Principal,
     addr: ClientAddr,
 ) -> ApiResult<Response> {
-    let Principal::User { session_id, user } = &principal else {
+    let Principal::User { session_id, user, .. } = &principal else {
         return Err(ApiError::forbidden("API keys cannot sign out; revoke the key instead"));
     };
     state.store.delete_session(session_id).await?;

@@ -207,6 +207,7 @@ async fn sessions_end_when_idle_expired_removed_or_the_password_changes() {
         created_at: t - 1,
         expires_at,
         last_seen,
+        method: "password".into(),
     };
     s.store.create_session(&session("fresh", t, t + 3_600_000_000)).await.unwrap();
     s.store.create_session(&session("idle", t - 2 * 3_600_000_000, t + 3_600_000_000)).await.unwrap();

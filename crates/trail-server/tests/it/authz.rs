@@ -56,6 +56,7 @@ fn rule(method: &str, path: &str) -> Rule {
             "/healthz" | "/readyz" | "/metrics" | "/v1/openapi.json" | "/v1/actions" | "/v1/log-key"
             | "/v1/auth/login" | "/v1/auth/login/mfa",
         ) => Rule::Public,
+        ("GET", "/v1/auth/sso" | "/v1/auth/sso/callback") => Rule::Public,
         ("POST", "/v1/invitations/{token}/accept") => Rule::Public,
         (_, "/v1/auth/logout" | "/v1/me" | "/v1/me/password") | ("GET", "/v1/orgs") => Rule::Session,
         (_, p) if p.starts_with("/v1/me/mfa") => Rule::Session,
@@ -74,9 +75,13 @@ fn rule(method: &str, path: &str) -> Rule {
         (_, p) if p.starts_with("/v1/orgs/{org}/exports") || p.starts_with("/v1/orgs/{org}/archives") => {
             Rule::Read
         }
-        (_, "/v1/orgs/{org}/settings" | "/v1/orgs/{org}/embedding" | "/v1/orgs/{org}/sign-in") => {
-            Rule::Perm(OrgSettings)
-        }
+        (
+            _,
+            "/v1/orgs/{org}/settings"
+            | "/v1/orgs/{org}/embedding"
+            | "/v1/orgs/{org}/sign-in"
+            | "/v1/orgs/{org}/sso",
+        ) => Rule::Perm(OrgSettings),
         ("POST", "/v1/orgs/{org}/viewer-tokens") => Rule::Mint,
         ("GET", "/v1/viewer") => Rule::ViewerSelf,
         (_, p) if p.starts_with("/v1/orgs/{org}/viewer-tokens") => Rule::MintOrLog,
@@ -203,6 +208,22 @@ async fn every_route_denies_what_it_does_not_allow() {
     let other_viewer = s.anon.with_token(minted["token"].as_str().unwrap());
     let fresh_admin_for_viewer = s.anon.login("admin@localhost", crate::ADMIN_PASSWORD).await.unwrap();
 
+    // The administrator (of default, and a server administrator), signed in by globex's identity
+    // provider: such a session reaches only globex, and makes nobody a server administrator.
+    let admin_user = s.store.user_by_email("admin@localhost").await.unwrap().unwrap();
+    let secret = trail_server::auth::random_secret();
+    let session = trail_store::Session {
+        id: "sso-elsewhere".into(),
+        user_id: admin_user.id.clone(),
+        secret_hash: trail_server::auth::secret_hash(&secret),
+        created_at: t,
+        expires_at: t + 3_600_000_000,
+        last_seen: trail_model::time::now(),
+        method: "sso:globex".into(),
+    };
+    s.store.create_session(&session).await.unwrap();
+    let sso_elsewhere = s.anon.with_token(format!("trs_sso-elsewhere.{secret}"));
+
     let denied = |code: u16| code == 401 || code == 403;
     for (method, path) in trail_server::routes::ROUTES {
         let r = rule(method, path);
@@ -240,12 +261,18 @@ async fn every_route_denies_what_it_does_not_allow() {
             }
             Rule::ServerAdmin => {
                 assert_eq!(status(&no_perm, method, path).await, 403, "{what}: not a server admin");
+                assert_eq!(
+                    status(&sso_elsewhere, method, path).await,
+                    403,
+                    "{what}: an org's single sign-on"
+                );
                 assert_eq!(status(&read_key, method, path).await, 403, "{what}: API key");
                 let ok = status(&fresh_admin, method, path).await;
                 assert!(!denied(ok), "{what}: server admin, got {ok}");
             }
             Rule::Mint | Rule::MintOrLog => {
                 assert_eq!(status(&other_org, method, path).await, 403, "{what}: session of another org");
+                assert_eq!(status(&sso_elsewhere, method, path).await, 403, "{what}: another org's sign-on");
                 assert_eq!(
                     status(&no_perm, method, path).await,
                     403,
@@ -265,6 +292,10 @@ async fn every_route_denies_what_it_does_not_allow() {
             }
             Rule::Perm(_) | Rule::Read | Rule::Write => {
                 assert_eq!(status(&other_org, method, path).await, 403, "{what}: session of another org");
+                if r != Rule::Write {
+                    let got = status(&sso_elsewhere, method, path).await;
+                    assert_eq!(got, 403, "{what}: a session of another org's single sign-on");
+                }
                 if r != Rule::Write {
                     assert_eq!(
                         status(&no_perm, method, path).await,

@@ -58,7 +58,7 @@ impl TestServer {
         // The fixture's session and key are made in the store directly, not over HTTP, so the org's
         // log holds only what each test does (signing in and creating keys are audited events).
         let admin_user = store.user_by_email("admin@localhost").await.unwrap().unwrap();
-        let issued = trail_server::auth::issue_session(&admin_user.id, &state);
+        let issued = trail_server::auth::issue_session(&admin_user.id, "password", &state);
         store.create_session(&issued.session).await.unwrap();
         let scopes = vec![trail_store::Scope::EventsWrite, trail_store::Scope::EventsRead];
         let (api_key, secret) = trail_server::auth::new_api_key("default", "test", scopes, None, None);

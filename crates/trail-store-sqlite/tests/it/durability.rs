@@ -213,3 +213,42 @@ async fn a_version_2_directory_moves_its_full_text_index_out() {
         .unwrap();
     assert_eq!(hits, 2, "and was rebuilt from the events");
 }
+
+/// A data directory of schema version 7 (sessions without the way they were signed in) opens in place:
+/// its sessions keep working and count as password sign-ins, the way every one of them was made.
+#[tokio::test]
+async fn a_version_7_directory_keeps_its_sessions_as_password_sign_ins() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let user = store.create_user("ada@acme.io", "phc", false, now()).await.unwrap();
+    let mut session = trail_store::Session {
+        id: "s1".into(),
+        user_id: user.id.clone(),
+        secret_hash: [3; 32],
+        created_at: now(),
+        expires_at: now() + 1_000_000,
+        last_seen: now(),
+        method: "password".into(),
+    };
+    store.create_session(&session).await.unwrap();
+    store.close();
+    drop(store);
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    c.execute_batch(
+        "ALTER TABLE sessions DROP COLUMN method; UPDATE meta SET value = 7 WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(store.session("s1").await.unwrap(), Some(session.clone()));
+    session.id = "s2".into();
+    session.method = "sso:acme".into();
+    store.create_session(&session).await.unwrap();
+    assert_eq!(store.session("s2").await.unwrap().unwrap().method, "sso:acme");
+    store.close();
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    let version: i64 =
+        c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 8);
+}

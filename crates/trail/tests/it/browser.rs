@@ -17,6 +17,8 @@ pub struct Browser {
     ws: Socket,
     session: String,
     next_id: u64,
+    /// Addresses requested while recording ([`Browser::record_requests`]).
+    requests: Vec<String>,
     _profile: tempfile::TempDir,
 }
 
@@ -63,7 +65,8 @@ impl Browser {
         };
         std::thread::spawn(move || lines.for_each(drop));
         let (ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
-        let mut b = Self { child, ws, session: String::new(), next_id: 0, _profile: profile };
+        let mut b =
+            Self { child, ws, session: String::new(), next_id: 0, requests: Vec::new(), _profile: profile };
         let target = b.send(None, "Target.createTarget", json!({"url": "about:blank"})).await.unwrap();
         let attached = b
             .send(None, "Target.attachToTarget", json!({"targetId": target["targetId"], "flatten": true}))
@@ -97,6 +100,12 @@ impl Browser {
                 self.next_id += 1;
                 let accept = json!({"id": self.next_id, "method": "Page.handleJavaScriptDialog", "params": {"accept": true}, "sessionId": s});
                 self.ws.send(Message::text(accept.to_string())).await.map_err(|e| e.to_string())?;
+                continue;
+            }
+            if v["method"] == "Network.requestWillBeSent"
+                && let Some(url) = v["params"]["request"]["url"].as_str()
+            {
+                self.requests.push(url.to_string());
                 continue;
             }
             if v["id"] == id {
@@ -249,6 +258,16 @@ impl Browser {
         }
         let body = self.frame_eval("document.body ? document.body.innerText.slice(0, 2000) : ''").await;
         panic!("timed out waiting for {what} in the frame ({last:?}):\n{body:?}");
+    }
+
+    /// Records the address of every request the page makes from now on (see [`Browser::requests`]).
+    pub async fn record_requests(&mut self) {
+        self.call("Network.enable", json!({})).await.unwrap();
+    }
+
+    /// The addresses requested since [`Browser::record_requests`], redirects included.
+    pub fn requests(&self) -> &[String] {
+        &self.requests
     }
 
     /// Forgets every cookie (another person at the same browser).

@@ -13,6 +13,7 @@ mod flood;
 mod mfa;
 mod postgres;
 mod sink;
+mod sso;
 mod stream;
 mod tamper;
 
@@ -43,10 +44,15 @@ pub struct Served {
 }
 
 impl Served {
-    #[allow(clippy::zombie_processes, reason = "Drop for Served kills and waits for the child")]
     pub fn start(dir: &Path, extra_env: &[(&str, &str)]) -> Self {
+        Self::start_at(dir, "127.0.0.1:0", extra_env)
+    }
+
+    /// Serves at `listen` (a port picked beforehand, when something must know it first).
+    #[allow(clippy::zombie_processes, reason = "Drop for Served kills and waits for the child")]
+    pub fn start_at(dir: &Path, listen: &str, extra_env: &[(&str, &str)]) -> Self {
         let mut cmd = trail();
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"]).arg(dir);
+        cmd.args(["serve", "--listen", listen, "--data-dir"]).arg(dir);
         for (k, v) in extra_env {
             cmd.env(k, v);
         }
