@@ -387,6 +387,7 @@ async fn single_sign_on_in_the_console() {
     b.goto(&format!("{base}/orgs/default/admin/settings")).await;
     let shown = b.eval("document.querySelector('[data-redirect-uri]').textContent").await;
     assert_eq!(shown, json!(format!("{base}/v1/auth/sso/callback")));
+    assert_eq!(b.eval(A11Y_CHECK).await, json!([]), "accessibility basics of the settings page");
     fill(&mut b, "#sso-issuer", &idp.issuer).await;
     fill(&mut b, "#sso-client", CLIENT_ID).await;
     fill(&mut b, "#sso-secret", CLIENT_SECRET).await;
