@@ -371,6 +371,11 @@ async fn main() -> anyhow::Result<()> {
         ("histogram 90d", vec![("from", from(90))]),
         ("histogram 90d outcome=failure", vec![("from", from(90)), ("outcome", "failure".into())]),
         ("histogram 90d q=req-0", vec![("from", from(90)), ("q", "req-0".into())]),
+        ("histogram 90d action", vec![("from", from(90)), ("action", "component.deployed".into())]),
+        (
+            "histogram 90d action+outcome",
+            vec![("from", from(90)), ("action", "component.deployed".into()), ("outcome", "failure".into())],
+        ),
     ];
     let reqid = {
         let v: Value = http

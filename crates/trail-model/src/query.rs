@@ -81,6 +81,15 @@ impl Filter {
         })
     }
 
+    /// What counts per action and time can answer: `Some(outcome)` when the filter selects actions (and
+    /// at most one outcome) and nothing else, `None` for anything else.
+    pub fn counted_by_action(&self) -> Option<Option<Outcome>> {
+        if self.action.is_empty() {
+            return None;
+        }
+        Filter { action: Vec::new(), ..self.clone() }.counted_by_minute()
+    }
+
     /// The reference semantics every backend must reproduce.
     pub fn matches(&self, e: &StoredEvent) -> bool {
         fn any_of(list: &[String], v: Option<&String>) -> bool {

@@ -263,6 +263,18 @@ async fn write(
             .await
             .map_err(pg_error)?;
         tx.execute(&st, &[&org, &c.ts, &c.failure]).await.map_err(pg_error)?;
+        let st = tx
+            .prepare_cached(
+                "INSERT INTO action_slots(org, action, slot, n, failures)
+                 SELECT $1::int8, a, floor(ts / 600000000.0)::int8 AS s, count(*), count(*) FILTER (WHERE failure)
+                 FROM unnest($2::text[], $3::int8[], $4::bool[]) AS t(a, ts, failure)
+                 GROUP BY a, s ORDER BY a, s
+                 ON CONFLICT (org, action, slot) DO UPDATE
+                 SET n = action_slots.n + excluded.n, failures = action_slots.failures + excluded.failures",
+            )
+            .await
+            .map_err(pg_error)?;
+        tx.execute(&st, &[&org, &c.action, &c.ts, &c.failure]).await.map_err(pg_error)?;
         if !levels.is_empty() {
             let st = tx
                 .prepare_cached(

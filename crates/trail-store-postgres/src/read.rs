@@ -8,7 +8,7 @@
 //! token lexemes and an exact check on the token text: ` tok1 tok2 last` must occur in
 //! `' ' || search`, which is "consecutive tokens, the last one as a prefix". Nothing here writes.
 
-use crate::schema::MINUTE;
+use crate::schema::{MINUTE, SLOT};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use trail_model::Outcome;
@@ -213,7 +213,19 @@ pub(crate) async fn histogram<C: GenericClient>(
     if let Some(outcome) = f.counted_by_minute()
         && width >= MINUTE
     {
-        return histogram_from_minutes(client, org, f, width, outcome).await;
+        return histogram_from_counts(client, org, f, width, outcome, None).await;
+    }
+    if let Some(outcome) = f.counted_by_action()
+        && width >= SLOT
+    {
+        let (mut exact, mut prefixes) = (Vec::new(), Vec::new());
+        for a in &f.action {
+            match a {
+                ActionMatch::Exact(v) => exact.push(v.clone()),
+                ActionMatch::Prefix(p) => prefixes.push(p.clone()),
+            }
+        }
+        return histogram_from_counts(client, org, f, width, outcome, Some((&exact, &prefixes))).await;
     }
     let mut c = Conditions::new(org);
     let from = c.param(f.from);
@@ -235,28 +247,44 @@ pub(crate) async fn histogram<C: GenericClient>(
     Ok(out)
 }
 
-/// A histogram of every event in the window from `minute_counts`, in two statements whatever the
-/// number of events: the whole minutes inside each bucket from their counts, and the parts of the
-/// minutes that a bucket boundary (or the window's start and end) cuts from the `(org, ts)` index.
-/// With `outcome`, only events of that outcome are counted (`failures`, or `n - failures`).
-async fn histogram_from_minutes<C: GenericClient>(
+/// A histogram from counts kept per unit of time, in three statements whatever the number of events:
+/// the whole units inside each bucket from their counts, and the parts of the units that a bucket
+/// boundary (or the window's start and end) cuts from the `(org, ts)` index. Without `actions`, every
+/// event from `minute_counts`; with them (exact actions, action prefixes), those actions' events from
+/// `action_slots`, per ten minutes. With `outcome`, only events of that outcome are counted
+/// (`failures`, or `n - failures`).
+async fn histogram_from_counts<C: GenericClient>(
     client: &C,
     org: i64,
     f: &Filter,
     width: Micros,
     outcome: Option<Outcome>,
+    actions: Option<(&Vec<String>, &Vec<String>)>,
 ) -> Result<Vec<Bucket>> {
     let (measure, rows) = match outcome {
         None => ("n", ""),
         Some(Outcome::Failure) => ("failures", " AND e.failure"),
         Some(Outcome::Success) => ("n - failures", " AND NOT e.failure"),
     };
+    let (table, column, unit) = match actions {
+        None => ("minute_counts", "minute", MINUTE),
+        Some(_) => ("action_slots", "slot", SLOT),
+    };
+    let no_actions: Vec<String> = Vec::new();
+    let (exact, prefixes) = actions.unwrap_or((&no_actions, &no_actions));
+    // The actions' condition, on parameters `$a` (exact) and `$p` (prefixes).
+    let of_actions = |col: &str, a: usize, p: usize| match actions {
+        None => String::new(),
+        Some(_) => format!(
+            " AND ({col} = ANY(${a}::text[]) OR EXISTS (SELECT 1 FROM unnest(${p}::text[]) AS x(p) WHERE starts_with({col}, x.p)))"
+        ),
+    };
     let buckets = if f.to > f.from { (f.to - f.from - 1) / width + 1 } else { 0 };
-    // The whole minutes of bucket b: [ceil(start), floor(end)), in minutes.
+    // The whole units of bucket b: [ceil(start), floor(end)), in units.
     let whole = |b: i64| {
         let start = f.from + b * width;
         let end = f.to.min(start.saturating_add(width));
-        ((start + MINUTE - 1).div_euclid(MINUTE), end.div_euclid(MINUTE))
+        ((start + unit - 1).div_euclid(unit), end.div_euclid(unit))
     };
     let (mut lo, mut hi, mut of) = (Vec::new(), Vec::new(), Vec::new());
     let mut cut = |l: Micros, h: Micros, b: i64| {
@@ -273,59 +301,72 @@ async fn histogram_from_minutes<C: GenericClient>(
         if first >= last {
             cut(start, end, b);
         } else {
-            cut(start, first * MINUTE, b);
-            cut(last * MINUTE, end, b);
+            cut(start, first * unit, b);
+            cut(last * unit, end, b);
         }
     }
     let mut counts = std::collections::BTreeMap::<i64, u64>::new();
     let st = client
         .prepare_cached(&format!(
             "SELECT s.b, count(*) FROM unnest($2::int8[], $3::int8[], $4::int8[]) AS s(lo, hi, b)
-             JOIN events e ON e.org = $1 AND e.ts >= s.lo AND e.ts < s.hi{rows} GROUP BY s.b"
+             JOIN events e ON e.org = $1 AND e.ts >= s.lo AND e.ts < s.hi{rows}{} GROUP BY s.b",
+            of_actions("e.action", 5, 6)
         ))
         .await
         .map_err(pg_error)?;
-    for r in client.query(&st, &[&org, &lo, &hi, &of]).await.map_err(pg_error)? {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &lo, &hi, &of];
+    if actions.is_some() {
+        params.extend([exact as &(dyn ToSql + Sync), prefixes]);
+    }
+    for r in client.query(&st, &params).await.map_err(pg_error)? {
         let (b, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
         *counts.entry(b).or_default() += unsigned(n, "count")?;
     }
-    // Every whole minute of the window, summed per bucket by the bucket its start falls in…
-    let range = ((f.from + MINUTE - 1).div_euclid(MINUTE), f.to.div_euclid(MINUTE));
+    // Every whole unit of the window, summed per bucket by the bucket its start falls in…
+    let range = ((f.from + unit - 1).div_euclid(unit), f.to.div_euclid(unit));
     let st = client
         .prepare_cached(&format!(
-            "SELECT (minute * $2 - $3) / $4 AS b, sum({measure})::int8 FROM minute_counts
-             WHERE org = $1 AND minute >= $5 AND minute < $6 GROUP BY b"
+            "SELECT ({column} * $2 - $3) / $4 AS b, sum({measure})::int8 FROM {table}
+             WHERE org = $1 AND {column} >= $5 AND {column} < $6{} GROUP BY b",
+            of_actions("action", 7, 8)
         ))
         .await
         .map_err(pg_error)?;
-    for r in
-        client.query(&st, &[&org, &MINUTE, &f.from, &width, &range.0, &range.1]).await.map_err(pg_error)?
-    {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &unit, &f.from, &width, &range.0, &range.1];
+    if actions.is_some() {
+        params.extend([exact as &(dyn ToSql + Sync), prefixes]);
+    }
+    for r in client.query(&st, &params).await.map_err(pg_error)? {
         let (b, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
         *counts.entry(b).or_default() += unsigned(n, "count")?;
     }
-    // …less the minutes a bucket boundary cuts, which were counted from the index above.
+    // …less the units a bucket boundary cuts, which were counted from the index above.
     let mut owners = std::collections::HashMap::new();
     for b in 1..buckets {
         let boundary = f.from + b * width;
-        let minute = boundary.div_euclid(MINUTE);
-        if boundary % MINUTE != 0 && minute >= range.0 && minute < range.1 {
-            owners.insert(minute, b - 1);
+        let u = boundary.div_euclid(unit);
+        if boundary % unit != 0 && u >= range.0 && u < range.1 {
+            owners.insert(u, b - 1);
         }
     }
-    let minutes: Vec<i64> = owners.keys().copied().collect();
+    let units: Vec<i64> = owners.keys().copied().collect();
     let st = client
         .prepare_cached(&format!(
-            "SELECT minute, ({measure})::int8 FROM minute_counts WHERE org = $1 AND minute = ANY($2)"
+            "SELECT {column}, sum({measure})::int8 FROM {table} WHERE org = $1 AND {column} = ANY($2){} GROUP BY {column}",
+            of_actions("action", 3, 4)
         ))
         .await
         .map_err(pg_error)?;
-    for r in client.query(&st, &[&org, &minutes]).await.map_err(pg_error)? {
-        let (minute, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
-        if let Some(b) = owners.get(&minute) {
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &units];
+    if actions.is_some() {
+        params.extend([exact as &(dyn ToSql + Sync), prefixes]);
+    }
+    for r in client.query(&st, &params).await.map_err(pg_error)? {
+        let (u, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
+        if let Some(b) = owners.get(&u) {
             let c = counts.entry(*b).or_default();
             *c = c.checked_sub(unsigned(n, "count")?).ok_or_else(|| {
-                StoreError::Corrupt(format!("minute {minute} counts {n} events, more than its bucket holds"))
+                StoreError::Corrupt(format!("{column} {u} counts {n} events, more than its bucket holds"))
             })?;
         }
     }

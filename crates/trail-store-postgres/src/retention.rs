@@ -12,7 +12,7 @@ use deadpool_postgres::{GenericClient, Object};
 use trail_model::time::{month_start, next_month};
 use trail_store::{MonthSummary, OrgSettings, RawRecord, Result, StoreError};
 
-use crate::schema::{MINUTE, PARTITION_LOCK_BASE, partition, partitions};
+use crate::schema::{MINUTE, PARTITION_LOCK_BASE, SLOT, partition, partitions};
 use crate::{hash32, pg_error, signed, unsigned};
 
 pub(crate) async fn org_settings<C: GenericClient>(c: &C, org: i64) -> Result<Option<OrgSettings>> {
@@ -196,6 +196,13 @@ pub(crate) async fn prune_month(
     tx.execute(
         "DELETE FROM minute_counts WHERE org = $1 AND minute >= $2 AND minute < $3",
         &[&org, &minutes.0, &minutes.1],
+    )
+    .await
+    .map_err(pg_error)?;
+    let slots = (month_start(month).div_euclid(SLOT), month_start(next_month(month)).div_euclid(SLOT));
+    tx.execute(
+        "DELETE FROM action_slots WHERE org = $1 AND slot >= $2 AND slot < $3",
+        &[&org, &slots.0, &slots.1],
     )
     .await
     .map_err(pg_error)?;

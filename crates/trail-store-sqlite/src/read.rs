@@ -11,7 +11,7 @@ use trail_model::query::{ActionMatch, Filter, Query};
 use trail_model::time::{Micros, month_of, month_start, next_month};
 use trail_store::{Bucket, Page, RawPage, RawRecord, Record, Result, StoreError, page_from, raw_page_from};
 
-use crate::schema::{MINUTE, SEQ_BITS, events_table, fts_table, minute_of, rowid};
+use crate::schema::{MINUTE, SEQ_BITS, SLOT, events_table, fts_table, rowid};
 use crate::{body, ids, sql_error};
 
 pub fn org_id(conn: &Connection, slug: &str) -> Result<(i64, u64)> {
@@ -363,7 +363,13 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
     if let Some(outcome) = f.counted_by_minute()
         && width >= MINUTE
     {
-        return histogram_from_minutes(conn, org, f, width, outcome);
+        return histogram_from_counts(conn, org, f, width, outcome, &Rollup::Minutes);
+    }
+    if let Some(outcome) = f.counted_by_action()
+        && width >= SLOT
+    {
+        let (cond, args) = conditions(&Filter { action: f.action.clone(), ..Filter::default() });
+        return histogram_from_counts(conn, org, f, width, outcome, &Rollup::Actions(&cond, &args));
     }
     let indexed = match f.q {
         Some(_) => crate::index::indexed_size(conn, org)?.min(size),
@@ -445,19 +451,33 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
     Ok(counts.into_iter().map(|(b, count)| Bucket { start: f.from + b * width, count }).collect())
 }
 
-/// A histogram of every event in the window, from `minute_counts`: the whole minutes inside each
-/// bucket are summed from their counts (one range of the primary key per bucket); the parts of the
-/// minutes that a bucket boundary (or the window's own start and end) cuts are counted from the time
-/// index, less than a minute of rows each. The cost grows with the window's minutes and buckets, not
-/// with the number of events. With `outcome`, only events of that outcome are counted (`failures`, or
-/// `n - failures`).
-fn histogram_from_minutes(
+/// The counts a histogram sums its whole units from.
+enum Rollup<'a> {
+    /// `minute_counts`: every event, per minute.
+    Minutes,
+    /// `action_slots`: the events of some actions (the condition on `action` and its arguments), per
+    /// ten minutes.
+    Actions(&'a str, &'a [Sql]),
+}
+
+/// A histogram from counts kept per unit of time ([`Rollup`]): the whole units inside each bucket are
+/// summed from their counts (one range of the primary key per bucket, per action for
+/// `action_slots`); the parts of the units that a bucket boundary (or the window's own start and end)
+/// cuts are counted from the time index, less than a unit of rows each. The cost grows with the
+/// window's units and buckets, not with the number of events. With `outcome`, only events of that
+/// outcome are counted (`failures`, or `n - failures`).
+fn histogram_from_counts(
     conn: &Connection,
     org: i64,
     f: &Filter,
     width: Micros,
     outcome: Option<Outcome>,
+    rollup: &Rollup,
 ) -> Result<Vec<Bucket>> {
+    let (table, column, unit, cond, cond_args): (&str, &str, Micros, &str, &[Sql]) = match rollup {
+        Rollup::Minutes => ("minute_counts", "minute", MINUTE, "", &[]),
+        Rollup::Actions(cond, args) => ("action_slots", "slot", SLOT, cond, args),
+    };
     let (measure, rows) = match outcome {
         None => ("n", ""),
         Some(Outcome::Failure) => ("failures", " AND outcome = 1"),
@@ -469,18 +489,20 @@ fn histogram_from_minutes(
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
         .map_err(sql_error)?;
     let count_rows = |lo: Micros, hi: Micros| -> Result<u64> {
-        // A span of under two minutes: one month partition, or two when a month begins inside it.
+        // A span of under two units: one month partition, or two when a month begins inside it.
         let (mut total, mut month) = (0, month_of(lo));
         loop {
             if partitions.contains(&month) {
                 let (a, b) = (lo.max(month_start(month)), hi.min(month_start(next_month(month))));
                 let sql = format!(
-                    "SELECT count(*) FROM {} WHERE org = ?1 AND ts >= ?2 AND ts < ?3{rows}",
+                    "SELECT count(*) FROM {} WHERE org = ?1 AND ts >= ?2 AND ts < ?3{rows}{cond}",
                     events_table(month)
                 );
+                let mut args = vec![Sql::Integer(org), Sql::Integer(a), Sql::Integer(b)];
+                args.extend(cond_args.iter().cloned());
                 let n: i64 = conn
                     .prepare_cached(&sql)
-                    .and_then(|mut st| st.query_row(params![org, a, b], |r| r.get(0)))
+                    .and_then(|mut st| st.query_row(params_from_iter(args), |r| r.get(0)))
                     .map_err(sql_error)?;
                 total += n as u64;
             }
@@ -492,22 +514,25 @@ fn histogram_from_minutes(
     };
     let mut sum = conn
         .prepare_cached(&format!(
-            "SELECT sum({measure}) FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3"
+            "SELECT sum({measure}) FROM {table} WHERE org_id = ?1 AND {column} >= ?2 AND {column} < ?3{cond}"
         ))
         .map_err(sql_error)?;
+    let of = |t: Micros| t.div_euclid(unit);
     let mut out = Vec::new();
     for b in 0..buckets {
         let start = f.from + b * width;
         let end = f.to.min(start.saturating_add(width));
-        // The whole minutes of the bucket: [ceil(start), floor(end)).
-        let (first, last) = (minute_of(start + MINUTE - 1), minute_of(end));
+        // The whole units of the bucket: [ceil(start), floor(end)).
+        let (first, last) = (of(start + unit - 1), of(end));
         let n = if first >= last {
             count_rows(start, end)?
         } else {
+            let mut args = vec![Sql::Integer(org), Sql::Integer(first), Sql::Integer(last)];
+            args.extend(cond_args.iter().cloned());
             let whole: Option<i64> =
-                sum.query_row(params![org, first, last], |r| r.get(0)).map_err(sql_error)?;
-            let head = if start < first * MINUTE { count_rows(start, first * MINUTE)? } else { 0 };
-            let tail = if last * MINUTE < end { count_rows(last * MINUTE, end)? } else { 0 };
+                sum.query_row(params_from_iter(args), |r| r.get(0)).map_err(sql_error)?;
+            let head = if start < first * unit { count_rows(start, first * unit)? } else { 0 };
+            let tail = if last * unit < end { count_rows(last * unit, end)? } else { 0 };
             whole.unwrap_or(0) as u64 + head + tail
         };
         if n > 0 {

@@ -189,6 +189,16 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
         ],
     )
     .map_err(sql_error)?;
+    // And the month's counts per action (keyed by action first: one range per action of the org).
+    conn.execute(
+        "DELETE FROM action_slots WHERE org_id = ?1 AND slot >= ?2 AND slot < ?3",
+        params![
+            org,
+            crate::schema::slot_of(month_start(month)),
+            crate::schema::slot_of(month_start(next_month(month)))
+        ],
+    )
+    .map_err(sql_error)?;
     let others: Option<i64> = conn
         .query_row(&format!("SELECT k FROM {ev} WHERE k < ?1 OR k >= ?2 LIMIT 1"), [lo, hi], |r| r.get(0))
         .optional()

@@ -26,9 +26,18 @@ use rusqlite::Connection;
 /// 5: `org_settings.read_audit` (whether reads of the log are recorded in it) and
 /// `org_settings.default_range` (the console's opening time range); `exports.kind` (query or restore).
 /// 8: `sessions.method` (how the person signed in: password or an org's single sign-on).
-pub const SCHEMA_VERSION: i64 = 8;
+/// 9: `action_slots` (events and failures per action and 10 minutes, for histograms by action).
+pub const SCHEMA_VERSION: i64 = 9;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
+
+/// The width of an `action_slots` row: ten minutes.
+pub const SLOT: i64 = 10 * MINUTE;
+
+/// The ten minutes an event time falls in (floor, also before 1970).
+pub fn slot_of(ts: i64) -> i64 {
+    ts.div_euclid(SLOT)
+}
 
 /// The minute an event time falls in (floor, also before 1970).
 pub fn minute_of(ts: i64) -> i64 {
@@ -151,6 +160,9 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
             PRIMARY KEY(org_id, minute)) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS action_slots(
+            org_id INTEGER NOT NULL, action INTEGER NOT NULL, slot INTEGER NOT NULL, n INTEGER NOT NULL,
+            failures INTEGER NOT NULL, PRIMARY KEY(org_id, action, slot)) STRICT, WITHOUT ROWID;
         ",
     )?;
     crate::ids::create(conn)?;
@@ -167,7 +179,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=7) => {
+        Some(v @ 1..=8) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -185,7 +197,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             // Versions 1 and 2 kept a month's full-text index beside its events; it is rebuilt in
             // `trail-index.db` by the indexer, and queries stay exact while it catches up.
             if v <= 2 {
-                for month in months {
+                for &month in &months {
                     tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", fts_table(month)))?;
                 }
             }
@@ -218,6 +230,14 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             if v <= 7 && !has_column(&tx, "sessions", "method")? {
                 tx.execute_batch("ALTER TABLE sessions ADD COLUMN method TEXT NOT NULL DEFAULT 'password'")?;
             }
+            // Version 9 counts events per action and ten minutes: built from the stored events (the
+            // table was created above, empty; an interrupted migration left it empty and runs again).
+            if v <= 8 {
+                tx.execute("DELETE FROM action_slots", [])?;
+                for &month in &months {
+                    tx.execute(&backfill_action_slots(month), [])?;
+                }
+            }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.
@@ -236,6 +256,22 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
     let mut st = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
     st.exists([column])
+}
+
+/// Adds one month partition's events to `action_slots` (a migration; the writer keeps them after).
+pub fn backfill_action_slots(month: u32) -> String {
+    let s = slot_sql("ts");
+    format!(
+        "INSERT INTO action_slots(org_id, action, slot, n, failures)
+         SELECT org, action, {s} AS slot, count(*), sum(outcome) FROM {} WHERE true GROUP BY org, action, slot
+         ON CONFLICT(org_id, action, slot) DO UPDATE SET n = n + excluded.n, failures = failures + excluded.failures",
+        events_table(month)
+    )
+}
+
+/// SQL for [`slot_of`] over a column.
+fn slot_sql(col: &str) -> String {
+    format!("(CASE WHEN {col} >= 0 THEN {col} / {SLOT} ELSE ({col} - {}) / {SLOT} END)", SLOT - 1)
 }
 
 /// Adds one month partition's events to `minute_counts` (a migration; the writer keeps them after).

@@ -299,6 +299,7 @@ impl Writer {
         let mut out = Vec::with_capacity(events.len());
         // Per-minute counts of what this append creates, for histograms (a batch spans few minutes).
         let mut minutes = std::collections::BTreeMap::<i64, (i64, i64)>::new();
+        let mut slots = std::collections::BTreeMap::<(i64, i64), (i64, i64)>::new();
         for mut e in events {
             // An id whose event is still stored is a duplicate or a conflict (retention leaves stale
             // entries).
@@ -324,7 +325,7 @@ impl Writer {
             }
             canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
             let leaf = leaf_hash(&e.body);
-            self.insert(org_id, size, &e, &leaf).map_err(sql_error)?;
+            let action = self.insert(org_id, size, &e, &leaf).map_err(sql_error)?;
             let completed = self
                 .frontiers
                 .get_mut(&org_id)
@@ -340,6 +341,8 @@ impl Writer {
             }
             let minute = minutes.entry(schema::minute_of(e.time)).or_default();
             *minute = (minute.0 + 1, minute.1 + i64::from(e.failure));
+            let slot = slots.entry((action, schema::slot_of(e.time))).or_default();
+            *slot = (slot.0 + 1, slot.1 + i64::from(e.failure));
             out.push(Appended::Created { id: e.id, seq: size });
             size += 1;
             // Keep the cache in step so a duplicate later in the same batch is found by the query above.
@@ -355,6 +358,16 @@ impl Writer {
                      SET n = n + excluded.n, failures = failures + excluded.failures",
                 )
                 .and_then(|mut st| st.execute(params![org_id, minute, n, failures]))
+                .map_err(sql_error)?;
+        }
+        for ((action, slot), (n, failures)) in slots {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO action_slots(org_id, action, slot, n, failures) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(org_id, action, slot) DO UPDATE
+                     SET n = n + excluded.n, failures = failures + excluded.failures",
+                )
+                .and_then(|mut st| st.execute(params![org_id, action, slot, n, failures]))
                 .map_err(sql_error)?;
         }
         // The log head is written with every job, so a later job's rollback can re-read it.
@@ -443,7 +456,8 @@ impl Writer {
         }
     }
 
-    fn insert(&mut self, org_id: i64, seq: u64, e: &Prepared, leaf: &Hash) -> rusqlite::Result<()> {
+    /// Inserts an event's row; answers its action's dictionary id.
+    fn insert(&mut self, org_id: i64, seq: u64, e: &Prepared, leaf: &Hash) -> rusqlite::Result<i64> {
         self.ensure_partition(e.month)?;
         let k = rowid(org_id, seq);
         let actor = self.intern(&e.actor)?;
@@ -472,7 +486,7 @@ impl Writer {
                 e.packed.as_ref().unwrap_or(&e.body),
                 &leaf[..]
             ])?;
-        Ok(())
+        Ok(action)
     }
 }
 

@@ -549,10 +549,11 @@ pub async fn histogram_matches_reference_model<S: Store>(store: Arc<S>) {
     }
 }
 
-/// Histograms without filters, which a backend may answer from per-minute counts: events on minute
-/// boundaries and a microsecond either side, across a month boundary, late (out of time order),
-/// repeated (duplicates count once) and beside another org's; windows starting on a minute, just
-/// after it and mid-minute; widths below, at and above a minute, and not multiples of one.
+/// Histograms without filters, by outcome and by action, which a backend may answer from counts per
+/// unit of time: events on minute boundaries and a microsecond either side, across a month boundary,
+/// late (out of time order), repeated (duplicates count once) and beside another org's; windows
+/// starting on a minute, just after it and mid-minute; widths below, at and above a minute and ten
+/// minutes, and not multiples of one; actions exact, by prefix and several.
 pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(store: Arc<S>) {
     org(&*store, "acme").await;
     org(&*store, "globex").await;
@@ -571,7 +572,7 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
         let events: Vec<NewEvent> = batch
             .iter()
             .map(|t| {
-                let mut e = event("a", "x.y", *t);
+                let mut e = event("a", ["x.y", "x.z", "w.v"][t.rem_euclid(3) as usize], *t);
                 e.id = Some(format!("e{t}"));
                 // Failures too, unevenly: histograms by outcome are counted per minute as well.
                 if t.rem_euclid(7) < 3 {
@@ -588,8 +589,24 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
     store.append("globex", times.iter().map(|t| event("g", "x.y", *t)).collect(), now()).await.unwrap();
     let starts =
         [boundary - MICROS_PER_DAY, boundary - 3 * 3_600_000_000 + 1, boundary - 7 * minute - 123_456];
-    let widths =
-        [30_000_000, minute, 90_000_000, 5 * minute, 3_600_000_000, MICROS_PER_DAY, 7 * MICROS_PER_DAY];
+    let widths = [
+        30_000_000,
+        minute,
+        90_000_000,
+        5 * minute,
+        10 * minute,
+        17 * minute,
+        3_600_000_000,
+        MICROS_PER_DAY,
+        7 * MICROS_PER_DAY,
+    ];
+    let actions = [
+        vec![],
+        vec![ActionMatch::Exact("x.y".into())],
+        vec![ActionMatch::Prefix("x.".into())],
+        vec![ActionMatch::Exact("w.v".into()), ActionMatch::Exact("x.z".into())],
+        vec![ActionMatch::Exact("no.such".into())],
+    ];
     for from in starts {
         for to in [boundary + MICROS_PER_DAY + 1, boundary + 17 * minute + 5_000_000] {
             for (width, outcome) in widths.into_iter().flat_map(|w| {
@@ -601,19 +618,22 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
                 ]
                 .map(|o| (w, o))
             }) {
-                let filter = Filter { outcome: outcome.clone(), ..window(from, to) };
-                let mut want: std::collections::BTreeMap<Micros, u64> = Default::default();
-                for (t, _) in model.select(&filter) {
-                    *want.entry(from + (t - from) / width * width).or_default() += 1;
+                for action in &actions {
+                    let filter =
+                        Filter { outcome: outcome.clone(), action: action.clone(), ..window(from, to) };
+                    let mut want: std::collections::BTreeMap<Micros, u64> = Default::default();
+                    for (t, _) in model.select(&filter) {
+                        *want.entry(from + (t - from) / width * width).or_default() += 1;
+                    }
+                    let got: std::collections::BTreeMap<Micros, u64> = store
+                        .histogram("acme", &filter, width)
+                        .await
+                        .unwrap()
+                        .into_iter()
+                        .map(|b| (b.start, b.count))
+                        .collect();
+                    assert_eq!(got, want, "from {from}, to {to}, width {width}, {outcome:?}, {action:?}");
                 }
-                let got: std::collections::BTreeMap<Micros, u64> = store
-                    .histogram("acme", &filter, width)
-                    .await
-                    .unwrap()
-                    .into_iter()
-                    .map(|b| (b.start, b.count))
-                    .collect();
-                assert_eq!(got, want, "from {from}, to {to}, width {width}, outcome {outcome:?}");
             }
         }
     }

@@ -250,5 +250,51 @@ async fn a_version_7_directory_keeps_its_sessions_as_password_sign_ins() {
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     let version: i64 =
         c.query_row("SELECT value FROM meta WHERE key = 'schema_version'", [], |r| r.get(0)).unwrap();
-    assert_eq!(version, 8);
+    assert_eq!(version, trail_store_sqlite::schema::SCHEMA_VERSION);
+}
+
+/// A data directory of schema version 8 (no counts per action) opens in place: the counts are built
+/// from the stored events, and histograms by action agree with counting the rows.
+#[tokio::test]
+async fn a_version_8_directory_gets_its_counts_per_action() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    let day = trail_model::time::MICROS_PER_DAY;
+    let events: Vec<_> = (0..300i64)
+        .map(|i| {
+            let mut e = event("a", ["x.y", "x.z", "w.v"][i as usize % 3], now() - 2 * day + i * 555_000_000);
+            if i % 4 == 0 {
+                e.outcome = trail_model::Outcome::Failure;
+            }
+            e
+        })
+        .collect();
+    store.append("acme", events, now()).await.unwrap();
+    store.close();
+    drop(store);
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    c.execute_batch("DROP TABLE action_slots; UPDATE meta SET value = 8 WHERE key = 'schema_version';")
+        .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let window = trail_model::query::Filter { from: now() - 3 * day, to: now(), ..Default::default() };
+    for (action, outcome, want) in [
+        ("x.y", vec![], 100),
+        ("w.v", vec![trail_model::Outcome::Failure], 25),
+        ("x.", vec![trail_model::Outcome::Success], 150),
+    ] {
+        let a = if action.ends_with('.') {
+            trail_model::query::ActionMatch::Prefix(action.into())
+        } else {
+            trail_model::query::ActionMatch::Exact(action.into())
+        };
+        let f = trail_model::query::Filter { action: vec![a], outcome, ..window.clone() };
+        let counted: u64 = store.histogram("acme", &f, day).await.unwrap().iter().map(|b| b.count).sum();
+        assert_eq!(counted, want, "{action}");
+    }
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    let rows: i64 = c.query_row("SELECT sum(n) FROM action_slots", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 300, "every stored event counted once");
 }
