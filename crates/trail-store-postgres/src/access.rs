@@ -580,6 +580,16 @@ async fn is_member<C: GenericClient>(c: &C, org: i64, user: &str) -> Result<bool
     c.query_one(&st, &[&org, &user]).await.map_err(pg_error).and_then(|r| get(&r, 0))
 }
 
+async fn remove_member<C: GenericClient>(c: &C, org: i64, group: &str, user: &str) -> Result<()> {
+    c.execute(
+        "DELETE FROM group_members WHERE org = $1 AND group_id = $2 AND user_id = $3",
+        &[&org, &group, &user],
+    )
+    .await
+    .map_err(pg_error)?;
+    Ok(())
+}
+
 pub(crate) async fn sync_groups(
     client: &mut Object,
     org: i64,
@@ -595,12 +605,7 @@ pub(crate) async fn sync_groups(
         if *present {
             add_member(&tx, org, group, user).await?;
         } else {
-            tx.execute(
-                "DELETE FROM group_members WHERE org = $1 AND group_id = $2 AND user_id = $3",
-                &[&org, &group, &user],
-            )
-            .await
-            .map_err(pg_error)?;
+            remove_member(&tx, org, group, user).await?;
         }
     }
     keep_an_administrator(&tx, org).await?;
@@ -630,12 +635,7 @@ pub(crate) async fn set_group_member(
         }
         add_member(&tx, org, group, user).await?;
     } else {
-        tx.execute(
-            "DELETE FROM group_members WHERE org = $1 AND group_id = $2 AND user_id = $3",
-            &[&org, &group, &user],
-        )
-        .await
-        .map_err(pg_error)?;
+        remove_member(&tx, org, group, user).await?;
         keep_an_administrator(&tx, org).await?;
     }
     tx.commit().await.map_err(pg_error)

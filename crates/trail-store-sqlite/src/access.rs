@@ -104,6 +104,15 @@ pub fn add_member(c: &Connection, org_id: i64, group: &str, user: &str) -> Resul
     Ok(())
 }
 
+fn remove_member(c: &Connection, org_id: i64, group: &str, user: &str) -> Result<()> {
+    c.execute(
+        "DELETE FROM group_members WHERE org_id = ?1 AND group_id = ?2 AND user_id = ?3",
+        params![org_id, group, user],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
 fn parse_permissions(joined: &str, into: &mut Vec<Permission>) {
     for p in joined.split(',').filter_map(Permission::parse) {
         if !into.contains(&p) {
@@ -466,11 +475,7 @@ pub fn set_group_member(c: &Connection, org_id: i64, group: &str, user: &str, pr
         }
         add_member(c, org_id, group, user)
     } else {
-        c.execute(
-            "DELETE FROM group_members WHERE org_id = ?1 AND group_id = ?2 AND user_id = ?3",
-            params![org_id, group, user],
-        )
-        .map_err(sql_error)?;
+        remove_member(c, org_id, group, user)?;
         keep_an_administrator(c, org_id)
     }
 }
@@ -484,11 +489,7 @@ pub fn sync_groups(c: &Connection, org_id: i64, user: &str, groups: &[(String, b
         if *present {
             add_member(c, org_id, group, user)?;
         } else {
-            c.execute(
-                "DELETE FROM group_members WHERE org_id = ?1 AND group_id = ?2 AND user_id = ?3",
-                params![org_id, group, user],
-            )
-            .map_err(sql_error)?;
+            remove_member(c, org_id, group, user)?;
         }
     }
     keep_an_administrator(c, org_id)
