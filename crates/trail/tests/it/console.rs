@@ -700,3 +700,49 @@ async fn console_saved_searches_and_alerts() {
     .await;
     assert_eq!(b.eval("document.querySelectorAll('[data-rule]').length").await, json!(2));
 }
+
+/// By hand, never in CI: how long the Audit Logs page takes to render in Chromium against a running
+/// server holding a large org (BENCHMARKS.md, issue #16). Point it at the server with
+/// `TRAIL_BENCH_CONSOLE_URL`, `TRAIL_BENCH_CONSOLE_ORG` and the administrator's password in
+/// `TRAIL_BENCH_CONSOLE_PASSWORD`, then run
+/// `cargo test -p trail --release --test it console_timing_at_scale -- --ignored --nocapture`.
+/// Each page is loaded once cold, then 10 times; the figure is the browser's own navigation timing
+/// (request sent to the load event: the server's rendering, the transfer, the page's script).
+#[tokio::test]
+#[ignore = "needs a server with a large org; run by hand"]
+async fn console_timing_at_scale() {
+    let var = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("set {k}"));
+    let (base, org, password) =
+        (var("TRAIL_BENCH_CONSOLE_URL"), var("TRAIL_BENCH_CONSOLE_ORG"), var("TRAIL_BENCH_CONSOLE_PASSWORD"));
+    let Some(mut b) = browser("console_timing_at_scale").await else { return };
+    sign_in(&mut b, &base, "admin@localhost", &password).await;
+    println!("| page | first load ms | p50 of 10 ms | max of 10 ms | rows shown |\n|---|---|---|---|---|");
+    for (name, query) in [
+        ("Audit Logs, last 90 days", "range=90d"),
+        ("Audit Logs, last 30 days", "range=30d"),
+        ("Audit Logs, 90 days, one action", "range=90d&action=component.deployed"),
+        ("Audit Logs, 90 days, failures", "range=90d&outcome=failure"),
+        ("Audit Logs, 90 days, free text", "range=90d&q=req-0"),
+    ] {
+        let url = format!("{base}/orgs/{org}/logs?{query}");
+        let mut times = Vec::new();
+        for _ in 0..11 {
+            b.goto(&url).await;
+            let ms = b
+                .wait_for(
+                    "(() => { const n = performance.getEntriesByType('navigation')[0]; return n && n.loadEventEnd > 0 && n.loadEventEnd - n.startTime; })()",
+                    "the navigation timing",
+                )
+                .await;
+            times.push(ms.as_f64().unwrap());
+        }
+        let rows = b.eval("document.querySelectorAll('table tbody tr').length").await;
+        let first = times.remove(0);
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| {name} | {first:.0} | {:.0} | {:.0} | {rows} |",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    }
+}

@@ -312,7 +312,15 @@ async fn webhook_gets_every_event_in_order_through_receiver_and_server_kills() {
     let log_key = admin.get_text("/v1/log-key").await.unwrap();
     let (ok, text) = verify_stream(&rx.out, log_key.trim());
     assert!(ok, "{text}");
-    assert!(text.contains(&format!("default: seq 0 to {} complete", size - 1)), "{text}");
+    // Complete from 0 to at least the size counted above: the destination made and deleted since
+    // (their self-audit events) may have been delivered too by the time the copy is verified.
+    let last: u64 = text
+        .split("default: seq 0 to ")
+        .nth(1)
+        .and_then(|rest| rest.split(" complete").next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no complete range: {text}"));
+    assert!(last >= size - 1, "{text}");
 
     // A receiver's copy altered, or with a batch gone, fails and says where.
     let forged = dir.path().join("forged");
