@@ -283,13 +283,9 @@ impl Principal {
     /// Requires a user session holding `perm` in `org`.
     pub async fn require_permission(&self, state: &AppState, org: &str, perm: Permission) -> ApiResult<()> {
         let user = self.user()?;
-        let method = match self {
-            Principal::User { method, .. } => method.as_str(),
-            _ => "password",
-        };
         let perms = state.store.permissions(org, &user.id).await?;
         match perms {
-            Some(p) if p.contains(&perm) => crate::mfa::gate(state, org, user, method).await,
+            Some(p) if p.contains(&perm) => crate::mfa::gate(state, org, user, self.method()).await,
             Some(_) => Err(ApiError::forbidden(format!(
                 "you need the {} permission in organization {org}",
                 perm.as_str()
@@ -322,6 +318,34 @@ impl Principal {
             Principal::Key(_) => self.require_scope(org, Scope::EventsRead),
             Principal::User { .. } => self.require_permission(state, org, Permission::LogManagement).await,
             Principal::Viewer(_) => Err(viewer_refused()),
+        }
+    }
+}
+
+/// The orgs a person's session reaches, with their permissions there: every org they belong to for a
+/// password session, only its org for one of an org's identity provider, none for one of the
+/// server's provider (server administration only).
+pub async fn reachable_orgs(
+    state: &AppState,
+    user: &User,
+    method: &str,
+) -> ApiResult<Vec<(trail_store::Org, Vec<Permission>)>> {
+    if method == crate::sso::SERVER_METHOD {
+        return Ok(Vec::new());
+    }
+    let mut orgs = state.store.user_orgs(&user.id).await?;
+    if let Some(home) = crate::sso::confined_to(method) {
+        orgs.retain(|(o, _)| o.slug == home);
+    }
+    Ok(orgs)
+}
+
+impl Principal {
+    /// How a person's session was signed in (`password` for keys and viewers, which have none).
+    pub fn method(&self) -> &str {
+        match self {
+            Principal::User { method, .. } => method,
+            _ => "password",
         }
     }
 }

@@ -244,6 +244,14 @@ pub async fn requires_mfa(state: &AppState, org: &str) -> ApiResult<bool> {
 /// `403 mfa_required` (the org's own provider's sessions are the provider's to secure).
 pub async fn gate(state: &AppState, org: &str, user: &trail_store::User, method: &str) -> ApiResult<()> {
     let forbidden = |code: &'static str, m: String| ApiError::new(axum::http::StatusCode::FORBIDDEN, code, m);
+    if method == crate::sso::SERVER_METHOD {
+        return Err(forbidden(
+            "sso_other_org",
+            format!(
+                "this session was signed in by the server's identity provider, for server administration only; sign in to {org} with its own sign-in"
+            ),
+        ));
+    }
     if let Some(home) = crate::sso::confined_to(method) {
         if home != org {
             return Err(forbidden(

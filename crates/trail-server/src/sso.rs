@@ -113,7 +113,7 @@ type OidcClient = Client<
 
 /// An identity provider as configured: an org's (its document, the client secret sealed) or the
 /// server's (the settings file).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Serialize, Deserialize, PartialEq)]
 pub struct Provider {
     pub issuer: String,
     pub client_id: String,
@@ -129,6 +129,16 @@ pub struct Provider {
     /// The server's provider only: a person in one of these provider groups is a server administrator.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub admin_groups: Vec<String>,
+}
+
+impl std::fmt::Debug for Provider {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Provider")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("groups_claim", &self.groups_claim)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
@@ -155,7 +165,7 @@ impl Realm {
     pub fn method(&self) -> String {
         match self {
             Realm::Org(org) => format!("sso:{org}"),
-            Realm::Server => "sso".into(),
+            Realm::Server => SERVER_METHOD.into(),
         }
     }
 
@@ -175,6 +185,9 @@ impl Realm {
     }
 }
 
+/// The sign-in method of a session of the server's provider (server administration only).
+pub const SERVER_METHOD: &str = "sso";
+
 /// The org a session signed in by `method` is confined to (`sso:<org>`), if any.
 pub fn confined_to(method: &str) -> Option<&str> {
     method.strip_prefix("sso:")
@@ -186,7 +199,10 @@ type Discovered = (Instant, Result<CoreProviderMetadata, String>);
 /// What every part of single sign-on shares: the HTTP client to providers, their discovery
 /// documents, the flow cookie's cipher and the states already used.
 pub struct Sso {
-    http: openidconnect::reqwest::Client,
+    /// Follows no redirects and times out; `None` (single sign-on refused) if it could not be built.
+    http: Option<openidconnect::reqwest::Client>,
+    /// One discovery at a time: a flood of sign-ins while a provider is slow waits for nothing.
+    fetching: tokio::sync::Mutex<()>,
     discovered: Mutex<HashMap<String, Discovered>>,
     flows: Sealer,
     secrets: Sealer,
@@ -206,9 +222,11 @@ impl Sso {
             .redirect(openidconnect::reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(10))
             .build()
-            .unwrap_or_default();
+            .map_err(|e| tracing::error!(error = %e, "single sign-on has no HTTP client"))
+            .ok();
         Self {
             http,
+            fetching: tokio::sync::Mutex::new(()),
             discovered: Mutex::default(),
             flows: Sealer::for_purpose(signer, "trail single sign-on flows v1"),
             secrets: Sealer::for_purpose(signer, "trail single sign-on client secrets v1"),
@@ -226,18 +244,25 @@ impl Sso {
         String::from_utf8(self.secrets.open(&bytes).map_err(ApiError::internal)?).map_err(ApiError::internal)
     }
 
-    /// The provider's discovery document and keys, fetched at most every few minutes.
+    /// The provider's discovery document and keys, fetched at most every few minutes, one fetch at a
+    /// time: while one is under way, others get the previous copy, or are refused at once.
     async fn metadata(&self, issuer: &str) -> Result<CoreProviderMetadata, String> {
-        if let Ok(cache) = self.discovered.lock()
-            && let Some((at, found)) = cache.get(issuer)
-        {
+        let cached = self.discovered.lock().ok().and_then(|cache| cache.get(issuer).cloned());
+        if let Some((at, found)) = &cached {
             let fresh = if found.is_ok() { DISCOVERY_TTL } else { RETRY_AFTER };
             if at.elapsed() < fresh {
                 return found.clone();
             }
         }
+        let Ok(_fetching) = self.fetching.try_lock() else {
+            return match cached {
+                Some((_, Ok(stale))) => Ok(stale),
+                _ => Err("another discovery is under way; try again in a moment".into()),
+            };
+        };
+        let http = self.http.as_ref().ok_or("no HTTP client")?;
         let found = match IssuerUrl::new(issuer.to_string()) {
-            Ok(url) => CoreProviderMetadata::discover_async(url, &self.http).await.map_err(|e| chain(&e)),
+            Ok(url) => CoreProviderMetadata::discover_async(url, http).await.map_err(|e| chain(&e)),
             Err(e) => Err(e.to_string()),
         };
         if let Ok(mut cache) = self.discovered.lock() {
@@ -346,6 +371,12 @@ pub fn explain(code: &str) -> Option<&'static str> {
         "sso_token_invalid" => "Your identity provider's token could not be verified.",
         "sso_email_missing" => "Your identity provider did not share a verified email address.",
         "sso_no_access" => "Your identity provider gives you no group with access to this organization.",
+        "sso_email_taken" => {
+            "An account with your email address exists outside this organization. Ask an administrator to invite it."
+        }
+        "sso_cross_site" => {
+            "Single sign-on must be started from this site. Choose Continue with single sign-on below."
+        }
         "sso_not_admin" => "Your identity provider does not list you among the server administrators.",
         "sso_misconfigured" => "Single sign-on is not configured correctly. Ask your administrator.",
         "sso_unavailable" => "Sign-in is unavailable right now. Try again later.",
@@ -499,10 +530,9 @@ async fn finish_flow(
         .exchange_code(AuthorizationCode::new(code))
         .map_err(|e| Failure::new("sso_misconfigured", format!("the provider has no token endpoint: {e}")))?
         .set_pkce_verifier(PkceCodeVerifier::new(flow.verifier.clone()));
-    let token = exchange
-        .request_async(&state.sso.http)
-        .await
-        .map_err(|e| Failure::new("sso_exchange_failed", chain(&e)))?;
+    let http = state.sso.http.as_ref().ok_or_else(|| Failure::new("sso_unavailable", "no HTTP client"))?;
+    let token =
+        exchange.request_async(http).await.map_err(|e| Failure::new("sso_exchange_failed", chain(&e)))?;
     // The code is spent at the provider; the state is spent here (once, even when raced).
     if !state.sso.spend(&flow.state, now) {
         return Err(Failure::new("sso_state_replayed", "this sign-in's state was already used"));
@@ -595,7 +625,20 @@ async fn admit_member(
         .collect();
     let found = match linked {
         Some(u) => Some(u),
-        None => state.store.user_by_email(&person.email).await.map_err(ApiError::from)?,
+        // An account of that email is linked only when it is already this org's member: the org's
+        // provider vouches for people of this org, not for an account that belongs elsewhere.
+        None => match state.store.user_by_email(&person.email).await.map_err(ApiError::from)? {
+            Some(u) if state.store.permissions(org, &u.id).await.map_err(ApiError::from)?.is_some() => {
+                Some(u)
+            }
+            Some(_) => {
+                return Err(Failure::new(
+                    "sso_email_taken",
+                    "an account of this email exists outside this organization; an administrator must invite it",
+                ));
+            }
+            None => None,
+        },
     };
     let user = match found {
         Some(u) => u,
@@ -618,14 +661,6 @@ async fn admit_member(
             }
         }
     };
-    let link = trail_store::Document {
-        org: org.to_string(),
-        kind: SUBJECT_KIND.into(),
-        id: link_id,
-        body: serde_json::json!({"user": user.id, "issuer": provider.issuer}),
-        updated_at: trail_model::time::now(),
-    };
-    state.store.put_document(&link, false).await.map_err(ApiError::from)?;
     let groups = state.store.groups(org).await.map_err(ApiError::from)?;
     let (mut joined, mut left, mut changes) = (Vec::new(), Vec::new(), Vec::new());
     for g in groups.iter().filter(|g| provider.group_map.iter().any(|r| r.group == g.id)) {
@@ -651,6 +686,15 @@ async fn admit_member(
     if state.store.permissions(org, &user.id).await.map_err(ApiError::from)?.is_none() {
         return Err(Failure::new("sso_no_access", "no group of this org after the group map"));
     }
+    // Linked only once admitted: a refused sign-in leaves nothing behind.
+    let link = trail_store::Document {
+        org: org.to_string(),
+        kind: SUBJECT_KIND.into(),
+        id: link_id,
+        body: serde_json::json!({"user": user.id, "issuer": provider.issuer}),
+        updated_at: trail_model::time::now(),
+    };
+    state.store.put_document(&link, false).await.map_err(ApiError::from)?;
     Ok((user, joined, left))
 }
 

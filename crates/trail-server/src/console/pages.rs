@@ -98,17 +98,20 @@ async fn nav_for(
     else {
         return Err(login_redirect(here));
     };
-    let mut memberships = state.store.user_orgs(&user.id).await.map_err(unavailable)?;
-    // A single sign-on session shows only the org whose provider signed it in.
-    if let Some(home) = crate::sso::confined_to(&session.method) {
-        memberships.retain(|(o, _)| o.slug == home);
-    }
+    // A single sign-on session shows only the org whose provider signed it in (the server's
+    // provider's, none).
+    let memberships = crate::auth::reachable_orgs(state, &user, &session.method)
+        .await
+        .map_err(|e| unavailable(e.message))?;
     let orgs: Vec<(String, String)> =
         memberships.iter().map(|(o, _)| (o.slug.clone(), o.name.clone())).collect();
     let Some((this, perms)) = memberships.into_iter().find(|(o, _)| o.slug == org) else {
         let text = match crate::sso::confined_to(&session.method) {
             Some(home) => format!(
                 "You signed in with the single sign-on of {home}, which opens only {home}. Sign out and sign in again for {org}."
+            ),
+            None if session.method == crate::sso::SERVER_METHOD => format!(
+                "You signed in with the server's single sign-on, for server administration only. Sign out and sign in again for {org}."
             ),
             None => format!("You are not a member of organization {org}."),
         };

@@ -29,7 +29,7 @@ pub fn valid_slug(s: &str) -> bool {
 
 pub async fn list(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<Value>> {
     let user = principal.user()?;
-    let orgs = state.store.user_orgs(&user.id).await?;
+    let orgs = crate::auth::reachable_orgs(&state, user, principal.method()).await?;
     Ok(Json(json!({"orgs": orgs.iter().map(|(o, _)| org_json(o)).collect::<Vec<_>>()})))
 }
 

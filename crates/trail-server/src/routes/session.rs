@@ -192,10 +192,8 @@ pub async fn open_session(
     method: &str,
     info: &[(&str, Value)],
 ) -> ApiResult<(auth::IssuedSession, HeaderValue)> {
-    let orgs: Vec<String> = match crate::sso::confined_to(method) {
-        Some(org) => vec![org.to_string()],
-        None => state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect(),
-    };
+    let orgs: Vec<String> =
+        auth::reachable_orgs(state, user, method).await?.into_iter().map(|(o, _)| o.slug).collect();
     let issued = auth::issue_session(&user.id, method, state);
     state.store.create_session(&issued.session).await?;
     let mut audit = Audit::new(user.email.clone(), "user.signed_in", "user")
@@ -261,12 +259,13 @@ pub async fn logout(
     principal: Principal,
     addr: ClientAddr,
 ) -> ApiResult<Response> {
-    let Principal::User { session_id, user, .. } = &principal else {
+    let Principal::User { session_id, user, method } = &principal else {
         return Err(ApiError::forbidden("API keys cannot sign out; revoke the key instead"));
     };
     state.store.delete_session(session_id).await?;
     state.activity.forget_session(session_id);
-    let orgs: Vec<String> = state.store.user_orgs(&user.id).await?.into_iter().map(|(o, _)| o.slug).collect();
+    let orgs: Vec<String> =
+        auth::reachable_orgs(&state, user, method).await?.into_iter().map(|(o, _)| o.slug).collect();
     Audit::new(user.email.clone(), "user.signed_out", "user")
         .target(&user.id, Some(user.email.clone()))
         .ip(addr.text())
@@ -280,7 +279,7 @@ pub async fn logout(
 
 pub async fn me(State(state): State<AppState>, principal: Principal) -> ApiResult<Json<Value>> {
     let user = principal.user()?;
-    let orgs = state.store.user_orgs(&user.id).await?;
+    let orgs = auth::reachable_orgs(&state, user, principal.method()).await?;
     let orgs: Vec<Value> = orgs
         .into_iter()
         .map(|(o, perms)| {

@@ -18,7 +18,7 @@ use crate::sso::{self, FLOW_COOKIE, Realm};
 
 /// `GET /v1/auth/sso?org=…&next=…`: sends the browser to the org's provider (without `org`, the
 /// server's provider, for server administrators). Refusals go back to the sign-in page.
-pub async fn start(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Response {
+pub async fn start(State(state): State<AppState>, headers: HeaderMap, RawQuery(raw): RawQuery) -> Response {
     let pairs: Vec<(String, String)> =
         serde_urlencoded::from_str(raw.as_deref().unwrap_or("")).unwrap_or_default();
     let get = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.trim().to_string());
@@ -32,13 +32,23 @@ pub async fn start(State(state): State<AppState>, RawQuery(raw): RawQuery) -> Re
             Realm::Org(o) => format!("/orgs/{o}/logs"),
             Realm::Server => "/".into(),
         });
+    // Started only from this site: a link elsewhere could otherwise sign a visitor in, silently, as
+    // whoever a hostile org's provider says (login cross-site request forgery). Browsers say where a
+    // navigation comes from; such a visitor lands on the sign-in page with the org filled in.
+    let from_elsewhere = headers
+        .get("sec-fetch-site")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|s| s == "cross-site" || s == "same-site");
+    if from_elsewhere {
+        return redirect(&refused_url("sso_cross_site", org.as_deref()), None);
+    }
     match sso::begin(&state, &realm, next).await {
         Ok((url, flow)) => {
             let cookie = flow_cookie(&state, &flow, sso::FLOW_SECS);
             redirect(&url, Some(cookie))
         }
         Err(f) => {
-            tracing::info!(code = f.code, detail = %f.detail, "single sign-on not started");
+            tracing::info!(code = f.code, detail = ?f.detail, "single sign-on not started");
             redirect(&refused_url(f.code, org.as_deref()), None)
         }
     }
@@ -68,7 +78,7 @@ pub async fn callback(
             }
         },
         Err(f) => {
-            tracing::info!(code = f.code, detail = %f.detail, "single sign-on refused");
+            tracing::info!(code = f.code, detail = ?f.detail, "single sign-on refused");
             crate::metrics::Metrics::add(&state.metrics.sign_in_failures, 1);
             if let Some(org) = &f.record_in {
                 let audit = Audit::new(
@@ -178,6 +188,26 @@ pub async fn get_settings(
     Ok(Json(settings_view(&state, doc.as_ref())))
 }
 
+/// Who may choose the org's provider: someone holding every permission here, since the provider then
+/// says who is who (it could name any member, or put anyone in any mapped group). While the org
+/// admits only its provider's sessions, only such a session may change it.
+async fn require_provider_admin(state: &AppState, org: &str, p: &Principal) -> ApiResult<()> {
+    p.require_permission(state, org, Permission::OrgSettings).await?;
+    let user = p.user()?;
+    let held = state.store.permissions(org, &user.id).await?.unwrap_or_default();
+    if !Permission::ALL.iter().all(|perm| held.contains(perm)) {
+        return Err(ApiError::forbidden(format!(
+            "choosing the identity provider of {org} needs every permission there: the provider decides who its members are"
+        )));
+    }
+    if !crate::mfa::sign_in_rules(state, org).await?.password_sign_in && p.method() != format!("sso:{org}") {
+        return Err(ApiError::forbidden(format!(
+            "{org} admits only its identity provider's sessions; sign in with it to change it"
+        )));
+    }
+    Ok(())
+}
+
 pub async fn put_settings(
     State(state): State<AppState>,
     Path(org): Path<String>,
@@ -185,7 +215,7 @@ pub async fn put_settings(
     addr: ClientAddr,
     JsonBody(body): JsonBody,
 ) -> ApiResult<Json<Value>> {
-    p.require_permission(&state, &org, Permission::OrgSettings).await?;
+    require_provider_admin(&state, &org, &p).await?;
     let body: SsoSettings = typed(body)?;
     let invalid = |field: &str, m: String| ApiError::bad_request("invalid_field", m).with_field(field);
     sso::check_issuer(&body.issuer).map_err(|m| invalid("issuer", m))?;
@@ -256,7 +286,7 @@ pub async fn delete_settings(
     p: Principal,
     addr: ClientAddr,
 ) -> ApiResult<StatusCode> {
-    p.require_permission(&state, &org, Permission::OrgSettings).await?;
+    require_provider_admin(&state, &org, &p).await?;
     if !crate::mfa::sign_in_rules(&state, &org).await?.password_sign_in {
         return Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -20,6 +20,8 @@ enum Rule {
     ServerAdmin,
     /// A session holding this permission in the path's org.
     Perm(Permission),
+    /// A session holding every permission in the path's org (choosing its identity provider).
+    AllPerms,
     /// `LOG-MANAGEMENT` in the org, or an `events:read` key of the org.
     Read,
     /// An `events:write` key of the org.
@@ -75,6 +77,7 @@ fn rule(method: &str, path: &str) -> Rule {
         (_, p) if p.starts_with("/v1/orgs/{org}/exports") || p.starts_with("/v1/orgs/{org}/archives") => {
             Rule::Read
         }
+        ("PUT" | "DELETE", "/v1/orgs/{org}/sso") => Rule::AllPerms,
         (
             _,
             "/v1/orgs/{org}/settings"
@@ -289,6 +292,17 @@ async fn every_route_denies_what_it_does_not_allow() {
                         assert_eq!(got, 403, "{what}: a session with only {}", perm.as_str());
                     }
                 }
+            }
+            Rule::AllPerms => {
+                assert_eq!(status(&other_org, method, path).await, 403, "{what}: session of another org");
+                assert_eq!(status(&sso_elsewhere, method, path).await, 403, "{what}: another org's sign-on");
+                assert_eq!(status(&no_perm, method, path).await, 403, "{what}: no permission");
+                assert_eq!(status(&read_key, method, path).await, 403, "{what}: API key");
+                for (perm, client) in &single {
+                    assert_eq!(status(client, method, path).await, 403, "{what}: only {}", perm.as_str());
+                }
+                let ok = status(&fresh_admin, method, path).await;
+                assert!(!denied(ok), "{what}: an administrator, got {ok}");
             }
             Rule::Perm(_) | Rule::Read | Rule::Write => {
                 assert_eq!(status(&other_org, method, path).await, 403, "{what}: session of another org");
