@@ -348,6 +348,12 @@ impl From<ApiError> for Failure {
     }
 }
 
+impl From<trail_store::StoreError> for Failure {
+    fn from(e: trail_store::StoreError) -> Self {
+        ApiError::from(e).into()
+    }
+}
+
 /// What the sign-in page says for each refusal code (the only text it shows: the code comes from
 /// the address bar, where anyone can write one).
 pub fn explain(code: &str) -> Option<&'static str> {
@@ -610,9 +616,9 @@ async fn admit_member(
     person: &Person,
 ) -> Result<(trail_store::User, Vec<String>, Vec<String>), Failure> {
     let link_id = hex::encode(Sha256::digest(format!("{}\n{}", provider.issuer, person.subject)));
-    let linked = match state.store.document(org, SUBJECT_KIND, &link_id).await.map_err(ApiError::from)? {
+    let linked = match state.store.document(org, SUBJECT_KIND, &link_id).await? {
         Some(doc) => match doc.body["user"].as_str() {
-            Some(id) => state.store.user(id).await.map_err(ApiError::from)?,
+            Some(id) => state.store.user(id).await?,
             None => None,
         },
         None => None,
@@ -627,10 +633,8 @@ async fn admit_member(
         Some(u) => Some(u),
         // An account of that email is linked only when it is already this org's member: the org's
         // provider vouches for people of this org, not for an account that belongs elsewhere.
-        None => match state.store.user_by_email(&person.email).await.map_err(ApiError::from)? {
-            Some(u) if state.store.permissions(org, &u.id).await.map_err(ApiError::from)?.is_some() => {
-                Some(u)
-            }
+        None => match state.store.user_by_email(&person.email).await? {
+            Some(u) if state.store.permissions(org, &u.id).await?.is_some() => Some(u),
             Some(_) => {
                 return Err(Failure::new(
                     "sso_email_taken",
@@ -654,14 +658,13 @@ async fn admit_member(
                 Err(trail_store::StoreError::Conflict(_)) => state
                     .store
                     .user_by_email(&person.email)
-                    .await
-                    .map_err(ApiError::from)?
+                    .await?
                     .ok_or_else(|| Failure::new("sso_unavailable", "the new user vanished"))?,
-                Err(e) => return Err(ApiError::from(e).into()),
+                Err(e) => return Err(e.into()),
             }
         }
     };
-    let groups = state.store.groups(org).await.map_err(ApiError::from)?;
+    let groups = state.store.groups(org).await?;
     let (mut joined, mut left, mut changes) = (Vec::new(), Vec::new(), Vec::new());
     for g in groups.iter().filter(|g| provider.group_map.iter().any(|r| r.group == g.id)) {
         let want = wanted.contains(&g.id.as_str());
@@ -680,10 +683,10 @@ async fn admit_member(
             // The provider took the org's last administrator out of the administrators' group: the
             // org keeps them, and this sign-in is refused.
             Err(trail_store::StoreError::Conflict(m)) => return Err(Failure::new("sso_no_access", m)),
-            Err(e) => return Err(ApiError::from(e).into()),
+            Err(e) => return Err(e.into()),
         }
     }
-    if state.store.permissions(org, &user.id).await.map_err(ApiError::from)?.is_none() {
+    if state.store.permissions(org, &user.id).await?.is_none() {
         return Err(Failure::new("sso_no_access", "no group of this org after the group map"));
     }
     // Linked only once admitted: a refused sign-in leaves nothing behind.
@@ -694,7 +697,7 @@ async fn admit_member(
         body: serde_json::json!({"user": user.id, "issuer": provider.issuer}),
         updated_at: trail_model::time::now(),
     };
-    state.store.put_document(&link, false).await.map_err(ApiError::from)?;
+    state.store.put_document(&link, false).await?;
     Ok((user, joined, left))
 }
 
@@ -710,13 +713,11 @@ async fn admit_admin(
             "not in an administrators' group of the server's provider",
         ));
     }
-    let user = match state.store.user_by_email(&person.email).await.map_err(ApiError::from)? {
+    let user = match state.store.user_by_email(&person.email).await? {
         Some(u) => u,
-        None => state
-            .store
-            .create_user(&person.email, no_password(), false, trail_model::time::now())
-            .await
-            .map_err(ApiError::from)?,
+        None => {
+            state.store.create_user(&person.email, no_password(), false, trail_model::time::now()).await?
+        }
     };
     Ok((user, Vec::new(), Vec::new()))
 }

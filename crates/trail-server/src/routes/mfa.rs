@@ -190,10 +190,6 @@ pub async fn put_sign_in(
 ) -> ApiResult<Json<Value>> {
     p.require_permission(&state, &org, Permission::OrgSettings).await?;
     let (user, _) = person(&p)?;
-    let method = match &p {
-        Principal::User { method, .. } => method.clone(),
-        _ => String::new(),
-    };
     let body: SignInSettings = typed(body)?;
     // Requiring what you do not have would lock you out of this very setting.
     if body.require_mfa && !mfa::enabled(&state, &user.id).await? {
@@ -205,7 +201,7 @@ pub async fn put_sign_in(
         .with_field("require_mfa"));
     }
     // Turning passwords off is proven safe by signing in with the org's provider first.
-    if !body.password_sign_in && method != format!("sso:{org}") {
+    if !body.password_sign_in && p.method() != format!("sso:{org}") {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "sso_not_used",
