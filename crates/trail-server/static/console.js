@@ -73,13 +73,54 @@ document.querySelector("[data-tz-toggle]")?.addEventListener("click", () => {
 // --- Histogram: a bar's count and start on hover. ------------------------------------------------
 
 const hover = document.querySelector("[data-hover]");
-for (const bar of document.querySelectorAll(".histogram rect[data-count]")) {
-  bar.addEventListener("mouseenter", () => {
-    const n = Number(bar.dataset.count);
-    const zone = useUtc() ? "UTC" : localZone;
-    hover.textContent = `${n} ${n === 1 ? "event" : "events"} from ${formatTime(bar.dataset.start, useUtc())} ${zone}`;
-  });
+function hoverBars(root) {
+  for (const bar of root.querySelectorAll(".histogram rect[data-count]")) {
+    bar.addEventListener("mouseenter", () => {
+      const n = Number(bar.dataset.count);
+      const zone = useUtc() ? "UTC" : localZone;
+      hover.textContent = `${n} ${n === 1 ? "event" : "events"} from ${formatTime(bar.dataset.start, useUtc())} ${zone}`;
+    });
+  }
 }
+hoverBars(document);
+
+// A histogram that counts rows (free text, actor, target, project, source) comes after the page, from
+// the API, for the window the page resolved; its bars are drawn as the server draws them.
+async function drawHistogram(figure) {
+  const svg = figure.querySelector("svg");
+  try {
+    const h = await api("GET", `/v1/orgs/${encodeURIComponent(meta("org"))}/events/histogram?${figure.dataset.histogram}`);
+    const counts = h.buckets.map((b) => b.count);
+    const total = counts.reduce((a, b) => a + b, 0);
+    const max = Math.max(0, ...counts);
+    const bw = 1000 / Math.max(1, counts.length);
+    const rects = [];
+    h.buckets.forEach((b, i) => {
+      if (b.count === 0) return;
+      const height = Math.max(b.count / Math.max(max, 1) * 96, 2);
+      const r = document.createElementNS("http://www.w3.org/2000/svg", "rect");
+      const attrs = { x: i * bw + bw * 0.1, y: 100 - height, width: Math.max(bw * 0.8, 0.5), height, "data-count": b.count, "data-start": b.start };
+      for (const [k, v] of Object.entries(attrs)) r.setAttribute(k, String(v));
+      const title = document.createElementNS("http://www.w3.org/2000/svg", "title");
+      title.textContent = `${b.count} events from ${b.start}`;
+      r.append(title);
+      rects.push(r);
+    });
+    svg.replaceChildren(...rects);
+    svg.setAttribute("aria-label", `Events over time: ${total} in total, at most ${max} in one bar`);
+    figure.querySelector("[data-total]").textContent = String(total);
+    figure.querySelector("[data-max]").textContent = String(max);
+    hoverBars(figure);
+  } catch (err) {
+    figure.querySelector("[data-total]").textContent = "?";
+    hover.textContent = `The histogram could not be drawn: ${err.message}`;
+  } finally {
+    figure.removeAttribute("aria-busy");
+    performance.mark("trail-histogram-drawn");
+  }
+}
+const laterChart = document.querySelector(".histogram[data-histogram]");
+if (laterChart) drawHistogram(laterChart);
 
 // --- Header: org switcher and sign-out. ---------------------------------------------------------
 

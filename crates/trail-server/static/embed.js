@@ -131,19 +131,26 @@ async function load(append) {
   const page = new URLSearchParams(q);
   page.set("limit", "50");
   if (append && cursor) page.set("cursor", cursor);
+  // The histogram is asked for at once but drawn when it comes: counting rows (free text, an actor)
+  // can take seconds in a large org, and the rows must not wait for it.
+  const chart = append ? null : getJson(`${orgPath}/events/histogram?${q}`);
   try {
     const data = await getJson(`${orgPath}/events?${page}`);
-    if (!append) {
-      rows.replaceChildren();
-      const h = await getJson(`${orgPath}/events/histogram?${q}`);
-      drawHistogram(h, h.buckets.reduce((n, b) => n + b.count, 0));
-    }
+    if (!append) rows.replaceChildren();
     rows.append(...data.events.map(row));
     cursor = data.next_cursor;
     more.hidden = !cursor;
     $("[data-empty]").hidden = rows.children.length > 0;
   } catch (err) {
     errorBanner.textContent = err.message;
+  }
+  if (chart) {
+    try {
+      const h = await chart;
+      drawHistogram(h, h.buckets.reduce((n, b) => n + b.count, 0));
+    } catch (err) {
+      errorBanner.textContent ||= err.message;
+    }
   }
 }
 

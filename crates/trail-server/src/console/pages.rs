@@ -535,6 +535,8 @@ struct Logs {
     axes: Axes,
     window: (String, String),
     total: u64,
+    /// The API's histogram query for the script, when the histogram is drawn after the page.
+    deferred: Option<String>,
     /// The export request's filters (the API's parameters) as JSON.
     export_filters: String,
     query: String,
@@ -633,6 +635,7 @@ pub async fn logs(
         axes: Axes::default(),
         window: (String::new(), String::new()),
         total: 0,
+        deferred: None,
         export_filters: "{}".into(),
         query: form.query_string(None),
         search_query: form.search_query(),
@@ -641,7 +644,7 @@ pub async fn logs(
         form,
     };
     match load(&state, &org, &page.form).await {
-        Ok(Loaded { query, rows, next, bars, total }) => {
+        Ok(Loaded { query, rows, next, chart }) => {
             let f = &query.filter;
             let pairs = page.form.pairs(f.to).unwrap_or_default();
             let search = reads::Search {
@@ -667,9 +670,22 @@ pub async fn logs(
             page.export_filters = Value::Object(filters).to_string();
             page.rows = rows;
             page.next = next;
-            page.axes = Axes::of(f, &bars);
-            page.bars = bars;
-            page.total = total;
+            match chart {
+                Chart::Drawn(bars, total) => {
+                    page.axes = Axes::of(f, &bars);
+                    page.bars = bars;
+                    page.total = total;
+                }
+                Chart::Deferred => {
+                    page.axes = Axes::of(f, &[]);
+                    let mut pairs = vec![("from", page.window.0.as_str()), ("to", page.window.1.as_str())];
+                    for (k, values) in &page.form.fields {
+                        pairs.extend(values.iter().map(|v| (k.as_str(), v.as_str())));
+                    }
+                    page.deferred = Some(serde_urlencoded::to_string(pairs).unwrap_or_default());
+                }
+                Chart::None => {}
+            }
         }
         Err(LoadError::Invalid(m)) => page.error = Some(m),
         Err(LoadError::Failed(p)) => return p,
@@ -682,8 +698,25 @@ struct Loaded {
     query: Query,
     rows: Vec<Row>,
     next: Option<String>,
-    bars: Vec<Bar>,
-    total: u64,
+    chart: Chart,
+}
+
+/// The histogram above the first page of rows.
+enum Chart {
+    /// Drawn with the page: its bars and their total.
+    Drawn(Vec<Bar>, u64),
+    /// Drawn by the script from the API once the page is shown: this filter's histogram counts rows
+    /// (free text, actor, target, project or source), seconds over 90 days of a 10M-event org, and
+    /// the rows must not wait for it.
+    Deferred,
+    /// Later pages have none.
+    None,
+}
+
+/// Whether the store answers this filter's histogram from its counts per unit of time (every event,
+/// by outcome, by action), whose cost follows the window's minutes rather than its events.
+fn counted(f: &Filter) -> bool {
+    f.counted_by_minute().is_some() || f.counted_by_action().is_some()
 }
 
 enum LoadError {
@@ -705,11 +738,19 @@ async fn load(state: &AppState, org: &str, form: &Form) -> Result<Loaded, LoadEr
     let oldest = state.hot_start(org, now).await.map_err(|e| LoadError::Failed(unavailable(e.message)))?;
     let query = parse_query(&pairs, QueryContext { now, oldest })
         .map_err(|e| LoadError::Invalid(capitalize(&crate::error::ApiError::from(e).message)))?;
-    let page = state.store.query(org, &query).await.map_err(|e| LoadError::Failed(unavailable(e)))?;
+    // The page and its histogram are read at once, on two of the store's readers.
+    let (page, chart) = tokio::join!(state.store.query(org, &query), async {
+        if form.cursor.is_some() {
+            Ok(Chart::None)
+        } else if counted(&query.filter) {
+            histogram(state, org, &query.filter).await.map(|(bars, total)| Chart::Drawn(bars, total))
+        } else {
+            Ok(Chart::Deferred)
+        }
+    });
+    let page = page.map_err(|e| LoadError::Failed(unavailable(e)))?;
     let rows = page.records.iter().map(Row::of).collect();
-    let (bars, total) =
-        if form.cursor.is_none() { histogram(state, org, &query.filter).await? } else { (Vec::new(), 0) };
-    Ok(Loaded { rows, next: page.next.map(|c| c.encode()), bars, total, query })
+    Ok(Loaded { rows, next: page.next.map(|c| c.encode()), chart: chart?, query })
 }
 
 fn capitalize(s: &str) -> String {

@@ -160,6 +160,41 @@ fn import_refuses_the_second(second: serde_json::Value, why: &str) {
     assert!(text.contains("1 imported"), "{text}");
 }
 
+/// Identical lines without an id are distinct events (each occurrence derives its own id), a line
+/// with its own id is that id however often it appears, and importing the file again adds nothing.
+#[test]
+fn import_counts_identical_lines_and_imports_each_once() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(crate::Served::start(dir.path(), &[]));
+    let file = dir.path().join("events.ndjson");
+    let yesterday = trail_model::time::format_rfc3339(trail_model::time::now() - 86_400_000_000);
+    let bare = serde_json::json!({"time": yesterday, "actor": {"id": "alice"},
+                                  "action": "project.updated", "target": {"type": "project"}, "outcome": "success"});
+    let with_id = serde_json::json!({"id": "evt-fixed-1", "time": yesterday, "actor": {"id": "bob"},
+                                     "action": "project.updated", "target": {"type": "project"}, "outcome": "success"});
+    let audit = format!(
+        "[{} {},249]  INFO {{AUDIT_LOG}} - {{ \"performedBy\": \"admin\", \"action\": \"created\", \"type\": \"user\", \"info\": \"{{}}\"}}",
+        &yesterday[..10],
+        &yesterday[11..19]
+    );
+    std::fs::write(&file, format!("{bare}\n{with_id}\n{bare}\n{audit}\n{with_id}\n{audit}\n{bare}\n"))
+        .unwrap();
+    let import = || {
+        let out = crate::trail()
+            .args(["import", "--org", "default", "--data-dir"])
+            .arg(dir.path())
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let first = import();
+    assert!(first.contains("7 lines, 6 imported, 1 already present, 0 skipped"), "{first}");
+    let again = import();
+    assert!(again.contains("7 lines, 0 imported, 7 already present, 0 skipped"), "{again}");
+}
+
 /// `source: "trail"` marks Trail's own records: an offline import refuses it line by line, as ingest
 /// does, and imports the rest.
 #[test]
