@@ -89,6 +89,8 @@ struct Window {
     batch_ms: Vec<f64>,
     single_ms: Vec<f64>,
     query_ms: Vec<f64>,
+    /// The slowest query of the window: its time and what it asked.
+    slowest_query: Option<(f64, String)>,
     exports: u64,
     errors: u64,
 }
@@ -398,6 +400,9 @@ async fn run_load(
             s.fds,
             s.errors
         );
+        if let Some((ms, asked)) = w.slowest_query.filter(|(ms, _)| *ms > 1000.0) {
+            eprintln!("         slowest query {ms:.0} ms: {asked}");
+        }
         samples.push(s);
     }
     shared.stop.store(true, Ordering::Relaxed);
@@ -475,7 +480,11 @@ async fn ingest(http: reqwest::Client, base: String, targets: Vec<Target>, rate:
                             if single { w.single_ms.push(ms) } else { w.batch_ms.push(ms) }
                         });
                     }
-                    Err(e) => shared.error(e),
+                    Err(e) => {
+                        shared.error(e);
+                        // A refused or timed-out request is still an answer the client waited for.
+                        shared.record(|w| if single { w.single_ms.push(ms) } else { w.batch_ms.push(ms) });
+                    }
                 }
                 drop(permit);
             });
@@ -532,12 +541,18 @@ async fn queries(
         let key = t.key.clone();
         let started = Instant::now();
         let r = http.get(&url).query(&params).bearer_auth(key).send().await;
+        let asked = format!("{url}?{}", serde_urlencoded::to_string(&params).unwrap_or_default());
         let v = match r {
             Ok(r) if r.status().is_success() => r.json::<Value>().await.map_err(|e| e.to_string()),
-            Ok(r) => Err(format!("{url} answered {}: {}", r.status(), r.text().await.unwrap_or_default())),
-            Err(e) => Err(format!("{url} failed: {e}")),
+            Ok(r) => Err(format!("{asked} answered {}: {}", r.status(), r.text().await.unwrap_or_default())),
+            Err(e) => Err(format!("{asked} failed: {e}")),
         };
         let ms = started.elapsed().as_secs_f64() * 1000.0;
+        shared.record(|w| {
+            if w.slowest_query.as_ref().is_none_or(|(slowest, _)| ms > *slowest) {
+                w.slowest_query = Some((ms, asked));
+            }
+        });
         match v {
             Ok(v) => {
                 shared.record(|w| w.query_ms.push(ms));

@@ -128,34 +128,37 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     resp
 }
 
-/// Creates org `default` and `admin@localhost` on an empty store. Returns the generated password
-/// when none was given, so the caller can show it once.
+/// Makes the first administrator: on a store where nobody has an account, `admin@localhost`, a server
+/// administrator and an administrator of every org — of `default`, created first, when there is no
+/// org (a directory whose orgs were made by `trail admin create-org` before the first start would
+/// otherwise have no one who can sign in, and no command to make one). Returns the generated
+/// password when none was given and this call created the account, so the caller can show it once.
 pub async fn bootstrap(store: &dyn Store, admin_password: Option<&str>) -> Result<Option<String>, ApiError> {
-    if !store.orgs().await?.is_empty() {
+    if store.has_users().await? {
         return Ok(None);
     }
     let generated = admin_password.is_none().then(auth::random_secret);
     let password = admin_password.or(generated.as_deref()).unwrap_or_default();
     let hash = auth::hash_password(password)?;
     let t = now();
-    match store.create_org("default", "Default organization", t).await {
-        Ok(_) => {}
-        // Another node sharing the database bootstrapped at the same moment.
+    let mut orgs: Vec<String> = store.orgs().await?.into_iter().map(|o| o.slug).collect();
+    if orgs.is_empty() {
+        match store.create_org("default", "Default organization", t).await {
+            Ok(_) => orgs.push("default".into()),
+            // Another node sharing the database bootstrapped at the same moment.
+            Err(trail_store::StoreError::Conflict(_)) => return Ok(None),
+            Err(e) => return Err(e.into()),
+        }
+    }
+    let user = match store.create_user("admin@localhost", &hash, true, t).await {
+        Ok(u) => u,
+        // Another node made it first, with its own password: that one stands.
         Err(trail_store::StoreError::Conflict(_)) => return Ok(None),
         Err(e) => return Err(e.into()),
-    }
-    let user = match store.user_by_email("admin@localhost").await? {
-        Some(u) => u,
-        None => match store.create_user("admin@localhost", &hash, true, t).await {
-            Ok(u) => u,
-            Err(trail_store::StoreError::Conflict(_)) => store
-                .user_by_email("admin@localhost")
-                .await?
-                .ok_or_else(|| ApiError::internal("the first administrator vanished while being created"))?,
-            Err(e) => return Err(e.into()),
-        },
     };
-    store.add_org_admin("default", &user.id).await?;
+    for org in &orgs {
+        store.add_org_admin(org, &user.id).await?;
+    }
     Ok(generated)
 }
 

@@ -77,6 +77,9 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// Most used states remembered (each within its flow's 10 minutes): a sign-in whose state is not
 /// remembered as used is still refused by the provider's one-use codes.
 const MAX_USED_STATES: usize = 100_000;
+/// The most of a provider's answer (discovery document, key set, token response) that is read: a
+/// provider is chosen by an org's administrator, whose server could otherwise send an endless body.
+const MAX_PROVIDER_ANSWER: usize = 1 << 20;
 
 /// Every claim of the ID token beyond the standard ones, for the groups claim (named per provider).
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -193,14 +196,55 @@ pub fn confined_to(method: &str) -> Option<&str> {
     method.strip_prefix("sso:")
 }
 
+/// The HTTP client to identity providers: reqwest's, reading an answer's body chunk by chunk and
+/// refusing one longer than [`MAX_PROVIDER_ANSWER`] (reqwest's own adapter reads any length whole).
+#[derive(Debug)]
+pub struct ProviderHttp(openidconnect::reqwest::Client);
+
+type ProviderHttpError = openidconnect::HttpClientError<openidconnect::reqwest::Error>;
+
+impl<'c> openidconnect::AsyncHttpClient<'c> for ProviderHttp {
+    type Error = ProviderHttpError;
+    type Future = std::pin::Pin<
+        Box<
+            dyn std::future::Future<Output = Result<openidconnect::HttpResponse, Self::Error>>
+                + Send
+                + Sync
+                + 'c,
+        >,
+    >;
+
+    fn call(&'c self, request: openidconnect::HttpRequest) -> Self::Future {
+        Box::pin(async move {
+            let mut response =
+                self.0.execute(request.try_into().map_err(Box::new)?).await.map_err(Box::new)?;
+            let mut builder = openidconnect::http::Response::builder().status(response.status());
+            for (name, value) in response.headers() {
+                builder = builder.header(name, value);
+            }
+            let mut body = Vec::new();
+            while let Some(chunk) = response.chunk().await.map_err(Box::new)? {
+                if body.len() + chunk.len() > MAX_PROVIDER_ANSWER {
+                    return Err(ProviderHttpError::Other(format!(
+                        "the provider's answer is longer than {MAX_PROVIDER_ANSWER} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            builder.body(body).map_err(ProviderHttpError::Http)
+        })
+    }
+}
+
 /// A provider's discovery (or why it failed) and when it was fetched.
 type Discovered = (Instant, Result<CoreProviderMetadata, String>);
 
 /// What every part of single sign-on shares: the HTTP client to providers, their discovery
 /// documents, the flow cookie's cipher and the states already used.
 pub struct Sso {
-    /// Follows no redirects and times out; `None` (single sign-on refused) if it could not be built.
-    http: Option<openidconnect::reqwest::Client>,
+    /// Follows no redirects, times out and reads at most [`MAX_PROVIDER_ANSWER`] bytes of an answer;
+    /// `None` (single sign-on refused) if it could not be built.
+    http: Option<ProviderHttp>,
     /// One discovery at a time: a flood of sign-ins while a provider is slow waits for nothing.
     fetching: tokio::sync::Mutex<()>,
     discovered: Mutex<HashMap<String, Discovered>>,
@@ -223,7 +267,8 @@ impl Sso {
             .timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| tracing::error!(error = %e, "single sign-on has no HTTP client"))
-            .ok();
+            .ok()
+            .map(ProviderHttp);
         Self {
             http,
             fetching: tokio::sync::Mutex::new(()),
@@ -763,5 +808,47 @@ mod tests {
             assert!(explain(code).is_some(), "{code}");
         }
         assert_eq!(explain("<script>"), None);
+    }
+
+    /// A provider's answer is read up to [`MAX_PROVIDER_ANSWER`] bytes, from a real HTTP server that
+    /// sends a body of no stated length (read until it closes), small or endless.
+    #[tokio::test]
+    async fn a_provider_answer_is_read_up_to_its_limit() {
+        use openidconnect::AsyncHttpClient;
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 4096];
+                    let n = socket.read(&mut request).await.unwrap_or(0);
+                    let small = String::from_utf8_lossy(&request[..n]).starts_with("GET /small ");
+                    let length = if small { 100 } else { 64 << 20 };
+                    let head =
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\nconnection: close\r\n\r\n";
+                    if socket.write_all(head.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let chunk = vec![b' '; 64 * 1024];
+                    let mut sent = 0;
+                    while sent < length {
+                        let k = (length - sent).min(chunk.len());
+                        if socket.write_all(&chunk[..k]).await.is_err() {
+                            return; // the client stopped reading
+                        }
+                        sent += k;
+                    }
+                });
+            }
+        });
+        let http = ProviderHttp(openidconnect::reqwest::Client::new());
+        let get = |path: &str| {
+            openidconnect::http::Request::get(format!("http://{addr}{path}")).body(Vec::new()).unwrap()
+        };
+        let small = http.call(get("/small")).await.unwrap();
+        assert_eq!(small.body().len(), 100);
+        let refused = http.call(get("/endless")).await.unwrap_err();
+        assert!(refused.to_string().contains("longer than 1048576 bytes"), "{refused}");
     }
 }

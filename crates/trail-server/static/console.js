@@ -111,12 +111,14 @@ async function drawHistogram(figure) {
     figure.querySelector("[data-total]").textContent = String(total);
     figure.querySelector("[data-max]").textContent = String(max);
     hoverBars(figure);
-  } catch (err) {
-    figure.querySelector("[data-total]").textContent = "?";
-    hover.textContent = `The histogram could not be drawn: ${err.message}`;
-  } finally {
     figure.removeAttribute("aria-busy");
     performance.mark("trail-histogram-drawn");
+  } catch (err) {
+    figure.querySelector("[data-total]").textContent = "?";
+    figure.querySelector("[data-max]").textContent = "?";
+    svg.setAttribute("aria-label", "Events over time: could not be counted");
+    figure.removeAttribute("aria-busy");
+    hover.textContent = `The histogram could not be drawn: ${err.message}`;
   }
 }
 const laterChart = document.querySelector(".histogram[data-histogram]");

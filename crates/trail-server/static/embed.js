@@ -72,6 +72,8 @@ const errorBanner = $("[data-error]");
 const HOURS = { "1h": 1, "24h": 24, "7d": 168, "30d": 720, "90d": 2160 };
 let cursor = null;
 let lastQuery = null;
+// Loads started; a histogram is drawn only for the latest.
+let loads = 0;
 
 function currentQuery() {
   const q = new URLSearchParams();
@@ -132,8 +134,13 @@ async function load(append) {
   page.set("limit", "50");
   if (append && cursor) page.set("cursor", cursor);
   // The histogram is asked for at once but drawn when it comes: counting rows (free text, an actor)
-  // can take seconds in a large org, and the rows must not wait for it.
-  const chart = append ? null : getJson(`${orgPath}/events/histogram?${q}`);
+  // can take seconds in a large org, and the rows must not wait for it. Only the latest load's is
+  // drawn; its failure is held until the rows' own error, if any, is shown.
+  const generation = ++loads;
+  const chart = append
+    ? null
+    : getJson(`${orgPath}/events/histogram?${q}`).then((h) => ({ h }), (err) => ({ err }));
+  if (!append) $("[data-caption]").textContent = "Counting events…";
   try {
     const data = await getJson(`${orgPath}/events?${page}`);
     if (!append) rows.replaceChildren();
@@ -145,12 +152,10 @@ async function load(append) {
     errorBanner.textContent = err.message;
   }
   if (chart) {
-    try {
-      const h = await chart;
-      drawHistogram(h, h.buckets.reduce((n, b) => n + b.count, 0));
-    } catch (err) {
-      errorBanner.textContent ||= err.message;
-    }
+    const { h, err } = await chart;
+    if (generation !== loads) return;
+    if (h) drawHistogram(h, h.buckets.reduce((n, b) => n + b.count, 0));
+    else errorBanner.textContent ||= err.message;
   }
 }
 

@@ -340,6 +340,17 @@ impl Store for PgStore {
         access::user_where(&self.inner.conn().await?, access::UserKey::Email, &email).await
     }
 
+    async fn has_users(&self) -> Result<bool> {
+        let row = self
+            .inner
+            .conn()
+            .await?
+            .query_one("SELECT EXISTS(SELECT 1 FROM users)", &[])
+            .await
+            .map_err(pg_error)?;
+        Ok(row.get(0))
+    }
+
     async fn add_org_admin(&self, org: &str, user_id: &str) -> Result<()> {
         let org = self.inner.org_id(org).await?;
         access::add_member(&self.inner.conn().await?, org, access::ADMIN_GROUP_ID, user_id).await

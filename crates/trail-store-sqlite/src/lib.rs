@@ -455,6 +455,13 @@ impl Store for SqliteStore {
         self.control(move |c| access::user_where(c, "email", &email)).await
     }
 
+    async fn has_users(&self) -> Result<bool> {
+        self.control(|c| {
+            c.query_row("SELECT EXISTS(SELECT 1 FROM users)", [], |r| r.get(0)).map_err(sql_error)
+        })
+        .await
+    }
+
     async fn add_org_admin(&self, org: &str, user_id: &str) -> Result<()> {
         let (org, user) = (org.to_string(), user_id.to_string());
         self.write(move |w| {

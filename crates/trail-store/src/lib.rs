@@ -248,6 +248,8 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<User>;
     async fn user(&self, id: &str) -> Result<Option<User>>;
     async fn user_by_email(&self, email: &str) -> Result<Option<User>>;
+    /// Whether anyone has an account on this server.
+    async fn has_users(&self) -> Result<bool>;
     /// Adds a user to the org's built-in `Administrators` group.
     async fn add_org_admin(&self, org: &str, user_id: &str) -> Result<()>;
     /// The user's effective permissions in an org (union over their groups' roles), or `None` when

@@ -194,7 +194,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map_err(|e| anyhow::anyhow!("cannot create the first organization: {}", e.message))?;
     if let Some(p) = generated {
         // Printed once, to the terminal only: never to the log.
-        println!("created organization \"default\" and user admin@localhost with password: {p}");
+        println!("created the first administrator, admin@localhost with password: {p}");
     }
     let key_file = trail_server::integrity::key_path(&settings);
     let signer = trail_server::integrity::load_or_create_key(&key_file, &settings.server_name)?;

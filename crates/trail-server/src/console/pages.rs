@@ -380,11 +380,12 @@ impl Form {
         Some(t - self.tz_offset * 60 * MICROS_PER_SECOND)
     }
 
-    /// The API's query parameters for this form, or the message to show.
-    fn pairs(&self, now: Micros) -> Result<Vec<(String, String)>, String> {
+    /// The API's query parameters for this form, or the message to show. A preset range starts no
+    /// earlier than `floor`.
+    fn pairs(&self, now: Micros, floor: Micros) -> Result<Vec<(String, String)>, String> {
         let mut out: Vec<(String, String)> = Vec::new();
         let (from, to) = match PRESETS.iter().find(|p| p.0 == self.range) {
-            Some((_, _, secs)) => (now - secs * MICROS_PER_SECOND, now + 1),
+            Some((_, _, secs)) => ((now - secs * MICROS_PER_SECOND).max(floor), now + 1),
             None if self.range == "custom" => {
                 let from = self
                     .local(&self.from_local)
@@ -646,7 +647,7 @@ pub async fn logs(
     match load(&state, &org, &page.form).await {
         Ok(Loaded { query, rows, next, chart }) => {
             let f = &query.filter;
-            let pairs = page.form.pairs(f.to).unwrap_or_default();
+            let pairs = page.form.pairs(f.to, f.from).unwrap_or_default();
             let search = reads::Search {
                 pairs: &pairs,
                 filter: f,
@@ -727,7 +728,11 @@ enum LoadError {
 
 async fn load(state: &AppState, org: &str, form: &Form) -> Result<Loaded, LoadError> {
     let now = now();
-    let mut pairs = form.pairs(now).map_err(LoadError::Invalid)?;
+    let oldest = state.hot_start(org, now).await.map_err(|e| LoadError::Failed(unavailable(e.message)))?;
+    // A preset reaching past hot retention shows what is hot, starting a minute inside it: a histogram
+    // drawn after the page asks the API for the same window a moment later, when retention's edge
+    // has moved on (the API refuses a window that starts before it).
+    let mut pairs = form.pairs(now, oldest + 60 * MICROS_PER_SECOND).map_err(LoadError::Invalid)?;
     pairs.push(("limit".into(), PAGE_ROWS.to_string()));
     if let Some(c) = &form.cursor {
         // A cursor carries the window of its first page; a preset range read again now would be a
@@ -735,7 +740,6 @@ async fn load(state: &AppState, org: &str, form: &Form) -> Result<Loaded, LoadEr
         pairs.retain(|(k, _)| k != "from" && k != "to");
         pairs.push(("cursor".into(), c.clone()));
     }
-    let oldest = state.hot_start(org, now).await.map_err(|e| LoadError::Failed(unavailable(e.message)))?;
     let query = parse_query(&pairs, QueryContext { now, oldest })
         .map_err(|e| LoadError::Invalid(capitalize(&crate::error::ApiError::from(e).message)))?;
     // The page and its histogram are read at once, on two of the store's readers.

@@ -92,6 +92,35 @@ fn first_start_prints_a_generated_password_once() {
     assert!(second.banner.is_empty(), "the password is shown only on the first start: {:?}", second.banner);
 }
 
+/// Orgs made with `trail admin create-org` before the first start: that start makes
+/// `admin@localhost` an administrator of each (and no `default`), so someone can sign in and read
+/// them; a later start makes no one else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_start_after_create_org_makes_an_administrator_of_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    for slug in ["acme", "globex"] {
+        let (code, _, err) = run(&["admin", "create-org", "--slug", slug, "--data-dir", d]);
+        assert_eq!(code, 0, "{err}");
+    }
+    let first = Served::start(dir.path(), &[("TRAIL_ADMIN_PASSWORD", "")]);
+    assert_eq!(first.banner.len(), 1, "{:?}", first.banner);
+    let password = first.banner[0].rsplit("with password: ").next().unwrap().trim().to_string();
+    let admin = trail_client::Client::new(&first.base).login("admin@localhost", &password).await.unwrap();
+    let orgs = admin.get("/v1/orgs").await.unwrap();
+    let mut slugs: Vec<&str> =
+        orgs["orgs"].as_array().unwrap().iter().map(|o| o["slug"].as_str().unwrap()).collect();
+    slugs.sort_unstable();
+    assert_eq!(slugs, ["acme", "globex"], "{orgs}");
+    for slug in ["acme", "globex"] {
+        admin.query(slug, &[]).await.unwrap();
+    }
+    assert!(admin.me().await.unwrap()["server_admin"].as_bool().unwrap());
+    drop(first);
+    let second = Served::start(dir.path(), &[("TRAIL_ADMIN_PASSWORD", "")]);
+    assert!(second.banner.is_empty(), "made once: {:?}", second.banner);
+}
+
 #[test]
 fn environment_configures_the_server() {
     let dir = tempfile::tempdir().unwrap();
