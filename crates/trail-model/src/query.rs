@@ -204,6 +204,10 @@ pub struct QueryContext {
 }
 
 /// Parses filter parameters (everything but `limit` and `cursor`) into a [`Filter`], checking the window.
+/// Every parameter [`parse_filter`] takes.
+pub const FILTER_PARAMETERS: &[&str] =
+    &["from", "to", "actor", "action", "target_type", "target_id", "project", "outcome", "source", "q"];
+
 pub fn parse_filter(pairs: &[(String, String)], ctx: QueryContext) -> Result<Filter, FieldError> {
     let mut f = Filter::default();
     let (mut from, mut to, mut q) = (None, None, None);
@@ -403,6 +407,16 @@ mod tests {
         assert_eq!(parse_query(&p(&[("limit", "0")]), CTX).unwrap_err().field, "limit");
         assert_eq!(parse_query(&p(&[("limit", "1001")]), CTX).unwrap_err().field, "limit");
         assert_eq!(parse_query(&p(&[("colour", "x")]), CTX).unwrap_err().code, "unknown_parameter");
+        // The list of parameters names exactly what the parser takes.
+        let valid = |k: &str| match k {
+            "from" => format_rfc3339(NOW - 1000),
+            "to" => format_rfc3339(NOW),
+            "outcome" => "failure".into(),
+            _ => "x".into(),
+        };
+        for k in FILTER_PARAMETERS {
+            assert!(parse_filter(&p(&[(k, &valid(k))]), CTX).is_ok(), "{k}");
+        }
         assert_eq!(parse_query(&p(&[("action", "a*b*")]), CTX).unwrap_err().field, "action");
         assert_eq!(parse_query(&p(&[("outcome", "meh")]), CTX).unwrap_err().field, "outcome");
     }

@@ -45,8 +45,15 @@ pub fn filter_pairs(filters: &Value) -> Result<Vec<(String, String)>, ApiError> 
     let mut pairs = Vec::new();
     for (k, v) in m {
         match v {
-            // Null is absent, as everywhere in request bodies.
-            Value::Null => {}
+            // Null is absent, as everywhere in request bodies; its name must still be a filter's.
+            Value::Null if trail_model::query::FILTER_PARAMETERS.contains(&k.as_str()) => {}
+            Value::Null => {
+                return Err(ApiError::bad_request(
+                    "unknown_parameter",
+                    format!("filters.{k} is not a query parameter"),
+                )
+                .with_field(format!("filters.{k}")));
+            }
             Value::String(s) => pairs.push((k.clone(), s.clone())),
             Value::Array(items) => {
                 for i in items {
