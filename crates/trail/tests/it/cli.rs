@@ -168,6 +168,11 @@ fn a_read_only_data_directory_is_a_clear_error() {
     assert!(!out.contains("listening on"));
 }
 
+/// `trail import --org default --data-dir <dir> <file>`, run to the end.
+fn import_offline(dir: &std::path::Path, file: &std::path::Path) -> std::process::Output {
+    crate::trail().args(["import", "--org", "default", "--data-dir"]).arg(dir).arg(file).output().unwrap()
+}
+
 /// Imports two events (NDJSON lines, the second one refused) offline into a fresh data directory
 /// and checks the second is skipped with `why`, the first imported, and the exit status is 2.
 fn import_refuses_the_second(second: serde_json::Value, why: &str) {
@@ -177,12 +182,7 @@ fn import_refuses_the_second(second: serde_json::Value, why: &str) {
     let first = serde_json::json!({"actor": {"id": "alice"}, "action": "project.updated",
                                    "target": {"type": "project"}, "outcome": "success", "source": "ci"});
     std::fs::write(&file, format!("{first}\n{second}\n")).unwrap();
-    let out = crate::trail()
-        .args(["import", "--org", "default", "--data-dir"])
-        .arg(dir.path())
-        .arg(&file)
-        .output()
-        .unwrap();
+    let out = import_offline(dir.path(), &file);
     let text = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{text}");
     assert!(text.contains(&format!("events.ndjson:2: skipped: {why}")), "{text}");
@@ -209,12 +209,7 @@ fn import_counts_identical_lines_and_imports_each_once() {
     std::fs::write(&file, format!("{bare}\n{with_id}\n{bare}\n{audit}\n{with_id}\n{audit}\n{bare}\n"))
         .unwrap();
     let import = || {
-        let out = crate::trail()
-            .args(["import", "--org", "default", "--data-dir"])
-            .arg(dir.path())
-            .arg(&file)
-            .output()
-            .unwrap();
+        let out = import_offline(dir.path(), &file);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).to_string()
     };
