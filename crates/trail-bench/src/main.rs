@@ -341,7 +341,7 @@ async fn main() -> anyhow::Result<()> {
     let key = &keys[&busiest];
     let to = format_rfc3339(max_time + 1);
     let from = |days: i64| format_rfc3339(max_time + 1 - days * MICROS_PER_DAY);
-    let sample_actor = {
+    let sample = {
         let v: Value = http
             .get(format!("{base}/v1/orgs/{busiest}/events"))
             .query(&[("from", from(1).as_str()), ("to", to.as_str()), ("limit", "1")])
@@ -350,8 +350,14 @@ async fn main() -> anyhow::Result<()> {
             .await?
             .json()
             .await?;
-        v["events"][0]["actor"]["id"].as_str().unwrap_or("nobody").to_string()
+        v["events"][0].clone()
     };
+    let sample_field = |path: &[&str], none: &str| {
+        path.iter().fold(&sample, |v, k| &v[k]).as_str().unwrap_or(none).to_string()
+    };
+    let sample_actor = sample_field(&["actor", "id"], "nobody");
+    let sample_ttype = sample_field(&["target", "type"], "none");
+    let sample_project = sample_field(&["project"], "none");
     let queries: Vec<(&str, Vec<(&str, String)>)> = vec![
         ("24h", vec![("from", from(1))]),
         ("30d", vec![("from", from(30))]),
@@ -376,6 +382,13 @@ async fn main() -> anyhow::Result<()> {
             "histogram 90d action+outcome",
             vec![("from", from(90)), ("action", "component.deployed".into()), ("outcome", "failure".into())],
         ),
+        ("histogram 90d actor", vec![("from", from(90)), ("actor", sample_actor.clone())]),
+        (
+            "histogram 90d actor+outcome",
+            vec![("from", from(90)), ("actor", sample_actor.clone()), ("outcome", "failure".into())],
+        ),
+        ("histogram 90d target type", vec![("from", from(90)), ("target_type", sample_ttype)]),
+        ("histogram 90d project", vec![("from", from(90)), ("project", sample_project)]),
     ];
     let reqid = {
         let v: Value = http

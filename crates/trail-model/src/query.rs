@@ -36,6 +36,42 @@ impl ActionMatch {
     }
 }
 
+/// A filter field whose events a backend may count per value and time (for histograms), where an
+/// org's events are dense enough for counts to be cheaper than rows. Target ids are not among them:
+/// nearly every event has its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CountedField {
+    Actor,
+    TargetType,
+    Project,
+    Source,
+}
+
+impl CountedField {
+    pub const ALL: [CountedField; 4] =
+        [CountedField::Actor, CountedField::TargetType, CountedField::Project, CountedField::Source];
+
+    /// How a store records the field: a small number that never changes.
+    pub fn code(self) -> i16 {
+        match self {
+            CountedField::Actor => 0,
+            CountedField::TargetType => 1,
+            CountedField::Project => 2,
+            CountedField::Source => 3,
+        }
+    }
+
+    /// The values a filter selects for this field (empty: any).
+    pub fn values(self, f: &Filter) -> &[String] {
+        match self {
+            CountedField::Actor => &f.actor,
+            CountedField::TargetType => &f.target_type,
+            CountedField::Project => &f.project,
+            CountedField::Source => &f.source,
+        }
+    }
+}
+
 /// What to select. Each list is OR within itself; different fields AND together; empty = any.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct Filter {
@@ -88,6 +124,32 @@ impl Filter {
             return None;
         }
         Filter { action: Vec::new(), ..self.clone() }.counted_by_minute()
+    }
+
+    /// What counts per value of one field and time can answer: `Some((field, values, outcome))` when
+    /// the filter selects values of exactly one [`CountedField`] (and at most one outcome) and nothing
+    /// else, `None` for anything else.
+    pub fn counted_by_field(&self) -> Option<(CountedField, &[String], Option<Outcome>)> {
+        let mut chosen = None;
+        for field in CountedField::ALL {
+            let values = field.values(self);
+            if values.is_empty() {
+                continue;
+            }
+            if chosen.is_some() {
+                return None;
+            }
+            chosen = Some((field, values));
+        }
+        let (field, values) = chosen?;
+        let mut rest = self.clone();
+        match field {
+            CountedField::Actor => rest.actor.clear(),
+            CountedField::TargetType => rest.target_type.clear(),
+            CountedField::Project => rest.project.clear(),
+            CountedField::Source => rest.source.clear(),
+        }
+        Some((field, values, rest.counted_by_minute()?))
     }
 
     /// The reference semantics every backend must reproduce.
@@ -383,6 +445,27 @@ mod tests {
         assert_eq!(by_actor.counted_by_minute(), None);
         let text = Filter { q: Some(Search::parse("x").unwrap()), ..Filter::default() };
         assert_eq!(text.counted_by_minute(), None);
+    }
+
+    #[test]
+    fn what_counts_per_field_can_answer() {
+        let by = |f: Filter| {
+            f.counted_by_field().map(|(field, values, outcome)| (field, values.to_vec(), outcome))
+        };
+        let alice = vec!["alice".to_string()];
+        let actor = Filter { actor: alice.clone(), ..Filter::default() };
+        assert_eq!(by(actor.clone()), Some((CountedField::Actor, alice.clone(), None)));
+        let failures = Filter { outcome: vec![Outcome::Failure], ..actor.clone() };
+        assert_eq!(by(failures), Some((CountedField::Actor, alice.clone(), Some(Outcome::Failure))));
+        let source = Filter { source: vec!["api".into(), "console".into()], ..Filter::default() };
+        assert_eq!(by(source).map(|(f, v, _)| (f, v.len())), Some((CountedField::Source, 2)));
+        // Two counted fields, or anything else beside one, are not counts of one field.
+        assert_eq!(by(Filter { project: vec!["p".into()], ..actor.clone() }), None);
+        assert_eq!(by(Filter { target_id: vec!["t".into()], ..actor.clone() }), None);
+        assert_eq!(by(Filter { action: vec![ActionMatch::Exact("a".into())], ..actor.clone() }), None);
+        assert_eq!(by(Filter { q: Some(Search::parse("x").unwrap()), ..actor }), None);
+        assert_eq!(by(Filter::default()), None);
+        assert_eq!(by(Filter { target_id: vec!["t".into()], ..Filter::default() }), None);
     }
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

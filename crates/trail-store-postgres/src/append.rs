@@ -14,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 
 use deadpool_postgres::{GenericClient, Object, Transaction};
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 use trail_merkle::leaf_hash;
 use trail_model::time::{Micros, month_of};
 use trail_model::{NewEvent, Outcome, StoredEvent, canonical, text};
@@ -275,6 +276,7 @@ async fn write(
             .await
             .map_err(pg_error)?;
         tx.execute(&st, &[&org, &c.action, &c.ts, &c.failure]).await.map_err(pg_error)?;
+        count_fields(&tx, org, &c).await?;
         if !levels.is_empty() {
             let st = tx
                 .prepare_cached(
@@ -330,4 +332,58 @@ async fn insert_events(tx: &Transaction<'_>, org: i64, c: &Columns<'_>) -> Resul
     )
     .await
     .map(|_| ())
+}
+
+/// One batch's events per (slot, field, value), as `x(field, value)` beside `b.s` and `b.failure`.
+const BATCH_VALUES: &str =
+    "FROM unnest($2::int8[], $3::bool[], $4::text[], $5::text[], $6::text[], $7::text[])
+         AS b0(ts, failure, actor, target_type, project, source)
+     CROSS JOIN LATERAL (SELECT floor(b0.ts / 600000000.0)::int8 AS s, b0.failure) AS b
+     CROSS JOIN LATERAL (VALUES (0::int2, b0.actor), (1::int2, b0.target_type), (2::int2, b0.project),
+                                (3::int2, b0.source)) AS x(field, value)";
+
+/// Keeps `field_slots` for the ten minutes this batch touched, after its events and their
+/// `minute_counts` are written: a slot already dense adds the batch's counts; a slot the batch made
+/// dense ([`DENSE_SLOT`] events) is counted from its rows, the batch's included; any other slot stays
+/// uncounted (a histogram counts its few rows).
+async fn count_fields(tx: &Transaction<'_>, org: i64, c: &Columns<'_>) -> Result<()> {
+    let params: [&(dyn ToSql + Sync); 7] =
+        [&org, &c.ts, &c.failure, &c.actor, &c.target_type, &c.project, &c.source];
+    let st = tx
+        .prepare_cached(&format!(
+            "INSERT INTO field_slots(org, field, value, slot, n, failures)
+             SELECT $1::int8, x.field, x.value, b.s, count(*), count(*) FILTER (WHERE b.failure)
+             {BATCH_VALUES}
+             WHERE x.value IS NOT NULL AND EXISTS (SELECT 1 FROM dense_slots d WHERE d.org = $1 AND d.slot = b.s)
+             GROUP BY x.field, x.value, b.s ORDER BY x.field, x.value, b.s
+             ON CONFLICT (org, field, value, slot) DO UPDATE
+             SET n = field_slots.n + excluded.n, failures = field_slots.failures + excluded.failures"
+        ))
+        .await
+        .map_err(pg_error)?;
+    tx.execute(&st, &params).await.map_err(pg_error)?;
+    let st = tx
+        .prepare_cached(&format!(
+            "WITH touched AS (SELECT DISTINCT floor(ts / 600000000.0)::int8 AS s FROM unnest($2::int8[]) AS t(ts)),
+             dense AS (
+                 INSERT INTO dense_slots(org, slot)
+                 SELECT $1::int8, t.s FROM touched t
+                 WHERE NOT EXISTS (SELECT 1 FROM dense_slots d WHERE d.org = $1 AND d.slot = t.s)
+                   AND (SELECT coalesce(sum(n), 0) FROM minute_counts m
+                        WHERE m.org = $1 AND m.minute >= t.s * 10 AND m.minute < t.s * 10 + 10) >= {}
+                 RETURNING slot)
+             INSERT INTO field_slots(org, field, value, slot, n, failures)
+             SELECT $1::int8, x.field, x.value, d.slot, count(*), count(*) FILTER (WHERE e.failure)
+             FROM dense d
+             JOIN events e ON e.org = $1 AND e.ts >= d.slot * 600000000 AND e.ts < (d.slot + 1) * 600000000
+             CROSS JOIN LATERAL (VALUES (0::int2, e.actor), (1::int2, e.target_type), (2::int2, e.project),
+                                        (3::int2, e.source)) AS x(field, value)
+             WHERE x.value IS NOT NULL
+             GROUP BY x.field, x.value, d.slot",
+            schema::DENSE_SLOT
+        ))
+        .await
+        .map_err(pg_error)?;
+    tx.execute(&st, &[&org, &c.ts]).await.map_err(pg_error)?;
+    Ok(())
 }

@@ -12,7 +12,7 @@ use crate::schema::{MINUTE, SLOT};
 use deadpool_postgres::GenericClient;
 use tokio_postgres::types::ToSql;
 use trail_model::Outcome;
-use trail_model::query::{ActionMatch, Filter, Query};
+use trail_model::query::{ActionMatch, CountedField, Filter, Query};
 use trail_model::text::Search;
 use trail_model::time::Micros;
 use trail_store::{Bucket, Page, RawPage, RawRecord, Record, Result, StoreError, page_from, raw_page_from};
@@ -213,7 +213,7 @@ pub(crate) async fn histogram<C: GenericClient>(
     if let Some(outcome) = f.counted_by_minute()
         && width >= MINUTE
     {
-        return histogram_from_counts(client, org, f, width, outcome, None).await;
+        return histogram_from_counts(client, org, f, width, outcome, &Counts::Minutes).await;
     }
     if let Some(outcome) = f.counted_by_action()
         && width >= SLOT
@@ -225,7 +225,28 @@ pub(crate) async fn histogram<C: GenericClient>(
                 ActionMatch::Prefix(p) => prefixes.push(p.clone()),
             }
         }
-        return histogram_from_counts(client, org, f, width, outcome, Some((&exact, &prefixes))).await;
+        let counts = Counts::Actions { exact, prefixes };
+        return histogram_from_counts(client, org, f, width, outcome, &counts).await;
+    }
+    if let Some((field, values, outcome)) = f.counted_by_field()
+        && width >= SLOT
+    {
+        let st = client
+            .prepare_cached(
+                "SELECT slot FROM dense_slots WHERE org = $1 AND slot >= $2 AND slot <= $3 ORDER BY slot",
+            )
+            .await
+            .map_err(pg_error)?;
+        let range = [f.from.div_euclid(SLOT), f.to.div_euclid(SLOT)];
+        let dense = client
+            .query(&st, &[&org, &range[0], &range[1]])
+            .await
+            .map_err(pg_error)?
+            .iter()
+            .map(|r| r.try_get(0).map_err(pg_error))
+            .collect::<Result<Vec<i64>>>()?;
+        let counts = Counts::Fields { field, code: field.code(), values: values.to_vec(), dense };
+        return histogram_from_counts(client, org, f, width, outcome, &counts).await;
     }
     let mut c = Conditions::new(org);
     let from = c.param(f.from);
@@ -247,11 +268,71 @@ pub(crate) async fn histogram<C: GenericClient>(
     Ok(out)
 }
 
+/// The counts a histogram sums its whole units from.
+enum Counts {
+    /// `minute_counts`: every event, per minute.
+    Minutes,
+    /// `action_slots`: the events of some actions (exact, or by prefix), per ten minutes.
+    Actions { exact: Vec<String>, prefixes: Vec<String> },
+    /// `field_slots`: the events of some values of one field per ten minutes, kept only for the org's
+    /// `dense` slots (sorted); the other slots' few rows are counted.
+    Fields { field: CountedField, code: i16, values: Vec<String>, dense: Vec<i64> },
+}
+
+impl Counts {
+    fn table(&self) -> (&'static str, &'static str, Micros) {
+        match self {
+            Counts::Minutes => ("minute_counts", "minute", MINUTE),
+            Counts::Actions { .. } => ("action_slots", "slot", SLOT),
+            Counts::Fields { .. } => ("field_slots", "slot", SLOT),
+        }
+    }
+
+    /// The condition on the events (as `e`) and its parameters, numbered from `$n`.
+    fn on_rows(&self, n: usize) -> (String, Vec<&(dyn ToSql + Sync)>) {
+        match self {
+            Counts::Minutes => (String::new(), Vec::new()),
+            Counts::Actions { exact, prefixes } => (of_actions("e.action", n), vec![exact, prefixes]),
+            Counts::Fields { field, values, .. } => {
+                (format!(" AND e.{} = ANY(${n}::text[])", field_column(*field)), vec![values])
+            }
+        }
+    }
+
+    /// The same condition on the counts table, numbered from `$n`.
+    fn on_counts(&self, n: usize) -> (String, Vec<&(dyn ToSql + Sync)>) {
+        match self {
+            Counts::Minutes => (String::new(), Vec::new()),
+            Counts::Actions { exact, prefixes } => (of_actions("action", n), vec![exact, prefixes]),
+            Counts::Fields { code, values, .. } => {
+                (format!(" AND field = ${n} AND value = ANY(${}::text[])", n + 1), vec![code, values])
+            }
+        }
+    }
+}
+
+/// Some actions, exact (`$n`) or by prefix (`$n+1`), on a column.
+fn of_actions(col: &str, n: usize) -> String {
+    format!(
+        " AND ({col} = ANY(${n}::text[]) OR EXISTS (SELECT 1 FROM unnest(${}::text[]) AS x(p) WHERE starts_with({col}, x.p)))",
+        n + 1
+    )
+}
+
+/// The events' column of a counted field.
+fn field_column(field: CountedField) -> &'static str {
+    match field {
+        CountedField::Actor => "actor",
+        CountedField::TargetType => "target_type",
+        CountedField::Project => "project",
+        CountedField::Source => "source",
+    }
+}
+
 /// A histogram from counts kept per unit of time, in three statements whatever the number of events:
 /// the whole units inside each bucket from their counts, and the parts of the units that a bucket
-/// boundary (or the window's start and end) cuts from the `(org, ts)` index. Without `actions`, every
-/// event from `minute_counts`; with them (exact actions, action prefixes), those actions' events from
-/// `action_slots`, per ten minutes. With `outcome`, only events of that outcome are counted
+/// boundary (or the window's start and end) cuts, and the slots `field_slots` does not count, from
+/// the `(org, ts)` index ([`Counts`]). With `outcome`, only events of that outcome are counted
 /// (`failures`, or `n - failures`).
 async fn histogram_from_counts<C: GenericClient>(
     client: &C,
@@ -259,26 +340,14 @@ async fn histogram_from_counts<C: GenericClient>(
     f: &Filter,
     width: Micros,
     outcome: Option<Outcome>,
-    actions: Option<(&Vec<String>, &Vec<String>)>,
+    counts_of: &Counts,
 ) -> Result<Vec<Bucket>> {
     let (measure, rows) = match outcome {
         None => ("n", ""),
         Some(Outcome::Failure) => ("failures", " AND e.failure"),
         Some(Outcome::Success) => ("n - failures", " AND NOT e.failure"),
     };
-    let (table, column, unit) = match actions {
-        None => ("minute_counts", "minute", MINUTE),
-        Some(_) => ("action_slots", "slot", SLOT),
-    };
-    let no_actions: Vec<String> = Vec::new();
-    let (exact, prefixes) = actions.unwrap_or((&no_actions, &no_actions));
-    // The actions' condition, on parameters `$a` (exact) and `$p` (prefixes).
-    let of_actions = |col: &str, a: usize, p: usize| match actions {
-        None => String::new(),
-        Some(_) => format!(
-            " AND ({col} = ANY(${a}::text[]) OR EXISTS (SELECT 1 FROM unnest(${p}::text[]) AS x(p) WHERE starts_with({col}, x.p)))"
-        ),
-    };
+    let (table, column, unit) = counts_of.table();
     let buckets = if f.to > f.from { (f.to - f.from - 1) / width + 1 } else { 0 };
     // The whole units of bucket b: [ceil(start), floor(end)), in units.
     let whole = |b: i64| {
@@ -303,39 +372,41 @@ async fn histogram_from_counts<C: GenericClient>(
         } else {
             cut(start, first * unit, b);
             cut(last * unit, end, b);
+            // Whole slots without counts per value: their rows.
+            if let Counts::Fields { dense, .. } = counts_of {
+                for (l, h) in trail_store::gaps(dense, first, last) {
+                    cut(l * unit, h * unit, b);
+                }
+            }
         }
     }
     let mut counts = std::collections::BTreeMap::<i64, u64>::new();
+    let (cond, cond_params) = counts_of.on_rows(5);
     let st = client
         .prepare_cached(&format!(
             "SELECT s.b, count(*) FROM unnest($2::int8[], $3::int8[], $4::int8[]) AS s(lo, hi, b)
-             JOIN events e ON e.org = $1 AND e.ts >= s.lo AND e.ts < s.hi{rows}{} GROUP BY s.b",
-            of_actions("e.action", 5, 6)
+             JOIN events e ON e.org = $1 AND e.ts >= s.lo AND e.ts < s.hi{rows}{cond} GROUP BY s.b"
         ))
         .await
         .map_err(pg_error)?;
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &lo, &hi, &of];
-    if actions.is_some() {
-        params.extend([exact as &(dyn ToSql + Sync), prefixes]);
-    }
+    params.extend(cond_params);
     for r in client.query(&st, &params).await.map_err(pg_error)? {
         let (b, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
         *counts.entry(b).or_default() += unsigned(n, "count")?;
     }
     // Every whole unit of the window, summed per bucket by the bucket its start falls in…
     let range = ((f.from + unit - 1).div_euclid(unit), f.to.div_euclid(unit));
+    let (cond, cond_params) = counts_of.on_counts(7);
     let st = client
         .prepare_cached(&format!(
             "SELECT ({column} * $2 - $3) / $4 AS b, sum({measure})::int8 FROM {table}
-             WHERE org = $1 AND {column} >= $5 AND {column} < $6{} GROUP BY b",
-            of_actions("action", 7, 8)
+             WHERE org = $1 AND {column} >= $5 AND {column} < $6{cond} GROUP BY b"
         ))
         .await
         .map_err(pg_error)?;
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &unit, &f.from, &width, &range.0, &range.1];
-    if actions.is_some() {
-        params.extend([exact as &(dyn ToSql + Sync), prefixes]);
-    }
+    params.extend(cond_params);
     for r in client.query(&st, &params).await.map_err(pg_error)? {
         let (b, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
         *counts.entry(b).or_default() += unsigned(n, "count")?;
@@ -350,17 +421,15 @@ async fn histogram_from_counts<C: GenericClient>(
         }
     }
     let units: Vec<i64> = owners.keys().copied().collect();
+    let (cond, cond_params) = counts_of.on_counts(3);
     let st = client
         .prepare_cached(&format!(
-            "SELECT {column}, sum({measure})::int8 FROM {table} WHERE org = $1 AND {column} = ANY($2){} GROUP BY {column}",
-            of_actions("action", 3, 4)
+            "SELECT {column}, sum({measure})::int8 FROM {table} WHERE org = $1 AND {column} = ANY($2){cond} GROUP BY {column}"
         ))
         .await
         .map_err(pg_error)?;
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &units];
-    if actions.is_some() {
-        params.extend([exact as &(dyn ToSql + Sync), prefixes]);
-    }
+    params.extend(cond_params);
     for r in client.query(&st, &params).await.map_err(pg_error)? {
         let (u, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
         if let Some(b) = owners.get(&u) {

@@ -200,12 +200,14 @@ pub(crate) async fn prune_month(
     .await
     .map_err(pg_error)?;
     let slots = (month_start(month).div_euclid(SLOT), month_start(next_month(month)).div_euclid(SLOT));
-    tx.execute(
-        "DELETE FROM action_slots WHERE org = $1 AND slot >= $2 AND slot < $3",
-        &[&org, &slots.0, &slots.1],
-    )
-    .await
-    .map_err(pg_error)?;
+    for table in ["action_slots", "field_slots", "dense_slots"] {
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE org = $1 AND slot >= $2 AND slot < $3"),
+            &[&org, &slots.0, &slots.1],
+        )
+        .await
+        .map_err(pg_error)?;
+    }
     let others: bool = tx
         .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table} WHERE org <> $1)"), &[&org])
         .await

@@ -43,7 +43,41 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (5, "user documents (second factors)", V5),
     (6, "how each session was signed in (password or single sign-on)", V6),
     (7, "events and failures per action and ten minutes, for histograms by action", V7),
+    (8, "events and failures per field value and ten minutes, where an org's ten minutes are dense", V8),
 ];
+
+/// An org's ten minutes get counts per field value once they hold this many events (the same as the
+/// embedded store's `DENSE_SLOT`, which says why).
+pub(crate) const DENSE_SLOT: i64 = 32;
+
+/// Counts per actor, target type, project and source (`field`: 0 to 3, `trail_model::query::
+/// CountedField::code`) and ten minutes, kept only for an org's dense ten minutes (`dense_slots`,
+/// [`DENSE_SLOT`] events or more): built here from `minute_counts` and the events already stored,
+/// then kept by every append in its transaction.
+const V8: &str = r#"
+CREATE TABLE dense_slots(
+    org bigint NOT NULL,
+    slot bigint NOT NULL,
+    PRIMARY KEY (org, slot));
+CREATE TABLE field_slots(
+    org bigint NOT NULL,
+    field smallint NOT NULL,
+    value text COLLATE "C" NOT NULL,
+    slot bigint NOT NULL,
+    n bigint NOT NULL,
+    failures bigint NOT NULL,
+    PRIMARY KEY (org, field, value, slot));
+INSERT INTO dense_slots(org, slot)
+    SELECT org, floor(minute / 10.0)::bigint AS slot FROM minute_counts GROUP BY org, slot HAVING sum(n) >= 32;
+INSERT INTO field_slots(org, field, value, slot, n, failures)
+    SELECT d.org, x.field, x.value, d.slot, count(*), count(*) FILTER (WHERE e.failure)
+    FROM dense_slots d
+    JOIN events e ON e.org = d.org AND e.ts >= d.slot * 600000000 AND e.ts < (d.slot + 1) * 600000000
+    CROSS JOIN LATERAL (VALUES (0::smallint, e.actor), (1::smallint, e.target_type), (2::smallint, e.project),
+                               (3::smallint, e.source)) AS x(field, value)
+    WHERE x.value IS NOT NULL
+    GROUP BY d.org, x.field, x.value, d.slot;
+"#;
 
 /// Counts per action and ten minutes, built from the events already stored and kept by every append
 /// in its transaction (a histogram by action sums them instead of counting rows).
@@ -425,4 +459,12 @@ pub(crate) async fn partitions<C: GenericClient>(client: &C) -> Result<Vec<u32>>
     }
     months.sort_unstable();
     Ok(months)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_migration_marks_dense_slots_at_the_writers_threshold() {
+        assert!(super::V8.contains(&format!("HAVING sum(n) >= {};", super::DENSE_SLOT)));
+    }
 }

@@ -371,6 +371,40 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
         let (cond, args) = conditions(&Filter { action: f.action.clone(), ..Filter::default() });
         return histogram_from_counts(conn, org, f, width, outcome, &Rollup::Actions(&cond, &args));
     }
+    if let Some((field, values, outcome)) = f.counted_by_field()
+        && width >= SLOT
+    {
+        let marks = vec!["?"; values.len()].join(",");
+        let ids: Vec<i64> = conn
+            .prepare_cached(&format!("SELECT id FROM dict WHERE value IN ({marks})"))
+            .and_then(|mut st| st.query_map(params_from_iter(values), |r| r.get(0))?.collect())
+            .map_err(sql_error)?;
+        if ids.is_empty() {
+            return Ok(Vec::new()); // no event has any of these values
+        }
+        let dense: Vec<i64> = conn
+            .prepare_cached(
+                "SELECT slot FROM dense_slots WHERE org_id = ?1 AND slot >= ?2 AND slot <= ?3 ORDER BY slot",
+            )
+            .and_then(|mut st| {
+                st.query_map(
+                    params![org, crate::schema::slot_of(f.from), crate::schema::slot_of(f.to)],
+                    |r| r.get(0),
+                )?
+                .collect()
+            })
+            .map_err(sql_error)?;
+        let column = crate::schema::field_column(field);
+        let marks = vec!["?"; ids.len()].join(",");
+        let mut table_args = vec![Sql::Integer(field.code().into())];
+        table_args.extend(ids.iter().map(|&id| Sql::Integer(id)));
+        let rollup = Rollup::Fields {
+            table: (format!(" AND field = ? AND value IN ({marks})"), table_args),
+            rows: (format!(" AND {column} IN ({marks})"), ids.into_iter().map(Sql::Integer).collect()),
+            dense,
+        };
+        return histogram_from_counts(conn, org, f, width, outcome, &rollup);
+    }
     let indexed = match f.q {
         Some(_) => crate::index::indexed_size(conn, org)?.min(size),
         None => size,
@@ -458,14 +492,19 @@ enum Rollup<'a> {
     /// `action_slots`: the events of some actions (the condition on `action` and its arguments), per
     /// ten minutes.
     Actions(&'a str, &'a [Sql]),
+    /// `field_slots`: the events of some values of one field per ten minutes, kept only for the
+    /// org's `dense` slots (sorted); the other slots' few rows are counted. `table` is the condition
+    /// on `field_slots` and `rows` the same on the events' column, each with its arguments.
+    Fields { table: (String, Vec<Sql>), rows: (String, Vec<Sql>), dense: Vec<i64> },
 }
 
 /// A histogram from counts kept per unit of time ([`Rollup`]): the whole units inside each bucket are
 /// summed from their counts (one range of the primary key per bucket, per action for
-/// `action_slots`); the parts of the units that a bucket boundary (or the window's own start and end)
-/// cuts are counted from the time index, less than a unit of rows each. The cost grows with the
-/// window's units and buckets, not with the number of events. With `outcome`, only events of that
-/// outcome are counted (`failures`, or `n - failures`).
+/// `action_slots`, per value for `field_slots`); the parts of the units that a bucket boundary (or
+/// the window's own start and end) cuts, and the units a rollup does not count, are counted from the
+/// time index, less than a unit of rows each or fewer than [`crate::schema::DENSE_SLOT`] rows a
+/// slot. The cost grows with the window's units and buckets, not with the number of events. With
+/// `outcome`, only events of that outcome are counted (`failures`, or `n - failures`).
 fn histogram_from_counts(
     conn: &Connection,
     org: i64,
@@ -474,9 +513,17 @@ fn histogram_from_counts(
     outcome: Option<Outcome>,
     rollup: &Rollup,
 ) -> Result<Vec<Bucket>> {
-    let (table, column, unit, cond, cond_args): (&str, &str, Micros, &str, &[Sql]) = match rollup {
-        Rollup::Minutes => ("minute_counts", "minute", MINUTE, "", &[]),
-        Rollup::Actions(cond, args) => ("action_slots", "slot", SLOT, cond, args),
+    let (table, column, unit, (table_cond, table_args), (cond, cond_args), dense) = match rollup {
+        Rollup::Minutes => ("minute_counts", "minute", MINUTE, ("", &[][..]), ("", &[][..]), None),
+        Rollup::Actions(cond, args) => ("action_slots", "slot", SLOT, (*cond, *args), (*cond, *args), None),
+        Rollup::Fields { table, rows, dense } => (
+            "field_slots",
+            "slot",
+            SLOT,
+            (table.0.as_str(), &table.1[..]),
+            (rows.0.as_str(), &rows.1[..]),
+            Some(dense),
+        ),
     };
     let (measure, rows) = match outcome {
         None => ("n", ""),
@@ -514,7 +561,7 @@ fn histogram_from_counts(
     };
     let mut sum = conn
         .prepare_cached(&format!(
-            "SELECT sum({measure}) FROM {table} WHERE org_id = ?1 AND {column} >= ?2 AND {column} < ?3{cond}"
+            "SELECT sum({measure}) FROM {table} WHERE org_id = ?1 AND {column} >= ?2 AND {column} < ?3{table_cond}"
         ))
         .map_err(sql_error)?;
     let of = |t: Micros| t.div_euclid(unit);
@@ -528,12 +575,18 @@ fn histogram_from_counts(
             count_rows(start, end)?
         } else {
             let mut args = vec![Sql::Integer(org), Sql::Integer(first), Sql::Integer(last)];
-            args.extend(cond_args.iter().cloned());
+            args.extend(table_args.iter().cloned());
             let whole: Option<i64> =
                 sum.query_row(params_from_iter(args), |r| r.get(0)).map_err(sql_error)?;
             let head = if start < first * unit { count_rows(start, first * unit)? } else { 0 };
             let tail = if last * unit < end { count_rows(last * unit, end)? } else { 0 };
-            whole.unwrap_or(0) as u64 + head + tail
+            let mut uncounted = 0;
+            if let Some(dense) = dense {
+                for (lo, hi) in trail_store::gaps(dense, first, last) {
+                    uncounted += count_rows(lo * unit, hi * unit)?;
+                }
+            }
+            whole.unwrap_or(0) as u64 + head + tail + uncounted
         };
         if n > 0 {
             out.push(Bucket { start, count: n });

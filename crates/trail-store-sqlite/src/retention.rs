@@ -199,6 +199,18 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
         ],
     )
     .map_err(sql_error)?;
+    // And its counts per field value, with the slots that have them.
+    for table in ["field_slots", "dense_slots"] {
+        conn.execute(
+            &format!("DELETE FROM {table} WHERE org_id = ?1 AND slot >= ?2 AND slot < ?3"),
+            params![
+                org,
+                crate::schema::slot_of(month_start(month)),
+                crate::schema::slot_of(month_start(next_month(month)))
+            ],
+        )
+        .map_err(sql_error)?;
+    }
     let others: Option<i64> = conn
         .query_row(&format!("SELECT k FROM {ev} WHERE k < ?1 OR k >= ?2 LIMIT 1"), [lo, hi], |r| r.get(0))
         .optional()

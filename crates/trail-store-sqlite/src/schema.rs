@@ -27,12 +27,31 @@ use rusqlite::Connection;
 /// `org_settings.default_range` (the console's opening time range); `exports.kind` (query or restore).
 /// 8: `sessions.method` (how the person signed in: password or an org's single sign-on).
 /// 9: `action_slots` (events and failures per action and 10 minutes, for histograms by action).
-pub const SCHEMA_VERSION: i64 = 9;
+/// 10: `dense_slots` and `field_slots` (events and failures per actor, target type, project and source
+/// and 10 minutes, kept only for an org's ten minutes that hold [`DENSE_SLOT`] events or more).
+pub const SCHEMA_VERSION: i64 = 10;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
 
 /// The width of an `action_slots` row: ten minutes.
 pub const SLOT: i64 = 10 * MINUTE;
+
+/// An org's ten minutes get counts per field value (`field_slots`) once they hold this many events.
+/// Below it a histogram counts the slot's rows, fewer than this many: in sparse orgs nearly every
+/// event is alone in its ten minutes, and a row per value and slot would cost more than the event
+/// itself (BENCHMARKS.md sized it at ~43 B an event for 1M events in 50 orgs).
+pub const DENSE_SLOT: i64 = 32;
+
+/// The event-table column of each [`trail_model::query::CountedField`], by its code.
+pub fn field_column(field: trail_model::query::CountedField) -> &'static str {
+    use trail_model::query::CountedField;
+    match field {
+        CountedField::Actor => "actor",
+        CountedField::TargetType => "ttype",
+        CountedField::Project => "project",
+        CountedField::Source => "source",
+    }
+}
 
 /// The ten minutes an event time falls in (floor, also before 1970).
 pub fn slot_of(ts: i64) -> i64 {
@@ -163,6 +182,12 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS action_slots(
             org_id INTEGER NOT NULL, action INTEGER NOT NULL, slot INTEGER NOT NULL, n INTEGER NOT NULL,
             failures INTEGER NOT NULL, PRIMARY KEY(org_id, action, slot)) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS dense_slots(
+            org_id INTEGER NOT NULL, slot INTEGER NOT NULL, PRIMARY KEY(org_id, slot)) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS field_slots(
+            org_id INTEGER NOT NULL, field INTEGER NOT NULL, value INTEGER NOT NULL, slot INTEGER NOT NULL,
+            n INTEGER NOT NULL, failures INTEGER NOT NULL,
+            PRIMARY KEY(org_id, field, value, slot)) STRICT, WITHOUT ROWID;
         ",
     )?;
     crate::ids::create(conn)?;
@@ -179,7 +204,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=8) => {
+        Some(v @ 1..=9) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -238,6 +263,17 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                     tx.execute(&backfill_action_slots(month), [])?;
                 }
             }
+            // Version 10 counts events per field value and ten minutes where an org's ten minutes are
+            // dense: which are is read from `minute_counts`, their counts from the stored events.
+            if v <= 9 {
+                tx.execute_batch("DELETE FROM dense_slots; DELETE FROM field_slots;")?;
+                tx.execute(&mark_dense_slots(), [])?;
+                for &month in &months {
+                    for field in trail_model::query::CountedField::ALL {
+                        tx.execute(&backfill_field_slots(month, field, ""), [])?;
+                    }
+                }
+            }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.
@@ -265,6 +301,38 @@ pub fn backfill_action_slots(month: u32) -> String {
         "INSERT INTO action_slots(org_id, action, slot, n, failures)
          SELECT org, action, {s} AS slot, count(*), sum(outcome) FROM {} WHERE true GROUP BY org, action, slot
          ON CONFLICT(org_id, action, slot) DO UPDATE SET n = n + excluded.n, failures = failures + excluded.failures",
+        events_table(month)
+    )
+}
+
+/// Marks every org's ten minutes that hold [`DENSE_SLOT`] events or more as dense (a migration; the
+/// writer marks them after).
+fn mark_dense_slots() -> String {
+    let slot = "(CASE WHEN minute >= 0 THEN minute / 10 ELSE (minute - 9) / 10 END)";
+    format!(
+        "INSERT INTO dense_slots(org_id, slot)
+         SELECT org_id, {slot} AS s FROM minute_counts GROUP BY org_id, s HAVING sum(n) >= {DENSE_SLOT}"
+    )
+}
+
+/// Counts one field's values in the dense slots of one month partition into `field_slots`, the
+/// slots narrowed by `and` (SQL on `d.org_id` and `d.slot`, e.g. one org's one slot, with its
+/// parameters). Ten minutes never straddle a month (months start at midnight), so a slot's events
+/// are all in one partition.
+pub fn backfill_field_slots(month: u32, field: trail_model::query::CountedField, and: &str) -> String {
+    let (col, code) = (field_column(field), field.code());
+    let (lo, hi) = (
+        slot_of(trail_model::time::month_start(month)),
+        slot_of(trail_model::time::month_start(trail_model::time::next_month(month))),
+    );
+    format!(
+        "INSERT INTO field_slots(org_id, field, value, slot, n, failures)
+         SELECT d.org_id, {code}, e.{col}, d.slot, count(*), sum(e.outcome)
+         FROM dense_slots d JOIN {} e ON e.org = d.org_id AND e.ts >= d.slot * {SLOT} AND e.ts < (d.slot + 1) * {SLOT}
+         WHERE d.slot >= {lo} AND d.slot < {hi} AND e.{col} IS NOT NULL{and}
+         GROUP BY d.org_id, e.{col}, d.slot
+         ON CONFLICT(org_id, field, value, slot) DO UPDATE
+         SET n = n + excluded.n, failures = failures + excluded.failures",
         events_table(month)
     )
 }

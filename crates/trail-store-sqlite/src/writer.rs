@@ -10,6 +10,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, mpsc};
 
 use rusqlite::{Connection, OptionalExtension, params};
+use trail_model::query::CountedField;
 use trail_model::time::{Micros, month_of};
 use trail_model::{NewEvent, Outcome, StoredEvent, canonical};
 use trail_store::{Appended, Result, StoreError, mint_event_id};
@@ -33,6 +34,13 @@ pub trait Job: Send {
 }
 
 /// Called with the outcome of the COMMIT that covered the job.
+/// An event's interned values of each [`CountedField`], in [`CountedField::ALL`]'s order.
+type Counted = [Option<i64>; 4];
+/// [`CountedField::TargetType`]'s code.
+const TARGET_TYPE: i16 = 1;
+/// An append's events and failures per (slot, field code, interned value).
+type FieldCounts = std::collections::BTreeMap<(i64, i16, i64), (i64, i64)>;
+
 pub type Finish = Box<dyn FnOnce(std::result::Result<(), &str>) + Send>;
 
 /// A closure and the channel its caller awaits.
@@ -300,6 +308,7 @@ impl Writer {
         // Per-minute counts of what this append creates, for histograms (a batch spans few minutes).
         let mut minutes = std::collections::BTreeMap::<i64, (i64, i64)>::new();
         let mut slots = std::collections::BTreeMap::<(i64, i64), (i64, i64)>::new();
+        let mut fields = FieldCounts::new();
         for mut e in events {
             // An id whose event is still stored is a duplicate or a conflict (retention leaves stale
             // entries).
@@ -325,7 +334,7 @@ impl Writer {
             }
             canonical::set_seq(&mut e.body, size).map_err(|err| StoreError::Internal(err.to_string()))?;
             let leaf = leaf_hash(&e.body);
-            let action = self.insert(org_id, size, &e, &leaf).map_err(sql_error)?;
+            let (action, counted) = self.insert(org_id, size, &e, &leaf).map_err(sql_error)?;
             let completed = self
                 .frontiers
                 .get_mut(&org_id)
@@ -341,8 +350,15 @@ impl Writer {
             }
             let minute = minutes.entry(schema::minute_of(e.time)).or_default();
             *minute = (minute.0 + 1, minute.1 + i64::from(e.failure));
-            let slot = slots.entry((action, schema::slot_of(e.time))).or_default();
-            *slot = (slot.0 + 1, slot.1 + i64::from(e.failure));
+            let slot = schema::slot_of(e.time);
+            let by_action = slots.entry((action, slot)).or_default();
+            *by_action = (by_action.0 + 1, by_action.1 + i64::from(e.failure));
+            for (field, value) in CountedField::ALL.into_iter().zip(counted) {
+                if let Some(value) = value {
+                    let by_value = fields.entry((slot, field.code(), value)).or_default();
+                    *by_value = (by_value.0 + 1, by_value.1 + i64::from(e.failure));
+                }
+            }
             out.push(Appended::Created { id: e.id, seq: size });
             size += 1;
             // Keep the cache in step so a duplicate later in the same batch is found by the query above.
@@ -370,6 +386,7 @@ impl Writer {
                 .and_then(|mut st| st.execute(params![org_id, action, slot, n, failures]))
                 .map_err(sql_error)?;
         }
+        self.count_fields(org_id, &fields).map_err(sql_error)?;
         // The log head is written with every job, so a later job's rollback can re-read it.
         self.conn
             .prepare_cached("UPDATE orgs SET tree_size = ?1 WHERE id = ?2")
@@ -457,7 +474,14 @@ impl Writer {
     }
 
     /// Inserts an event's row; answers its action's dictionary id.
-    fn insert(&mut self, org_id: i64, seq: u64, e: &Prepared, leaf: &Hash) -> rusqlite::Result<i64> {
+    /// Inserts one event's row; returns its interned action and [`Counted`] values.
+    fn insert(
+        &mut self,
+        org_id: i64,
+        seq: u64,
+        e: &Prepared,
+        leaf: &Hash,
+    ) -> rusqlite::Result<(i64, Counted)> {
         self.ensure_partition(e.month)?;
         let k = rowid(org_id, seq);
         let actor = self.intern(&e.actor)?;
@@ -486,7 +510,69 @@ impl Writer {
                 e.packed.as_ref().unwrap_or(&e.body),
                 &leaf[..]
             ])?;
-        Ok(action)
+        Ok((action, [Some(actor), Some(ttype), project, source]))
+    }
+
+    /// Keeps `field_slots` for the ten minutes this append touched, after its events and their
+    /// `minute_counts` are written: a slot already dense adds the append's counts; a slot the append
+    /// made dense ([`schema::DENSE_SLOT`] events) is counted from its rows, this append's included;
+    /// any other slot stays uncounted (a histogram counts its few rows).
+    fn count_fields(&mut self, org_id: i64, fields: &FieldCounts) -> rusqlite::Result<()> {
+        let mut slots: Vec<i64> = fields.keys().map(|&(slot, ..)| slot).collect();
+        slots.dedup();
+        debug_assert_eq!(CountedField::TargetType.code(), TARGET_TYPE);
+        for slot in slots {
+            let dense = self
+                .conn
+                .prepare_cached("SELECT 1 FROM dense_slots WHERE org_id = ?1 AND slot = ?2")?
+                .exists(params![org_id, slot])?;
+            let mine = fields.range((slot, i16::MIN, i64::MIN)..=(slot, i16::MAX, i64::MAX));
+            // Every event has a target type: their counts sum to the append's events in the slot.
+            let appended: i64 = mine.clone().filter(|(k, _)| k.1 == TARGET_TYPE).map(|(_, v)| v.0).sum();
+            let events: i64 = if dense {
+                0
+            } else {
+                let minutes = slot * 10;
+                self.conn
+                    .prepare_cached(
+                        "SELECT coalesce(sum(n), 0) FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3",
+                    )?
+                    .query_row(params![org_id, minutes, minutes + 10], |r| r.get(0))?
+            };
+            if !dense && events < schema::DENSE_SLOT {
+                continue;
+            }
+            if !dense {
+                self.conn
+                    .prepare_cached("INSERT INTO dense_slots(org_id, slot) VALUES (?1, ?2)")?
+                    .execute(params![org_id, slot])?;
+            }
+            // A slot this append filled on its own (a bulk load in time order) is counted from the
+            // append's own counts, like a dense one; one it completed is counted from its rows.
+            if dense || events == appended {
+                for (&(_, field, value), &(n, failures)) in mine {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT INTO field_slots(org_id, field, value, slot, n, failures) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                             ON CONFLICT(org_id, field, value, slot) DO UPDATE
+                             SET n = n + excluded.n, failures = failures + excluded.failures",
+                        )?
+                        .execute(params![org_id, field, value, slot, n, failures])?;
+                }
+                continue;
+            }
+            let month = month_of(slot * schema::SLOT);
+            for field in CountedField::ALL {
+                self.conn
+                    .prepare_cached(&schema::backfill_field_slots(
+                        month,
+                        field,
+                        " AND d.org_id = ?1 AND d.slot = ?2",
+                    ))?
+                    .execute(params![org_id, slot])?;
+            }
+        }
+        Ok(())
     }
 }
 

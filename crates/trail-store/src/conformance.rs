@@ -40,7 +40,8 @@ macro_rules! conformance_suite {
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
             free_text_at_every_density, tree_sizes_list_every_log,
             paging_is_stable_while_appending, histogram_matches_reference_model,
-            histograms_of_whole_logs_at_every_width_and_alignment, access_records,
+            histograms_of_whole_logs_at_every_width_and_alignment, histograms_by_field_in_dense_and_sparse_slots,
+            access_records,
             concurrent_appends_keep_seq_gapless, merkle_roots_and_proofs_verify,
             checkpoints_are_kept_and_never_contradict, roles_groups_and_invitations, exports_are_claimed_once,
             retention_prunes_months_and_keeps_proofs, events_after_follow_the_log_in_seq_order,
@@ -538,15 +539,51 @@ pub async fn histogram_matches_reference_model<S: Store>(store: Arc<S>) {
             &mut runner,
             &prop_oneof![Just(3_600_000_000i64), Just(MICROS_PER_DAY), Just(7 * MICROS_PER_DAY)],
         );
-        let mut want: std::collections::BTreeMap<Micros, u64> = Default::default();
-        for (t, _) in model.select(&filter) {
-            *want.entry(filter.from + (t - filter.from) / width * width).or_default() += 1;
-        }
-        let got = store.histogram("acme", &filter, width).await.unwrap();
-        let got: std::collections::BTreeMap<Micros, u64> =
-            got.into_iter().map(|b| (b.start, b.count)).collect();
+        let (got, want) =
+            (store_histogram(&*store, "acme", &filter, width).await, model_histogram(&model, &filter, width));
         assert_eq!(got, want, "filter {filter:?}, width {width}");
     }
+}
+
+/// 300 events from `start` for the stores' migration tests of counts per field value: 240 in 40
+/// minutes (four dense ten minutes), then 60 ten minutes apart (sparse ones); three actors, a project
+/// on every other event, a source on every fifth, every fourth a failure.
+pub fn dense_then_sparse(start: Micros) -> Vec<NewEvent> {
+    (0..300i64)
+        .map(|i| {
+            let t = if i < 240 {
+                start + i * 10_000_000
+            } else {
+                start + MICROS_PER_DAY / 2 + (i - 240) * 600_000_000
+            };
+            let mut e = event(["al", "bo", "cy"][i as usize % 3], "x.y", t);
+            e.project = (i % 2 == 0).then(|| "billing".to_string());
+            e.source = (i % 5 == 0).then(|| "api".to_string());
+            if i % 4 == 0 {
+                e.outcome = Outcome::Failure;
+            }
+            e
+        })
+        .collect()
+}
+
+/// The model's histogram of a filter: counts per bucket start.
+fn model_histogram(model: &Model, filter: &Filter, width: Micros) -> std::collections::BTreeMap<Micros, u64> {
+    let mut want = std::collections::BTreeMap::new();
+    for (t, _) in model.select(filter) {
+        *want.entry(filter.from + (t - filter.from) / width * width).or_default() += 1;
+    }
+    want
+}
+
+/// A store's histogram of a filter: counts per bucket start.
+async fn store_histogram<S: Store>(
+    store: &S,
+    org: &str,
+    filter: &Filter,
+    width: Micros,
+) -> std::collections::BTreeMap<Micros, u64> {
+    store.histogram(org, filter, width).await.unwrap().into_iter().map(|b| (b.start, b.count)).collect()
 }
 
 /// Histograms without filters, by outcome and by action, which a backend may answer from counts per
@@ -621,22 +658,122 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
                 for action in &actions {
                     let filter =
                         Filter { outcome: outcome.clone(), action: action.clone(), ..window(from, to) };
-                    let mut want: std::collections::BTreeMap<Micros, u64> = Default::default();
-                    for (t, _) in model.select(&filter) {
-                        *want.entry(from + (t - from) / width * width).or_default() += 1;
-                    }
-                    let got: std::collections::BTreeMap<Micros, u64> = store
-                        .histogram("acme", &filter, width)
-                        .await
-                        .unwrap()
-                        .into_iter()
-                        .map(|b| (b.start, b.count))
-                        .collect();
+                    let (got, want) = (
+                        store_histogram(&*store, "acme", &filter, width).await,
+                        model_histogram(&model, &filter, width),
+                    );
                     assert_eq!(got, want, "from {from}, to {to}, width {width}, {outcome:?}, {action:?}");
                 }
             }
         }
     }
+}
+
+/// Histograms by actor, target type, project and source, which a backend may answer from counts per
+/// value and ten minutes where an org's ten minutes are dense: slots far above, just at, just below
+/// and far below 32 events; slots made dense by a later append (a batch, then single events) and
+/// never; a dense slot on each side of a month boundary; missing projects and sources; duplicates;
+/// another org's events in the same slots; windows and buckets on and off ten-minute boundaries; then
+/// the older month pruned.
+pub async fn histograms_by_field_in_dense_and_sparse_slots<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "globex").await;
+    let (minute, slot) = (60 * 1_000_000i64, 600 * 1_000_000i64);
+    let boundary = trail_model::time::month_start(trail_model::time::month_of(now()));
+    // Events per slot, from four slots before the boundary: dense, at the threshold, below it, alone,
+    // empty, dense across two appends, dense, then one more made dense by single events.
+    let per_slot = [80, 32, 31, 1, 0, 45, 120, 33];
+    let first = boundary - 4 * slot;
+    let make = |s: usize, i: i64| {
+        let t = first + s as i64 * slot + (i * 7_919_000) % slot;
+        let mut e = event(["al", "bo", "cy"][(i % 3) as usize], "x.y", t);
+        e.id = Some(format!("s{s}-{i}"));
+        e.target.kind = ["component", "project"][(i % 2) as usize].into();
+        e.project = [None, Some("billing".to_string()), Some("search".to_string())][(i % 3) as usize].clone();
+        e.source = (i % 4 != 0).then(|| ["api", "console"][(i % 5 % 2) as usize].to_string());
+        if i % 5 == 2 {
+            e.outcome = Outcome::Failure;
+        }
+        e
+    };
+    let mut model = Model::default();
+    let append = |events: Vec<NewEvent>| {
+        let store = store.clone();
+        async move {
+            let r = store.append("acme", events.clone(), now()).await.unwrap();
+            (events, r)
+        }
+    };
+    let mut batches: Vec<Vec<NewEvent>> = Vec::new();
+    for (s, &n) in per_slot.iter().enumerate() {
+        let events: Vec<NewEvent> = (0..n).map(|i| make(s, i)).collect();
+        match s {
+            // Below the threshold first, then past it.
+            5 => {
+                batches.push(events[..20].to_vec());
+                batches.push(events[20..].to_vec());
+            }
+            // One at a time: the 32nd makes the slot dense, the last one is added to its counts.
+            7 => batches.extend(events.into_iter().map(|e| vec![e])),
+            _ => batches.push(events),
+        }
+    }
+    for events in batches {
+        let (events, r) = append(events).await;
+        model.record("acme", &events, &r, now());
+    }
+    // Duplicates count once.
+    let (events, r) = append((0..40).map(|i| make(0, i)).collect()).await;
+    assert!(r.iter().all(|a| matches!(a, Appended::Duplicate { .. })));
+    model.record("acme", &events, &r, now());
+    // Another org, dense in the same slots, counts only for itself.
+    store
+        .append("globex", (0..100).map(|i| event("al", "x.y", first + i * 6_000_000)).collect(), now())
+        .await
+        .unwrap();
+
+    let fields: Vec<(&str, Filter)> = vec![
+        ("one actor", Filter { actor: vec!["al".into()], ..Filter::default() }),
+        ("two actors", Filter { actor: vec!["bo".into(), "cy".into()], ..Filter::default() }),
+        ("no such actor", Filter { actor: vec!["zed".into()], ..Filter::default() }),
+        ("target type", Filter { target_type: vec!["project".into()], ..Filter::default() }),
+        ("project", Filter { project: vec!["search".into()], ..Filter::default() }),
+        ("source", Filter { source: vec!["api".into(), "console".into()], ..Filter::default() }),
+    ];
+    let check = |model: &Model, label: &'static str| {
+        let mut cases = Vec::new();
+        for from in [first - slot, first + 3 * minute + 1, first + slot] {
+            for to in [boundary + 4 * slot + 1, boundary + 2 * slot - 5 * minute] {
+                for width in [10 * minute, 17 * minute, 3_600_000_000, MICROS_PER_DAY] {
+                    for outcome in [vec![], vec![Outcome::Failure], vec![Outcome::Success]] {
+                        for (name, f) in &fields {
+                            let filter = Filter { from, to, outcome: outcome.clone(), ..f.clone() };
+                            let want = model_histogram(model, &filter, width);
+                            let what =
+                                format!("{label}: {name}, from {from}, to {to}, width {width}, {outcome:?}");
+                            cases.push((filter, width, want, what));
+                        }
+                    }
+                }
+            }
+        }
+        let store = store.clone();
+        async move {
+            for (filter, width, want, what) in cases {
+                assert_eq!(store_histogram(&*store, "acme", &filter, width).await, want, "{what}");
+            }
+        }
+    };
+    check(&model, "stored").await;
+
+    // Pruning the month before the boundary takes its counts with it.
+    let month = trail_model::time::month_of(first);
+    let stored = month_all(&*store, "acme", month).await;
+    let summary = MonthSummary { count: stored.len() as u64, last_seq: stored.last().unwrap().seq };
+    store.prune_month("acme", month, summary).await.unwrap();
+    let pruned: std::collections::HashSet<u64> = stored.iter().map(|r| r.seq).collect();
+    model.events.retain(|e| !(e.org == "acme" && pruned.contains(&e.seq)));
+    check(&model, "after pruning").await;
 }
 
 pub async fn paging_is_stable_while_appending<S: Store>(store: Arc<S>) {

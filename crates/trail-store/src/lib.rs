@@ -194,6 +194,25 @@ pub fn raw_page_from(mut records: Vec<RawRecord>, q: &Query, as_of: u64) -> RawP
     RawPage { records, next }
 }
 
+/// The runs of units in `[first, last)` that are not in `covered` (sorted), as `[lo, hi)` pairs.
+pub fn gaps(covered: &[i64], first: i64, last: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    let mut at = first;
+    for &unit in &covered[covered.partition_point(|&u| u < first)..] {
+        if unit >= last {
+            break;
+        }
+        if unit > at {
+            out.push((at, unit));
+        }
+        at = unit + 1;
+    }
+    if at < last {
+        out.push((at, last));
+    }
+    out
+}
+
 /// Event counts of one histogram bucket `[start, start + width)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Bucket {
@@ -558,4 +577,19 @@ pub struct OrgSettings {
 pub struct MonthSummary {
     pub count: u64,
     pub last_seq: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::gaps;
+
+    #[test]
+    fn gaps_are_the_units_not_covered() {
+        assert_eq!(gaps(&[], 3, 9), [(3, 9)]);
+        assert_eq!(gaps(&[1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 3, 9), []);
+        assert_eq!(gaps(&[0, 4, 5, 8, 12], 3, 9), [(3, 4), (6, 8)]);
+        assert_eq!(gaps(&[3, 8], 3, 9), [(4, 8)]);
+        assert_eq!(gaps(&[9, 10], 3, 9), [(3, 9)]);
+        assert_eq!(gaps(&[5], 5, 5), []);
+    }
 }

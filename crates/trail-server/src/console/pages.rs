@@ -707,7 +707,7 @@ enum Chart {
     /// Drawn with the page: its bars and their total.
     Drawn(Vec<Bar>, u64),
     /// Drawn by the script from the API once the page is shown: this filter's histogram counts rows
-    /// (free text, actor, target, project or source), seconds over 90 days of a 10M-event org, and
+    /// (free text, target ids, several fields at once), seconds over 90 days of a 10M-event org, and
     /// the rows must not wait for it.
     Deferred,
     /// Later pages have none.
@@ -715,9 +715,10 @@ enum Chart {
 }
 
 /// Whether the store answers this filter's histogram from its counts per unit of time (every event,
-/// by outcome, by action), whose cost follows the window's minutes rather than its events.
+/// by outcome, by action, by values of one field), whose cost follows the window's minutes rather
+/// than its events.
 fn counted(f: &Filter) -> bool {
-    f.counted_by_minute().is_some() || f.counted_by_action().is_some()
+    f.counted_by_minute().is_some() || f.counted_by_action().is_some() || f.counted_by_field().is_some()
 }
 
 enum LoadError {

@@ -68,26 +68,30 @@ async fn a_full_disk_refuses_ingest_then_recovers() {
     let (status, code) = refused.expect("the disk never filled up");
     assert_eq!((status, code.as_deref()), (Some(503), Some("storage_unavailable")));
     assert!(!acked.is_empty());
-
     // Reads keep working, and every acknowledged event is there.
+    let mut views = 0;
     for (id, seq) in acked.iter().step_by(97) {
         assert_eq!(s.admin.event("default", id).await.unwrap()["seq"], *seq);
+        views += 1;
     }
     assert!(s.admin.get("/healthz").await.is_ok());
-    // Those views were answered although their self-audit records could not be written: counted.
     let metrics = reqwest::get(format!("{}/metrics", s.base)).await.unwrap().text().await.unwrap();
-    let failures: f64 = metrics
+    let failures: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("trail_read_audit_failures_total ")?.parse().ok())
         .unwrap();
-    assert!(failures >= 1.0, "{failures}");
 
     // Space returns: ingest recovers without a restart, and seq continues without a gap.
     std::fs::remove_file(&filler).unwrap();
     let r = s.key.ingest("default", &ev("after", "a.b", 0)).await.unwrap();
-    assert_eq!(r.results[0].seq, Some(acked.len() as u64), "no gap, nothing half-stored");
+    let seq = r.results[0].seq.unwrap();
+    // Each view was answered, and its self-audit record either written or counted as failed: a small
+    // record may still fit where the refused batch did not (SQLite reuses its log file's space once
+    // checkpointed), so how many of each depends on timing, but never their sum.
+    let recorded = seq - acked.len() as u64;
+    assert_eq!(recorded + failures, views, "{recorded} views recorded, {failures} counted as failed");
     let all = s.admin.query_all("default", &[("limit", "1000")]).await.unwrap();
-    assert_eq!(all.len(), acked.len() + 1);
+    assert_eq!(all.len() as u64, seq + 1, "nothing half-stored");
     drop(s);
     drop(mount);
 }

@@ -282,3 +282,51 @@ async fn a_version_1_database_records_where_the_reserved_source_begins() {
     store.create_org("globex", "Globex", now()).await.unwrap();
     assert_eq!(store.self_audit_from("globex").await.unwrap(), 0);
 }
+
+/// A database at schema version 7 (no counts per field value) is migrated in place: the dense slots
+/// and their counts are built from the stored events exactly as appends had kept them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_7_database_gets_its_counts_per_field() {
+    let Some(db) = TestDb::create().await else { return };
+    let store = db.store().await;
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    let day = trail_model::time::MICROS_PER_DAY;
+    let start = now() - 2 * day;
+    let events = trail_store::conformance::dense_then_sparse(start);
+    for batch in events.chunks(50) {
+        store.append("acme", batch.to_vec(), now()).await.unwrap();
+    }
+    drop(store);
+    let client = db.client().await;
+    let tables = || async {
+        let dense: Vec<(i64, i64)> = client
+            .query("SELECT org, slot FROM dense_slots ORDER BY 1, 2", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        let counts: Vec<(i64, i16, String, i64, i64, i64)> = client
+            .query("SELECT * FROM field_slots ORDER BY 1, 2, 3, 4", &[])
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5)))
+            .collect();
+        (dense, counts)
+    };
+    let kept = tables().await;
+    assert_eq!(kept.0.len(), 4, "the 40 minutes' four slots are dense, no other: {:?}", kept.0);
+    client
+        .batch_execute("DROP TABLE dense_slots; DROP TABLE field_slots; DELETE FROM schema_migrations WHERE version = 8;")
+        .await
+        .unwrap();
+    let store = db.store().await;
+    assert_eq!(tables().await, kept, "the migration counts what appends counted");
+    let window = trail_model::query::Filter { from: start - day, to: now(), ..Default::default() };
+    for (actor, outcome, want) in [("al", vec![], 100), ("bo", vec![trail_model::Outcome::Failure], 25)] {
+        let f = trail_model::query::Filter { actor: vec![actor.into()], outcome, ..window.clone() };
+        let counted: u64 = store.histogram("acme", &f, day / 24).await.unwrap().iter().map(|b| b.count).sum();
+        assert_eq!(counted, want, "{actor}");
+    }
+}

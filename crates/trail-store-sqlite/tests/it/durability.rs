@@ -298,3 +298,52 @@ async fn a_version_8_directory_gets_its_counts_per_action() {
     let rows: i64 = c.query_row("SELECT sum(n) FROM action_slots", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 300, "every stored event counted once");
 }
+
+/// A data directory of schema version 9 (no counts per field value) opens in place: the dense slots
+/// and their counts are built from the stored events, exactly as the writer had kept them, and
+/// histograms by actor agree with the events.
+#[tokio::test]
+async fn a_version_9_directory_gets_its_counts_per_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    let day = trail_model::time::MICROS_PER_DAY;
+    let start = now() - 2 * day;
+    let events = trail_store::conformance::dense_then_sparse(start);
+    for batch in events.chunks(50) {
+        store.append("acme", batch.to_vec(), now()).await.unwrap();
+    }
+    store.close();
+    drop(store);
+    let tables = |c: &rusqlite::Connection| {
+        let rows = |sql: &str| -> Vec<Vec<i64>> {
+            let mut st = c.prepare(sql).unwrap();
+            let n = st.column_count();
+            st.query_map([], |r| (0..n).map(|i| r.get(i)).collect()).unwrap().map(Result::unwrap).collect()
+        };
+        (
+            rows("SELECT * FROM dense_slots ORDER BY 1, 2"),
+            rows("SELECT * FROM field_slots ORDER BY 1, 2, 3, 4"),
+        )
+    };
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    let kept = tables(&c);
+    assert_eq!(kept.0.len(), 4, "the 40 minutes' four slots are dense, no other: {:?}", kept.0);
+    c.execute_batch(
+        "DROP TABLE dense_slots; DROP TABLE field_slots; UPDATE meta SET value = 9 WHERE key = 'schema_version';",
+    )
+    .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let window = trail_model::query::Filter { from: start - day, to: now(), ..Default::default() };
+    for (actor, outcome, want) in [("al", vec![], 100), ("bo", vec![trail_model::Outcome::Failure], 25)] {
+        let f = trail_model::query::Filter { actor: vec![actor.into()], outcome, ..window.clone() };
+        let counted: u64 = store.histogram("acme", &f, day / 24).await.unwrap().iter().map(|b| b.count).sum();
+        assert_eq!(counted, want, "{actor}");
+    }
+    store.close();
+    drop(store);
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    assert_eq!(tables(&c), kept, "the migration counts what the writer counted");
+}

@@ -504,7 +504,7 @@ async fn console_histogram_settings_and_archive() {
     assert!(hovered[1].as_str().unwrap().starts_with(&format!("{count} event")), "{hovered}");
     check_accessibility(&mut b, "audit logs with a histogram").await;
 
-    // A histogram that counts rows (here by actor) is not in the page: the script draws it from the
+    // A histogram that counts rows (here by action and actor) is not in the page: the script draws it from the
     // API once the rows are shown, for the window the page resolved, as the server draws the one of
     // the same events by action alone (counted per time unit, so in the page).
     let now = trail_model::time::now();
@@ -544,7 +544,10 @@ async fn console_histogram_settings_and_archive() {
         hovered[1].as_str().unwrap().starts_with(&format!("{} event", hovered[0].as_str().unwrap())),
         "{hovered}"
     );
-    b.goto(&format!("{base}/orgs/default/logs?range=7d&actor=user-0")).await;
+    let by_actor = format!("{base}/orgs/default/logs?range=7d&actor=user-0");
+    let html = b.eval(&format!("fetch('{by_actor}').then((r) => r.text())")).await;
+    assert!(html.as_str().unwrap().contains("<rect"), "by actor alone: counted per value, in the page");
+    b.goto(&format!("{base}/orgs/default/logs?range=7d&actor=user-0&action=project.updated")).await;
     b.wait_for(
         "document.querySelector('.histogram[aria-busy]') === null",
         "the histogram drawn by the script",
@@ -553,7 +556,7 @@ async fn console_histogram_settings_and_archive() {
     check_accessibility(&mut b, "audit logs with a histogram drawn after the page").await;
     // Hot retention here is 30 days: the last 30 days start a minute inside it, so the API, asked a
     // moment after the page, still takes the page's window.
-    b.goto(&format!("{base}/orgs/default/logs?range=30d&actor=user-0")).await;
+    b.goto(&format!("{base}/orgs/default/logs?range=30d&actor=user-0&action=project.updated")).await;
     b.wait_for(
         "document.querySelector('.histogram[aria-busy]') === null",
         "the histogram drawn by the script",
