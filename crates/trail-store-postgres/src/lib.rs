@@ -571,7 +571,13 @@ impl Store for PgStore {
         }
         let org = self.inner.org_id(org).await?;
         let conn = self.inner.cancellable().await?;
-        let buckets = read::histogram(conn.client()?, org, filter, width).await;
+        // One snapshot for all of its statements: a slot made dense between reading the dense slots
+        // and summing their counts would otherwise be counted twice (or subtracted unadded).
+        let client = conn.client()?;
+        client.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await.map_err(pg_error)?;
+        let buckets = read::histogram(client, org, filter, width).await;
+        // A connection whose transaction did not end is dropped (closed), never pooled.
+        client.batch_execute(if buckets.is_ok() { "COMMIT" } else { "ROLLBACK" }).await.map_err(pg_error)?;
         conn.finish();
         buckets
     }

@@ -705,7 +705,13 @@ impl Store for SqliteStore {
             return Err(StoreError::Internal("histogram bucket width must be positive".into()));
         }
         let (org, f) = (org.to_string(), filter.clone());
-        self.read(move |c| read::histogram(c, &org, &f, width)).await
+        // One snapshot for all of its statements: a slot made dense between reading the dense slots
+        // and summing their counts would otherwise be counted twice.
+        self.read(move |c| {
+            let snapshot = c.unchecked_transaction().map_err(sql_error)?;
+            read::histogram(&snapshot, &org, &f, width)
+        })
+        .await
     }
 
     async fn tree_size(&self, org: &str) -> Result<u64> {

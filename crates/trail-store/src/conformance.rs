@@ -545,10 +545,12 @@ pub async fn histogram_matches_reference_model<S: Store>(store: Arc<S>) {
     }
 }
 
-/// 300 events from `start` for the stores' migration tests of counts per field value: 240 in 40
+/// 300 events from the ten minutes `start` falls in, for the stores' migration tests of counts per field value: 240 in 40
 /// minutes (four dense ten minutes), then 60 ten minutes apart (sparse ones); three actors, a project
 /// on every other event, a source on every fifth, every fourth a failure.
 pub fn dense_then_sparse(start: Micros) -> Vec<NewEvent> {
+    let slot = 600 * 1_000_000;
+    let start = start.div_euclid(slot) * slot; // four whole slots, whatever `start` was
     (0..300i64)
         .map(|i| {
             let t = if i < 240 {
