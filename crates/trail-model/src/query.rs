@@ -36,6 +36,11 @@ impl ActionMatch {
     }
 }
 
+/// The unit a backend counts every event (and failures) in for histograms: a minute.
+pub const COUNTED_MINUTE: Micros = 60 * crate::time::MICROS_PER_SECOND;
+/// The unit it counts events per action and per field value in: ten minutes.
+pub const COUNTED_SLOT: Micros = 10 * COUNTED_MINUTE;
+
 /// A filter field whose events a backend may count per value and time (for histograms), where an
 /// org's events are dense enough for counts to be cheaper than rows. Target ids are not among them:
 /// nearly every event has its own.
@@ -150,6 +155,15 @@ impl Filter {
             CountedField::Source => rest.source.clear(),
         }
         Some((field, values, rest.counted_by_minute()?))
+    }
+
+    /// Whether a backend answers this filter's histogram with buckets of `width` from its counts per
+    /// unit of time (cost following the window's units, not its events): buckets must be at least
+    /// the unit the filter's counts are kept in.
+    pub fn counted_at(&self, width: Micros) -> bool {
+        (self.counted_by_minute().is_some() && width >= COUNTED_MINUTE)
+            || ((self.counted_by_action().is_some() || self.counted_by_field().is_some())
+                && width >= COUNTED_SLOT)
     }
 
     /// The reference semantics every backend must reproduce.
@@ -466,6 +480,17 @@ mod tests {
         assert_eq!(by(Filter { q: Some(Search::parse("x").unwrap()), ..actor }), None);
         assert_eq!(by(Filter::default()), None);
         assert_eq!(by(Filter { target_id: vec!["t".into()], ..Filter::default() }), None);
+    }
+
+    #[test]
+    fn counts_answer_only_buckets_as_wide_as_their_unit() {
+        let actor = Filter { actor: vec!["al".into()], ..Filter::default() };
+        assert!(actor.counted_at(COUNTED_SLOT) && !actor.counted_at(COUNTED_SLOT - 1));
+        let action = Filter { action: vec![ActionMatch::Prefix("x.".into())], ..Filter::default() };
+        assert!(action.counted_at(COUNTED_SLOT) && !action.counted_at(5 * COUNTED_MINUTE));
+        assert!(Filter::default().counted_at(COUNTED_MINUTE) && !Filter::default().counted_at(30_000_000));
+        let text = Filter { q: Some(Search::parse("x").unwrap()), ..Filter::default() };
+        assert!(!text.counted_at(crate::time::MICROS_PER_DAY));
     }
 
     fn p(pairs: &[(&str, &str)]) -> Vec<(String, String)> {

@@ -31,9 +31,9 @@ pub(crate) const PARTITION_LOCK_BASE: i64 = 0x7472_6169_6c01_0000;
 
 /// `(version, description, SQL)`, applied in order.
 /// The width of a `minute_counts` row, in microseconds.
-pub(crate) const MINUTE: i64 = 60_000_000;
+pub(crate) const MINUTE: i64 = trail_model::query::COUNTED_MINUTE;
 /// The width of an `action_slots` row (ten minutes), in microseconds.
-pub(crate) const SLOT: i64 = 10 * MINUTE;
+pub(crate) const SLOT: i64 = trail_model::query::COUNTED_SLOT;
 
 pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (1, "initial schema", V1),

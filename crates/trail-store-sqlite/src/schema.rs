@@ -31,10 +31,10 @@ use rusqlite::Connection;
 /// and 10 minutes, kept only for an org's ten minutes that hold [`DENSE_SLOT`] events or more).
 pub const SCHEMA_VERSION: i64 = 10;
 /// The width of a `minute_counts` row.
-pub const MINUTE: i64 = 60 * trail_model::time::MICROS_PER_SECOND;
+pub const MINUTE: i64 = trail_model::query::COUNTED_MINUTE;
 
 /// The width of an `action_slots` row: ten minutes.
-pub const SLOT: i64 = 10 * MINUTE;
+pub const SLOT: i64 = trail_model::query::COUNTED_SLOT;
 
 /// An org's ten minutes get counts per field value (`field_slots`) once they hold this many events.
 /// Below it a histogram counts the slot's rows, fewer than this many: in sparse orgs nearly every

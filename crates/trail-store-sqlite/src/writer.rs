@@ -522,23 +522,20 @@ impl Writer {
         slots.dedup();
         debug_assert_eq!(CountedField::TargetType.code(), TARGET_TYPE);
         for slot in slots {
-            let dense = self
+            // Whether the slot is dense, and its events so far (this append's included): one statement,
+            // since in a sparse org nearly every event touches a slot of its own.
+            let minutes = slot * 10;
+            let (dense, events): (bool, i64) = self
                 .conn
-                .prepare_cached("SELECT 1 FROM dense_slots WHERE org_id = ?1 AND slot = ?2")?
-                .exists(params![org_id, slot])?;
+                .prepare_cached(
+                    "SELECT EXISTS (SELECT 1 FROM dense_slots WHERE org_id = ?1 AND slot = ?2),
+                            (SELECT coalesce(sum(n), 0) FROM minute_counts
+                             WHERE org_id = ?1 AND minute >= ?3 AND minute < ?4)",
+                )?
+                .query_row(params![org_id, slot, minutes, minutes + 10], |r| Ok((r.get(0)?, r.get(1)?)))?;
             let mine = fields.range((slot, i16::MIN, i64::MIN)..=(slot, i16::MAX, i64::MAX));
             // Every event has a target type: their counts sum to the append's events in the slot.
             let appended: i64 = mine.clone().filter(|(k, _)| k.1 == TARGET_TYPE).map(|(_, v)| v.0).sum();
-            let events: i64 = if dense {
-                0
-            } else {
-                let minutes = slot * 10;
-                self.conn
-                    .prepare_cached(
-                        "SELECT coalesce(sum(n), 0) FROM minute_counts WHERE org_id = ?1 AND minute >= ?2 AND minute < ?3",
-                    )?
-                    .query_row(params![org_id, minutes, minutes + 10], |r| r.get(0))?
-            };
             if !dense && events < schema::DENSE_SLOT {
                 continue;
             }

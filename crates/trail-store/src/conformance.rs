@@ -545,6 +545,29 @@ pub async fn histogram_matches_reference_model<S: Store>(store: Arc<S>) {
     }
 }
 
+/// Creates `org` and appends [`dense_then_sparse`] from two days ago in batches of 50 (the stores'
+/// migration tests of counts per field value); returns the start it used.
+pub async fn append_dense_then_sparse<S: Store>(store: &S, org: &str) -> Micros {
+    store.create_org(org, org, now()).await.unwrap();
+    let start = now() - 2 * MICROS_PER_DAY;
+    for batch in dense_then_sparse(start).chunks(50) {
+        store.append(org, batch.to_vec(), now()).await.unwrap();
+    }
+    start
+}
+
+/// Histograms by actor (with and without an outcome) over what [`append_dense_then_sparse`] appended
+/// count every one of its events.
+pub async fn assert_dense_then_sparse_histograms<S: Store>(store: &S, org: &str, start: Micros) {
+    let window = Filter { from: start - MICROS_PER_DAY, to: now(), ..Filter::default() };
+    for (actor, outcome, want) in [("al", vec![], 100), ("bo", vec![Outcome::Failure], 25)] {
+        let f = Filter { actor: vec![actor.into()], outcome, ..window.clone() };
+        let counted: u64 =
+            store.histogram(org, &f, MICROS_PER_DAY / 24).await.unwrap().iter().map(|b| b.count).sum();
+        assert_eq!(counted, want, "{actor}");
+    }
+}
+
 /// 300 events from the ten minutes `start` falls in, for the stores' migration tests of counts per field value: 240 in 40
 /// minutes (four dense ten minutes), then 60 ten minutes apart (sparse ones); three actors, a project
 /// on every other event, a source on every fifth, every fourth a failure.

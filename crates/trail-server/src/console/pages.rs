@@ -714,15 +714,10 @@ enum Chart {
     None,
 }
 
-/// Whether the store answers this filter's histogram from its counts per unit of time (every event,
-/// by outcome, by action, by values of one field), whose cost follows the window's minutes rather
-/// than its events. Counts per action and per field are kept per ten minutes, so they answer only
-/// buckets at least that wide (short windows get narrower buckets, and count rows).
+/// Whether the store answers this filter's histogram, at the page's bucket width, from its counts
+/// per unit of time: milliseconds at any size, so it comes with the page.
 fn counted(f: &Filter) -> bool {
-    let width = default_width(f.to - f.from);
-    f.counted_by_minute().is_some_and(|_| width >= 60 * MICROS_PER_SECOND)
-        || ((f.counted_by_action().is_some() || f.counted_by_field().is_some())
-            && width >= 600 * MICROS_PER_SECOND)
+    f.counted_at(default_width(f.to - f.from))
 }
 
 enum LoadError {

@@ -289,13 +289,7 @@ async fn a_version_1_database_records_where_the_reserved_source_begins() {
 async fn a_version_7_database_gets_its_counts_per_field() {
     let Some(db) = TestDb::create().await else { return };
     let store = db.store().await;
-    store.create_org("acme", "Acme", now()).await.unwrap();
-    let day = trail_model::time::MICROS_PER_DAY;
-    let start = now() - 2 * day;
-    let events = trail_store::conformance::dense_then_sparse(start);
-    for batch in events.chunks(50) {
-        store.append("acme", batch.to_vec(), now()).await.unwrap();
-    }
+    let start = trail_store::conformance::append_dense_then_sparse(&store, "acme").await;
     drop(store);
     let client = db.client().await;
     let tables = || async {
@@ -323,10 +317,5 @@ async fn a_version_7_database_gets_its_counts_per_field() {
         .unwrap();
     let store = db.store().await;
     assert_eq!(tables().await, kept, "the migration counts what appends counted");
-    let window = trail_model::query::Filter { from: start - day, to: now(), ..Default::default() };
-    for (actor, outcome, want) in [("al", vec![], 100), ("bo", vec![trail_model::Outcome::Failure], 25)] {
-        let f = trail_model::query::Filter { actor: vec![actor.into()], outcome, ..window.clone() };
-        let counted: u64 = store.histogram("acme", &f, day / 24).await.unwrap().iter().map(|b| b.count).sum();
-        assert_eq!(counted, want, "{actor}");
-    }
+    trail_store::conformance::assert_dense_then_sparse_histograms(&store, "acme", start).await;
 }

@@ -306,13 +306,7 @@ async fn a_version_8_directory_gets_its_counts_per_action() {
 async fn a_version_9_directory_gets_its_counts_per_field() {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
-    store.create_org("acme", "Acme", now()).await.unwrap();
-    let day = trail_model::time::MICROS_PER_DAY;
-    let start = now() - 2 * day;
-    let events = trail_store::conformance::dense_then_sparse(start);
-    for batch in events.chunks(50) {
-        store.append("acme", batch.to_vec(), now()).await.unwrap();
-    }
+    let start = trail_store::conformance::append_dense_then_sparse(&store, "acme").await;
     store.close();
     drop(store);
     let tables = |c: &rusqlite::Connection| {
@@ -336,12 +330,7 @@ async fn a_version_9_directory_gets_its_counts_per_field() {
     drop(c);
 
     let store = SqliteStore::open(dir.path()).unwrap();
-    let window = trail_model::query::Filter { from: start - day, to: now(), ..Default::default() };
-    for (actor, outcome, want) in [("al", vec![], 100), ("bo", vec![trail_model::Outcome::Failure], 25)] {
-        let f = trail_model::query::Filter { actor: vec![actor.into()], outcome, ..window.clone() };
-        let counted: u64 = store.histogram("acme", &f, day / 24).await.unwrap().iter().map(|b| b.count).sum();
-        assert_eq!(counted, want, "{actor}");
-    }
+    trail_store::conformance::assert_dense_then_sparse_histograms(&store, "acme", start).await;
     store.close();
     drop(store);
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
