@@ -189,7 +189,7 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
         ],
     )
     .map_err(sql_error)?;
-    // And the month's counts per action (keyed by action first: one range per action of the org).
+    // And the month's counts per action (found through `action_slots_by_slot`).
     conn.execute(
         "DELETE FROM action_slots WHERE org_id = ?1 AND slot >= ?2 AND slot < ?3",
         params![

@@ -160,7 +160,22 @@ pub struct Writer {
     body_dict: Arc<body::Current>,
     sample: Option<Vec<Vec<u8>>>,
     made: Option<Arc<body::Dict>>,
+    /// Ten-minute slots this writer knows are not dense, with their events, so that an append that
+    /// leaves such a slot sparse asks the database nothing: in a sparse org nearly every event is
+    /// alone in its slot.
+    ///
+    /// Only a hint: a slot is marked dense from the database's own counts, so an entry that counts too
+    /// few events costs a slot left uncounted a little longer (histograms count its few rows), never a
+    /// wrong count. Dense slots are not remembered: whether a slot is dense decides what is counted,
+    /// and retention (in any process) may forget a dense slot. Entries are dropped whenever the
+    /// writer's view may be stale: after a rollback, and when another process appended to the org
+    /// (whose appends may have made a slot dense).
+    sparse: HashMap<(i64, i64), i64>,
 }
+
+/// Slots a writer remembers before it forgets them all (a few MB; an import of old events in random
+/// time order touches many).
+const MAX_SPARSE_KNOWN: usize = 100_000;
 
 impl Writer {
     pub fn new(
@@ -191,6 +206,7 @@ impl Writer {
             body_dict,
             sample,
             made: None,
+            sparse: HashMap::new(),
         };
         w.reload()?;
         Ok(w)
@@ -199,6 +215,7 @@ impl Writer {
     /// Re-reads every cache from the database (after a rollback).
     fn reload(&mut self) -> rusqlite::Result<()> {
         self.orgs.clear();
+        self.sparse.clear();
         self.dict.clear();
         self.partitions.clear();
         let mut st = self.conn.prepare("SELECT slug, id, tree_size FROM orgs")?;
@@ -271,6 +288,7 @@ impl Writer {
             return Ok(());
         }
         tracing::debug!(org, size, "log head changed outside this process; reloading it");
+        self.sparse.retain(|&(o, _), _| o != id);
         self.orgs.insert(org.to_string(), (id, size as u64));
         let frontier = Frontier::from_source(size as u64, &Nodes::new(&self.conn, id)?)?;
         self.frontiers.insert(id, frontier);
@@ -521,9 +539,20 @@ impl Writer {
         let mut slots: Vec<i64> = fields.keys().map(|&(slot, ..)| slot).collect();
         slots.dedup();
         debug_assert_eq!(CountedField::TargetType.code(), TARGET_TYPE);
+        if self.sparse.len() > MAX_SPARSE_KNOWN {
+            self.sparse.clear();
+        }
         for slot in slots {
-            // Whether the slot is dense, and its events so far (this append's included): one statement,
-            // since in a sparse org nearly every event touches a slot of its own.
+            let mine = fields.range((slot, i16::MIN, i64::MIN)..=(slot, i16::MAX, i64::MAX));
+            // Every event has a target type: their counts sum to the append's events in the slot.
+            let appended: i64 = mine.clone().filter(|(k, _)| k.1 == TARGET_TYPE).map(|(_, v)| v.0).sum();
+            if let Some(before) = self.sparse.get_mut(&(org_id, slot))
+                && *before + appended < schema::DENSE_SLOT
+            {
+                *before += appended;
+                continue;
+            }
+            // Whether the slot is dense, and its events so far (this append's included): one statement.
             let minutes = slot * 10;
             let (dense, events): (bool, i64) = self
                 .conn
@@ -533,12 +562,11 @@ impl Writer {
                              WHERE org_id = ?1 AND minute >= ?3 AND minute < ?4)",
                 )?
                 .query_row(params![org_id, slot, minutes, minutes + 10], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            let mine = fields.range((slot, i16::MIN, i64::MIN)..=(slot, i16::MAX, i64::MAX));
-            // Every event has a target type: their counts sum to the append's events in the slot.
-            let appended: i64 = mine.clone().filter(|(k, _)| k.1 == TARGET_TYPE).map(|(_, v)| v.0).sum();
             if !dense && events < schema::DENSE_SLOT {
+                self.sparse.insert((org_id, slot), events);
                 continue;
             }
+            self.sparse.remove(&(org_id, slot));
             if !dense {
                 self.conn
                     .prepare_cached("INSERT INTO dense_slots(org_id, slot) VALUES (?1, ?2)")?

@@ -336,3 +336,31 @@ async fn a_version_9_directory_gets_its_counts_per_field() {
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     assert_eq!(tables(&c), kept, "the migration counts what the writer counted");
 }
+
+/// A writer remembers which ten minutes it saw sparse, but not past another process's appends to the
+/// org: a slot another writer made dense counts this writer's later events too.
+#[tokio::test]
+async fn a_slot_another_writer_made_dense_counts_this_writers_later_events() {
+    use trail_model::query::Filter;
+    use trail_model::time::MICROS_PER_DAY;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mine = SqliteStore::open(dir.path()).unwrap();
+    mine.create_org("acme", "acme", now()).await.unwrap();
+    let slot = 600 * 1_000_000;
+    let start = (now() - MICROS_PER_DAY).div_euclid(slot) * slot;
+    let at = |i: i64| event("al", "x.y", start + i * 1_000_000);
+    // 20 events: a slot this writer now knows to be sparse.
+    mine.append("acme", (0..20).map(at).collect(), now()).await.unwrap();
+    // Another writer on the same directory (`trail import --data-dir`) makes it dense.
+    let other = SqliteStore::open(dir.path()).unwrap();
+    other.append("acme", (20..40).map(at).collect(), now()).await.unwrap();
+    other.close();
+    mine.append("acme", (40..45).map(at).collect(), now()).await.unwrap();
+
+    let f = Filter { actor: vec!["al".into()], from: start - MICROS_PER_DAY, to: now(), ..Filter::default() };
+    assert!(f.counted_at(MICROS_PER_DAY / 24), "the histogram below is answered from counts per value");
+    let counted: u64 =
+        mine.histogram("acme", &f, MICROS_PER_DAY / 24).await.unwrap().iter().map(|b| b.count).sum();
+    assert_eq!(counted, 45);
+}
