@@ -44,16 +44,7 @@ pub const MIGRATIONS: &[(i32, &str, &str)] = &[
     (6, "how each session was signed in (password or single sign-on)", V6),
     (7, "events and failures per action and ten minutes, for histograms by action", V7),
     (8, "events and failures per field value and ten minutes, where an org's ten minutes are dense", V8),
-    (9, "counts per action and per field value found by ten minutes, for retention", V9),
 ];
-
-/// Retention deletes a month's counts by `slot`, which the tables' keys hold last: without these
-/// indexes the delete read every count row of the org (two million for a year of a 10M-event org),
-/// inside the pruning transaction.
-const V9: &str = r#"
-CREATE INDEX action_slots_by_slot ON action_slots(org, slot);
-CREATE INDEX field_slots_by_slot ON field_slots(org, slot);
-"#;
 
 /// An org's ten minutes get counts per field value once they hold this many events (the same as the
 /// embedded store's `DENSE_SLOT`, which says why).

@@ -40,6 +40,15 @@ pub const STEP: u64 = 2_000;
 const STEPS_AT_CLOSE: usize = 100;
 /// How long the indexer sleeps when nothing woke it (another process may have appended).
 const IDLE: Duration = Duration::from_secs(1);
+/// The index's write-ahead log is started over once it holds this much. SQLite's own checkpoints
+/// (passive, at commit) copy what they can but never start the log over while searches keep
+/// reading older snapshots of it, so under steady ingest and search it grew without bound (960 MB in
+/// the 30-minute soak), and every page a search read was looked up in a wal-index that large.
+const WAL_LIMIT_BYTES: i64 = 64 * 1024 * 1024;
+/// How long a restarting checkpoint waits for searches on older snapshots before the indexer goes
+/// on (and tries again after its next step): indexing pauses at most this long, and searches
+/// read what the index lacks meanwhile.
+const WAL_RESTART_WAIT: Duration = Duration::from_millis(500);
 
 /// Creates (or opens) the index beside the log at `db` and checks that it describes this log: an
 /// index that holds more of an org's log than the log itself, or whose last indexed event is not the
@@ -87,6 +96,8 @@ fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
+    // The log's file shrinks back to this when it starts over.
+    c.pragma_update(None, "journal_size_limit", WAL_LIMIT_BYTES)?;
     c.busy_timeout(Duration::from_secs(10))?;
     c.execute_batch(
         "CREATE TABLE IF NOT EXISTS indexed(
@@ -197,6 +208,17 @@ pub fn spawn(mut ix: Indexer, wake: mpsc::Receiver<()>) -> Result<std::thread::J
         .map_err(|e| StoreError::Internal(format!("cannot start the indexer thread: {e}")))
 }
 
+/// What [`Indexer::bound_wal`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WalBound {
+    /// The log is under its limit.
+    Under,
+    /// The log was copied into the file; the next step writes it from its start.
+    Restarted,
+    /// Searches kept reading older snapshots of the log past the wait.
+    Held,
+}
+
 pub struct Indexer {
     /// Read-only, on the log.
     log: Connection,
@@ -258,7 +280,37 @@ impl Indexer {
         let (more, indexed) = result?;
         end.map_err(sql_error)?;
         self.lag.store(behind.saturating_sub(indexed), Ordering::Relaxed);
+        if self.bound_wal(WAL_LIMIT_BYTES)? == WalBound::Held {
+            tracing::debug!("searches hold the index's write-ahead log; it starts over after a later step");
+        }
         Ok(more)
+    }
+
+    /// Starts the index's write-ahead log over once it holds `limit` bytes: a restarting checkpoint
+    /// copies it into the file and waits up to [`WAL_RESTART_WAIT`] for the searches still reading
+    /// older snapshots of it, so that the next step writes the log from its start. When they outlast
+    /// the wait, a later step tries again.
+    fn bound_wal(&mut self, limit: i64) -> Result<WalBound> {
+        // (busy, frames in the log, frames copied into the file)
+        let checkpoint = |c: &Connection, mode: &str| {
+            c.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?))
+            })
+        };
+        let page: i64 = self.idx.query_row("PRAGMA page_size", [], |r| r.get(0)).map_err(sql_error)?;
+        let (_, frames) = checkpoint(&self.idx, "PASSIVE").map_err(sql_error)?;
+        if frames * page < limit {
+            return Ok(WalBound::Under);
+        }
+        self.idx.busy_timeout(WAL_RESTART_WAIT).map_err(sql_error)?;
+        let restarted = checkpoint(&self.idx, "RESTART");
+        self.idx.busy_timeout(Duration::from_secs(10)).map_err(sql_error)?;
+        match restarted {
+            Ok((0, _)) => Ok(WalBound::Restarted),
+            Ok(_) => Ok(WalBound::Held),
+            Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::DatabaseBusy) => Ok(WalBound::Held),
+            Err(e) => Err(sql_error(e)),
+        }
     }
 
     /// The orgs whose index lags their log, with their log heads, and how many events that is in all.
@@ -409,6 +461,46 @@ mod tests {
         let fts = fts_table(202606);
         c.query_row(&format!("SELECT count(*) FROM {fts} WHERE {fts} MATCH ?1"), [term], |r| r.get(0))
             .unwrap()
+    }
+
+    /// The index's write-ahead log starts over once it is past its limit and no search holds an
+    /// older snapshot of it; while one does, the indexer goes on and tries again later.
+    #[tokio::test]
+    async fn the_index_log_starts_over_once_no_search_holds_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.create_org("acme", "Acme", start).await.unwrap();
+        let events = (0..1_200).map(|i| event(&format!("user-{i}"), "x.y", start + i * 1_000)).collect();
+        store.append("acme", events, start).await.unwrap();
+        store.close();
+        drop(store);
+        remove_index(dir.path());
+        let mut ix = open(dir.path(), &dir.path().join(crate::DB_FILE)).unwrap();
+        let frames = |ix: &Indexer| -> i64 {
+            ix.idx.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get(1)).unwrap()
+        };
+        assert_eq!(ix.bound_wal(i64::MAX).unwrap(), WalBound::Under);
+
+        // A search reading the index as it was before the step.
+        let search = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
+        search.execute_batch("BEGIN").unwrap();
+        let _: i64 = search.query_row("SELECT count(*) FROM indexed", [], |r| r.get(0)).unwrap();
+        ix.step().unwrap();
+        let written = frames(&ix);
+        assert!(written > 10, "the step wrote the log: {written} frames");
+        assert_eq!(ix.bound_wal(1).unwrap(), WalBound::Held, "the search holds the log");
+        assert!(frames(&ix) >= written, "the log goes on growing while held");
+
+        search.execute_batch("COMMIT").unwrap();
+        assert_eq!(ix.bound_wal(1).unwrap(), WalBound::Restarted);
+        ix.idx
+            .execute_batch("INSERT INTO months(month) VALUES (0); DELETE FROM months WHERE month = 0")
+            .unwrap();
+        let after = frames(&ix);
+        assert!(after < written, "the next write starts the log over: {after} frames after {written}");
+        drop(ix);
+        assert_eq!(hits(dir.path(), "x"), 1_200, "every event is indexed");
     }
 
     /// 1,200 events a millisecond apart in June 2026; "needle" is the actor of seqs 10, 300 and 650.

@@ -188,12 +188,6 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             org_id INTEGER NOT NULL, field INTEGER NOT NULL, value INTEGER NOT NULL, slot INTEGER NOT NULL,
             n INTEGER NOT NULL, failures INTEGER NOT NULL,
             PRIMARY KEY(org_id, field, value, slot)) STRICT, WITHOUT ROWID;
-        -- Retention deletes a month's counts by slot, which the keys above hold last: without these
-        -- it read every count row of the org (two million for a year of a 10M-event org) inside the
-        -- writer's transaction. Created at every open, so directories of schema 9 and 10 get them
-        -- too; an older release opening the directory keeps them up to date.
-        CREATE INDEX IF NOT EXISTS action_slots_by_slot ON action_slots(org_id, slot);
-        CREATE INDEX IF NOT EXISTS field_slots_by_slot ON field_slots(org_id, slot);
         ",
     )?;
     crate::ids::create(conn)?;

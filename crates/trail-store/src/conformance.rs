@@ -701,10 +701,25 @@ pub async fn histograms_of_whole_logs_at_every_width_and_alignment<S: Store>(sto
 /// another org's events in the same slots; windows and buckets on and off ten-minute boundaries; then
 /// the older month pruned.
 pub async fn histograms_by_field_in_dense_and_sparse_slots<S: Store>(store: Arc<S>) {
-    org(&*store, "acme").await;
-    org(&*store, "globex").await;
+    let this_month = trail_model::time::month_start(trail_model::time::month_of(now()));
+    histograms_by_field_around(store.clone(), ("acme", "globex"), this_month).await;
+    // The same around 1970-01-01, a month boundary too: slots and minutes before it are negative, and
+    // must round down, not towards zero.
+    histograms_by_field_around(store, ("initech", "hooli"), 0).await;
+}
+
+/// Histograms by field over slots of every density on both sides of the month boundary `boundary`,
+/// in the org `orgs.0` (`orgs.1` is another org, dense in the same slots), checked against the model,
+/// before and after the month before `boundary` is pruned.
+async fn histograms_by_field_around<S: Store>(
+    store: Arc<S>,
+    orgs: (&'static str, &'static str),
+    boundary: Micros,
+) {
+    let (acme, globex) = orgs;
+    org(&*store, acme).await;
+    org(&*store, globex).await;
     let (minute, slot) = (60 * 1_000_000i64, 600 * 1_000_000i64);
-    let boundary = trail_model::time::month_start(trail_model::time::month_of(now()));
     // Events per slot, from four slots before the boundary: dense, at the threshold, below it, alone,
     // empty, dense across two appends, dense, then one more made dense by single events.
     let per_slot = [80, 32, 31, 1, 0, 45, 120, 33];
@@ -725,7 +740,7 @@ pub async fn histograms_by_field_in_dense_and_sparse_slots<S: Store>(store: Arc<
     let append = |events: Vec<NewEvent>| {
         let store = store.clone();
         async move {
-            let r = store.append("acme", events.clone(), now()).await.unwrap();
+            let r = store.append(acme, events.clone(), now()).await.unwrap();
             (events, r)
         }
     };
@@ -745,15 +760,15 @@ pub async fn histograms_by_field_in_dense_and_sparse_slots<S: Store>(store: Arc<
     }
     for events in batches {
         let (events, r) = append(events).await;
-        model.record("acme", &events, &r, now());
+        model.record(acme, &events, &r, now());
     }
     // Duplicates count once.
     let (events, r) = append((0..40).map(|i| make(0, i)).collect()).await;
     assert!(r.iter().all(|a| matches!(a, Appended::Duplicate { .. })));
-    model.record("acme", &events, &r, now());
+    model.record(acme, &events, &r, now());
     // Another org, dense in the same slots, counts only for itself.
     store
-        .append("globex", (0..100).map(|i| event("al", "x.y", first + i * 6_000_000)).collect(), now())
+        .append(globex, (0..100).map(|i| event("al", "x.y", first + i * 6_000_000)).collect(), now())
         .await
         .unwrap();
 
@@ -785,7 +800,7 @@ pub async fn histograms_by_field_in_dense_and_sparse_slots<S: Store>(store: Arc<
         let store = store.clone();
         async move {
             for (filter, width, want, what) in cases {
-                assert_eq!(store_histogram(&*store, "acme", &filter, width).await, want, "{what}");
+                assert_eq!(store_histogram(&*store, acme, &filter, width).await, want, "{what}");
             }
         }
     };
@@ -793,11 +808,11 @@ pub async fn histograms_by_field_in_dense_and_sparse_slots<S: Store>(store: Arc<
 
     // Pruning the month before the boundary takes its counts with it.
     let month = trail_model::time::month_of(first);
-    let stored = month_all(&*store, "acme", month).await;
+    let stored = month_all(&*store, acme, month).await;
     let summary = MonthSummary { count: stored.len() as u64, last_seq: stored.last().unwrap().seq };
-    store.prune_month("acme", month, summary).await.unwrap();
+    store.prune_month(acme, month, summary).await.unwrap();
     let pruned: std::collections::HashSet<u64> = stored.iter().map(|r| r.seq).collect();
-    model.events.retain(|e| !(e.org == "acme" && pruned.contains(&e.seq)));
+    model.events.retain(|e| !(e.org == acme && pruned.contains(&e.seq)));
     check(&model, "after pruning").await;
 }
 
