@@ -76,11 +76,60 @@ impl Search {
         self.terms.iter().all(|term| phrase_in(term, toks))
     }
 
-    /// The same query in SQLite FTS5 syntax: `"tok1 tok2"* AND …`. Tokens are alphanumeric, so quoting
-    /// them is always safe.
+    /// The same query in SQLite FTS5 syntax, over [`index_text`]: a word of one token is that token as
+    /// a prefix (`"bob"*`); a longer word is the pairs of its adjacent tokens, the last a prefix
+    /// (`req-5f2` is `"_req_5f2"*`, `a.b.c` is `"_a_b" AND "_b_c"*`), so a word whose tokens are each
+    /// common but rarely adjacent is a lookup of its pairs, not a check of every position of its
+    /// tokens. Words are joined by `AND`. Tokens are letters and digits, so quoting them is always
+    /// safe. Exact for words of one or two tokens ([`Self::exact_in_index`]); a word of three or more
+    /// also matches events holding its pairs apart, which callers check.
     pub fn to_fts5(&self) -> String {
-        self.terms.iter().map(|t| format!("\"{}\"*", t.join(" "))).collect::<Vec<_>>().join(" AND ")
+        let mut parts = Vec::new();
+        for term in &self.terms {
+            match term.as_slice() {
+                [one] => parts.push(format!("\"{one}\"*")),
+                _ => {
+                    let pairs: Vec<String> = term.windows(2).map(|w| pair(&w[0], &w[1])).collect();
+                    let (last, head) = pairs.split_last().expect("a word of two tokens or more has a pair");
+                    parts.extend(head.iter().map(|p| format!("\"{p}\"")));
+                    parts.push(format!("\"{last}\"*"));
+                }
+            }
+        }
+        parts.join(" AND ")
     }
+
+    /// Whether [`Self::to_fts5`] matches exactly the events this query matches (every word has one or
+    /// two tokens).
+    pub fn exact_in_index(&self) -> bool {
+        self.terms.iter().all(|t| t.len() <= 2)
+    }
+}
+
+/// Marks a pair of adjacent tokens in [`index_text`]; never part of a token.
+pub const PAIR_MARK: char = '_';
+
+/// The index term of two adjacent tokens: `_a_b`. It starts with the mark, so a token's prefix
+/// (`"req"*`) never expands into the pairs that begin with it.
+fn pair(a: &str, b: &str) -> String {
+    format!("{PAIR_MARK}{a}{PAIR_MARK}{b}")
+}
+
+/// What a full-text index holds for an event, for [`Search::to_fts5`]: its tokens, then each pair of
+/// adjacent tokens as one term ([`PAIR_MARK`]), separated by spaces. The index must split this text
+/// at spaces only.
+pub fn index_text(e: &StoredEvent) -> String {
+    index_terms(&event_tokens(e))
+}
+
+/// [`index_text`] of these tokens.
+fn index_terms(toks: &[String]) -> String {
+    let mut out = toks.join(" ");
+    for w in toks.windows(2) {
+        out.push(' ');
+        out.push_str(&pair(&w[0], &w[1]));
+    }
+    out
 }
 
 fn phrase_in(term: &[String], toks: &[String]) -> bool {
@@ -168,6 +217,18 @@ mod tests {
         assert_eq!(Search::parse_param(&format!("{seventeen}-")[1..]).unwrap().unwrap().terms.len(), 16);
         // Only ASCII white space separates words; other separators are inside a word's tokens.
         assert_eq!(Search::parse("a\u{2003}b").unwrap().terms, [vec!["a".to_string(), "b".to_string()]]);
-        assert_eq!(Search::parse("req-5f2 Bob").unwrap().to_fts5(), "\"req 5f2\"* AND \"bob\"*");
+        assert_eq!(Search::parse("req-5f2 Bob").unwrap().to_fts5(), "\"_req_5f2\"* AND \"bob\"*");
+        let long = Search::parse("a.b.c.d x").unwrap();
+        assert_eq!(long.to_fts5(), "\"_a_b\" AND \"_b_c\" AND \"_c_d\"* AND \"x\"*");
+        assert!(!long.exact_in_index(), "a word of four tokens may match its pairs apart");
+        assert!(Search::parse("req-5f2 Bob").unwrap().exact_in_index());
+    }
+
+    #[test]
+    fn the_index_text_holds_tokens_then_pairs() {
+        assert_eq!(index_terms(&tokens("Req-5F2 alice@x")), "req 5f2 alice x _req_5f2 _5f2_alice _alice_x");
+        assert_eq!(index_terms(&tokens("alone")), "alone");
+        assert_eq!(index_terms(&[]), "");
+        assert!(tokens("a_b c—d").iter().all(|t| !t.contains(PAIR_MARK)), "no token holds the mark");
     }
 }

@@ -59,12 +59,17 @@ pub fn open(dir: &Path, db: &Path) -> Result<Indexer> {
     crate::private_files(dir, &path)?;
     let log = open_log(db)?;
     let mut idx = open_index(&path).map_err(sql_error)?;
-    if let Some(reason) = mismatch(&idx, &log)? {
+    let reason = match older_format(&idx)? {
+        Some(reason) => Some(reason),
+        None => mismatch(&idx, &log)?,
+    };
+    if let Some(reason) = reason {
         tracing::warn!(reason, "the full-text index does not match the log; rebuilding it");
         drop(idx);
         remove(&path)?;
         crate::private_files(dir, &path)?;
         idx = open_index(&path).map_err(sql_error)?;
+        older_format(&idx)?; // gives the new, empty index this release's format
     }
     Ok(Indexer { log, idx, lag: Arc::default(), dropped_dead_months: None })
 }
@@ -105,6 +110,33 @@ fn open_index(path: &Path) -> rusqlite::Result<Connection> {
          CREATE TABLE IF NOT EXISTS months(month INTEGER PRIMARY KEY) STRICT;",
     )?;
     Ok(c)
+}
+
+/// The index's format (`PRAGMA user_version` of its file). 2: each month's FTS5 table holds
+/// [`text::index_text`] (an event's tokens, then its pairs of adjacent tokens) without positions
+/// (`detail=none`), split at spaces only. Before (0): the searchable text as FTS5's unicode61 split it,
+/// with positions.
+pub const FORMAT: i64 = 2;
+
+/// Why an index in another format must be rebuilt, if it must. A new (empty) index is given
+/// [`FORMAT`].
+fn older_format(idx: &Connection) -> Result<Option<String>> {
+    let format: i64 = idx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(sql_error)?;
+    if format == FORMAT {
+        return Ok(None);
+    }
+    let empty: bool = idx
+        .query_row(
+            "SELECT NOT EXISTS (SELECT 1 FROM months) AND NOT EXISTS (SELECT 1 FROM indexed)",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(sql_error)?;
+    if empty {
+        idx.pragma_update(None, "user_version", FORMAT).map_err(sql_error)?;
+        return Ok(None);
+    }
+    Ok(Some(format!("the index is in format {format}; this release writes format {FORMAT}")))
 }
 
 /// Why the index cannot be trusted for this log, if it cannot.
@@ -391,7 +423,7 @@ impl Indexer {
                 })?;
                 self.idx
                     .prepare_cached(&format!("INSERT INTO {}(rowid, text) VALUES (?1, ?2)", fts_table(month)))
-                    .and_then(|mut st| st.execute(params![k, text::searchable_text(&event)]))
+                    .and_then(|mut st| st.execute(params![k, text::index_text(&event)]))
                     .map_err(sql_error)?;
                 if seq_of(k) + 1 == to {
                     last_leaf = Some(row.get::<_, Vec<u8>>(2).map_err(sql_error)?);
@@ -406,7 +438,8 @@ impl Indexer {
         self.idx
             .execute_batch(&format!(
                 "CREATE VIRTUAL TABLE IF NOT EXISTS {fts} USING fts5(
-                     text, content='', columnsize=0, tokenize='unicode61 remove_diacritics 0');
+                     text, content='', columnsize=0, detail=none,
+                     tokenize=\"unicode61 remove_diacritics 0 categories 'L* M* N* P* S* C*'\");
                  INSERT OR IGNORE INTO months(month) VALUES ({month});"
             ))
             .map_err(sql_error)
@@ -461,6 +494,50 @@ mod tests {
         let fts = fts_table(202606);
         c.query_row(&format!("SELECT count(*) FROM {fts} WHERE {fts} MATCH ?1"), [term], |r| r.get(0))
             .unwrap()
+    }
+
+    /// An index written by an earlier release (format 0: positions, FTS5's own tokens) is rebuilt in
+    /// this release's format at open, and searches find every event in it.
+    #[tokio::test]
+    async fn an_index_in_an_earlier_format_is_rebuilt() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.create_org("acme", "Acme", start).await.unwrap();
+        let events =
+            (0..100).map(|i| event(if i % 10 == 0 { "needle" } else { "hay" }, "x.y", start + i)).collect();
+        store.append("acme", events, start).await.unwrap();
+        store.close();
+        drop(store);
+        let fts = fts_table(202606);
+        let c = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
+        // The earlier format's table, holding nothing though `indexed` says it holds every event: only
+        // a rebuild makes searches through it find them.
+        c.execute_batch(&format!(
+            "DROP TABLE {fts};
+             CREATE VIRTUAL TABLE {fts} USING fts5(text, content='', columnsize=0,
+                 tokenize='unicode61 remove_diacritics 0');
+             PRAGMA user_version = 0;"
+        ))
+        .unwrap();
+        drop(c);
+        assert_eq!(hits(dir.path(), "needle"), 0);
+
+        open_and_close(dir.path());
+        let c = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
+        let format: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(format, FORMAT);
+        let sql: String =
+            c.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [&fts], |r| r.get(0)).unwrap();
+        assert!(sql.contains("detail=none"), "{sql}");
+        drop(c);
+        assert_eq!(hits(dir.path(), "needle"), 10);
+        assert_eq!(
+            hits(dir.path(), "\"_needle_user\""),
+            10,
+            "the pairs are indexed: {}",
+            hits(dir.path(), "hay")
+        );
     }
 
     /// The index's write-ahead log starts over once it is past its limit and no search holds an

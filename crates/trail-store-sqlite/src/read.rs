@@ -431,20 +431,15 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
             continue;
         };
         let indexed_k = indexed_in(conn, org, month, indexed)?;
-        if indexed_k > rowid(org, 0) {
+        let (fts5, range) = (Sql::Text(q.to_fts5()), [Sql::Integer(lo), Sql::Integer(hi)]);
+        if indexed_k > rowid(org, 0) && q.exact_in_index() {
             let sql = format!(
                 "SELECT (ts - ?) / ? AS b, count(*) {} AND ts >= ? AND ts < ?{cond} GROUP BY b",
                 fts_join(month)
             );
-            let mut args = vec![
-                Sql::Integer(f.from),
-                Sql::Integer(width),
-                Sql::Text(q.to_fts5()),
-                Sql::Integer(rowid(org, 0)),
-                Sql::Integer(indexed_k),
-                Sql::Integer(lo),
-                Sql::Integer(hi),
-            ];
+            let mut args = vec![Sql::Integer(f.from), Sql::Integer(width), fts5];
+            args.extend([Sql::Integer(rowid(org, 0)), Sql::Integer(indexed_k)]);
+            args.extend(range.iter().cloned());
             args.extend(cond_args.iter().cloned());
             let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
             let rows = st
@@ -454,35 +449,47 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
                 let (b, n) = row.map_err(sql_error)?;
                 *counts.entry(b).or_default() += n as u64;
             }
+        } else if indexed_k > rowid(org, 0) {
+            // A word of three tokens or more: the index finds the events holding its pairs, each
+            // checked against the query.
+            let sql = format!("SELECT ts, k, body {} AND ts >= ? AND ts < ?{cond}", fts_join(month));
+            let mut args = vec![fts5, Sql::Integer(rowid(org, 0)), Sql::Integer(indexed_k)];
+            args.extend(range.iter().cloned());
+            args.extend(cond_args.iter().cloned());
+            count_matches(conn, &sql, args, q, |ts| *counts.entry((ts - f.from) / width).or_default() += 1)?;
         }
         if indexed_k < rowid(org, size) {
             let sql =
                 format!("SELECT ts, k, body FROM {ev} WHERE k >= ? AND k < ? AND ts >= ? AND ts < ?{cond}");
-            let mut args = vec![
-                Sql::Integer(indexed_k),
-                Sql::Integer(rowid(org, size)),
-                Sql::Integer(lo),
-                Sql::Integer(hi),
-            ];
+            let mut args = vec![Sql::Integer(indexed_k), Sql::Integer(rowid(org, size))];
+            args.extend(range);
             args.extend(cond_args.iter().cloned());
-            let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
-            let mut rows = st.query(params_from_iter(args)).map_err(sql_error)?;
-            while let Some(row) = rows.next().map_err(sql_error)? {
-                let ts: Micros = row.get(0).map_err(sql_error)?;
-                let k: i64 = row.get(1).map_err(sql_error)?;
-                let seq = crate::schema::seq_of(k);
-                let record = RawRecord {
-                    time: ts,
-                    seq,
-                    bytes: body::unpack(conn, row.get(2).map_err(sql_error)?, seq)?,
-                };
-                if q.matches(&record.decode()?) {
-                    *counts.entry((ts - f.from) / width).or_default() += 1;
-                }
-            }
+            count_matches(conn, &sql, args, q, |ts| *counts.entry((ts - f.from) / width).or_default() += 1)?;
         }
     }
     Ok(counts.into_iter().map(|(b, count)| Bucket { start: f.from + b * width, count }).collect())
+}
+
+/// Runs `sql`, which selects `ts, k, body`, and calls `counted` with the time of each row `q` matches.
+fn count_matches(
+    conn: &Connection,
+    sql: &str,
+    args: Vec<Sql>,
+    q: &trail_model::text::Search,
+    mut counted: impl FnMut(Micros),
+) -> Result<()> {
+    let mut st = conn.prepare_cached(sql).map_err(sql_error)?;
+    let mut rows = st.query(params_from_iter(args)).map_err(sql_error)?;
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        let ts: Micros = row.get(0).map_err(sql_error)?;
+        let seq = crate::schema::seq_of(row.get(1).map_err(sql_error)?);
+        let record =
+            RawRecord { time: ts, seq, bytes: body::unpack(conn, row.get(2).map_err(sql_error)?, seq)? };
+        if q.matches(&record.decode()?) {
+            counted(ts);
+        }
+    }
+    Ok(())
 }
 
 /// The counts a histogram sums its whole units from.

@@ -452,6 +452,13 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
             if i >= N - 30 {
                 words.push("newest".into());
             }
+            // A phrase, and the same pairs of tokens apart (an index of token pairs finds both).
+            if i % 7 == 0 {
+                words.push("alpha beta gamma".into());
+            }
+            if i % 11 == 0 {
+                words.push("alpha beta x beta gamma".into());
+            }
             e.info = Some(json!({"note": words.join(" ")}).as_object().unwrap().clone());
             e
         })
@@ -477,8 +484,19 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
         // matches nothing, whichever way a backend searches.
         "काम",
         "म",
+        "alpha-beta-gamma",
+        "alpha.beta.gam",
+        "beta-gamma",
+        "x-beta-gamma alpha",
+        "gamma-alpha",
     ];
     for q in terms {
+        let f = Filter { q: Some(Search::parse(q).unwrap()), ..all.clone() };
+        assert_eq!(
+            store_histogram(&*store, "acme", &f, MICROS_PER_DAY).await,
+            model_histogram(&model, &f, MICROS_PER_DAY),
+            "histogram of q={q}"
+        );
         for (limit, extra) in [(50, None), (7, None), (20, Some(ACTORS[1]))] {
             let mut f = all.clone();
             f.q = Some(Search::parse(q).unwrap());
