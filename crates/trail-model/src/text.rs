@@ -77,33 +77,55 @@ impl Search {
     }
 
     /// The same query in SQLite FTS5 syntax, over [`index_text`]: a word of one token is that token as
-    /// a prefix (`"bob"*`); a longer word is the pairs of its adjacent tokens, the last a prefix
-    /// (`req-5f2` is `"_req_5f2"*`, `a.b.c` is `"_a_b" AND "_b_c"*`), so a word whose tokens are each
-    /// common but rarely adjacent is a lookup of its pairs, not a check of every position of its
-    /// tokens. Words are joined by `AND`. Tokens are letters and digits, so quoting them is always
-    /// safe. Exact for words of one or two tokens ([`Self::exact_in_index`]); a word of three or more
-    /// also matches events holding its pairs apart, which callers check.
+    /// a prefix (`"bob"*`). In a longer word each pair of adjacent tokens is looked up as one term when
+    /// the index holds it ([`paired`]: its first token is all letters), else as its two tokens, the
+    /// last token or pair a prefix: `req-5f2` is `"_req_5f2"*`, `a.b.c` is `"_a_b" AND "_b_c"*`,
+    /// `10.0.1` is `"10" AND "0" AND "1"*`. So a word whose tokens are each common but rarely adjacent
+    /// is a lookup of its pair, not a check of every position of its tokens. Words are joined by `AND`.
+    /// Tokens are letters and digits, so quoting them is always safe. Exact when
+    /// [`Self::exact_in_index`] says so; otherwise a superset (pairs or tokens found apart), which
+    /// callers check.
     pub fn to_fts5(&self) -> String {
         let mut parts = Vec::new();
         for term in &self.terms {
-            match term.as_slice() {
-                [one] => parts.push(format!("\"{one}\"*")),
-                _ => {
-                    let pairs: Vec<String> = term.windows(2).map(|w| pair(&w[0], &w[1])).collect();
-                    let (last, head) = pairs.split_last().expect("a word of two tokens or more has a pair");
-                    parts.extend(head.iter().map(|p| format!("\"{p}\"")));
-                    parts.push(format!("\"{last}\"*"));
+            if let [one] = term.as_slice() {
+                parts.push(format!("\"{one}\"*"));
+                continue;
+            }
+            let last = term.len() - 2;
+            for (i, w) in term.windows(2).enumerate() {
+                let star = if i == last { "*" } else { "" };
+                if paired(&w[0]) {
+                    parts.push(format!("\"{}\"{star}", pair(&w[0], &w[1])));
+                } else {
+                    parts.push(format!("\"{}\"", w[0]));
+                    if i == last {
+                        parts.push(format!("\"{}\"*", w[1]));
+                    }
                 }
             }
         }
         parts.join(" AND ")
     }
 
-    /// Whether [`Self::to_fts5`] matches exactly the events this query matches (every word has one or
-    /// two tokens).
+    /// Whether [`Self::to_fts5`] matches exactly the events this query matches: every word is one
+    /// token, or two whose pair the index holds.
     pub fn exact_in_index(&self) -> bool {
-        self.terms.iter().all(|t| t.len() <= 2)
+        self.terms.iter().all(|t| match t.as_slice() {
+            [_] => true,
+            [first, _] => paired(first),
+            _ => false,
+        })
     }
+}
+
+/// Whether the index holds the pairs a token begins ([`index_text`]): when it is all letters (`req`,
+/// `user`, `chrome`). Pairs that begin with digits (`5f2a9c_staging` after a request id, `10_162` in an
+/// address) would be nearly one new term per event and double the indexer's work (BENCHMARKS.md),
+/// while a word beginning with such a token is rare enough, or its second token is, for its tokens
+/// to be looked up apart.
+fn paired(token: &str) -> bool {
+    token.chars().all(char::is_alphabetic)
 }
 
 /// Marks a pair of adjacent tokens in [`index_text`]; never part of a token.
@@ -116,8 +138,8 @@ fn pair(a: &str, b: &str) -> String {
 }
 
 /// What a full-text index holds for an event, for [`Search::to_fts5`]: its tokens, then each pair of
-/// adjacent tokens as one term ([`PAIR_MARK`]), separated by spaces. The index must split this text
-/// at spaces only.
+/// adjacent tokens whose first is all letters ([`paired`]) as one term ([`PAIR_MARK`]), separated by
+/// spaces. The index must split this text at spaces only.
 pub fn index_text(e: &StoredEvent) -> String {
     index_terms(&event_tokens(e))
 }
@@ -125,7 +147,7 @@ pub fn index_text(e: &StoredEvent) -> String {
 /// [`index_text`] of these tokens.
 fn index_terms(toks: &[String]) -> String {
     let mut out = toks.join(" ");
-    for w in toks.windows(2) {
+    for w in toks.windows(2).filter(|w| paired(&w[0])) {
         out.push(' ');
         out.push_str(&pair(&w[0], &w[1]));
     }
@@ -222,11 +244,16 @@ mod tests {
         assert_eq!(long.to_fts5(), "\"_a_b\" AND \"_b_c\" AND \"_c_d\"* AND \"x\"*");
         assert!(!long.exact_in_index(), "a word of four tokens may match its pairs apart");
         assert!(Search::parse("req-5f2 Bob").unwrap().exact_in_index());
+        // Pairs that begin with digits are not indexed: their tokens are looked up apart.
+        let address = Search::parse("10.0.1 u2-x").unwrap();
+        assert_eq!(address.to_fts5(), "\"10\" AND \"0\" AND \"1\"* AND \"u2\" AND \"x\"*");
+        assert!(!address.exact_in_index());
+        assert_eq!(Search::parse("a.5f.b").unwrap().to_fts5(), "\"_a_5f\" AND \"5f\" AND \"b\"*");
     }
 
     #[test]
     fn the_index_text_holds_tokens_then_pairs() {
-        assert_eq!(index_terms(&tokens("Req-5F2 alice@x")), "req 5f2 alice x _req_5f2 _5f2_alice _alice_x");
+        assert_eq!(index_terms(&tokens("Req-5F2 alice@x")), "req 5f2 alice x _req_5f2 _alice_x");
         assert_eq!(index_terms(&tokens("alone")), "alone");
         assert_eq!(index_terms(&[]), "");
         assert!(tokens("a_b c—d").iter().all(|t| !t.contains(PAIR_MARK)), "no token holds the mark");

@@ -71,7 +71,7 @@ pub fn open(dir: &Path, db: &Path) -> Result<Indexer> {
         idx = open_index(&path).map_err(sql_error)?;
         older_format(&idx)?; // gives the new, empty index this release's format
     }
-    Ok(Indexer { log, idx, lag: Arc::default(), dropped_dead_months: None })
+    Ok(Indexer { log, idx, lag: Arc::default(), dropped_dead_months: None, first_after: 0 })
 }
 
 /// Removes a database file and the WAL and shared-memory files beside it.
@@ -261,6 +261,11 @@ pub struct Indexer {
     lag: Arc<AtomicU64>,
     /// When months that retention removed were last looked for.
     dropped_dead_months: Option<Instant>,
+    /// The org the last step began with: the next begins with the next lagging org after it, so that
+    /// when the indexer cannot keep up, every org's lag grows alike. (Steps used to begin with the
+    /// first org every time: under the soak's load the last org's lag grew while the others' did
+    /// not, and its searches read that lag row by row, up to the 30 s deadline.)
+    first_after: i64,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -372,7 +377,14 @@ impl Indexer {
     fn index(&mut self, heads: &[(i64, u64)], months: &[u32]) -> Result<(bool, u64)> {
         let sizes = self.sizes()?;
         let mut budget = STEP;
-        for &(org, head) in heads {
+        let lagging = |&&(org, head): &&(i64, u64)| sizes.get(&org).copied().unwrap_or(0) < head;
+        let first = heads.iter().filter(lagging).position(|&(org, _)| org > self.first_after).unwrap_or(0);
+        let mut order: Vec<(i64, u64)> = heads.iter().filter(lagging).copied().collect();
+        order.rotate_left(first);
+        if let Some(&(org, _)) = order.first() {
+            self.first_after = org;
+        }
+        for (org, head) in order {
             let from = sizes.get(&org).copied().unwrap_or(0);
             if from >= head {
                 continue;
@@ -494,6 +506,37 @@ mod tests {
         let fts = fts_table(202606);
         c.query_row(&format!("SELECT count(*) FROM {fts} WHERE {fts} MATCH ?1"), [term], |r| r.get(0))
             .unwrap()
+    }
+
+    /// When the indexer lags several orgs, each step begins with the next of them: one org's lag does
+    /// not wait behind the others'.
+    #[tokio::test]
+    async fn steps_take_lagging_orgs_in_turn() {
+        let dir = tempfile::tempdir().unwrap();
+        let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for org in ["a", "b", "c"] {
+            store.create_org(org, org, start).await.unwrap();
+            let events = (0..2_500).map(|i| event("u", "x.y", start + i)).collect();
+            store.append(org, events, start).await.unwrap();
+        }
+        store.close();
+        drop(store);
+        remove_index(dir.path());
+        let mut ix = open(dir.path(), &dir.path().join(crate::DB_FILE)).unwrap();
+        let sizes = |ix: &Indexer| {
+            let mut s: Vec<(i64, u64)> = ix.sizes().unwrap().into_iter().collect();
+            s.sort();
+            s.into_iter().map(|(_, n)| n).collect::<Vec<u64>>()
+        };
+        let steps = [[2_000, 0, 0], [2_000, 2_000, 0], [2_000, 2_000, 2_000], [2_500, 2_500, 2_500]];
+        for (i, want) in steps.into_iter().enumerate() {
+            let (heads, _) = ix.behind().unwrap();
+            ix.index(&heads, &[202606]).unwrap();
+            let mut got = sizes(&ix);
+            got.resize(3, 0);
+            assert_eq!(got, want, "after step {}", i + 1);
+        }
     }
 
     /// An index written by an earlier release (format 0: positions, FTS5's own tokens) is rebuilt in

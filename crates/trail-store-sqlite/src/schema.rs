@@ -29,7 +29,10 @@ use rusqlite::Connection;
 /// 9: `action_slots` (events and failures per action and 10 minutes, for histograms by action).
 /// 10: `dense_slots` and `field_slots` (events and failures per actor, target type, project and source
 /// and 10 minutes, kept only for an org's ten minutes that hold [`DENSE_SLOT`] events or more).
-pub const SCHEMA_VERSION: i64 = 10;
+/// 11: nothing in this file; the full-text index beside it is in format 2 (`crate::index::FORMAT`:
+/// token pairs, no positions), which releases before it would query with their own syntax and fail.
+/// They refuse this version instead; this release rebuilds an index of an earlier format.
+pub const SCHEMA_VERSION: i64 = 11;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = trail_model::query::COUNTED_MINUTE;
 
@@ -204,7 +207,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=9) => {
+        Some(v @ 1..=10) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
