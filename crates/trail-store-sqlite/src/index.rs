@@ -386,9 +386,6 @@ impl Indexer {
         }
         for (org, head) in order {
             let from = sizes.get(&org).copied().unwrap_or(0);
-            if from >= head {
-                continue;
-            }
             if budget == 0 {
                 return Ok((true, STEP));
             }
@@ -501,6 +498,15 @@ mod tests {
         store.close();
     }
 
+    /// Opens the store in `dir`, appends `events` to `org` (created), and closes it, which lets the
+    /// indexer catch up.
+    async fn stored(dir: &Path, org: &str, events: Vec<trail_model::NewEvent>) {
+        let store = SqliteStore::open(dir).unwrap();
+        store.create_org(org, org, events[0].time.unwrap()).await.unwrap();
+        store.append(org, events, trail_model::time::now()).await.unwrap();
+        store.close();
+    }
+
     fn hits(dir: &Path, term: &str) -> i64 {
         let c = Connection::open(dir.join(INDEX_FILE)).unwrap();
         let fts = fts_table(202606);
@@ -514,14 +520,9 @@ mod tests {
     async fn steps_take_lagging_orgs_in_turn() {
         let dir = tempfile::tempdir().unwrap();
         let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
         for org in ["a", "b", "c"] {
-            store.create_org(org, org, start).await.unwrap();
-            let events = (0..2_500).map(|i| event("u", "x.y", start + i)).collect();
-            store.append(org, events, start).await.unwrap();
+            stored(dir.path(), org, (0..2_500).map(|i| event("u", "x.y", start + i)).collect()).await;
         }
-        store.close();
-        drop(store);
         remove_index(dir.path());
         let mut ix = open(dir.path(), &dir.path().join(crate::DB_FILE)).unwrap();
         let sizes = |ix: &Indexer| {
@@ -545,13 +546,9 @@ mod tests {
     async fn an_index_in_an_earlier_format_is_rebuilt() {
         let dir = tempfile::tempdir().unwrap();
         let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store.create_org("acme", "Acme", start).await.unwrap();
         let events =
             (0..100).map(|i| event(if i % 10 == 0 { "needle" } else { "hay" }, "x.y", start + i)).collect();
-        store.append("acme", events, start).await.unwrap();
-        store.close();
-        drop(store);
+        stored(dir.path(), "acme", events).await;
         let fts = fts_table(202606);
         let c = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
         // The earlier format's table, holding nothing though `indexed` says it holds every event: only
@@ -589,12 +586,8 @@ mod tests {
     async fn the_index_log_starts_over_once_no_search_holds_it() {
         let dir = tempfile::tempdir().unwrap();
         let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store.create_org("acme", "Acme", start).await.unwrap();
         let events = (0..1_200).map(|i| event(&format!("user-{i}"), "x.y", start + i * 1_000)).collect();
-        store.append("acme", events, start).await.unwrap();
-        store.close();
-        drop(store);
+        stored(dir.path(), "acme", events).await;
         remove_index(dir.path());
         let mut ix = open(dir.path(), &dir.path().join(crate::DB_FILE)).unwrap();
         let frames = |ix: &Indexer| -> i64 {

@@ -318,9 +318,9 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
                 scan.hi = scan.hi.min(ts + 1);
             }
         }
-        // FTS5's unicode61 tokenizer splits a few scripts differently from `trail_model::text` (it
-        // breaks words at combining marks, e.g. Devanagari vowel signs), so what the index finds is
-        // checked against the reference too, reading on past what it drops.
+        // The index answers some words with a superset (`Search::exact_in_index`: pairs or tokens it
+        // found apart), so what it finds is checked against the reference too, reading on past what
+        // it drops.
         loop {
             let want = need - records.len();
             let mut last = None;
@@ -450,8 +450,8 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
                 *counts.entry(b).or_default() += n as u64;
             }
         } else if indexed_k > rowid(org, 0) {
-            // A word of three tokens or more: the index finds the events holding its pairs, each
-            // checked against the query.
+            // The index answers this query with a superset (its pairs or tokens apart): each event it
+            // finds is checked against the query.
             let sql = format!("SELECT ts, k, body {} AND ts >= ? AND ts < ?{cond}", fts_join(month));
             let mut args = vec![fts5, Sql::Integer(rowid(org, 0)), Sql::Integer(indexed_k)];
             args.extend(range.iter().cloned());

@@ -800,6 +800,8 @@ async fn histograms_by_field_around<S: Store>(
         ("target type", Filter { target_type: vec!["project".into()], ..Filter::default() }),
         ("project", Filter { project: vec!["search".into()], ..Filter::default() }),
         ("source", Filter { source: vec!["api".into(), "console".into()], ..Filter::default() }),
+        // Counts per action are pruned with the month too.
+        ("action", Filter { action: vec![ActionMatch::Exact("x.y".into())], ..Filter::default() }),
     ];
     let check = |model: &Model, label: &'static str| {
         let mut cases = Vec::new();
