@@ -372,11 +372,15 @@ async fn main() -> anyhow::Result<()> {
         ("30d q=req-0", vec![("from", from(30)), ("q", "req-0".into())]),
         ("90d q=req-0", vec![("from", from(90)), ("q", "req-0".into())]),
         ("90d q=<one request id>", vec![("from", from(90)), ("q", "REQID".into())]),
+        ("90d q=x86-64", vec![("from", from(90)), ("q", "x86-64".into())]),
         // What the console asks for beside every page (rows: buckets).
         ("histogram 30d", vec![("from", from(30))]),
         ("histogram 90d", vec![("from", from(90))]),
         ("histogram 90d outcome=failure", vec![("from", from(90)), ("outcome", "failure".into())]),
         ("histogram 90d q=req-0", vec![("from", from(90)), ("q", "req-0".into())]),
+        // A common word of two tokens, the first with digits; an email, five tokens.
+        ("histogram 90d q=x86-64", vec![("from", from(90)), ("q", "x86-64".into())]),
+        ("histogram 90d q=<actor>", vec![("from", from(90)), ("q", sample_actor.clone())]),
         ("histogram 90d action", vec![("from", from(90)), ("action", "component.deployed".into())]),
         (
             "histogram 90d action+outcome",

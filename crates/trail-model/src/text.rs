@@ -78,9 +78,8 @@ impl Search {
 
     /// The same query in SQLite FTS5 syntax, over [`index_text`]: a word of one token is that token as
     /// a prefix (`"bob"*`). In a longer word each pair of adjacent tokens is looked up as one term when
-    /// the index holds it ([`paired`]: its first token is all letters), else as its two tokens, the
-    /// last token or pair a prefix: `req-5f2` is `"_req_5f2"*`, `a.b.c` is `"_a_b" AND "_b_c"*`,
-    /// `10.0.1` is `"10" AND "0" AND "1"*`. So a word whose tokens are each common but rarely adjacent
+    /// the index holds it ([`paired`]), else as its two tokens, the last token or pair a prefix:
+    /// `req-5f2` is `"_req_5f2"*`, `a.b.c` is `"_a_b" AND "_b_c"*`, `10.0.1` is `"10" AND "0" AND "1"*`. So a word whose tokens are each common but rarely adjacent
     /// is a lookup of its pair, not a check of every position of its tokens. Words are joined by `AND`.
     /// Tokens are letters and digits, so quoting them is always safe. Exact when
     /// [`Self::exact_in_index`] says so; otherwise a superset (pairs or tokens found apart), which
@@ -119,13 +118,17 @@ impl Search {
     }
 }
 
-/// Whether the index holds the pairs a token begins ([`index_text`]): when it is all letters (`req`,
-/// `user`, `chrome`). Pairs that begin with digits (`5f2a9c_staging` after a request id, `10_162` in an
-/// address) would be nearly one new term per event and double the indexer's work (BENCHMARKS.md),
-/// while a word beginning with such a token is rare enough, or its second token is, for its tokens
-/// to be looked up apart.
+/// Whether the index holds the pairs a token begins ([`index_text`]): when it is a word (`req`,
+/// `chrome`), or a word and a number of one or two digits (`x86`, `user24`, `v2`). Those are a small
+/// vocabulary whose pairs recur (`_x86_64`, `_user4_org`); without them `x86-64` was a check of every
+/// event holding `x86` and `64`. Pairs after other tokens with digits are not kept: after request ids
+/// (`5f2a9c_staging`) and inside UUIDs they are nearly one new term per event, and after the numbers
+/// of addresses and versions (`10_177`, `177_11`) they are many mid-frequency terms; either took a
+/// third or more off the indexer's rate (BENCHMARKS.md), while a word beginning with such a token
+/// (`10.0.1`) is rare, or its tokens are, so they are looked up apart.
 fn paired(token: &str) -> bool {
-    token.chars().all(char::is_alphabetic)
+    let word = token.trim_end_matches(char::is_numeric);
+    !word.is_empty() && word.chars().all(char::is_alphabetic) && token[word.len()..].chars().count() <= 2
 }
 
 /// Marks a pair of adjacent tokens in [`index_text`]; never part of a token.
@@ -138,7 +141,7 @@ fn pair(a: &str, b: &str) -> String {
 }
 
 /// What a full-text index holds for an event, for [`Search::to_fts5`]: its tokens, then each pair of
-/// adjacent tokens whose first is all letters ([`paired`]) as one term ([`PAIR_MARK`]), separated by
+/// adjacent tokens whose first is [`paired`] as one term ([`PAIR_MARK`]), separated by
 /// spaces. The index must split this text at spaces only.
 pub fn index_text(e: &StoredEvent) -> String {
     index_terms(&event_tokens(e))
@@ -244,16 +247,27 @@ mod tests {
         assert_eq!(long.to_fts5(), "\"_a_b\" AND \"_b_c\" AND \"_c_d\"* AND \"x\"*");
         assert!(!long.exact_in_index(), "a word of four tokens may match its pairs apart");
         assert!(Search::parse("req-5f2 Bob").unwrap().exact_in_index());
-        // Pairs that begin with digits are not indexed: their tokens are looked up apart.
-        let address = Search::parse("10.0.1 u2-x").unwrap();
-        assert_eq!(address.to_fts5(), "\"10\" AND \"0\" AND \"1\"* AND \"u2\" AND \"x\"*");
+        // Words, and words with a number of one or two digits, begin pairs; other tokens with digits
+        // are looked up apart.
+        let address = Search::parse("10.0.1 x86-64 user24@a").unwrap();
+        assert_eq!(address.to_fts5(), "\"10\" AND \"0\" AND \"1\"* AND \"_x86_64\"* AND \"_user24_a\"*");
         assert!(!address.exact_in_index());
-        assert_eq!(Search::parse("a.5f.b").unwrap().to_fts5(), "\"_a_5f\" AND \"5f\" AND \"b\"*");
+        assert!(Search::parse("x86-64 Zürich-2 v2-beta").unwrap().exact_in_index());
+        assert_eq!(
+            Search::parse("5f2a-b user123-x").unwrap().to_fts5(),
+            "\"5f2a\" AND \"b\"* AND \"user123\" AND \"x\"*"
+        );
+        assert_eq!(Search::parse("a.5f2a.b").unwrap().to_fts5(), "\"_a_5f2a\" AND \"5f2a\" AND \"b\"*");
     }
 
     #[test]
     fn the_index_text_holds_tokens_then_pairs() {
-        assert_eq!(index_terms(&tokens("Req-5F2 alice@x")), "req 5f2 alice x _req_5f2 _alice_x");
+        assert_eq!(
+            index_terms(&tokens("Req-5F2a9 alice@x 10.1 abcd1234-z")),
+            "req 5f2a9 alice x 10 1 abcd1234 z _req_5f2a9 _alice_x _x_10"
+        );
+        assert!(paired("user٤٢") && !paired("user٤٢٣"), "digits are counted as characters");
+        assert!(!paired("42") && !paired("a4b"));
         assert_eq!(index_terms(&tokens("alone")), "alone");
         assert_eq!(index_terms(&[]), "");
         assert!(tokens("a_b c—d").iter().all(|t| !t.contains(PAIR_MARK)), "no token holds the mark");

@@ -112,11 +112,11 @@ fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     Ok(c)
 }
 
-/// The index's format (`PRAGMA user_version` of its file). 2: each month's FTS5 table holds
+/// The index's format (`PRAGMA user_version` of its file). 3: each month's FTS5 table holds
 /// [`text::index_text`] (an event's tokens, then its pairs of adjacent tokens) without positions
-/// (`detail=none`), split at spaces only. Before (0): the searchable text as FTS5's unicode61 split it,
-/// with positions.
-pub const FORMAT: i64 = 2;
+/// (`detail=none`), split at spaces only. 2: the same with pairs only after words (not `x86`).
+/// Before (0): the searchable text as FTS5's unicode61 split it, with positions.
+pub const FORMAT: i64 = 3;
 
 /// Why an index in another format must be rebuilt, if it must. A new (empty) index is given
 /// [`FORMAT`].
@@ -544,40 +544,42 @@ mod tests {
     /// this release's format at open, and searches find every event in it.
     #[tokio::test]
     async fn an_index_in_an_earlier_format_is_rebuilt() {
-        let dir = tempfile::tempdir().unwrap();
         let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
-        let events =
-            (0..100).map(|i| event(if i % 10 == 0 { "needle" } else { "hay" }, "x.y", start + i)).collect();
-        stored(dir.path(), "acme", events).await;
         let fts = fts_table(202606);
-        let c = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
-        // The earlier format's table, holding nothing though `indexed` says it holds every event: only
+        // Each earlier format's table, holding nothing though `indexed` says it holds every event: only
         // a rebuild makes searches through it find them.
-        c.execute_batch(&format!(
+        let positions = format!(
             "DROP TABLE {fts};
              CREATE VIRTUAL TABLE {fts} USING fts5(text, content='', columnsize=0,
                  tokenize='unicode61 remove_diacritics 0');
              PRAGMA user_version = 0;"
-        ))
-        .unwrap();
-        drop(c);
-        assert_eq!(hits(dir.path(), "needle"), 0);
-
-        open_and_close(dir.path());
-        let c = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
-        let format: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
-        assert_eq!(format, FORMAT);
-        let sql: String =
-            c.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [&fts], |r| r.get(0)).unwrap();
-        assert!(sql.contains("detail=none"), "{sql}");
-        drop(c);
-        assert_eq!(hits(dir.path(), "needle"), 10);
-        assert_eq!(
-            hits(dir.path(), "\"_needle_user\""),
-            10,
-            "the pairs are indexed: {}",
-            hits(dir.path(), "hay")
         );
+        let word_pairs = format!("INSERT INTO {fts}({fts}) VALUES ('delete-all'); PRAGMA user_version = 2;");
+        for earlier in [positions, word_pairs] {
+            let dir = tempfile::tempdir().unwrap();
+            let actor = |i| if i % 10 == 0 { "x86-64" } else { "hay" };
+            stored(dir.path(), "acme", (0..100).map(|i| event(actor(i), "x.y", start + i)).collect()).await;
+            let c = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
+            c.execute_batch(&earlier).unwrap();
+            drop(c);
+            assert_eq!(hits(dir.path(), "x86"), 0);
+
+            open_and_close(dir.path());
+            let c = Connection::open(dir.path().join(INDEX_FILE)).unwrap();
+            let format: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+            assert_eq!(format, FORMAT);
+            let sql: String =
+                c.query_row("SELECT sql FROM sqlite_master WHERE name = ?1", [&fts], |r| r.get(0)).unwrap();
+            assert!(sql.contains("detail=none"), "{sql}");
+            drop(c);
+            assert_eq!(hits(dir.path(), "x86"), 10);
+            assert_eq!(
+                hits(dir.path(), "\"_x86_64\""),
+                10,
+                "the pairs are indexed: {}",
+                hits(dir.path(), "hay")
+            );
+        }
     }
 
     /// The index's write-ahead log starts over once it is past its limit and no search holds an

@@ -32,7 +32,9 @@ use rusqlite::Connection;
 /// 11: nothing in this file; the full-text index beside it is in format 2 (`crate::index::FORMAT`:
 /// token pairs, no positions), which releases before it would query with their own syntax and fail.
 /// They refuse this version instead; this release rebuilds an index of an earlier format.
-pub const SCHEMA_VERSION: i64 = 11;
+/// 12: nothing in this file; the index is in format 3 (pairs after `x86`, `user24` too). A release of
+/// version 11 would add events without those pairs, and this release would then miss the events.
+pub const SCHEMA_VERSION: i64 = 12;
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = trail_model::query::COUNTED_MINUTE;
 
@@ -207,7 +209,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=10) => {
+        Some(v @ 1..=11) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?

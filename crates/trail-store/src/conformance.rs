@@ -459,6 +459,13 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
             if i % 11 == 0 {
                 words.push("alpha beta x beta gamma".into());
             }
+            // Words with a number of one or two digits begin pairs too; numbers do not; the same apart.
+            if i % 13 == 0 {
+                words.push("linux x86-64 v2".into());
+            }
+            if i % 17 == 0 {
+                words.push("x86 arm 64 v2-beta user24".into());
+            }
             e.info = Some(json!({"note": words.join(" ")}).as_object().unwrap().clone());
             e
         })
@@ -492,6 +499,12 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
         // Words beginning with a token that has digits: the index holds no pairs for them.
         "0000a-tenth",
         "00014-firsthalf",
+        "x86-64",
+        "x86-6",
+        "64-v2",
+        "v2-b",
+        "user24-alpha",
+        "arm-64-v",
     ];
     for q in terms {
         let f = Filter { q: Some(Search::parse(q).unwrap()), ..all.clone() };
