@@ -8,6 +8,7 @@ use rusqlite::types::Value as Sql;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use trail_model::Outcome;
 use trail_model::query::{ActionMatch, Filter, Query};
+use trail_model::text::Search;
 use trail_model::time::{Micros, month_of, month_start, next_month};
 use trail_store::{Bucket, Page, RawPage, RawRecord, Record, Result, StoreError, page_from, raw_page_from};
 
@@ -87,6 +88,10 @@ const WALK_SAMPLE: usize = 500;
 /// Rows a free-text page may walk in all (about 4 µs a row, so ~80 ms at most) before the full-text
 /// index takes over for the rest of the window.
 const WALK_BUDGET: usize = 20_000;
+
+/// The most rows one statement of the index-driven plan reads (and its sorter holds) after the rows
+/// before them were dropped by the check: bodies are a few hundred bytes, so a few MB.
+const MAX_READ: usize = 8_192;
 
 /// The free-text walk of one page so far: rows read, and how many of them matched.
 #[derive(Default)]
@@ -169,28 +174,16 @@ struct Scan<'a> {
 }
 
 impl Scan<'_> {
-    /// The statement and its parameters; `limit` rows at most. When the index drives, the rows the
-    /// index does not hold yet (keys from `indexed_k`) are read beside its matches, unmatched: the
-    /// caller matches every row of that plan in Rust.
+    /// The statement and its parameters; `limit` rows at most. When the index drives, only what it
+    /// holds (keys below `indexed_k`): the rest is [`Self::newest_unindexed`]'s.
     fn sql(&self, plan: Plan, limit: usize) -> (String, Vec<Sql>) {
         let ev = events_table(self.month);
         let mut args = Vec::new();
         let mut sql = match (plan, &self.filter.q) {
             (Plan::Index, Some(q)) => {
-                let mut parts = Vec::new();
-                if self.indexed_k > rowid(self.org, 0) {
-                    args.extend([Sql::Text(q.to_fts5()), Sql::Integer(rowid(self.org, 0))]);
-                    let indexed =
-                        format!("SELECT e.ts AS ts, e.k AS k, e.body AS body {}", fts_join(self.month));
-                    parts.push(self.rest(indexed, self.indexed_k.min(self.max_k), &mut args));
-                }
-                // (Also when it is empty and the index part is not there: the statement needs a part.)
-                if self.indexed_k < self.max_k || parts.is_empty() {
-                    args.push(Sql::Integer(self.indexed_k));
-                    let tail = format!("SELECT ts, k, body FROM {ev} WHERE k >= ? AND k < ?");
-                    parts.push(self.rest(tail, self.max_k, &mut args));
-                }
-                format!("SELECT ts, k, body FROM ({})", parts.join(" UNION ALL "))
+                args.extend([Sql::Text(q.to_fts5()), Sql::Integer(rowid(self.org, 0))]);
+                let indexed = format!("SELECT e.ts AS ts, e.k AS k, e.body AS body {}", fts_join(self.month));
+                self.rest(indexed, self.indexed_k.min(self.max_k), &mut args)
             }
             _ => {
                 args.push(Sql::Integer(self.org));
@@ -234,18 +227,56 @@ impl Scan<'_> {
         let mut read = 0;
         while let Some(row) = rows.next().map_err(sql_error)? {
             read += 1;
-            let seq = crate::schema::seq_of(row.get(1).map_err(sql_error)?);
-            let r = RawRecord {
-                time: row.get(0).map_err(sql_error)?,
-                seq,
-                bytes: body::unpack(conn, row.get(2).map_err(sql_error)?, seq)?,
-            };
-            if !keep(r)? {
+            if !keep(raw_row(conn, row)?)? {
                 break;
             }
         }
         Ok(read)
     }
+
+    /// The newest `n` rows the index does not hold yet (keys from `indexed_k` to `max_k`) that `q`
+    /// matches, newest first. One pass in key order, each row checked in Rust: the index's lag is
+    /// read once, whatever the page finds. (Read beside the index's matches in one sorted statement,
+    /// a page that found nothing there read it again for every `limit` rows it passed over: under the
+    /// soak's ingest, a lag of 25,000 events made a search for a prefix no event has take 5-30 s.)
+    fn newest_unindexed(&self, conn: &Connection, q: &Search, n: usize) -> Result<Vec<RawRecord>> {
+        if self.indexed_k >= self.max_k || n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut args = vec![Sql::Integer(self.indexed_k)];
+        let select = format!("SELECT ts, k, body FROM {} WHERE k >= ? AND k < ?", events_table(self.month));
+        let sql = self.rest(select, self.max_k, &mut args);
+        let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
+        let mut rows = st.query(params_from_iter(args)).map_err(sql_error)?;
+        let mut found = Vec::new();
+        while let Some(row) = rows.next().map_err(sql_error)? {
+            let r = raw_row(conn, row)?;
+            if q.matches(&r.decode()?) {
+                found.push(r);
+                if found.len() >= 2 * n {
+                    newest_first(&mut found, n);
+                }
+            }
+        }
+        newest_first(&mut found, n);
+        Ok(found)
+    }
+}
+
+/// Keeps the newest `n` records, newest first (by time, then seq, as pages are ordered).
+fn newest_first(records: &mut Vec<RawRecord>, n: usize) {
+    records.sort_unstable_by_key(|r| std::cmp::Reverse((r.time, r.seq)));
+    records.truncate(n);
+}
+
+/// A row of `ts, k, body`, its body unpacked.
+fn raw_row(conn: &Connection, row: &rusqlite::Row) -> Result<RawRecord> {
+    let seq = crate::schema::seq_of(row.get(1).map_err(sql_error)?);
+    Ok(RawRecord {
+        time: row.get(0).map_err(sql_error)?,
+        seq,
+        bytes: body::unpack(conn, row.get(2).map_err(sql_error)?, seq)?,
+    })
 }
 
 pub fn query(conn: &Connection, slug: &str, q: &Query) -> Result<Page> {
@@ -318,31 +349,47 @@ fn rows(conn: &Connection, slug: &str, q: &Query) -> Result<(Vec<RawRecord>, u64
                 scan.hi = scan.hi.min(ts + 1);
             }
         }
-        // The index answers some words with a superset (`Search::exact_in_index`: pairs or tokens it
-        // found apart), so what it finds is checked against the reference too, reading on past what
-        // it drops.
-        loop {
-            let want = need - records.len();
-            let mut last = None;
-            let read = scan.read(conn, plan, want, |r| {
-                last = Some((r.time, rowid(org, r.seq)));
-                let keep = match &f.q {
-                    Some(search) if plan == Plan::Index => search.matches(&r.decode()?),
-                    _ => true,
-                };
-                if keep {
-                    records.push(r);
-                }
+        let want = need - records.len();
+        let Some(search) = f.q.as_ref().filter(|_| plan == Plan::Index) else {
+            scan.read(conn, plan, want, |r| {
+                records.push(r);
                 Ok(true)
             })?;
-            if records.len() >= need || read < want {
+            if records.len() >= need {
                 break;
             }
-            if let Some((ts, k)) = last {
-                scan.before = Some((ts, k));
-                scan.hi = scan.hi.min(ts + 1);
+            continue;
+        };
+        let mut found = scan.newest_unindexed(conn, search, want)?;
+        if scan.indexed_k > rowid(org, 0) {
+            // The index answers some words with a superset (`Search::exact_in_index`: pairs or tokens
+            // it found apart), so what it finds is checked against the reference too, reading on past
+            // what it drops. Each statement sorts every match before its first row, so each next one
+            // reads twice as many (up to `MAX_READ`): about log n statements pass over n dropped rows.
+            let mut indexed = Vec::new();
+            let mut limit = want;
+            loop {
+                let mut last = None;
+                let read = scan.read(conn, plan, limit, |r| {
+                    last = Some((r.time, rowid(org, r.seq)));
+                    if search.matches(&r.decode()?) {
+                        indexed.push(r);
+                    }
+                    Ok(indexed.len() < want)
+                })?;
+                if indexed.len() >= want || read < limit {
+                    break;
+                }
+                limit = (limit * 2).min(MAX_READ.max(want - indexed.len()));
+                if let Some((ts, k)) = last {
+                    scan.before = Some((ts, k));
+                    scan.hi = scan.hi.min(ts + 1);
+                }
             }
+            found.extend(indexed);
+            newest_first(&mut found, want);
         }
+        records.extend(found);
         if records.len() >= need {
             break;
         }
