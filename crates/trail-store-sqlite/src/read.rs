@@ -631,8 +631,8 @@ fn histogram_from_counts(
     // and from `t`. When the rollup holds the unit's count (every unit but the fields' sparse slots),
     // only the smaller side is counted from rows and the other is the difference, and the next bucket,
     // which begins at the same cut, reuses it: a window whose buckets all cut units (an hour in
-    // minutes from an instant that is not on one) counts at most a quarter of its rows on average,
-    // where it counted all of them.
+    // minutes from an instant that is not on one) counts at most half of its rows (a quarter, over
+    // every offset from the minute), where it counted all of them.
     let mut last_cut: Option<(Micros, (u64, u64))> = None;
     let mut cut = |t: Micros, summed: &mut dyn FnMut(i64, i64) -> Result<u64>| -> Result<(u64, u64)> {
         if let Some((at, sides)) = last_cut
