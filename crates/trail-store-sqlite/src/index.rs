@@ -478,7 +478,7 @@ impl Indexer {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use trail_model::query::{Filter, Query};
     use trail_model::text::Search;
     use trail_model::time::parse_rfc3339;
@@ -500,7 +500,7 @@ mod tests {
 
     /// Opens the store in `dir`, appends `events` to `org` (created), and closes it, which lets the
     /// indexer catch up.
-    async fn stored(dir: &Path, org: &str, events: Vec<trail_model::NewEvent>) {
+    pub(crate) async fn stored(dir: &Path, org: &str, events: Vec<trail_model::NewEvent>) {
         let store = SqliteStore::open(dir).unwrap();
         store.create_org(org, org, events[0].time.unwrap()).await.unwrap();
         store.append(org, events, trail_model::time::now()).await.unwrap();
@@ -708,25 +708,16 @@ mod tests {
             let mut conn = Connection::open(&db).unwrap();
             let path = dir.path().join(INDEX_FILE);
             conn.execute("ATTACH DATABASE ?1 AS idx", [path.to_str().unwrap()]).unwrap();
-            let steps = Arc::new(AtomicU64::new(0));
-            let counted = steps.clone();
-            conn.progress_handler(
-                100,
-                Some(move || {
-                    counted.fetch_add(1, Ordering::Relaxed);
-                    false
-                }),
-            )
-            .unwrap();
             let filter = Filter {
                 from: start,
                 to: start + n * 1_000,
                 q: Some(Search::parse("needle").unwrap()),
                 ..Default::default()
             };
-            let page = read::query(&conn, "acme", &Query { filter, limit: 20, cursor: None }).unwrap();
-            assert!(page.records.is_empty() && page.next.is_none());
-            work.push(steps.load(Ordering::Relaxed));
+            work.push(read::tests::work(&mut conn, |c| {
+                let page = read::query(c, "acme", &Query { filter, limit: 20, cursor: None }).unwrap();
+                assert!(page.records.is_empty() && page.next.is_none());
+            }));
         }
         assert!(work[1] < 5 * work[0], "steps for 3,000 and 12,000 events: {work:?}");
     }

@@ -240,7 +240,7 @@ impl Scan<'_> {
     /// a page that found nothing there read it again for every `limit` rows it passed over: under the
     /// soak's ingest, a lag of 25,000 events made a search for a prefix no event has take 5-30 s.)
     fn newest_unindexed(&self, conn: &Connection, q: &Search, n: usize) -> Result<Vec<RawRecord>> {
-        if self.indexed_k >= self.max_k || n == 0 {
+        if self.indexed_k >= self.max_k {
             return Ok(Vec::new());
         }
         let mut args = vec![Sql::Integer(self.indexed_k)];
@@ -771,19 +771,17 @@ pub fn events_after(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
     use trail_model::time::{MICROS_PER_SECOND, parse_rfc3339};
-    use trail_store::Store;
     use trail_store::conformance::event;
 
     use super::*;
-    use crate::SqliteStore;
 
     /// SQLite's virtual machine steps (in hundreds) that `run` takes on `conn`.
-    fn work(conn: &mut Connection, run: impl FnOnce(&Connection)) -> u64 {
+    pub(crate) fn work(conn: &mut Connection, run: impl FnOnce(&Connection)) -> u64 {
         let steps = Arc::new(AtomicU64::new(0));
         let counted = steps.clone();
         conn.progress_handler(
@@ -807,16 +805,9 @@ mod tests {
     async fn an_hour_in_minutes_off_the_minute_counts_the_smaller_side_of_each_cut() {
         let dir = tempfile::tempdir().unwrap();
         let start = parse_rfc3339("2026-06-15T00:00:00Z").unwrap();
-        let store = SqliteStore::open(dir.path()).unwrap();
-        store.create_org("acme", "Acme", start).await.unwrap();
         // Ten events a second for an hour and a minute.
-        for chunk in (0..36_600).collect::<Vec<i64>>().chunks(5_000) {
-            let events =
-                chunk.iter().map(|i| event("a", "x.y", start + i * MICROS_PER_SECOND / 10)).collect();
-            store.append("acme", events, start).await.unwrap();
-        }
-        store.close();
-        drop(store);
+        let events = (0..36_600).map(|i| event("a", "x.y", start + i * MICROS_PER_SECOND / 10)).collect();
+        crate::index::tests::stored(dir.path(), "acme", events).await;
         let mut conn = Connection::open(dir.path().join(crate::DB_FILE)).unwrap();
         let from = start + 17 * MICROS_PER_SECOND;
         let to = from + 3_600 * MICROS_PER_SECOND;
