@@ -17,6 +17,7 @@ use trail_client::Client;
 
 use crate::browser::{A11Y_CHECK, Browser};
 use crate::console::{fill, sign_in, submit};
+use crate::stream::free_port;
 use crate::{PASSWORD, Served};
 
 const CLIENT_ID: &str = "trail-test";
@@ -183,10 +184,6 @@ async fn auditors(admin: &Client) -> String {
     let (role, group) = (role["id"].as_str().unwrap(), group["id"].as_str().unwrap().to_string());
     admin.put(&format!("/v1/orgs/default/groups/{group}/roles/{role}"), &json!({})).await.unwrap();
     group
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -586,10 +586,14 @@ async fn destinations_are_authorized_validated_and_audited() {
 struct Rsyslog {
     child: Child,
     out: PathBuf,
+    port: u16,
 }
 
 impl Rsyslog {
-    fn start(dir: &Path, port: u16, tls: Option<&Certs>) -> Option<Self> {
+    /// Starts rsyslogd on a free port. A port found free can be taken by another test before rsyslogd
+    /// binds it, and rsyslogd then runs on without listening: after 10 s it is stopped and started
+    /// again on another port, three times at most, and what it said is in the failure.
+    fn start(dir: &Path, tls: Option<&Certs>) -> Option<Self> {
         if Command::new("rsyslogd").arg("-v").output().is_err() {
             assert!(std::env::var_os("CI").is_none(), "rsyslogd is not installed");
             eprintln!("SKIPPED: rsyslogd is not installed (apt-get install rsyslog rsyslog-gnutls)");
@@ -608,30 +612,46 @@ impl Rsyslog {
             ),
             None => (String::new(), ""),
         };
-        let conf = format!(
-            "global(workDirectory=\"{dir}\"{global})\nmodule(load=\"imtcp\"{module})\ninput(type=\"imtcp\" port=\"{port}\")\n\
-             template(name=\"t\" type=\"string\" string=\"%pri%|%app-name%|%msgid%|%structured-data%|%msg%\\n\")\n\
-             *.* action(type=\"omfile\" file=\"{out}\" template=\"t\")\n",
-            dir = dir.display(),
-            out = out.display()
-        );
-        std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
-        let child = Command::new("rsyslogd")
-            .arg("-n")
-            .arg("-f")
-            .arg(dir.join("rsyslog.conf"))
-            .arg("-i")
-            .arg(dir.join("rsyslog.pid"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let started = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "rsyslogd did not listen");
-            std::thread::sleep(Duration::from_millis(50));
+        let mut said = String::new();
+        for _ in 0..3 {
+            let port = free_port();
+            let conf = format!(
+                "global(workDirectory=\"{dir}\"{global})\nmodule(load=\"imtcp\"{module})\ninput(type=\"imtcp\" port=\"{port}\")\n\
+                 template(name=\"t\" type=\"string\" string=\"%pri%|%app-name%|%msgid%|%structured-data%|%msg%\\n\")\n\
+                 *.* action(type=\"omfile\" file=\"{out}\" template=\"t\")\n",
+                dir = dir.display(),
+                out = out.display()
+            );
+            std::fs::write(dir.join("rsyslog.conf"), conf).unwrap();
+            let _ = std::fs::remove_file(&out);
+            let _ = std::fs::remove_file(dir.join("rsyslog.pid"));
+            let err = dir.join("rsyslogd.err");
+            let mut child = Command::new("rsyslogd")
+                .arg("-n")
+                .arg("-f")
+                .arg(dir.join("rsyslog.conf"))
+                .arg("-i")
+                .arg(dir.join("rsyslog.pid"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&err).unwrap())
+                .spawn()
+                .unwrap();
+            let started = Instant::now();
+            while started.elapsed() < Duration::from_secs(10) && child.try_wait().unwrap().is_none() {
+                if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    return Some(Self { child, out, port });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let status = child.wait().unwrap();
+            said += &format!(
+                "port {port}, {status}: {}{}\n",
+                std::fs::read_to_string(&err).unwrap_or_default(),
+                std::fs::read_to_string(&out).unwrap_or_default()
+            );
         }
-        Some(Self { child, out })
+        panic!("rsyslogd did not listen in three tries:\n{said}");
     }
 
     /// Each received message: (pri, app, msgid, structured data, msg without its BOM).
@@ -666,9 +686,9 @@ async fn rsyslog_receives_every_event_over_tcp_and_tls() {
     let (tcp_dir, tls_dir) = (dir.path().join("tcp"), dir.path().join("tls"));
     std::fs::create_dir_all(&tcp_dir).unwrap();
     std::fs::create_dir_all(&tls_dir).unwrap();
-    let (tcp_port, tls_port) = (free_port(), free_port());
-    let Some(plain) = Rsyslog::start(&tcp_dir, tcp_port, None) else { return };
-    let Some(tls) = Rsyslog::start(&tls_dir, tls_port, Some(&certs)) else { return };
+    let Some(plain) = Rsyslog::start(&tcp_dir, None) else { return };
+    let Some(tls) = Rsyslog::start(&tls_dir, Some(&certs)) else { return };
+    let (tcp_port, tls_port) = (plain.port, tls.port);
     let start = log_size(&admin).await;
     admin
         .post(
