@@ -9,13 +9,16 @@
 //! after the last saved position are cut off again (the active file is truncated to the saved length,
 //! or emptied when a roll or reopen happened since), so restarting writes each event exactly once.
 //! Errors (disk full, permissions) are reported in `/readyz`, metrics and the log, and the sink retries
-//! from the same position until it can write.
+//! from the same position until it can write. A failed cycle's lines are cut off through the open
+//! file, wherever it has been moved, and a cycle writes only to the file at `audit.log`'s path
+//! ([`RollingFile::follow_path`]): a file moved away without a SIGHUP, or a directory gone, never
+//! receives a retry's lines a second time.
 
 pub mod rolling;
 
 use std::collections::BTreeMap;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -169,18 +172,6 @@ fn active_path(cfg: &RollingConfig) -> PathBuf {
     cfg.dir.join(format!("{}.log", cfg.base))
 }
 
-#[cfg(unix)]
-fn file_id(path: &Path) -> io::Result<(u64, u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::metadata(path)?;
-    Ok((m.dev(), m.ino(), m.len()))
-}
-
-#[cfg(not(unix))]
-fn file_id(path: &Path) -> io::Result<(u64, u64, u64)> {
-    Ok((0, 0, std::fs::metadata(path)?.len()))
-}
-
 impl Position {
     const VERSION: u32 = 1;
 
@@ -217,7 +208,7 @@ fn save_position(cfg: &RollingConfig, p: &Position) -> io::Result<()> {
 /// Cuts off lines written after the saved position (see the module doc).
 fn truncate_unsaved(cfg: &RollingConfig, p: &Position) -> io::Result<()> {
     let path = active_path(cfg);
-    let (dev, ino, len) = match file_id(&path) {
+    let (dev, ino, len) = match rolling::path_id(&path) {
         Ok(id) => id,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
         Err(e) => return Err(e),
@@ -243,8 +234,10 @@ pub fn start(
         truncate_unsaved(&cfg.rolling, p)?;
     }
     let file = RollingFile::open(cfg.rolling.clone(), clock)?;
+    let (dev, ino, len) = file.open_id()?;
     let status = Arc::new(SinkStatus::default());
-    let task = tokio::spawn(run(store, cfg, Arc::new(Mutex::new(file)), position, status.clone()));
+    let opened = ((dev, ino), len);
+    let task = tokio::spawn(run(store, cfg, Arc::new(Mutex::new(file)), position, opened, status.clone()));
     Ok((status, task))
 }
 
@@ -253,10 +246,17 @@ async fn run(
     cfg: SinkConfig,
     file: Arc<Mutex<RollingFile>>,
     saved: Option<Position>,
+    opened: ((u64, u64), u64),
     status: Arc<SinkStatus>,
 ) {
     let first_start = saved.is_none();
-    let mut pos = saved.unwrap_or(Position { version: Position::VERSION, ..Position::default() });
+    // Before the first save, what a failed cycle cuts back to is the file as it was opened.
+    let mut pos = saved.unwrap_or(Position {
+        version: Position::VERSION,
+        file_id: opened.0,
+        file_len: opened.1,
+        ..Position::default()
+    });
     let mut initialized = !first_start;
     let mut failing = false;
     loop {
@@ -278,16 +278,19 @@ async fn run(
                     tracing::error!(error = %e, "the audit.log sink cannot write; ingest continues, the sink retries and catches up");
                     failing = true;
                 }
-                // Whatever this cycle wrote before failing is not in the saved position: cut it off.
+                // Whatever this cycle wrote before failing is not in the saved position: cut it off,
+                // through the open file, which may no longer be at `audit.log`'s path.
                 let f = file.clone();
-                let c = cfg.rolling.clone();
                 let p = pos.clone();
-                let _ = tokio::task::spawn_blocking(move || {
+                let cut = tokio::task::spawn_blocking(move || {
                     let mut f = f.lock().map_err(|_| io::Error::other("sink file lock poisoned"))?;
-                    truncate_unsaved(&c, &p)?;
+                    f.cut_to(p.file_id, p.file_len)?;
                     f.reopen()
                 })
                 .await;
+                if let Ok(Err(e)) = cut {
+                    tracing::debug!(error = %e, "audit.log not cut back or reopened yet");
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
@@ -357,7 +360,8 @@ async fn cycle(
             more = true;
         }
     }
-    status.lag.store(lag.saturating_sub(count), Ordering::Relaxed);
+    // Until the lines are durable they are lag too: a failing sink reports all it has not written.
+    status.lag.store(lag, Ordering::Relaxed);
     let reopen = status.reopen.swap(false, Ordering::SeqCst);
     if lines.is_empty() && !reopen && next == pos.orgs {
         return Ok(more);
@@ -370,9 +374,12 @@ async fn cycle(
         if reopen {
             f.reopen()?;
         }
+        // Lines go to the file at `audit.log`'s path or nowhere: appended to a file moved away, they
+        // would be written again, into the new one, by the retry.
+        f.follow_path()?;
         f.append(&lines)?;
         f.flush_sync()?;
-        let (dev, ino, len) = file_id(&f.active_path())?;
+        let (dev, ino, len) = f.open_id()?;
         saved.file_id = (dev, ino);
         saved.file_len = len;
         save_position(&c, &saved)?;
@@ -382,6 +389,7 @@ async fn cycle(
     .map_err(|e| e.to_string())?
     .map_err(|e| e.to_string())?;
     *pos = written;
+    status.lag.store(lag.saturating_sub(count), Ordering::Relaxed);
     status.lines.fetch_add(count, Ordering::Relaxed);
     Ok(more)
 }

@@ -200,6 +200,39 @@ impl RollingFile {
         Ok(())
     }
 
+    /// Reopens `audit.log` by path when the path no longer names the open file: it was moved away
+    /// (logrotate without SIGHUP) or replaced, or its directory is gone. Fails, having written
+    /// nothing, when the path cannot be opened, so lines never go to a file that is not `audit.log`.
+    pub fn follow_path(&mut self) -> io::Result<()> {
+        let open = self.open_id()?;
+        match path_id(&self.cfg.active_path()) {
+            Ok(id) if (id.0, id.1) == (open.0, open.1) => Ok(()),
+            Ok(_) => self.reopen(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => self.reopen(),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// (device, inode, length) of the open file, whatever its name is now.
+    pub fn open_id(&self) -> io::Result<(u64, u64, u64)> {
+        meta_id(&self.file.metadata()?)
+    }
+
+    /// Cuts off, through the open file (wherever it has been moved), what was written after a saved
+    /// `(device, inode)` and length: down to `len` when it is that file, to nothing when it is a
+    /// newer one (a roll or reopen happened since the save).
+    pub fn cut_to(&mut self, saved: (u64, u64), len: u64) -> io::Result<()> {
+        let (dev, ino, now) = self.open_id()?;
+        let keep = if (dev, ino) == saved { len.min(now) } else { 0 };
+        if keep < now {
+            tracing::info!(file = %self.cfg.active_path().display(), from = now, to = keep, "cutting off audit.log lines written after the last saved position");
+            self.file.set_len(keep)?;
+            self.file.sync_all()?;
+        }
+        self.size = keep;
+        Ok(())
+    }
+
     /// The configured zone's offset from UTC at `t`, for writing line times.
     pub fn utc_offset_seconds(&self, t: Timestamp) -> i32 {
         self.cfg.time_zone.to_offset(t).seconds()
@@ -235,6 +268,22 @@ impl RollingFile {
         }
         Ok(())
     }
+}
+
+/// (device, inode, length) of the file at `path`.
+pub fn path_id(path: &Path) -> io::Result<(u64, u64, u64)> {
+    meta_id(&fs::metadata(path)?)
+}
+
+#[cfg(unix)]
+fn meta_id(m: &fs::Metadata) -> io::Result<(u64, u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    Ok((m.dev(), m.ino(), m.len()))
+}
+
+#[cfg(not(unix))]
+fn meta_id(m: &fs::Metadata) -> io::Result<(u64, u64, u64)> {
+    Ok((0, 0, m.len()))
 }
 
 /// Opens the active file for appending, with its size and the day its content belongs to.
@@ -757,6 +806,56 @@ mod tests {
         f.reopen().unwrap();
         write(&mut f, &clock, "d");
         assert_eq!(names(dir.path()), ["audit.log", "audit.log.1"]);
+    }
+
+    #[test]
+    fn follow_path_writes_to_audit_log_or_nowhere() {
+        let root = tempfile::tempdir().unwrap();
+        let (dir, parked) = (root.path().join("logs"), root.path().join("parked"));
+        let clock = ManualClock::at("2026-07-01T08:00:00Z");
+        let mut f = RollingFile::open(config(&dir), clock.clone()).unwrap();
+        let a = write(&mut f, &clock, "a");
+        // Moved away without a SIGHUP: the next lines go to a new audit.log, not after `a`.
+        fs::rename(dir.join("audit.log"), dir.join("audit.log.1")).unwrap();
+        f.follow_path().unwrap();
+        let b = write(&mut f, &clock, "b");
+        assert_eq!(files(&dir), [("audit.log".to_string(), b.clone()), ("audit.log.1".to_string(), a)]);
+        // The directory gone: an error, and nothing written anywhere.
+        fs::rename(&dir, &parked).unwrap();
+        assert!(f.follow_path().is_err());
+        assert_eq!(fs::read_to_string(parked.join("audit.log")).unwrap(), b);
+        // Back again: the same file, continued.
+        fs::rename(&parked, &dir).unwrap();
+        f.follow_path().unwrap();
+        let c = write(&mut f, &clock, "c");
+        assert_eq!(fs::read_to_string(dir.join("audit.log")).unwrap(), b + &c);
+        // Replaced by another file of the same name: that one is written.
+        fs::remove_file(dir.join("audit.log")).unwrap();
+        fs::write(dir.join("audit.log"), "").unwrap();
+        f.follow_path().unwrap();
+        let d = write(&mut f, &clock, "d");
+        assert_eq!(fs::read_to_string(dir.join("audit.log")).unwrap(), d);
+    }
+
+    #[test]
+    fn cut_to_reaches_a_file_moved_away() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("logs");
+        let clock = ManualClock::at("2026-07-01T08:00:00Z");
+        let mut f = RollingFile::open(config(&dir), clock.clone()).unwrap();
+        let a = write(&mut f, &clock, "a");
+        let (dev, ino, len) = f.open_id().unwrap();
+        assert_eq!(len, a.len() as u64);
+        write(&mut f, &clock, "b");
+        fs::rename(&dir, root.path().join("parked")).unwrap();
+        f.cut_to((dev, ino), len).unwrap();
+        assert_eq!(fs::read_to_string(root.path().join("parked/audit.log")).unwrap(), a);
+        // Appends continue after the cut, at the cut.
+        let c = write(&mut f, &clock, "c");
+        assert_eq!(fs::read_to_string(root.path().join("parked/audit.log")).unwrap(), a.clone() + &c);
+        // A file other than the saved one holds only unsaved lines: all of them go.
+        f.cut_to((dev, ino.wrapping_add(1)), len).unwrap();
+        assert_eq!(fs::read_to_string(root.path().join("parked/audit.log")).unwrap(), "");
     }
 
     #[test]

@@ -289,19 +289,30 @@ async fn sink_survives_kill_rotation_and_a_missing_directory() {
     Command::new("kill").args(["-HUP", &served.child.id().to_string()]).status().unwrap();
     key.ingest_batch("default", &(610..650).map(ev).collect::<Vec<_>>()).await.unwrap();
     let anon = Client::new(&served.base);
+    // Wait for three failed cycles with the 40 events waiting (the sink retries once a second, and
+    // the lag it reports is its last cycle's): each retry must write nothing to the moved file.
     let mut degraded = Value::Null;
+    let (mut metrics, mut errors) = (String::new(), 0);
     for _ in 0..100 {
         degraded = anon.get("/readyz").await.unwrap();
-        if degraded["status"] == "degraded" {
+        metrics = anon.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
+        errors = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("trail_sink_errors_total "))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if degraded["status"] == "degraded"
+            && degraded["sink"]["lag_events"].as_u64() >= Some(40)
+            && errors >= 3
+        {
             break;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(degraded["status"], "degraded", "{degraded}");
     assert_eq!(degraded["sink"]["status"], "failing");
-    assert!(degraded["sink"]["lag_events"].as_u64().unwrap() > 0);
-    let metrics = anon.request(reqwest::Method::GET, "/metrics").send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("trail_sink_up 0"), "{metrics}");
+    assert!(degraded["sink"]["lag_events"].as_u64().unwrap() >= 40, "{degraded}");
+    assert!(errors >= 3 && metrics.contains("trail_sink_up 0"), "{metrics}");
     std::fs::remove_file(&logs).unwrap();
     std::fs::rename(&parked, &logs).unwrap();
     for _ in 0..100 {
