@@ -27,6 +27,16 @@ use trail_server::{AppState, Server, Settings};
 use trail_store::{Scope, Store};
 use trail_store_sqlite::SqliteStore;
 
+/// What `--help` prints: the usage lines of the module docs.
+const USAGE: &str = "\
+usage: trail-bench [--events N] [--tools DIR] [--work DIR] [--no-pg] [--concurrency C] [--sink] [--w5]
+       [--one-org] [--w2-secs S] [--samples N]
+       [--postgres URL]   (the PostgreSQL store on a fresh database `trail_bench` instead of the embedded one)
+       trail-bench soak [--rate EVENTS_PER_S] [--secs N] [--sample-secs N] [--work DIR] [--out FILE] [--ci]
+       trail-bench stream [--secs N] [--fraction F] [--work DIR]
+       trail-bench alerts [--rules N] [--events N] [--rounds N] [--work DIR]
+";
+
 mod alerts;
 mod postgres;
 mod soak;
@@ -85,7 +95,11 @@ fn args() -> anyhow::Result<Args> {
             "--sink" => a.sink = true,
             "--postgres" => a.postgres = Some(val()?),
             "--w2-secs" => a.w2_secs = val()?.parse()?,
-            other => bail!("unknown argument {other}; see the module docs for usage"),
+            "--help" | "-h" => {
+                print!("{USAGE}");
+                std::process::exit(0);
+            }
+            other => bail!("unknown argument {other}; trail-bench --help lists them"),
         }
     }
     if a.w5 && a.postgres.is_some() {
