@@ -33,7 +33,7 @@ usage: trail-bench [--events N] [--tools DIR] [--work DIR] [--no-pg] [--concurre
        [--one-org] [--w2-secs S] [--samples N]
        [--postgres URL]   (the PostgreSQL store on a fresh database `trail_bench` instead of the embedded one)
        trail-bench soak [--rate EVENTS_PER_S] [--secs N] [--sample-secs N] [--work DIR] [--out FILE] [--ci]
-       trail-bench stream [--secs N] [--fraction F] [--work DIR]
+       trail-bench stream [--secs N] [--fraction F] [--batch EVENTS] [--work DIR]
        trail-bench alerts [--rules N] [--events N] [--rounds N] [--work DIR]
 ";
 
