@@ -254,6 +254,15 @@ pub fn render_store(out: &mut Exposition, s: &StoreStats) {
         "Time store requests spent waiting for a pooled connection.",
         s.pools.iter().map(|p| (format!("pool=\"{}\"", p.name), p.wait_seconds)),
     );
+    if s.memory.is_empty() {
+        return;
+    }
+    out.family(
+        "trail_store_memory_bytes",
+        "gauge",
+        "Memory the store holds in this process, by part: sqlite (page caches, bounded by their configured sizes), id_filters (about 1.1 bytes a stored event id, by design).",
+        s.memory.iter().map(|(part, bytes)| (format!("part=\"{part}\""), *bytes)),
+    );
 }
 
 /// The standard process families (as Prometheus client libraries name them), read from `/proc`.

@@ -305,6 +305,7 @@ impl Store for PgStore {
             exports_pending: n(2)?,
             exports_running: n(3)?,
             pools: vec![self.inner.waits.stats("postgres")],
+            memory: Vec::new(),
         })
     }
 

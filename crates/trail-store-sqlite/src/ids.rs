@@ -157,6 +157,12 @@ impl Filters {
         Ok(filter)
     }
 
+    /// Bytes the filters of live runs hold: about 1.1 a stored id, by design.
+    pub fn bytes(&self) -> u64 {
+        let filters = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        filters.values().map(|f| f.fingerprints.len() as u64).sum()
+    }
+
     /// Forgets the filters of runs that no longer exist.
     fn forget_except(&self, live: &[i64]) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).retain(|run, _| live.contains(run));

@@ -43,6 +43,18 @@ const READERS: usize = 4;
 /// exports, settings): authentication never waits behind slow event queries holding every reader.
 const CONTROL_READERS: usize = 2;
 
+/// SQLite's page caches, in KiB, per connection and database: SQLite memory is caches filling to
+/// these sizes as the files grow (`trail_store_memory_bytes{part="sqlite"}` shows it). Every page
+/// also sits in the OS's cache, so a miss costs a `pread`, not a disk read. `trail-bench` at 1M
+/// events (BENCHMARKS.md, eighth step) measured these caches at 64 MiB for the writer and 16 MiB
+/// per reader against 4 MiB and 1 MiB: ingest, single events and every query shape alike within
+/// the machine's noise; the soak's resident size ~95 MB lower. The sizes here sit between, with
+/// headroom for the hot pages of larger stores: 16 + 4 × (4 + 4) + 2 × 2 = 52 MiB at most.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+/// Per reader, for the log and again for the attached full-text index.
+const READER_CACHE_KIB: i64 = 4 * 1024;
+const CONTROL_CACHE_KIB: i64 = 2 * 1024;
+
 /// Maps SQLite errors to what callers act on: a full disk or read-only file is "unavailable"
 /// (retry later), a uniqueness violation a conflict, anything else internal.
 pub(crate) fn sql_error(e: rusqlite::Error) -> StoreError {
@@ -143,7 +155,7 @@ impl SqliteStore {
         if let Some(p) = conn.path() {
             body::forget(p);
         }
-        schema::configure(&conn, 64 * 1024).map_err(sql_error)?;
+        schema::configure(&conn, WRITER_CACHE_KIB).map_err(sql_error)?;
         schema::create(&conn).map_err(|e| match e {
             rusqlite::Error::InvalidParameterName(m) => StoreError::Corrupt(m),
             e => sql_error(e),
@@ -173,8 +185,8 @@ impl SqliteStore {
         let id_filters = Arc::new(ids::Filters::default());
         let body_dict = Arc::new(body::Current::default());
         let w = Writer::new(conn, wake, id_filters.clone(), body_dict.clone()).map_err(sql_error)?;
-        let readers = Pool::open(&path, Some(&index_path), READERS, 16 * 1024)?;
-        let control = Pool::open(&path, None, CONTROL_READERS, 2 * 1024)?;
+        let readers = Pool::open(&path, Some(&index_path), READERS, READER_CACHE_KIB)?;
+        let control = Pool::open(&path, None, CONTROL_READERS, CONTROL_CACHE_KIB)?;
         let (tx, rx) = mpsc::channel();
         let handle = std::thread::Builder::new()
             .name("trail-sqlite-writer".into())
@@ -322,7 +334,7 @@ struct Pool {
 
 impl Pool {
     /// `n` read-only connections to the log, each with the full-text index attached as `idx` when
-    /// given.
+    /// given; each database of each connection caches up to `cache_kib`.
     fn open(path: &Path, index: Option<&Path>, n: usize, cache_kib: i64) -> Result<Self> {
         let mut conns = Vec::with_capacity(n);
         for _ in 0..n {
@@ -338,11 +350,22 @@ impl Pool {
                     StoreError::Unavailable(format!("{} is not a UTF-8 path", index.display()))
                 })?;
                 c.execute("ATTACH DATABASE ?1 AS idx", [index]).map_err(sql_error)?;
+                c.pragma_update(Some("idx"), "cache_size", -cache_kib).map_err(sql_error)?;
             }
             conns.push(c);
         }
         Ok(Self { conns: Mutex::new(conns), permits: Semaphore::new(n), waits: Default::default() })
     }
+}
+
+/// Bytes SQLite has allocated in this process, over every connection: page caches (bounded by each
+/// connection's `cache_size`), statements and FTS5's pending terms.
+#[allow(unsafe_code)]
+fn sqlite_memory_used() -> u64 {
+    // SAFETY: `sqlite3_memory_used` only reads SQLite's own counter; it takes no argument and is
+    // safe to call from any thread at any time.
+    let used = unsafe { rusqlite::ffi::sqlite3_memory_used() };
+    u64::try_from(used).unwrap_or(0)
 }
 
 /// Tells a running read, when dropped before [`CancelOnDrop::disarm`], that nobody waits for its
@@ -417,6 +440,7 @@ impl Store for SqliteStore {
             exports_pending,
             exports_running,
             pools: vec![self.inner.readers.waits.stats("events"), self.inner.control.waits.stats("control")],
+            memory: vec![("sqlite", sqlite_memory_used()), ("id_filters", self.inner.id_filters.bytes())],
         })
     }
 

@@ -92,6 +92,9 @@ pub struct StoreStats {
     pub exports_running: u64,
     /// Per connection pool of this process: requests that found no connection free and waited.
     pub pools: Vec<PoolStats>,
+    /// Memory the store holds in this process, by part (a fixed name each: a bounded label), so that
+    /// growth can be told apart: bounded caches from structures that grow with the data by design.
+    pub memory: Vec<(&'static str, u64)>,
 }
 
 /// Waits for one connection pool.

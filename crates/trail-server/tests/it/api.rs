@@ -98,6 +98,8 @@ async fn metrics_pass_promtool_and_cover_what_operators_watch() {
         "trail_store_pool_waits_total{pool=\"events\"}",
         "trail_store_pool_wait_seconds_total{pool=\"control\"}",
         "trail_search_index_lag_events",
+        "trail_store_memory_bytes{part=\"sqlite\"}",
+        "trail_store_memory_bytes{part=\"id_filters\"}",
     ] {
         assert!(sample(&text, family).is_some(), "{family} is missing:\n{text}");
     }
@@ -105,6 +107,9 @@ async fn metrics_pass_promtool_and_cover_what_operators_watch() {
     assert!(sample(&text, "trail_events_stored").unwrap() >= 3.0, "three events and the self-audit");
     assert!(sample(&text, "trail_store_size_bytes").unwrap() > 0.0);
     assert!(sample(&text, "process_resident_memory_bytes").unwrap() > 1e6);
+    // SQLite's caches and statements are part of the process's memory, and never all of it.
+    let sqlite = sample(&text, "trail_store_memory_bytes{part=\"sqlite\"}").unwrap();
+    assert!(sqlite > 0.0 && sqlite < sample(&text, "process_resident_memory_bytes").unwrap(), "{text}");
     assert!(sample(&text, "trail_sign_in_throttled_total").unwrap() >= 1.0);
     assert!(sample(&text, "trail_sign_in_failures_total").unwrap() >= 2.0);
     assert_eq!(sample(&text, "trail_events_created_total"), Some(3.0));
