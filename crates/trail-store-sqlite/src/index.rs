@@ -514,6 +514,23 @@ pub(crate) mod tests {
             .unwrap()
     }
 
+    /// The log of `dir` with its index attached as `idx`, as the store's readers open it.
+    fn attached(dir: &Path) -> Connection {
+        let conn = Connection::open(dir.join(crate::DB_FILE)).unwrap();
+        conn.execute("ATTACH DATABASE ?1 AS idx", [dir.join(INDEX_FILE).to_str().unwrap()]).unwrap();
+        conn
+    }
+
+    /// SQLite's steps for the first page (20 rows) of `q` in `acme` over `[from, to)`, which must find
+    /// nothing.
+    fn steps_of_an_empty_page(conn: &mut Connection, from: i64, to: i64, q: &str) -> u64 {
+        let filter = Filter { from, to, q: Some(Search::parse(q).unwrap()), ..Default::default() };
+        read::tests::work(conn, |c| {
+            let page = read::query(c, "acme", &Query { filter, limit: 20, cursor: None }).unwrap();
+            assert!(page.records.is_empty() && page.next.is_none());
+        })
+    }
+
     /// When the indexer lags several orgs, each step begins with the next of them: one org's lag does
     /// not wait behind the others'.
     #[tokio::test]
@@ -642,7 +659,6 @@ pub(crate) mod tests {
 
         remove_index(dir.path());
         let db = dir.path().join(crate::DB_FILE);
-        let path = dir.path().join(INDEX_FILE);
         let mut ix = open(dir.path(), &db).unwrap();
         let org: i64 = ix.log.query_row("SELECT id FROM orgs WHERE slug = 'acme'", [], |r| r.get(0)).unwrap();
         assert_eq!(ix.index(&[(org, 600)], &[202606]).unwrap(), (false, 600), "600 events are one step");
@@ -650,8 +666,7 @@ pub(crate) mod tests {
         drop(ix);
         assert_eq!(hits(dir.path(), "needle"), 2, "seq 650 is not in the index");
 
-        let conn = Connection::open(&db).unwrap();
-        conn.execute("ATTACH DATABASE ?1 AS idx", [path.to_str().unwrap()]).unwrap();
+        let conn = attached(dir.path());
         assert_eq!(indexed_size(&conn, org).unwrap(), 600);
         let filter = Filter {
             from: start,
@@ -703,21 +718,9 @@ pub(crate) mod tests {
             stored(dir.path(), "acme", (0..n).map(|i| event("hay", "x.y", start + i * 1_000)).collect())
                 .await;
             remove_index(dir.path());
-            let db = dir.path().join(crate::DB_FILE);
-            drop(open(dir.path(), &db).unwrap()); // an empty index: every event is its lag
-            let mut conn = Connection::open(&db).unwrap();
-            let path = dir.path().join(INDEX_FILE);
-            conn.execute("ATTACH DATABASE ?1 AS idx", [path.to_str().unwrap()]).unwrap();
-            let filter = Filter {
-                from: start,
-                to: start + n * 1_000,
-                q: Some(Search::parse("needle").unwrap()),
-                ..Default::default()
-            };
-            work.push(read::tests::work(&mut conn, |c| {
-                let page = read::query(c, "acme", &Query { filter, limit: 20, cursor: None }).unwrap();
-                assert!(page.records.is_empty() && page.next.is_none());
-            }));
+            drop(open(dir.path(), &dir.path().join(crate::DB_FILE)).unwrap()); // an empty index: every event is its lag
+            let mut conn = attached(dir.path());
+            work.push(steps_of_an_empty_page(&mut conn, start, start + n * 1_000, "needle"));
         }
         assert!(work[1] < 5 * work[0], "steps for 3,000 and 12,000 events: {work:?}");
     }
@@ -737,21 +740,9 @@ pub(crate) mod tests {
             let events = (0..n).map(|i| event("alpha-beta x beta-gamma", "x.y", start + i * 1_000)).collect();
             stored(dir.path(), "acme", events).await;
             assert_eq!(hits(dir.path(), "_alpha_beta AND _beta_gamma"), n, "every event is a candidate");
-            let db = dir.path().join(crate::DB_FILE);
-            let mut conn = Connection::open(&db).unwrap();
-            let path = dir.path().join(INDEX_FILE);
-            conn.execute("ATTACH DATABASE ?1 AS idx", [path.to_str().unwrap()]).unwrap();
+            let mut conn = attached(dir.path());
             assert_eq!(indexed_size(&conn, 1).unwrap(), n as u64, "nothing is left to the lag");
-            let filter = Filter {
-                from: start,
-                to: start + n * 1_000,
-                q: Some(Search::parse("alpha-beta-gamma").unwrap()),
-                ..Default::default()
-            };
-            work.push(read::tests::work(&mut conn, |c| {
-                let page = read::query(c, "acme", &Query { filter, limit: 20, cursor: None }).unwrap();
-                assert!(page.records.is_empty() && page.next.is_none());
-            }));
+            work.push(steps_of_an_empty_page(&mut conn, start, start + n * 1_000, "alpha-beta-gamma"));
         }
         assert!(work[1] < 8 * work[0], "steps for 3,000 and 12,000 candidates: {work:?}");
     }
