@@ -85,26 +85,30 @@ impl Search {
     /// [`Self::exact_in_index`] says so; otherwise a superset (pairs or tokens found apart), which
     /// callers check.
     pub fn to_fts5(&self) -> String {
+        self.index_terms().iter().map(IndexTerm::to_fts5).collect::<Vec<_>>().join(" AND ")
+    }
+
+    /// The index terms [`Self::to_fts5`] requires, all of them, in order.
+    pub fn index_terms(&self) -> Vec<IndexTerm> {
         let mut parts = Vec::new();
         for term in &self.terms {
             if let [one] = term.as_slice() {
-                parts.push(format!("\"{one}\"*"));
+                parts.push(IndexTerm { term: one.clone(), prefix: true });
                 continue;
             }
             let last = term.len() - 2;
             for (i, w) in term.windows(2).enumerate() {
-                let star = if i == last { "*" } else { "" };
                 if paired(&w[0]) {
-                    parts.push(format!("\"{}\"{star}", pair(&w[0], &w[1])));
+                    parts.push(IndexTerm { term: pair(&w[0], &w[1]), prefix: i == last });
                 } else {
-                    parts.push(format!("\"{}\"", w[0]));
+                    parts.push(IndexTerm { term: w[0].clone(), prefix: false });
                     if i == last {
-                        parts.push(format!("\"{}\"*", w[1]));
+                        parts.push(IndexTerm { term: w[1].clone(), prefix: true });
                     }
                 }
             }
         }
-        parts.join(" AND ")
+        parts
     }
 
     /// Whether [`Self::to_fts5`] matches exactly the events this query matches: every word is one
@@ -115,6 +119,22 @@ impl Search {
             [first, _] => paired(first),
             _ => false,
         })
+    }
+}
+
+/// One term of a query in the index: a token or a pair ([`index_text`]), matched whole or as a
+/// prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexTerm {
+    pub term: String,
+    pub prefix: bool,
+}
+
+impl IndexTerm {
+    /// The term in FTS5's syntax: quoted (tokens are letters and digits, pairs add [`PAIR_MARK`], so
+    /// quoting is always safe), with `*` for a prefix.
+    pub fn to_fts5(&self) -> String {
+        format!("\"{}\"{}", self.term, if self.prefix { "*" } else { "" })
     }
 }
 

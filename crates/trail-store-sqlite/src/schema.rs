@@ -34,7 +34,20 @@ use rusqlite::Connection;
 /// They refuse this version instead; this release rebuilds an index of an earlier format.
 /// 12: nothing in this file; the index is in format 3 (pairs after `x86`, `user24` too). A release of
 /// version 11 would add events without those pairs, and this release would then miss the events.
-pub const SCHEMA_VERSION: i64 = 12;
+/// 13: `key_blocks` (the span of times of each [`KEY_BLOCK`] consecutive keys, for free-text
+/// histograms), built from the stored events.
+pub const SCHEMA_VERSION: i64 = 13;
+/// Keys per `key_blocks` row: an event's block is its key shifted right by this many bits. 64
+/// events of a dense org span seconds to a minute, so nearly every block lies inside one bucket of
+/// a histogram in hours or days; the rows cost ~0.3 bytes an event.
+pub const KEY_BLOCK_BITS: u32 = 6;
+pub const KEY_BLOCK: i64 = 1 << KEY_BLOCK_BITS;
+
+/// The block of keys an event's key is in (`key_blocks.b`).
+pub fn key_block(k: i64) -> i64 {
+    k >> KEY_BLOCK_BITS
+}
+
 /// The width of a `minute_counts` row.
 pub const MINUTE: i64 = trail_model::query::COUNTED_MINUTE;
 
@@ -184,6 +197,8 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
             PRIMARY KEY(org_id, minute)) STRICT, WITHOUT ROWID;
+        CREATE TABLE IF NOT EXISTS key_blocks(
+            b INTEGER PRIMARY KEY, lo INTEGER NOT NULL, hi INTEGER NOT NULL) STRICT;
         CREATE TABLE IF NOT EXISTS action_slots(
             org_id INTEGER NOT NULL, action INTEGER NOT NULL, slot INTEGER NOT NULL, n INTEGER NOT NULL,
             failures INTEGER NOT NULL, PRIMARY KEY(org_id, action, slot)) STRICT, WITHOUT ROWID;
@@ -209,7 +224,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=11) => {
+        Some(v @ 1..=12) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -279,6 +294,14 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                     }
                 }
             }
+            // Version 13 keeps the span of times of each block of keys: built from the stored events
+            // (an interrupted migration left the table empty and runs again).
+            if v <= 12 {
+                tx.execute("DELETE FROM key_blocks", [])?;
+                for &month in &months {
+                    tx.execute(&backfill_key_blocks(month), [])?;
+                }
+            }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
             // Give the dropped index's pages back to the filesystem.
@@ -297,6 +320,17 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
 fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
     let mut st = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
     st.exists([column])
+}
+
+/// Adds one month partition's events to `key_blocks` (a migration; the writer keeps them after). A
+/// block can hold events of two months: the second month widens what the first wrote.
+pub fn backfill_key_blocks(month: u32) -> String {
+    format!(
+        "INSERT INTO key_blocks(b, lo, hi)
+         SELECT k >> {KEY_BLOCK_BITS} AS b, min(ts), max(ts) FROM {} WHERE true GROUP BY b
+         ON CONFLICT(b) DO UPDATE SET lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)",
+        events_table(month)
+    )
 }
 
 /// Adds one month partition's events to `action_slots` (a migration; the writer keeps them after).

@@ -327,6 +327,7 @@ impl Writer {
         let mut minutes = std::collections::BTreeMap::<i64, (i64, i64)>::new();
         let mut slots = std::collections::BTreeMap::<(i64, i64), (i64, i64)>::new();
         let mut fields = FieldCounts::new();
+        let mut blocks = std::collections::BTreeMap::<i64, (i64, i64)>::new();
         for mut e in events {
             // An id whose event is still stored is a duplicate or a conflict (retention leaves stale
             // entries).
@@ -366,6 +367,8 @@ impl Writer {
                     .and_then(|mut st| st.execute(params![org_id, n.level, n.index as i64, &n.hash[..]]))
                     .map_err(sql_error)?;
             }
+            let block = blocks.entry(schema::key_block(rowid(org_id, size))).or_insert((e.time, e.time));
+            *block = (block.0.min(e.time), block.1.max(e.time));
             let minute = minutes.entry(schema::minute_of(e.time)).or_default();
             *minute = (minute.0 + 1, minute.1 + i64::from(e.failure));
             let slot = schema::slot_of(e.time);
@@ -405,6 +408,15 @@ impl Writer {
                 .map_err(sql_error)?;
         }
         self.count_fields(org_id, &fields).map_err(sql_error)?;
+        for (b, (lo, hi)) in blocks {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO key_blocks(b, lo, hi) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(b) DO UPDATE SET lo = min(lo, excluded.lo), hi = max(hi, excluded.hi)",
+                )
+                .and_then(|mut st| st.execute(params![b, lo, hi]))
+                .map_err(sql_error)?;
+        }
         // The log head is written with every job, so a later job's rollback can re-read it.
         self.conn
             .prepare_cached("UPDATE orgs SET tree_size = ?1 WHERE id = ?2")

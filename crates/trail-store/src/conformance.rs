@@ -38,7 +38,7 @@ macro_rules! conformance_suite {
         $crate::conformance_suite!(@$mode $make;
             append_assigns_gapless_seq, duplicates_answer_original_seq, stored_bytes_round_trip,
             minted_ids_and_default_time, orgs_are_isolated, queries_match_reference_model,
-            free_text_at_every_density, tree_sizes_list_every_log,
+            free_text_at_every_density, free_text_histograms_at_every_alignment, tree_sizes_list_every_log,
             paging_is_stable_while_appending, histogram_matches_reference_model,
             histograms_of_whole_logs_at_every_width_and_alignment, histograms_by_field_in_dense_and_sparse_slots,
             access_records,
@@ -533,6 +533,110 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
             );
         }
     }
+}
+
+/// Free-text histograms whose windows and buckets cut through runs of consecutive events, which a
+/// backend may place by their keys rather than their rows (the embedded store's `key_blocks`): one
+/// event a second across a month boundary, some late (out of time order, a few into the month
+/// before); windows starting before, on, a second after and mid-run; widths from a second to a day;
+/// words the index answers exactly, prefixes of one, two and ten words, and a word it answers with a
+/// superset; each before and after the index has caught up. Then the org's older month is pruned and late events are appended to it
+/// again: only those are counted.
+pub async fn free_text_histograms_at_every_alignment<S: Store>(store: Arc<S>) {
+    org(&*store, "acme").await;
+    org(&*store, "globex").await;
+    let mut model = Model::default();
+    let boundary = parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+    let second = 1_000_000;
+    let noted = |t: Micros, i: i64| {
+        let mut e = event(ACTORS[(i % 4) as usize], ACTIONS[(i % 5) as usize], t);
+        // `ten` is the prefix of two words, `w` of ten (one in every event).
+        let mut words = vec!["every".to_string(), format!("w{}", i % 10)];
+        words.extend(
+            [
+                (i % 10 == 0, "tenth"),
+                (i % 4 == 1, "tens"),
+                (i % 3 == 0, "x86-64"),
+                (i % 5 == 0, "alpha-beta-gamma"),
+            ]
+            .into_iter()
+            .filter(|&(has, _)| has)
+            .map(|(_, w)| w.to_string()),
+        );
+        e.info = Some(json!({"note": words.join(" ")}).as_object().unwrap().clone());
+        e
+    };
+    let events: Vec<NewEvent> = (0..700)
+        .map(|i| {
+            let late = if i % 50 == 7 { 200 * second } else { 0 };
+            noted(boundary - 350 * second + i * second - late, i)
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        let r = store.append("acme", chunk.to_vec(), now()).await.unwrap();
+        model.record("acme", chunk, &r, now());
+    }
+    let theirs: Vec<NewEvent> = (0..50).map(|i| noted(boundary - 100 * second + i * second, 0)).collect();
+    store.append("globex", theirs, now()).await.unwrap();
+    free_text_histograms_around(&*store, &model, boundary, None).await;
+    caught_up(&*store).await;
+    free_text_histograms_around(&*store, &model, boundary, None).await;
+
+    // February leaves the hot store; its entries may stay in a full-text index. Late events are then
+    // appended to February again, after every event of March in the log.
+    let february = month_all(&*store, "acme", 202602).await;
+    let summary = MonthSummary { count: february.len() as u64, last_seq: february.last().unwrap().seq };
+    store.prune_month("acme", 202602, summary).await.unwrap();
+    let late: Vec<NewEvent> = (0..10).map(|i| noted(boundary - 30 * second + i * second, i * 10)).collect();
+    let r = store.append("acme", late.clone(), now()).await.unwrap();
+    model.record("acme", &late, &r, now());
+    let first_late = r[0].seq();
+    free_text_histograms_around(&*store, &model, boundary, Some(first_late)).await;
+    caught_up(&*store).await;
+    free_text_histograms_around(&*store, &model, boundary, Some(first_late)).await;
+}
+
+/// [`free_text_histograms_at_every_alignment`]'s histograms of acme around `boundary`, against the
+/// model. `late`: once February is pruned, the first seq of the events appended to it again (the
+/// model still holds the pruned ones).
+async fn free_text_histograms_around<S: Store>(
+    store: &S,
+    model: &Model,
+    boundary: Micros,
+    late: Option<u64>,
+) {
+    let second = 1_000_000;
+    let froms = [-400, -351, -350, -349, -287, -1, 0, 1, 63, 64, 65, 340].map(|s| boundary + s * second);
+    let tos = [-300, 2, 64, 351, 86_400].map(|s| boundary + s * second);
+    let widths = [second, 7 * second, 64 * second, 3_600 * second, MICROS_PER_DAY];
+    let hot = |&(t, seq): &(Micros, u64)| late.is_none_or(|l| t >= boundary || seq >= l);
+    for q in ["every", "tenth", "ten", "w", "w3 ten", "x86-64", "alpha-beta-gamma"] {
+        for (from, to) in froms.iter().flat_map(|&f| tos.iter().map(move |&t| (f, t))).filter(|(f, t)| f < t)
+        {
+            let f = Filter { from, to, q: Some(Search::parse(q).unwrap()), ..Filter::default() };
+            let selected: Vec<(Micros, u64)> = model.select(&f).into_iter().filter(hot).collect();
+            for width in widths {
+                let mut want = std::collections::BTreeMap::new();
+                for (t, _) in &selected {
+                    *want.entry(f.from + (t - f.from) / width * width).or_default() += 1;
+                }
+                let got = store_histogram(store, "acme", &f, width).await;
+                assert_eq!(got, want, "q={q} from {from} to {to} width {width} late {late:?}");
+            }
+        }
+    }
+}
+
+/// Waits until the store's full-text index holds every event (a backend that indexes inside the append
+/// always does).
+async fn caught_up<S: Store>(store: &S) {
+    for _ in 0..600 {
+        if store.search_index_lag().await.unwrap() == 0 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("the full-text index did not catch up within 30 s");
 }
 
 /// The first `pages` pages of a query, concatenated.

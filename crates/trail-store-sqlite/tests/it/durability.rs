@@ -364,3 +364,57 @@ async fn a_slot_another_writer_made_dense_counts_this_writers_later_events() {
         mine.histogram("acme", &f, MICROS_PER_DAY / 24).await.unwrap().iter().map(|b| b.count).sum();
     assert_eq!(counted, 45);
 }
+
+/// A data directory of schema version 12 (no blocks of keys) opens in place: the span of times of
+/// each block of keys is built from the stored events, exactly as the writer had kept it (blocks
+/// holding two months, late events, two orgs, batches and single events), and free-text histograms
+/// agree with the events.
+#[tokio::test]
+async fn a_version_12_directory_gets_its_blocks_of_keys() {
+    use trail_model::query::Filter;
+    use trail_model::time::{MICROS_PER_DAY, parse_rfc3339};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let boundary = parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+    let at = |i: i64| {
+        let late = if i % 17 == 3 { 500_000_000 } else { 0 };
+        let mut e = event(&format!("user-{}", i % 3), "x.y", boundary - 100_000_000 + i * 1_000_000 - late);
+        e.reason = Some(if i % 2 == 0 { "even".into() } else { "odd".into() });
+        e
+    };
+    for org in ["acme", "globex"] {
+        store.create_org(org, org, boundary - MICROS_PER_DAY).await.unwrap();
+        store.append(org, (0..150).map(at).collect(), now()).await.unwrap();
+        for i in 150..170 {
+            store.append(org, vec![at(i)], now()).await.unwrap();
+        }
+    }
+    store.close();
+    drop(store);
+    let blocks = |c: &rusqlite::Connection| -> Vec<(i64, i64, i64)> {
+        let mut st = c.prepare("SELECT b, lo, hi FROM key_blocks ORDER BY b").unwrap();
+        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    };
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    let kept = blocks(&c);
+    assert_eq!(kept.len(), 6, "170 events of each org in three blocks of 64: {kept:?}");
+    c.execute_batch("DROP TABLE key_blocks; UPDATE meta SET value = 12 WHERE key = 'schema_version';")
+        .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let f = Filter {
+        from: boundary - MICROS_PER_DAY,
+        to: boundary + MICROS_PER_DAY,
+        q: Some(trail_model::text::Search::parse("even").unwrap()),
+        ..Filter::default()
+    };
+    let hours: Vec<u64> =
+        store.histogram("acme", &f, 3_600_000_000).await.unwrap().iter().map(|b| b.count).collect();
+    assert_eq!(hours.iter().sum::<u64>(), 85);
+    store.close();
+    drop(store);
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    assert_eq!(blocks(&c), kept, "the migration spans what the writer spanned");
+}
