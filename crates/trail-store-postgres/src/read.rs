@@ -329,92 +329,6 @@ fn field_column(field: CountedField) -> &'static str {
     }
 }
 
-/// What a histogram from counts reads from rows, and how counted units move between buckets.
-#[derive(Debug, Default)]
-struct CutPlan {
-    /// Units wholly inside the window: `[ceil(from), floor(to))`, in units.
-    range: (i64, i64),
-    /// Row counts to take: `[lo, hi)` added to bucket `add` and, for the smaller side of a cut unit,
-    /// taken from the bucket `take` that holds the unit's count (-1: none).
-    lo: Vec<Micros>,
-    hi: Vec<Micros>,
-    add: Vec<i64>,
-    take: Vec<i64>,
-    /// Units a boundary cuts, whose count (summed into the bucket their start falls in) moves: from
-    /// `.0` to `.1` (-1: to nowhere, both sides being counted from rows).
-    owners: std::collections::HashMap<i64, (i64, i64)>,
-}
-
-impl CutPlan {
-    /// The plan for buckets of `width` over `[from, to)`, from counts per `unit` (`width >= unit`, so
-    /// no unit is cut by two boundaries); `dense`: the only units with counts, sorted, when not all.
-    fn new(from: Micros, to: Micros, width: Micros, unit: Micros, dense: Option<&[i64]>) -> Self {
-        let buckets = if to > from { (to - from - 1) / width + 1 } else { 0 };
-        let range = ((from + unit - 1).div_euclid(unit), to.div_euclid(unit));
-        // How the boundary at `p` cuts unit `p / unit`: `None` when its count cannot stand in for a
-        // side (the boundary is on a unit's edge, the unit is not wholly in the window, or it has no
-        // count), else whether its left side (the earlier bucket's) is the smaller.
-        let split = |p: Micros| {
-            let u = p.div_euclid(unit);
-            let kept = dense.is_none_or(|d| d.binary_search(&u).is_ok());
-            (p % unit != 0 && u >= range.0 && u < range.1 && kept).then(|| p - u * unit <= (u + 1) * unit - p)
-        };
-        let mut plan = Self { range, ..Self::default() };
-        let mut cut = |l: Micros, h: Micros, b: i64, minus: i64| {
-            if l < h {
-                plan.lo.push(l);
-                plan.hi.push(h);
-                plan.add.push(b);
-                plan.take.push(minus);
-            }
-        };
-        for b in 0..buckets {
-            let start = from + b * width;
-            let end = to.min(start.saturating_add(width));
-            // The whole units of the bucket: [ceil(start), floor(end)), in units.
-            let (first, last) = ((start + unit - 1).div_euclid(unit), end.div_euclid(unit));
-            if first > last {
-                // Inside one unit, touching neither of its ends (the window's last bucket).
-                cut(start, end, b, -1);
-                continue;
-            }
-            // The head: the right side of the unit the boundary at `start` cuts.
-            match (b > 0).then(|| split(start)).flatten() {
-                Some(true) => {}
-                Some(false) => cut(start, first * unit, b, b - 1),
-                None => cut(start, first * unit, b, -1),
-            }
-            // The tail: the left side of the unit the next boundary cuts.
-            match (b + 1 < buckets).then(|| split(end)).flatten() {
-                Some(true) => cut(last * unit, end, b, b + 1),
-                Some(false) => {}
-                None => cut(last * unit, end, b, -1),
-            }
-            // Whole units without counts: their rows.
-            if let Some(dense) = dense {
-                for (l, h) in trail_store::gaps(dense, first, last) {
-                    cut(l * unit, h * unit, b, -1);
-                }
-            }
-        }
-        for b in 1..buckets {
-            let boundary = from + b * width;
-            let u = boundary.div_euclid(unit);
-            match split(boundary) {
-                Some(true) => {
-                    plan.owners.insert(u, (b - 1, b));
-                }
-                Some(false) => {}
-                None if boundary % unit != 0 && u >= range.0 && u < range.1 => {
-                    plan.owners.insert(u, (b - 1, -1));
-                }
-                None => {}
-            }
-        }
-        plan
-    }
-}
-
 /// A histogram from counts kept per unit of time, in three statements whatever the number of events:
 /// the whole units inside each bucket from their counts, and the parts of the units that a bucket
 /// boundary (or the window's start and end) cuts, and the slots `field_slots` does not count, from
@@ -441,10 +355,8 @@ async fn histogram_from_counts<C: GenericClient>(
         Counts::Fields { dense, .. } => Some(dense.as_slice()),
         _ => None,
     };
-    let plan = CutPlan::new(f.from, f.to, width, unit, dense);
-    let CutPlan { range, lo, hi, add, take, owners } = &plan;
-    let of: Vec<i64> = (0..lo.len() as i64).collect();
-    let mut counts = std::collections::BTreeMap::<i64, i64>::new();
+    let plan = trail_store::CutPlan::new(f.from, f.to, width, unit, dense);
+    let of: Vec<i64> = (0..plan.lo.len() as i64).collect();
     let (cond, cond_params) = counts_of.on_rows(5);
     let st = client
         .prepare_cached(&format!(
@@ -453,18 +365,15 @@ async fn histogram_from_counts<C: GenericClient>(
         ))
         .await
         .map_err(pg_error)?;
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, lo, hi, &of];
+    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &plan.lo, &plan.hi, &of];
     params.extend(cond_params);
+    let mut counted = vec![0; plan.lo.len()];
     for r in client.query(&st, &params).await.map_err(pg_error)? {
         let (k, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
-        let at = usize::try_from(k).ok();
-        let (Some(&to), Some(&minus)) = (at.and_then(|k| add.get(k)), at.and_then(|k| take.get(k))) else {
+        let Some(slot) = usize::try_from(k).ok().and_then(|k| counted.get_mut(k)) else {
             return Err(StoreError::Internal(format!("the histogram's row count {k} names no cut")));
         };
-        *counts.entry(to).or_default() += n;
-        if minus >= 0 {
-            *counts.entry(minus).or_default() -= n;
-        }
+        *slot = n;
     }
     // Every whole unit of the window, summed per bucket by the bucket its start falls in…
     let (cond, cond_params) = counts_of.on_counts(7);
@@ -475,16 +384,15 @@ async fn histogram_from_counts<C: GenericClient>(
         ))
         .await
         .map_err(pg_error)?;
-    let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &unit, &f.from, &width, &range.0, &range.1];
+    let mut params: Vec<&(dyn ToSql + Sync)> =
+        vec![&org, &unit, &f.from, &width, &plan.range.0, &plan.range.1];
     params.extend(cond_params);
+    let mut whole = Vec::new();
     for r in client.query(&st, &params).await.map_err(pg_error)? {
-        let (b, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
-        *counts.entry(b).or_default() += n;
+        whole.push((r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?));
     }
-    // …moved out of the bucket its start falls in where a boundary cuts it: to the next bucket when
-    // its left side was the smaller (counted from rows above and taken from there), to nowhere when
-    // both sides were counted from rows. A unit whose right side was the smaller stays.
-    let units: Vec<i64> = owners.keys().copied().collect();
+    // …and the counts of the units a boundary cuts, which move ([`trail_store::CutPlan::assemble`]).
+    let units: Vec<i64> = plan.owners.keys().copied().collect();
     let (cond, cond_params) = counts_of.on_counts(3);
     let st = client
         .prepare_cached(&format!(
@@ -494,18 +402,13 @@ async fn histogram_from_counts<C: GenericClient>(
         .map_err(pg_error)?;
     let mut params: Vec<&(dyn ToSql + Sync)> = vec![&org, &units];
     params.extend(cond_params);
+    let mut owned = Vec::new();
     for r in client.query(&st, &params).await.map_err(pg_error)? {
-        let (u, n): (i64, i64) = (r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?);
-        if let Some(&(from, to)) = owners.get(&u) {
-            *counts.entry(from).or_default() -= n;
-            if to >= 0 {
-                *counts.entry(to).or_default() += n;
-            }
-        }
+        owned.push((r.try_get(0).map_err(pg_error)?, r.try_get(1).map_err(pg_error)?));
     }
+    let counts = plan.assemble(&counted, whole, owned);
     counts
         .into_iter()
-        .filter(|(_, n)| *n != 0)
         .map(|(b, n)| {
             let count = unsigned(n, "count").map_err(|_| {
                 StoreError::Corrupt(format!(
@@ -571,88 +474,5 @@ mod tests {
              AND array_to_tsvector(string_to_array(search, ' ')) @@ $4::text::tsquery"
         );
         assert_eq!(like_escape("a_b%c\\"), "a\\_b\\%c\\\\");
-    }
-
-    /// Runs a plan the way `histogram_from_counts` does, over events at `times`, with a unit's count
-    /// kept where `dense` says (every unit when `None`).
-    fn run_plan(
-        plan: &CutPlan,
-        times: &[i64],
-        from: i64,
-        width: i64,
-        unit: i64,
-        dense: Option<&[i64]>,
-    ) -> Vec<(i64, i64)> {
-        let mut counts = std::collections::BTreeMap::<i64, i64>::new();
-        let in_range = |l: i64, h: i64| times.iter().filter(|&&t| t >= l && t < h).count() as i64;
-        for k in 0..plan.lo.len() {
-            let n = in_range(plan.lo[k], plan.hi[k]);
-            *counts.entry(plan.add[k]).or_default() += n;
-            if plan.take[k] >= 0 {
-                *counts.entry(plan.take[k]).or_default() -= n;
-            }
-        }
-        let kept = |u: i64| {
-            if dense.is_none_or(|d| d.contains(&u)) { in_range(u * unit, (u + 1) * unit) } else { 0 }
-        };
-        for u in plan.range.0..plan.range.1 {
-            *counts.entry((u * unit - from).div_euclid(width)).or_default() += kept(u);
-        }
-        for (&u, &(out, to)) in &plan.owners {
-            *counts.entry(out).or_default() -= kept(u);
-            if to >= 0 {
-                *counts.entry(to).or_default() += kept(u);
-            }
-        }
-        counts.into_iter().filter(|(_, n)| *n != 0).collect()
-    }
-
-    /// Every plan counts each event of the window once, in its bucket: windows on, just after and
-    /// in the middle of a unit, buckets of one unit and more, every unit counted or only some.
-    #[test]
-    fn a_cut_plan_counts_every_event_once() {
-        let unit = 60;
-        let times: Vec<i64> = (0..4000).map(|i: i64| (i * 7919 + i * i) % 7200).collect();
-        let some: Vec<i64> = (0..120).filter(|u| u % 3 != 1).collect();
-        for dense in [None, Some(some.as_slice())] {
-            for from in [0, 1, 29, 30, 31, 59, 61, 125] {
-                for width in [60, 61, 90, 119, 120, 150, 600] {
-                    for to in [from + 1, from + 59, from + 61, from + 3600, from + 3599, 7000] {
-                        let plan = CutPlan::new(from, to, width, unit, dense);
-                        let mut want = std::collections::BTreeMap::<i64, i64>::new();
-                        for &t in times.iter().filter(|&&t| t >= from && t < to) {
-                            *want.entry((t - from) / width).or_default() += 1;
-                        }
-                        let want: Vec<(i64, i64)> = want.into_iter().collect();
-                        let got = run_plan(&plan, &times, from, width, unit, dense);
-                        assert_eq!(got, want, "from {from} to {to} width {width} dense {}", dense.is_some());
-                    }
-                }
-            }
-        }
-    }
-
-    /// The soak's chart: the last hour in minutes, from 30.4 s past a minute. Each boundary cuts a
-    /// minute into 30.4 s and 29.6 s, and only the 29.6 s are read from rows: about half of the hour
-    /// (both sides, as before, were all of it).
-    #[test]
-    fn an_hour_in_minutes_off_the_minute_reads_the_smaller_side_of_each_cut() {
-        let from = 1_000 * MINUTE + 30_400_000;
-        let plan = CutPlan::new(from, from + 60 * MINUTE, MINUTE, MINUTE, None);
-        let read: i64 = plan.lo.iter().zip(&plan.hi).map(|(l, h)| h - l).sum();
-        assert_eq!(
-            read,
-            60 * 29_600_000 + 30_400_000,
-            "59 right sides, the window's head (29.6 s) and tail (30.4 s)"
-        );
-        assert!(read < 31 * MINUTE);
-        assert_eq!(plan.owners.len(), 0, "every cut minute's count stays in the bucket its start is in");
-        // Just before the half minute the left sides are the smaller: they are read, and the minutes'
-        // counts move to the later bucket.
-        let from = 1_000 * MINUTE + 29_000_000;
-        let plan = CutPlan::new(from, from + 60 * MINUTE, MINUTE, MINUTE, None);
-        let read: i64 = plan.lo.iter().zip(&plan.hi).map(|(l, h)| h - l).sum();
-        assert_eq!(read, 59 * 29_000_000 + 31_000_000 + 29_000_000);
-        assert_eq!(plan.owners.len(), 59);
     }
 }

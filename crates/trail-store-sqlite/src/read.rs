@@ -793,7 +793,6 @@ fn histogram_from_counts(
         Some(Outcome::Failure) => ("failures", " AND outcome = 1"),
         Some(Outcome::Success) => ("n - failures", " AND outcome = 0"),
     };
-    let buckets = if f.to > f.from { (f.to - f.from - 1) / width + 1 } else { 0 };
     let partitions: std::collections::HashSet<u32> = conn
         .prepare_cached("SELECT month FROM partitions")
         .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
@@ -833,68 +832,36 @@ fn histogram_from_counts(
         let n: Option<i64> = sum.query_row(params_from_iter(args), |r| r.get(0)).map_err(sql_error)?;
         Ok(n.unwrap_or(0) as u64)
     };
-    let of = |t: Micros| t.div_euclid(unit);
-    // A unit that a bucket boundary (or the window's start or end) cuts at `t`: its rows before `t`
-    // and from `t`. When the rollup holds the unit's count (every unit but the fields' sparse slots),
-    // only the smaller side is counted from rows and the other is the difference, and the next bucket,
-    // which begins at the same cut, reuses it: a window whose buckets all cut units (an hour in
-    // minutes from an instant that is not on one) counts at most half of its rows (a quarter, over
-    // every offset from the minute), where it counted all of them.
-    let mut last_cut: Option<(Micros, (u64, u64))> = None;
-    let mut cut = |t: Micros, summed: &mut dyn FnMut(i64, i64) -> Result<u64>| -> Result<(u64, u64)> {
-        if let Some((at, sides)) = last_cut
-            && at == t
-        {
-            return Ok(sides);
-        }
-        let u = of(t);
-        let (lo, hi) = (u * unit, (u + 1) * unit);
-        let held = dense.is_none_or(|dense| dense.binary_search(&u).is_ok());
-        let rest = |total: u64, counted: u64| {
-            total.checked_sub(counted).ok_or_else(|| {
+    // The rule is `trail_store::CutPlan`'s, shared with PostgreSQL: per bucket, its whole units'
+    // counts (one range of the primary key); of a unit a bucket boundary cuts and whose count is
+    // kept, only the smaller side from rows (an hour in minutes from an instant off the minute reads
+    // at most half of its rows, where it read all of them); the window's cut ends and the units
+    // without a count from rows.
+    let plan = trail_store::CutPlan::new(f.from, f.to, width, unit, dense.map(Vec::as_slice));
+    let rows = plan
+        .lo
+        .iter()
+        .zip(&plan.hi)
+        .map(|(&lo, &hi)| Ok(count_rows(lo, hi)? as i64))
+        .collect::<Result<Vec<i64>>>()?;
+    let whole = (0..plan.buckets)
+        .map(|b| match plan.units_of(b) {
+            (first, last) if first < last => Ok((b, summed(first, last)? as i64)),
+            _ => Ok((b, 0)),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let owned = plan.owners.keys().map(|&u| Ok((u, summed(u, u + 1)? as i64))).collect::<Result<Vec<_>>>()?;
+    plan.assemble(&rows, whole, owned)
+        .into_iter()
+        .map(|(b, n)| {
+            let count = u64::try_from(n).map_err(|_| {
                 StoreError::Corrupt(format!(
-                    "{table} counts {total} events at {u}, fewer than its rows ({counted})"
+                    "the {table} counts of bucket {b} add up to {n}: a unit counts fewer events than its rows"
                 ))
-            })
-        };
-        let sides = if !held {
-            (count_rows(lo, t)?, count_rows(t, hi)?)
-        } else if t - lo <= hi - t {
-            let before = count_rows(lo, t)?;
-            (before, rest(summed(u, u + 1)?, before)?)
-        } else {
-            let from = count_rows(t, hi)?;
-            (rest(summed(u, u + 1)?, from)?, from)
-        };
-        last_cut = Some((t, sides));
-        Ok(sides)
-    };
-    let mut out = Vec::new();
-    for b in 0..buckets {
-        let start = f.from + b * width;
-        let end = f.to.min(start.saturating_add(width));
-        // The whole units of the bucket: [ceil(start), floor(end)).
-        let (first, last) = (of(start + unit - 1), of(end));
-        let n = if first > last {
-            // Inside one unit, touching neither of its ends.
-            count_rows(start, end)?
-        } else {
-            let whole = if first < last { summed(first, last)? } else { 0 };
-            let head = if start < first * unit { cut(start, &mut summed)?.1 } else { 0 };
-            let tail = if last * unit < end { cut(end, &mut summed)?.0 } else { 0 };
-            let mut uncounted = 0;
-            if let Some(dense) = dense {
-                for (lo, hi) in trail_store::gaps(dense, first, last) {
-                    uncounted += count_rows(lo * unit, hi * unit)?;
-                }
-            }
-            whole + head + tail + uncounted
-        };
-        if n > 0 {
-            out.push(Bucket { start, count: n });
-        }
-    }
-    Ok(out)
+            })?;
+            Ok(Bucket { start: f.from + b * width, count })
+        })
+        .collect()
 }
 
 pub fn event(conn: &Connection, filters: &ids::Filters, slug: &str, id: &str) -> Result<Option<Record>> {

@@ -16,6 +16,8 @@ use trail_model::time::Micros;
 use trail_model::{NewEvent, StoredEvent};
 
 pub mod access;
+mod cuts;
+pub use cuts::CutPlan;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 
