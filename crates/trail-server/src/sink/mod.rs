@@ -6,8 +6,9 @@
 //! with [`follow`], the reader the streaming destinations use: it reads events after the position in
 //! `seq` order, appends their lines in one write, fsyncs, then saves
 //! the position together with the active file's identity and length. After a crash, lines written
-//! after the last saved position are cut off again (the active file is truncated to the saved length,
-//! or emptied when a roll or reopen happened since), so restarting writes each event exactly once.
+//! after the last saved position are cut off again (the active file is opened and truncated to the
+//! saved length, or emptied when a roll or reopen happened since: [`RollingFile::cut_to`], as after a
+//! failed cycle), so restarting writes each event exactly once.
 //! Errors (disk full, permissions) are reported in `/readyz`, metrics and the log, and the sink retries
 //! from the same position until it can write. A failed cycle's lines are cut off through the open
 //! file, wherever it has been moved, and a cycle writes only to the file at `audit.log`'s path
@@ -168,10 +169,6 @@ fn position_path(cfg: &RollingConfig) -> PathBuf {
     cfg.dir.join(format!(".{}.position", cfg.base))
 }
 
-fn active_path(cfg: &RollingConfig) -> PathBuf {
-    cfg.dir.join(format!("{}.log", cfg.base))
-}
-
 impl Position {
     const VERSION: u32 = 1;
 
@@ -205,24 +202,6 @@ fn save_position(cfg: &RollingConfig, p: &Position) -> io::Result<()> {
     std::fs::File::open(&cfg.dir)?.sync_all()
 }
 
-/// Cuts off lines written after the saved position (see the module doc).
-fn truncate_unsaved(cfg: &RollingConfig, p: &Position) -> io::Result<()> {
-    let path = active_path(cfg);
-    let (dev, ino, len) = match rolling::path_id(&path) {
-        Ok(id) => id,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(e),
-    };
-    let keep = if (dev, ino) == p.file_id { p.file_len.min(len) } else { 0 };
-    if keep < len {
-        tracing::info!(file = %path.display(), from = len, to = keep, "cutting off audit.log lines written after the last saved position");
-        let f = std::fs::OpenOptions::new().write(true).open(&path)?;
-        f.set_len(keep)?;
-        f.sync_all()?;
-    }
-    Ok(())
-}
-
 /// Starts the sink on the current runtime; the returned status is what `/readyz` and `/metrics` show.
 pub fn start(
     store: Arc<dyn Store>,
@@ -230,10 +209,12 @@ pub fn start(
     clock: Arc<dyn Clock>,
 ) -> io::Result<(Arc<SinkStatus>, tokio::task::JoinHandle<()>)> {
     let position = load_position(&cfg.rolling)?;
+    let mut file = RollingFile::open(cfg.rolling.clone(), clock)?;
+    // Lines written after the saved position are cut off (see the module doc), the same way a failed
+    // cycle's are.
     if let Some(p) = &position {
-        truncate_unsaved(&cfg.rolling, p)?;
+        file.cut_to(p.file_id, p.file_len)?;
     }
-    let file = RollingFile::open(cfg.rolling.clone(), clock)?;
     let (dev, ino, len) = file.open_id()?;
     let status = Arc::new(SinkStatus::default());
     let opened = ((dev, ino), len);
