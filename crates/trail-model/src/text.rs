@@ -157,7 +157,17 @@ pub const PAIR_MARK: char = '_';
 /// The index term of two adjacent tokens: `_a_b`. It starts with the mark, so a token's prefix
 /// (`"req"*`) never expands into the pairs that begin with it.
 fn pair(a: &str, b: &str) -> String {
-    format!("{PAIR_MARK}{a}{PAIR_MARK}{b}")
+    let mut out = String::with_capacity(a.len() + b.len() + 2);
+    push_pair(&mut out, a, b);
+    out
+}
+
+/// Appends [`pair`]`(a, b)` to `out`: the one spelling of a pair term, for the query and the index.
+fn push_pair(out: &mut String, a: &str, b: &str) {
+    out.push(PAIR_MARK);
+    out.push_str(a);
+    out.push(PAIR_MARK);
+    out.push_str(b);
 }
 
 /// What a full-text index holds for an event, for [`Search::to_fts5`]: its tokens, then each pair of
@@ -189,10 +199,7 @@ fn index_terms(text: &str) -> String {
         let (a, b) = (&out[w[0].0..w[0].1], &out[w[1].0..w[1].1]);
         if paired(a) {
             pairs.push(' ');
-            pairs.push(PAIR_MARK);
-            pairs.push_str(a);
-            pairs.push(PAIR_MARK);
-            pairs.push_str(b);
+            push_pair(&mut pairs, a, b);
         }
     }
     out.push_str(&pairs);
