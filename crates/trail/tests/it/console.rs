@@ -305,7 +305,7 @@ async fn console_end_to_end() {
     fill(&mut b, "#group-name", "Auditors").await;
     submit(&mut b, "form[data-api$=\"/groups\"]").await;
     b.wait_for(
-        "[...document.querySelectorAll('section.group h2')].some((h) => h.textContent.trim() === 'Auditors')",
+        "[...document.querySelectorAll('section.group h2')].some((h) => h.textContent.trim() === 'Auditors') && document.readyState === 'complete'",
         "the new group",
     )
     .await;
@@ -659,9 +659,19 @@ async fn console_destinations() {
     // Pause, then resume.
     b.eval("document.querySelector('[data-destination] form[data-api$=\"/pause\"] button').click(), true")
         .await;
-    b.wait_for("document.querySelector('[data-destination]')?.dataset.state === 'paused'", "paused").await;
+    // Each action reloads the page: the next click waits for its script, or the form would be
+    // submitted by the browser itself (to `destinations?`, the pause or resume lost).
+    b.wait_for(
+        "document.querySelector('[data-destination]')?.dataset.state === 'paused' && document.readyState === 'complete'",
+        "paused",
+    )
+    .await;
     b.eval("document.querySelector('[data-destination] form[data-api$=\"/resume\"]:not([data-replay]) button').click(), true").await;
-    b.wait_for("document.querySelector('[data-destination]')?.dataset.state === 'active'", "resumed").await;
+    b.wait_for(
+        "document.querySelector('[data-destination]')?.dataset.state === 'active' && document.readyState === 'complete'",
+        "resumed",
+    )
+    .await;
 
     // A syslog collector that is not there: failing, with the reason, while ingest goes on.
     fill(&mut b, "#dst-name", "Old collector").await;
@@ -720,13 +730,21 @@ async fn console_saved_searches_and_alerts() {
     // Opening it from a plain page applies its filters.
     b.goto(&format!("{base}/orgs/default/logs")).await;
     b.eval("document.querySelector('[data-open-search]').click(), true").await;
-    b.wait_for("location.search.includes('outcome=failure')", "the search opened").await;
+    b.wait_for(
+        "location.search.includes('outcome=failure') && document.readyState === 'complete'",
+        "the search opened",
+    )
+    .await;
     let outcomes = b.eval("[...document.querySelectorAll('tbody[data-rows] tr')].map((r) => r.textContent.includes('failure'))").await;
     assert!(outcomes.as_array().unwrap().iter().all(|v| v == true), "only failures: {outcomes}");
 
     // A rule from this search, firing on every failure.
     b.eval("document.querySelector('[data-alert-from-search]').click(), true").await;
-    b.wait_for("location.pathname === '/orgs/default/alerts'", "the alerts page").await;
+    b.wait_for(
+        "location.pathname === '/orgs/default/alerts' && document.readyState === 'complete'",
+        "the alerts page",
+    )
+    .await;
     assert_eq!(b.eval("document.querySelector('#rule-search').value").await, json!("outcome=failure"));
     fill(&mut b, "#rule-name", "Any failure").await;
     fill(&mut b, "#rule-cooldown", "0").await;
