@@ -539,9 +539,10 @@ pub async fn free_text_at_every_density<S: Store>(store: Arc<S>) {
 /// backend may place by their keys rather than their rows (the embedded store's `key_blocks`): one
 /// event a second across a month boundary, some late (out of time order, a few into the month
 /// before); windows starting before, on, a second after and mid-run; widths from a second to a day;
-/// words the index answers exactly, prefixes of one, two and ten words, and a word it answers with a
-/// superset; each before and after the index has caught up. Then the org's older month is pruned and late events are appended to it
-/// again: only those are counted.
+/// words the index answers exactly, prefixes of one, two and ten words, a word in one event of each
+/// month (fewer matches than blocks: a backend may look each one up), and a word it answers with a
+/// superset; each before and after the index has caught up. Then the org's older month is pruned and
+/// late events are appended to it again: only those are counted.
 pub async fn free_text_histograms_at_every_alignment<S: Store>(store: Arc<S>) {
     org(&*store, "acme").await;
     org(&*store, "globex").await;
@@ -555,6 +556,7 @@ pub async fn free_text_histograms_at_every_alignment<S: Store>(store: Arc<S>) {
         words.extend(
             [
                 (i % 10 == 0, "tenth"),
+                (i % 600 == 5, "lone"),
                 (i % 4 == 1, "tens"),
                 (i % 3 == 0, "x86-64"),
                 (i % 5 == 0, "alpha-beta-gamma"),
@@ -610,16 +612,13 @@ async fn free_text_histograms_around<S: Store>(
     let tos = [-300, 2, 64, 351, 86_400].map(|s| boundary + s * second);
     let widths = [second, 7 * second, 64 * second, 3_600 * second, MICROS_PER_DAY];
     let hot = |&(t, seq): &(Micros, u64)| late.is_none_or(|l| t >= boundary || seq >= l);
-    for q in ["every", "tenth", "ten", "w", "w3 ten", "x86-64", "alpha-beta-gamma"] {
+    for q in ["every", "tenth", "ten", "w", "w3 ten", "lone", "x86-64", "alpha-beta-gamma"] {
         for (from, to) in froms.iter().flat_map(|&f| tos.iter().map(move |&t| (f, t))).filter(|(f, t)| f < t)
         {
             let f = Filter { from, to, q: Some(Search::parse(q).unwrap()), ..Filter::default() };
             let selected: Vec<(Micros, u64)> = model.select(&f).into_iter().filter(hot).collect();
             for width in widths {
-                let mut want = std::collections::BTreeMap::new();
-                for (t, _) in &selected {
-                    *want.entry(f.from + (t - f.from) / width * width).or_default() += 1;
-                }
+                let want = bucketed(selected.iter().map(|&(t, _)| t), f.from, width);
                 let got = store_histogram(store, "acme", &f, width).await;
                 assert_eq!(got, want, "q={q} from {from} to {to} width {width} late {late:?}");
             }
@@ -732,11 +731,20 @@ pub fn dense_then_sparse(start: Micros) -> Vec<NewEvent> {
 
 /// The model's histogram of a filter: counts per bucket start.
 fn model_histogram(model: &Model, filter: &Filter, width: Micros) -> std::collections::BTreeMap<Micros, u64> {
-    let mut want = std::collections::BTreeMap::new();
-    for (t, _) in model.select(filter) {
-        *want.entry(filter.from + (t - filter.from) / width * width).or_default() += 1;
+    bucketed(model.select(filter).into_iter().map(|(t, _)| t), filter.from, width)
+}
+
+/// Counts per bucket start of events at `times`, in buckets of `width` from `from`.
+fn bucketed(
+    times: impl Iterator<Item = Micros>,
+    from: Micros,
+    width: Micros,
+) -> std::collections::BTreeMap<Micros, u64> {
+    let mut counts = std::collections::BTreeMap::new();
+    for t in times {
+        *counts.entry(from + (t - from) / width * width).or_default() += 1;
     }
-    want
+    counts
 }
 
 /// A store's histogram of a filter: counts per bucket start.
