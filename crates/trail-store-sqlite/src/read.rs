@@ -549,46 +549,54 @@ pub fn histogram(conn: &Connection, slug: &str, f: &Filter, width: Micros) -> Re
         };
         let indexed_k = indexed_in(conn, org, month, indexed)?;
         let range = [Sql::Integer(lo), Sql::Integer(hi)];
-        // The query for the month's index, and the part of its keys that can hold the window's events.
-        let (fts5, blocks) = match indexed_k > rowid(org, 0) {
+        // The query for the month's index, and the part of its keys that can hold the window's events:
+        // none when the index holds nothing of the org's month, a prefix expands to nothing, or no key
+        // can hold an event of the window.
+        let index = match indexed_k > rowid(org, 0) {
             true => match fts5_in(conn, month, q)? {
                 Some((fts5, matches)) => {
-                    let keys = (rowid(org, 0), indexed_k);
-                    (Sql::Text(fts5), Blocks::read(conn, month, keys, (lo, hi), matches)?)
+                    Blocks::read(conn, month, (rowid(org, 0), indexed_k), (lo, hi), matches)?
+                        .map(|blocks| (Sql::Text(fts5), blocks))
                 }
-                None => (Sql::Null, None),
+                None => None,
             },
-            false => (Sql::Null, None),
+            false => None,
         };
-        let keys = blocks.as_ref().map_or((0, 0), |b| b.keys);
-        if let Some(blocks) = blocks.as_ref().filter(|_| q.exact_in_index() && cond.is_empty()) {
-            let bucket = |ts: Micros| (ts - f.from) / width;
-            blocks.count(conn, month, &fts5, (lo, hi), bucket, |b, n| *counts.entry(b).or_default() += n)?;
-        } else if blocks.is_some() && q.exact_in_index() {
-            let sql = format!(
-                "SELECT (ts - ?) / ? AS b, count(*) {} AND ts >= ? AND ts < ?{cond} GROUP BY b",
-                fts_join(month)
-            );
-            let mut args = vec![Sql::Integer(f.from), Sql::Integer(width), fts5];
-            args.extend([Sql::Integer(keys.0), Sql::Integer(keys.1)]);
-            args.extend(range.iter().cloned());
-            args.extend(cond_args.iter().cloned());
-            let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
-            let rows = st
-                .query_map(params_from_iter(args), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
-                .map_err(sql_error)?;
-            for row in rows {
-                let (b, n) = row.map_err(sql_error)?;
-                *counts.entry(b).or_default() += n as u64;
+        if let Some((fts5, blocks)) = index {
+            let keys = [Sql::Integer(blocks.keys.0), Sql::Integer(blocks.keys.1)];
+            if q.exact_in_index() && cond.is_empty() {
+                let bucket = |ts: Micros| (ts - f.from) / width;
+                blocks
+                    .count(conn, month, &fts5, (lo, hi), bucket, |b, n| *counts.entry(b).or_default() += n)?;
+            } else if q.exact_in_index() {
+                let sql = format!(
+                    "SELECT (ts - ?) / ? AS b, count(*) {} AND ts >= ? AND ts < ?{cond} GROUP BY b",
+                    fts_join(month)
+                );
+                let mut args = vec![Sql::Integer(f.from), Sql::Integer(width), fts5];
+                args.extend(keys);
+                args.extend(range.iter().cloned());
+                args.extend(cond_args.iter().cloned());
+                let mut st = conn.prepare_cached(&sql).map_err(sql_error)?;
+                let rows = st
+                    .query_map(params_from_iter(args), |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))
+                    .map_err(sql_error)?;
+                for row in rows {
+                    let (b, n) = row.map_err(sql_error)?;
+                    *counts.entry(b).or_default() += n as u64;
+                }
+            } else {
+                // The index answers this query with a superset (its pairs or tokens apart): each event
+                // it finds is checked against the query.
+                let sql = format!("SELECT ts, k, body {} AND ts >= ? AND ts < ?{cond}", fts_join(month));
+                let mut args = vec![fts5];
+                args.extend(keys);
+                args.extend(range.iter().cloned());
+                args.extend(cond_args.iter().cloned());
+                count_matches(conn, &sql, args, q, |ts| {
+                    *counts.entry((ts - f.from) / width).or_default() += 1
+                })?;
             }
-        } else if blocks.is_some() {
-            // The index answers this query with a superset (its pairs or tokens apart): each event it
-            // finds is checked against the query.
-            let sql = format!("SELECT ts, k, body {} AND ts >= ? AND ts < ?{cond}", fts_join(month));
-            let mut args = vec![fts5, Sql::Integer(keys.0), Sql::Integer(keys.1)];
-            args.extend(range.iter().cloned());
-            args.extend(cond_args.iter().cloned());
-            count_matches(conn, &sql, args, q, |ts| *counts.entry((ts - f.from) / width).or_default() += 1)?;
         }
         if indexed_k < rowid(org, size) {
             let sql =
