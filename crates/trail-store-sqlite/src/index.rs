@@ -25,10 +25,11 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use trail_merkle::{Hash, leaf_hash};
 use trail_model::{canonical, text};
 use trail_store::{Result, StoreError};
 
-use crate::schema::{events_table, fts_table, rowid, seq_of};
+use crate::schema::{events_table, fts_table, leaf_check_holds, rowid, seq_of};
 use crate::sql_error;
 
 /// The index's file inside the data directory.
@@ -161,7 +162,7 @@ fn mismatch(idx: &Connection, log: &Connection) -> Result<Option<String>> {
         }
         if let (Some(expected), Some(seq)) = (last_leaf, size.checked_sub(1))
             && let Some(leaf) = leaf_at(log, org, seq)?
-            && leaf != expected
+            && !Hash::try_from(expected.as_slice()).is_ok_and(|whole| leaf_check_holds(&leaf, &whole))
         {
             return Ok(Some(format!("org {org}: the event at seq {seq} is not the one indexed")));
         }
@@ -169,7 +170,8 @@ fn mismatch(idx: &Connection, log: &Connection) -> Result<Option<String>> {
     Ok(None)
 }
 
-/// The leaf hash the log holds for an org's seq (hot or pruned), if any.
+/// The leaf hash the log holds for an org's seq (hot or pruned; of a hot event written since schema 14,
+/// its first [`crate::schema::LEAF_CHECK`] bytes), if any.
 fn leaf_at(log: &Connection, org: i64, seq: u64) -> Result<Option<Vec<u8>>> {
     let k = rowid(org, seq);
     for month in partitions(log)? {
@@ -396,7 +398,7 @@ impl Indexer {
                     "INSERT INTO indexed(org_id, size, last_leaf) VALUES (?1, ?2, ?3)
                      ON CONFLICT(org_id) DO UPDATE SET size = excluded.size, last_leaf = excluded.last_leaf",
                 )
-                .and_then(|mut st| st.execute(params![org, to as i64, last_leaf]))
+                .and_then(|mut st| st.execute(params![org, to as i64, last_leaf.as_ref().map(|h| &h[..])]))
                 .map_err(sql_error)?;
             budget -= to - from;
             if to < head {
@@ -408,13 +410,13 @@ impl Indexer {
 
     /// Indexes the org's events with `from <= seq < to`; returns the leaf hash of seq `to - 1`
     /// (`None` when retention removed it first).
-    fn index_range(&mut self, org: i64, from: u64, to: u64, months: &[u32]) -> Result<Option<Vec<u8>>> {
+    fn index_range(&mut self, org: i64, from: u64, to: u64, months: &[u32]) -> Result<Option<Hash>> {
         let mut last_leaf = None;
         for &month in months {
             let mut read = self
                 .log
                 .prepare_cached(&format!(
-                    "SELECT k, body, leaf FROM {} WHERE k >= ?1 AND k < ?2",
+                    "SELECT k, body FROM {} WHERE k >= ?1 AND k < ?2",
                     events_table(month)
                 ))
                 .map_err(sql_error)?;
@@ -435,7 +437,7 @@ impl Indexer {
                     .and_then(|mut st| st.execute(params![k, text::index_text(&event)]))
                     .map_err(sql_error)?;
                 if seq_of(k) + 1 == to {
-                    last_leaf = Some(row.get::<_, Vec<u8>>(2).map_err(sql_error)?);
+                    last_leaf = Some(leaf_hash(&body));
                 }
             }
         }

@@ -1,20 +1,35 @@
 //! Merkle nodes, roots, proofs and checkpoints over the embedded schema.
 
+use std::cell::RefCell;
+
 use rusqlite::{Connection, OptionalExtension, params};
-use trail_merkle::{Hash, NodeSource, ProofError, node_hash};
+use trail_merkle::{Hash, NodeSource, ProofError, leaf_hash};
 use trail_store::{Result, StoreError, StoredCheckpoint};
 
-use crate::schema::{MIN_STORED_LEVEL, events_table, rowid};
+use crate::schema::{MIN_STORED_LEVEL, events_table, rowid, seq_of};
 use crate::sql_error;
 
-/// Complete subtree hashes of one org's log, read from `tree_nodes` and the events' `leaf` columns.
+/// Complete subtree hashes of one org's log: levels [`MIN_STORED_LEVEL`] and up from `tree_nodes`,
+/// lower ones hashed from the leaves of their block of `2^MIN_STORED_LEVEL` events. A proof asks for
+/// one node per level below the stored ones, all in the block of the event it proves, so the last
+/// block read is kept.
 #[derive(Debug)]
 pub struct Nodes<'c> {
     pub conn: &'c Connection,
     pub org_id: i64,
     /// Month partitions to look for a leaf in, newest first.
     pub months: Vec<u32>,
+    block: RefCell<Option<Block>>,
 }
+
+/// The leaf hashes of one block: its first seq, and each seq's leaf (`None` where nothing is stored).
+#[derive(Debug)]
+struct Block {
+    first: u64,
+    leaves: Vec<Option<Hash>>,
+}
+
+const BLOCK: u64 = 1 << MIN_STORED_LEVEL;
 
 impl<'c> Nodes<'c> {
     pub fn new(conn: &'c Connection, org_id: i64) -> Result<Self> {
@@ -25,36 +40,57 @@ impl<'c> Nodes<'c> {
             .map_err(sql_error)?
             .collect::<rusqlite::Result<_>>()
             .map_err(sql_error)?;
-        Ok(Self { conn, org_id, months })
+        Ok(Self { conn, org_id, months, block: RefCell::new(None) })
     }
 
-    /// The leaf hash of `seq`, from whichever month partition holds the event.
-    pub fn leaf(&self, seq: u64) -> Result<Hash> {
-        let k = rowid(self.org_id, seq);
-        for m in &self.months {
-            let found: Option<Vec<u8>> = self
+    /// The hash of the complete subtree of `2^level` leaves at `index`, for a level below the stored
+    /// ones: from the leaves of its block.
+    fn hashed(&self, level: u8, index: u64) -> Result<Hash> {
+        let from = index << level;
+        let first = from & !(BLOCK - 1);
+        let mut cached = self.block.borrow_mut();
+        if cached.as_ref().is_none_or(|b| b.first != first) {
+            *cached = Some(Block { first, leaves: self.read_block(first)? });
+        }
+        let block = cached.as_ref().expect("just read");
+        let start = (from - first) as usize;
+        let leaves = block.leaves[start..start + (1 << level)]
+            .iter()
+            .enumerate()
+            .map(|(i, leaf)| {
+                leaf.ok_or_else(|| {
+                    StoreError::Corrupt(format!("the event at seq {} is missing", from + i as u64))
+                })
+            })
+            .collect::<Result<Vec<Hash>>>()?;
+        Ok(trail_merkle::root(&leaves))
+    }
+
+    /// The leaf hashes of the block of events from `first`, from whichever month partitions hold them
+    /// (or `pruned_leaves`, for events retention archived). A row that keeps its whole leaf hash
+    /// (written before schema 14) gives it; any other is hashed from its canonical bytes.
+    fn read_block(&self, first: u64) -> Result<Vec<Option<Hash>>> {
+        let mut leaves = vec![None; BLOCK as usize];
+        let range = [rowid(self.org_id, first), rowid(self.org_id, first + BLOCK - 1)];
+        let tables =
+            self.months.iter().map(|m| (events_table(*m), "body")).chain([("pruned_leaves".into(), "x''")]);
+        for (table, body) in tables {
+            let mut st = self
                 .conn
-                .prepare_cached(&format!("SELECT leaf FROM {} WHERE k = ?1", events_table(*m)))
-                .and_then(|mut st| st.query_row([k], |r| r.get(0)).optional())
+                .prepare_cached(&format!("SELECT k, leaf, {body} FROM {table} WHERE k BETWEEN ?1 AND ?2"))
                 .map_err(sql_error)?;
-            if let Some(h) = found {
-                return h
-                    .try_into()
-                    .map_err(|_| StoreError::Corrupt(format!("leaf hash of seq {seq} is not 32 bytes")));
+            let mut rows = st.query(range).map_err(sql_error)?;
+            while let Some(r) = rows.next().map_err(sql_error)? {
+                let seq = seq_of(r.get(0).map_err(sql_error)?);
+                let stored = r.get_ref(1).and_then(|v| Ok(v.as_blob()?)).map_err(sql_error)?;
+                let leaf = match Hash::try_from(stored) {
+                    Ok(whole) => whole,
+                    Err(_) => leaf_hash(&crate::body::unpack(self.conn, r.get(2).map_err(sql_error)?, seq)?),
+                };
+                leaves[(seq - first) as usize] = Some(leaf);
             }
         }
-        // Archived by retention: the event is gone, its leaf hash stays.
-        let pruned: Option<Vec<u8>> = self
-            .conn
-            .prepare_cached("SELECT leaf FROM pruned_leaves WHERE k = ?1")
-            .and_then(|mut st| st.query_row([k], |r| r.get(0)).optional())
-            .map_err(sql_error)?;
-        match pruned {
-            Some(h) => h
-                .try_into()
-                .map_err(|_| StoreError::Corrupt(format!("leaf hash of seq {seq} is not 32 bytes"))),
-            None => Err(StoreError::Corrupt(format!("the event at seq {seq} is missing"))),
-        }
+        Ok(leaves)
     }
 }
 
@@ -62,31 +98,21 @@ impl NodeSource for Nodes<'_> {
     type Error = StoreError;
 
     fn node(&self, level: u8, index: u64) -> Result<Hash> {
-        match level {
-            0 => self.leaf(index),
-            1 => Ok(node_hash(&self.leaf(2 * index)?, &self.leaf(2 * index + 1)?)),
-            _ => {
-                let h: Option<Vec<u8>> = self
-                    .conn
-                    .prepare_cached(
-                        "SELECT hash FROM tree_nodes WHERE org_id = ?1 AND level = ?2 AND idx = ?3",
-                    )
-                    .and_then(|mut st| {
-                        st.query_row(params![self.org_id, level, index as i64], |r| r.get(0)).optional()
-                    })
-                    .map_err(sql_error)?;
-                let h = h.ok_or_else(|| {
-                    StoreError::Corrupt(format!("Merkle node ({level}, {index}) is missing"))
-                })?;
-                h.try_into().map_err(|_| {
-                    StoreError::Corrupt(format!("Merkle node ({level}, {index}) is not 32 bytes"))
-                })
-            }
+        if level < MIN_STORED_LEVEL {
+            return self.hashed(level, index);
         }
+        let h: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT hash FROM tree_nodes WHERE org_id = ?1 AND level = ?2 AND idx = ?3")
+            .and_then(|mut st| {
+                st.query_row(params![self.org_id, level, index as i64], |r| r.get(0)).optional()
+            })
+            .map_err(sql_error)?;
+        let h = h.ok_or_else(|| StoreError::Corrupt(format!("Merkle node ({level}, {index}) is missing")))?;
+        h.try_into()
+            .map_err(|_| StoreError::Corrupt(format!("Merkle node ({level}, {index}) is not 32 bytes")))
     }
 }
-
-const _: () = assert!(MIN_STORED_LEVEL == 2, "Nodes::node derives exactly levels 0 and 1");
 
 fn proof_error(e: ProofError<StoreError>) -> StoreError {
     match e {

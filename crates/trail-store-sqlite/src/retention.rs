@@ -188,6 +188,39 @@ fn delete_slots(conn: &Connection, table: &str, key: &[&str], org: i64, (lo, hi)
     Ok(())
 }
 
+/// Keeps the whole leaf hashes of an org's rows of a month in `pruned_leaves`: a row's own when it
+/// holds all 32 bytes (written before schema 14), otherwise hashed from its canonical bytes and checked
+/// against the row's first bytes. An event whose bytes no longer match is not archived over: the
+/// prune fails (and `trail verify` names the event).
+fn keep_leaves(conn: &Connection, ev: &str, (lo, hi): (i64, i64)) -> Result<()> {
+    let mut read = conn
+        .prepare(&format!("SELECT k, leaf, body FROM {ev} WHERE k >= ?1 AND k < ?2"))
+        .map_err(sql_error)?;
+    let mut write =
+        conn.prepare_cached("INSERT INTO pruned_leaves(k, leaf) VALUES (?1, ?2)").map_err(sql_error)?;
+    let mut rows = read.query([lo, hi]).map_err(sql_error)?;
+    while let Some(r) = rows.next().map_err(sql_error)? {
+        let k: i64 = r.get(0).map_err(sql_error)?;
+        let stored: Vec<u8> = r.get(1).map_err(sql_error)?;
+        let leaf = match trail_merkle::Hash::try_from(stored.as_slice()) {
+            Ok(whole) => whole,
+            Err(_) => {
+                let seq = seq_of(k);
+                let leaf =
+                    trail_merkle::leaf_hash(&crate::body::unpack(conn, r.get(2).map_err(sql_error)?, seq)?);
+                if !crate::schema::leaf_check_holds(&stored, &leaf) {
+                    return Err(StoreError::Corrupt(format!(
+                        "seq {seq}: the stored bytes do not match the leaf hash recorded at ingest; nothing removed"
+                    )));
+                }
+                leaf
+            }
+        };
+        write.execute(params![k, &leaf[..]]).map_err(sql_error)?;
+    }
+    Ok(())
+}
+
 /// Removes the org's rows of `month` (see the module doc). Returns whether the whole partition was
 /// dropped. Runs inside the writer's transaction.
 pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary) -> Result<bool> {
@@ -213,11 +246,7 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
             expect.count, expect.last_seq
         )));
     }
-    conn.execute(
-        &format!("INSERT INTO pruned_leaves(k, leaf) SELECT k, leaf FROM {ev} WHERE k >= ?1 AND k < ?2"),
-        [lo, hi],
-    )
-    .map_err(sql_error)?;
+    keep_leaves(conn, &ev, (lo, hi))?;
     // The id map keeps the month's ids: stale entries, which lookups skip (see `ids.rs`).
     // Months are whole minutes: the month's counts go with its events.
     conn.execute(

@@ -8,13 +8,24 @@
 //! target types and ids, projects, sources) are interned as integers in `dict`, keeping rows and the
 //! index narrow; the canonical bytes (`body`) are the only copy of the full event.
 //!
-//! Integrity: each event row keeps its leaf hash (`leaf`, computed at ingest). `tree_nodes` keeps every
-//! complete Merkle subtree hash of level 2 and up (levels 0 and 1 are derived from the `leaf` columns, which
-//! halves the table), so any proof reads O(log n) rows; `checkpoints` keeps every signed checkpoint.
-//! When retention archives a month, its events' leaf hashes move to `pruned_leaves` (keyed like the
-//! events), so proofs and `trail verify` for the events still hot keep working; 40 bytes per pruned event.
-/// The lowest Merkle level stored in `tree_nodes`.
-pub const MIN_STORED_LEVEL: u8 = 2;
+//! Integrity: each event row keeps the first [`LEAF_CHECK`] bytes of its leaf hash (`leaf`, computed at
+//! ingest; rows written before schema 14 keep all 32), so `trail verify` names the event whose bytes
+//! changed. `tree_nodes` keeps every complete Merkle subtree hash of level [`MIN_STORED_LEVEL`] and
+//! up; a lower node is hashed from the leaves of its block of `2^MIN_STORED_LEVEL` events (see
+//! [`crate::integrity::Nodes`]), so any proof reads O(log n) rows and one block of events;
+//! `checkpoints` keeps every signed checkpoint. When retention archives a month, its events' whole leaf
+//! hashes go to `pruned_leaves` (keyed like the events), so proofs and `trail verify` for the events
+//! still hot keep working; 40 bytes per pruned event.
+/// The lowest Merkle level stored in `tree_nodes`: one row per 32 events (levels 6 and up), where
+/// level 2 and up took one per two (24 B an event at 10M events).
+pub const MIN_STORED_LEVEL: u8 = 6;
+/// Bytes of an event's leaf hash kept in its row (schema 14; 32 before).
+pub const LEAF_CHECK: usize = 8;
+
+/// Whether a row's `leaf` column (a whole leaf hash, or its first [`LEAF_CHECK`] bytes) holds `leaf`.
+pub fn leaf_check_holds(stored: &[u8], leaf: &trail_merkle::Hash) -> bool {
+    (stored.len() == LEAF_CHECK || stored.len() == leaf.len()) && leaf.starts_with(stored)
+}
 
 use rusqlite::Connection;
 
@@ -36,7 +47,10 @@ use rusqlite::Connection;
 /// version 11 would add events without those pairs, and this release would then miss the events.
 /// 13: `key_blocks` (the span of times of each [`KEY_BLOCK`] consecutive keys, for free-text
 /// histograms), built from the stored events.
-pub const SCHEMA_VERSION: i64 = 13;
+/// 14: rows keep [`LEAF_CHECK`] bytes of their leaf hash, and `tree_nodes` only levels
+/// [`MIN_STORED_LEVEL`] and up (the lower levels' rows are deleted); a release of version 13 would
+/// look for the lower nodes and whole leaf hashes.
+pub const SCHEMA_VERSION: i64 = 14;
 /// Keys per `key_blocks` row: an event's block is its key shifted right by this many bits. 64
 /// events of a dense org span seconds to a minute, so nearly every block lies inside one bucket of
 /// a histogram in hours or days; the rows cost ~0.3 bytes an event.
@@ -224,7 +238,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
         // transaction: an interrupted migration leaves the old version and runs again.
         // The histogram's per-minute counts are built from the events already stored, month by month,
         // in the same transaction.
-        Some(v @ 1..=12) => {
+        Some(v @ 1..=13) => {
             let tx = conn.unchecked_transaction()?;
             let months: Vec<u32> = tx
                 .prepare("SELECT month FROM partitions ORDER BY month")?
@@ -301,6 +315,10 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                 for &month in &months {
                     tx.execute(&backfill_key_blocks(month), [])?;
                 }
+            }
+            // Version 14 hashes the Merkle nodes below `MIN_STORED_LEVEL` from their events.
+            if v <= 13 {
+                tx.execute("DELETE FROM tree_nodes WHERE level < ?1", [MIN_STORED_LEVEL])?;
             }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;

@@ -14,7 +14,7 @@ use trail_merkle::{Frontier, Hash, Verifier, leaf_hash};
 use trail_model::canonical;
 use trail_store::{Result, StoreError};
 
-use crate::schema::{MIN_STORED_LEVEL, SEQ_BITS, events_table};
+use crate::schema::{MIN_STORED_LEVEL, SEQ_BITS, events_table, leaf_check_holds};
 use crate::{DB_FILE, sql_error};
 
 /// What was wrong, at the first bad position.
@@ -175,7 +175,7 @@ impl Checked {
             Ok(_) => Ok(None),
             Err(_) => Err(()),
         };
-        Self { seq: r.seq, leaf, leaf_matches: leaf[..] == r.leaf[..], content }
+        Self { seq: r.seq, leaf, leaf_matches: leaf_check_holds(&r.leaf, &leaf), content }
     }
 }
 

@@ -538,7 +538,7 @@ impl Writer {
                 e.failure,
                 source,
                 e.packed.as_ref().unwrap_or(&e.body),
-                &leaf[..]
+                &leaf[..schema::LEAF_CHECK]
             ])?;
         Ok((action, [Some(actor), Some(ttype), project, source]))
     }

@@ -418,3 +418,133 @@ async fn a_version_12_directory_gets_its_blocks_of_keys() {
     let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
     assert_eq!(blocks(&c), kept, "the migration spans what the writer spanned");
 }
+
+/// A data directory of schema version 13 (every row with its whole leaf hash, Merkle nodes stored
+/// from level 2) opens in place: the nodes below level 6 are deleted, the rows written before keep
+/// their whole hashes and later ones the first 8 bytes, and roots, proofs and `trail verify` agree
+/// with the events, across a block of 64 events that holds rows of both kinds and two months.
+#[tokio::test]
+async fn a_version_13_directory_hashes_its_lower_merkle_nodes_from_the_events() {
+    use trail_model::query::{Filter, Query};
+    use trail_model::time::{MICROS_PER_DAY, parse_rfc3339};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let boundary = parse_rfc3339("2026-03-01T00:00:00Z").unwrap();
+    let at = |i: i64| event(&format!("user-{i}"), "x.y", boundary - 50_000_000 + i * 1_000_000);
+    store.create_org("acme", "Acme", boundary - MICROS_PER_DAY).await.unwrap();
+    for chunk in (0..100).collect::<Vec<i64>>().chunks(30) {
+        store.append("acme", chunk.iter().map(|&i| at(i)).collect(), now()).await.unwrap();
+    }
+    let leaves = |store: SqliteStore| async move {
+        let filter =
+            Filter { from: boundary - MICROS_PER_DAY, to: boundary + MICROS_PER_DAY, ..Filter::default() };
+        let mut q = Query { filter, limit: 1000, cursor: None };
+        let mut records = Vec::new();
+        loop {
+            let page = store.query("acme", &q).await.unwrap();
+            records.extend(page.records);
+            match page.next {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        records.sort_by_key(|r| r.event.seq);
+        let leaves: Vec<trail_merkle::Hash> = records.iter().map(|r| r.leaf_hash()).collect();
+        (store, leaves)
+    };
+    let (store, old) = leaves(store).await;
+    assert_eq!(old.len(), 100);
+    store.close();
+    drop(store);
+
+    // Schema 13, as the previous release wrote it: whole leaf hashes, nodes from level 2.
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    for m in ["ev_202602", "ev_202603"] {
+        let keys: Vec<i64> = c
+            .prepare(&format!("SELECT k FROM {m}"))
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for k in keys {
+            let seq = (k & ((1 << 40) - 1)) as usize;
+            c.execute(&format!("UPDATE {m} SET leaf = ?1 WHERE k = ?2"), rusqlite::params![&old[seq][..], k])
+                .unwrap();
+        }
+    }
+    let mut frontier = trail_merkle::Frontier::new();
+    c.execute("DELETE FROM tree_nodes", []).unwrap();
+    for leaf in &old {
+        for n in frontier.append(*leaf).into_iter().filter(|n| n.level >= 2) {
+            c.execute(
+                "INSERT INTO tree_nodes VALUES (1, ?1, ?2, ?3)",
+                rusqlite::params![n.level, n.index as i64, &n.hash[..]],
+            )
+            .unwrap();
+        }
+    }
+    c.execute("UPDATE meta SET value = 13 WHERE key = 'schema_version'", []).unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    // Seqs 100..160: the block of 64..127 now holds rows of both kinds.
+    for chunk in (100..160).collect::<Vec<i64>>().chunks(25) {
+        store.append("acme", chunk.iter().map(|&i| at(i)).collect(), now()).await.unwrap();
+    }
+    let (store, all) = leaves(store).await;
+    assert_eq!(&all[..100], &old[..], "the events written before are the same events");
+    for size in [1u64, 5, 63, 64, 65, 99, 100, 101, 127, 128, 129, 160] {
+        let root = store.root("acme", size).await.unwrap();
+        assert_eq!(root, trail_merkle::root(&all[..size as usize]), "root of {size}");
+        for seq in [0, size / 2, size - 1, 64.min(size - 1), 99.min(size - 1)] {
+            let proof = store.inclusion_proof("acme", seq, size).await.unwrap();
+            trail_merkle::verify_inclusion(&all[seq as usize], seq, size, &proof, &root)
+                .unwrap_or_else(|e| panic!("inclusion of {seq} in {size}: {e}"));
+        }
+        for from in [1u64, 64, 100].into_iter().filter(|&f| f <= size) {
+            let proof = store.consistency_proof("acme", from, size).await.unwrap();
+            trail_merkle::verify_consistency(
+                from,
+                size,
+                &trail_merkle::root(&all[..from as usize]),
+                &root,
+                &proof,
+            )
+            .unwrap_or_else(|e| panic!("consistency {from} -> {size}: {e}"));
+        }
+    }
+    store.close();
+    drop(store);
+
+    let c = rusqlite::Connection::open(dir.path().join("trail.db")).unwrap();
+    let levels: Vec<(i64, i64)> = c
+        .prepare("SELECT level, idx FROM tree_nodes ORDER BY level, idx")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(levels, [(6, 0), (6, 1), (7, 0)], "only the nodes of 64 events and more are stored");
+    let kept: Vec<(i64, i64)> = ["ev_202602", "ev_202603"]
+        .iter()
+        .flat_map(|m| {
+            c.prepare(&format!("SELECT k & 0xffffffffff, length(leaf) FROM {m}"))
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(kept.len(), 160);
+    for (seq, len) in kept {
+        assert_eq!(len, if seq < 100 { 32 } else { 8 }, "the leaf kept in the row of seq {seq}");
+    }
+    let key = trail_merkle::Signer::from_secret_bytes("test", &[7; 32]).unwrap().verifier();
+    let reports =
+        trail_store_sqlite::verify::verify_data_dir(dir.path(), None, &key, &mut |_, _, _| {}).unwrap();
+    assert_eq!(reports.len(), 1);
+    assert_eq!((reports[0].events, &reports[0].problem), (160, &None));
+}
