@@ -105,6 +105,19 @@ pub fn peek(bytes: &[u8]) -> Result<(&str, u64), DecodeError> {
     Ok((org.ok_or(DecodeError::Missing(TAG_ORG))?, seq.ok_or(DecodeError::Missing(TAG_SEQ))?))
 }
 
+/// The client id of canonical bytes, read without decoding the rest (the id map keys ids by a hash,
+/// so a caller checks what an entry's event says).
+pub fn id_of(bytes: &[u8]) -> Result<&str, DecodeError> {
+    for field in Fields::new(bytes)? {
+        match field? {
+            (TAG_ID, v) => return std::str::from_utf8(v).map_err(|_| DecodeError::BadValue(TAG_ID)),
+            (tag, _) if tag > TAG_ID => break,
+            _ => {}
+        }
+    }
+    Err(DecodeError::Missing(TAG_ID))
+}
+
 /// Writes the JSON form of stored bytes — byte for byte what `StoredEvent::write_json` writes for the
 /// decoded event — straight from the fields, without decoding: strings are escaped from their slices
 /// and `info` is copied as stored (it already is the compact, key-sorted JSON the API prints).

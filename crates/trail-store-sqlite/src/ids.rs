@@ -19,11 +19,14 @@
 //!   [`Tuning::max_merge_tier`] are left alone, which bounds the largest merge and filter build.
 //!
 //! Each id is written once to the tail and once per tier, in key order, whatever the map's size.
-//! Retention does not touch the map: an entry whose event was pruned is stale, and callers check that
-//! the event's row still exists ([`find`] returns the newest entry, so an id reused after its month
-//! was pruned is found first).
 //!
-//! This module never decides what a duplicate is; it only answers where an id was stored.
+//! Entries are keyed by the id's 64-bit [`key_hash`], not the id (schema 14): 27 bytes an entry
+//! instead of 58 with the usual 36-character ids. Two ids of one org may share a hash, so the key ends
+//! in `seq` (both entries stay) and [`find`] answers every entry of the hash: the caller reads each
+//! one's event and keeps the one whose id is the id asked for. Retention does not touch the map
+//! either: an entry whose event was pruned is stale, and callers skip entries whose row is gone.
+//!
+//! This module never decides what a duplicate is; it only answers where an id may have been stored.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -56,8 +59,8 @@ pub const TUNING: Tuning = Tuning { flush_at: 16_384, fan_in: 4, max_merge_tier:
 /// The tail: new ids, in a table small enough to stay cached.
 const TAIL: &str = "
     CREATE TABLE IF NOT EXISTS ids_tail(
-        org_id INTEGER NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, month INTEGER NOT NULL,
-        PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID;
+        org_id INTEGER NOT NULL, h INTEGER NOT NULL, seq INTEGER NOT NULL, month INTEGER NOT NULL,
+        PRIMARY KEY(org_id, h, seq)) STRICT, WITHOUT ROWID;
 ";
 
 /// Creates the map's tables on a new database (idempotent).
@@ -66,7 +69,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
     conn.execute_batch(
         "CREATE TABLE IF NOT EXISTS id_runs(
              run INTEGER PRIMARY KEY AUTOINCREMENT, rows INTEGER NOT NULL, state TEXT NOT NULL,
-             filter BLOB, sources TEXT, cursor_org INTEGER, cursor_id TEXT) STRICT;
+             filter BLOB, sources TEXT, cursor_org INTEGER, cursor_h INTEGER, cursor_seq INTEGER) STRICT;
          CREATE TABLE IF NOT EXISTS id_run_hashes(
              run INTEGER NOT NULL, chunk INTEGER NOT NULL, hashes BLOB NOT NULL,
              PRIMARY KEY(run, chunk)) STRICT, WITHOUT ROWID;",
@@ -79,14 +82,14 @@ pub fn run_table(run: i64) -> String {
 
 fn create_run_table(conn: &Connection, run: i64) -> rusqlite::Result<()> {
     conn.execute_batch(&format!(
-        "CREATE TABLE {}(org_id INTEGER NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
-         month INTEGER NOT NULL, PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID",
+        "CREATE TABLE {}(org_id INTEGER NOT NULL, h INTEGER NOT NULL, seq INTEGER NOT NULL,
+         month INTEGER NOT NULL, PRIMARY KEY(org_id, h, seq)) STRICT, WITHOUT ROWID",
         run_table(run)
     ))
 }
 
-/// The filter key of an id: 64-bit FNV-1a over the org and the id, then a SplitMix64 finaliser.
-/// Stored filters depend on it: it must never change (a new function needs new filters).
+/// The key of an id in the map and in the runs' filters: 64-bit FNV-1a over the org and the id, then a
+/// SplitMix64 finaliser. Stored entries and filters depend on it: it must never change.
 pub fn key_hash(org: i64, id: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in org.to_be_bytes().iter().chain(id.as_bytes()) {
@@ -126,6 +129,13 @@ fn decode_filter(b: &[u8]) -> Option<BinaryFuse8> {
     let needed = descriptor.segment_count_length as usize + 2 * descriptor.segment_length as usize;
     let fingerprints: Box<[u8]> = b[FILTER_HEADER..].into();
     (fingerprints.len() >= needed).then_some(BinaryFuse8 { descriptor, fingerprints })
+}
+
+/// Hashes sorted, each once: two ids of a run may share one, and a filter is built from distinct keys.
+fn dedup(mut hashes: Vec<u64>) -> Vec<u64> {
+    hashes.sort_unstable();
+    hashes.dedup();
+    hashes
 }
 
 fn build_filter(hashes: &[u64]) -> rusqlite::Result<BinaryFuse8> {
@@ -200,32 +210,34 @@ impl Runs {
     }
 }
 
-/// Where `id` was stored in `org`: `(seq, month)` of the newest entry, looking in the tail first and
-/// then in the runs, newest first, probing a run only when its filter may hold the id.
-pub fn find(conn: &Connection, runs: &Runs, org: i64, id: &str) -> rusqlite::Result<Option<(u64, u32)>> {
-    let probe = |table: &str| {
-        conn.prepare_cached(&format!("SELECT seq, month FROM {table} WHERE org_id = ?1 AND id = ?2"))?
-            .query_row(params![org, id], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))
-            .optional()
-    };
-    if let Some(found) = probe("ids_tail")? {
-        return Ok(Some(found));
-    }
+/// Where `id` may have been stored in `org`: `(seq, month)` of every entry of its hash, newest first
+/// (the tail, then the runs, newest first, probing a run only when its filter may hold the hash).
+/// Almost always none or one; the caller keeps the entry whose event still exists and has this id.
+pub fn find(conn: &Connection, runs: &Runs, org: i64, id: &str) -> rusqlite::Result<Vec<(u64, u32)>> {
     let h = key_hash(org, id);
+    let mut found = Vec::new();
+    let mut probe = |table: &str| -> rusqlite::Result<()> {
+        let mut st = conn.prepare_cached(&format!(
+            "SELECT seq, month FROM {table} WHERE org_id = ?1 AND h = ?2 ORDER BY seq DESC"
+        ))?;
+        for entry in st.query_map(params![org, h as i64], |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)))? {
+            found.push(entry?);
+        }
+        Ok(())
+    };
+    probe("ids_tail")?;
     for (run, filter) in &runs.list {
-        if filter.contains(&h)
-            && let Some(found) = probe(&run_table(*run))?
-        {
-            return Ok(Some(found));
+        if filter.contains(&h) {
+            probe(&run_table(*run))?;
         }
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// Records a new id (the caller found none live). Inside the writer's transaction.
 pub fn insert(conn: &Connection, org: i64, id: &str, seq: u64, month: u32) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO ids_tail(org_id, id, seq, month) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![org, id, seq as i64, month])?;
+    conn.prepare_cached("INSERT INTO ids_tail(org_id, h, seq, month) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![org, key_hash(org, id) as i64, seq as i64, month])?;
     Ok(())
 }
 
@@ -289,14 +301,12 @@ pub fn upkeep(
 /// which single-event requests saw as their p99); the next merge packs its pages.
 fn flush(conn: &Connection) -> rusqlite::Result<()> {
     let hashes = conn
-        .prepare_cached("SELECT org_id, id FROM ids_tail")?
-        .query_map([], |r| Ok(key_hash(r.get(0)?, &r.get::<_, String>(1)?)))?
+        .prepare_cached("SELECT h FROM ids_tail")?
+        .query_map([], |r| Ok(r.get::<_, i64>(0)? as u64))?
         .collect::<rusqlite::Result<Vec<u64>>>()?;
-    let filter = encode_filter(&build_filter(&hashes)?);
-    conn.execute(
-        "INSERT INTO id_runs(rows, state, filter) VALUES (?1, 'live', ?2)",
-        params![hashes.len() as i64, filter],
-    )?;
+    let rows = hashes.len() as i64;
+    let filter = encode_filter(&build_filter(&dedup(hashes))?);
+    conn.execute("INSERT INTO id_runs(rows, state, filter) VALUES (?1, 'live', ?2)", params![rows, filter])?;
     let run = conn.last_insert_rowid();
     conn.execute_batch(&format!("ALTER TABLE ids_tail RENAME TO {}", run_table(run)))?;
     conn.execute_batch(TAIL)?;
@@ -338,64 +348,71 @@ fn start_merge(conn: &Connection, sources: &[i64]) -> rusqlite::Result<i64> {
     Ok(run)
 }
 
-type Entry = (i64, String, i64, i64);
+/// `(org_id, h, seq, month)`; the key is the first three.
+type Entry = (i64, i64, i64, i64);
 
 /// Moves the next rows of a merge into its run: at most `limit` from each source past the
 /// cursor, keeping only those every unfinished source has passed, so rows are written in key order.
 /// The last step builds the run's filter from the stored hashes, makes it live and drops its sources.
 fn merge_step(conn: &Connection, run: i64, limit: usize) -> rusqlite::Result<()> {
-    let (sources, cursor_org, cursor_id): (String, Option<i64>, Option<String>) =
-        conn.query_row("SELECT sources, cursor_org, cursor_id FROM id_runs WHERE run = ?1", [run], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?;
+    let (sources, cursor): (String, Option<(i64, i64, i64)>) = conn.query_row(
+        "SELECT sources, cursor_org, cursor_h, cursor_seq FROM id_runs WHERE run = ?1",
+        [run],
+        |r| {
+            let cursor = match (r.get(1)?, r.get(2)?, r.get(3)?) {
+                (Some(org), Some(h), Some(seq)) => Some((org, h, seq)),
+                _ => None,
+            };
+            Ok((r.get(0)?, cursor))
+        },
+    )?;
     let sources: Vec<i64> = sources
         .split(',')
         .map(|s| s.parse().map_err(|_| bad(format!("run {run} lists a bad source {s:?}"))))
         .collect::<rusqlite::Result<_>>()?;
     let mut rows: Vec<Entry> = Vec::new();
     // The largest key every source that still has rows has reached; `None` once all are drained.
-    let mut cutoff: Option<(i64, String)> = None;
+    let mut cutoff: Option<(i64, i64, i64)> = None;
     for source in &sources {
         let table = run_table(*source);
         let entry = |r: &rusqlite::Row<'_>| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?));
-        let got: Vec<Entry> = match (&cursor_org, &cursor_id) {
-            (Some(org), Some(id)) => conn
+        let got: Vec<Entry> = match cursor {
+            Some((org, h, seq)) => conn
                 .prepare_cached(&format!(
-                    "SELECT org_id, id, seq, month FROM {table} WHERE (org_id, id) > (?1, ?2)
-                     ORDER BY org_id, id LIMIT ?3"
+                    "SELECT org_id, h, seq, month FROM {table} WHERE (org_id, h, seq) > (?1, ?2, ?3)
+                     ORDER BY org_id, h, seq LIMIT ?4"
                 ))?
-                .query_map(params![org, id, limit as i64], entry)?
+                .query_map(params![org, h, seq, limit as i64], entry)?
                 .collect::<rusqlite::Result<_>>()?,
-            _ => conn
+            None => conn
                 .prepare_cached(&format!(
-                    "SELECT org_id, id, seq, month FROM {table} ORDER BY org_id, id LIMIT ?1"
+                    "SELECT org_id, h, seq, month FROM {table} ORDER BY org_id, h, seq LIMIT ?1"
                 ))?
                 .query_map([limit as i64], entry)?
                 .collect::<rusqlite::Result<_>>()?,
         };
         if got.len() == limit
-            && let Some((org, id, ..)) = got.last()
-            && cutoff.as_ref().is_none_or(|(o, i)| (org, id) < (o, i))
+            && let Some(&(org, h, seq, _)) = got.last()
+            && cutoff.is_none_or(|c| (org, h, seq) < c)
         {
-            cutoff = Some((*org, id.clone()));
+            cutoff = Some((org, h, seq));
         }
         rows.extend(got);
     }
-    if let Some((org, id)) = &cutoff {
-        rows.retain(|(o, i, ..)| (o, i) <= (org, id));
+    if let Some(c) = cutoff {
+        rows.retain(|&(org, h, seq, _)| (org, h, seq) <= c);
     }
-    // The same id in two runs (reused after its month was pruned): the newest entry wins.
-    rows.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)).then(b.2.cmp(&a.2)));
-    rows.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1);
+    // Every entry is in one source (an id reused after its month was pruned has two entries, with two
+    // seqs, and keeps both: the caller skips the pruned one).
+    rows.sort_unstable();
     let table = run_table(run);
     let mut hashes = Vec::with_capacity(rows.len() * 8);
     {
-        let mut st = conn.prepare_cached(&format!(
-            "INSERT INTO {table}(org_id, id, seq, month) VALUES (?1, ?2, ?3, ?4)"
-        ))?;
-        for (org, id, seq, month) in &rows {
-            st.execute(params![org, id, seq, month])?;
-            hashes.extend_from_slice(&key_hash(*org, id).to_le_bytes());
+        let mut st = conn
+            .prepare_cached(&format!("INSERT INTO {table}(org_id, h, seq, month) VALUES (?1, ?2, ?3, ?4)"))?;
+        for (org, h, seq, month) in &rows {
+            st.execute(params![org, h, seq, month])?;
+            hashes.extend_from_slice(&(*h as u64).to_le_bytes());
         }
     }
     conn.execute(
@@ -403,10 +420,10 @@ fn merge_step(conn: &Connection, run: i64, limit: usize) -> rusqlite::Result<()>
          VALUES (?1, (SELECT count(*) FROM id_run_hashes WHERE run = ?1), ?2)",
         params![run, hashes],
     )?;
-    let (org, id) = cutoff.clone().map_or((None, None), |(o, i)| (Some(o), Some(i)));
+    let (org, h, seq) = cutoff.map_or((None, None, None), |(o, h, s)| (Some(o), Some(h), Some(s)));
     conn.execute(
-        "UPDATE id_runs SET rows = rows + ?1, cursor_org = ?2, cursor_id = ?3 WHERE run = ?4",
-        params![rows.len() as i64, org, id, run],
+        "UPDATE id_runs SET rows = rows + ?1, cursor_org = ?2, cursor_h = ?3, cursor_seq = ?4 WHERE run = ?5",
+        params![rows.len() as i64, org, h, seq, run],
     )?;
     if cutoff.is_none() {
         finish_merge(conn, run, &sources)?;
@@ -422,10 +439,10 @@ fn finish_merge(conn: &Connection, run: i64, sources: &[i64]) -> rusqlite::Resul
             hashes.extend(blob?.chunks_exact(8).filter_map(|c| c.try_into().ok()).map(u64::from_le_bytes));
         }
     }
-    let filter = encode_filter(&build_filter(&hashes)?);
+    let filter = encode_filter(&build_filter(&dedup(hashes))?);
     conn.execute(
-        "UPDATE id_runs SET state = 'live', filter = ?1, sources = NULL, cursor_org = NULL, cursor_id = NULL
-         WHERE run = ?2",
+        "UPDATE id_runs SET state = 'live', filter = ?1, sources = NULL, cursor_org = NULL, cursor_h = NULL,
+         cursor_seq = NULL WHERE run = ?2",
         params![filter, run],
     )?;
     conn.execute("DELETE FROM id_run_hashes WHERE run = ?1", [run])?;
@@ -452,14 +469,16 @@ fn clear_dead(conn: &Connection, limit: usize) -> rusqlite::Result<()> {
         };
         let table = run_table(run);
         // The key `budget` rows in: everything up to it goes, as one range of the primary key.
-        let bound: Option<(i64, String)> = conn
-            .prepare_cached(&format!("SELECT org_id, id FROM {table} ORDER BY org_id, id LIMIT 1 OFFSET ?1"))?
-            .query_row([budget.saturating_sub(1) as i64], |r| Ok((r.get(0)?, r.get(1)?)))
+        let bound: Option<(i64, i64, i64)> = conn
+            .prepare_cached(&format!(
+                "SELECT org_id, h, seq FROM {table} ORDER BY org_id, h, seq LIMIT 1 OFFSET ?1"
+            ))?
+            .query_row([budget.saturating_sub(1) as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?;
         match bound {
-            Some((org, id)) => {
-                conn.prepare_cached(&format!("DELETE FROM {table} WHERE (org_id, id) <= (?1, ?2)"))?
-                    .execute(params![org, id])?;
+            Some((org, h, seq)) => {
+                conn.prepare_cached(&format!("DELETE FROM {table} WHERE (org_id, h, seq) <= (?1, ?2, ?3)"))?
+                    .execute(params![org, h, seq])?;
                 conn.execute(
                     "UPDATE id_runs SET rows = max(rows - ?1, 0) WHERE run = ?2",
                     params![budget as i64, run],
@@ -477,22 +496,92 @@ fn clear_dead(conn: &Connection, limit: usize) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Migration from schema 3: the old single `event_ids` table becomes the first run, with a filter
-/// built from its keys. Inside the migration's transaction.
+/// Copies a table of entries keyed by the id itself (`(org_id, id, seq, month)`: schema 13's tail
+/// and runs, schema 3's `event_ids`) into `to`, of this release's shape, in key order as a merge
+/// writes a run; returns their hashes.
+fn copy_rekeyed(conn: &Connection, from: &str, to: &str) -> rusqlite::Result<Vec<u64>> {
+    let mut rows: Vec<Entry> = conn
+        .prepare(&format!("SELECT org_id, id, seq, month FROM {from}"))?
+        .query_map([], |r| {
+            let org: i64 = r.get(0)?;
+            Ok((org, key_hash(org, &r.get::<_, String>(1)?) as i64, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    rows.sort_unstable();
+    let mut st = conn.prepare(&format!("INSERT INTO {to}(org_id, h, seq, month) VALUES (?1, ?2, ?3, ?4)"))?;
+    for (org, h, seq, month) in &rows {
+        st.execute(params![org, h, seq, month])?;
+    }
+    Ok(rows.into_iter().map(|(_, h, ..)| h as u64).collect())
+}
+
+/// Whether a table of the map keys its entries by hash (this release) rather than by id.
+fn keyed_by_hash(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
+    conn.query_row(&format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = 'h'"), [], |r| {
+        r.get::<_, i64>(0)
+    })
+    .map(|n| n > 0)
+}
+
+/// Migration from schema 3: the old single `event_ids` table becomes the first run, keyed by hash,
+/// with its filter. Inside the migration's transaction.
 pub fn adopt_event_ids(conn: &Connection) -> rusqlite::Result<()> {
     create(conn)?;
     let rows: i64 = conn.query_row("SELECT count(*) FROM event_ids", [], |r| r.get(0))?;
-    if rows == 0 {
-        return conn.execute_batch("DROP TABLE event_ids");
+    if rows > 0 {
+        conn.execute("INSERT INTO id_runs(rows, state) VALUES (?1, 'live')", [rows])?;
+        let run = conn.last_insert_rowid();
+        create_run_table(conn, run)?;
+        let hashes = copy_rekeyed(conn, "event_ids", &run_table(run))?;
+        let filter = encode_filter(&build_filter(&dedup(hashes))?);
+        conn.execute("UPDATE id_runs SET filter = ?1 WHERE run = ?2", params![filter, run])?;
+        bump_generation(conn)?;
     }
-    let hashes = conn
-        .prepare("SELECT org_id, id FROM event_ids")?
-        .query_map([], |r| Ok(key_hash(r.get(0)?, &r.get::<_, String>(1)?)))?
-        .collect::<rusqlite::Result<Vec<u64>>>()?;
-    let filter = encode_filter(&build_filter(&hashes)?);
-    conn.execute("INSERT INTO id_runs(rows, state, filter) VALUES (?1, 'live', ?2)", params![rows, filter])?;
-    let run = conn.last_insert_rowid();
-    conn.execute_batch(&format!("ALTER TABLE event_ids RENAME TO {}", run_table(run)))?;
+    conn.execute_batch("DROP TABLE event_ids")
+}
+
+/// Migration to schema 14: entries keyed by the id's hash instead of the id. The tail and every live
+/// run are copied into tables of the new shape (their filters, built from the same hashes, stay); a
+/// merge under way is given up (its sources are still live and are merged again later), and runs
+/// already merged, waiting to be emptied, are dropped. Inside the migration's transaction.
+pub fn rekey(conn: &Connection) -> rusqlite::Result<()> {
+    let columns = |name: &str| -> rusqlite::Result<bool> {
+        conn.query_row("SELECT count(*) FROM pragma_table_info('id_runs') WHERE name = ?1", [name], |r| {
+            r.get::<_, i64>(0)
+        })
+        .map(|n| n > 0)
+    };
+    if !columns("cursor_h")? {
+        conn.execute_batch(
+            "ALTER TABLE id_runs ADD COLUMN cursor_h INTEGER; ALTER TABLE id_runs ADD COLUMN cursor_seq INTEGER;",
+        )?;
+    }
+    if columns("cursor_id")? {
+        conn.execute_batch("ALTER TABLE id_runs DROP COLUMN cursor_id")?;
+    }
+    let runs: Vec<(i64, String)> = conn
+        .prepare("SELECT run, state FROM id_runs ORDER BY run")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (run, state) in runs {
+        let table = run_table(run);
+        if state != "live" {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {table}"))?;
+            conn.execute("DELETE FROM id_runs WHERE run = ?1", [run])?;
+        } else if !keyed_by_hash(conn, &table)? {
+            conn.execute_batch(&format!("ALTER TABLE {table} RENAME TO ids_rekeyed"))?;
+            create_run_table(conn, run)?;
+            copy_rekeyed(conn, "ids_rekeyed", &table)?;
+            conn.execute_batch("DROP TABLE ids_rekeyed")?;
+        }
+    }
+    conn.execute("DELETE FROM id_run_hashes", [])?;
+    if !keyed_by_hash(conn, "ids_tail")? {
+        conn.execute_batch("ALTER TABLE ids_tail RENAME TO ids_rekeyed")?;
+        conn.execute_batch(TAIL)?;
+        copy_rekeyed(conn, "ids_rekeyed", "ids_tail")?;
+        conn.execute_batch("DROP TABLE ids_rekeyed")?;
+    }
     bump_generation(conn)
 }
 
@@ -531,7 +620,7 @@ mod tests {
         for seq in 0..500u64 {
             let org = (seq % 3) as i64 + 1;
             runs.refresh(&conn, &filters).unwrap();
-            assert_eq!(find(&conn, &runs, org, &id(seq)).unwrap(), None, "seq {seq} is new");
+            assert_eq!(find(&conn, &runs, org, &id(seq)).unwrap(), vec![], "seq {seq} is new");
             insert(&conn, org, &id(seq), seq, 202612).unwrap();
             // A small budget, so merges take several steps and flushes land mid-merge.
             upkeep(&conn, &SMALL, 1, &mut None, &mut 0).unwrap();
@@ -539,8 +628,8 @@ mod tests {
         runs.refresh(&conn, &filters).unwrap();
         for seq in 0..500u64 {
             let org = (seq % 3) as i64 + 1;
-            assert_eq!(find(&conn, &runs, org, &id(seq)).unwrap(), Some((seq, 202612)), "seq {seq}");
-            assert_eq!(find(&conn, &runs, org + 1, &id(seq)).unwrap(), None, "another org's id");
+            assert_eq!(find(&conn, &runs, org, &id(seq)).unwrap(), vec![(seq, 202612)], "seq {seq}");
+            assert_eq!(find(&conn, &runs, org + 1, &id(seq)).unwrap(), vec![], "another org's id");
         }
         // Tier 0 is [8, 24), tier 1 [24, 72): merges stop above tier 1, and no tier at or below it
         // holds three runs once upkeep has caught up.
@@ -567,7 +656,7 @@ mod tests {
     }
 
     #[test]
-    fn a_reused_id_finds_its_newest_entry_after_merging() {
+    fn a_reused_id_finds_both_entries_newest_first_after_merging() {
         let conn = db();
         let filters = Filters::default();
         let mut runs = Runs::default();
@@ -579,7 +668,11 @@ mod tests {
         // Its month was pruned; the id came again and took a new seq.
         insert(&conn, 1, "reused", 100, 202612).unwrap();
         runs.refresh(&conn, &filters).unwrap();
-        assert_eq!(find(&conn, &runs, 1, "reused").unwrap(), Some((100, 202612)), "the tail before runs");
+        assert_eq!(
+            find(&conn, &runs, 1, "reused").unwrap(),
+            vec![(100, 202612), (0, 202501)],
+            "the tail before runs"
+        );
         for seq in 101..140 {
             insert(&conn, 1, &id(seq), seq, 202612).unwrap();
             upkeep(&conn, &SMALL, 25, &mut None, &mut 0).unwrap();
@@ -588,7 +681,11 @@ mod tests {
             upkeep(&conn, &SMALL, 1, &mut None, &mut 0).unwrap();
         }
         runs.refresh(&conn, &filters).unwrap();
-        assert_eq!(find(&conn, &runs, 1, "reused").unwrap(), Some((100, 202612)), "newest after merges");
+        assert_eq!(
+            find(&conn, &runs, 1, "reused").unwrap(),
+            vec![(100, 202612), (0, 202501)],
+            "newest first after merges"
+        );
     }
 
     /// A merge's state is all in the database: a process that stops (or is killed) between steps
@@ -622,7 +719,7 @@ mod tests {
         let mut runs = Runs::default();
         runs.refresh(&conn, &filters).unwrap();
         for seq in 0..24u64 {
-            assert_eq!(find(&conn, &runs, 1, &id(seq)).unwrap(), Some((seq, 202612)), "mid-merge {seq}");
+            assert_eq!(find(&conn, &runs, 1, &id(seq)).unwrap(), vec![(seq, 202612)], "mid-merge {seq}");
         }
         for _ in 0..30 {
             upkeep(&conn, &SMALL, 1, &mut None, &mut 0).unwrap();
@@ -630,7 +727,7 @@ mod tests {
         assert_eq!(live_runs(&conn), vec![(4, 24)], "one merged run holds every id once");
         runs.refresh(&conn, &filters).unwrap();
         for seq in 0..24u64 {
-            assert_eq!(find(&conn, &runs, 1, &id(seq)).unwrap(), Some((seq, 202612)), "merged {seq}");
+            assert_eq!(find(&conn, &runs, 1, &id(seq)).unwrap(), vec![(seq, 202612)], "merged {seq}");
         }
     }
 

@@ -878,36 +878,41 @@ pub fn event(conn: &Connection, filters: &ids::Filters, slug: &str, id: &str) ->
     let (org, _) = org_id(&tx, slug)?;
     let mut runs = ids::Runs::default();
     runs.refresh(&tx, filters).map_err(sql_error)?;
-    let Some((seq, month)) = ids::find(&tx, &runs, org, id).map_err(sql_error)? else {
-        return Ok(None);
-    };
-    let partition: bool = tx
-        .query_row("SELECT 1 FROM partitions WHERE month = ?1", [month], |_| Ok(()))
-        .optional()
-        .map_err(sql_error)?
-        .is_some();
-    let k = rowid(org, seq);
-    let body: Option<Vec<u8>> = if partition {
-        tx.prepare_cached(&format!("SELECT body FROM {} WHERE k = ?1", events_table(month)))
-            .and_then(|mut st| st.query_row([k], |r| r.get(0)).optional())
+    // Every entry of the id's hash: the one whose event has this id (retention leaves stale entries).
+    for (seq, month) in ids::find(&tx, &runs, org, id).map_err(sql_error)? {
+        let partition: bool = tx
+            .query_row("SELECT 1 FROM partitions WHERE month = ?1", [month], |_| Ok(()))
+            .optional()
             .map_err(sql_error)?
-    } else {
-        None
-    };
-    if let Some(stored) = body {
-        return Record::from_bytes(body::unpack(&tx, stored, seq)?).map(Some);
+            .is_some();
+        let k = rowid(org, seq);
+        let body: Option<Vec<u8>> = if partition {
+            tx.prepare_cached(&format!("SELECT body FROM {} WHERE k = ?1", events_table(month)))
+                .and_then(|mut st| st.query_row([k], |r| r.get(0)).optional())
+                .map_err(sql_error)?
+        } else {
+            None
+        };
+        if let Some(stored) = body {
+            let record = Record::from_bytes(body::unpack(&tx, stored, seq)?)?;
+            if record.event.id == id {
+                return Ok(Some(record));
+            }
+            continue;
+        }
+        // Retention leaves the id map's entries behind; a pruned event's leaf hash is kept.
+        let pruned = tx
+            .query_row("SELECT 1 FROM pruned_leaves WHERE k = ?1", [k], |_| Ok(()))
+            .optional()
+            .map_err(sql_error)?
+            .is_some();
+        if !pruned {
+            return Err(StoreError::Corrupt(format!(
+                "event {id} is indexed at seq {seq} but its row is missing"
+            )));
+        }
     }
-    // Retention leaves the id map's entries behind; a pruned event's leaf hash is kept.
-    let pruned = tx
-        .query_row("SELECT 1 FROM pruned_leaves WHERE k = ?1", [k], |_| Ok(()))
-        .optional()
-        .map_err(sql_error)?
-        .is_some();
-    if pruned {
-        Ok(None)
-    } else {
-        Err(StoreError::Corrupt(format!("event {id} is indexed at seq {seq} but its row is missing")))
-    }
+    Ok(None)
 }
 
 const _: () = assert!(SEQ_BITS == 40);

@@ -48,8 +48,9 @@ use rusqlite::Connection;
 /// 13: `key_blocks` (the span of times of each [`KEY_BLOCK`] consecutive keys, for free-text
 /// histograms), built from the stored events.
 /// 14: rows keep [`LEAF_CHECK`] bytes of their leaf hash, and `tree_nodes` only levels
-/// [`MIN_STORED_LEVEL`] and up (the lower levels' rows are deleted); a release of version 13 would
-/// look for the lower nodes and whole leaf hashes.
+/// [`MIN_STORED_LEVEL`] and up (the lower levels' rows are deleted); the id map is keyed by the ids'
+/// hashes (`crate::ids`), its tail and runs copied in the new shape. A release of version 13 would
+/// look for the lower nodes, whole leaf hashes and ids.
 pub const SCHEMA_VERSION: i64 = 14;
 /// Keys per `key_blocks` row: an event's block is its key shifted right by this many bits. 64
 /// events of a dense org span seconds to a minute, so nearly every block lies inside one bucket of
@@ -316,9 +317,11 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
                     tx.execute(&backfill_key_blocks(month), [])?;
                 }
             }
-            // Version 14 hashes the Merkle nodes below `MIN_STORED_LEVEL` from their events.
+            // Version 14 hashes the Merkle nodes below `MIN_STORED_LEVEL` from their events, and keys
+            // the id map by the ids' hashes.
             if v <= 13 {
                 tx.execute("DELETE FROM tree_nodes WHERE level < ?1", [MIN_STORED_LEVEL])?;
+                crate::ids::rekey(&tx)?;
             }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
@@ -335,7 +338,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
 }
 
 /// Whether a table has a column (a migration that adds one may meet a table created with it).
-fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
+pub(crate) fn has_column(conn: &Connection, table: &str, column: &str) -> rusqlite::Result<bool> {
     let mut st = conn.prepare(&format!("SELECT 1 FROM pragma_table_info('{table}') WHERE name = ?1"))?;
     st.exists([column])
 }

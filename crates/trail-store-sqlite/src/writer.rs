@@ -329,12 +329,9 @@ impl Writer {
         let mut fields = FieldCounts::new();
         let mut blocks = std::collections::BTreeMap::<i64, (i64, i64)>::new();
         for mut e in events {
-            // An id whose event is still stored is a duplicate or a conflict (retention leaves stale
-            // entries).
-            let found = ids::find(&self.conn, &self.runs, org_id, &e.id).map_err(sql_error)?;
-            if let Some((seq, month)) = found
-                && let Some(stored) = self.stored(org_id, seq, month)?
-            {
+            // An id whose event is still stored is a duplicate or a conflict. The map answers every
+            // entry of the id's hash: retention leaves stale entries, and two ids may share a hash.
+            if let Some((seq, stored)) = self.earlier(org_id, &e.id)? {
                 let same = canonical::same_content(&stored, &e.body, e.time_given)
                     .map_err(|err| StoreError::Corrupt(format!("the stored event at seq {seq}: {err}")))?;
                 out.push(if same {
@@ -427,6 +424,20 @@ impl Writer {
 
     /// Whether the event at `seq` (in `month`'s partition) still exists.
     /// The canonical bytes of an event the id map points at, if it is still stored.
+    /// The stored event that took `id` in the org, if one is still stored: `(seq, canonical bytes)`.
+    fn earlier(&self, org_id: i64, id: &str) -> Result<Option<(u64, Vec<u8>)>> {
+        for (seq, month) in ids::find(&self.conn, &self.runs, org_id, id).map_err(sql_error)? {
+            if let Some(stored) = self.stored(org_id, seq, month)? {
+                let stored_id = canonical::id_of(&stored)
+                    .map_err(|err| StoreError::Corrupt(format!("the stored event at seq {seq}: {err}")))?;
+                if stored_id == id {
+                    return Ok(Some((seq, stored)));
+                }
+            }
+        }
+        Ok(None)
+    }
+
     fn stored(&self, org_id: i64, seq: u64, month: u32) -> Result<Option<Vec<u8>>> {
         if !self.partitions.contains(&month) {
             return Ok(None);

@@ -4,16 +4,107 @@ use trail_store::Store;
 use trail_store::conformance::{event, now};
 use trail_store_sqlite::SqliteStore;
 
+fn varint(bytes: &[u8]) -> (u64, &[u8]) {
+    let end = bytes.iter().position(|b| b & 0x80 == 0).unwrap();
+    let n = bytes[..=end].iter().rev().fold(0u64, |n, b| (n << 7) | u64::from(b & 0x7f));
+    (n, &bytes[end + 1..])
+}
+
+/// Every stored event's `(org_id, id, seq, month)`, read from the rows (packed bodies expanded: 0xFE,
+/// the dictionary's id and the canonical length as varints, an LZ4 block against `body_dicts.dict`).
+pub fn stored_ids(c: &rusqlite::Connection) -> Vec<(i64, String, i64, i64)> {
+    let months: Vec<i64> = c
+        .prepare("SELECT month FROM partitions")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = Vec::new();
+    for month in months {
+        let rows: Vec<(i64, Vec<u8>)> = c
+            .prepare(&format!("SELECT k, body FROM ev_{month}"))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for (k, stored) in rows {
+            let bytes = if stored[0] == 0xFE {
+                let (id, rest) = varint(&stored[1..]);
+                let (len, block) = varint(rest);
+                let dict: Vec<u8> = c
+                    .query_row("SELECT dict FROM body_dicts WHERE id = ?1", [id as i64], |r| r.get(0))
+                    .unwrap();
+                lz4_flex::block::decompress_with_dict(block, len as usize, &dict).unwrap()
+            } else {
+                stored
+            };
+            let id = trail_model::canonical::id_of(&bytes).unwrap().to_string();
+            out.push((k >> 40, id, k & ((1 << 40) - 1), month));
+        }
+    }
+    out
+}
+
 /// Turns this release's id map back into schema 3's single `event_ids` table (the simulated old
-/// directories below are made by this release).
+/// directories below are made by this release, with few enough events that every id is in the tail).
 pub fn old_id_table(c: &rusqlite::Connection) {
     c.execute_batch(
         "CREATE TABLE event_ids(
              org_id INTEGER NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL, month INTEGER NOT NULL,
-             PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID;
-         INSERT INTO event_ids SELECT org_id, id, seq, month FROM ids_tail;
-         DROP TABLE ids_tail; DROP TABLE id_runs; DROP TABLE id_run_hashes;
+             PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID;",
+    )
+    .unwrap();
+    for (org, id, seq, month) in stored_ids(c) {
+        c.execute("INSERT INTO event_ids VALUES (?1, ?2, ?3, ?4)", rusqlite::params![org, id, seq, month])
+            .unwrap();
+    }
+    c.execute_batch(
+        "DROP TABLE ids_tail; DROP TABLE id_runs; DROP TABLE id_run_hashes;
          DELETE FROM meta WHERE key = 'ids_generation';",
+    )
+    .unwrap();
+}
+
+/// Turns this release's id map (entries keyed by the ids' hashes) back into schema 13's, keyed by the
+/// ids: the same tail and runs, whose filters (built from the same hashes) stay as they are.
+pub fn ids_keyed_by_id(c: &rusqlite::Connection) {
+    let ids: std::collections::HashMap<(i64, i64), String> =
+        stored_ids(c).into_iter().map(|(org, id, seq, _)| ((org, seq), id)).collect();
+    let runs: Vec<i64> = c
+        .prepare("SELECT run FROM id_runs WHERE state = 'live'")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let tables = runs.iter().map(|r| format!("ids_{r}")).chain(["ids_tail".to_string()]);
+    for table in tables {
+        let rows: Vec<(i64, i64, i64)> = c
+            .prepare(&format!("SELECT org_id, seq, month FROM {table}"))
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        c.execute_batch(&format!(
+            "DROP TABLE {table};
+             CREATE TABLE {table}(org_id INTEGER NOT NULL, id TEXT NOT NULL, seq INTEGER NOT NULL,
+             month INTEGER NOT NULL, PRIMARY KEY(org_id, id)) STRICT, WITHOUT ROWID;"
+        ))
+        .unwrap();
+        for (org, seq, month) in rows {
+            c.execute(
+                &format!("INSERT INTO {table} VALUES (?1, ?2, ?3, ?4)"),
+                rusqlite::params![org, ids[&(org, seq)], seq, month],
+            )
+            .unwrap();
+        }
+    }
+    c.execute_batch(
+        "ALTER TABLE id_runs DROP COLUMN cursor_h; ALTER TABLE id_runs DROP COLUMN cursor_seq;
+         ALTER TABLE id_runs ADD COLUMN cursor_id TEXT;",
     )
     .unwrap();
 }

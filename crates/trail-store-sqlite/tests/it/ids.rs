@@ -193,3 +193,131 @@ async fn a_version_4_directory_names_its_restores() {
         "version 6 streams: no destinations yet"
     );
 }
+
+/// The id map's key, computed here independently of the store (64-bit FNV-1a over the org's
+/// big-endian bytes and the id, then SplitMix64's finaliser; pinned in `ids.rs` too).
+fn key_hash(org: i64, id: &str) -> i64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in org.to_be_bytes().iter().chain(id.as_bytes()) {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    (h ^ (h >> 31)) as i64
+}
+
+/// Two ids of an org may share a hash, the map's key: each entry's event says which id it holds. An
+/// entry planted for `c` that names `b`'s event (a collision) makes `c` neither found nor a duplicate
+/// of `b`; one planted for `b`, newer than `b`'s own and naming `a`'s event, does not hide `b`.
+#[tokio::test]
+async fn ids_that_share_a_hash_are_told_apart_by_their_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    let t = now() - 10;
+    store.append("acme", vec![with_id("a".into(), t), with_id("b".into(), t)], now()).await.unwrap();
+    store.close();
+    drop(store);
+    let month = trail_model::time::month_of(t);
+    let c = rusqlite::Connection::open(dir.path().join(trail_store_sqlite::DB_FILE)).unwrap();
+    // Org 1 is acme (the store's first org): `c` collides with `b` (seq 1); `b` with `a` (seq 0), in
+    // an entry ordered before `b`'s own.
+    c.execute("INSERT INTO ids_tail VALUES (1, ?1, 1, ?2)", rusqlite::params![key_hash(1, "c"), month])
+        .unwrap();
+    c.execute("DELETE FROM ids_tail WHERE org_id = 1 AND h = ?1", [key_hash(1, "b")]).unwrap();
+    c.execute("INSERT INTO ids_tail VALUES (1, ?1, 0, ?2)", rusqlite::params![key_hash(1, "b"), month])
+        .unwrap();
+    c.execute("INSERT INTO ids_tail VALUES (1, ?1, 1, ?2)", rusqlite::params![key_hash(1, "b"), month])
+        .unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    assert!(store.event("acme", "c").await.unwrap().is_none(), "b's event is not c's");
+    assert_eq!(store.event("acme", "b").await.unwrap().unwrap().event.seq, 1);
+    let r = store.append("acme", vec![with_id("b".into(), t), with_id("c".into(), t)], now()).await.unwrap();
+    assert_eq!(
+        r,
+        vec![Appended::Duplicate { id: "b".into(), seq: 1 }, Appended::Created { id: "c".into(), seq: 2 }]
+    );
+    assert_eq!(store.event("acme", "c").await.unwrap().unwrap().event.seq, 2);
+    assert_eq!(store.event("acme", "a").await.unwrap().unwrap().event.seq, 0);
+}
+
+/// Schema 13 keyed the map by the ids themselves: opened by this release, the tail and the runs are
+/// keyed by hash in place (their filters kept), every id stays a duplicate wherever it sits, and
+/// ingest goes on to flush and merge the rekeyed runs with new ones.
+#[tokio::test]
+async fn a_version_13_directory_rekeys_its_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.create_org("acme", "Acme", now()).await.unwrap();
+    store.create_org("globex", "Globex", now()).await.unwrap();
+    let t = now() - 10;
+    for batch in 0..18 {
+        let events = (batch * 2_000..(batch + 1) * 2_000).map(|n| with_id(format!("e-{n}"), t)).collect();
+        store.append("acme", events, now()).await.unwrap();
+    }
+    store.append("globex", vec![with_id("e-0".into(), t)], now()).await.unwrap();
+    store.close();
+    drop(store);
+    let c = rusqlite::Connection::open(dir.path().join(trail_store_sqlite::DB_FILE)).unwrap();
+    let filters = |c: &rusqlite::Connection| -> Vec<(i64, Vec<u8>)> {
+        c.prepare("SELECT run, filter FROM id_runs ORDER BY run")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let runs = filters(&c);
+    assert_eq!(runs.len(), 2, "two runs flushed");
+    crate::durability::ids_keyed_by_id(&c);
+    c.execute("UPDATE meta SET value = 13 WHERE key = 'schema_version'", []).unwrap();
+    drop(c);
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let probes = [0u64, 16_383, 18_000, 34_000, 35_999];
+    let again: Vec<_> =
+        probes.iter().map(|n| with_id(format!("e-{n}"), t)).chain([with_id("new".into(), t)]).collect();
+    let r = store.append("acme", again, now()).await.unwrap();
+    for (n, a) in probes.iter().zip(&r) {
+        assert_eq!(*a, Appended::Duplicate { id: format!("e-{n}"), seq: *n }, "e-{n}");
+        assert_eq!(store.event("acme", &format!("e-{n}")).await.unwrap().unwrap().event.seq, *n);
+    }
+    assert_eq!(r[probes.len()], Appended::Created { id: "new".into(), seq: 36_000 });
+    assert_eq!(store.event("globex", "e-0").await.unwrap().unwrap().event.seq, 0);
+    assert!(store.event("globex", "e-1").await.unwrap().is_none());
+    store.close();
+    drop(store);
+    let c = rusqlite::Connection::open(dir.path().join(trail_store_sqlite::DB_FILE)).unwrap();
+    assert_eq!(filters(&c), runs, "the same runs and filters");
+    for table in ["ids_tail".to_string(), format!("ids_{}", runs[0].0)] {
+        let keyed: i64 = c
+            .query_row(
+                &format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = 'h'"),
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(keyed, 1, "{table} is keyed by hash");
+    }
+    drop(c);
+
+    // Two more flushes make four runs of one tier, merged as ingest goes on.
+    let store = SqliteStore::open(dir.path()).unwrap();
+    for batch in 18..45 {
+        let events = (batch * 2_000..(batch + 1) * 2_000).map(|n| with_id(format!("e-{n}"), t)).collect();
+        store.append("acme", events, now()).await.unwrap();
+    }
+    let merged = sql(dir.path(), "SELECT count(*) FROM id_runs WHERE state = 'live' AND rows >= 65536");
+    assert_eq!(merged, 1, "the rekeyed runs were merged with the new ones");
+    let probes = [0u64, 16_383, 35_999, 36_000, 50_000, 89_999];
+    let again: Vec<_> = probes.iter().map(|n| with_id(format!("e-{n}"), t)).collect();
+    let r = store.append("acme", again, now()).await.unwrap();
+    for (n, a) in probes.iter().zip(&r) {
+        // e-36000 was "new"'s seq: "e-36000" itself came one later.
+        let seq = if *n >= 36_000 { n + 1 } else { *n };
+        assert_eq!(*a, Appended::Duplicate { id: format!("e-{n}"), seq }, "e-{n}");
+    }
+}

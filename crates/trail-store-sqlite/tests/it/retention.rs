@@ -93,3 +93,40 @@ async fn pruning_keeps_a_shared_month_searchable_and_then_drops_it() {
     drop(store);
     assert_eq!(tables(dir.path()), (false, false), "the last org gone: the month's tables are dropped");
 }
+
+/// A pruned event's whole leaf hash is kept from its bytes, checked against the 8 bytes its row
+/// kept: an event whose bytes changed on disk stops the prune (nothing removed) rather than having a
+/// hash of the altered bytes kept for it.
+#[tokio::test]
+async fn pruning_refuses_an_event_whose_bytes_changed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let now = parse_rfc3339("2026-03-15T00:00:00Z").unwrap();
+    let jan = parse_rfc3339("2026-01-10T00:00:00Z").unwrap();
+    store.create_org("acme", "acme", now).await.unwrap();
+    store.append("acme", (0..5).map(|i| event("needle", jan + i)).collect(), now).await.unwrap();
+    let flip = |from: &[u8], to: &[u8]| {
+        let c = rusqlite::Connection::open(dir.path().join(trail_store_sqlite::DB_FILE)).unwrap();
+        let k = (1i64 << 40) | 3;
+        let mut body: Vec<u8> =
+            c.query_row("SELECT body FROM ev_202601 WHERE k = ?1", [k], |r| r.get(0)).unwrap();
+        let at = body.windows(from.len()).position(|w| w == from).expect("the reason is in the stored bytes");
+        body[at..at + to.len()].copy_from_slice(to);
+        c.execute("UPDATE ev_202601 SET body = ?1 WHERE k = ?2", rusqlite::params![body, k]).unwrap();
+    };
+    flip(b"needle", b"noodle");
+    let summary = MonthSummary { count: 5, last_seq: 4 };
+    let refused = store.prune_month("acme", 202601, summary).await;
+    assert!(
+        matches!(&refused, Err(trail_store::StoreError::Corrupt(m)) if m.contains("seq 3")),
+        "{refused:?}"
+    );
+    assert_eq!(store.pruned_leaves("acme", 0, 5).await.unwrap(), vec![], "nothing kept");
+    assert_eq!(store.event_months("acme").await.unwrap(), [202601], "nothing removed");
+
+    flip(b"noodle", b"needle");
+    store.prune_month("acme", 202601, summary).await.unwrap();
+    let kept = store.pruned_leaves("acme", 0, 5).await.unwrap();
+    assert_eq!(kept.len(), 5);
+    assert!(kept.iter().all(|(_, leaf)| leaf != &[0; 32]));
+}
