@@ -95,11 +95,13 @@ fn open_log(db: &Path) -> Result<Connection> {
         Connection::open_with_flags(db, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
             .map_err(sql_error)?;
     c.busy_timeout(Duration::from_secs(10)).map_err(sql_error)?;
+    crate::schema::stable_plans(&c).map_err(sql_error)?;
     Ok(c)
 }
 
 fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
+    crate::schema::stable_plans(&c)?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     // The log's file shrinks back to this when it starts over.

@@ -344,6 +344,7 @@ impl Pool {
             )
             .map_err(sql_error)?;
             c.busy_timeout(std::time::Duration::from_secs(10)).map_err(sql_error)?;
+            schema::stable_plans(&c).map_err(sql_error)?;
             c.pragma_update(None, "cache_size", -cache_kib).map_err(sql_error)?;
             if let Some(index) = index {
                 let index = index.to_str().ok_or_else(|| {

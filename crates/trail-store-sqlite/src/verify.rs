@@ -44,6 +44,7 @@ pub type Progress<'a> = &'a mut (dyn FnMut(&str, u64, u64) + Send);
 fn open_read_only(path: &Path) -> Result<Connection> {
     let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags).map_err(sql_error)?;
+    crate::schema::stable_plans(&conn).map_err(sql_error)?;
     // A sequential scan: a small cache, and the file mapped rather than copied page by page.
     conn.pragma_update(None, "cache_size", -4 * 1024).map_err(sql_error)?;
     conn.pragma_update(None, "mmap_size", 1i64 << 34).map_err(sql_error)?;
