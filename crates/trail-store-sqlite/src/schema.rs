@@ -145,7 +145,9 @@ pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
 
 /// Creates the fixed tables on a new database (idempotent).
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
-    // Must be set before the first table exists; lets retention give dropped months back to the OS.
+    // Meant to let retention give dropped months back to the OS, but `configure` has already put a
+    // new file in WAL mode, which writes its header: SQLite ignores this, and every directory has
+    // `auto_vacuum = NONE` (freed pages are reused by later appends). See ARCHITECTURE.md.
     conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.execute_batch(
         "
