@@ -210,9 +210,10 @@ impl Runs {
     }
 }
 
-/// Where `id` may have been stored in `org`: `(seq, month)` of every entry of its hash, newest first
-/// (the tail, then the runs, newest first, probing a run only when its filter may hold the hash).
-/// Almost always none or one; the caller keeps the entry whose event still exists and has this id.
+/// Where `id` may have been stored in `org`: `(seq, month)` of every entry of its hash (the tail's,
+/// then each run's, the newest run first and probed only when its filter may hold the hash; newest
+/// seq first within each). Almost always none or one; the caller keeps the entry whose event still
+/// exists and has this id.
 pub fn find(conn: &Connection, runs: &Runs, org: i64, id: &str) -> rusqlite::Result<Vec<(u64, u32)>> {
     let h = key_hash(org, id);
     let mut found = Vec::new();

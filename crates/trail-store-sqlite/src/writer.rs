@@ -422,8 +422,6 @@ impl Writer {
         Ok(out)
     }
 
-    /// Whether the event at `seq` (in `month`'s partition) still exists.
-    /// The canonical bytes of an event the id map points at, if it is still stored.
     /// The stored event that took `id` in the org, if one is still stored: `(seq, canonical bytes)`.
     fn earlier(&self, org_id: i64, id: &str) -> Result<Option<(u64, Vec<u8>)>> {
         for (seq, month) in ids::find(&self.conn, &self.runs, org_id, id).map_err(sql_error)? {
@@ -438,6 +436,7 @@ impl Writer {
         Ok(None)
     }
 
+    /// The canonical bytes of the event at `seq` (in `month`'s partition), if it is still stored.
     fn stored(&self, org_id: i64, seq: u64, month: u32) -> Result<Option<Vec<u8>>> {
         if !self.partitions.contains(&month) {
             return Ok(None);
