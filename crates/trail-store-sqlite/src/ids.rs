@@ -517,10 +517,7 @@ fn copy_rekeyed(conn: &Connection, from: &str, to: &str) -> rusqlite::Result<Vec
 
 /// Whether a table of the map keys its entries by hash (this release) rather than by id.
 fn keyed_by_hash(conn: &Connection, table: &str) -> rusqlite::Result<bool> {
-    conn.query_row(&format!("SELECT count(*) FROM pragma_table_info('{table}') WHERE name = 'h'"), [], |r| {
-        r.get::<_, i64>(0)
-    })
-    .map(|n| n > 0)
+    crate::schema::has_column(conn, table, "h")
 }
 
 /// Migration from schema 3: the old single `event_ids` table becomes the first run, keyed by hash,
@@ -545,12 +542,7 @@ pub fn adopt_event_ids(conn: &Connection) -> rusqlite::Result<()> {
 /// merge under way is given up (its sources are still live and are merged again later), and runs
 /// already merged, waiting to be emptied, are dropped. Inside the migration's transaction.
 pub fn rekey(conn: &Connection) -> rusqlite::Result<()> {
-    let columns = |name: &str| -> rusqlite::Result<bool> {
-        conn.query_row("SELECT count(*) FROM pragma_table_info('id_runs') WHERE name = ?1", [name], |r| {
-            r.get::<_, i64>(0)
-        })
-        .map(|n| n > 0)
-    };
+    let columns = |name: &str| crate::schema::has_column(conn, "id_runs", name);
     if !columns("cursor_h")? {
         conn.execute_batch(
             "ALTER TABLE id_runs ADD COLUMN cursor_h INTEGER; ALTER TABLE id_runs ADD COLUMN cursor_seq INTEGER;",
