@@ -72,7 +72,8 @@ pub fn open(dir: &Path, db: &Path) -> Result<Indexer> {
         idx = open_index(&path).map_err(sql_error)?;
         older_format(&idx)?; // gives the new, empty index this release's format
     }
-    Ok(Indexer { log, idx, lag: Arc::default(), dropped_dead_months: None, first_after: 0 })
+    let reclaim = crate::space::Reclaim::new(&idx, false).map_err(sql_error)?;
+    Ok(Indexer { log, idx, lag: Arc::default(), dropped_dead_months: None, first_after: 0, reclaim })
 }
 
 /// Removes a database file and the WAL and shared-memory files beside it.
@@ -102,6 +103,8 @@ fn open_log(db: &Path) -> Result<Connection> {
 fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
     crate::schema::stable_plans(&c)?;
+    // Taken by a new file only, before WAL writes its header (see `space`).
+    c.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     // The log's file shrinks back to this when it starts over.
@@ -228,7 +231,8 @@ pub fn spawn(mut ix: Indexer, wake: mpsc::Receiver<()>) -> Result<std::thread::J
                     _ => {}
                 }
                 ix.drop_dead_months_logged();
-                match wake.recv_timeout(IDLE) {
+                ix.reclaim.step(&ix.idx);
+                match wake.recv_timeout(IDLE.min(ix.reclaim.wait())) {
                     Ok(()) | Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
@@ -270,6 +274,9 @@ pub struct Indexer {
     /// first org every time: under the soak's load the last org's lag grew while the others' did
     /// not, and its searches read that lag row by row, up to the 30 s deadline.)
     first_after: i64,
+    /// Gives back the pages of dropped months (only then: FTS5's merges free and reuse pages all
+    /// the time).
+    reclaim: crate::space::Reclaim,
 }
 
 impl std::fmt::Debug for Indexer {
@@ -467,6 +474,7 @@ impl Indexer {
             .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect())
             .map_err(sql_error)?;
         for month in indexed.into_iter().filter(|m| !live.contains(m)) {
+            self.reclaim.asked();
             self.idx
                 .execute_batch(&format!(
                     "BEGIN IMMEDIATE; DROP TABLE IF EXISTS {}; DELETE FROM months WHERE month = {month}; COMMIT;",

@@ -15,6 +15,7 @@ mod integrity;
 mod read;
 mod retention;
 pub mod schema;
+pub mod space;
 pub mod verify;
 mod writer;
 
@@ -943,6 +944,8 @@ impl Store for SqliteStore {
             if retention::prune_month(&w.conn, id, month, expect)? {
                 w.forget_partition(month);
             }
+            // The pruned rows' pages go back to the file system in steps after this group.
+            w.reclaim.asked();
             Ok(())
         })
         .await

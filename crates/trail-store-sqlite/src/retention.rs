@@ -280,6 +280,5 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
     } else {
         conn.execute(&format!("DELETE FROM {ev} WHERE k >= ?1 AND k < ?2"), [lo, hi]).map_err(sql_error)?;
     }
-    conn.execute_batch("PRAGMA incremental_vacuum").map_err(sql_error)?;
     Ok(others.is_none())
 }

@@ -126,6 +126,9 @@ pub fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
 /// which is what makes "acknowledged" mean "durable".
 pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     stable_plans(conn)?;
+    // Only a new file takes it, and only before `journal_mode = WAL` writes the file's header: an
+    // existing file keeps the mode it was made with (see `space`).
+    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // Most of the checkpointing runs on its own thread (see `checkpointer`), but a passive checkpoint
     // racing a steady stream of commits never finishes, so the WAL never starts over: it grew to the
@@ -145,10 +148,6 @@ pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
 
 /// Creates the fixed tables on a new database (idempotent).
 pub fn create(conn: &Connection) -> rusqlite::Result<()> {
-    // Meant to let retention give dropped months back to the OS, but `configure` has already put a
-    // new file in WAL mode, which writes its header: SQLite ignores this, and every directory has
-    // `auto_vacuum = NONE` (freed pages are reused by later appends). See ARCHITECTURE.md.
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
     conn.execute_batch(
         "
         CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value ANY) STRICT;
@@ -339,8 +338,7 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             }
             tx.execute("UPDATE meta SET value = ?1 WHERE key = 'schema_version'", [SCHEMA_VERSION])?;
             tx.commit()?;
-            // Give the dropped index's pages back to the filesystem.
-            conn.execute_batch("PRAGMA incremental_vacuum")?;
+            // The pages a migration freed are given back by the writer's first steps (`space`).
         }
         Some(v) => {
             return Err(rusqlite::Error::InvalidParameterName(format!(

@@ -19,7 +19,7 @@ use trail_merkle::{Frontier, Hash, leaf_hash};
 
 use crate::integrity::Nodes;
 use crate::schema::{self, MIN_STORED_LEVEL, events_table, rowid};
-use crate::{body, ids};
+use crate::{body, ids, space};
 use crate::{classify, sql_error};
 
 /// A unit of work for the writer thread.
@@ -171,6 +171,9 @@ pub struct Writer {
     /// writer's view may be stale: after a rollback, and when another process appended to the org
     /// (whose appends may have made a slot dense).
     sparse: HashMap<(i64, i64), i64>,
+    /// Gives the file's free pages back between groups (after retention, a migration, or when a
+    /// periodic look finds many).
+    pub reclaim: space::Reclaim,
 }
 
 /// Slots a writer remembers before it forgets them all (a few MB; an import of old events in random
@@ -186,6 +189,7 @@ impl Writer {
     ) -> rusqlite::Result<Self> {
         let newest = body::newest(&conn)?;
         let sample = newest.is_none().then(Vec::new);
+        let reclaim = space::Reclaim::new(&conn, true)?;
         if let Some(d) = newest {
             body_dict.set(d);
         }
@@ -207,6 +211,7 @@ impl Writer {
             sample,
             made: None,
             sparse: HashMap::new(),
+            reclaim,
         };
         w.reload()?;
         Ok(w)
@@ -623,10 +628,17 @@ impl Writer {
     }
 }
 
-/// The writer thread's loop: take a group of jobs, run them in one transaction, commit, reply.
+/// The writer thread's loop: take a group of jobs, run them in one transaction, commit, reply; between
+/// groups, and while waiting for one, a step of giving free pages back when one is due.
 /// Returns when every sender is gone and the queue is drained.
 pub fn run(mut w: Writer, jobs: mpsc::Receiver<Box<dyn Job>>) {
-    while let Ok(first) = jobs.recv() {
+    loop {
+        w.reclaim.step(&w.conn);
+        let first = match jobs.recv_timeout(w.reclaim.wait()) {
+            Ok(job) => job,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        };
         let mut group = vec![first];
         while group.len() < MAX_GROUP_JOBS {
             match jobs.try_recv() {

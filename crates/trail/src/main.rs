@@ -33,7 +33,7 @@ enum Command {
     Serve(ServeArgs),
     /// Print a commented configuration file with every default.
     DefaultConfig,
-    /// Administration on a data directory (works while the server runs).
+    /// Administration on a data directory (create-key and create-org work while the server runs).
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Check that no event was altered, removed or reordered: offline against a data directory, or
@@ -131,6 +131,13 @@ enum AdminCommand {
         /// Display name (default: the slug).
         #[arg(long)]
         name: Option<String>,
+    },
+    /// Rewrite the embedded store's files without their free space, so that they give space back to
+    /// the file system from then on (directories made before December 2026 cannot otherwise). Stop
+    /// the server first; needs free disk of about twice the largest file.
+    Compact {
+        #[command(flatten)]
+        config: ConfigArgs,
     },
 }
 
@@ -284,6 +291,22 @@ async fn admin(cmd: AdminCommand) -> anyhow::Result<()> {
                 .append(store.as_ref(), &slug)
                 .await?;
             println!("created organization {slug}");
+        }
+        AdminCommand::Compact { config } => {
+            let s = settings(&config, None)?;
+            if !s.storage.url.is_empty() {
+                bail!("compact rewrites the embedded store's files; storage.url names a PostgreSQL database");
+            }
+            let mib = |bytes: u64| bytes as f64 / (1 << 20) as f64;
+            for f in trail_store_sqlite::space::compact(&s.data_dir)? {
+                let before = if f.was_incremental { "" } else { ", and gives space back from now on" };
+                println!(
+                    "{}: {:.1} MiB → {:.1} MiB{before}",
+                    f.file,
+                    mib(f.bytes_before),
+                    mib(f.bytes_after)
+                );
+            }
         }
     }
     Ok(())

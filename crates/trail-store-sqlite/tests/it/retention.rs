@@ -130,3 +130,84 @@ async fn pruning_refuses_an_event_whose_bytes_changed() {
     assert_eq!(kept.len(), 5);
     assert!(kept.iter().all(|(_, leaf)| leaf != &[0; 32]));
 }
+
+/// Pages of a file, as its committed state says (a reader sees what the writer's steps gave back
+/// before the write-ahead log is copied into the file).
+fn page_count(dir: &std::path::Path, file: &str) -> i64 {
+    let c = rusqlite::Connection::open(dir.join(file)).unwrap();
+    c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap()
+}
+
+/// Words no dictionary compresses: the space a month takes is mostly its own.
+fn noise(seed: u64, len: usize) -> String {
+    let mut x = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|i| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            if i % 8 == 7 { ' ' } else { (b'a' + (x % 26) as u8) as char }
+        })
+        .collect()
+}
+
+/// A new data directory's files give pages back (`auto_vacuum = INCREMENTAL`), and pruning a month
+/// gives its space back to the file system: the writer and the indexer free the pages in steps after
+/// the prune, while the other month stays readable and the log verifies.
+#[tokio::test]
+async fn pruning_gives_the_months_space_back_to_the_file_system() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let now = parse_rfc3339("2026-03-15T00:00:00Z").unwrap();
+    let (jan, feb) =
+        (parse_rfc3339("2026-01-10T00:00:00Z").unwrap(), parse_rfc3339("2026-02-10T00:00:00Z").unwrap());
+    store.create_org("acme", "acme", now).await.unwrap();
+    for chunk in 0..8u64 {
+        let events = (0..1000).map(|i| event(&noise(chunk * 1000 + i, 480), jan + (chunk * 1000 + i) as i64));
+        store.append("acme", events.collect(), now).await.unwrap();
+    }
+    store.append("acme", (0..100).map(|i| event("februaryonly", feb + i)).collect(), now).await.unwrap();
+    store.close();
+    drop(store);
+    for file in [trail_store_sqlite::DB_FILE, "trail-index.db"] {
+        let c = rusqlite::Connection::open(dir.path().join(file)).unwrap();
+        let mode: i64 = c.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, 2, "{file} is made with auto_vacuum = INCREMENTAL");
+    }
+    let before = |file| page_count(dir.path(), file);
+    let (log_before, index_before) = (before(trail_store_sqlite::DB_FILE), before("trail-index.db"));
+
+    let store = SqliteStore::open(dir.path()).unwrap();
+    store.prune_month("acme", 202601, MonthSummary { count: 8000, last_seq: 7999 }).await.unwrap();
+    // January is nearly all of both files: each ends below half its size (the log keeps 1 MiB of
+    // free pages), in steps of 2 MiB (the writer's at most every 50 ms, the indexer's once it has
+    // seen the month go).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let shrunk = |file, before: i64| page_count(dir.path(), file) * 2 < before;
+    while !(shrunk(trail_store_sqlite::DB_FILE, log_before) && shrunk("trail-index.db", index_before)) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pages given back: log {} of {log_before}, index {} of {index_before}",
+            page_count(dir.path(), trail_store_sqlite::DB_FILE),
+            page_count(dir.path(), "trail-index.db")
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let february = trail_model::query::Query {
+        filter: trail_model::query::Filter {
+            from: feb - trail_model::time::MICROS_PER_DAY,
+            to: feb + trail_model::time::MICROS_PER_DAY,
+            q: Some(trail_model::text::Search::parse("februaryonly").unwrap()),
+            ..Default::default()
+        },
+        limit: 1000,
+        cursor: None,
+    };
+    assert_eq!(store.query("acme", &february).await.unwrap().records.len(), 100);
+    store.close();
+    drop(store);
+    let key = trail_merkle::Signer::from_secret_bytes("test", &[7; 32]).unwrap().verifier();
+    let reports =
+        trail_store_sqlite::verify::verify_data_dir(dir.path(), None, &key, &mut |_, _, _| {}).unwrap();
+    assert_eq!((reports[0].events, &reports[0].problem), (8100, &None));
+}

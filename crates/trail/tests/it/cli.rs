@@ -260,3 +260,78 @@ fn database_passwords_are_never_logged() {
         assert!(!text.contains("hunter2"), "{url}: {text}");
     }
 }
+
+/// `trail admin compact` rewrites a data directory an earlier release made, whose files could never
+/// give freed pages back (`auto_vacuum = NONE`): after it they hold no free pages and give space back
+/// from then on, with every event there and the log verified. It refuses, changing nothing, while the
+/// server has the directory open.
+#[test]
+fn compact_gives_an_earlier_releases_free_space_back() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(crate::Served::start(dir.path(), &[]));
+    let file = dir.path().join("events.ndjson");
+    let yesterday = trail_model::time::format_rfc3339(trail_model::time::now() - 86_400_000_000);
+    let lines: Vec<String> = (0..500)
+        .map(|i| {
+            serde_json::json!({"time": yesterday, "actor": {"id": format!("user-{i}")}, "action": "project.updated",
+                               "target": {"type": "project", "id": format!("p-{i}")}, "outcome": "success"})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&file, lines.join("\n") + "\n").unwrap();
+    let out = import_offline(dir.path(), &file);
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Both files as an earlier release left them: made with `auto_vacuum = NONE`, holding 1,000 free
+    // pages (what a pruned month or a migration's dropped rows leave).
+    let files = [dir.path().join("trail.db"), dir.path().join("trail-index.db")];
+    let pragma = |c: &rusqlite::Connection, name: &str| -> i64 {
+        c.query_row(&format!("PRAGMA {name}"), [], |r| r.get(0)).unwrap()
+    };
+    let state = |path: &std::path::Path| {
+        let c = rusqlite::Connection::open(path).unwrap();
+        (pragma(&c, "auto_vacuum"), pragma(&c, "freelist_count"), pragma(&c, "page_count"))
+    };
+    for path in &files {
+        rusqlite::Connection::open(path)
+            .unwrap()
+            .execute_batch(
+                "PRAGMA auto_vacuum = NONE; VACUUM;
+                 CREATE TABLE gone(x BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 1000)
+                 INSERT INTO gone SELECT zeroblob(4000) FROM n;
+                 DROP TABLE gone;",
+            )
+            .unwrap();
+    }
+    let old: Vec<_> = files.iter().map(|p| state(p)).collect();
+    assert!(old.iter().all(|&(mode, free, _)| mode == 0 && free >= 1000), "{old:?}");
+
+    let d = dir.path().to_str().unwrap();
+    let server = crate::Served::start(dir.path(), &[]);
+    let (code, out, err) = run(&["admin", "compact", "--data-dir", d]);
+    assert_eq!(code, 1, "stdout: {out}\nstderr: {err}");
+    assert_eq!(
+        err.trim(),
+        format!(
+            "error: {d}/trail.db is in use by another process (is the server running?): stop it and try again"
+        )
+    );
+    drop(server);
+    // Serving wrote to the log (its last start), so only the mode and the free pages are compared.
+    let kept = |(mode, free, _): (i64, i64, i64)| (mode, free >= 1000);
+    assert!(files.iter().all(|p| kept(state(p)) == (0, true)), "nothing changed while in use");
+
+    let (code, out, err) = run(&["admin", "compact", "--data-dir", d]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    for (path, (_, _, pages_before)) in files.iter().zip(&old) {
+        let line = out.lines().find(|l| l.starts_with(path.to_str().unwrap())).unwrap_or_default();
+        assert!(line.ends_with("and gives space back from now on"), "{out}");
+        let (mode, free, pages) = state(path);
+        assert_eq!((mode, free), (2, 0), "{}", path.display());
+        assert!(pages + 900 < *pages_before, "{}: {pages} pages of {pages_before}", path.display());
+    }
+    let (code, out, err) = run(&["verify", "--data-dir", d]);
+    assert_eq!(code, 0, "stdout: {out}\nstderr: {err}");
+    assert!(out.contains("default: ok, 500 events"), "{out}");
+}
