@@ -214,6 +214,48 @@ impl SqliteStore {
         &self.inner.path
     }
 
+    /// [`Store::prune_month`] with `step` events moved per writer transaction, stopping after
+    /// `max_steps` of them (as a crash would; tests use it): the writer commits between steps, so
+    /// appends never wait for a whole month. Returns whether the prune finished.
+    pub async fn prune_month_in_steps(
+        &self,
+        org: &str,
+        month: u32,
+        expect: MonthSummary,
+        step: usize,
+        max_steps: usize,
+    ) -> Result<bool> {
+        let org_slug = org.to_string();
+        let id = self
+            .write(move |w| {
+                let id = w.org_id(&org_slug)?;
+                retention::prune_begin(&w.conn, id, month, expect)?;
+                Ok(id)
+            })
+            .await?;
+        for _ in 0..max_steps {
+            let more = self
+                .write(move |w| {
+                    let more = retention::prune_step(&w.conn, id, month, expect.last_seq, step)?;
+                    // The moved rows' pages go back to the file system in steps after this group.
+                    w.reclaim.asked();
+                    Ok(more)
+                })
+                .await?;
+            if !more {
+                self.write(move |w| {
+                    if retention::prune_end(&w.conn, id, month)? {
+                        w.forget_partition(month);
+                    }
+                    Ok(())
+                })
+                .await?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Stops taking writes, lets the writer finish every queued job, and waits for it.
     /// Everything acknowledged before was already durable; this only ends the threads cleanly.
     pub fn close(&self) {
@@ -938,17 +980,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_month(&self, org: &str, month: u32, expect: MonthSummary) -> Result<()> {
-        let org = org.to_string();
-        self.write(move |w| {
-            let id = w.org_id(&org)?;
-            if retention::prune_month(&w.conn, id, month, expect)? {
-                w.forget_partition(month);
-            }
-            // The pruned rows' pages go back to the file system in steps after this group.
-            w.reclaim.asked();
-            Ok(())
-        })
-        .await
+        self.prune_month_in_steps(org, month, expect, retention::PRUNE_STEP, usize::MAX).await.map(|_| ())
     }
 
     async fn pruned_leaves(&self, org: &str, from: u64, to: u64) -> Result<Vec<(u64, trail_merkle::Hash)>> {

@@ -188,17 +188,80 @@ fn delete_slots(conn: &Connection, table: &str, key: &[&str], org: i64, (lo, hi)
     Ok(())
 }
 
-/// Keeps the whole leaf hashes of an org's rows of a month in `pruned_leaves`: a row's own when it
-/// holds all 32 bytes (written before schema 14), otherwise hashed from its canonical bytes and checked
-/// against the row's first bytes. An event whose bytes no longer match is not archived over: the
-/// prune fails (and `trail verify` names the event).
-fn keep_leaves(conn: &Connection, ev: &str, (lo, hi): (i64, i64)) -> Result<()> {
+/// Events moved per step of a prune: about 40 ms of expanding, hashing and deleting (2 µs an event,
+/// measured on 8-byte leaf checks at 1M). The writer commits between steps, so appends wait for one
+/// step rather than for the month: pruning a month in one transaction held writes for 3.0 s at 3.4M
+/// events of whole leaves, ~2 µs an event with hashing (BENCHMARKS.md, "eleventh step").
+pub const PRUNE_STEP: usize = 20_000;
+
+/// Checks that the org's rows of `month` still hold exactly what was archived (those a prune
+/// interrupted before already moved counted too), and records that a prune of it is under way. Runs
+/// in the writer's transaction, before the [`prune_step`]s.
+pub fn prune_begin(conn: &Connection, org: i64, month: u32, expect: MonthSummary) -> Result<()> {
+    let ev = events_table(month);
+    let (lo, hi) = org_range(org);
+    let (count, last): (u64, Option<i64>) = match partition_exists(conn, month)? {
+        false => (0, None),
+        true => conn
+            .query_row(
+                &format!("SELECT count(*), max(k) FROM {ev} WHERE k >= ?1 AND k < ?2"),
+                [lo, hi],
+                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
+            )
+            .map_err(sql_error)?,
+    };
+    let moved: u64 = conn
+        .query_row("SELECT moved FROM pruning WHERE org_id = ?1 AND month = ?2", [org, month as i64], |r| {
+            r.get::<_, i64>(0)
+        })
+        .optional()
+        .map_err(sql_error)?
+        .map_or(0, |m| m as u64);
+    // Steps move the lowest seqs first: the last seq stays until the last step.
+    let last_holds = match last {
+        Some(k) => seq_of(k) == expect.last_seq,
+        None => moved > 0,
+    };
+    if count + moved != expect.count || !last_holds {
+        return Err(StoreError::Conflict(format!(
+            "month {month} holds {count} events (last seq {last:?}, {moved} already moved) but {} (last seq {}) \
+             were archived; nothing removed",
+            expect.count, expect.last_seq
+        )));
+    }
+    conn.execute(
+        "INSERT OR IGNORE INTO pruning(org_id, month, moved) VALUES (?1, ?2, 0)",
+        params![org, month as i64],
+    )
+    .map_err(sql_error)?;
+    Ok(())
+}
+
+/// Moves up to `step` of the org's rows of `month` up to `last_seq` (what was archived), lowest seqs
+/// first, out of the hot store: keeps their whole leaf hashes in `pruned_leaves` and deletes the rows,
+/// in the writer's transaction, so every seq is in exactly one of the two after each step. Returns
+/// whether rows may be left.
+///
+/// A row's own leaf is kept when it holds all 32 bytes (written before schema 14); otherwise it is
+/// hashed from the canonical bytes and checked against the row's first bytes. An event whose bytes no
+/// longer match is not archived over: the step fails with nothing of it removed, and the prune stops
+/// there (`trail verify` names the event).
+pub fn prune_step(conn: &Connection, org: i64, month: u32, last_seq: u64, step: usize) -> Result<bool> {
+    let ev = events_table(month);
+    let (lo, _) = org_range(org);
+    if !partition_exists(conn, month)? {
+        // Another org's prune dropped it once this org's rows were all moved.
+        return Ok(false);
+    }
     let mut read = conn
-        .prepare(&format!("SELECT k, leaf, body FROM {ev} WHERE k >= ?1 AND k < ?2"))
+        .prepare_cached(&format!(
+            "SELECT k, leaf, body FROM {ev} WHERE k >= ?1 AND k <= ?2 ORDER BY k LIMIT ?3"
+        ))
         .map_err(sql_error)?;
     let mut write =
         conn.prepare_cached("INSERT INTO pruned_leaves(k, leaf) VALUES (?1, ?2)").map_err(sql_error)?;
-    let mut rows = read.query([lo, hi]).map_err(sql_error)?;
+    let mut rows = read.query(params![lo, rowid(org, last_seq), step as i64]).map_err(sql_error)?;
+    let (mut moved, mut through) = (0i64, None);
     while let Some(r) = rows.next().map_err(sql_error)? {
         let k: i64 = r.get(0).map_err(sql_error)?;
         let stored: Vec<u8> = r.get(1).map_err(sql_error)?;
@@ -210,43 +273,34 @@ fn keep_leaves(conn: &Connection, ev: &str, (lo, hi): (i64, i64)) -> Result<()> 
                     trail_merkle::leaf_hash(&crate::body::unpack(conn, r.get(2).map_err(sql_error)?, seq)?);
                 if !crate::schema::leaf_check_holds(&stored, &leaf) {
                     return Err(StoreError::Corrupt(format!(
-                        "seq {seq}: the stored bytes do not match the leaf hash recorded at ingest; nothing removed"
+                        "seq {seq}: the stored bytes do not match the leaf hash recorded at ingest; the prune stops before it"
                     )));
                 }
                 leaf
             }
         };
         write.execute(params![k, &leaf[..]]).map_err(sql_error)?;
+        (moved, through) = (moved + 1, Some(k));
     }
-    Ok(())
+    let Some(through) = through else { return Ok(false) };
+    conn.execute(&format!("DELETE FROM {ev} WHERE k >= ?1 AND k <= ?2"), [lo, through]).map_err(sql_error)?;
+    conn.execute(
+        "UPDATE pruning SET moved = moved + ?3 WHERE org_id = ?1 AND month = ?2",
+        params![org, month as i64, moved],
+    )
+    .map_err(sql_error)?;
+    Ok(moved as usize == step)
 }
 
-/// Removes the org's rows of `month` (see the module doc). Returns whether the whole partition was
-/// dropped. Runs inside the writer's transaction.
-pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary) -> Result<bool> {
+fn partition_exists(conn: &Connection, month: u32) -> Result<bool> {
+    conn.query_row("SELECT count(*) FROM partitions WHERE month = ?1", [month], |r| r.get(0))
+        .map_err(sql_error)
+}
+
+/// Ends a prune once [`prune_step`] moved every archived row: removes the month's counts and drops
+/// its partition when it holds no row left (of any org). Returns whether the partition was dropped.
+pub fn prune_end(conn: &Connection, org: i64, month: u32) -> Result<bool> {
     let ev = events_table(month);
-    let (lo, hi) = org_range(org);
-    let exists: Option<u32> = conn
-        .query_row("SELECT month FROM partitions WHERE month = ?1", [month], |r| r.get(0))
-        .optional()
-        .map_err(sql_error)?;
-    let (count, last): (u64, Option<i64>) = match exists {
-        None => (0, None),
-        Some(_) => conn
-            .query_row(
-                &format!("SELECT count(*), max(k) FROM {ev} WHERE k >= ?1 AND k < ?2"),
-                [lo, hi],
-                |r| Ok((r.get::<_, i64>(0)? as u64, r.get(1)?)),
-            )
-            .map_err(sql_error)?,
-    };
-    if count != expect.count || last.map(seq_of) != Some(expect.last_seq) {
-        return Err(StoreError::Conflict(format!(
-            "month {month} holds {count} events (last seq {last:?}) but {} (last seq {}) were archived; nothing removed",
-            expect.count, expect.last_seq
-        )));
-    }
-    keep_leaves(conn, &ev, (lo, hi))?;
     // The id map keeps the month's ids: stale entries, which lookups skip (see `ids.rs`).
     // Months are whole minutes: the month's counts go with its events.
     conn.execute(
@@ -268,17 +322,21 @@ pub fn prune_month(conn: &Connection, org: i64, month: u32, expect: MonthSummary
         params![org, slots.0, slots.1],
     )
     .map_err(sql_error)?;
+    conn.execute("DELETE FROM pruning WHERE org_id = ?1 AND month = ?2", params![org, month as i64])
+        .map_err(sql_error)?;
+    if !partition_exists(conn, month)? {
+        return Ok(false);
+    }
     let others: Option<i64> = conn
-        .query_row(&format!("SELECT k FROM {ev} WHERE k < ?1 OR k >= ?2 LIMIT 1"), [lo, hi], |r| r.get(0))
+        .query_row(&format!("SELECT k FROM {ev} LIMIT 1"), [], |r| r.get(0))
         .optional()
         .map_err(sql_error)?;
     // The month's full-text entries are the index's (see `index.rs`): dropped with the month once no
     // org has rows in it; until then a pruned event's entry finds no row and drops out of searches.
-    if others.is_none() {
-        conn.execute_batch(&format!("DROP TABLE {ev}; DELETE FROM partitions WHERE month = {month};"))
-            .map_err(sql_error)?;
-    } else {
-        conn.execute(&format!("DELETE FROM {ev} WHERE k >= ?1 AND k < ?2"), [lo, hi]).map_err(sql_error)?;
+    if others.is_some() {
+        return Ok(false);
     }
-    Ok(others.is_none())
+    conn.execute_batch(&format!("DROP TABLE {ev}; DELETE FROM partitions WHERE month = {month};"))
+        .map_err(sql_error)?;
+    Ok(true)
 }

@@ -222,6 +222,10 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             user_id TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL,
             PRIMARY KEY(user_id, kind)) STRICT, WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
+        -- A prune under way: the org's events of the month already moved to `pruned_leaves`.
+        CREATE TABLE IF NOT EXISTS pruning(
+            org_id INTEGER NOT NULL, month INTEGER NOT NULL, moved INTEGER NOT NULL,
+            PRIMARY KEY(org_id, month)) STRICT, WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,
             PRIMARY KEY(org_id, minute)) STRICT, WITHOUT ROWID;
