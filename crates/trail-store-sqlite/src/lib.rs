@@ -233,7 +233,15 @@ impl SqliteStore {
                 Ok(id)
             })
             .await?;
-        for _ in 0..max_steps {
+        for n in 0..max_steps {
+            if n > 0 {
+                // In this process the steps queue behind appends anyway. A writer in another process
+                // (the server, while `trail archive run` prunes) waits in SQLite's busy handler, which
+                // tries again every 100 ms once it has waited a while: steps sent back to back took
+                // the lock before it every time (the server's appends waited 0.8 s for a 250k-event
+                // month, BENCHMARKS.md "eleventh step").
+                tokio::time::sleep(retention::PRUNE_PAUSE).await;
+            }
             let more = self
                 .write(move |w| {
                     let more = retention::prune_step(&w.conn, id, month, expect.last_seq, step)?;

@@ -193,6 +193,9 @@ fn delete_slots(conn: &Connection, table: &str, key: &[&str], org: i64, (lo, hi)
 /// step rather than for the month: pruning a month in one transaction held writes for 3.0 s at 3.4M
 /// events of whole leaves, ~2 µs an event with hashing (BENCHMARKS.md, "eleventh step").
 pub const PRUNE_STEP: usize = 20_000;
+/// The pause between a prune's steps (see `SqliteStore::prune_month_in_steps`): a month of 3.4M
+/// events takes 170 steps, 17 s of pauses, in a background pass.
+pub const PRUNE_PAUSE: std::time::Duration = std::time::Duration::from_millis(110);
 
 /// Checks that the org's rows of `month` still hold exactly what was archived (those a prune
 /// interrupted before already moved counted too), and records that a prune of it is under way. Runs
