@@ -104,7 +104,7 @@ fn open_index(path: &Path) -> rusqlite::Result<Connection> {
     let c = Connection::open(path)?;
     crate::schema::stable_plans(&c)?;
     // Taken by a new file only, before WAL writes its header (see `space`).
-    c.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    crate::space::incremental_if_new(&c)?;
     c.pragma_update(None, "journal_mode", "WAL")?;
     c.pragma_update(None, "synchronous", "NORMAL")?;
     // The log's file shrinks back to this when it starts over.

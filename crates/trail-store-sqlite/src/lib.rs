@@ -178,6 +178,7 @@ impl SqliteStore {
             }
             other => other,
         })?;
+        retention::finish_interrupted(&conn)?;
         let indexer = index::open(dir, &path)?;
         let index_lag = indexer.lag();
         let index_path = dir.join(index::INDEX_FILE);
@@ -242,22 +243,27 @@ impl SqliteStore {
                 // month, BENCHMARKS.md "eleventh step").
                 tokio::time::sleep(retention::PRUNE_PAUSE).await;
             }
-            let more = self
+            let ended = self
                 .write(move |w| {
-                    let more = retention::prune_step(&w.conn, id, month, expect.last_seq, step)?;
-                    // The moved rows' pages go back to the file system in steps after this group.
-                    w.reclaim.asked();
-                    Ok(more)
-                })
-                .await?;
-            if !more {
-                self.write(move |w| {
-                    if retention::prune_end(&w.conn, id, month)? {
+                    let ended = retention::prune_step_or_end(&w.conn, id, month, expect.last_seq, step)?;
+                    if ended == Some(true) {
                         w.forget_partition(month);
                     }
-                    Ok(())
+                    // The moved rows' pages go back to the file system in steps after this group.
+                    w.reclaim.asked();
+                    Ok(ended)
                 })
-                .await?;
+                .await;
+            let ended = match ended {
+                Ok(ended) => ended,
+                Err(e) => {
+                    // A prune that moved nothing (the first step refused) is not under way: the
+                    // month is listed again, as it was.
+                    let _ = self.write(move |w| retention::prune_unbegin(&w.conn, id, month)).await;
+                    return Err(e);
+                }
+            };
+            if ended.is_some() {
                 return Ok(true);
             }
         }

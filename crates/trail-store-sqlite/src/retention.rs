@@ -78,7 +78,13 @@ pub fn event_months(conn: &Connection, slug: &str) -> Result<Vec<u32>> {
     let (org, _) = org_id(conn, slug)?;
     let (lo, hi) = org_range(org);
     let mut out = Vec::new();
-    for m in partitions(conn)? {
+    // A month whose prune is under way is on its way out (see `prune_begin`): a second pass must not
+    // archive its rest again.
+    let pruning: Vec<u32> = conn
+        .prepare_cached("SELECT month FROM pruning WHERE org_id = ?1")
+        .and_then(|mut st| st.query_map([org], |r| r.get(0))?.collect())
+        .map_err(sql_error)?;
+    for m in partitions(conn)?.into_iter().filter(|m| !pruning.contains(m)) {
         let any: Option<i64> = conn
             .prepare_cached(&format!("SELECT k FROM {} WHERE k >= ?1 AND k < ?2 LIMIT 1", events_table(m)))
             .and_then(|mut st| st.query_row([lo, hi], |r| r.get(0)).optional())
@@ -198,8 +204,10 @@ pub const PRUNE_STEP: usize = 20_000;
 pub const PRUNE_PAUSE: std::time::Duration = std::time::Duration::from_millis(110);
 
 /// Checks that the org's rows of `month` still hold exactly what was archived (those a prune
-/// interrupted before already moved counted too), and records that a prune of it is under way. Runs
-/// in the writer's transaction, before the [`prune_step`]s.
+/// interrupted before already moved counted too), and records that a prune of it is under way, up to
+/// which seq: from then on the month is not listed by [`event_months`], and a prune that a crash or a
+/// shutdown stopped is finished when the store next opens ([`finish_interrupted`]). Runs in the
+/// writer's transaction, before the [`prune_step`]s.
 pub fn prune_begin(conn: &Connection, org: i64, month: u32, expect: MonthSummary) -> Result<()> {
     let ev = events_table(month);
     let (lo, hi) = org_range(org);
@@ -227,14 +235,16 @@ pub fn prune_begin(conn: &Connection, org: i64, month: u32, expect: MonthSummary
     };
     if count + moved != expect.count || !last_holds {
         return Err(StoreError::Conflict(format!(
-            "month {month} holds {count} events (last seq {last:?}, {moved} already moved) but {} (last seq {}) \
+            "month {month} holds {count} events (last seq {:?}, {moved} already moved) but {} (last seq {}) \
              were archived; nothing removed",
-            expect.count, expect.last_seq
+            last.map(seq_of),
+            expect.count,
+            expect.last_seq
         )));
     }
     conn.execute(
-        "INSERT OR IGNORE INTO pruning(org_id, month, moved) VALUES (?1, ?2, 0)",
-        params![org, month as i64],
+        "INSERT OR IGNORE INTO pruning(org_id, month, moved, last_seq) VALUES (?1, ?2, 0, ?3)",
+        params![org, month as i64, expect.last_seq as i64],
     )
     .map_err(sql_error)?;
     Ok(())
@@ -263,6 +273,7 @@ pub fn prune_step(conn: &Connection, org: i64, month: u32, last_seq: u64, step: 
         .map_err(sql_error)?;
     let mut write =
         conn.prepare_cached("INSERT INTO pruned_leaves(k, leaf) VALUES (?1, ?2)").map_err(sql_error)?;
+    let step = step.max(1);
     let mut rows = read.query(params![lo, rowid(org, last_seq), step as i64]).map_err(sql_error)?;
     let (mut moved, mut through) = (0i64, None);
     while let Some(r) = rows.next().map_err(sql_error)? {
@@ -295,15 +306,88 @@ pub fn prune_step(conn: &Connection, org: i64, month: u32, last_seq: u64, step: 
     Ok(moved as usize == step)
 }
 
+/// One step of a prune in the writer's transaction, ending it when nothing is left to move (in the
+/// same transaction, so that a crash cannot leave a month moved but not ended, which no pass would
+/// list again). Returns `None` while rows are left, else whether the partition was dropped.
+pub fn prune_step_or_end(
+    conn: &Connection,
+    org: i64,
+    month: u32,
+    last_seq: u64,
+    step: usize,
+) -> Result<Option<bool>> {
+    if prune_step(conn, org, month, last_seq, step)? {
+        return Ok(None);
+    }
+    prune_end(conn, org, month).map(Some)
+}
+
+/// Finishes the prunes an earlier process began and did not end (a crash, a kill, a shutdown during
+/// one), at open, before the writer starts: their months were archived up to the recorded seq when
+/// they began. One transaction per step. A prune that cannot finish (an event whose bytes changed)
+/// is logged and left: the month stays, unlisted, and `trail verify` names the event.
+pub fn finish_interrupted(conn: &Connection) -> Result<()> {
+    let pending: Vec<(i64, u32, u64)> = conn
+        .prepare("SELECT org_id, month, last_seq FROM pruning ORDER BY org_id, month")
+        .and_then(|mut st| {
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get::<_, i64>(2)? as u64)))?.collect()
+        })
+        .map_err(sql_error)?;
+    for (org, month, last_seq) in pending {
+        let finished = loop {
+            conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_error)?;
+            let step = prune_step_or_end(conn, org, month, last_seq, PRUNE_STEP);
+            let end = if step.is_ok() { "COMMIT" } else { "ROLLBACK" };
+            conn.execute_batch(end).map_err(sql_error)?;
+            match step {
+                Ok(None) => continue,
+                Ok(Some(_)) => break Ok(()),
+                Err(e) => break Err(e),
+            }
+        };
+        match finished {
+            Ok(()) => tracing::info!(org_id = org, month, "finished a prune an earlier process began"),
+            Err(e) => {
+                tracing::error!(org_id = org, month, error = %e, "cannot finish a prune an earlier process began")
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Forgets a prune that [`prune_begin`] recorded and no step moved anything of.
+pub fn prune_unbegin(conn: &Connection, org: i64, month: u32) -> Result<()> {
+    conn.execute(
+        "DELETE FROM pruning WHERE org_id = ?1 AND month = ?2 AND moved = 0",
+        params![org, month as i64],
+    )
+    .map(|_| ())
+    .map_err(sql_error)
+}
+
 fn partition_exists(conn: &Connection, month: u32) -> Result<bool> {
     conn.query_row("SELECT count(*) FROM partitions WHERE month = ?1", [month], |r| r.get(0))
         .map_err(sql_error)
 }
 
-/// Ends a prune once [`prune_step`] moved every archived row: removes the month's counts and drops
-/// its partition when it holds no row left (of any org). Returns whether the partition was dropped.
+/// Ends a prune once [`prune_step`] moved every archived row: removes the month's counts (unless the
+/// org still has rows in it, appended past what was archived) and drops its partition when it holds
+/// no row left (of any org). Returns whether the partition was dropped.
 pub fn prune_end(conn: &Connection, org: i64, month: u32) -> Result<bool> {
     let ev = events_table(month);
+    let (lo, hi) = org_range(org);
+    conn.execute("DELETE FROM pruning WHERE org_id = ?1 AND month = ?2", params![org, month as i64])
+        .map_err(sql_error)?;
+    if !partition_exists(conn, month)? {
+        return Ok(false);
+    }
+    let left: Option<i64> = conn
+        .query_row(&format!("SELECT k FROM {ev} WHERE k >= ?1 AND k < ?2 LIMIT 1"), [lo, hi], |r| r.get(0))
+        .optional()
+        .map_err(sql_error)?;
+    if left.is_some() {
+        return Ok(false);
+    }
     // The id map keeps the month's ids: stale entries, which lookups skip (see `ids.rs`).
     // Months are whole minutes: the month's counts go with its events.
     conn.execute(
@@ -325,11 +409,6 @@ pub fn prune_end(conn: &Connection, org: i64, month: u32) -> Result<bool> {
         params![org, slots.0, slots.1],
     )
     .map_err(sql_error)?;
-    conn.execute("DELETE FROM pruning WHERE org_id = ?1 AND month = ?2", params![org, month as i64])
-        .map_err(sql_error)?;
-    if !partition_exists(conn, month)? {
-        return Ok(false);
-    }
     let others: Option<i64> = conn
         .query_row(&format!("SELECT k FROM {ev} LIMIT 1"), [], |r| r.get(0))
         .optional()

@@ -127,8 +127,9 @@ pub fn stable_plans(conn: &Connection) -> rusqlite::Result<()> {
 pub fn configure(conn: &Connection, cache_kib: i64) -> rusqlite::Result<()> {
     stable_plans(conn)?;
     // Only a new file takes it, and only before `journal_mode = WAL` writes the file's header: an
-    // existing file keeps the mode it was made with (see `space`).
-    conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    // existing file keeps the mode it was made with (see `space`). Asked only of a new file: on an
+    // existing one the pragma writes the header page again, which waits for another process's writer.
+    crate::space::incremental_if_new(conn)?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // Most of the checkpointing runs on its own thread (see `checkpointer`), but a passive checkpoint
     // racing a steady stream of commits never finishes, so the WAL never starts over: it grew to the
@@ -222,9 +223,10 @@ pub fn create(conn: &Connection) -> rusqlite::Result<()> {
             user_id TEXT NOT NULL, kind TEXT NOT NULL, body TEXT NOT NULL, updated_at INTEGER NOT NULL,
             PRIMARY KEY(user_id, kind)) STRICT, WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS pruned_leaves(k INTEGER PRIMARY KEY, leaf BLOB NOT NULL) STRICT;
-        -- A prune under way: the org's events of the month already moved to `pruned_leaves`.
+        -- A prune under way: the org's events of the month already moved to `pruned_leaves`, and the
+        -- last archived seq (see retention::prune_begin).
         CREATE TABLE IF NOT EXISTS pruning(
-            org_id INTEGER NOT NULL, month INTEGER NOT NULL, moved INTEGER NOT NULL,
+            org_id INTEGER NOT NULL, month INTEGER NOT NULL, moved INTEGER NOT NULL, last_seq INTEGER NOT NULL,
             PRIMARY KEY(org_id, month)) STRICT, WITHOUT ROWID;
         CREATE TABLE IF NOT EXISTS minute_counts(
             org_id INTEGER NOT NULL, minute INTEGER NOT NULL, n INTEGER NOT NULL, failures INTEGER NOT NULL,

@@ -52,6 +52,15 @@ pub fn free_pages(conn: &Connection, max: i64) -> rusqlite::Result<i64> {
     conn.query_row("PRAGMA freelist_count", [], |r| r.get(0))
 }
 
+/// Makes a new (empty) file give pages back; leaves an existing one as it is.
+pub fn incremental_if_new(conn: &Connection) -> rusqlite::Result<()> {
+    let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+    if pages == 0 {
+        conn.pragma_update(None, "auto_vacuum", "INCREMENTAL")?;
+    }
+    Ok(())
+}
+
 /// Whether a file gives pages back (`auto_vacuum = INCREMENTAL`, 2).
 pub fn incremental(conn: &Connection) -> rusqlite::Result<bool> {
     conn.query_row("PRAGMA auto_vacuum", [], |r| r.get::<_, i64>(0)).map(|mode| mode == 2)
@@ -82,18 +91,19 @@ impl Reclaim {
     /// left free pages).
     pub fn new(conn: &Connection, watch: bool) -> rusqlite::Result<Self> {
         let incremental = incremental(conn)?;
-        if !incremental {
-            let (free, total) = pages(conn)?;
-            if worth_it(free, total) {
-                tracing::warn!(
-                    file = %conn.path().unwrap_or_default(),
-                    free_mib = free * page_size(conn)? / (1 << 20),
-                    "this file was made by a release that could not give freed space back to the \
-                     file system; `trail admin compact`, with the server stopped, can"
-                );
-            }
+        let (free, total) = pages(conn)?;
+        if !incremental && worth_it(free, total) {
+            tracing::warn!(
+                file = %conn.path().unwrap_or_default(),
+                free_mib = free * page_size(conn)? / (1 << 20),
+                "this file was made by a release that could not give freed space back to the \
+                 file system; `trail admin compact`, with the server stopped, can"
+            );
         }
-        Ok(Self { incremental, watch, giving_back: false, due: Instant::now() })
+        // What an earlier process left (a month dropped just before it stopped) is given back even by
+        // a file that does not watch.
+        let giving_back = incremental && worth_it(free, total);
+        Ok(Self { incremental, watch, giving_back, due: Instant::now() })
     }
 
     /// Something was freed (retention dropped a month): give it back from the next step on.
@@ -159,22 +169,22 @@ pub struct Compacted {
 /// pages back from then on (`auto_vacuum = INCREMENTAL`). Refuses while any other process has the
 /// directory open (the server, `trail archive run`): the rewrite holds the file's only lock from
 /// start to end, so nothing can write meanwhile, and a crash during it leaves the file as it was.
-/// Needs free disk of about twice the largest file (SQLite's temporary copy and the write-ahead log).
+/// Needs free disk of about the largest file's size twice: SQLite's temporary copy (in the temporary
+/// directory) and the write-ahead log (in the data directory).
 pub fn compact(dir: &Path) -> Result<Vec<Compacted>> {
     let log = dir.join(crate::DB_FILE);
     if !log.is_file() {
         return Err(StoreError::NotFound(log.display().to_string()));
     }
-    let mut done = Vec::new();
-    for file in [log, dir.join(crate::index::INDEX_FILE)] {
-        if file.is_file() {
-            done.push(compact_file(&file)?);
-        }
-    }
-    Ok(done)
+    let files = [log, dir.join(crate::index::INDEX_FILE)];
+    // Every file's lock before either is rewritten: a server started in between would otherwise
+    // leave one file compacted and the other refused.
+    let locked = files.iter().filter(|f| f.is_file()).map(|f| lock(f)).collect::<Result<Vec<_>>>()?;
+    locked.into_iter().map(|(name, conn)| compact_file(name, &conn)).collect()
 }
 
-fn compact_file(path: &Path) -> Result<Compacted> {
+/// Opens a file and takes its exclusive lock, held until the connection is dropped.
+fn lock(path: &Path) -> Result<(String, Connection)> {
     let name = path.display().to_string();
     let conn = Connection::open_with_flags(
         path,
@@ -194,12 +204,16 @@ fn compact_file(path: &Path) -> Result<Compacted> {
             _ => sql_error(e),
         });
     }
-    let was_incremental = incremental(&conn).map_err(sql_error)?;
+    Ok((name, conn))
+}
+
+fn compact_file(name: String, conn: &Connection) -> Result<Compacted> {
+    let was_incremental = incremental(conn).map_err(sql_error)?;
     let bytes = |conn: &Connection| -> rusqlite::Result<u64> {
         let (_, total) = pages(conn)?;
         Ok((total * page_size(conn)?) as u64)
     };
-    let bytes_before = bytes(&conn).map_err(sql_error)?;
+    let bytes_before = bytes(conn).map_err(sql_error)?;
     conn.execute_batch(
         "PRAGMA wal_checkpoint(TRUNCATE);
          PRAGMA temp_store = FILE;
@@ -208,7 +222,7 @@ fn compact_file(path: &Path) -> Result<Compacted> {
          PRAGMA wal_checkpoint(TRUNCATE);",
     )
     .map_err(sql_error)?;
-    let bytes_after = bytes(&conn).map_err(sql_error)?;
+    let bytes_after = bytes(conn).map_err(sql_error)?;
     Ok(Compacted { file: name, bytes_before, bytes_after, was_incremental })
 }
 
@@ -233,8 +247,9 @@ mod tests {
         assert!(worth_it(1025, 2000));
     }
 
-    /// A file asked to give back frees in steps down to its slack; one that cannot (made with
-    /// `auto_vacuum = NONE`) never steps.
+    /// A file asked to give back frees in steps of at most [`STEP_PAGES`] down to its slack, and one
+    /// opened with many pages free gives them back unasked; one that cannot (made with
+    /// `auto_vacuum = NONE`) never frees anything.
     #[test]
     fn steps_give_back_down_to_the_slack() {
         let dir = tempfile::tempdir().unwrap();
@@ -245,29 +260,42 @@ mod tests {
                  CREATE TABLE t(x BLOB); CREATE TABLE keep(x BLOB);
                  WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000)
                  INSERT INTO t SELECT randomblob(4000) FROM n;
-                 INSERT INTO keep SELECT randomblob(4000) FROM t LIMIT 500;
-                 DROP TABLE t;"
+                 INSERT INTO keep SELECT randomblob(4000) FROM t LIMIT 500;"
             ))
             .unwrap();
+            let mut reclaim = Reclaim::new(&conn, false).unwrap();
+            assert_eq!(
+                reclaim.wait(),
+                CHECK_EVERY,
+                "nothing free, nothing asked, and the indexer does not watch"
+            );
+            conn.execute_batch("DROP TABLE t").unwrap();
             let (free, total) = pages(&conn).unwrap();
             assert!(free >= 3000, "{free} pages free of {total}");
-            let mut reclaim = Reclaim::new(&conn, false).unwrap();
-            assert_eq!(reclaim.wait(), CHECK_EVERY, "nothing asked, and the indexer does not watch");
             reclaim.asked();
-            let mut steps = 0;
-            while reclaim.giving_back && steps < 100 {
+            assert_eq!(reclaim.wait() == Duration::ZERO, shrinks, "asked, a step is due at once");
+            assert_eq!(Reclaim::new(&conn, false).unwrap().wait() == Duration::ZERO, shrinks, "or at open");
+            let mut sizes = vec![total];
+            for _ in 0..100 {
                 reclaim.due = Instant::now();
                 reclaim.step(&conn);
-                steps += 1;
+                sizes.push(pages(&conn).unwrap().1);
+                if !reclaim.giving_back {
+                    break;
+                }
             }
             let (free_after, total_after) = pages(&conn).unwrap();
             if shrinks {
                 assert_eq!(free_after, slack(total_after), "given back down to the slack");
                 // Pointer-map pages that described the freed ones go too.
                 assert!(total - total_after >= free - free_after, "{total} → {total_after} pages");
-                assert!(steps >= (free - free_after) / STEP_PAGES, "{steps} steps");
+                assert!(
+                    sizes.windows(2).all(|w| w[0] - w[1] <= STEP_PAGES + 2),
+                    "steps of 512 pages: {sizes:?}"
+                );
+                assert_eq!(reclaim.wait(), CHECK_EVERY, "done: nothing due until asked again");
             } else {
-                assert_eq!((free_after, total_after, steps), (free, total, 0));
+                assert_eq!((free_after, total_after), (free, total));
             }
             let kept: i64 = conn.query_row("SELECT count(*) FROM keep", [], |r| r.get(0)).unwrap();
             assert_eq!(kept, 500);

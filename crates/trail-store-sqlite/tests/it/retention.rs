@@ -214,8 +214,8 @@ async fn pruning_gives_the_months_space_back_to_the_file_system() {
 
 /// A prune moves a month out in steps, each its own transaction: stopped after two steps (as a crash
 /// would stop it), every event is in exactly one place (its row or its kept leaf), so proofs and
-/// `trail verify` hold; a prune whose expectation no longer matches refuses, counting what was moved;
-/// and the prune run again finishes where the first stopped.
+/// `trail verify` hold; the month is no longer listed for retention; a prune whose expectation does
+/// not match refuses, counting what was moved; and the next open finishes what was begun.
 #[tokio::test]
 async fn a_prune_stopped_between_steps_is_consistent_and_finishes_when_run_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -256,20 +256,32 @@ async fn a_prune_stopped_between_steps_is_consistent_and_finishes_when_run_again
         };
         trail_merkle::verify_inclusion(&leaf, seq, 20, &proof, &root_before).unwrap();
     }
+    // A retention pass does not see the month again (it would archive its rest a second time).
+    assert_eq!(store.event_months("acme").await.unwrap(), [202602]);
     let wrong = store.prune_month("acme", 202601, MonthSummary { count: 11, last_seq: 18 }).await;
     assert!(
         matches!(&wrong, Err(trail_store::StoreError::Conflict(m)) if m.contains("6 already moved")),
         "{wrong:?}"
     );
+    store.close();
+    drop(store);
+    let key = trail_merkle::Signer::from_secret_bytes("test", &[7; 32]).unwrap().verifier();
+    let verified = |dir: &std::path::Path| {
+        let reports =
+            trail_store_sqlite::verify::verify_data_dir(dir, None, &key, &mut |_, _, _| {}).unwrap();
+        (reports[0].events, reports[0].problem.clone())
+    };
+    assert_eq!(verified(dir.path()), (20, None), "half moved, the log verifies");
 
-    store.prune_month("acme", 202601, january).await.unwrap();
+    // The next open finishes what was begun.
+    let store = SqliteStore::open(dir.path()).unwrap();
     assert_eq!(store.pruned_leaves("acme", 0, 20).await.unwrap().len(), 10);
     assert_eq!(store.event_months("acme").await.unwrap(), [202602]);
     store.close();
     drop(store);
     assert!(!tables(dir.path()).0, "January's table is dropped");
-    let key = trail_merkle::Signer::from_secret_bytes("test", &[7; 32]).unwrap().verifier();
-    let reports =
-        trail_store_sqlite::verify::verify_data_dir(dir.path(), None, &key, &mut |_, _, _| {}).unwrap();
-    assert_eq!((reports[0].events, &reports[0].problem), (20, &None));
+    let c = rusqlite::Connection::open(dir.path().join(trail_store_sqlite::DB_FILE)).unwrap();
+    let pending: i64 = c.query_row("SELECT count(*) FROM pruning", [], |r| r.get(0)).unwrap();
+    assert_eq!(pending, 0);
+    assert_eq!(verified(dir.path()), (20, None));
 }
