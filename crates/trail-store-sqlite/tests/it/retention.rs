@@ -151,17 +151,30 @@ fn noise(seed: u64, len: usize) -> String {
         .collect()
 }
 
-/// A new data directory's files give pages back (`auto_vacuum = INCREMENTAL`), and pruning a month
-/// gives its space back to the file system: the writer and the indexer free the pages in steps after
-/// the prune, while the other month stays readable and the log verifies.
-#[tokio::test]
-async fn pruning_gives_the_months_space_back_to_the_file_system() {
+/// A new store with org `acme`, on 2026-03-15 (`now`), and a day in January and one in February.
+async fn acme_in_march() -> (tempfile::TempDir, SqliteStore, i64, i64, i64) {
     let dir = tempfile::tempdir().unwrap();
     let store = SqliteStore::open(dir.path()).unwrap();
     let now = parse_rfc3339("2026-03-15T00:00:00Z").unwrap();
     let (jan, feb) =
         (parse_rfc3339("2026-01-10T00:00:00Z").unwrap(), parse_rfc3339("2026-02-10T00:00:00Z").unwrap());
     store.create_org("acme", "acme", now).await.unwrap();
+    (dir, store, now, jan, feb)
+}
+
+/// `trail verify` of a closed data directory's only org: events checked, and the problem if any.
+fn verified(dir: &std::path::Path) -> (u64, Option<String>) {
+    let key = trail_merkle::Signer::from_secret_bytes("test", &[7; 32]).unwrap().verifier();
+    let reports = trail_store_sqlite::verify::verify_data_dir(dir, None, &key, &mut |_, _, _| {}).unwrap();
+    (reports[0].events, reports[0].problem.as_ref().map(|p| p.reason.clone()))
+}
+
+/// A new data directory's files give pages back (`auto_vacuum = INCREMENTAL`), and pruning a month
+/// gives its space back to the file system: the writer and the indexer free the pages in steps after
+/// the prune, while the other month stays readable and the log verifies.
+#[tokio::test]
+async fn pruning_gives_the_months_space_back_to_the_file_system() {
+    let (dir, store, now, jan, feb) = acme_in_march().await;
     for chunk in 0..8u64 {
         let events = (0..1000).map(|i| event(&noise(chunk * 1000 + i, 480), jan + (chunk * 1000 + i) as i64));
         store.append("acme", events.collect(), now).await.unwrap();
@@ -206,10 +219,7 @@ async fn pruning_gives_the_months_space_back_to_the_file_system() {
     assert_eq!(store.query("acme", &february).await.unwrap().records.len(), 100);
     store.close();
     drop(store);
-    let key = trail_merkle::Signer::from_secret_bytes("test", &[7; 32]).unwrap().verifier();
-    let reports =
-        trail_store_sqlite::verify::verify_data_dir(dir.path(), None, &key, &mut |_, _, _| {}).unwrap();
-    assert_eq!((reports[0].events, &reports[0].problem), (8100, &None));
+    assert_eq!(verified(dir.path()), (8100, None));
 }
 
 /// A prune moves a month out in steps, each its own transaction: stopped after two steps (as a crash
@@ -218,12 +228,7 @@ async fn pruning_gives_the_months_space_back_to_the_file_system() {
 /// not match refuses, counting what was moved; and the next open finishes what was begun.
 #[tokio::test]
 async fn a_prune_stopped_between_steps_is_consistent_and_finishes_when_run_again() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(dir.path()).unwrap();
-    let now = parse_rfc3339("2026-03-15T00:00:00Z").unwrap();
-    let (jan, feb) =
-        (parse_rfc3339("2026-01-10T00:00:00Z").unwrap(), parse_rfc3339("2026-02-10T00:00:00Z").unwrap());
-    store.create_org("acme", "acme", now).await.unwrap();
+    let (dir, store, now, jan, feb) = acme_in_march().await;
     // January's events interleave with February's in seq order.
     let events = (0..20).map(|i| event("needle", if i % 2 == 0 { jan + i } else { feb + i }));
     store.append("acme", events.collect(), now).await.unwrap();
@@ -265,12 +270,6 @@ async fn a_prune_stopped_between_steps_is_consistent_and_finishes_when_run_again
     );
     store.close();
     drop(store);
-    let key = trail_merkle::Signer::from_secret_bytes("test", &[7; 32]).unwrap().verifier();
-    let verified = |dir: &std::path::Path| {
-        let reports =
-            trail_store_sqlite::verify::verify_data_dir(dir, None, &key, &mut |_, _, _| {}).unwrap();
-        (reports[0].events, reports[0].problem.clone())
-    };
     assert_eq!(verified(dir.path()), (20, None), "half moved, the log verifies");
 
     // The next open finishes what was begun.
